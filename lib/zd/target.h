@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A target is the protected VM as the checkpoint round sees it: pause,
+ * resume, harvest the dirty log, re-arm it, read page contents, device state.
+ * Each kind of VM is one file under lib/target/ filling struct
+ * zd_target_ops; zd_target_open() picks it by the scheme of the spec
+ * ("kvm:/run/zd/vm1.sock", "synth:pages=4096,dirty=128", "trace:FILE").
+ *
+ * The same ops serve two roles:
+ *   - the tracker (zd-track) *opens* a target and drives the whole round;
+ *   - a downstream stage (zd-swap, zd-send) *attaches* to a running
+ *     tracker from the stream's HEADER only to read page contents
+ *     (zd_target_attach): synth regenerates them, kvm maps the memfd that
+ *     the tracker hands over its control socket.
+ */
+#ifndef ZD_TARGET_H
+#define ZD_TARGET_H
+
+#include <stdint.h>
+#include <stdbool.h>
+#include "zd/pageset.h"
+#include "zd/stream.h"
+
+struct zd_target;
+
+struct zd_target_ops {
+	const char *scheme;		/* "kvm", "synth", "trace", "xen" */
+	const char *usage;		/* one line for --help and the man page */
+
+	/* Tracker role. args is the spec after "scheme:". On failure fill
+	 * t->err and return -1 (the caller prints it and exits ZD_EXIT_TARGET). */
+	int (*open)(struct zd_target *t, const char *args);
+	/* Attach role: only read_pages (and close) need to work afterwards. */
+	int (*attach)(struct zd_target *t, const struct zd_rec_header *hdr);
+	void (*close)(struct zd_target *t);
+
+	/* Let the VM run until deadline_ns (CLOCK_MONOTONIC). A real VM just
+	 * runs, so this sleeps; synth generates the epoch's writes here;
+	 * trace returns at once. May return early when the target ends:
+	 * returns 1 if the target has no more epochs (trace at EOF), 0 to go on. */
+	int (*run_until)(struct zd_target *t, uint64_t deadline_ns);
+
+	/* epoch is the checkpoint being taken: output the VM produced
+	 * before this pause belongs to it. */
+	int (*pause)(struct zd_target *t, uint64_t epoch);
+	int (*resume)(struct zd_target *t);
+
+	/* Pages written since they were last re-armed. Does not re-arm
+	 * (KVM manual dirty-log protect, Xen PEEK). */
+	int (*harvest)(struct zd_target *t, struct zd_pageset *dirty);
+	/* Re-arm tracking of exactly these pages (NULL: all pages). */
+	int (*rearm)(struct zd_target *t, const struct zd_pageset *set);
+
+	/* Copy the current contents of the set's pages, in pfn order, into
+	 * buf (set->pages * page_size bytes). epoch is the epoch the set
+	 * belongs to (synth derives contents from it). */
+	int (*read_pages)(struct zd_target *t, uint64_t epoch,
+			  const struct zd_pageset *set, uint8_t *buf);
+
+	/* Device and vCPU state, malloc'd blob; kind as in zd_rec_state. */
+	int (*get_state)(struct zd_target *t, uint32_t *kind, uint8_t **data, uint32_t *len);
+	/* zd_hash64 of the whole memory; only meaningful while paused. NULL if
+	 * the target cannot (then --verify is refused). */
+	int (*memsum)(struct zd_target *t, uint64_t *sum);
+	/* The backup acknowledged this epoch: release its held output. */
+	int (*commit)(struct zd_target *t, uint64_t epoch);
+
+	/* Optional (zddspt): write-protect these pages so the VM's next write
+	 * to each is trapped; NULL if the target cannot. */
+	int (*protect)(struct zd_target *t, const struct zd_pageset *set);
+
+	/* Optional: file descriptors a downstream stage needs (memfd of guest
+	 * RAM, uffd), passed over the tracker's control socket. Returns the
+	 * number of fds written to fds[] (max 4) and fills *base with the
+	 * address of guest RAM in the VM monitor's address space (uffd fault
+	 * addresses are in that space). */
+	int (*export_fds)(struct zd_target *t, int *fds, uint64_t *base);
+	/* Attach role counterpart of export_fds for targets that need them. */
+	int (*import_fds)(struct zd_target *t, const int *fds, int nfds, uint64_t base);
+};
+
+struct zd_target {
+	const struct zd_target_ops *ops;
+	char *spec;			/* the whole spec as given */
+	uint32_t page_size;
+	uint64_t page_count;
+	void *priv;			/* the implementation's state */
+	char err[256];			/* why the last op failed */
+};
+
+extern const struct zd_target_ops zd_target_synth;
+extern const struct zd_target_ops zd_target_trace;
+extern const struct zd_target_ops zd_target_kvm;
+
+/* Open by spec for the tracker role. Returns 0, or -1 with *t == NULL and
+ * msg filled (e.g. "unknown target scheme 'foo' (want kvm, synth, trace)"). */
+int zd_target_open(struct zd_target **t, const char *spec, char *msg, size_t msglen);
+/* Attach for reading pages, from a stream's HEADER. For kvm this connects
+ * to hdr->control and receives the memfd. */
+int zd_target_attach(struct zd_target **t, const struct zd_rec_header *hdr, char *msg, size_t msglen);
+void zd_target_close(struct zd_target *t);
+
+#endif

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Small helpers every tool uses: diagnostics in the form
+ * "zd-TOOL: what failed: why", full reads and writes that retry short I/O
+ * and EINTR, a monotonic clock in nanoseconds, number parsing that rejects
+ * garbage.
+ */
+#ifndef ZD_UTIL_H
+#define ZD_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define ZD_VERSION "0.1.0"
+
+/* Exit codes shared by every tool; documented in each man page. */
+enum zd_exit {
+	ZD_EXIT_OK = 0,
+	ZD_EXIT_FAIL = 1,	/* runtime failure: I/O, peer, target */
+	ZD_EXIT_USAGE = 2,	/* bad flags or arguments */
+	ZD_EXIT_DATA = 3,	/* bad input stream: corrupt, truncated, hostile */
+	ZD_EXIT_TARGET = 4,	/* the target (VM) is missing, died or refused */
+	ZD_EXIT_PEER = 5,	/* the remote peer is unreachable or died */
+};
+
+/* Set once by main(): the prefix of every diagnostic, e.g. "zd-track". */
+extern const char *zd_progname;
+
+void zd_set_progname(const char *argv0);
+void zd_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void zd_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+_Noreturn void zd_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+_Noreturn void zd_diex(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Verbose log (enabled by -v / ZD_DEBUG=1): goes to stderr with a timestamp. */
+extern int zd_verbose;
+void zd_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Read exactly len bytes. Returns len, 0 on EOF before any byte, or the
+ * number of bytes read before EOF (short), or -1 with errno. */
+ssize_t zd_read_full(int fd, void *buf, size_t len);
+/* Write exactly len bytes; returns 0 or -1 with errno. */
+int zd_write_full(int fd, const void *buf, size_t len);
+
+uint64_t zd_now_ns(void);	/* CLOCK_MONOTONIC */
+uint64_t zd_wall_ns(void);	/* CLOCK_REALTIME, for cross-host timestamps */
+void zd_sleep_ns(uint64_t ns);
+
+/* Strict parsers: return 0 on success, -1 if s is not entirely a number in
+ * range. Sizes accept K, M, G suffixes (binary). Durations accept ns, us,
+ * ms, s suffixes; a bare number is milliseconds. */
+int zd_parse_u64(const char *s, uint64_t *out);
+int zd_parse_double(const char *s, double *out);
+int zd_parse_size(const char *s, uint64_t *out);
+int zd_parse_duration_ns(const char *s, uint64_t *out);
+
+/* 64-bit checksum of a buffer (XXH3, from libxxhash). */
+uint64_t zd_hash64(const void *buf, size_t len);
+
+void *zd_xmalloc(size_t n);
+void *zd_xcalloc(size_t n, size_t size);
+void *zd_xrealloc(void *p, size_t n);
+char *zd_xstrdup(const char *s);
+
+#define ZD_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define ZD_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define ZD_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#endif

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zd-vm's control protocol (documented for operators in zd-vm(1)).
+ * Unix SOCK_SEQPACKET at --control PATH; one request, one reply.
+ * The tracker (lib/target/kvm.c) is the usual client.
+ *
+ * Guest RAM is one memfd; the dirty bitmap is exchanged through a second,
+ * shared memfd (the "bitmap area", two bitmaps of one bit per page:
+ * words [0, nwords) = dirty out, [nwords, 2*nwords) = pages to clear or
+ * protect in), so a harvest of several GiB needs no large message.
+ */
+#ifndef ZD_VMCTL_H
+#define ZD_VMCTL_H
+
+#include <stdint.h>
+
+#define ZD_VMCTL_MAX_MSG (64u << 10)
+
+enum zd_vmctl_op {
+	ZD_VMCTL_INFO = 1,	/* reply: v0 mem bytes, v1 page size, v2 flags;
+				 * fds: [memfd, bitmap memfd, uffd if any];
+				 * payload: struct zd_vm_info */
+	ZD_VMCTL_PAUSE = 2,	/* arg0 = epoch being checkpointed; reply v0 = ns to stop the vCPU */
+	ZD_VMCTL_RESUME = 3,	/* reply v0 = ns */
+	ZD_VMCTL_DIRTY_GET = 4,	/* KVM_GET_DIRTY_LOG into bitmap out; v0 = dirty pages */
+	ZD_VMCTL_DIRTY_CLEAR = 5, /* flags ALL, or clear the pages set in bitmap in */
+	ZD_VMCTL_STATE = 6,	/* reply payload: vCPU + device state blob */
+	ZD_VMCTL_MEMSUM = 7,	/* reply v0 = zd_hash64 of guest RAM (paused) */
+	ZD_VMCTL_COMMIT = 8,	/* arg0 = epoch acknowledged: release its output */
+	ZD_VMCTL_PROTECT = 9,	/* uffd write-protect the pages set in bitmap in */
+	ZD_VMCTL_STOP = 10,	/* end the VM */
+};
+
+#define ZD_VMCTL_F_ALL 0x1
+
+#define ZD_VM_F_PVM 0x1		/* KVM is kvm_pvm: guest runs at CPL3 */
+#define ZD_VM_F_UFFD_WP 0x2	/* a uffd with write-protect is registered */
+
+struct zd_vmctl_req {
+	uint32_t op;
+	uint32_t flags;
+	uint64_t arg0, arg1;
+};
+
+struct zd_vmctl_rep {
+	int32_t status;		/* 0 or -errno */
+	uint32_t len;		/* payload bytes after this struct */
+	uint64_t v0, v1, v2;
+};
+
+struct zd_vm_info {
+	uint64_t mem_bytes;
+	uint64_t ram_base;	/* address of guest RAM in zd-vm's address space */
+	uint64_t bitmap_words;	/* words per bitmap in the bitmap area */
+	uint32_t page_size;
+	uint32_t flags;		/* ZD_VM_F_* */
+	uint64_t epoch;		/* last epoch paused for */
+	char serve[64];		/* --serve address, "" if none */
+};
+
+#endif
