@@ -62,6 +62,7 @@ set -u
 
 VMHOST_SELF=$(readlink -f "${BASH_SOURCE[0]}")
 ZD_TOP=${ZD_TOP:-$(cd "$(dirname "$VMHOST_SELF")/../.." && pwd)}
+ZD_BIN=${ZD_BIN:-$ZD_TOP/bin}
 BUILD=${BUILD:-build}
 case $BUILD in /*) VMHOST_DIR=$BUILD/vmhost ;; *) VMHOST_DIR=$ZD_TOP/$BUILD/vmhost ;; esac
 
@@ -182,7 +183,7 @@ else
 	mount -t tmpfs -o mode=1777 shm /dev/shm
 fi
 say "ZD-VMHOST-READY"
-chroot $root /usr/bin/env -i /bin/bash /run/zd-vmhost/cmd.sh </dev/null >"$out" 2>"$err"
+env -i chroot $root "$ZD_VMHOST_BASH" /run/zd-vmhost/cmd.sh </dev/null >"$out" 2>"$err"
 finish $?
 EOF
 }
@@ -263,6 +264,7 @@ vmhost_run_cpio() {
 	{
 		echo "ZD_VMHOST_SHARE=$share"
 		printf 'ZD_VMHOST_TOP=%q\n' "$ZD_TOP"
+		printf 'ZD_VMHOST_BASH=%q\n' "$(command -v bash)"
 	} >"$stage/run/zd-vmhost/mode"
 	{
 		echo "# written by vmhost.sh on the host"
@@ -287,7 +289,7 @@ vmhost_run_cpio() {
 			cp -a "$d/." "$stage$d/"
 			while IFS= read -r f; do files+=("$f"); done < <(find "$d" -type f -perm -u+x)
 		done
-		for f in /usr/bin/bash /usr/bin/env; do
+		for f in "$(command -v bash)" "$(command -v env)"; do
 			mkdir -p "$stage$(dirname "$f")"
 			cp -L "$f" "$stage$f"
 			files+=("$f")
@@ -376,18 +378,19 @@ vmhost_run() {
 	local timeout=600 mem=2048 cpus=2
 	while [ $# -gt 0 ]; do
 		case $1 in
-		--timeout) timeout=${2:-}; shift 2 || { vmhost_usage >&2; return 2; } ;;
-		--mem) mem=${2:-}; shift 2 || { vmhost_usage >&2; return 2; } ;;
-		--cpus) cpus=${2:-}; shift 2 || { vmhost_usage >&2; return 2; } ;;
+		--timeout | --mem | --cpus)
+			[ $# -ge 2 ] || { vmhost_err "$1 needs a value; $(vmhost_usage)"; return 2; }
+			case $1 in --timeout) timeout=$2 ;; --mem) mem=$2 ;; --cpus) cpus=$2 ;; esac
+			shift 2 ;;
 		--) shift; break ;;
-		*) vmhost_err "unknown option '$1'"; vmhost_usage >&2; return 2 ;;
+		*) vmhost_err "unknown option '$1'; $(vmhost_usage)"; return 2 ;;
 		esac
 	done
 	local n
 	for n in "$timeout" "$mem" "$cpus"; do
-		case $n in '' | *[!0-9]* | 0*) vmhost_err "'$n' is not a positive number"; return 2 ;; esac
+		case $n in '' | *[!0-9]* | 0*) vmhost_err "'$n' is not a positive whole number"; return 2 ;; esac
 	done
-	[ $# -gt 0 ] || { vmhost_err "no command given"; vmhost_usage >&2; return 2; }
+	[ $# -gt 0 ] || { vmhost_err "no command given; $(vmhost_usage)"; return 2; }
 
 	local mode=${ZD_VMHOST:-auto}
 	case $mode in auto | vm | host) ;; *) vmhost_err "ZD_VMHOST='$mode': want auto, vm or host"; return 2 ;; esac
@@ -431,6 +434,6 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
 	case ${1:-} in
 	run) shift; vmhost_run "$@"; exit $? ;;
 	-h | --help) vmhost_usage; exit 0 ;;
-	*) vmhost_usage >&2; exit 2 ;;
+	*) vmhost_err "want the 'run' command; $(vmhost_usage)"; exit 2 ;;
 	esac
 fi
