@@ -256,5 +256,19 @@ int zd_encode_json(const struct zd_record *r, uint32_t page_size, char **out, si
 
 /* CRC32C (Castagnoli), hardware-assisted where the CPU has SSE4.2. */
 uint32_t zd_crc32c(uint32_t crc, const void *buf, size_t len);
+/* The table-driven path of zd_crc32c, same results; for tests. */
+uint32_t zd_crc32c_sw(uint32_t crc, const void *buf, size_t len);
+
+/* Binary type code of a JSON object of a type this version does not know,
+ * carried in a binary stream as its JSON text (zd-stream(5) "JSON
+ * passthrough"); also the r->type of such a record read from JSON. */
+#define ZD_REC_JSON 0xFFFFu
+/* Most ranges one page set of one record may decode to: bounds the memory
+ * a hostile bitmap can claim (64 MiB of struct zd_range). */
+#define ZD_SET_MAX_RANGES (1u << 22)
+/* Longest JSON line a reader accepts (base64 grows a body by 4/3). */
+#define ZD_JSON_LINE_MAX (2u * ZD_REC_MAX)
+/* zd_decode_binary/zd_decode_json return 0, or -(enum zd_read_err) with
+ * msg set to what is wrong (no name/offset prefix; the reader adds it). */
 
 #endif

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private to lib/stream: a growable byte buffer the encoders append to
+ * (the writer encodes straight into its own buffer, no copy), little-endian
+ * put/get helpers, base64, and the error helper of the decoders.
+ */
+#ifndef ZD_STREAM_CODEC_H
+#define ZD_STREAM_CODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "zd/stream.h"
+
+struct zd_buf {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+void zd_buf_reserve(struct zd_buf *b, size_t extra);
+static inline void zd_buf_put(struct zd_buf *b, const void *p, size_t n)
+{
+	if (b->cap - b->len < n)
+		zd_buf_reserve(b, n);
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+}
+static inline void zd_buf_u8(struct zd_buf *b, uint8_t v) { zd_buf_put(b, &v, 1); }
+static inline void zd_buf_u16(struct zd_buf *b, uint16_t v)
+{
+	uint8_t x[2] = { (uint8_t)v, (uint8_t)(v >> 8) };
+	zd_buf_put(b, x, 2);
+}
+static inline void zd_buf_u32(struct zd_buf *b, uint32_t v)
+{
+	uint8_t x[4];
+	for (int i = 0; i < 4; i++)
+		x[i] = (uint8_t)(v >> (8 * i));
+	zd_buf_put(b, x, 4);
+}
+static inline void zd_buf_u64(struct zd_buf *b, uint64_t v)
+{
+	uint8_t x[8];
+	for (int i = 0; i < 8; i++)
+		x[i] = (uint8_t)(v >> (8 * i));
+	zd_buf_put(b, x, 8);
+}
+void zd_buf_printf(struct zd_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static inline uint16_t zd_get_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static inline uint32_t zd_get_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t zd_get_u64(const uint8_t *p)
+{
+	return (uint64_t)zd_get_u32(p) | (uint64_t)zd_get_u32(p + 4) << 32;
+}
+static inline void zd_set_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Append one encoded record; 0 or -1 with errno (EINVAL: the record
+ * cannot be encoded, e.g. a string too long or RAW data of the wrong size). */
+int zd_enc_binary_buf(struct zd_buf *b, const struct zd_record *r, uint32_t page_size);
+int zd_enc_json_buf(struct zd_buf *b, const struct zd_record *r, uint32_t page_size);
+
+/* Is text one JSON object on one line (a passthrough record)? */
+bool zd_json_object_ok(const char *text, size_t len);
+
+bool zd_utf8_ok(const uint8_t *p, size_t n);
+
+/* Checks both encoders share. */
+int zd_rec_check(const struct zd_record *r, uint32_t page_size);
+
+size_t zd_b64_len(size_t n);
+void zd_b64_encode(char *out, const uint8_t *in, size_t n);
+/* Decode n chars; returns bytes written or -1 on bad input. out holds n/4*3. */
+long zd_b64_decode(uint8_t *out, const char *in, size_t n);
+
+/* Format msg and return -err: the decoders' one error exit. */
+int zd_fail(char *msg, size_t msglen, enum zd_read_err err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Stream-level checks (HEADER first, epochs) shared by the reader and
+ * the fuzzer's view of a stream. */
+int zd_check_order(struct zd_reader *rd, const struct zd_record *r, char *msg, size_t msglen);
+
+#endif

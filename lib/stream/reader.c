@@ -1,0 +1,350 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zd_reader: detects the encoding from the first byte, then hands one
+ * record at a time (binary: header + body; JSON: one line) to the decoder
+ * and checks the stream-level rules (HEADER first, epoch order). Every
+ * failure is sticky and leaves one message naming the byte offset or line
+ * and the record.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "stream/codec.h"
+#include "zd/util.h"
+
+#define READ_CHUNK (64u << 10)
+
+void zd_reader_init(struct zd_reader *rd, int fd, const char *name)
+{
+	memset(rd, 0, sizeof(*rd));
+	rd->fd = fd;
+	rd->name = name ? name : "input";
+	rd->line = 1;
+}
+
+void zd_reader_free(struct zd_reader *rd)
+{
+	free(rd->buf);
+	rd->buf = NULL;
+	rd->buf_len = rd->buf_pos = rd->buf_cap = 0;
+	free(rd->hdr.target);
+	free(rd->hdr.control);
+	rd->hdr.target = rd->hdr.control = NULL;
+}
+
+static int fail(struct zd_reader *rd, enum zd_read_err err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int fail(struct zd_reader *rd, enum zd_read_err err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(rd->msg, sizeof(rd->msg), fmt, ap);
+	va_end(ap);
+	rd->err = err;
+	return -1;
+}
+
+/* Make want bytes available from buf_pos; returns how many are (fewer
+ * only at EOF) or -1 on a read error. Never grows past want plus a chunk,
+ * and want is bounded by the caller's length checks. */
+static ssize_t fill(struct zd_reader *rd, size_t want)
+{
+	while (rd->buf_len - rd->buf_pos < want && !rd->eof) {
+		if (rd->buf_pos && rd->buf_cap - rd->buf_len < READ_CHUNK) {
+			memmove(rd->buf, rd->buf + rd->buf_pos, rd->buf_len - rd->buf_pos);
+			rd->buf_len -= rd->buf_pos;
+			rd->buf_pos = 0;
+		}
+		size_t need = ZD_MAX(want, (size_t)READ_CHUNK);
+		if (rd->buf_cap - rd->buf_len < READ_CHUNK || rd->buf_cap < need) {
+			size_t cap = rd->buf_cap ? rd->buf_cap : 2 * READ_CHUNK;
+			while (cap < need + READ_CHUNK || cap - rd->buf_len < READ_CHUNK)
+				cap *= 2;
+			rd->buf = zd_xrealloc(rd->buf, cap);
+			rd->buf_cap = cap;
+		}
+		ssize_t n = read(rd->fd, rd->buf + rd->buf_len, rd->buf_cap - rd->buf_len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0)
+			rd->eof = true;
+		rd->buf_len += (size_t)n;
+	}
+	return (ssize_t)ZD_MIN(want, rd->buf_len - rd->buf_pos);
+}
+
+static int io_fail(struct zd_reader *rd)
+{
+	return fail(rd, ZD_RERR_IO, "%s: byte %" PRIu64 ": read failed: %s", rd->name,
+		    rd->offset, strerror(errno));
+}
+
+static int detect(struct zd_reader *rd)
+{
+	ssize_t n = fill(rd, 1);
+	if (n < 0)
+		return io_fail(rd);
+	if (n == 0)
+		return fail(rd, ZD_RERR_TRUNCATED, "%s: byte 0: empty stream (no HEADER)", rd->name);
+	if (rd->buf[rd->buf_pos] == 0x89) {
+		n = fill(rd, ZD_PREAMBLE_LEN);
+		if (n < 0)
+			return io_fail(rd);
+		if (n < ZD_PREAMBLE_LEN)
+			return fail(rd, ZD_RERR_TRUNCATED,
+				    "%s: byte %zd: truncated preamble (%zd of %u bytes)", rd->name,
+				    n, n, ZD_PREAMBLE_LEN);
+		const uint8_t *p = rd->buf + rd->buf_pos;
+		if (memcmp(p, ZD_STREAM_MAGIC, 4) != 0)
+			return fail(rd, ZD_RERR_MAGIC, "%s: byte 0: bad magic (not a zd-stream)",
+				    rd->name);
+		uint16_t major = zd_get_u16(p + 4), minor = zd_get_u16(p + 6);
+		if (major != ZD_STREAM_MAJOR)
+			return fail(rd, ZD_RERR_VERSION,
+				    "%s: byte 4: unsupported major version %u (this reader knows %u)",
+				    rd->name, major, ZD_STREAM_MAJOR);
+		/* Until the HEADER arrives its minor is the preamble's. */
+		rd->hdr.major = major;
+		rd->hdr.minor = minor;
+		rd->enc = ZD_ENC_BINARY;
+		rd->buf_pos += ZD_PREAMBLE_LEN;
+		rd->offset = ZD_PREAMBLE_LEN;
+	} else {
+		/* JSON: '{' after optional whitespace (blank lines are skipped
+		 * by the line reader, so only look here). */
+		size_t i = 0;
+		for (;;) {
+			n = fill(rd, i + 1);
+			if (n < 0)
+				return io_fail(rd);
+			if ((size_t)n <= i)
+				return fail(rd, ZD_RERR_TRUNCATED,
+					    "%s: byte %zu: stream of blanks (no HEADER)", rd->name, i);
+			uint8_t c = rd->buf[rd->buf_pos + i];
+			if (c == '{')
+				break;
+			if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+				return fail(rd, ZD_RERR_MAGIC,
+					    "%s: byte %zu: bad magic (not a zd-stream: byte 0x%02x)",
+					    rd->name, i, c);
+			if (i > 4096)
+				return fail(rd, ZD_RERR_MAGIC,
+					    "%s: byte %zu: bad magic (only whitespace)", rd->name, i);
+			i++;
+		}
+		rd->enc = ZD_ENC_JSON;
+		rd->hdr.major = ZD_STREAM_MAJOR;
+		rd->hdr.minor = ZD_STREAM_MINOR;
+	}
+	rd->detected = true;
+	return 0;
+}
+
+int zd_check_order(struct zd_reader *rd, const struct zd_record *r, char *msg, size_t msglen)
+{
+	uint64_t cur = rd->last_epoch, e;
+	if (!rd->have_header) {
+		if (r->type != ZD_REC_HEADER)
+			return zd_fail(msg, msglen, ZD_RERR_ORDER, "record before HEADER");
+		return 0;
+	}
+	switch (r->type) {
+	case ZD_REC_HEADER:
+		return zd_fail(msg, msglen, ZD_RERR_ORDER, "second HEADER");
+	case ZD_REC_CHECKPOINT:
+		if (r->u.ckpt.epoch <= cur)
+			return zd_fail(msg, msglen, ZD_RERR_ORDER,
+				       "epoch %" PRIu64 " after epoch %" PRIu64 " (epochs must increase)",
+				       r->u.ckpt.epoch, cur);
+		return 0;
+	case ZD_REC_DIRTY:
+	case ZD_REC_STATE:
+	case ZD_REC_ACK:
+		e = r->type == ZD_REC_DIRTY ? r->u.dirty.epoch
+		    : r->type == ZD_REC_STATE ? r->u.state.epoch : r->u.ack.epoch;
+		if (e > cur)
+			return zd_fail(msg, msglen, ZD_RERR_ORDER,
+				       "epoch %" PRIu64 " ahead of the current checkpoint %" PRIu64, e, cur);
+		return 0;
+	case ZD_REC_STANDBY:
+	case ZD_REC_PAGES:
+		/* a standby set and pre-copied pages may belong to the epoch
+		 * about to start */
+		e = r->type == ZD_REC_STANDBY ? r->u.dirty.epoch : r->u.pages.epoch;
+		if (e > cur + 1)
+			return zd_fail(msg, msglen, ZD_RERR_ORDER,
+				       "epoch %" PRIu64 " beyond the next checkpoint %" PRIu64, e, cur + 1);
+		return 0;
+	case ZD_REC_COMMIT:
+		if (r->u.commit.epoch != cur)
+			return zd_fail(msg, msglen, ZD_RERR_ORDER,
+				       "COMMIT of epoch %" PRIu64 ", the current checkpoint is %" PRIu64,
+				       r->u.commit.epoch, cur);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* After a record decoded: stream rules, then remember what they need. */
+static int accept(struct zd_reader *rd, struct zd_record *r, const char *where)
+{
+	char what[200];
+	int rc = zd_check_order(rd, r, what, sizeof(what));
+	if (rc < 0) {
+		fail(rd, (enum zd_read_err)-rc, "%s: record %" PRIu64 " (%s): %s", where,
+		     rd->nrec + 1, zd_rec_type_name(r->type), what);
+		zd_record_free(r);
+		return -1;
+	}
+	if (r->type == ZD_REC_HEADER) {
+		rd->hdr = r->u.header;
+		rd->hdr.target = zd_xstrdup(r->u.header.target);
+		rd->hdr.control = zd_xstrdup(r->u.header.control);
+		rd->have_header = true;
+	} else if (r->type == ZD_REC_CHECKPOINT) {
+		rd->last_epoch = r->u.ckpt.epoch;
+	}
+	rd->nrec++;
+	return 1;
+}
+
+static int end_of_input(struct zd_reader *rd, const char *where)
+{
+	if (!rd->have_header)
+		return fail(rd, ZD_RERR_TRUNCATED, "%s: stream ends before its HEADER", where);
+	return 0;
+}
+
+static int next_binary(struct zd_reader *rd, struct zd_record *r)
+{
+	char where[200], what[200];
+	snprintf(where, sizeof(where), "%s: byte %" PRIu64, rd->name, rd->offset);
+	ssize_t n = fill(rd, ZD_RECHDR_LEN);
+	if (n < 0)
+		return io_fail(rd);
+	if (n == 0)
+		return end_of_input(rd, where);
+	const uint8_t *p = rd->buf + rd->buf_pos;
+	uint64_t rec = rd->nrec + 1;
+	if (n < ZD_RECHDR_LEN) {
+		if (n < 2)
+			return fail(rd, ZD_RERR_TRUNCATED,
+				    "%s: record %" PRIu64 ": truncated: stream ends at byte %" PRIu64
+				    " inside the record header", where, rec, rd->offset + (uint64_t)n);
+		return fail(rd, ZD_RERR_TRUNCATED,
+			    "%s: record %" PRIu64 " (%s): truncated: stream ends at byte %" PRIu64
+			    " inside the record header", where, rec,
+			    zd_rec_type_name(zd_get_u16(p)), rd->offset + (uint64_t)n);
+	}
+	const char *tname = zd_rec_type_name(zd_get_u16(p));
+	uint32_t blen = zd_get_u32(p + 4);
+	if (blen > ZD_REC_MAX)
+		return fail(rd, ZD_RERR_TOO_BIG, "%s: record %" PRIu64 " (%s): length %u over the limit of %u",
+			    where, rec, tname, blen, ZD_REC_MAX);
+	size_t total = ZD_RECHDR_LEN + (size_t)blen;
+	n = fill(rd, total);
+	if (n < 0)
+		return io_fail(rd);
+	if ((size_t)n < total)
+		return fail(rd, ZD_RERR_TRUNCATED,
+			    "%s: record %" PRIu64 " (%s): truncated: stream ends at byte %" PRIu64
+			    " inside a %u-byte body", where, rec, tname, rd->offset + (uint64_t)n, blen);
+	p = rd->buf + rd->buf_pos;
+	int rc = zd_decode_binary(p, total, rd->have_header ? &rd->hdr : NULL, r, what,
+				  sizeof(what));
+	if (rc < 0)
+		return fail(rd, (enum zd_read_err)-rc, "%s: record %" PRIu64 " (%s): %s", where, rec,
+			    tname, what);
+	if (accept(rd, r, where) < 0)
+		return -1;
+	rd->buf_pos += total;
+	rd->offset += total;
+	return 1;
+}
+
+static bool blank(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r')
+			return false;
+	return true;
+}
+
+static int next_json(struct zd_reader *rd, struct zd_record *r)
+{
+	char where[200], what[200];
+	for (;;) {
+		snprintf(where, sizeof(where), "%s: line %" PRIu64, rd->name, rd->line);
+		size_t scanned = 0;
+		const uint8_t *nl = NULL;
+		for (;;) {
+			size_t avail = rd->buf_len - rd->buf_pos;
+			nl = memchr(rd->buf + rd->buf_pos + scanned, '\n', avail - scanned);
+			if (nl)
+				break;
+			scanned = avail;
+			if (avail > ZD_JSON_LINE_MAX)
+				return fail(rd, ZD_RERR_TOO_BIG,
+					    "%s: record %" PRIu64 ": line longer than %u bytes", where,
+					    rd->nrec + 1, ZD_JSON_LINE_MAX);
+			ssize_t n = fill(rd, avail + 1);
+			if (n < 0)
+				return io_fail(rd);
+			if ((size_t)n <= avail)
+				break;	/* EOF */
+		}
+		const uint8_t *p = rd->buf + rd->buf_pos;
+		size_t len = nl ? (size_t)(nl - p) : rd->buf_len - rd->buf_pos;
+		if (!nl) {
+			if (blank(p, len))
+				return end_of_input(rd, where);
+			return fail(rd, ZD_RERR_TRUNCATED,
+				    "%s: record %" PRIu64 ": truncated: stream ends at byte %" PRIu64
+				    " inside a line (no newline)", where, rd->nrec + 1,
+				    rd->offset + (uint64_t)len);
+		}
+		if (len > ZD_JSON_LINE_MAX)
+			return fail(rd, ZD_RERR_TOO_BIG,
+				    "%s: record %" PRIu64 ": line longer than %u bytes", where,
+				    rd->nrec + 1, ZD_JSON_LINE_MAX);
+		if (blank(p, len)) {
+			rd->buf_pos += len + 1;
+			rd->offset += len + 1;
+			rd->line++;
+			continue;
+		}
+		int rc = zd_decode_json((const char *)p, len, rd->have_header ? &rd->hdr : NULL, r,
+					what, sizeof(what));
+		if (rc < 0) {
+			if (r->type)
+				return fail(rd, (enum zd_read_err)-rc, "%s: record %" PRIu64 " (%s): %s",
+					    where, rd->nrec + 1, zd_rec_type_name(r->type), what);
+			return fail(rd, (enum zd_read_err)-rc, "%s: record %" PRIu64 ": %s", where,
+				    rd->nrec + 1, what);
+		}
+		if (accept(rd, r, where) < 0)
+			return -1;
+		rd->buf_pos += len + 1;
+		rd->offset += len + 1;
+		rd->line++;
+		return 1;
+	}
+}
+
+int zd_reader_next(struct zd_reader *rd, struct zd_record *r)
+{
+	zd_record_init(r, 0);
+	if (rd->err)
+		return -1;
+	if (!rd->detected && detect(rd) < 0)
+		return -1;
+	return rd->enc == ZD_ENC_BINARY ? next_binary(rd, r) : next_json(rd, r);
+}
