@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zddspt: the double-table method of the paper, first cut.
+ *
+ *   run until T0 (= T1 - precopy% of the interval)
+ *   → harvest → pre-copy set P = dirty so far ∩ the standby set (STANDBY
+ *     from zd-mru on the feedback socket, else last epoch's pages)
+ *   → re-arm exactly P (a later write to it is seen again at T1)
+ *   → copy P and emit PAGES (PRECOPY) while the VM runs
+ *   → run until T1 → pause → harvest the frozen set F → write-protect F
+ *     (where the target can) → re-arm all → vCPU state → [memsum] → resume
+ *   → CHECKPOINT, DIRTY = F, STATE, COMMIT (pages = |F|)
+ *
+ * No page is copied while the VM is stopped. DIRTY carries only F, the
+ * pages still to capture at checkpoint time; a page of P that is not in F
+ * kept its pre-copied contents. The epoch's pages are P ∪ F.
+ */
+#include "track_int.h"
+#include "zd/util.h"
+
+static int precopy(struct zd_track *k, struct zd_pageset *p, uint64_t *t0_ns)
+{
+	struct zd_pageset hint = ZD_PAGESET_INIT, sofar = ZD_PAGESET_INIT;
+	int rc = -1;
+
+	*t0_ns = zd_now_ns();
+	if (zd_fbserver_standby(k->fb, &hint) == 0 && zd_pageset_copy(&hint, &k->prev) < 0)
+		goto out;
+	if (track_harvest(k, &sofar) < 0)
+		goto out;
+	zd_pageset_intersect(p, &sofar, &hint);
+	if (track_rearm(k, p) < 0 || track_read_pages(k, p) < 0)
+		goto out;
+	rc = emit_pages(k, p, ZD_PAGES_PRECOPY);
+	if (rc == 0)
+		rc = emit_flush(k);
+out:
+	zd_pageset_free(&hint);
+	zd_pageset_free(&sofar);
+	return rc;
+}
+
+static int zddspt_round(struct zd_track *k)
+{
+	struct zd_rec_checkpoint c = { 0 };
+	struct zd_pageset p = ZD_PAGESET_INIT;
+	struct zd_record state, commit;
+	uint64_t protect_ns;
+	int r;
+
+	r = track_run_until(k, track_deadline(k, 100 - k->o->precopy_pct));
+	if (r)
+		return r > 0 ? 1 : -1;
+	if (precopy(k, &p, &c.t0_ns) < 0)
+		goto fail;
+	r = track_run_until(k, track_deadline(k, 100));
+	if (r < 0)
+		goto fail;
+
+	if (track_pause(k, &c.t1_ns) < 0)
+		goto fail;
+	if (track_harvest(k, &k->dirty) < 0)
+		goto fail_paused;
+	protect_ns = zd_now_ns();
+	if (track_protect(k, &k->dirty) < 0)
+		goto fail_paused;
+	protect_ns = zd_now_ns() - protect_ns;
+	if (track_rearm(k, NULL) < 0 || track_get_state(k, &state) < 0)
+		goto fail_paused;
+	init_commit(k, &commit, zd_pageset_count(&k->dirty));
+	if (track_memsum(k, &commit) < 0)
+		goto fail_state;
+	if (track_resume(k, &c.resume_ns) < 0)
+		goto fail_state;
+	c.pause_ns = c.resume_ns - c.t1_ns;
+
+	r = 0;
+	if (emit_checkpoint(k, &c) < 0 || emit_set(k, ZD_REC_DIRTY, &k->dirty) < 0 ||
+	    emit_record(k, &state) < 0 || emit_record(k, &commit) < 0)
+		r = -1;
+	zd_record_free(&state);
+
+	/* Next epoch's fallback hint: every page this epoch changed. */
+	static const char *const keys[] = { "pause_ns", "protect_ns", "precopy",
+					    "precopy_redirtied", "frozen" };
+	double vals[] = { (double)c.pause_ns, (double)protect_ns, (double)zd_pageset_count(&p),
+			  (double)zd_pageset_intersect_count(&p, &k->dirty),
+			  (double)zd_pageset_count(&k->dirty) };
+	zd_pageset_union(&k->prev, &p, &k->dirty);
+	zd_pageset_free(&p);
+	if (r < 0)
+		return -1;
+	return emit_stat(k, keys, vals, 5);
+
+fail_state:
+	zd_record_free(&state);
+fail_paused:
+	track_resume_quietly(k);
+fail:
+	zd_pageset_free(&p);
+	return -1;
+}
+
+const struct zd_mode_ops zd_mode_zddspt = {
+	.mode = ZD_MODE_ZDDSPT,
+	.round = zddspt_round,
+};

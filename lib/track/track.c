@@ -1,0 +1,507 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zd-track's checkpoint loop.
+ *
+ *   open target → serve feedback socket → HEADER
+ *   for epoch = 1, 2, …:   mode->round()   (mode_remus.c, mode_buffered.c,
+ *                          mode_zddspt.c: run, pause, harvest, re-arm,
+ *                          state, resume, emit — each in its own order)
+ *                          then any ACK records the feedback thread queued
+ *   END (0 done, 1 interrupted, 2 failed) → stop feedback → close target
+ *
+ * The steps a round is made of are below, in the order a round uses them;
+ * each wraps one target op, takes the target lock and turns a failure
+ * into one diagnostic and an exit code.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "track_int.h"
+#include "zd/util.h"
+
+static const struct zd_mode_ops *const modes[] = {
+	[ZD_MODE_REMUS] = &zd_mode_remus,
+	[ZD_MODE_BUFFERED] = &zd_mode_buffered,
+	[ZD_MODE_ZDDSPT] = &zd_mode_zddspt,
+};
+_Static_assert(ZD_ARRAY_SIZE(modes) == ZD_MODE_MAX, "one ops table per mode");
+
+int track_fail(struct zd_track *k, int code, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	/* The first failure is the one worth reading; later ones follow from it. */
+	if (!k->rc) {
+		zd_warnx("%s", line);
+		k->rc = code;
+	}
+	return -1;
+}
+
+static int target_fail(struct zd_track *k, const char *op)
+{
+	return track_fail(k, ZD_EXIT_TARGET, "%s: %s: %s", k->t->spec, op,
+			  k->t->err[0] ? k->t->err : "failed");
+}
+
+uint64_t track_deadline(const struct zd_track *k, unsigned pct)
+{
+	return k->run_start_ns + k->o->interval_ns * pct / 100;
+}
+
+int track_run_until(struct zd_track *k, uint64_t deadline_ns)
+{
+	int r = k->t->ops->run_until(k->t, deadline_ns);
+
+	if (r < 0)
+		return target_fail(k, "run");
+	return r ? 1 : 0;
+}
+
+int track_pause(struct zd_track *k, uint64_t *t1_ns)
+{
+	int r;
+
+	pthread_mutex_lock(&k->tlock);
+	*t1_ns = zd_now_ns();
+	r = k->t->ops->pause(k->t, k->epoch);
+	pthread_mutex_unlock(&k->tlock);
+	if (r < 0)
+		return target_fail(k, "pause");
+	pthread_mutex_lock(&k->amu);
+	k->t1[k->epoch % T1_RING].epoch = k->epoch;
+	k->t1[k->epoch % T1_RING].t1_ns = *t1_ns;
+	pthread_mutex_unlock(&k->amu);
+	return 0;
+}
+
+int track_harvest(struct zd_track *k, struct zd_pageset *set)
+{
+	int r;
+
+	pthread_mutex_lock(&k->tlock);
+	r = k->t->ops->harvest(k->t, set);
+	pthread_mutex_unlock(&k->tlock);
+	if (r < 0)
+		return target_fail(k, "harvest dirty log");
+	if (zd_pageset_end(set) > k->t->page_count)
+		return track_fail(k, ZD_EXIT_TARGET, "%s: dirty log names pfn %llu beyond %llu pages",
+				  k->t->spec, (unsigned long long)zd_pageset_end(set) - 1,
+				  (unsigned long long)k->t->page_count);
+	return 0;
+}
+
+int track_rearm(struct zd_track *k, const struct zd_pageset *set)
+{
+	int r;
+
+	pthread_mutex_lock(&k->tlock);
+	r = k->t->ops->rearm(k->t, set);
+	pthread_mutex_unlock(&k->tlock);
+	return r < 0 ? target_fail(k, "re-arm dirty log") : 0;
+}
+
+int track_protect(struct zd_track *k, const struct zd_pageset *set)
+{
+	int r;
+
+	if (!k->t->ops->protect)
+		return 0;
+	pthread_mutex_lock(&k->tlock);
+	r = k->t->ops->protect(k->t, set);
+	pthread_mutex_unlock(&k->tlock);
+	return r < 0 ? target_fail(k, "write-protect") : 0;
+}
+
+int track_read_pages(struct zd_track *k, const struct zd_pageset *set)
+{
+	size_t need = (size_t)zd_pageset_count(set) * k->t->page_size;
+	int r;
+
+	if (need > k->buf_cap) {
+		free(k->buf);
+		k->buf = malloc(need);
+		k->buf_cap = k->buf ? need : 0;
+		if (!k->buf)
+			return track_fail(k, ZD_EXIT_FAIL, "no memory for %zu bytes of pages", need);
+	}
+	pthread_mutex_lock(&k->tlock);
+	r = k->t->ops->read_pages(k->t, k->epoch, set, k->buf);
+	pthread_mutex_unlock(&k->tlock);
+	return r < 0 ? target_fail(k, "read pages") : 0;
+}
+
+int track_get_state(struct zd_track *k, struct zd_record *state)
+{
+	int r;
+
+	zd_record_init(state, ZD_REC_STATE);
+	state->u.state.epoch = k->epoch;
+	pthread_mutex_lock(&k->tlock);
+	r = k->t->ops->get_state(k->t, &state->u.state.kind, &state->u.state.data,
+				 &state->u.state.len);
+	pthread_mutex_unlock(&k->tlock);
+	return r < 0 ? target_fail(k, "vCPU state") : 0;
+}
+
+void init_commit(struct zd_track *k, struct zd_record *commit, uint64_t pages)
+{
+	zd_record_init(commit, ZD_REC_COMMIT);
+	commit->u.commit.epoch = k->epoch;
+	commit->u.commit.pages = pages;
+}
+
+int track_memsum(struct zd_track *k, struct zd_record *commit)
+{
+	int r;
+
+	if (!k->o->verify)
+		return 0;
+	pthread_mutex_lock(&k->tlock);
+	r = k->t->ops->memsum(k->t, &commit->u.commit.memsum);
+	pthread_mutex_unlock(&k->tlock);
+	if (r < 0)
+		return target_fail(k, "memory checksum");
+	commit->u.commit.flags |= ZD_COMMIT_HAS_MEMSUM;
+	return 0;
+}
+
+int track_resume(struct zd_track *k, uint64_t *resume_ns)
+{
+	int r;
+
+	pthread_mutex_lock(&k->tlock);
+	r = k->t->ops->resume(k->t);
+	*resume_ns = zd_now_ns();
+	pthread_mutex_unlock(&k->tlock);
+	if (r < 0)
+		return target_fail(k, "resume");
+	k->run_start_ns = *resume_ns;
+	return 0;
+}
+
+void track_resume_quietly(struct zd_track *k)
+{
+	/* A failed round must not leave the guest stopped: best effort. */
+	pthread_mutex_lock(&k->tlock);
+	(void)k->t->ops->resume(k->t);
+	pthread_mutex_unlock(&k->tlock);
+}
+
+/* --- emitting --- */
+
+static int out_fail(struct zd_track *k)
+{
+	return track_fail(k, ZD_EXIT_FAIL, "stdout: %s", strerror(k->w.err ? k->w.err : EIO));
+}
+
+int emit_record(struct zd_track *k, const struct zd_record *r)
+{
+	return zd_writer_put(&k->w, r) < 0 ? out_fail(k) : 0;
+}
+
+int emit_flush(struct zd_track *k)
+{
+	return zd_writer_flush(&k->w) < 0 ? out_fail(k) : 0;
+}
+
+int emit_checkpoint(struct zd_track *k, const struct zd_rec_checkpoint *c)
+{
+	struct zd_record r;
+
+	zd_record_init(&r, ZD_REC_CHECKPOINT);
+	r.u.ckpt = *c;
+	r.u.ckpt.epoch = k->epoch;
+	if (k->o->epochs && k->epoch == k->o->epochs)
+		r.u.ckpt.flags |= ZD_CKPT_FINAL;
+	return emit_record(k, &r);
+}
+
+int emit_set(struct zd_track *k, uint16_t type, const struct zd_pageset *set)
+{
+	struct zd_record r;
+
+	zd_record_init(&r, type);
+	r.u.dirty.epoch = k->epoch;
+	/* Borrowed, not copied: the record is not freed. */
+	r.u.dirty.set = *set;
+	return emit_record(k, &r);
+}
+
+int emit_pages(struct zd_track *k, const struct zd_pageset *set, uint8_t flags)
+{
+	struct zd_pageset rest = ZD_PAGESET_INIT, part = ZD_PAGESET_INIT;
+	const uint8_t *data = k->buf;
+	int rc = 0;
+
+	if (zd_pageset_copy(&rest, set) < 0)
+		return track_fail(k, ZD_EXIT_FAIL, "out of memory");
+	/* Bounded records: a reader never holds more than one in memory. */
+	while (rc == 0 && !zd_pageset_empty(&rest)) {
+		struct zd_record r;
+
+		zd_pageset_take_front(&part, &rest, ZD_PAGES_PER_RECORD);
+		zd_record_init(&r, ZD_REC_PAGES);
+		r.u.pages.epoch = k->epoch;
+		r.u.pages.enc = ZD_PENC_RAW;
+		r.u.pages.flags = flags;
+		r.u.pages.set = part;
+		r.u.pages.data_len = (uint32_t)(zd_pageset_count(&part) * k->t->page_size);
+		r.u.pages.data = (uint8_t *)data;
+		data += r.u.pages.data_len;
+		rc = emit_record(k, &r);
+	}
+	zd_pageset_free(&rest);
+	zd_pageset_free(&part);
+	return rc;
+}
+
+int emit_stat(struct zd_track *k, const char *const *keys, const double *vals, unsigned n)
+{
+	struct zd_record r;
+
+	zd_record_init(&r, ZD_REC_STAT);
+	r.u.stat.epoch = k->epoch;
+	snprintf(r.u.stat.source, sizeof(r.u.stat.source), "track");
+	for (unsigned i = 0; i < n && i < ZD_STAT_MAX_KV; i++) {
+		snprintf(r.u.stat.kv[i].key, sizeof(r.u.stat.kv[i].key), "%s", keys[i]);
+		r.u.stat.kv[i].value = vals[i];
+	}
+	r.u.stat.n = n;
+	return emit_record(k, &r);
+}
+
+/* ACKs the feedback thread queued: logged forward so zd-stat sees the
+ * checkpoint latency (T1 → ACK at the primary). */
+static int emit_acks(struct zd_track *k)
+{
+	struct pending_ack acks[MAX_PENDING_ACKS];
+	size_t n;
+	int rc = 0;
+
+	pthread_mutex_lock(&k->amu);
+	n = k->nacks;
+	memcpy(acks, k->acks, n * sizeof(acks[0]));
+	k->nacks = 0;
+	pthread_mutex_unlock(&k->amu);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		struct zd_record r;
+
+		zd_record_init(&r, ZD_REC_ACK);
+		r.u.ack.epoch = acks[i].epoch;
+		r.u.ack.commit_wall_ns = acks[i].wall_ns;
+		r.u.ack.latency_ns = acks[i].latency_ns;
+		rc = emit_record(k, &r);
+	}
+	return rc;
+}
+
+/* --- feedback callbacks (feedback thread) --- */
+
+static void on_ack(void *ctx, uint64_t epoch, uint64_t wall_ns)
+{
+	struct zd_track *k = ctx;
+	uint64_t now;
+	int r;
+
+	pthread_mutex_lock(&k->tlock);
+	r = k->t->ops->commit ? k->t->ops->commit(k->t, epoch) : 0;
+	pthread_mutex_unlock(&k->tlock);
+	if (r < 0)
+		zd_warnx("%s: release output of epoch %llu: %s", k->t->spec,
+			 (unsigned long long)epoch, k->t->err);
+	now = zd_now_ns();
+	pthread_mutex_lock(&k->amu);
+	if (k->nacks < MAX_PENDING_ACKS) {
+		uint64_t t1 = k->t1[epoch % T1_RING].epoch == epoch ?
+			      k->t1[epoch % T1_RING].t1_ns : 0;
+
+		k->acks[k->nacks++] = (struct pending_ack){
+			.epoch = epoch, .wall_ns = wall_ns,
+			.latency_ns = t1 && now > t1 ? now - t1 : 0,
+		};
+	}
+	pthread_mutex_unlock(&k->amu);
+}
+
+static int on_memory(void *ctx, int *fds, uint64_t *base)
+{
+	struct zd_track *k = ctx;
+	int n;
+
+	if (!k->t->ops->export_fds)
+		return 0;
+	pthread_mutex_lock(&k->tlock);
+	n = k->t->ops->export_fds(k->t, fds, base);
+	pthread_mutex_unlock(&k->tlock);
+	return n;
+}
+
+/* --- remus's wait for the backup --- */
+
+int track_wait_backup(struct zd_track *k)
+{
+	enum zd_fb_op op;
+	enum zd_fb_role role;
+	uint64_t deadline = zd_now_ns() + k->o->timeout_ns;
+	const char *what;
+
+	if (zd_fbserver_clients(k->fb, ZD_ROLE_SEND) > 0) {
+		op = ZD_FB_ACK, role = ZD_ROLE_SEND, what = "ACK";
+	} else if (zd_fbserver_clients(k->fb, ZD_ROLE_SWAP) > 0) {
+		op = ZD_FB_DRAINED, role = ZD_ROLE_SWAP, what = "DRAINED";
+	} else {
+		if (!k->said_open_loop)
+			zd_warnx("no backup connected: running open loop");
+		k->said_open_loop = true;
+		return 0;
+	}
+	/* Short slices, so a stop request is not held up by a slow backup. */
+	for (;;) {
+		uint64_t now = zd_now_ns();
+		uint64_t until = ZD_MIN(deadline, now + 50 * 1000000ull);
+
+		switch (zd_fbserver_wait(k->fb, op, role, k->epoch, until)) {
+		case ZD_FBWAIT_OK:
+			return 0;
+		case ZD_FBWAIT_GONE:
+			return track_fail(k, ZD_EXIT_PEER,
+					  "control socket: the %s client left before epoch %llu's %s",
+					  role == ZD_ROLE_SEND ? "zd-send" : "zd-swap",
+					  (unsigned long long)k->epoch, what);
+		case ZD_FBWAIT_TIMEOUT:
+			break;
+		}
+		if (*k->stop)
+			return 0;
+		if (zd_now_ns() >= deadline)
+			return track_fail(k, ZD_EXIT_PEER, "control socket: no %s for epoch %llu within %llu ms",
+					  what, (unsigned long long)k->epoch,
+					  (unsigned long long)(k->o->timeout_ns / 1000000));
+	}
+}
+
+/* --- the run --- */
+
+static int write_header(struct zd_track *k)
+{
+	struct zd_record r;
+
+	zd_record_init(&r, ZD_REC_HEADER);
+	r.u.header.major = ZD_STREAM_MAJOR;
+	r.u.header.minor = ZD_STREAM_MINOR;
+	r.u.header.page_size = k->t->page_size;
+	r.u.header.page_count = k->t->page_count;
+	r.u.header.mode = (uint8_t)k->o->mode;
+	r.u.header.interval_us = (uint32_t)(k->o->interval_ns / 1000);
+	r.u.header.start_ns = zd_wall_ns();
+	r.u.header.target = k->t->spec;
+	r.u.header.control = (char *)zd_fbserver_path(k->fb);
+	if (emit_record(k, &r) < 0)
+		return -1;
+	return emit_flush(k);
+}
+
+static int write_end(struct zd_track *k, uint64_t epochs, uint32_t status)
+{
+	struct zd_record r;
+
+	zd_record_init(&r, ZD_REC_END);
+	r.u.end.epochs = epochs;
+	r.u.end.status = status;
+	if (emit_record(k, &r) < 0)
+		return -1;
+	return emit_flush(k);
+}
+
+static int loop(struct zd_track *k, const struct zd_mode_ops *mode)
+{
+	uint64_t done = 0;
+	uint32_t status = 0;
+
+	k->run_start_ns = zd_now_ns();
+	for (k->epoch = 1;; k->epoch++) {
+		int r;
+
+		if (*k->stop) {
+			status = 1;
+			break;
+		}
+		r = mode->round(k);
+		if (r == 1)
+			break;
+		if (r < 0 || emit_acks(k) < 0 || emit_flush(k) < 0) {
+			status = 2;
+			break;
+		}
+		done = k->epoch;
+		zd_debug("epoch %llu: %llu dirty", (unsigned long long)k->epoch,
+			 (unsigned long long)zd_pageset_count(&k->prev));
+		if (k->o->epochs && done == k->o->epochs)
+			break;
+	}
+	/* An interrupted remus wait ended the round early, not with a failure. */
+	if (status == 0 && *k->stop && k->o->epochs && done < k->o->epochs)
+		status = 1;
+	if (k->w.err == 0) {
+		(void)emit_acks(k);
+		(void)write_end(k, done, status);
+	}
+	return status == 2 ? -1 : 0;
+}
+
+int zd_track_run(const struct zd_track_opts *o, volatile sig_atomic_t *stop)
+{
+	struct zd_track k = { .o = o, .stop = stop };
+	struct zd_fbserver_ops fbops = { .ctx = &k, .ack = on_ack, .memory = on_memory };
+	char msg[512], path[256];
+	int rc;
+
+	pthread_mutex_init(&k.tlock, NULL);
+	pthread_mutex_init(&k.amu, NULL);
+	zd_pageset_init(&k.dirty);
+	zd_pageset_init(&k.prev);
+	zd_writer_init(&k.w, o->out_fd, zd_output_encoding(o->out_fd, o->json));
+
+	if (zd_target_open(&k.t, o->spec, msg, sizeof(msg)) < 0) {
+		zd_warnx("%s", msg);
+		rc = ZD_EXIT_TARGET;
+		goto out;
+	}
+	if (o->verify && !k.t->ops->memsum) {
+		zd_warnx("--verify: target %s cannot checksum its memory", k.t->ops->scheme);
+		rc = ZD_EXIT_USAGE;
+		goto out;
+	}
+	if (o->control)
+		snprintf(path, sizeof(path), "%s", o->control);
+	else
+		zd_fbserver_default_path(path, sizeof(path));
+	k.fb = zd_fbserver_start(path, k.t->page_size, k.t->page_count, &fbops, msg, sizeof(msg));
+	if (!k.fb) {
+		zd_warnx("%s", msg);
+		rc = ZD_EXIT_FAIL;
+		goto out;
+	}
+	if (write_header(&k) == 0)
+		(void)loop(&k, modes[o->mode]);
+	rc = k.rc;
+out:
+	/* The feedback thread may call into the target: stop it first. */
+	zd_fbserver_stop(k.fb);
+	zd_target_close(k.t);
+	zd_writer_free(&k.w);
+	zd_pageset_free(&k.dirty);
+	zd_pageset_free(&k.prev);
+	free(k.buf);
+	pthread_mutex_destroy(&k.tlock);
+	pthread_mutex_destroy(&k.amu);
+	return rc;
+}
