@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: MIT */
+/* zd-stat's reports: table, CSV, one JSON summary, a gnuplot PNG. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "stat_int.h"
+#include "zd/util.h"
+
+struct dist {
+	bool any;
+	double p50, p99, max;
+};
+
+struct summary {
+	uint64_t epochs, dirty_total, precopy_total, pages_sent;
+	double dirty_mean;
+	bool has_prec, has_recall, has_wire;
+	double prec_mean, recall_mean, wire_bytes;
+	struct dist pause, latency, delay;
+};
+
+static struct dist distribution(double *v, size_t n)
+{
+	struct dist d = { 0 };
+
+	if (n == 0)
+		return d;
+	d.any = true;
+	d.p50 = zd_stat_percentile(v, n, 50);
+	d.p99 = zd_stat_percentile(v, n, 99);
+	d.max = v[n - 1];	/* sorted by the call above */
+	return d;
+}
+
+static void summarise(struct zd_stat *s, struct summary *m)
+{
+	double *pause = zd_xcalloc(s->nrows + 1, sizeof(double));
+	double *lat = zd_xcalloc(s->nrows + 1, sizeof(double));
+	size_t npause = 0, nlat = 0, nprec = 0, nrec = 0;
+
+	memset(m, 0, sizeof(*m));
+	for (size_t i = 0; i < s->nrows; i++) {
+		const struct zd_stat_row *r = &s->rows[i];
+
+		if (!r->checkpointed)
+			continue;
+		m->epochs++;
+		m->dirty_total += r->dirty;
+		m->precopy_total += r->precopy;
+		m->pages_sent += r->pages_sent;
+		if (r->has_precision) {
+			m->prec_mean += r->precision;
+			nprec++;
+		}
+		if (r->has_recall) {
+			m->recall_mean += r->recall;
+			nrec++;
+		}
+		if (r->has_pause)
+			pause[npause++] = r->pause_ns;
+		if (r->has_latency)
+			lat[nlat++] = r->latency_ns;
+		if (r->has_wire) {
+			m->wire_bytes += r->wire_bytes;
+			m->has_wire = true;
+		}
+	}
+	m->dirty_mean = m->epochs ? (double)m->dirty_total / (double)m->epochs : 0;
+	m->has_prec = nprec > 0;
+	m->has_recall = nrec > 0;
+	if (nprec)
+		m->prec_mean /= (double)nprec;
+	if (nrec)
+		m->recall_mean /= (double)nrec;
+	m->pause = distribution(pause, npause);
+	m->latency = distribution(lat, nlat);
+	m->delay = distribution(s->delay, s->ndelay);
+	free(pause);
+	free(lat);
+}
+
+static json_t *dist_json(const struct dist *d)
+{
+	return json_pack("{s:I,s:I,s:I}", "p50", (json_int_t)d->p50, "p99", (json_int_t)d->p99,
+			 "max", (json_int_t)d->max);
+}
+
+void zd_stat_print_json(struct zd_stat *s, FILE *out)
+{
+	struct summary m;
+	json_t *o = json_object();
+
+	summarise(s, &m);
+	json_object_set_new(o, "epochs", json_integer((json_int_t)m.epochs));
+	json_object_set_new(o, "dirty_total", json_integer((json_int_t)m.dirty_total));
+	json_object_set_new(o, "dirty_mean", json_real(m.dirty_mean));
+	json_object_set_new(o, "precopy_total", json_integer((json_int_t)m.precopy_total));
+	json_object_set_new(o, "pages_sent", json_integer((json_int_t)m.pages_sent));
+	if (m.has_prec)
+		json_object_set_new(o, "standby_precision_mean", json_real(m.prec_mean));
+	if (m.has_recall)
+		json_object_set_new(o, "standby_recall_mean", json_real(m.recall_mean));
+	if (m.pause.any)
+		json_object_set_new(o, "pause_ns", dist_json(&m.pause));
+	if (m.latency.any)
+		json_object_set_new(o, "latency_ns", dist_json(&m.latency));
+	if (m.delay.any)
+		json_object_set_new(o, "output_delay_ns", dist_json(&m.delay));
+	json_object_set_new(o, "bytes", json_integer((json_int_t)s->bytes));
+	if (m.has_wire)
+		json_object_set_new(o, "wire_bytes", json_integer((json_int_t)m.wire_bytes));
+	json_object_set_new(o, "mode", json_string(s->mode ? s->mode : ""));
+	json_object_set_new(o, "target", json_string(s->target ? s->target : ""));
+	json_dumpf(o, out, JSON_PRESERVE_ORDER | JSON_COMPACT);
+	fputc('\n', out);
+	json_decref(o);
+}
+
+static void opt(FILE *out, bool has, double v, const char *fmt, int width)
+{
+	if (has)
+		fprintf(out, fmt, width, v);
+	else
+		fprintf(out, "%*s", width, "-");
+}
+
+void zd_stat_print_table(struct zd_stat *s, FILE *out)
+{
+	struct summary m;
+
+	fprintf(out, "%8s %8s %8s %8s %9s %7s %10s %11s %8s %10s\n", "epoch", "dirty", "precopy",
+		"standby", "precision", "recall", "pause_us", "latency_us", "pages", "bytes");
+	for (size_t i = 0; i < s->nrows; i++) {
+		const struct zd_stat_row *r = &s->rows[i];
+
+		if (!r->checkpointed)
+			continue;
+		fprintf(out, "%8llu %8llu %8llu ", (unsigned long long)r->epoch,
+			(unsigned long long)r->dirty, (unsigned long long)r->precopy);
+		opt(out, r->has_standby, r->standby, "%*.0f", 8);
+		fputc(' ', out);
+		opt(out, r->has_precision, r->precision, "%*.3f", 9);
+		fputc(' ', out);
+		opt(out, r->has_recall, r->recall, "%*.3f", 7);
+		fputc(' ', out);
+		opt(out, r->has_pause, r->pause_ns / 1e3, "%*.1f", 10);
+		fputc(' ', out);
+		opt(out, r->has_latency, r->latency_ns / 1e3, "%*.1f", 11);
+		fprintf(out, " %8llu %10llu\n", (unsigned long long)r->pages_sent,
+			(unsigned long long)r->bytes);
+	}
+	summarise(s, &m);
+	fprintf(out, "\nepochs %llu, mode %s, target %s\n", (unsigned long long)m.epochs,
+		s->mode ? s->mode : "?", s->target ? s->target : "?");
+	fprintf(out, "dirty pages: %llu total, %.1f per epoch; pre-copied %llu; sent %llu\n",
+		(unsigned long long)m.dirty_total, m.dirty_mean,
+		(unsigned long long)m.precopy_total, (unsigned long long)m.pages_sent);
+	if (m.has_prec || m.has_recall)
+		fprintf(out, "standby: precision mean %.3f, recall mean %.3f\n",
+			m.prec_mean, m.recall_mean);
+	if (m.pause.any)
+		fprintf(out, "pause us: p50 %.1f, p99 %.1f, max %.1f\n",
+			m.pause.p50 / 1e3, m.pause.p99 / 1e3, m.pause.max / 1e3);
+	if (m.latency.any)
+		fprintf(out, "latency (T1 to ACK) us: p50 %.1f, p99 %.1f, max %.1f\n",
+			m.latency.p50 / 1e3, m.latency.p99 / 1e3, m.latency.max / 1e3);
+	if (m.delay.any)
+		fprintf(out, "output delay us: p50 %.1f, p99 %.1f, max %.1f\n",
+			m.delay.p50 / 1e3, m.delay.p99 / 1e3, m.delay.max / 1e3);
+	fprintf(out, "stream bytes: %llu", (unsigned long long)s->bytes);
+	if (m.has_wire)
+		fprintf(out, ", on the wire %.0f", m.wire_bytes);
+	fputc('\n', out);
+}
+
+static void csv_opt(FILE *out, bool has, double v)
+{
+	if (has)
+		fprintf(out, ",%.17g", v);
+	else
+		fputc(',', out);
+}
+
+void zd_stat_print_csv(struct zd_stat *s, FILE *out)
+{
+	fprintf(out, "epoch,dirty,precopy,standby,precision,recall,pause_ns,latency_ns,"
+		"pages_sent,bytes,wire_bytes\n");
+	for (size_t i = 0; i < s->nrows; i++) {
+		const struct zd_stat_row *r = &s->rows[i];
+
+		if (!r->checkpointed)
+			continue;
+		fprintf(out, "%llu,%llu,%llu", (unsigned long long)r->epoch,
+			(unsigned long long)r->dirty, (unsigned long long)r->precopy);
+		csv_opt(out, r->has_standby, r->standby);
+		csv_opt(out, r->has_precision, r->precision);
+		csv_opt(out, r->has_recall, r->recall);
+		csv_opt(out, r->has_pause, r->pause_ns);
+		csv_opt(out, r->has_latency, r->latency_ns);
+		fprintf(out, ",%llu,%llu", (unsigned long long)r->pages_sent,
+			(unsigned long long)r->bytes);
+		csv_opt(out, r->has_wire, r->wire_bytes);
+		fputc('\n', out);
+	}
+}
+
+int zd_stat_plot(struct zd_stat *s, const char *png, char *msg, size_t msglen)
+{
+	FILE *gp;
+	int st;
+
+	if (strchr(png, '\'') || strchr(png, '\n')) {
+		snprintf(msg, msglen, "--plot %s: a quote or newline in the name", png);
+		return -1;
+	}
+	/* gnuplot reads the data inline (a datablock): no temporary file. */
+	gp = popen("gnuplot >/dev/null 2>&1", "w");
+	if (!gp) {
+		snprintf(msg, msglen, "--plot: gnuplot: %s", strerror(errno));
+		return -1;
+	}
+	fprintf(gp, "set terminal png size 1000,700\nset output '%s'\n", png);
+	fprintf(gp, "$d << EOD\n");
+	for (size_t i = 0; i < s->nrows; i++) {
+		const struct zd_stat_row *r = &s->rows[i];
+
+		if (r->checkpointed)
+			fprintf(gp, "%llu %llu %.3f %.3f\n", (unsigned long long)r->epoch,
+				(unsigned long long)r->dirty,
+				r->has_recall ? r->recall * (double)r->dirty : 0.0,
+				r->has_pause ? r->pause_ns / 1e3 : 0.0);
+	}
+	fprintf(gp, "EOD\n"
+		"set multiplot layout 2,1 title 'zd-stat: %s, %s'\n"
+		"set xlabel 'epoch'\nset ylabel 'pages'\n"
+		"plot $d using 1:2 with lines title 'dirty', $d using 1:3 with lines title 'standby hits'\n"
+		"set ylabel 'pause (us)'\n"
+		"plot $d using 1:4 with lines title 'pause'\n"
+		"unset multiplot\n",
+		s->mode ? s->mode : "?", s->target ? s->target : "?");
+	st = pclose(gp);
+	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		snprintf(msg, msglen, "--plot %s: gnuplot failed (exit %d; is gnuplot installed?)",
+			 png, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+		return -1;
+	}
+	return 0;
+}
+
+int zd_stat_run(const struct zd_stat_opts *o)
+{
+	struct zd_reader rd;
+	struct zd_record r;
+	struct zd_stat *s = zd_stat_new();
+	char msg[512];
+	int rc = ZD_EXIT_OK, got;
+	uint64_t before = 0;
+
+	zd_reader_init(&rd, o->in_fd, o->in_name);
+	while ((got = zd_reader_next(&rd, &r)) > 0) {
+		zd_stat_add(s, &r, rd.offset - before);
+		before = rd.offset;
+		zd_record_free(&r);
+	}
+	if (got < 0) {
+		/* No report from a broken stream: its figures would mislead. */
+		zd_warnx("%s", rd.msg);
+		rc = rd.err == ZD_RERR_IO ? ZD_EXIT_FAIL : ZD_EXIT_DATA;
+		goto out;
+	}
+	zd_stat_finish(s);
+	switch (o->format) {
+	case ZD_STAT_JSON:
+		zd_stat_print_json(s, stdout);
+		break;
+	case ZD_STAT_CSV:
+		zd_stat_print_csv(s, stdout);
+		break;
+	default:
+		zd_stat_print_table(s, stdout);
+		break;
+	}
+	if (o->plot && zd_stat_plot(s, o->plot, msg, sizeof(msg)) < 0) {
+		zd_warnx("%s", msg);
+		rc = ZD_EXIT_FAIL;
+	}
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		zd_warn("stdout");
+		rc = ZD_EXIT_FAIL;
+	}
+out:
+	zd_reader_free(&rd);
+	zd_stat_free(s);
+	return rc;
+}

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zd-stat's figures (lib/stat/): per-epoch rows and a run summary from the
+ * records of a stream.
+ *
+ * Where a figure comes from:
+ *   dirty       |DIRTY ∪ pages pre-copied for the epoch| (all modes alike)
+ *   standby     STAT "mru" standby, else the STANDBY record for the epoch
+ *   precision, recall   STAT "mru"
+ *   pause       CHECKPOINT pause_ns, else STAT "track" pause_ns (remus
+ *               resumes after the CHECKPOINT went out)
+ *   latency     ACK latency_ns (T1 → ACK at the primary)
+ *   pages sent  pages in PAGES records of the epoch
+ *   bytes       stream bytes of the records naming the epoch
+ *   wire bytes  STAT "send" wire_bytes
+ *   output delay  every STAT "vm" output_delay_ns value
+ * Percentiles are nearest-rank: the p-th of n sorted values is the
+ * ceil(p/100 * n)-th.
+ */
+#ifndef ZD_STAT_H
+#define ZD_STAT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "zd/stream.h"
+
+struct zd_stat_row {
+	uint64_t epoch;
+	bool checkpointed;	/* its CHECKPOINT was seen */
+	uint64_t dirty, precopy, pages_sent, bytes;
+	double standby, precision, recall, pause_ns, latency_ns, wire_bytes;
+	bool has_standby, has_precision, has_recall, has_pause, has_latency, has_wire;
+	bool has_mru_standby;
+	double ckpt_pause_ns;
+};
+
+struct zd_stat;
+
+struct zd_stat *zd_stat_new(void);
+void zd_stat_free(struct zd_stat *s);
+/* Account one record that took `bytes` bytes of the stream. */
+void zd_stat_add(struct zd_stat *s, const struct zd_record *r, uint64_t bytes);
+/* Close the run: the last epoch's figures are final. */
+void zd_stat_finish(struct zd_stat *s);
+
+size_t zd_stat_rows(const struct zd_stat *s, const struct zd_stat_row **rows);
+/* Nearest-rank percentile of v[0..n) (sorted in place); 0 if n == 0. */
+double zd_stat_percentile(double *v, size_t n, double p);
+
+void zd_stat_print_table(struct zd_stat *s, FILE *out);
+void zd_stat_print_csv(struct zd_stat *s, FILE *out);
+/* The summary as one JSON object (a line). */
+void zd_stat_print_json(struct zd_stat *s, FILE *out);
+/* A PNG of dirty, standby hits and pause per epoch, through gnuplot.
+ * Returns 0, or -1 with msg. */
+int zd_stat_plot(struct zd_stat *s, const char *png, char *msg, size_t msglen);
+
+enum zd_stat_format { ZD_STAT_TABLE, ZD_STAT_JSON, ZD_STAT_CSV };
+struct zd_stat_opts {
+	enum zd_stat_format format;
+	const char *plot;	/* PNG path or NULL */
+	int in_fd;
+	const char *in_name;	/* "stdin" or the path */
+};
+/* Read the whole stream, print the report on stdout; returns the exit code. */
+int zd_stat_run(const struct zd_stat_opts *o);
+
+#endif
