@@ -29,6 +29,7 @@ enum zd_vmctl_op {
 	ZD_VMCTL_COMMIT = 8,	/* arg0 = epoch acknowledged: release its output */
 	ZD_VMCTL_PROTECT = 9,	/* uffd write-protect the pages set in bitmap in */
 	ZD_VMCTL_STOP = 10,	/* end the VM */
+	ZD_VMCTL_STATS = 11,	/* reply payload: struct zd_vm_stats */
 };
 
 #define ZD_VMCTL_F_ALL 0x1
@@ -56,6 +57,24 @@ struct zd_vm_info {
 	uint32_t flags;		/* ZD_VM_F_* */
 	uint64_t epoch;		/* last epoch paused for */
 	char serve[64];		/* --serve address, "" if none */
+};
+
+/* STATS: counters since zd-vm started (additive: new fields go at the end,
+ * len tells the client how many arrived). */
+struct zd_vm_stats {
+	uint64_t exits;		/* KVM_RUN returns */
+	uint64_t mmio_exits;
+	uint64_t idle_exits;	/* guest said it had nothing to do */
+	uint64_t pauses;
+	uint64_t guest_pages;	/* pages the workload has written (guest counter) */
+	uint64_t requests;	/* service lines received */
+	uint64_t answers;	/* answers the guest produced */
+	uint64_t released;	/* answers released to clients */
+	uint64_t held;		/* answers waiting for their epoch's commit */
+	uint64_t epoch;		/* epoch now running (1 + last PAUSE's epoch) */
+	uint64_t committed;	/* highest COMMIT epoch */
+	uint64_t paused;	/* 1 while paused */
+	uint64_t tsc_hz;
 };
 
 #endif

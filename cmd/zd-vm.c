@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT */
+/* zd-vm: a KVM VM monitor with a built-in guest, protected by zd-track. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vm/vm.h"
+#include "zd/util.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: zd-vm --control PATH [--mem SIZE] [--workload SPEC] [--serve ADDR:PORT]\n"
+		"             [--no-output-commit] [--output-log FILE] [-v]\n"
+		"       zd-vm --ctl PATH OP [EPOCH]\n"
+		"\n"
+		"Run a KVM virtual machine with zd-vm's built-in guest, controlled over a\n"
+		"Unix socket by zd-track (target kvm:PATH).\n"
+		"\n"
+		"  --control PATH        control socket to serve (required)\n"
+		"  --mem SIZE            guest RAM, a multiple of 2M from 8M to 32G (default 256M)\n"
+		"  --workload SPEC       dirty=PAGES_PER_SECOND,hot=FRACTION,span=SIZE\n"
+		"                        [,hotset=SIZE][,seed=N]: the guest writes pages at that\n"
+		"                        rate, a fraction hot of them in a hot set of hotset bytes\n"
+		"                        (default span/16, at most 4M), the rest across span\n"
+		"                        (default: all RAM above 4M); default: no workload, hot=0.8\n"
+		"  --serve ADDR:PORT     TCP line service: each line gets the answer \"seq N\"\n"
+		"  --no-output-commit    release answers at once instead of holding each until\n"
+		"                        the checkpoint of its epoch is committed (default: hold)\n"
+		"  --output-log FILE     one line per released answer: SEQ EPOCH PRODUCED_NS\n"
+		"                        RELEASED_NS RELEASED_WALL_NS\n"
+		"  --ctl PATH OP [EPOCH] send one control request to a running zd-vm: info,\n"
+		"                        pause EPOCH, resume, dirty-get, dirty-clear, state,\n"
+		"                        memsum, commit EPOCH, stats, stop\n"
+		"  -v, --verbose         log what happens on stderr\n"
+		"  -h, --help            this text\n"
+		"  -V, --version         print the version and the kind of KVM here\n"
+		"\n"
+		"Exit status: 0 stopped cleanly, 1 runtime failure, 2 bad usage,\n"
+		"4 no usable KVM or the guest died.\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "mem", required_argument, NULL, 'm' },
+		{ "control", required_argument, NULL, 'c' },
+		{ "workload", required_argument, NULL, 'w' },
+		{ "serve", required_argument, NULL, 's' },
+		{ "no-output-commit", no_argument, NULL, 'N' },
+		{ "output-log", required_argument, NULL, 'o' },
+		{ "ctl", required_argument, NULL, 'C' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct zd_vm_config cfg = {
+		.mem_bytes = ZD_VM_DEFAULT_MEM,
+		.output_commit = true,
+	};
+	const char *ctl = NULL;
+	char msg[256];
+	bool mem_set = false, wl_set = false;
+	int c;
+
+	zd_set_progname(argv[0]);
+	cfg.wl.hot = 0.8;
+	while ((c = getopt_long(argc, argv, "+vhV", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'm':
+			if (zd_parse_size(optarg, &cfg.mem_bytes) < 0)
+				zd_diex(ZD_EXIT_USAGE, "--mem %s: want a size like 256M", optarg);
+			mem_set = true;
+			break;
+		case 'c':
+			cfg.control_path = optarg;
+			break;
+		case 'w':
+			if (zd_vm_parse_workload(optarg, &cfg.wl, msg, sizeof(msg)) < 0)
+				zd_diex(ZD_EXIT_USAGE, "--workload %s", msg);
+			wl_set = true;
+			break;
+		case 's':
+			cfg.serve = optarg;
+			break;
+		case 'N':
+			cfg.output_commit = false;
+			break;
+		case 'o':
+			cfg.output_log = optarg;
+			break;
+		case 'C':
+			ctl = optarg;
+			break;
+		case 'v':
+			zd_verbose = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return ZD_EXIT_OK;
+		case 'V':
+			printf("zd-vm %s\nkvm: %s\n", ZD_VERSION, zd_vm_kvm_mode());
+			return ZD_EXIT_OK;
+		default:
+			fprintf(stderr, "Try 'zd-vm --help'.\n");
+			return ZD_EXIT_USAGE;
+		}
+	}
+	if (ctl) {
+		if (cfg.control_path || mem_set || wl_set || cfg.serve || cfg.output_log ||
+		    !cfg.output_commit)
+			zd_diex(ZD_EXIT_USAGE, "--ctl takes no VM flags");
+		return zd_vm_ctl_main(ctl, argc - optind, argv + optind);
+	}
+	if (optind < argc)
+		zd_diex(ZD_EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
+	if (!cfg.control_path || !*cfg.control_path)
+		zd_diex(ZD_EXIT_USAGE, "--control PATH is required");
+	if (!cfg.serve && (cfg.output_log || !cfg.output_commit))
+		zd_diex(ZD_EXIT_USAGE, "%s needs --serve",
+			cfg.output_log ? "--output-log" : "--no-output-commit");
+	if (zd_vm_check_config(&cfg, msg, sizeof(msg)) < 0)
+		zd_diex(ZD_EXIT_USAGE, "%s", msg);
+	return zd_vm_main(&cfg);
+}

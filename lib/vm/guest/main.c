@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zd-vm's built-in guest: a freestanding program running at CPL3 in long
+ * mode. It does two things in one loop:
+ *
+ *   - the workload: writes pages at dirty_rate pages per second, a fraction
+ *     hot_frac of them in a small hot set, the rest anywhere in the span;
+ *     each write changes a few words of the page, like a real program.
+ *     Pacing uses rdtsc against the TSC frequency zd-vm measured.
+ *   - the service: a request in the mailbox is answered "seq N" (N counts
+ *     answers), logged in the ring, and announced with an MMIO store.
+ *
+ * With nothing due it tells zd-vm how long it may sleep (MMIO IDLE), so an
+ * idle guest costs no host CPU; zd-vm wakes it early for a request.
+ */
+#include "abi.h"
+
+#define PARAMS ((const volatile struct zdg_params *)ZDG_PARAM_GPA)
+#define MBOX ((volatile struct zdg_mbox *)ZDG_MBOX_GPA)
+#define SVC ((volatile struct zdg_svc *)ZDG_SVC_GPA)
+#define RING ((volatile struct zdg_ring_ent *)ZDG_RING_GPA)
+
+/* The compiler may emit calls to these even in freestanding code. */
+void *memset(void *d, int c, unsigned long n);
+void *memcpy(void *d, const void *s, unsigned long n);
+void guest_main(void);
+
+void *memset(void *d, int c, unsigned long n)
+{
+	unsigned char *p = d;
+
+	while (n--)
+		*p++ = (unsigned char)c;
+	return d;
+}
+
+void *memcpy(void *d, const void *s, unsigned long n)
+{
+	unsigned char *p = d;
+	const unsigned char *q = s;
+
+	while (n--)
+		*p++ = *q++;
+	return d;
+}
+
+static inline uint64_t rdtsc(void)
+{
+	uint32_t lo, hi;
+
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+static uint64_t mmio_base;
+
+static inline void mmio_write(uint64_t reg, uint64_t val)
+{
+	/* A store to a guest-physical address outside every memslot: KVM
+	 * stops the vCPU with KVM_EXIT_MMIO and zd-vm sees reg and val. */
+	*(volatile uint64_t *)(mmio_base + reg) = val;
+}
+
+static uint64_t rng;
+
+static inline uint64_t next_rand(void)
+{
+	/* xorshift64*: cheap and good enough to scatter page writes. */
+	rng ^= rng >> 12;
+	rng ^= rng << 25;
+	rng ^= rng >> 27;
+	return rng * 0x2545F4914F6CDD1Dull;
+}
+
+static void write_page(void)
+{
+	const volatile struct zdg_params *p = PARAMS;
+	uint64_t r = next_rand(), page;
+	volatile uint64_t *w;
+	unsigned i, off;
+
+	if ((r & 0xffffffffull) < p->hot_frac32 && p->hot_pages)
+		page = (r >> 32) % p->hot_pages;
+	else
+		page = next_rand() % p->span_pages;
+	w = (volatile uint64_t *)(p->span_gpa + page * ZDG_PAGE);
+	/* A few words change, the rest of the page stays: delta compression
+	 * downstream has something to find. */
+	off = (unsigned)((r >> 20) % (ZDG_PAGE / 8 - 4));
+	for (i = 0; i < 4; i++)
+		w[off + i] = SVC->pages_written + i;
+	SVC->pages_written++;
+}
+
+static void serve(void)
+{
+	volatile struct zdg_mbox *m = MBOX;
+	volatile struct zdg_svc *s = SVC;
+	uint64_t req = m->req_seq, len, slot, i;
+	volatile struct zdg_ring_ent *e;
+
+	if (req == m->ans_req)
+		return;
+	__asm__ volatile("" ::: "memory");
+	len = m->req_len;
+	if (len > ZDG_REQ_MAX)
+		len = ZDG_REQ_MAX;
+	s->counter++;
+	slot = s->ring_head++ % ZDG_RING_ENTRIES;
+	e = &RING[slot];
+	e->seq = s->counter;
+	e->tsc = rdtsc();
+	e->len = (uint32_t)len;
+	for (i = 0; i < len && i < sizeof(e->text); i++)
+		e->text[i] = m->req[i];
+	s->last_req = req;
+	m->ans_seq = s->counter;
+	m->ans_tsc = e->tsc;
+	__asm__ volatile("" ::: "memory");
+	m->ans_req = req;
+	mmio_write(ZDG_MMIO_ANSWER, s->counter);
+}
+
+void guest_main(void)
+{
+	const volatile struct zdg_params *p = PARAMS;
+	uint64_t hz = p->tsc_hz, rate = p->dirty_rate;
+	uint64_t last, credit = 0;
+
+	mmio_base = p->mmio_gpa;
+	rng = p->seed ? p->seed : 0x9e3779b97f4a7c15ull;
+	if (p->abi != ZDG_ABI_VERSION || !hz) {
+		mmio_base = p->mmio_gpa;
+		mmio_write(ZDG_MMIO_EXIT, 1);
+	}
+	mmio_write(ZDG_MMIO_READY, ZDG_ABI_VERSION);
+	last = rdtsc();
+	for (;;) {
+		uint64_t now = rdtsc(), delta = now - last, due, wait;
+
+		last = now;
+		SVC->loops++;
+		serve();
+		if (!rate || !p->span_pages) {
+			mmio_write(ZDG_MMIO_IDLE, p->idle_max_ticks);
+			continue;
+		}
+		/* Credit in units of 1/hz pages: delta*rate stays far from
+		 * overflow because delta is clamped to one second. */
+		if (delta > hz)
+			delta = hz;
+		credit += delta * rate;
+		due = credit / hz;
+		credit -= due * hz;
+		while (due--)
+			write_page();
+		/* Ticks until the next page is due. */
+		wait = (hz - credit + rate - 1) / rate;
+		if (wait > p->idle_max_ticks)
+			wait = p->idle_max_ticks;
+		/* Short gaps are cheaper to spin than to exit for (an exit
+		 * round trip is 12-25 us on kvm_pvm). */
+		if (wait > hz / 20000)
+			mmio_write(ZDG_MMIO_IDLE, wait);
+		else
+			__asm__ volatile("pause");
+	}
+}

@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Inside zd-vm. One struct zd_vm holds the VM; three threads touch it:
+ *
+ *   main thread   the event loop: control socket, service clients, output
+ *                 release (vm_main.c, vm_ctl.c, vm_service.c);
+ *   vCPU thread   KVM_RUN and its exits, the guest's requests and answers
+ *                 (vm_run.c); the only writer of guest RAM on zd-vm's side,
+ *                 and only while the VM is not paused;
+ *   (signals)     SIGUSR1 kicks the vCPU out of KVM_RUN for a pause.
+ *
+ * mu guards the run state (pause_req, paused, wake, the request queue);
+ * out_mu guards the output queue. The dirty bitmaps of zd-vm's own writes
+ * use atomic word operations.
+ */
+#ifndef ZD_VM_IMPL_H
+#define ZD_VM_IMPL_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <poll.h>
+#include <stdio.h>
+
+#include "vm/vm.h"
+#include "vm/guest/abi.h"
+#include "zd/vmctl.h"
+
+struct zd_vm_req {
+	struct zd_vm_req *next;
+	uint64_t client;		/* service client id */
+	uint32_t len;
+	char text[ZDG_REQ_MAX];
+};
+
+struct zd_vm_out {
+	struct zd_vm_out *next;
+	uint64_t client;
+	uint64_t seq;			/* the guest's N */
+	uint64_t epoch;			/* epoch that produced it */
+	uint64_t produced_ns;
+};
+
+struct zd_vm_client {
+	int fd;
+	uint64_t id;
+	size_t len;
+	char buf[ZDG_REQ_MAX + 16];
+	bool overlong;			/* dropping the rest of a too-long line */
+};
+
+struct zd_vm {
+	struct zd_vm_config cfg;
+	bool pvm;
+
+	/* KVM */
+	int kvm_fd, vm_fd, vcpu_fd;
+	struct kvm_run *run;
+	size_t run_size;
+	uint64_t tsc_hz;
+	uint64_t mmio_gpa;
+
+	/* Guest RAM: one memfd, one memslot. */
+	int memfd;
+	uint8_t *ram;
+	uint64_t mem_bytes, npages;
+
+	/* Dirty tracking. The bitmap area (a second memfd shared with the
+	 * tracker) holds bm_out then bm_in, nwords each. */
+	bool manual_protect;		/* KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 on */
+	int bmfd;
+	uint64_t *bm_area, *bm_out, *bm_in;
+	size_t bm_area_bytes;
+	uint64_t nwords;
+	uint64_t *kvm_log;		/* scratch for KVM_GET_DIRTY_LOG */
+	uint64_t *classic_pending;	/* classic mode: harvested, not cleared */
+	uint64_t *vmm_dirty;		/* zd-vm wrote these since the last GET */
+	uint64_t *vmm_seen;		/* ... reported by a GET, not yet cleared */
+
+	/* vCPU thread and its run state (under mu). */
+	pthread_t thr;
+	bool thr_started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool pause_req, paused, stop, wake;
+	bool dead;
+	char dead_msg[256];
+	uint64_t last_pause_epoch;	/* answers are tagged last + 1 */
+	uint64_t paused_at_ns;
+
+	/* Service: requests queued for the guest (under mu). */
+	struct zd_vm_req *rq_head, *rq_tail;
+	uint64_t rq_len;
+	struct zd_vm_req *inflight;	/* in the mailbox, not answered yet */
+	uint64_t mbox_seq;		/* last req_seq written */
+
+	/* Output queue (under out_mu), in production order. */
+	pthread_mutex_t out_mu;
+	struct zd_vm_out *out_head, *out_tail;
+	uint64_t committed;		/* highest COMMIT epoch */
+	int evfd;			/* vCPU thread -> main loop: answers, death */
+	FILE *out_log;
+
+	/* Control socket (vm_ctl.c). */
+	int ctl_lfd;
+	int ctl_cl[16];
+	int ctl_ncl;
+	bool ctl_bound;
+
+	/* Service (vm_service.c). */
+	int svc_lfd;
+	struct zd_vm_client *cl;
+	size_t ncl, capcl;
+	uint64_t next_client;
+	char serve_addr[64];
+
+	/* Counters (STATS). Written by one thread each; read racily. */
+	uint64_t n_exits, n_mmio, n_idle, n_pauses, n_requests, n_answers,
+		n_released;
+	bool guest_ready;
+};
+
+/* vm_kvm.c: /dev/kvm, the VM, RAM, the memslot, the vCPU. */
+int zd_vm_kvm_open(struct zd_vm *vm, char *msg, size_t msglen);
+void zd_vm_kvm_close(struct zd_vm *vm);
+
+/* vm_cpu.c: the guest image, page tables, GDT, and the CPL3 entry state. */
+int zd_vm_setup_guest(struct zd_vm *vm, char *msg, size_t msglen);
+
+/* vm_run.c: the vCPU thread, pause and resume. */
+int zd_vm_start(struct zd_vm *vm, char *msg, size_t msglen);
+void zd_vm_stop_vcpu(struct zd_vm *vm);
+/* Returns ns the vCPU took to stop, or -1 (the VM is dead). */
+int64_t zd_vm_pause(struct zd_vm *vm, uint64_t epoch);
+int64_t zd_vm_resume(struct zd_vm *vm);
+bool zd_vm_is_paused(struct zd_vm *vm);
+/* Wake the vCPU if it is idle (a request arrived). */
+void zd_vm_kick(struct zd_vm *vm);
+
+/* vm_dirty.c */
+int zd_vm_dirty_init(struct zd_vm *vm, char *msg, size_t msglen);
+void zd_vm_dirty_free(struct zd_vm *vm);
+/* zd-vm wrote [gpa, gpa+len): KVM does not log that, we do. */
+void zd_vm_mark_dirty(struct zd_vm *vm, uint64_t gpa, uint64_t len);
+/* Harvest into bm_out; returns dirty pages or -errno. */
+int64_t zd_vm_dirty_get(struct zd_vm *vm);
+/* Re-arm all pages, or those set in bm_in. 0 or -errno. */
+int zd_vm_dirty_clear(struct zd_vm *vm, bool all);
+
+/* vm_state.c: the STATE blob (layout in zd-vm(1)). malloc'd; -errno. */
+int zd_vm_state_save(struct zd_vm *vm, uint8_t **blob, uint32_t *len);
+
+/* vm_service.c */
+int zd_vm_service_open(struct zd_vm *vm, char *msg, size_t msglen);
+void zd_vm_service_close(struct zd_vm *vm);
+/* Poll integration: fill pfds from *n, return how many added. */
+int zd_vm_service_pollfds(struct zd_vm *vm, struct pollfd *pfds, int max);
+void zd_vm_service_events(struct zd_vm *vm, const struct pollfd *pfds, int n);
+/* Release every held answer whose epoch is committed (all without output
+ * commit). Called after COMMIT and when the vCPU produced answers. */
+void zd_vm_service_release(struct zd_vm *vm);
+uint64_t zd_vm_service_held(struct zd_vm *vm);
+/* vCPU thread side: the guest answered. */
+void zd_vm_output_push(struct zd_vm *vm, uint64_t client, uint64_t seq);
+
+/* vm_ctl.c: the control socket server. */
+int zd_vm_ctl_open(struct zd_vm *vm, char *msg, size_t msglen);
+void zd_vm_ctl_close(struct zd_vm *vm);
+int zd_vm_ctl_pollfds(struct zd_vm *vm, struct pollfd *pfds, int max);
+/* Returns 1 when a STOP was handled. */
+int zd_vm_ctl_events(struct zd_vm *vm, const struct pollfd *pfds, int n);
+
+#endif
