@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zd-recv: the backup side. Receives a zd-stream from zd-send (TCP or
+ * stdin), applies each epoch atomically to a replica directory and sends
+ * ACKs back. The work is in lib/replica/.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "zd/net.h"
+#include "zd/replica.h"
+#include "zd/util.h"
+
+#define USAGE "usage: zd-recv (--listen ADDR:PORT | --stdio) --replica DIR [--verify | --no-verify] [--once]\n" \
+	      "               [--no-fsync] [-v]\n" \
+	      "       zd-recv --replica DIR --status\n"
+
+static void help(void)
+{
+	printf(USAGE
+	       "\n"
+	       "Receive a zd-stream(5) from zd-send and keep a replica of the protected VM\n"
+	       "in DIR: each epoch is staged, verified and committed atomically, then\n"
+	       "acknowledged to the sender.\n"
+	       "\n"
+	       "  -l, --listen ADDR:PORT  accept TCP connections (HOST:PORT, :PORT, [V6]:PORT;\n"
+	       "                          port 0 picks a free one and prints it)\n"
+	       "      --stdio             read the stream on stdin, write ACKs on stdout (ssh)\n"
+	       "  -r, --replica DIR       the replica directory (created if absent or empty)\n"
+	       "      --verify            require a memory checksum in every COMMIT and check it\n"
+	       "      --no-verify         never hash the memory (default: check the checksum\n"
+	       "                          when a COMMIT carries one)\n"
+	       "      --once              serve one connection and exit with its status\n"
+	       "                          (default: serve connections one after another)\n"
+	       "      --no-fsync          do not fsync at each commit: the replica survives\n"
+	       "                          zd-recv dying, not the backup host crashing (as\n"
+	       "                          Remus's in-memory backup) (default: fsync)\n"
+	       "      --status            print the replica's last committed epoch and the\n"
+	       "                          checksum of its memory, and exit\n"
+	       "  -v, --verbose           log each committed epoch on stderr\n"
+	       "  -h, --help              this text\n"
+	       "  -V, --version           print the version\n"
+	       "\n"
+	       "Exit status: 0 clean END, 1 runtime error, 2 usage, 3 bad stream data (the\n"
+	       "epoch is discarded), 4 DIR is not a replica or is damaged, 5 the sender\n"
+	       "went away mid-stream.\n");
+}
+
+static _Noreturn void usage_error(const char *fmt, const char *arg)
+{
+	char buf[256];
+
+	snprintf(buf, sizeof(buf), fmt, arg);
+	zd_diex(ZD_EXIT_USAGE, "%s (see --help)", buf);
+}
+
+static int status(struct zd_replica *rep)
+{
+	uint64_t sum;
+	int rc;
+
+	if (!rep->initialised)
+		zd_diex(ZD_EXIT_TARGET, "%s: not a zd replica (empty)", rep->dir);
+	if ((rc = zd_replica_memsum(rep, &sum)))
+		zd_diex(rc, "%s", rep->err);
+	printf("replica %s\nepoch %" PRIu64 "\nmemsum 0x%016" PRIx64 "\npage_size %u\npage_count %" PRIu64
+	       "\ntarget %s\nmode %s\n",
+	       rep->dir, rep->meta.epoch, sum, rep->meta.page_size, rep->meta.page_count,
+	       rep->meta.target, rep->meta.mode);
+	if (fflush(stdout) == EOF || ferror(stdout))
+		zd_die(ZD_EXIT_FAIL, "stdout");
+	/* meta.json recorded the checksum the epoch was verified against. */
+	if (rep->meta.have_memsum && rep->meta.memsum != sum)
+		zd_diex(ZD_EXIT_TARGET, "%s/memory.img: checksum 0x%016" PRIx64 " differs from 0x%016" PRIx64
+			" recorded at epoch %" PRIu64 " (damaged replica)",
+			rep->dir, sum, rep->meta.memsum, rep->meta.epoch);
+	return 0;
+}
+
+static int serve(struct zd_replica *rep, const char *listen_spec, bool port0, bool once,
+		 const struct zd_recv_opts *opts)
+{
+	char msg[768], name[128];
+	struct zd_conn conn;
+	int lfd, rc = 0;
+
+	lfd = zd_net_listen(listen_spec, msg, sizeof(msg));
+	if (lfd < 0)
+		zd_diex(ZD_EXIT_FAIL, "%s", msg);
+	zd_net_local_name(lfd, name, sizeof(name));
+	/* With port 0 the caller cannot know the port otherwise. */
+	if (zd_verbose || port0)
+		zd_warnx("listening on %s", name);
+	for (;;) {
+		if (zd_net_accept(lfd, &conn, msg, sizeof(msg)) < 0)
+			zd_diex(ZD_EXIT_FAIL, "%s", msg);
+		zd_debug("%s connected", conn.name);
+		rc = zd_recv_session(rep, &conn, opts, msg, sizeof(msg));
+		zd_conn_close(&conn);
+		if (rc)
+			zd_warnx("%s", msg);
+		if (once)
+			break;
+	}
+	close(lfd);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "stdio", no_argument, NULL, 's' },
+		{ "replica", required_argument, NULL, 'r' },
+		{ "verify", no_argument, NULL, 'y' },
+		{ "no-verify", no_argument, NULL, 'n' },
+		{ "once", no_argument, NULL, '1' },
+		{ "no-fsync", no_argument, NULL, 'F' },
+		{ "status", no_argument, NULL, 'S' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *listen_spec = NULL, *dir = NULL;
+	bool use_stdio = false, once = false, no_fsync = false, want_status = false, verify = false, no_verify = false;
+	struct zd_recv_opts ro = { .verify = ZD_VERIFY_AUTO };
+	struct zd_replica *rep = NULL;
+	bool port0 = false;
+	char msg[768];
+	int c, rc;
+
+	zd_set_progname(argv[0]);
+	while ((c = getopt_long(argc, argv, "l:r:vhV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l': listen_spec = optarg; break;
+		case 's': use_stdio = true; break;
+		case 'r': dir = optarg; break;
+		case 'y': verify = true; break;
+		case 'n': no_verify = true; break;
+		case '1': once = true; break;
+		case 'F': no_fsync = true; break;
+		case 'S': want_status = true; break;
+		case 'v': zd_verbose = 1; break;
+		case 'h': help(); return 0;
+		case 'V': printf("zd-recv " ZD_VERSION "\n"); return 0;
+		default: fputs(USAGE, stderr); return ZD_EXIT_USAGE;
+		}
+	}
+	if (optind < argc)
+		usage_error("unexpected argument '%s'", argv[optind]);
+	if (!dir)
+		usage_error("%s--replica DIR is required", "");
+	if (want_status && (listen_spec || use_stdio || once || verify || no_verify || no_fsync))
+		usage_error("%s--status takes only --replica", "");
+	if (!want_status && !listen_spec == !use_stdio)
+		usage_error("%swant exactly one of --listen ADDR:PORT and --stdio", "");
+	if (use_stdio && once)
+		usage_error("%s--once goes with --listen (--stdio serves one stream)", "");
+	if (verify && no_verify)
+		usage_error("%s--verify and --no-verify conflict", "");
+	if (listen_spec) {
+		char h[256], p[16];
+
+		if (zd_net_split(listen_spec, h, sizeof(h), p, sizeof(p), msg, sizeof(msg)) < 0)
+			usage_error("%s", msg);
+		port0 = !strcmp(p, "0");
+	}
+	ro.verify = verify ? ZD_VERIFY_ALWAYS : no_verify ? ZD_VERIFY_NEVER : ZD_VERIFY_AUTO;
+	/* A dead sender shows up as EPIPE on the ACK write, not a signal. */
+	signal(SIGPIPE, SIG_IGN);
+
+	if ((rc = zd_replica_open(&rep, dir, msg, sizeof(msg))))
+		zd_diex(rc, "%s", msg);
+	rep->sync = !no_fsync;
+	if (want_status) {
+		rc = status(rep);
+	} else if (use_stdio) {
+		struct zd_conn conn;
+
+		zd_net_stdio(&conn);
+		rc = zd_recv_session(rep, &conn, &ro, msg, sizeof(msg));
+		if (rc)
+			zd_warnx("%s", msg);
+	} else {
+		rc = serve(rep, listen_spec, port0, once, &ro);
+	}
+	zd_replica_close(rep);
+	return rc;
+}

@@ -1,0 +1,245 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The capture filter of zd/capture.h: follow each epoch's DIRTY sets and
+ * PAGES, and before its COMMIT emit PAGES for whatever is still missing.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "zd/capture.h"
+#include "zd/fb.h"
+#include "zd/target.h"
+#include "zd/util.h"
+
+struct zd_capture {
+	zd_capture_emit emit;
+	void *arg;
+	int fb_fd;
+	struct zd_rec_header hdr;	/* deep copy */
+	bool have_hdr;
+	const struct zd_drain_ops *drain;
+	struct zd_target *t;
+	uint64_t epoch;			/* the open epoch, 0 = none */
+	bool inline_pages;		/* the tracker sends this epoch's pages */
+	struct zd_pageset dirty;
+	struct zd_pageset covered;
+	struct zd_capture_stats stats;
+	char err[512];
+};
+
+struct zd_capture *zd_capture_new(zd_capture_emit emit, void *arg, int fb_fd)
+{
+	struct zd_capture *c = zd_xcalloc(1, sizeof(*c));
+
+	c->emit = emit;
+	c->arg = arg;
+	c->fb_fd = fb_fd;
+	zd_pageset_init(&c->dirty);
+	zd_pageset_init(&c->covered);
+	return c;
+}
+
+void zd_capture_set_fb(struct zd_capture *c, int fb_fd)
+{
+	c->fb_fd = fb_fd;
+}
+
+int zd_fb_join(const struct zd_rec_header *hdr, int role)
+{
+	int fd;
+
+	if (!hdr->control || !*hdr->control) {
+		zd_warnx("stream has no control socket: running open loop (no feedback to zd-track)");
+		return -1;
+	}
+	fd = zd_fb_connect(hdr->control, (enum zd_fb_role)role);
+	if (fd < 0)
+		zd_warn("%s: running open loop (no feedback to zd-track)", hdr->control);
+	return fd;
+}
+
+void zd_capture_free(struct zd_capture *c)
+{
+	if (!c)
+		return;
+	if (c->t)
+		zd_target_close(c->t);
+	free(c->hdr.target);
+	free(c->hdr.control);
+	zd_pageset_free(&c->dirty);
+	zd_pageset_free(&c->covered);
+	free(c);
+}
+
+int zd_capture_fail(struct zd_capture *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->err, sizeof(c->err), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+const char *zd_capture_error(const struct zd_capture *c) { return c->err; }
+const struct zd_capture_stats *zd_capture_stats(const struct zd_capture *c) { return &c->stats; }
+struct zd_target *zd_capture_target(struct zd_capture *c) { return c->t; }
+
+/* The issue-4 zddspt drain (frozen table + userfaultfd pre-images) goes
+ * here as lib/capture/drain_uffd.c, chosen for kvm targets in zddspt mode.
+ * Until then every stream is drained by reading the target's memory. */
+const struct zd_drain_ops *zd_capture_drain_for(const struct zd_rec_header *hdr)
+{
+	(void)hdr;
+	return &zd_drain_read;
+}
+
+/* Targets that read guest memory through descriptors (kvm: the memfd) get
+ * them from the tracker: MEMORY on our control-socket connection. */
+static int import_memory(struct zd_capture *c)
+{
+	struct zd_fb_msg m = { .op = ZD_FB_MEMORY };
+	int fds[4], nfds = 0, rc = 0;
+
+	if (zd_fb_send(c->fb_fd, &m, NULL, NULL, 0) < 0)
+		return zd_capture_fail(c, ZD_EXIT_TARGET, "%s: MEMORY request: %s", c->hdr.control, strerror(errno));
+	do {
+		nfds = 0;
+		memset(&m, 0, sizeof(m));
+		if (zd_fb_recv(c->fb_fd, &m, NULL, 0, fds, &nfds) < 0 || m.op == 0)
+			return zd_capture_fail(c, ZD_EXIT_TARGET, "%s: no reply to MEMORY", c->hdr.control);
+		if (m.op != ZD_FB_MEMORY)
+			for (int i = 0; i < nfds; i++)
+				close(fds[i]);
+	} while (m.op != ZD_FB_MEMORY && m.op != ZD_FB_ERROR);
+	if (m.op == ZD_FB_ERROR)
+		return zd_capture_fail(c, ZD_EXIT_TARGET, "%s: MEMORY refused: %s", c->hdr.control,
+				       strerror((int)m.a));
+	if (c->t->ops->import_fds(c->t, fds, nfds, m.a) < 0)
+		rc = zd_capture_fail(c, ZD_EXIT_TARGET, "%s: %s", c->hdr.target, c->t->err);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);	/* the target keeps its own mapping or dup */
+	return rc;
+}
+
+static int attach(struct zd_capture *c)
+{
+	char msg[256];
+
+	if (c->t)
+		return 0;
+	if (zd_target_attach(&c->t, &c->hdr, msg, sizeof(msg)) < 0)
+		return zd_capture_fail(c, ZD_EXIT_TARGET, "%s", msg);
+	if (c->t->ops->import_fds && c->fb_fd >= 0)
+		return import_memory(c);
+	return 0;
+}
+
+int zd_capture_emit_pages(struct zd_capture *c, uint64_t epoch, const struct zd_pageset *set,
+			  uint8_t *data, uint8_t flags)
+{
+	struct zd_record r;
+
+	zd_record_init(&r, ZD_REC_PAGES);
+	r.u.pages.epoch = epoch;
+	r.u.pages.enc = ZD_PENC_RAW;
+	r.u.pages.flags = flags;
+	r.u.pages.set = *set;	/* borrowed, not freed here */
+	r.u.pages.data_len = (uint32_t)(set->pages * c->hdr.page_size);
+	r.u.pages.data = data;
+	if (c->emit(c->arg, &r) < 0)
+		return zd_capture_fail(c, ZD_EXIT_FAIL, "writing PAGES of epoch %" PRIu64, epoch);
+	c->stats.captured += set->pages;
+	c->stats.bytes += r.u.pages.data_len;
+	c->stats.total_pages += set->pages;
+	return 0;
+}
+
+static void open_epoch(struct zd_capture *c, uint64_t epoch)
+{
+	c->epoch = epoch;
+	c->inline_pages = false;
+	zd_pageset_clear(&c->dirty);
+	zd_pageset_clear(&c->covered);
+}
+
+static void add_to(struct zd_pageset *acc, const struct zd_pageset *s)
+{
+	struct zd_pageset u = ZD_PAGESET_INIT;
+
+	zd_pageset_union(&u, acc, s);
+	zd_pageset_swap(&u, acc);
+	zd_pageset_free(&u);
+}
+
+/* At COMMIT: read and emit what the epoch's DIRTY sets have and its PAGES
+ * did not bring. */
+static int close_epoch(struct zd_capture *c, uint64_t epoch)
+{
+	struct zd_pageset missing = ZD_PAGESET_INIT;
+	int rc = 0;
+
+	c->stats.epoch = epoch;
+	c->stats.captured = c->stats.bytes = 0;
+	if (c->epoch != epoch || c->inline_pages)
+		goto out;
+	zd_pageset_subtract(&missing, &c->dirty, &c->covered);
+	if (zd_pageset_empty(&missing))
+		goto out;
+	if ((rc = attach(c)))
+		goto out;
+	rc = c->drain->drain(c, epoch, &missing);
+out:
+	zd_pageset_free(&missing);
+	c->epoch = 0;
+	return rc;
+}
+
+int zd_capture_feed(struct zd_capture *c, const struct zd_record *r)
+{
+	int rc;
+
+	switch (r->type) {
+	case ZD_REC_HEADER:
+		free(c->hdr.target);
+		free(c->hdr.control);
+		c->hdr = r->u.header;
+		c->hdr.target = zd_xstrdup(r->u.header.target ? r->u.header.target : "");
+		c->hdr.control = zd_xstrdup(r->u.header.control ? r->u.header.control : "");
+		c->have_hdr = true;
+		c->drain = zd_capture_drain_for(&c->hdr);
+		break;
+	case ZD_REC_CHECKPOINT:
+		/* Pre-copied PAGES may have opened this epoch already. */
+		if (c->epoch != r->u.ckpt.epoch)
+			open_epoch(c, r->u.ckpt.epoch);
+		c->inline_pages = r->u.ckpt.flags & ZD_CKPT_PAGES_INLINE;
+		break;
+	case ZD_REC_DIRTY:
+		if (c->epoch && r->u.dirty.epoch == c->epoch)
+			add_to(&c->dirty, &r->u.dirty.set);
+		break;
+	case ZD_REC_PAGES:
+		if (r->u.pages.epoch != c->epoch && r->u.pages.epoch > c->stats.epoch)
+			open_epoch(c, r->u.pages.epoch);
+		if (r->u.pages.epoch == c->epoch)
+			add_to(&c->covered, &r->u.pages.set);
+		break;
+	case ZD_REC_COMMIT:
+		if (!c->have_hdr)
+			break;
+		if ((rc = close_epoch(c, r->u.commit.epoch)))
+			return rc;
+		break;
+	default:
+		break;
+	}
+	if (c->emit(c->arg, r) < 0)
+		return zd_capture_fail(c, ZD_EXIT_FAIL, "writing %s", zd_rec_type_name(r->type));
+	return 0;
+}

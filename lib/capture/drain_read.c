@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The plain drain: read the missing pages from the target as they are now,
+ * ZD_PAGES_PER_RECORD at a time. Right while the VM is paused for the
+ * checkpoint (remus) or for a target that can produce any epoch's contents
+ * (synth, trace); zddspt on a running VM needs drain_uffd (issue 4).
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "zd/capture.h"
+#include "zd/target.h"
+#include "zd/util.h"
+
+static int drain_read(struct zd_capture *c, uint64_t epoch, const struct zd_pageset *missing)
+{
+	struct zd_target *t = zd_capture_target(c);
+	struct zd_pageset rest = ZD_PAGESET_INIT, chunk = ZD_PAGESET_INIT;
+	uint8_t *buf = NULL;
+	int rc = 0;
+
+	zd_pageset_copy(&rest, missing);
+	buf = zd_xmalloc((size_t)ZD_MIN(rest.pages, ZD_PAGES_PER_RECORD) * t->page_size);
+	while (!zd_pageset_empty(&rest)) {
+		zd_pageset_clear(&chunk);
+		zd_pageset_take_front(&chunk, &rest, ZD_PAGES_PER_RECORD);
+		if (t->ops->read_pages(t, epoch, &chunk, buf) < 0) {
+			rc = zd_capture_fail(c, ZD_EXIT_TARGET, "%s: reading %" PRIu64 " pages of epoch %" PRIu64 ": %s",
+					     t->spec, chunk.pages, epoch, t->err);
+			break;
+		}
+		if ((rc = zd_capture_emit_pages(c, epoch, &chunk, buf, 0)))
+			break;
+	}
+	free(buf);
+	zd_pageset_free(&rest);
+	zd_pageset_free(&chunk);
+	return rc;
+}
+
+const struct zd_drain_ops zd_drain_read = {
+	.name = "read",
+	.drain = drain_read,
+};

@@ -1,0 +1,242 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * TCP and stdio connections for zd-send/zd-recv. See zd/net.h.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "zd/net.h"
+#include "zd/util.h"
+
+int zd_net_split(const char *spec, char *host, size_t hostlen, char *port,
+		 size_t portlen, char *msg, size_t msglen)
+{
+	const char *colon, *h = spec;
+	size_t hl;
+
+	if (!spec || !*spec) {
+		snprintf(msg, msglen, "empty address (want HOST:PORT, :PORT or [V6]:PORT)");
+		return -1;
+	}
+	if (*spec == '[') {
+		const char *close = strchr(spec, ']');
+
+		if (!close || close[1] != ':') {
+			snprintf(msg, msglen, "%s: bad address (want [V6]:PORT)", spec);
+			return -1;
+		}
+		h = spec + 1;
+		hl = (size_t)(close - h);
+		colon = close + 1;
+	} else {
+		colon = strrchr(spec, ':');
+		if (!colon) {
+			snprintf(msg, msglen, "%s: bad address (want HOST:PORT, :PORT or [V6]:PORT)", spec);
+			return -1;
+		}
+		hl = (size_t)(colon - spec);
+		/* An unbracketed IPv6 literal is ambiguous: refuse it. */
+		if (memchr(spec, ':', hl)) {
+			snprintf(msg, msglen, "%s: bad address (write IPv6 as [V6]:PORT)", spec);
+			return -1;
+		}
+	}
+	uint64_t p;
+
+	if (zd_parse_u64(colon + 1, &p) < 0 || p > 65535) {
+		snprintf(msg, msglen, "%s: bad port '%s' (want 0-65535)", spec, colon + 1);
+		return -1;
+	}
+	if (hl >= hostlen || strlen(colon + 1) >= portlen) {
+		snprintf(msg, msglen, "%s: address too long", spec);
+		return -1;
+	}
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	snprintf(port, portlen, "%s", colon + 1);
+	return 0;
+}
+
+static int resolve(const char *spec, bool passive, struct addrinfo **res,
+		   char *msg, size_t msglen)
+{
+	char host[256], port[16];
+	struct addrinfo hints = { 0 };
+	int r;
+
+	if (zd_net_split(spec, host, sizeof(host), port, sizeof(port), msg, msglen) < 0)
+		return -1;
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+	if (!*host && !passive) {
+		snprintf(msg, msglen, "%s: no host to connect to", spec);
+		return -1;
+	}
+	r = getaddrinfo(*host ? host : NULL, port, &hints, res);
+	if (r) {
+		snprintf(msg, msglen, "%s: %s", spec, gai_strerror(r));
+		return -1;
+	}
+	return 0;
+}
+
+static void name_of(const struct sockaddr *sa, socklen_t len, char *out, size_t outlen)
+{
+	char h[NI_MAXHOST], p[NI_MAXSERV];
+
+	if (getnameinfo(sa, len, h, sizeof(h), p, sizeof(p), NI_NUMERICHOST | NI_NUMERICSERV)) {
+		snprintf(out, outlen, "?");
+		return;
+	}
+	if (sa->sa_family == AF_INET6)
+		snprintf(out, outlen, "[%s]:%s", h, p);
+	else
+		snprintf(out, outlen, "%s:%s", h, p);
+}
+
+int zd_net_listen(const char *spec, char *msg, size_t msglen)
+{
+	struct addrinfo *res = NULL, *ai;
+	int fd = -1, one = 1, e = 0;
+
+	if (resolve(spec, true, &res, msg, msglen) < 0)
+		return -1;
+	/* ":PORT" resolves to both families; prefer IPv6 with dual stack so
+	 * one socket takes both. */
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0) {
+			e = errno;
+			continue;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4) == 0)
+			break;
+		e = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		snprintf(msg, msglen, "%s: listen: %s", spec, strerror(e));
+	return fd;
+}
+
+void zd_net_local_name(int fd, char *out, size_t outlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		snprintf(out, outlen, "?");
+	else
+		name_of((struct sockaddr *)&ss, len, out, outlen);
+}
+
+/* Checkpoints are latency-bound: an ACK or the tail of an epoch must not
+ * wait for Nagle. */
+static void tune(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int zd_net_accept(int lfd, struct zd_conn *c, char *msg, size_t msglen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char peer[96];
+	int fd;
+
+	do
+		fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
+	while (fd < 0 && errno == EINTR);
+	if (fd < 0) {
+		snprintf(msg, msglen, "accept: %s", strerror(errno));
+		return -1;
+	}
+	tune(fd);
+	name_of((struct sockaddr *)&ss, len, peer, sizeof(peer));
+	c->rfd = c->wfd = fd;
+	c->owned = true;
+	snprintf(c->name, sizeof(c->name), "peer %s", peer);
+	return 0;
+}
+
+int zd_net_connect(const char *spec, struct zd_conn *c, char *msg, size_t msglen)
+{
+	struct addrinfo *res = NULL, *ai;
+	int fd = -1, e = 0;
+
+	if (!strcmp(spec, "-")) {
+		c->rfd = -1;
+		c->wfd = STDOUT_FILENO;
+		c->owned = false;
+		snprintf(c->name, sizeof(c->name), "stdout");
+		return 0;
+	}
+	if (resolve(spec, false, &res, msg, msglen) < 0)
+		return -1;
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0) {
+			e = errno;
+			continue;
+		}
+		int r;
+
+		do
+			r = connect(fd, ai->ai_addr, ai->ai_addrlen);
+		while (r < 0 && errno == EINTR);
+		if (r == 0)
+			break;
+		e = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		snprintf(msg, msglen, "%s: connect: %s", spec, strerror(e));
+		return -1;
+	}
+	tune(fd);
+	c->rfd = c->wfd = fd;
+	c->owned = true;
+	snprintf(c->name, sizeof(c->name), "peer %s", spec);
+	return 0;
+}
+
+void zd_net_stdio(struct zd_conn *c)
+{
+	c->rfd = STDIN_FILENO;
+	c->wfd = STDOUT_FILENO;
+	c->owned = false;
+	snprintf(c->name, sizeof(c->name), "stdin");
+}
+
+void zd_conn_shutdown_write(struct zd_conn *c)
+{
+	if (c->owned && c->rfd == c->wfd)
+		shutdown(c->wfd, SHUT_WR);
+}
+
+void zd_conn_close(struct zd_conn *c)
+{
+	if (c->owned) {
+		if (c->rfd >= 0)
+			close(c->rfd);
+		if (c->wfd >= 0 && c->wfd != c->rfd)
+			close(c->wfd);
+	}
+	c->rfd = c->wfd = -1;
+	c->owned = false;
+}

@@ -1,0 +1,512 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One epoch, staged in DIR/journal.tmp, verified, committed by rename,
+ * applied to memory.img. The functions appear in the order they run; the
+ * layout of the journal is in replica_int.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "zd/replica.h"
+#include "zd/util.h"
+#include "replica_int.h"
+
+/* Where each staged page's bytes are in the journal; seq orders copies
+ * of a page sent twice (a pre-copied page sent again at the checkpoint). */
+struct jidx {
+	uint64_t pfn;
+	uint64_t off;
+	uint64_t seq;
+};
+
+struct zd_stage {
+	uint64_t epoch;
+	int fd;			/* journal.tmp */
+	XXH3_state_t *h;	/* over every byte written so far */
+	uint64_t off;
+	struct zd_pageset dirty;	/* union of the epoch's DIRTY records */
+	struct zd_pageset covered;	/* union of its PAGES */
+	struct zd_pageset final_set;	/* PAGES not marked pre-copy: sent for good */
+	struct jidx *idx;
+	size_t nidx, cap;
+	bool have_state;
+	bool verified;
+};
+
+static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static uint32_t get_u32(const uint8_t *p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = v << 8 | p[i]; return v; }
+static uint64_t get_u64(const uint8_t *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = v << 8 | p[i]; return v; }
+
+static void stage_free(struct zd_stage *st)
+{
+	if (!st)
+		return;
+	if (st->fd >= 0)
+		close(st->fd);
+	XXH3_freeState(st->h);
+	zd_pageset_free(&st->dirty);
+	zd_pageset_free(&st->covered);
+	zd_pageset_free(&st->final_set);
+	free(st->idx);
+	free(st);
+}
+
+static int jwrite(struct zd_replica *rep, const void *buf, size_t len)
+{
+	struct zd_stage *st = rep->st;
+
+	if (zd_write_full(st->fd, buf, len) < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: write: %s", rep->dir, strerror(errno));
+	XXH3_64bits_update(st->h, buf, len);
+	st->off += len;
+	return 0;
+}
+
+static int jentry(struct zd_replica *rep, uint32_t type, uint32_t flags, uint64_t a, uint64_t b)
+{
+	uint8_t e[ZD_JENT_HDR];
+
+	put_u32(e, type);
+	put_u32(e + 4, flags);
+	put_u64(e + 8, a);
+	put_u64(e + 16, b);
+	return jwrite(rep, e, sizeof(e));
+}
+
+static int no_stage(struct zd_replica *rep, const char *what, uint64_t epoch)
+{
+	if (!rep->st)
+		return zd__rep_fail(rep, ZD_EXIT_DATA, "%s of epoch %" PRIu64 " outside an epoch", what, epoch);
+	return zd__rep_fail(rep, ZD_EXIT_DATA, "%s of epoch %" PRIu64 " inside epoch %" PRIu64,
+			    what, epoch, rep->st->epoch);
+}
+
+uint64_t zd_replica_open_epoch(const struct zd_replica *rep)
+{
+	return rep->st ? rep->st->epoch : 0;
+}
+
+/* 1. Open journal.tmp for the epoch. */
+int zd_replica_stage_begin(struct zd_replica *rep, uint64_t epoch)
+{
+	struct zd_stage *st;
+	uint8_t h[ZD_JOURNAL_HDR];
+
+	if (!rep->initialised)
+		return zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 " before HEADER", epoch);
+	if (rep->st)
+		return zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 " begins before COMMIT of epoch %" PRIu64,
+				    epoch, rep->st->epoch);
+	/* Epochs count per run; a new run (another HEADER start time) starts
+	 * again from 1 on top of the image the last run left. */
+	if (rep->run == rep->meta.run && epoch <= rep->meta.epoch)
+		return zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 " is already committed (replica at epoch %" PRIu64 ")",
+				    epoch, rep->meta.epoch);
+	st = zd_xcalloc(1, sizeof(*st));
+	st->epoch = epoch;
+	st->h = XXH3_createState();
+	if (!st->h)
+		zd_diex(ZD_EXIT_FAIL, "out of memory");
+	XXH3_64bits_reset(st->h);
+	zd_pageset_init(&st->dirty);
+	zd_pageset_init(&st->covered);
+	zd_pageset_init(&st->final_set);
+	unlinkat(rep->dirfd, "journal.tmp", 0);
+	st->fd = openat(rep->dirfd, "journal.tmp", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (st->fd < 0) {
+		int e = errno;
+
+		stage_free(st);
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: %s", rep->dir, strerror(e));
+	}
+	rep->st = st;
+	memcpy(h, ZD_JOURNAL_MAGIC, 4);
+	put_u32(h + 4, rep->meta.page_size);
+	put_u64(h + 8, rep->meta.page_count);
+	put_u64(h + 16, epoch);
+	put_u64(h + 24, rep->run);
+	return jwrite(rep, h, sizeof(h));
+}
+
+/* 2. What the epoch must contain. */
+int zd_replica_stage_dirty(struct zd_replica *rep, const struct zd_pageset *set)
+{
+	struct zd_pageset u = ZD_PAGESET_INIT;
+
+	if (!rep->st)
+		return zd__rep_fail(rep, ZD_EXIT_DATA, "DIRTY outside an epoch");
+	if (zd_pageset_end(set) > rep->meta.page_count)
+		return zd__rep_fail(rep, ZD_EXIT_DATA, "DIRTY pfn %" PRIu64 " beyond page count %" PRIu64,
+				    zd_pageset_end(set) - 1, rep->meta.page_count);
+	zd_pageset_union(&u, &rep->st->dirty, set);
+	zd_pageset_swap(&u, &rep->st->dirty);
+	zd_pageset_free(&u);
+	return 0;
+}
+
+/* 3. Page contents, appended range by range. A page may come twice only if
+ * its first copy was pre-copied (ZD_PAGES_PRECOPY): the later copy wins. */
+int zd_replica_stage_pages(struct zd_replica *rep, const struct zd_rec_pages *p)
+{
+	struct zd_stage *st = rep->st;
+	struct zd_pageset u = ZD_PAGESET_INIT;
+	uint64_t ps = rep->meta.page_size, pos = 0;
+	int rc;
+
+	if (!st || p->epoch != st->epoch)
+		return no_stage(rep, "PAGES", p->epoch);
+	/* Issue 7's compressed and delta encodings are decoded here, against
+	 * the replica's own copy of each page. */
+	if (p->enc != ZD_PENC_RAW)
+		return zd__rep_fail(rep, ZD_EXIT_DATA, "PAGES encoding %u not supported", p->enc);
+	if ((uint64_t)p->data_len != p->set.pages * ps)
+		return zd__rep_fail(rep, ZD_EXIT_DATA, "PAGES carry %u bytes for %" PRIu64 " pages of %" PRIu64,
+				    p->data_len, p->set.pages, ps);
+	if (zd_pageset_end(&p->set) > rep->meta.page_count)
+		return zd__rep_fail(rep, ZD_EXIT_DATA, "PAGES pfn %" PRIu64 " beyond page count %" PRIu64,
+				    zd_pageset_end(&p->set) - 1, rep->meta.page_count);
+	if (zd_pageset_intersect_count(&p->set, &st->final_set)) {
+		zd_pageset_intersect(&u, &p->set, &st->final_set);
+		rc = zd__rep_fail(rep, ZD_EXIT_DATA, "PAGES repeat pfn %" PRIu64 " in epoch %" PRIu64,
+				  u.r[0].first, st->epoch);
+		zd_pageset_free(&u);
+		return rc;
+	}
+	for (size_t i = 0; i < p->set.n; i++) {
+		const struct zd_range *r = &p->set.r[i];
+		uint64_t data_off = st->off + ZD_JENT_HDR;
+
+		if ((rc = jentry(rep, JE_PAGES, 0, r->first, r->count)) ||
+		    (rc = jwrite(rep, p->data + pos, r->count * ps)))
+			return rc;
+		pos += r->count * ps;
+		if (st->nidx + r->count > st->cap) {
+			st->cap = ZD_MAX(st->cap * 2, st->nidx + r->count);
+			st->idx = zd_xrealloc(st->idx, st->cap * sizeof(*st->idx));
+		}
+		for (uint64_t k = 0; k < r->count; k++) {
+			st->idx[st->nidx] = (struct jidx){ r->first + k, data_off + k * ps, st->nidx };
+			st->nidx++;
+		}
+	}
+	zd_pageset_union(&u, &st->covered, &p->set);
+	zd_pageset_swap(&u, &st->covered);
+	zd_pageset_clear(&u);
+	if (!(p->flags & ZD_PAGES_PRECOPY)) {
+		zd_pageset_union(&u, &st->final_set, &p->set);
+		zd_pageset_swap(&u, &st->final_set);
+	}
+	zd_pageset_free(&u);
+	return 0;
+}
+
+/* 4. Device state; the last STATE of the epoch is the one kept. */
+int zd_replica_stage_state(struct zd_replica *rep, const struct zd_rec_state *s)
+{
+	int rc;
+
+	if (!rep->st || s->epoch != rep->st->epoch)
+		return no_stage(rep, "STATE", s->epoch);
+	if ((rc = jentry(rep, JE_STATE, 0, s->kind, s->len)) || (rc = jwrite(rep, s->data, s->len)))
+		return rc;
+	rep->st->have_state = true;
+	return 0;
+}
+
+static int cmp_jidx(const void *a, const void *b)
+{
+	const struct jidx *x = a, *y = b;
+
+	if (x->pfn != y->pfn)
+		return x->pfn < y->pfn ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* zd_hash64 of memory.img as it will be once the journal is applied,
+ * without touching memory.img: hash the image between staged pages and the
+ * staged copy (the last one of each pfn) in their place. */
+static int overlay_memsum(struct zd_replica *rep, uint64_t *sum)
+{
+	struct zd_stage *st = rep->st;
+	uint64_t ps = rep->meta.page_size;
+	size_t size = (size_t)(rep->meta.page_count * ps);
+	const uint8_t *img;
+	uint8_t *jr = MAP_FAILED;
+	XXH3_state_t *h = NULL;
+	uint64_t cur = 0;
+	int rc = 0;
+
+	qsort(st->idx, st->nidx, sizeof(*st->idx), cmp_jidx);
+	if ((rc = zd__rep_map(rep)))
+		return rc;
+	img = rep->mem;
+	jr = mmap(NULL, st->off, PROT_READ, MAP_SHARED, st->fd, 0);
+	if (jr == MAP_FAILED) {
+		rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: mmap: %s", rep->dir, strerror(errno));
+		goto out;
+	}
+	h = XXH3_createState();
+	XXH3_64bits_reset(h);
+	for (size_t i = 0; i < st->nidx; i++) {
+		if (i + 1 < st->nidx && st->idx[i + 1].pfn == st->idx[i].pfn)
+			continue;	/* a later copy of this page follows */
+		uint64_t at = st->idx[i].pfn * ps;
+
+		XXH3_64bits_update(h, img + cur, at - cur);
+		XXH3_64bits_update(h, jr + st->idx[i].off, ps);
+		cur = at + ps;
+	}
+	XXH3_64bits_update(h, img + cur, size - cur);
+	*sum = XXH3_64bits_digest(h);
+out:
+	XXH3_freeState(h);
+	if (jr != MAP_FAILED)
+		munmap(jr, st->off);
+	return rc;
+}
+
+/* 5. On COMMIT: the PAGES cover exactly the DIRTY set, and the memory the
+ * epoch leaves has the primary's checksum. Then the JE_COMMIT entry. */
+int zd_replica_stage_verify(struct zd_replica *rep, const struct zd_rec_commit *c,
+			    enum zd_verify verify)
+{
+	struct zd_stage *st = rep->st;
+	struct zd_pageset d = ZD_PAGESET_INIT;
+	uint64_t sum = 0;
+	uint32_t jflags = 0;
+	uint8_t tail[16];
+	int rc;
+
+	if (!st || c->epoch != st->epoch)
+		return no_stage(rep, "COMMIT", c->epoch);
+	if (c->pages != st->dirty.pages)
+		return zd__rep_fail(rep, ZD_EXIT_DATA, "COMMIT of epoch %" PRIu64 " counts %" PRIu64
+				    " pages, its DIRTY set has %" PRIu64, st->epoch, c->pages, st->dirty.pages);
+	if (!zd_pageset_equal(&st->covered, &st->dirty)) {
+		bool missing;
+
+		zd_pageset_subtract(&d, &st->dirty, &st->covered);
+		missing = d.pages > 0;
+		if (!missing)
+			zd_pageset_subtract(&d, &st->covered, &st->dirty);
+		rc = zd__rep_fail(rep, ZD_EXIT_DATA,
+				  missing ? "epoch %" PRIu64 ": PAGES miss %" PRIu64 " of %" PRIu64 " DIRTY pages (first pfn %" PRIu64 ")"
+					  : "epoch %" PRIu64 ": PAGES carry %" PRIu64 " pages beyond the %" PRIu64 " DIRTY ones (first pfn %" PRIu64 ")",
+				  st->epoch, d.pages, st->dirty.pages, d.r[0].first);
+		zd_pageset_free(&d);
+		return rc;
+	}
+	if (verify == ZD_VERIFY_ALWAYS && !(c->flags & ZD_COMMIT_HAS_MEMSUM))
+		return zd__rep_fail(rep, ZD_EXIT_DATA, "COMMIT of epoch %" PRIu64
+				    " has no memory checksum (--verify wants zd-track --verify)", st->epoch);
+	if (verify != ZD_VERIFY_NEVER && (c->flags & ZD_COMMIT_HAS_MEMSUM)) {
+		if ((rc = overlay_memsum(rep, &sum)))
+			return rc;
+		if (sum != c->memsum)
+			return zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 ": replica memory checksum 0x%016" PRIx64
+					    " differs from the primary's 0x%016" PRIx64, st->epoch, sum, c->memsum);
+		jflags |= JC_MEMSUM;
+	}
+	if ((rc = jentry(rep, JE_COMMIT, 0, jflags, sum)))
+		return rc;
+	put_u64(tail, zd_wall_ns());
+	if ((rc = jwrite(rep, tail, 8)))
+		return rc;
+	/* The digest covers everything before it and is not part of itself. */
+	put_u64(tail + 8, XXH3_64bits_digest(st->h));
+	if (zd_write_full(st->fd, tail + 8, 8) < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: write: %s", rep->dir, strerror(errno));
+	st->off += 8;
+	st->verified = true;
+	return 0;
+}
+
+/* 6. The commit point: after this rename the epoch survives a crash. */
+int zd_replica_commit_mark(struct zd_replica *rep)
+{
+	struct zd_stage *st = rep->st;
+
+	if (!st || !st->verified)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "commit of an unverified epoch");
+	if (rep->sync && fsync(st->fd) < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: fsync: %s", rep->dir, strerror(errno));
+	if (renameat(rep->dirfd, "journal.tmp", rep->dirfd, "journal") < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal: rename: %s", rep->dir, strerror(errno));
+	stage_free(st);
+	rep->st = NULL;
+	return zd__rep_fsync_dir(rep);
+}
+
+/* Check a journal end to end before touching memory.img: header matches
+ * the replica, entries in bounds, JE_COMMIT last, digest right. */
+static int journal_check(struct zd_replica *rep, const uint8_t *j, size_t len, uint64_t *epoch,
+			 uint64_t *run, const uint8_t **commit)
+{
+	uint64_t ps = rep->meta.page_size, off = ZD_JOURNAL_HDR;
+
+	if (len < ZD_JOURNAL_HDR || memcmp(j, ZD_JOURNAL_MAGIC, 4) || get_u32(j + 4) != ps ||
+	    get_u64(j + 8) != rep->meta.page_count)
+		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: bad header (damaged replica)", rep->dir);
+	*epoch = get_u64(j + 16);
+	*run = get_u64(j + 24);
+	while (off + ZD_JENT_HDR <= len) {
+		uint32_t type = get_u32(j + off);
+		uint64_t a = get_u64(j + off + 8), b = get_u64(j + off + 16), plen;
+
+		if (type == JE_PAGES) {
+			if (a >= rep->meta.page_count || b > rep->meta.page_count - a)
+				break;
+			plen = b * ps;
+		} else if (type == JE_STATE) {
+			plen = b;
+		} else if (type == JE_COMMIT) {
+			if (len - off != ZD_JENT_HDR + 16)
+				break;
+			if (get_u64(j + off + ZD_JENT_HDR + 8) != XXH3_64bits(j, off + ZD_JENT_HDR + 8))
+				return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: checksum mismatch (damaged replica)",
+						    rep->dir);
+			*commit = j + off;
+			return 0;
+		} else {
+			break;
+		}
+		if (plen > len - off - ZD_JENT_HDR)
+			break;
+		off += ZD_JENT_HDR + plen;
+	}
+	return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: bad entry at byte %" PRIu64 " (damaged replica)",
+			    rep->dir, off);
+}
+
+/* Apply DIR/journal; idempotent, so recovery just runs it again. */
+static int apply_journal(struct zd_replica *rep)
+{
+	uint64_t ps = rep->meta.page_size, epoch = 0, run = 0, off = ZD_JOURNAL_HDR;
+	const uint8_t *commit = NULL, *state = NULL;
+	uint32_t state_kind = 0;
+	uint64_t state_len = 0;
+	struct zd_replica_meta m;
+	uint8_t *j = MAP_FAILED;
+	struct stat sb;
+	int fd, rc;
+
+	fd = openat(rep->dirfd, "journal", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal: %s", rep->dir, strerror(errno));
+	if (fstat(fd, &sb) < 0 || sb.st_size == 0 ||
+	    (j = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+		rc = zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: %s", rep->dir,
+				  sb.st_size == 0 ? "empty (damaged replica)" : strerror(errno));
+		goto out;
+	}
+	if ((rc = journal_check(rep, j, (size_t)sb.st_size, &epoch, &run, &commit)))
+		goto out;
+	for (; j + off < commit;) {
+		uint32_t type = get_u32(j + off);
+		uint64_t a = get_u64(j + off + 8), b = get_u64(j + off + 16);
+		const uint8_t *payload = j + off + ZD_JENT_HDR;
+
+		if (type == JE_PAGES) {
+			if (pwrite(rep->memfd, payload, b * ps, (off_t)(a * ps)) != (ssize_t)(b * ps)) {
+				rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: write: %s", rep->dir,
+						  errno ? strerror(errno) : "short write");
+				goto out;
+			}
+			off += ZD_JENT_HDR + b * ps;
+		} else {
+			state = payload;
+			state_kind = (uint32_t)a;
+			state_len = b;
+			off += ZD_JENT_HDR + b;
+		}
+	}
+	if (rep->sync && fdatasync(rep->memfd) < 0) {
+		rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: fsync: %s", rep->dir, strerror(errno));
+		goto out;
+	}
+	if (state && (rc = zd__rep_write_atomic(rep, "state.bin", state, state_len)))
+		goto out;
+	m = rep->meta;
+	m.epoch = epoch;
+	m.run = run;
+	m.have_memsum = get_u64(commit + 8) & JC_MEMSUM;
+	m.memsum = m.have_memsum ? get_u64(commit + 16) : 0;
+	if (state)
+		m.state_kind = state_kind;
+	m.commit_wall_ns = get_u64(commit + ZD_JENT_HDR);
+	if ((rc = zd__rep_write_meta(rep, &m)) || (rc = zd__rep_fsync_dir(rep)))
+		goto out;
+	rep->meta = m;
+	if (unlinkat(rep->dirfd, "journal", 0) < 0) {
+		rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal: unlink: %s", rep->dir, strerror(errno));
+		goto out;
+	}
+	rc = zd__rep_fsync_dir(rep);
+out:
+	if (j != MAP_FAILED)
+		munmap(j, (size_t)sb.st_size);
+	close(fd);
+	return rc;
+}
+
+/* 7. Into memory.img and meta.json. */
+int zd_replica_apply(struct zd_replica *rep)
+{
+	if (rep->st)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "apply before commit of epoch %" PRIu64, rep->st->epoch);
+	return apply_journal(rep);
+}
+
+int zd_replica_commit(struct zd_replica *rep, const struct zd_rec_commit *c, enum zd_verify verify)
+{
+	int rc;
+
+	if ((rc = zd_replica_stage_verify(rep, c, verify)) || (rc = zd_replica_commit_mark(rep)))
+		return rc;
+	return zd_replica_apply(rep);
+}
+
+void zd_replica_stage_abort(struct zd_replica *rep)
+{
+	if (!rep->st)
+		return;
+	stage_free(rep->st);
+	rep->st = NULL;
+	unlinkat(rep->dirfd, "journal.tmp", 0);
+}
+
+int zd_replica_recover(struct zd_replica *rep)
+{
+	/* Never committed: as if the epoch had not begun. */
+	unlinkat(rep->dirfd, "journal.tmp", 0);
+	unlinkat(rep->dirfd, "meta.json.tmp", 0);
+	unlinkat(rep->dirfd, "state.bin.tmp", 0);
+	if (faccessat(rep->dirfd, "journal", F_OK, 0) == 0)
+		return apply_journal(rep);
+	return 0;
+}
+
+/* Tests only: forget the replica without cleaning up, as a crash would. */
+void zd__replica_crash(struct zd_replica *rep)
+{
+	if (rep->st) {
+		stage_free(rep->st);
+		rep->st = NULL;
+	}
+	if (rep->mem)
+		munmap(rep->mem, (size_t)(rep->meta.page_count * rep->meta.page_size));
+	if (rep->memfd >= 0)
+		close(rep->memfd);
+	close(rep->dirfd);
+	free(rep->dir);
+	free(rep);
+}

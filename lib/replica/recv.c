@@ -1,0 +1,236 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zd-recv's loop over one connection: records in, epochs staged and
+ * committed into the replica, ACKs out on the same connection.
+ *
+ *   HEADER      bind the replica; answer with a HEADER (the ACK stream is
+ *               itself a zd-stream) — page size and count must match
+ *   CHECKPOINT  stage_begin (an epoch also opens at its first PAGES, which
+ *               pre-copy sends before the CHECKPOINT)
+ *   DIRTY, PAGES, STATE   staged
+ *   COMMIT      verify, commit, apply; then ACK(epoch, commit wall ns)
+ *   END         the primary stopped cleanly; END back, session over
+ *
+ * Anything wrong discards the open epoch: the replica stays at the last
+ * committed one. Bad data ends the session with ZD_EXIT_DATA; the input
+ * ending without END (peer died, connection reset) with ZD_EXIT_PEER after
+ * the failover hook.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "zd/net.h"
+#include "zd/replica.h"
+#include "zd/stream.h"
+#include "zd/util.h"
+
+struct session {
+	struct zd_replica *rep;
+	const struct zd_recv_opts *opts;
+	struct zd_reader rd;
+	struct zd_writer ack;
+	bool ack_ok;		/* the peer can take ACKs (rfd of zd-send) */
+	bool have_header;
+	char *msg;
+	size_t msglen;
+};
+
+/* "discarded epoch 7, replica stays at epoch 6" */
+static void tail(struct session *s, char *buf, size_t len)
+{
+	uint64_t open = zd_replica_open_epoch(s->rep);
+
+	if (open)
+		snprintf(buf, len, "; epoch %" PRIu64 " discarded, replica stays at epoch %" PRIu64,
+			 open, s->rep->meta.epoch);
+	else
+		snprintf(buf, len, "; replica at epoch %" PRIu64, s->rep->meta.epoch);
+}
+
+static int bad_record(struct session *s, int rc, uint64_t off, const struct zd_record *r)
+{
+	char t[128];
+
+	tail(s, t, sizeof(t));
+	snprintf(s->msg, s->msglen, "%s: byte %" PRIu64 ": record %" PRIu64 " (%s): %s%s",
+		 s->rd.name, off, s->rd.nrec, zd_rec_type_name(r->type), s->rep->err, t);
+	zd_replica_stage_abort(s->rep);
+	return rc;
+}
+
+/* what: the whole reason, starting with the connection's name. */
+static int peer_lost(struct session *s, const char *what)
+{
+	char t[128];
+	int rc = ZD_EXIT_PEER;
+
+	tail(s, t, sizeof(t));
+	snprintf(s->msg, s->msglen, "%s%s", what, t);
+	zd_replica_stage_abort(s->rep);
+	if (s->opts->on_peer_lost)
+		rc = s->opts->on_peer_lost(s->rep, s->opts->arg);
+	return rc;
+}
+
+static int send_back(struct session *s, const struct zd_record *r)
+{
+	if (!s->ack_ok)
+		return 0;
+	if (zd_writer_put(&s->ack, r) < 0 || zd_writer_flush(&s->ack) < 0) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "%s: sending %s: %s", s->rd.name, zd_rec_type_name(r->type),
+			 strerror(s->ack.err));
+		return peer_lost(s, why);
+	}
+	return 0;
+}
+
+static int on_header(struct session *s, struct zd_record *r, uint64_t off)
+{
+	struct zd_record back;
+	int rc;
+
+	if (s->have_header) {
+		snprintf(s->rep->err, sizeof(s->rep->err), "second HEADER in one stream");
+		return bad_record(s, ZD_EXIT_DATA, off, r);
+	}
+	if ((rc = zd_replica_bind(s->rep, &r->u.header)))
+		return bad_record(s, rc, off, r);
+	s->have_header = true;
+	back = *r;		/* shallow: the strings stay r's */
+	return send_back(s, &back);
+}
+
+static int on_commit(struct session *s, struct zd_record *r, uint64_t off)
+{
+	struct zd_record ack;
+	int rc;
+
+	if ((rc = zd_replica_commit(s->rep, &r->u.commit, s->opts->verify)))
+		return bad_record(s, rc, off, r);
+	zd_debug("epoch %" PRIu64 " committed (%" PRIu64 " pages)", r->u.commit.epoch, r->u.commit.pages);
+	zd_record_init(&ack, ZD_REC_ACK);
+	ack.u.ack.epoch = r->u.commit.epoch;
+	ack.u.ack.commit_wall_ns = s->rep->meta.commit_wall_ns;
+	ack.u.ack.status = 0;
+	return send_back(s, &ack);
+}
+
+/* An epoch opens at its CHECKPOINT, or at a PAGES for a later epoch than the
+ * one committed (pre-copied pages arrive before their CHECKPOINT). */
+static int ensure_open(struct session *s, uint64_t epoch)
+{
+	if (zd_replica_open_epoch(s->rep) == epoch)
+		return 0;
+	return zd_replica_stage_begin(s->rep, epoch);
+}
+
+static int on_record(struct session *s, struct zd_record *r, uint64_t off, bool *end)
+{
+	struct zd_replica *rep = s->rep;
+	int rc = 0;
+
+	if (!s->have_header && r->type != ZD_REC_HEADER) {
+		snprintf(rep->err, sizeof(rep->err), "stream does not start with HEADER");
+		return bad_record(s, ZD_EXIT_DATA, off, r);
+	}
+	switch (r->type) {
+	case ZD_REC_HEADER:
+		return on_header(s, r, off);
+	case ZD_REC_CHECKPOINT:
+		rc = zd_replica_stage_begin(rep, r->u.ckpt.epoch);
+		break;
+	case ZD_REC_DIRTY:
+		if (r->u.dirty.epoch != zd_replica_open_epoch(rep)) {
+			snprintf(rep->err, sizeof(rep->err), "DIRTY of epoch %" PRIu64 " outside its epoch",
+				 r->u.dirty.epoch);
+			rc = ZD_EXIT_DATA;
+			break;
+		}
+		rc = zd_replica_stage_dirty(rep, &r->u.dirty.set);
+		break;
+	case ZD_REC_PAGES:
+		if (!(rc = ensure_open(s, r->u.pages.epoch)))
+			rc = zd_replica_stage_pages(rep, &r->u.pages);
+		break;
+	case ZD_REC_STATE:
+		rc = zd_replica_stage_state(rep, &r->u.state);
+		break;
+	case ZD_REC_COMMIT:
+		return on_commit(s, r, off);
+	case ZD_REC_END:
+		if (zd_replica_open_epoch(rep)) {
+			snprintf(rep->err, sizeof(rep->err), "END inside epoch %" PRIu64, zd_replica_open_epoch(rep));
+			rc = ZD_EXIT_DATA;
+			break;
+		}
+		*end = true;
+		return send_back(s, r);
+	default:
+		/* STANDBY, STAT, ACK and types we do not know carry nothing
+		 * the replica keeps. */
+		break;
+	}
+	if (rc)
+		return bad_record(s, rc, off, r);
+	return 0;
+}
+
+int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
+		    const struct zd_recv_opts *opts, char *msg, size_t msglen)
+{
+	struct session s = { .rep = rep, .opts = opts, .msg = msg, .msglen = msglen };
+	struct zd_record r;
+	bool end = false;
+	int rc = 0;
+
+	zd_reader_init(&s.rd, conn->rfd, conn->name);
+	s.ack_ok = conn->wfd >= 0;
+	zd_writer_init(&s.ack, conn->wfd, zd_output_encoding(conn->wfd, false));
+	msg[0] = '\0';
+	while (!end && !rc) {
+		uint64_t off = s.rd.offset;
+		int n;
+
+		zd_record_init(&r, 0);
+		n = zd_reader_next(&s.rd, &r);
+		if (n < 0) {
+			/* EOF inside a record or a reset is the peer dying, not
+			 * bad data: only those are grounds for failover. */
+			if (s.rd.err == ZD_RERR_TRUNCATED || s.rd.err == ZD_RERR_IO) {
+				rc = peer_lost(&s, s.rd.msg);
+			} else {
+				char t[128];
+
+				tail(&s, t, sizeof(t));
+				snprintf(msg, msglen, "%s%s", s.rd.msg, t);
+				zd_replica_stage_abort(rep);
+				rc = ZD_EXIT_DATA;
+			}
+			break;
+		}
+		if (n == 0) {
+			char why[192];
+
+			snprintf(why, sizeof(why), "%s: byte %" PRIu64 ": input ended %s", s.rd.name, off,
+				 s.have_header ? "without END" : "before HEADER");
+			rc = peer_lost(&s, why);
+			break;
+		}
+		rc = on_record(&s, &r, off, &end);
+		zd_record_free(&r);
+	}
+	/* Tell zd-send why it is cut off, if it can still hear us. */
+	if (rc == ZD_EXIT_DATA && s.have_header && s.ack_ok) {
+		zd_record_init(&r, ZD_REC_END);
+		r.u.end.status = 2;
+		if (zd_writer_put(&s.ack, &r) == 0)
+			zd_writer_flush(&s.ack);
+	}
+	zd_reader_free(&s.rd);
+	zd_writer_free(&s.ack);
+	return rc;
+}

@@ -1,0 +1,354 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The replica directory: open, lock, recognise, meta.json, memory.img.
+ * The epoch journal is in journal.c, the receive loop in recv.c.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <jansson.h>
+#include <xxhash.h>
+
+#include "zd/replica.h"
+#include "zd/util.h"
+#include "replica_int.h"
+
+int zd__rep_fail(struct zd_replica *rep, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(rep->err, sizeof(rep->err), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+int zd__rep_fsync_dir(struct zd_replica *rep)
+{
+	if (rep->sync && fsync(rep->dirfd) < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s: fsync: %s", rep->dir, strerror(errno));
+	return 0;
+}
+
+/* Write name atomically: NAME.tmp, fsync, rename over NAME. The caller
+ * fsyncs the directory once after all renames of a step. */
+int zd__rep_write_atomic(struct zd_replica *rep, const char *name, const void *buf, size_t len)
+{
+	char tmp[64];
+	int fd, e;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	fd = openat(rep->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/%s: %s", rep->dir, tmp, strerror(errno));
+	if (zd_write_full(fd, buf, len) < 0 || (rep->sync && fsync(fd) < 0)) {
+		e = errno;
+		close(fd);
+		unlinkat(rep->dirfd, tmp, 0);
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/%s: %s", rep->dir, tmp, strerror(e));
+	}
+	close(fd);
+	if (renameat(rep->dirfd, tmp, rep->dirfd, name) < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/%s: rename: %s", rep->dir, name, strerror(errno));
+	return 0;
+}
+
+/* --- meta.json --- */
+
+int zd__rep_write_meta(struct zd_replica *rep, const struct zd_replica_meta *m)
+{
+	json_t *o = json_object();
+	char sum[24];
+	char *text;
+	int rc;
+
+	json_object_set_new(o, "format", json_string("zd-replica"));
+	json_object_set_new(o, "version", json_integer(1));
+	json_object_set_new(o, "epoch", json_integer((json_int_t)m->epoch));
+	json_object_set_new(o, "run", json_integer((json_int_t)m->run));
+	json_object_set_new(o, "page_size", json_integer(m->page_size));
+	json_object_set_new(o, "page_count", json_integer((json_int_t)m->page_count));
+	json_object_set_new(o, "target", json_string(m->target));
+	json_object_set_new(o, "mode", json_string(m->mode));
+	if (m->have_memsum) {
+		snprintf(sum, sizeof(sum), "0x%016" PRIx64, m->memsum);
+		json_object_set_new(o, "memsum", json_string(sum));
+	} else {
+		json_object_set_new(o, "memsum", json_null());
+	}
+	json_object_set_new(o, "state_kind", json_integer(m->state_kind));
+	json_object_set_new(o, "commit_wall_ns", json_integer((json_int_t)m->commit_wall_ns));
+	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (!text)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "meta.json: out of memory");
+	size_t len = strlen(text);
+
+	text = zd_xrealloc(text, len + 2);
+	text[len++] = '\n';
+	rc = zd__rep_write_atomic(rep, "meta.json", text, len);
+	free(text);
+	return rc;
+}
+
+static int get_u64(json_t *o, const char *key, uint64_t *out)
+{
+	json_t *v = json_object_get(o, key);
+
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return -1;
+	*out = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+static int read_meta(struct zd_replica *rep)
+{
+	json_error_t jerr;
+	json_t *o = NULL, *v;
+	struct zd_replica_meta *m = &rep->meta;
+	uint64_t ps, ver, kind;
+	int fd, rc = ZD_EXIT_TARGET;
+
+	fd = openat(rep->dirfd, "meta.json", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/meta.json: %s", rep->dir, strerror(errno));
+	o = json_loadfd(fd, 0, &jerr);
+	close(fd);
+	if (!o)
+		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/meta.json: line %d: %s (not a zd replica?)",
+				    rep->dir, jerr.line, jerr.text);
+	v = json_object_get(o, "format");
+	if (!json_is_string(v) || strcmp(json_string_value(v), "zd-replica")) {
+		zd__rep_fail(rep, rc, "%s/meta.json: not a zd replica (format is not \"zd-replica\")", rep->dir);
+		goto out;
+	}
+	if (get_u64(o, "version", &ver) < 0 || ver != 1) {
+		zd__rep_fail(rep, rc, "%s/meta.json: unknown replica version", rep->dir);
+		goto out;
+	}
+	memset(m, 0, sizeof(*m));
+	if (get_u64(o, "epoch", &m->epoch) < 0 || get_u64(o, "run", &m->run) < 0 ||
+	    get_u64(o, "page_size", &ps) < 0 || get_u64(o, "page_count", &m->page_count) < 0 ||
+	    ps < 512 || ps > (1u << 21) || (ps & (ps - 1)) || m->page_count == 0 ||
+	    m->page_count > UINT64_MAX / ps) {
+		zd__rep_fail(rep, rc, "%s/meta.json: missing or bad epoch, run, page_size or page_count", rep->dir);
+		goto out;
+	}
+	m->page_size = (uint32_t)ps;
+	if ((v = json_object_get(o, "target")) && json_is_string(v))
+		snprintf(m->target, sizeof(m->target), "%s", json_string_value(v));
+	if ((v = json_object_get(o, "mode")) && json_is_string(v))
+		snprintf(m->mode, sizeof(m->mode), "%s", json_string_value(v));
+	v = json_object_get(o, "memsum");
+	if (json_is_string(v)) {
+		char *end;
+
+		errno = 0;
+		m->memsum = strtoull(json_string_value(v), &end, 16);
+		if (errno || *end) {
+			zd__rep_fail(rep, rc, "%s/meta.json: bad memsum", rep->dir);
+			goto out;
+		}
+		m->have_memsum = true;
+	}
+	if (get_u64(o, "state_kind", &kind) == 0)
+		m->state_kind = (uint32_t)kind;
+	get_u64(o, "commit_wall_ns", &m->commit_wall_ns);
+	rc = 0;
+out:
+	json_decref(o);
+	return rc;
+}
+
+/* --- open / close --- */
+
+static bool known_file(const char *name)
+{
+	static const char *const names[] = {
+		"meta.json", "memory.img", "state.bin", "journal", "journal.tmp",
+		"meta.json.tmp", "state.bin.tmp",
+	};
+
+	for (size_t i = 0; i < ZD_ARRAY_SIZE(names); i++)
+		if (!strcmp(name, names[i]))
+			return true;
+	return false;
+}
+
+/* A directory without meta.json is a new replica only if it holds nothing
+ * but a leftover meta.json.tmp; anything else is someone's data. */
+static int check_fresh(struct zd_replica *rep)
+{
+	int fd = dup(rep->dirfd);
+	DIR *d;
+	struct dirent *de;
+	int rc = 0;
+
+	if (fd < 0 || !(d = fdopendir(fd))) {
+		if (fd >= 0)
+			close(fd);
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s: %s", rep->dir, strerror(errno));
+	}
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (!strcmp(de->d_name, "meta.json.tmp")) {
+			unlinkat(rep->dirfd, de->d_name, 0);
+			continue;
+		}
+		rc = zd__rep_fail(rep, ZD_EXIT_TARGET, "%s: not a zd replica (no meta.json, holds '%s'%s)",
+				  rep->dir, de->d_name, known_file(de->d_name) ? ", damaged?" : "");
+		break;
+	}
+	closedir(d);
+	return rc;
+}
+
+static int open_memory(struct zd_replica *rep)
+{
+	struct stat st;
+	uint64_t size = rep->meta.page_count * rep->meta.page_size;
+
+	rep->memfd = openat(rep->dirfd, "memory.img", O_RDWR | O_CLOEXEC);
+	if (rep->memfd < 0 && errno == ENOENT && rep->meta.epoch == 0)
+		rep->memfd = openat(rep->dirfd, "memory.img", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (rep->memfd < 0)
+		return zd__rep_fail(rep, errno == ENOENT ? ZD_EXIT_TARGET : ZD_EXIT_FAIL,
+				    "%s/memory.img: %s", rep->dir, strerror(errno));
+	if (fstat(rep->memfd, &st) < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: %s", rep->dir, strerror(errno));
+	if ((uint64_t)st.st_size != size) {
+		if (st.st_size != 0 && rep->meta.epoch > 0)
+			return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/memory.img: %jd bytes, meta.json says %" PRIu64,
+					    rep->dir, (intmax_t)st.st_size, size);
+		/* Sparse: a fresh replica costs no disk until pages arrive. */
+		if (ftruncate(rep->memfd, (off_t)size) < 0)
+			return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: %s", rep->dir, strerror(errno));
+	}
+	return 0;
+}
+
+int zd_replica_open(struct zd_replica **out, const char *dir, char *msg, size_t msglen)
+{
+	struct zd_replica *rep = zd_xcalloc(1, sizeof(*rep));
+	int rc;
+
+	rep->dir = zd_xstrdup(dir);
+	rep->dirfd = rep->memfd = -1;
+	rep->sync = true;
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+		rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s: %s", dir, strerror(errno));
+		goto fail;
+	}
+	rep->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (rep->dirfd < 0) {
+		rc = zd__rep_fail(rep, errno == ENOTDIR ? ZD_EXIT_TARGET : ZD_EXIT_FAIL,
+				  "%s: %s", dir, strerror(errno));
+		goto fail;
+	}
+	if (flock(rep->dirfd, LOCK_EX | LOCK_NB) < 0) {
+		rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s: in use by another zd-recv", dir);
+		goto fail;
+	}
+	if (faccessat(rep->dirfd, "meta.json", F_OK, 0) < 0) {
+		rc = check_fresh(rep);
+		if (rc)
+			goto fail;
+	} else {
+		rep->initialised = true;
+		if ((rc = read_meta(rep)) || (rc = open_memory(rep)) || (rc = zd_replica_recover(rep)))
+			goto fail;
+	}
+	*out = rep;
+	return 0;
+fail:
+	snprintf(msg, msglen, "%s", rep->err);
+	zd_replica_close(rep);
+	*out = NULL;
+	return rc;
+}
+
+void zd_replica_close(struct zd_replica *rep)
+{
+	if (!rep)
+		return;
+	zd_replica_stage_abort(rep);
+	if (rep->mem)
+		munmap(rep->mem, (size_t)(rep->meta.page_count * rep->meta.page_size));
+	if (rep->memfd >= 0)
+		close(rep->memfd);
+	if (rep->dirfd >= 0)
+		close(rep->dirfd);	/* drops the flock */
+	free(rep->dir);
+	free(rep);
+}
+
+/* --- binding a stream --- */
+
+int zd_replica_bind(struct zd_replica *rep, const struct zd_rec_header *hdr)
+{
+	struct zd_replica_meta *m = &rep->meta;
+	int rc;
+
+	if (rep->initialised) {
+		if (hdr->page_size != m->page_size || hdr->page_count != m->page_count)
+			return zd__rep_fail(rep, ZD_EXIT_DATA,
+					    "stream has %" PRIu64 " pages of %u bytes, replica %s has %" PRIu64
+					    " of %u: refusing to mix them",
+					    hdr->page_count, hdr->page_size, rep->dir, m->page_count, m->page_size);
+	} else {
+		memset(m, 0, sizeof(*m));
+		m->page_size = hdr->page_size;
+		m->page_count = hdr->page_count;
+		m->run = hdr->start_ns;
+		if (hdr->page_count > UINT64_MAX / hdr->page_size)
+			return zd__rep_fail(rep, ZD_EXIT_DATA, "page count %" PRIu64 " too large", hdr->page_count);
+	}
+	snprintf(m->target, sizeof(m->target), "%s", hdr->target ? hdr->target : "");
+	snprintf(m->mode, sizeof(m->mode), "%s", zd_mode_name((enum zd_mode)hdr->mode));
+	rep->run = hdr->start_ns;
+	if (!rep->initialised) {
+		/* meta.json first: a crash before memory.img exists leaves a
+		 * replica at epoch 0, which open_memory() completes. */
+		if ((rc = zd__rep_write_meta(rep, m)) || (rc = zd__rep_fsync_dir(rep)) ||
+		    (rc = open_memory(rep)) || (rc = zd__rep_fsync_dir(rep)))
+			return rc;
+		rep->initialised = true;
+	}
+	return 0;
+}
+
+int zd__rep_map(struct zd_replica *rep)
+{
+	size_t size = (size_t)(rep->meta.page_count * rep->meta.page_size);
+	void *p;
+
+	if (rep->mem)
+		return 0;
+	if (!rep->initialised || rep->memfd < 0)
+		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s: replica has no memory yet", rep->dir);
+	p = mmap(NULL, size, PROT_READ, MAP_SHARED, rep->memfd, 0);
+	if (p == MAP_FAILED)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: mmap: %s", rep->dir, strerror(errno));
+	rep->mem = p;
+	return 0;
+}
+
+int zd_replica_memsum(struct zd_replica *rep, uint64_t *sum)
+{
+	int rc;
+
+	if ((rc = zd__rep_map(rep)))
+		return rc;
+	*sum = zd_hash64(rep->mem, (size_t)(rep->meta.page_count * rep->meta.page_size));
+	return 0;
+}

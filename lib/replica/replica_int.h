@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared by the files of lib/replica/ only. */
+#ifndef ZD_REPLICA_INT_H
+#define ZD_REPLICA_INT_H
+
+#include <stddef.h>
+#include "zd/replica.h"
+
+/*
+ * Journal file layout (little-endian, one per epoch):
+ *   header  "ZDJ1" u32 page_size u64 page_count u64 epoch u64 run   (32 bytes)
+ *   entries {u32 type, u32 flags, u64 a, u64 b} (24 bytes) + payload:
+ *     JE_PAGES   a = first pfn, b = count, payload count * page_size
+ *     JE_STATE   a = kind, b = length, payload length bytes
+ *     JE_COMMIT  a = JC_* flags, b = memsum, payload u64 commit wall ns
+ *                and u64 XXH3 of every byte before it; always last.
+ * A journal without a valid JE_COMMIT at its end is never applied.
+ */
+#define ZD_JOURNAL_MAGIC "ZDJ1"
+#define ZD_JOURNAL_HDR 32u
+#define ZD_JENT_HDR 24u
+enum { JE_PAGES = 1, JE_STATE = 2, JE_COMMIT = 3 };
+#define JC_MEMSUM 0x1
+
+int zd__rep_fail(struct zd_replica *rep, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int zd__rep_fsync_dir(struct zd_replica *rep);
+int zd__rep_write_atomic(struct zd_replica *rep, const char *name, const void *buf, size_t len);
+int zd__rep_write_meta(struct zd_replica *rep, const struct zd_replica_meta *m);
+/* Map memory.img into rep->mem (once). */
+int zd__rep_map(struct zd_replica *rep);
+/* Tests only: drop rep without cleaning up, as a crash would. */
+void zd__replica_crash(struct zd_replica *rep);
+
+#endif

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Page capture: a record filter that makes sure every DIRTY set of an epoch
+ * is followed by PAGES covering it before the epoch's COMMIT.
+ *
+ *   - CHECKPOINT with ZD_CKPT_PAGES_INLINE: the tracker sends the pages
+ *     itself; the epoch passes through untouched.
+ *   - otherwise the filter collects the epoch's DIRTY sets and the PAGES
+ *     already in the stream (an upstream zd-swap, pre-copy); at COMMIT it
+ *     reads the pages still missing from the target and emits them as PAGES
+ *     records of at most ZD_PAGES_PER_RECORD pages, then the COMMIT.
+ *
+ * The target is attached lazily from the HEADER (zd_target_attach), only
+ * when an epoch needs pages, so a pipeline whose pages are all inline never
+ * touches it. How pages are read is a drain method (lib/capture/drain_*.c):
+ * drain_read reads the target's current memory through ops->read_pages,
+ * which is the checkpoint's content when the VM is still paused (remus) or
+ * the target can regenerate any epoch (synth). ZDDSPT's drain — frozen
+ * pages read while the VM runs, pre-images from userfaultfd write faults —
+ * is another drain method chosen in zd_capture_drain_for().
+ */
+#ifndef ZD_CAPTURE_H
+#define ZD_CAPTURE_H
+
+#include <stdint.h>
+#include "zd/pageset.h"
+#include "zd/stream.h"
+
+struct zd_capture;
+struct zd_target;
+
+/* Where the filter's output goes; returns 0 or -1 (the caller's writer
+ * holds the reason). */
+typedef int (*zd_capture_emit)(void *arg, const struct zd_record *r);
+
+struct zd_drain_ops {
+	const char *name;
+	/* Emit PAGES for exactly `missing` of `epoch`, in pfn order; 0 or an
+	 * exit code with c's message set. */
+	int (*drain)(struct zd_capture *c, uint64_t epoch, const struct zd_pageset *missing);
+};
+extern const struct zd_drain_ops zd_drain_read;
+
+struct zd_capture_stats {
+	uint64_t epoch;		/* last epoch closed by COMMIT */
+	uint64_t captured;	/* pages this filter read for it */
+	uint64_t bytes;		/* page bytes it emitted for it */
+	uint64_t total_pages;	/* over the run */
+};
+
+/* fb_fd: the caller's connection to the tracker's control socket, or -1;
+ * used to ask for MEMORY when the target imports file descriptors. */
+struct zd_capture *zd_capture_new(zd_capture_emit emit, void *arg, int fb_fd);
+void zd_capture_set_fb(struct zd_capture *c, int fb_fd);
+void zd_capture_free(struct zd_capture *c);
+
+/* Feed one record (the filter emits it, and PAGES before a COMMIT that
+ * needs them). The record stays the caller's. Returns 0, or an exit code
+ * of zd/util.h with zd_capture_error() saying why: ZD_EXIT_TARGET when the
+ * target cannot be attached or read, ZD_EXIT_FAIL when emit failed. */
+int zd_capture_feed(struct zd_capture *c, const struct zd_record *r);
+const char *zd_capture_error(const struct zd_capture *c);
+/* Figures of the epoch just closed by the last COMMIT fed. */
+const struct zd_capture_stats *zd_capture_stats(const struct zd_capture *c);
+
+/* Join the stream's control socket (HEADER "control") as role. Returns the
+ * fd, or -1 after saying once on stderr that the pipeline runs open loop
+ * (no control socket in the stream, or the tracker cannot be reached). */
+int zd_fb_join(const struct zd_rec_header *hdr, int role);
+
+/* For drain methods. */
+struct zd_target *zd_capture_target(struct zd_capture *c);
+int zd_capture_emit_pages(struct zd_capture *c, uint64_t epoch, const struct zd_pageset *set,
+			  uint8_t *data, uint8_t flags);
+int zd_capture_fail(struct zd_capture *c, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* The drain method for a stream (by HEADER mode and target). */
+const struct zd_drain_ops *zd_capture_drain_for(const struct zd_rec_header *hdr);
+
+#endif

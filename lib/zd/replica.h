@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The backup's copy of the protected VM, kept by zd-recv in a directory:
+ *
+ *   DIR/meta.json     last committed epoch, run, page size/count, target,
+ *                     mode, memory checksum if known (written tmp + rename)
+ *   DIR/memory.img    guest memory, page_count * page_size bytes, sparse
+ *   DIR/state.bin     the last STATE blob (vCPU/device state), tmp + rename
+ *   DIR/journal.tmp   the epoch being received (uncommitted)
+ *   DIR/journal       an epoch committed but maybe not yet applied
+ *
+ * One epoch is applied atomically, in the order the functions below run:
+ *
+ *   stage_begin → stage_dirty / stage_pages / stage_state … (journal.tmp)
+ *   → stage_verify   PAGES cover exactly DIRTY, memsum of memory+journal
+ *   → commit_mark    fsync journal.tmp, rename to journal, fsync DIR:
+ *                    from here the epoch survives a crash
+ *   → apply          pwrite pages into memory.img, fsync, state.bin and
+ *                    meta.json by tmp + rename, unlink journal
+ *
+ * zd_replica_open() recovers: a journal is re-applied (applying is
+ * idempotent), a journal.tmp is discarded. So after any crash the replica
+ * is at the last epoch that reached commit_mark, never in between.
+ *
+ * Functions return 0 or an exit code of zd/util.h (ZD_EXIT_DATA for a bad
+ * epoch, ZD_EXIT_TARGET for a directory that is not a replica, ZD_EXIT_FAIL
+ * for I/O) with rep->err holding the reason.
+ */
+#ifndef ZD_REPLICA_H
+#define ZD_REPLICA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "zd/pageset.h"
+#include "zd/stream.h"
+
+struct zd_replica_meta {
+	uint64_t epoch;		/* last committed epoch, 0 = none yet */
+	uint64_t run;		/* HEADER start_ns of the stream that committed it */
+	uint32_t page_size;
+	uint64_t page_count;
+	char target[256];
+	char mode[16];
+	bool have_memsum;
+	uint64_t memsum;	/* zd_hash64 of memory.img at `epoch` */
+	uint32_t state_kind;	/* kind of state.bin, 0 = none */
+	uint64_t commit_wall_ns;
+};
+
+struct zd_stage;
+
+struct zd_replica {
+	char *dir;
+	int dirfd;		/* also holds the flock: one zd-recv per replica */
+	int memfd;		/* memory.img, -1 until initialised */
+	uint8_t *mem;		/* memory.img mapped read-only once, for checksums:
+				 * a mapping kept across epochs faults each page once */
+	bool initialised;	/* meta.json exists */
+	struct zd_replica_meta meta;
+	bool sync;		/* fsync at every step (default); off only for benchmarks */
+	uint64_t run;		/* run of the stream being received, 0 if none bound */
+	struct zd_stage *st;	/* the open epoch, NULL between epochs */
+	char err[512];
+};
+
+/* Open (creating an absent or empty DIR) and recover. A DIR holding files
+ * that are not a replica's is refused with ZD_EXIT_TARGET. */
+int zd_replica_open(struct zd_replica **rep, const char *dir, char *msg, size_t msglen);
+void zd_replica_close(struct zd_replica *rep);
+
+/* Bind a stream to the replica at its HEADER: initialises a new replica
+ * (sparse memory.img, meta.json at epoch 0), or checks that page size and
+ * count match (ZD_EXIT_DATA if not). */
+int zd_replica_bind(struct zd_replica *rep, const struct zd_rec_header *hdr);
+
+/* The epoch state machine; see the comment at the top. */
+int zd_replica_stage_begin(struct zd_replica *rep, uint64_t epoch);
+int zd_replica_stage_dirty(struct zd_replica *rep, const struct zd_pageset *set);
+int zd_replica_stage_pages(struct zd_replica *rep, const struct zd_rec_pages *p);
+int zd_replica_stage_state(struct zd_replica *rep, const struct zd_rec_state *s);
+/* verify: VERIFY_AUTO checks the memory checksum when COMMIT carries one,
+ * VERIFY_ALWAYS also refuses a COMMIT without it, VERIFY_NEVER skips it. */
+enum zd_verify { ZD_VERIFY_AUTO = 0, ZD_VERIFY_ALWAYS, ZD_VERIFY_NEVER };
+int zd_replica_stage_verify(struct zd_replica *rep, const struct zd_rec_commit *c,
+			    enum zd_verify verify);
+int zd_replica_commit_mark(struct zd_replica *rep);
+int zd_replica_apply(struct zd_replica *rep);
+/* Throw the open epoch away (bad data, peer gone). Never fails. */
+void zd_replica_stage_abort(struct zd_replica *rep);
+/* verify + mark + apply. */
+int zd_replica_commit(struct zd_replica *rep, const struct zd_rec_commit *c,
+		      enum zd_verify verify);
+/* Epoch of the open stage, 0 if none. */
+uint64_t zd_replica_open_epoch(const struct zd_replica *rep);
+
+/* Redo what a crash interrupted (done by zd_replica_open). */
+int zd_replica_recover(struct zd_replica *rep);
+/* zd_hash64 of the whole memory.img. */
+int zd_replica_memsum(struct zd_replica *rep, uint64_t *sum);
+
+/* --- the receiving side of a connection (zd-recv) --- */
+
+struct zd_conn;
+struct zd_recv_opts {
+	enum zd_verify verify;
+	/* Failover hook (issue 5): called when the primary is gone — the
+	 * connection ended without END, or timed out — after the open epoch
+	 * was discarded. The replica is at its last committed epoch. Returns
+	 * the exit code the session ends with. NULL: end with ZD_EXIT_PEER. */
+	int (*on_peer_lost)(struct zd_replica *rep, void *arg);
+	void *arg;
+};
+/* Receive one stream from conn into rep until END. Returns 0 after a clean
+ * END, else an exit code with msg holding the one-line reason. */
+int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
+		    const struct zd_recv_opts *opts, char *msg, size_t msglen);
+
+#endif
