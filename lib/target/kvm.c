@@ -1,0 +1,459 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvm:PATH — a VM run by zd-vm on this host, PATH being its control socket
+ * (zd/vmctl.h, zd-vm(1)).
+ *
+ * Tracker role: connect, INFO (which hands over guest RAM's memfd and the
+ * shared dirty-bitmap area), map both, then one control request per step
+ * of the round. Harvest and re-arm move bitmaps through the shared area,
+ * page contents are copied straight from the read-only RAM mapping.
+ *
+ * Attach role (zd-swap, zd-send): only the memfd is needed. It comes from
+ * the tracker's feedback socket (ZD_FB_MEMORY), since a downstream stage
+ * knows the tracker, not zd-vm.
+ *
+ * The fbserver thread may call commit while the tracker's loop runs, so
+ * every request/reply pair holds mu.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vm/vmctl_client.h"
+#include "zd/fb.h"
+#include "zd/target.h"
+#include "zd/util.h"
+
+struct kvm_priv {
+	int fd;				/* control socket, -1 in the attach role */
+	int memfd;			/* kept for export_fds */
+	int uffd;			/* -1 until zd-vm registers one */
+	const uint8_t *ram;
+	size_t ram_bytes;
+	uint64_t *bm;			/* bitmap area: out, then in */
+	size_t bm_bytes;
+	uint64_t nwords;
+	uint64_t ram_base;		/* guest RAM in zd-vm's address space */
+	struct zd_vm_info info;
+	bool gone;
+	pthread_mutex_t mu;
+};
+
+static struct kvm_priv *priv_new(void)
+{
+	struct kvm_priv *p = zd_xcalloc(1, sizeof(*p));
+
+	p->fd = p->memfd = p->uffd = -1;
+	pthread_mutex_init(&p->mu, NULL);
+	return p;
+}
+
+static void set_err(struct zd_target *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(struct zd_target *t, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(t->err, sizeof(t->err), fmt, ap);
+	va_end(ap);
+}
+
+/* One request; -1 with t->err on any failure (transport or status). */
+static int call(struct zd_target *t, uint32_t op, uint32_t flags, uint64_t arg0,
+		struct zd_vmctl_rep *rep, void *payload, size_t cap, int *fds, int *nfds)
+{
+	struct kvm_priv *p = t->priv;
+	struct zd_vmctl_req req = { .op = op, .flags = flags, .arg0 = arg0 };
+	int r;
+
+	if (p->fd < 0) {
+		set_err(t, "not connected to zd-vm");
+		return -1;
+	}
+	if (p->gone) {
+		set_err(t, "zd-vm has gone away (the VM exited)");
+		return -1;
+	}
+	pthread_mutex_lock(&p->mu);
+	r = zd_vmctl_call(p->fd, &req, rep, payload, cap, fds, nfds);
+	pthread_mutex_unlock(&p->mu);
+	if (r < 0) {
+		if (errno == EPIPE || errno == ECONNRESET) {
+			p->gone = true;
+			set_err(t, "zd-vm closed its control socket (the VM exited)");
+		} else {
+			set_err(t, "control socket: %s", strerror(errno));
+		}
+		return -1;
+	}
+	if (rep->status < 0) {
+		set_err(t, "zd-vm refused: %s", strerror(-rep->status));
+		return -1;
+	}
+	return 0;
+}
+
+static int map_ram(struct zd_target *t, int memfd)
+{
+	struct kvm_priv *p = t->priv;
+	struct stat st;
+	void *m;
+
+	if (fstat(memfd, &st) < 0 || st.st_size <= 0) {
+		set_err(t, "guest RAM descriptor: %s", st.st_size <= 0 ? "empty" : strerror(errno));
+		return -1;
+	}
+	if (t->page_count && (uint64_t)st.st_size < t->page_count * t->page_size) {
+		set_err(t, "guest RAM is %lld bytes, the stream says %llu pages",
+			(long long)st.st_size, (unsigned long long)t->page_count);
+		return -1;
+	}
+	/* Read-only: a reader must never change the guest it protects. */
+	m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, memfd, 0);
+	if (m == MAP_FAILED) {
+		set_err(t, "mmap guest RAM: %s", strerror(errno));
+		return -1;
+	}
+	if (p->ram)
+		munmap((void *)p->ram, p->ram_bytes);
+	p->ram = m;
+	p->ram_bytes = (size_t)st.st_size;
+	return 0;
+}
+
+static void kvm_close(struct zd_target *t)
+{
+	struct kvm_priv *p = t->priv;
+
+	if (!p)
+		return;
+	if (p->ram)
+		munmap((void *)p->ram, p->ram_bytes);
+	if (p->bm)
+		munmap(p->bm, p->bm_bytes);
+	if (p->fd >= 0)
+		close(p->fd);
+	if (p->memfd >= 0)
+		close(p->memfd);
+	if (p->uffd >= 0)
+		close(p->uffd);
+	pthread_mutex_destroy(&p->mu);
+	free(p);
+	t->priv = NULL;
+}
+
+static int kvm_open(struct zd_target *t, const char *args)
+{
+	struct kvm_priv *p = priv_new();
+	struct zd_vmctl_rep rep;
+	int fds[4], nfds = 0;
+	void *m;
+
+	t->priv = p;
+	if (!*args) {
+		set_err(t, "want kvm:PATH, the control socket of zd-vm");
+		goto fail;
+	}
+	p->fd = zd_vmctl_connect(args);
+	if (p->fd < 0) {
+		set_err(t, "cannot connect: %s", strerror(errno));
+		goto fail;
+	}
+	if (call(t, ZD_VMCTL_INFO, 0, 0, &rep, &p->info, sizeof(p->info), fds, &nfds) < 0)
+		goto fail;
+	if (nfds < 2 || rep.len < sizeof(p->info) || !p->info.page_size ||
+	    p->info.mem_bytes % p->info.page_size) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		set_err(t, "INFO reply malformed (%d descriptors, %u bytes)", nfds, rep.len);
+		goto fail;
+	}
+	p->memfd = fds[0];
+	if (nfds > 2)
+		p->uffd = fds[2];
+	for (int i = 3; i < nfds; i++)
+		close(fds[i]);
+	t->page_size = p->info.page_size;
+	t->page_count = p->info.mem_bytes / p->info.page_size;
+	p->ram_base = p->info.ram_base;
+	p->nwords = p->info.bitmap_words;
+	p->bm_bytes = (2 * p->nwords * 8 + 4095) & ~(size_t)4095;
+	m = mmap(NULL, p->bm_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+	close(fds[1]);
+	if (m == MAP_FAILED) {
+		set_err(t, "mmap dirty bitmap area: %s", strerror(errno));
+		goto fail;
+	}
+	p->bm = m;
+	if (p->nwords * 64 < t->page_count) {
+		set_err(t, "bitmap area of %llu words cannot hold %llu pages",
+			(unsigned long long)p->nwords, (unsigned long long)t->page_count);
+		goto fail;
+	}
+	if (map_ram(t, p->memfd) < 0)
+		goto fail;
+	zd_debug("kvm:%s: %llu pages of %u bytes, %s", args, (unsigned long long)t->page_count,
+		 t->page_size, (p->info.flags & ZD_VM_F_PVM) ? "kvm_pvm" : "hardware KVM");
+	return 0;
+fail:
+	kvm_close(t);
+	return -1;
+}
+
+static int kvm_run_until(struct zd_target *t, uint64_t deadline_ns)
+{
+	struct kvm_priv *p = t->priv;
+
+	/* The VM just runs. Watch the control socket meanwhile: zd-vm
+	 * exiting (the guest died) shows as a hang-up, and the round should
+	 * fail now rather than at the next pause. */
+	for (;;) {
+		uint64_t now = zd_now_ns();
+		struct pollfd pfd = { .fd = p->fd, .events = POLLRDHUP };
+		struct timespec ts;
+		int r;
+
+		if (now >= deadline_ns)
+			return 0;
+		ts.tv_sec = (time_t)((deadline_ns - now) / 1000000000u);
+		ts.tv_nsec = (long)((deadline_ns - now) % 1000000000u);
+		r = ppoll(&pfd, 1, &ts, NULL);
+		if (r < 0 && errno != EINTR) {
+			set_err(t, "poll: %s", strerror(errno));
+			return -1;
+		}
+		if (r > 0 && (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR))) {
+			p->gone = true;
+			set_err(t, "zd-vm closed its control socket (the VM exited)");
+			return -1;
+		}
+	}
+}
+
+static int kvm_pause(struct zd_target *t, uint64_t epoch)
+{
+	struct zd_vmctl_rep rep;
+
+	return call(t, ZD_VMCTL_PAUSE, 0, epoch, &rep, NULL, 0, NULL, NULL);
+}
+
+static int kvm_resume(struct zd_target *t)
+{
+	struct zd_vmctl_rep rep;
+
+	return call(t, ZD_VMCTL_RESUME, 0, 0, &rep, NULL, 0, NULL, NULL);
+}
+
+static int kvm_harvest(struct zd_target *t, struct zd_pageset *dirty)
+{
+	struct kvm_priv *p = t->priv;
+	struct zd_vmctl_rep rep;
+
+	if (call(t, ZD_VMCTL_DIRTY_GET, 0, 0, &rep, NULL, 0, NULL, NULL) < 0)
+		return -1;
+	zd_pageset_from_bitmap(dirty, p->bm, t->page_count, 0);
+	if (zd_pageset_count(dirty) != rep.v0) {
+		set_err(t, "dirty bitmap holds %llu pages, zd-vm counted %llu",
+			(unsigned long long)zd_pageset_count(dirty), (unsigned long long)rep.v0);
+		return -1;
+	}
+	return 0;
+}
+
+static int kvm_rearm(struct zd_target *t, const struct zd_pageset *set)
+{
+	struct kvm_priv *p = t->priv;
+	struct zd_vmctl_rep rep;
+
+	if (!set)
+		return call(t, ZD_VMCTL_DIRTY_CLEAR, ZD_VMCTL_F_ALL, 0, &rep, NULL, 0, NULL, NULL);
+	zd_pageset_to_bitmap(set, p->bm + p->nwords, p->nwords * 64, 0);
+	return call(t, ZD_VMCTL_DIRTY_CLEAR, 0, 0, &rep, NULL, 0, NULL, NULL);
+}
+
+static int kvm_read_pages(struct zd_target *t, uint64_t epoch, const struct zd_pageset *set,
+			  uint8_t *buf)
+{
+	struct kvm_priv *p = t->priv;
+	size_t ps = t->page_size;
+
+	(void)epoch;
+	if (!p->ram) {
+		set_err(t, "guest RAM is not mapped");
+		return -1;
+	}
+	for (size_t i = 0; i < set->n; i++) {
+		uint64_t first = set->r[i].first, count = set->r[i].count;
+
+		if ((first + count) * ps > p->ram_bytes) {
+			set_err(t, "pfn %llu beyond guest RAM",
+				(unsigned long long)(first + count - 1));
+			return -1;
+		}
+		memcpy(buf, p->ram + first * ps, count * ps);
+		buf += count * ps;
+	}
+	return 0;
+}
+
+static int kvm_get_state(struct zd_target *t, uint32_t *kind, uint8_t **data, uint32_t *len)
+{
+	uint8_t *buf = zd_xmalloc(ZD_VMCTL_MAX_MSG);
+	struct zd_vmctl_rep rep;
+
+	if (call(t, ZD_VMCTL_STATE, 0, 0, &rep, buf, ZD_VMCTL_MAX_MSG, NULL, NULL) < 0) {
+		free(buf);
+		return -1;
+	}
+	*kind = 1;
+	*len = rep.len;
+	*data = zd_xrealloc(buf, rep.len ? rep.len : 1);
+	return 0;
+}
+
+static int kvm_memsum(struct zd_target *t, uint64_t *sum)
+{
+	struct zd_vmctl_rep rep;
+
+	if (call(t, ZD_VMCTL_MEMSUM, 0, 0, &rep, NULL, 0, NULL, NULL) < 0)
+		return -1;
+	*sum = rep.v0;
+	return 0;
+}
+
+static int kvm_commit(struct zd_target *t, uint64_t epoch)
+{
+	struct zd_vmctl_rep rep;
+
+	return call(t, ZD_VMCTL_COMMIT, 0, epoch, &rep, NULL, 0, NULL, NULL);
+}
+
+static int kvm_protect(struct zd_target *t, const struct zd_pageset *set)
+{
+	struct kvm_priv *p = t->priv;
+	struct zd_vmctl_rep rep;
+
+	if (!(p->info.flags & ZD_VM_F_UFFD_WP)) {
+		set_err(t, "zd-vm has no userfaultfd write-protect (needed by --mode zddspt)");
+		return -1;
+	}
+	zd_pageset_to_bitmap(set, p->bm + p->nwords, p->nwords * 64, 0);
+	return call(t, ZD_VMCTL_PROTECT, 0, 0, &rep, NULL, 0, NULL, NULL);
+}
+
+/* The descriptors stay the target's: the caller passes them on and must
+ * not close them. */
+static int kvm_export_fds(struct zd_target *t, int *fds, uint64_t *base)
+{
+	struct kvm_priv *p = t->priv;
+	int n = 0;
+
+	if (p->memfd < 0)
+		return 0;
+	fds[n++] = p->memfd;
+	if (p->uffd >= 0)
+		fds[n++] = p->uffd;
+	*base = p->ram_base;
+	return n;
+}
+
+/* Attach role: fds[0] is guest RAM, fds[1] the uffd if any. The caller
+ * closes its copies; we keep a mapping and a dup. */
+static int kvm_import_fds(struct zd_target *t, const int *fds, int nfds, uint64_t base)
+{
+	struct kvm_priv *p = t->priv;
+
+	if (nfds < 1) {
+		set_err(t, "no guest RAM descriptor received");
+		return -1;
+	}
+	if (map_ram(t, fds[0]) < 0)
+		return -1;
+	p->ram_base = base;
+	if (nfds > 1 && p->uffd < 0) {
+		p->uffd = fcntl(fds[1], F_DUPFD_CLOEXEC, 0);
+		if (p->uffd < 0) {
+			set_err(t, "dup userfaultfd: %s", strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int kvm_attach(struct zd_target *t, const struct zd_rec_header *hdr)
+{
+	struct zd_fb_msg m = { .op = ZD_FB_MEMORY };
+	int fd, fds[4], nfds = 0, rc = -1;
+
+	t->priv = priv_new();
+	if (!hdr->control || !*hdr->control) {
+		set_err(t, "the stream names no control socket: guest memory is out of reach");
+		goto out;
+	}
+	fd = zd_fb_connect(hdr->control, ZD_ROLE_OTHER);
+	if (fd < 0) {
+		set_err(t, "%s: cannot connect: %s", hdr->control, strerror(errno));
+		goto out;
+	}
+	if (zd_fb_send(fd, &m, NULL, NULL, 0) < 0) {
+		set_err(t, "%s: MEMORY request: %s", hdr->control, strerror(errno));
+		close(fd);
+		goto out;
+	}
+	/* Skip anything else the tracker may send before the reply. */
+	do {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		nfds = 0;
+		memset(&m, 0, sizeof(m));
+		if (zd_fb_recv(fd, &m, NULL, 0, fds, &nfds) < 0 || m.op == 0) {
+			set_err(t, "%s: no reply to MEMORY", hdr->control);
+			close(fd);
+			goto out;
+		}
+	} while (m.op != ZD_FB_MEMORY && m.op != ZD_FB_ERROR);
+	close(fd);
+	if (m.op == ZD_FB_ERROR)
+		set_err(t, "%s: MEMORY refused: %s", hdr->control, strerror((int)m.a));
+	else
+		rc = kvm_import_fds(t, fds, nfds, m.a);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+out:
+	if (rc < 0) {
+		char err[sizeof(t->err)];
+
+		memcpy(err, t->err, sizeof(err));
+		kvm_close(t);
+		memcpy(t->err, err, sizeof(err));
+	}
+	return rc;
+}
+
+const struct zd_target_ops zd_target_kvm = {
+	.scheme = "kvm",
+	.usage = "kvm:PATH  a VM run by zd-vm, PATH being its --control socket",
+	.open = kvm_open,
+	.attach = kvm_attach,
+	.close = kvm_close,
+	.run_until = kvm_run_until,
+	.pause = kvm_pause,
+	.resume = kvm_resume,
+	.harvest = kvm_harvest,
+	.rearm = kvm_rearm,
+	.read_pages = kvm_read_pages,
+	.get_state = kvm_get_state,
+	.memsum = kvm_memsum,
+	.commit = kvm_commit,
+	.protect = kvm_protect,
+	.export_fds = kvm_export_fds,
+	.import_fds = kvm_import_fds,
+};
