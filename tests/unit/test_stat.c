@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zd-stat's arithmetic: nearest-rank percentiles, and the per-epoch rows
+ * built from a hand-written run of records (a zddspt epoch with pre-copy,
+ * a remus epoch whose pause comes in STAT "track", ACK latency, zd-mru's
+ * STAT), then the JSON summary parsed back.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zd/stat.h"
+
+static void test_percentile(void **state)
+{
+	double v[100], w[3] = { 5, 1, 3 }, one[1] = { 42 };
+
+	for (int i = 0; i < 100; i++)
+		v[i] = 100 - i;	/* 100 … 1, unsorted on purpose */
+	assert_true(zd_stat_percentile(v, 100, 50) == 50);
+	assert_true(zd_stat_percentile(v, 100, 99) == 99);
+	assert_true(zd_stat_percentile(v, 100, 100) == 100);
+	assert_true(zd_stat_percentile(v, 100, 0) == 1);
+	/* n = 3: p50 is the ceil(1.5) = 2nd smallest, p99 the 3rd */
+	assert_true(zd_stat_percentile(w, 3, 50) == 3);
+	assert_true(zd_stat_percentile(w, 3, 99) == 5);
+	assert_true(zd_stat_percentile(one, 1, 50) == 42);
+	assert_true(zd_stat_percentile(NULL, 0, 50) == 0);
+}
+
+static struct zd_record rec(uint16_t type)
+{
+	struct zd_record r;
+
+	zd_record_init(&r, type);
+	return r;
+}
+
+static void add_set(struct zd_stat *s, uint16_t type, uint64_t epoch, uint64_t first,
+		    uint64_t count, uint8_t pflags)
+{
+	struct zd_record r = rec(type);
+
+	if (type == ZD_REC_PAGES) {
+		r.u.pages.epoch = epoch;
+		r.u.pages.flags = pflags;
+		zd_pageset_add_range(&r.u.pages.set, first, count);
+	} else {
+		r.u.dirty.epoch = epoch;
+		zd_pageset_add_range(&r.u.dirty.set, first, count);
+	}
+	zd_stat_add(s, &r, 100);
+	zd_record_free(&r);
+}
+
+static void add_stat(struct zd_stat *s, uint64_t epoch, const char *src, const char *k1,
+		     double v1, const char *k2, double v2)
+{
+	struct zd_record r = rec(ZD_REC_STAT);
+
+	r.u.stat.epoch = epoch;
+	strcpy(r.u.stat.source, src);
+	strcpy(r.u.stat.kv[0].key, k1);
+	r.u.stat.kv[0].value = v1;
+	r.u.stat.n = 1;
+	if (k2) {
+		strcpy(r.u.stat.kv[1].key, k2);
+		r.u.stat.kv[1].value = v2;
+		r.u.stat.n = 2;
+	}
+	zd_stat_add(s, &r, 10);
+}
+
+static void checkpoint(struct zd_stat *s, uint64_t epoch, uint64_t pause_ns)
+{
+	struct zd_record r = rec(ZD_REC_CHECKPOINT);
+
+	r.u.ckpt.epoch = epoch;
+	r.u.ckpt.pause_ns = pause_ns;
+	zd_stat_add(s, &r, 50);
+}
+
+static void test_rows_and_summary(void **state)
+{
+	struct zd_stat *s = zd_stat_new();
+	struct zd_record r = rec(ZD_REC_HEADER);
+	const struct zd_stat_row *rows;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	r.u.header.mode = ZD_MODE_ZDDSPT;
+	r.u.header.target = "synth:pages=100,dirty=10";
+	zd_stat_add(s, &r, 8);
+
+	/* epoch 1: DIRTY 0..9, pause 1000 ns */
+	checkpoint(s, 1, 1000);
+	add_set(s, ZD_REC_DIRTY, 1, 0, 10, 0);
+	/* epoch 2: pre-copied 0..4 before its CHECKPOINT, DIRTY 3..11
+	 * (3 and 4 re-dirtied): the epoch's pages are 0..11 */
+	add_set(s, ZD_REC_STANDBY, 2, 0, 6, 0);
+	add_set(s, ZD_REC_PAGES, 2, 0, 5, ZD_PAGES_PRECOPY);
+	checkpoint(s, 2, 3000);
+	add_set(s, ZD_REC_DIRTY, 2, 3, 9, 0);
+	add_stat(s, 2, "mru", "precision", 0.5, "recall", 0.25);
+	/* epoch 3: remus-like, pause only in STAT "track"; an ACK */
+	checkpoint(s, 3, 0);
+	add_set(s, ZD_REC_DIRTY, 3, 50, 4, 0);
+	add_stat(s, 3, "track", "pause_ns", 2000, NULL, 0);
+	add_stat(s, 3, "mru", "precision", 1.0, "recall", 0.75);
+	add_stat(s, 3, "send", "wire_bytes", 777, NULL, 0);
+	add_stat(s, 3, "vm", "output_delay_ns", 5e6, "output_delay_ns", 7e6);
+	r = rec(ZD_REC_ACK);
+	r.u.ack.epoch = 2;
+	r.u.ack.latency_ns = 9000;
+	zd_stat_add(s, &r, 20);
+	/* a STAT for an epoch never opened counts in bytes only */
+	add_stat(s, 99, "mru", "precision", 0.0, NULL, 0);
+	zd_stat_finish(s);
+
+	assert_int_equal(zd_stat_rows(s, &rows), 3);
+	assert_int_equal(rows[0].dirty, 10);
+	assert_int_equal(rows[1].dirty, 12);
+	assert_int_equal(rows[1].precopy, 5);
+	assert_true(rows[1].has_standby && rows[1].standby == 6);
+	assert_true(rows[1].has_latency && rows[1].latency_ns == 9000);
+	assert_int_equal(rows[2].dirty, 4);
+	assert_true(rows[2].has_pause && rows[2].pause_ns == 2000);
+	assert_true(rows[0].has_pause && rows[0].pause_ns == 1000);
+
+	f = open_memstream(&buf, &len);
+	zd_stat_print_json(s, f);
+	fclose(f);
+	assert_non_null(strchr(buf, '\n'));
+	assert_true(strchr(buf, '\n') == buf + len - 1);	/* one line */
+	json_error_t err;
+	json_t *o = json_loads(buf, 0, &err);
+	assert_non_null(o);
+	assert_int_equal(json_integer_value(json_object_get(o, "epochs")), 3);
+	assert_int_equal(json_integer_value(json_object_get(o, "dirty_total")), 26);
+	assert_true(json_real_value(json_object_get(o, "standby_precision_mean")) == 0.75);
+	assert_true(json_real_value(json_object_get(o, "standby_recall_mean")) == 0.5);
+	json_t *p = json_object_get(o, "pause_ns");
+	assert_int_equal(json_integer_value(json_object_get(p, "p50")), 2000);
+	assert_int_equal(json_integer_value(json_object_get(p, "max")), 3000);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "latency_ns"), "p99")), 9000);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "output_delay_ns"), "p50")), 5000000);
+	assert_int_equal(json_integer_value(json_object_get(o, "wire_bytes")), 777);
+	assert_string_equal(json_string_value(json_object_get(o, "mode")), "zddspt");
+	/* bytes: every record counted once */
+	assert_int_equal(json_integer_value(json_object_get(o, "bytes")),
+			 8 + 3 * 50 + 5 * 100 + 6 * 10 + 20);
+	json_decref(o);
+	free(buf);
+
+	/* CSV: a header and one row per epoch */
+	buf = NULL;
+	f = open_memstream(&buf, &len);
+	zd_stat_print_csv(s, f);
+	fclose(f);
+	int lines = 0;
+	for (char *c = buf; *c; c++)
+		lines += *c == '\n';
+	assert_int_equal(lines, 4);
+	assert_non_null(strstr(buf, "\n2,12,5,6,0.5,0.25,3000,9000,5,"));
+	free(buf);
+	zd_stat_free(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_percentile),
+		cmocka_unit_test(test_rows_and_summary),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
