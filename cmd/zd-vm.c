@@ -67,6 +67,7 @@ int main(int argc, char **argv)
 
 	zd_set_progname(argv[0]);
 	cfg.wl.hot = 0.8;
+	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+vhV", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'm':
@@ -104,8 +105,9 @@ int main(int argc, char **argv)
 			printf("zd-vm %s\nkvm: %s\n", ZD_VERSION, zd_vm_kvm_mode());
 			return ZD_EXIT_OK;
 		default:
-			fprintf(stderr, "Try 'zd-vm --help'.\n");
-			return ZD_EXIT_USAGE;
+			/* One line, ours: getopt's own message is silenced. */
+			zd_diex(ZD_EXIT_USAGE, "%s: unknown option or missing value (see --help)",
+				argv[optind - 1]);
 		}
 	}
 	if (ctl) {
