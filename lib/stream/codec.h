@@ -22,6 +22,8 @@ struct zd_buf {
 void zd_buf_reserve(struct zd_buf *b, size_t extra);
 static inline void zd_buf_put(struct zd_buf *b, const void *p, size_t n)
 {
+	if (n == 0)
+		return;		/* p may be NULL for an empty field */
 	if (b->cap - b->len < n)
 		zd_buf_reserve(b, n);
 	memcpy(b->p + b->len, p, n);

@@ -16,7 +16,9 @@
 #include "stream/codec.h"
 #include "zd/util.h"
 
-#define READ_CHUNK (64u << 10)
+/* Free space wanted before a read(2); the buffer starts at twice this and
+ * doubles only when a record needs more. */
+#define READ_CHUNK (16u << 10)
 
 void zd_reader_init(struct zd_reader *rd, int fd, const char *name)
 {
