@@ -48,8 +48,9 @@ int main(int argc, char **argv)
 	int c;
 
 	zd_set_progname(argv[0]);
+	opterr = 0;	/* one diagnostic line of our own */
 	zd_mru_budget_parse(ZD_MRU_DEFAULT_BUDGET, &o.budget);
-	while ((c = getopt_long(argc, argv, "p:b:jvhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":p:b:jvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			if (zd_mru_policy_parse(optarg, &o.policy) < 0)
@@ -71,9 +72,10 @@ int main(int argc, char **argv)
 		case 'V':
 			printf("zd-mru " ZD_VERSION "\n");
 			return 0;
+		case ':':
+			zd_diex(ZD_EXIT_USAGE, "option '%s' needs a value (try --help)", argv[optind - 1]);
 		default:
-			fputs(USAGE, stderr);
-			return ZD_EXIT_USAGE;
+			zd_diex(ZD_EXIT_USAGE, "unknown option '%s' (try --help)", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)

@@ -49,7 +49,8 @@ int main(int argc, char **argv)
 	int c, rc;
 
 	zd_set_progname(argv[0]);
-	while ((c = getopt_long(argc, argv, "jcp:vhV", longopts, NULL)) != -1) {
+	opterr = 0;	/* one diagnostic line of our own */
+	while ((c = getopt_long(argc, argv, ":jcp:vhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			json = true;
@@ -71,9 +72,10 @@ int main(int argc, char **argv)
 		case 'V':
 			printf("zd-stat " ZD_VERSION "\n");
 			return 0;
+		case ':':
+			zd_diex(ZD_EXIT_USAGE, "option '%s' needs a value (try --help)", argv[optind - 1]);
 		default:
-			fputs(USAGE, stderr);
-			return ZD_EXIT_USAGE;
+			zd_diex(ZD_EXIT_USAGE, "unknown option '%s' (try --help)", argv[optind - 1]);
 		}
 	}
 	if (json && csv)

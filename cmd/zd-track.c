@@ -91,7 +91,8 @@ int main(int argc, char **argv)
 	int c;
 
 	zd_set_progname(argv[0]);
-	while ((c = getopt_long(argc, argv, "i:n:m:p:jc:t:vhV", longopts, NULL)) != -1) {
+	opterr = 0;	/* one diagnostic line of our own */
+	while ((c = getopt_long(argc, argv, ":i:n:m:p:jc:t:vhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'i':
 			if (zd_parse_duration_ns(optarg, &o.interval_ns) < 0 ||
@@ -134,9 +135,10 @@ int main(int argc, char **argv)
 		case 'V':
 			printf("zd-track " ZD_VERSION "\n");
 			return 0;
+		case ':':
+			usage_error("option '%s' needs a value", argv[optind - 1]);
 		default:
-			fprintf(stderr, USAGE);
-			return ZD_EXIT_USAGE;
+			usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
 	if (optind == argc)

@@ -155,6 +155,7 @@ int zd_mru_stage_run(const struct zd_mru_stage_opts *o)
 	struct stage s = { .o = o, .fb = -1 };
 	struct zd_record r;
 	int rc = ZD_EXIT_OK, got;
+	bool ended = false;
 
 	zd_reader_init(&s.rd, o->in_fd, "stdin");
 	zd_writer_init(&s.w, o->out_fd, zd_output_encoding(o->out_fd, o->json));
@@ -185,6 +186,7 @@ int zd_mru_stage_run(const struct zd_mru_stage_opts *o)
 		default:
 			break;
 		}
+		ended = r.type == ZD_REC_END;
 		/* The record itself goes on first, unchanged … */
 		if (step == 0 && zd_writer_put(&s.w, &r) < 0)
 			step = -1;
@@ -208,12 +210,19 @@ int zd_mru_stage_run(const struct zd_mru_stage_opts *o)
 		rc = s.rd.err == ZD_RERR_IO ? ZD_EXIT_FAIL : ZD_EXIT_DATA;
 		goto out;
 	}
-	/* A stream cut between records still gets its last prediction scored
-	 * by whoever reads on; the last epoch is closed here. */
-	if (s.m && close_epoch(&s) < 0)
+	if (zd_writer_flush(&s.w) < 0) {
 		rc = out_fail(&s);
-	else if (zd_writer_flush(&s.w) < 0)
-		rc = out_fail(&s);
+		goto out;
+	}
+	if (!ended) {
+		/* Cut exactly between records: everything read went on, but
+		 * the stream is not whole, and the stages after say so too. */
+		zd_warnx("%s: %s %llu: after record %llu: truncated: the stream ends without END",
+			 s.rd.name, s.rd.enc == ZD_ENC_JSON ? "line" : "byte",
+			 (unsigned long long)(s.rd.enc == ZD_ENC_JSON ? s.rd.line : s.rd.offset),
+			 (unsigned long long)s.rd.nrec);
+		rc = ZD_EXIT_DATA;
+	}
 out:
 	if (s.fb >= 0)
 		close(s.fb);

@@ -259,12 +259,24 @@ int zd_stat_run(const struct zd_stat_opts *o)
 	char msg[512];
 	int rc = ZD_EXIT_OK, got;
 	uint64_t before = 0;
+	bool ended = false;
 
 	zd_reader_init(&rd, o->in_fd, o->in_name);
 	while ((got = zd_reader_next(&rd, &r)) > 0) {
 		zd_stat_add(s, &r, rd.offset - before);
 		before = rd.offset;
+		ended = r.type == ZD_REC_END;
 		zd_record_free(&r);
+	}
+	if (got == 0 && !ended) {
+		/* Cut exactly between records: the reader cannot tell, the
+		 * missing END can. */
+		zd_warnx("%s: %s %llu: after record %llu: truncated: the stream ends without END",
+			 rd.name, rd.enc == ZD_ENC_JSON ? "line" : "byte",
+			 (unsigned long long)(rd.enc == ZD_ENC_JSON ? rd.line : rd.offset),
+			 (unsigned long long)rd.nrec);
+		rc = ZD_EXIT_DATA;
+		goto out;
 	}
 	if (got < 0) {
 		/* No report from a broken stream: its figures would mislead. */

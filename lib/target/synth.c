@@ -112,58 +112,58 @@ int zd_synth_parse(const char *args, struct zd_synth_params *p, char *msg, size_
 		char *val = strchr(kv, '=');
 
 		if (!val) {
-			rc = bad(msg, len, "synth: '%s%s' is not key=value", kv, "");
+			rc = bad(msg, len, "'%s%s' is not key=value", kv, "");
 			break;
 		}
 		*val++ = '\0';
 		if (!strcmp(kv, "pages")) {
 			if (zd_parse_size(val, &v) < 0 || v == 0 || v > SYNTH_MAX_PAGES)
-				rc = bad(msg, len, "synth: %s=%s: want 1 to 67108864", kv, val);
+				rc = bad(msg, len, "%s=%s: want 1 to 67108864", kv, val);
 			p->pages = v;
 			have_pages = true;
 		} else if (!strcmp(kv, "dirty")) {
 			if (zd_parse_size(val, &v) < 0)
-				rc = bad(msg, len, "synth: %s=%s: not a number", kv, val);
+				rc = bad(msg, len, "%s=%s: not a number", kv, val);
 			p->dirty = v;
 			have_dirty = true;
 		} else if (!strcmp(kv, "hot")) {
 			if (zd_parse_double(val, &d) < 0 || !(d >= 0.0 && d <= 1.0))
-				rc = bad(msg, len, "synth: %s=%s: want a fraction in [0,1]", kv, val);
+				rc = bad(msg, len, "%s=%s: want a fraction in [0,1]", kv, val);
 			p->hot = d;
 		} else if (!strcmp(kv, "seed")) {
 			if (zd_parse_u64(val, &v) < 0)
-				rc = bad(msg, len, "synth: %s=%s: not a number", kv, val);
+				rc = bad(msg, len, "%s=%s: not a number", kv, val);
 			p->seed = v;
 		} else if (!strcmp(kv, "write")) {
 			if (zd_parse_u64(val, &v) < 0 || v == 0 || v > 65536)
-				rc = bad(msg, len, "synth: %s=%s: want 1 to 65536 words", kv, val);
+				rc = bad(msg, len, "%s=%s: want 1 to 65536 words", kv, val);
 			p->write = (uint32_t)v;
 		} else if (!strcmp(kv, "drift")) {
 			if (zd_parse_u64(val, &v) < 0)
-				rc = bad(msg, len, "synth: %s=%s: not a number", kv, val);
+				rc = bad(msg, len, "%s=%s: not a number", kv, val);
 			p->drift = v;
 		} else if (!strcmp(kv, "hotset")) {
 			if (zd_parse_size(val, &v) < 0 || v == 0)
-				rc = bad(msg, len, "synth: %s=%s: want a page count >= 1", kv, val);
+				rc = bad(msg, len, "%s=%s: want a page count >= 1", kv, val);
 			p->hotset = v;
 			have_hotset = true;
 		} else if (!strcmp(kv, "pagesize")) {
 			if (zd_parse_size(val, &v) < 0 || v < 512 || v > 65536 || (v & (v - 1)))
-				rc = bad(msg, len, "synth: %s=%s: want a power of two from 512 to 64K", kv, val);
+				rc = bad(msg, len, "%s=%s: want a power of two from 512 to 64K", kv, val);
 			p->page_size = (uint32_t)v;
 		} else {
-			rc = bad(msg, len, "synth: unknown key '%s'%s (want pages, dirty, hot, seed, write, drift, hotset, pagesize)", kv, "");
+			rc = bad(msg, len, "unknown key '%s'%s (want pages, dirty, hot, seed, write, drift, hotset, pagesize)", kv, "");
 		}
 	}
 	free(dup);
 	if (rc)
 		return rc;
 	if (!have_pages)
-		return bad(msg, len, "synth: missing pages=N%s%s", "", "");
+		return bad(msg, len, "missing pages=N%s%s", "", "");
 	if (!have_dirty)
-		return bad(msg, len, "synth: missing dirty=D%s%s", "", "");
+		return bad(msg, len, "missing dirty=D%s%s", "", "");
 	if (p->dirty > p->pages) {
-		snprintf(msg, len, "synth: dirty=%llu is more than pages=%llu",
+		snprintf(msg, len, "dirty=%llu is more than pages=%llu",
 			 (unsigned long long)p->dirty, (unsigned long long)p->pages);
 		return -1;
 	}
@@ -265,6 +265,7 @@ static int common_open(struct zd_target *t, const char *args, bool tracker)
 
 	if (zd_synth_parse(args, &s->p, t->err, sizeof(t->err)) < 0) {
 		free(s);
+		errno = EINVAL;	/* the spec is wrong: a usage error */
 		return -1;
 	}
 	t->priv = s;

@@ -3,6 +3,7 @@
  * The target registry: a spec "scheme:args" names one entry of the table
  * below. Adding a kind of VM is one new file and one line here.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,12 +74,17 @@ int zd_target_open(struct zd_target **tp, const char *spec, char *msg, size_t ms
 	ops = lookup(spec, &args);
 	if (!ops) {
 		unknown(spec, msg, msglen);
+		errno = EINVAL;
 		return -1;
 	}
 	t = new_target(ops, spec);
+	errno = 0;
 	if (ops->open(t, args) < 0) {
+		int e = errno;
+
 		snprintf(msg, msglen, "%s: %s", spec, t->err[0] ? t->err : "cannot open");
 		free_target(t);
+		errno = e;
 		return -1;
 	}
 	*tp = t;

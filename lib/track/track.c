@@ -471,8 +471,9 @@ int zd_track_run(const struct zd_track_opts *o, volatile sig_atomic_t *stop)
 	zd_writer_init(&k.w, o->out_fd, zd_output_encoding(o->out_fd, o->json));
 
 	if (zd_target_open(&k.t, o->spec, msg, sizeof(msg)) < 0) {
+		/* EINVAL: the spec itself is wrong, not the target. */
+		rc = errno == EINVAL ? ZD_EXIT_USAGE : ZD_EXIT_TARGET;
 		zd_warnx("%s", msg);
-		rc = ZD_EXIT_TARGET;
 		goto out;
 	}
 	if (o->verify && !k.t->ops->memsum) {

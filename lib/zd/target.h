@@ -93,7 +93,9 @@ extern const struct zd_target_ops zd_target_trace;
 extern const struct zd_target_ops zd_target_kvm;
 
 /* Open by spec for the tracker role. Returns 0, or -1 with *t == NULL and
- * msg filled (e.g. "unknown target scheme 'foo' (want kvm, synth, trace)"). */
+ * msg filled (e.g. "unknown target scheme 'foo' (want kvm, synth, trace)").
+ * errno EINVAL after a failure means the spec itself is wrong (a usage
+ * error, exit 2): an open op sets it for a bad key or value. */
 int zd_target_open(struct zd_target **t, const char *spec, char *msg, size_t msglen);
 /* Attach for reading pages, from a stream's HEADER. For kvm this connects
  * to hdr->control and receives the memfd. */
