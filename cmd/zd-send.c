@@ -115,8 +115,10 @@ static int ship(void *arg, const struct zd_record *r)
 	s->ep_raw += s->wire.bytes + s->wire.buf_len - before;
 	if (r->type == ZD_REC_PAGES)
 		s->ep_pages += r->u.pages.set.pages;
-	/* END goes on the log after the last ACK, in main(). */
-	if (log_type(r->type) && r->type != ZD_REC_END)
+	/* END goes on the log after the last ACK, in main(); the ACKs on the
+	 * log are the ones this stage relays (with their latency), not an
+	 * upstream copy. */
+	if (log_type(r->type) && r->type != ZD_REC_END && r->type != ZD_REC_ACK)
 		log_put(s, r);
 	else if (r->type == ZD_REC_END)
 		s->end = r->u.end;
@@ -155,9 +157,6 @@ static void *ack_thread(void *arg)
 	int n;
 
 	zd_reader_init(&rd, s->conn.rfd, s->conn.name);
-	/* The back stream has ACKs but no CHECKPOINTs to order them by: let
-	 * the reader take any epoch, and check ACKs against what was sent. */
-	rd.last_epoch = UINT64_MAX - 1;
 	while ((n = zd_reader_next(&rd, (zd_record_init(&r, 0), &r))) > 0) {
 		if (r.type == ZD_REC_ACK) {
 			uint64_t now = zd_now_ns(), e = r.u.ack.epoch;

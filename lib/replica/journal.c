@@ -106,8 +106,6 @@ int zd_replica_stage_begin(struct zd_replica *rep, uint64_t epoch)
 	if (rep->st)
 		return zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 " begins before COMMIT of epoch %" PRIu64,
 				    epoch, rep->st->epoch);
-	/* Epochs count per run; a new run (another HEADER start time) starts
-	 * again from 1 on top of the image the last run left. */
 	if (rep->run == rep->meta.run && epoch <= rep->meta.epoch)
 		return zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 " is already committed (replica at epoch %" PRIu64 ")",
 				    epoch, rep->meta.epoch);
@@ -120,8 +118,10 @@ int zd_replica_stage_begin(struct zd_replica *rep, uint64_t epoch)
 	zd_pageset_init(&st->dirty);
 	zd_pageset_init(&st->covered);
 	zd_pageset_init(&st->final_set);
-	unlinkat(rep->dirfd, "journal.tmp", 0);
-	st->fd = openat(rep->dirfd, "journal.tmp", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	/* journal.tmp is the last epoch's journal, renamed back after it was
+	 * applied: overwriting its blocks is several times faster than
+	 * allocating new ones. commit_mark cuts it to this epoch's length. */
+	st->fd = openat(rep->dirfd, "journal.tmp", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (st->fd < 0) {
 		int e = errno;
 
@@ -337,8 +337,8 @@ int zd_replica_commit_mark(struct zd_replica *rep)
 
 	if (!st || !st->verified)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "commit of an unverified epoch");
-	if (rep->sync && fsync(st->fd) < 0)
-		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: fsync: %s", rep->dir, strerror(errno));
+	if (ftruncate(st->fd, (off_t)st->off) < 0 || (rep->sync && fsync(st->fd) < 0))
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: %s", rep->dir, strerror(errno));
 	if (renameat(rep->dirfd, "journal.tmp", rep->dirfd, "journal") < 0)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal: rename: %s", rep->dir, strerror(errno));
 	stage_free(st);
@@ -446,8 +446,10 @@ static int apply_journal(struct zd_replica *rep)
 	if ((rc = zd__rep_write_meta(rep, &m)) || (rc = zd__rep_fsync_dir(rep)))
 		goto out;
 	rep->meta = m;
-	if (unlinkat(rep->dirfd, "journal", 0) < 0) {
-		rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal: unlink: %s", rep->dir, strerror(errno));
+	/* Done with it: journal.tmp is never applied, so renaming it back
+	 * for reuse is as good as deleting it. */
+	if (renameat(rep->dirfd, "journal", rep->dirfd, "journal.tmp") < 0) {
+		rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal: rename: %s", rep->dir, strerror(errno));
 		goto out;
 	}
 	rc = zd__rep_fsync_dir(rep);
@@ -481,13 +483,13 @@ void zd_replica_stage_abort(struct zd_replica *rep)
 		return;
 	stage_free(rep->st);
 	rep->st = NULL;
-	unlinkat(rep->dirfd, "journal.tmp", 0);
+	/* Kept for reuse: journal.tmp is never applied. */
 }
 
 int zd_replica_recover(struct zd_replica *rep)
 {
-	/* Never committed: as if the epoch had not begun. */
-	unlinkat(rep->dirfd, "journal.tmp", 0);
+	/* journal.tmp was never committed: as if the epoch had not begun
+	 * (its blocks are reused by the next stage_begin). */
 	unlinkat(rep->dirfd, "meta.json.tmp", 0);
 	unlinkat(rep->dirfd, "state.bin.tmp", 0);
 	if (faccessat(rep->dirfd, "journal", F_OK, 0) == 0)

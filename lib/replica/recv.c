@@ -33,6 +33,8 @@ struct session {
 	struct zd_writer ack;
 	bool ack_ok;		/* the peer can take ACKs (rfd of zd-send) */
 	bool have_header;
+	bool back_started;	/* our HEADER went back */
+	struct zd_rec_checkpoint ckpt;	/* of the open epoch, echoed before its ACK */
 	char *msg;
 	size_t msglen;
 };
@@ -97,11 +99,15 @@ static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 		snprintf(s->rep->err, sizeof(s->rep->err), "second HEADER in one stream");
 		return bad_record(s, ZD_EXIT_DATA, off, r);
 	}
+	/* The HEADER goes back first, so that a refusal can follow as END. */
+	back = *r;		/* shallow: the strings stay r's */
+	if ((rc = send_back(s, &back)))
+		return rc;
+	s->back_started = true;
 	if ((rc = zd_replica_bind(s->rep, &r->u.header)))
 		return bad_record(s, rc, off, r);
 	s->have_header = true;
-	back = *r;		/* shallow: the strings stay r's */
-	return send_back(s, &back);
+	return 0;
 }
 
 static int on_commit(struct session *s, struct zd_record *r, uint64_t off)
@@ -112,6 +118,13 @@ static int on_commit(struct session *s, struct zd_record *r, uint64_t off)
 	if ((rc = zd_replica_commit(s->rep, &r->u.commit, s->opts->verify)))
 		return bad_record(s, rc, off, r);
 	zd_debug("epoch %" PRIu64 " committed (%" PRIu64 " pages)", r->u.commit.epoch, r->u.commit.pages);
+	/* The back stream is a zd-stream any tool can read: each ACK
+	 * follows the CHECKPOINT it acknowledges. */
+	zd_record_init(&ack, ZD_REC_CHECKPOINT);
+	ack.u.ckpt = s->ckpt;
+	ack.u.ckpt.epoch = r->u.commit.epoch;
+	if ((rc = send_back(s, &ack)))
+		return rc;
 	zd_record_init(&ack, ZD_REC_ACK);
 	ack.u.ack.epoch = r->u.commit.epoch;
 	ack.u.ack.commit_wall_ns = s->rep->meta.commit_wall_ns;
@@ -125,6 +138,7 @@ static int ensure_open(struct session *s, uint64_t epoch)
 {
 	if (zd_replica_open_epoch(s->rep) == epoch)
 		return 0;
+	memset(&s->ckpt, 0, sizeof(s->ckpt));
 	return zd_replica_stage_begin(s->rep, epoch);
 }
 
@@ -141,7 +155,8 @@ static int on_record(struct session *s, struct zd_record *r, uint64_t off, bool 
 	case ZD_REC_HEADER:
 		return on_header(s, r, off);
 	case ZD_REC_CHECKPOINT:
-		rc = zd_replica_stage_begin(rep, r->u.ckpt.epoch);
+		if (!(rc = ensure_open(s, r->u.ckpt.epoch)))
+			s->ckpt = r->u.ckpt;
 		break;
 	case ZD_REC_DIRTY:
 		if (r->u.dirty.epoch != zd_replica_open_epoch(rep)) {
@@ -224,7 +239,7 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 		zd_record_free(&r);
 	}
 	/* Tell zd-send why it is cut off, if it can still hear us. */
-	if (rc == ZD_EXIT_DATA && s.have_header && s.ack_ok) {
+	if (rc == ZD_EXIT_DATA && s.back_started && s.ack_ok) {
 		zd_record_init(&r, ZD_REC_END);
 		r.u.end.status = 2;
 		if (zd_writer_put(&s.ack, &r) == 0)

@@ -305,6 +305,14 @@ int zd_replica_bind(struct zd_replica *rep, const struct zd_rec_header *hdr)
 					    "stream has %" PRIu64 " pages of %u bytes, replica %s has %" PRIu64
 					    " of %u: refusing to mix them",
 					    hdr->page_count, hdr->page_size, rep->dir, m->page_count, m->page_size);
+		/* Epochs of a run only carry what changed since the run began:
+		 * applied over another run's image they would make a replica
+		 * of neither. The same run (a reconnect) continues. */
+		if (m->epoch > 0 && hdr->start_ns != m->run)
+			return zd__rep_fail(rep, ZD_EXIT_DATA,
+					    "replica %s holds another run (started %" PRIu64 " ns, at epoch %" PRIu64
+					    "); a new run needs an empty replica directory",
+					    rep->dir, m->run, m->epoch);
 	} else {
 		memset(m, 0, sizeof(*m));
 		m->page_size = hdr->page_size;

@@ -6,7 +6,8 @@
  *                     mode, memory checksum if known (written tmp + rename)
  *   DIR/memory.img    guest memory, page_count * page_size bytes, sparse
  *   DIR/state.bin     the last STATE blob (vCPU/device state), tmp + rename
- *   DIR/journal.tmp   the epoch being received (uncommitted)
+ *   DIR/journal.tmp   the epoch being received (uncommitted, never applied;
+ *                     kept between epochs so its blocks are reused)
  *   DIR/journal       an epoch committed but maybe not yet applied
  *
  * One epoch is applied atomically, in the order the functions below run:
@@ -16,10 +17,10 @@
  *   → commit_mark    fsync journal.tmp, rename to journal, fsync DIR:
  *                    from here the epoch survives a crash
  *   → apply          pwrite pages into memory.img, fsync, state.bin and
- *                    meta.json by tmp + rename, unlink journal
+ *                    meta.json by tmp + rename, journal back to journal.tmp
  *
  * zd_replica_open() recovers: a journal is re-applied (applying is
- * idempotent), a journal.tmp is discarded. So after any crash the replica
+ * idempotent), a journal.tmp is ignored. So after any crash the replica
  * is at the last epoch that reached commit_mark, never in between.
  *
  * Functions return 0 or an exit code of zd/util.h (ZD_EXIT_DATA for a bad
