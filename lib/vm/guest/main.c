@@ -125,7 +125,7 @@ void guest_main(void)
 {
 	const volatile struct zdg_params *p = PARAMS;
 	uint64_t hz = p->tsc_hz, rate = p->dirty_rate;
-	uint64_t last, credit = 0;
+	uint64_t last, credit = 0, max_gap = hz / 500;
 
 	mmio_base = p->mmio_gpa;
 	rng = p->seed ? p->seed : 0x9e3779b97f4a7c15ull;
@@ -145,10 +145,13 @@ void guest_main(void)
 			mmio_write(ZDG_MMIO_IDLE, p->idle_max_ticks);
 			continue;
 		}
-		/* Credit in units of 1/hz pages: delta*rate stays far from
-		 * overflow because delta is clamped to one second. */
-		if (delta > hz)
-			delta = hz;
+		/* The rate is per second of running time: a gap much longer
+		 * than the guest asked to idle means it was paused (a
+		 * checkpoint) or descheduled, and a stopped program does not
+		 * catch up on its writes afterwards. The clamp also keeps
+		 * delta*rate (credit in units of 1/hz pages) far from overflow. */
+		if (delta > max_gap)
+			delta = max_gap;
 		credit += delta * rate;
 		due = credit / hz;
 		credit -= due * hz;
@@ -160,6 +163,7 @@ void guest_main(void)
 			wait = p->idle_max_ticks;
 		/* Short gaps are cheaper to spin than to exit for (an exit
 		 * round trip is 12-25 us on kvm_pvm). */
+		max_gap = 2 * wait > hz / 500 ? 2 * wait : hz / 500;
 		if (wait > hz / 20000)
 			mmio_write(ZDG_MMIO_IDLE, wait);
 		else
