@@ -13,7 +13,7 @@
 
 #define USAGE "usage: zd-track TARGET [--interval MS] [--epochs N] [--mode remus|buffered|zddspt]\n" \
 	      "                [--precopy PERCENT] [--verify] [--json] [--control PATH]\n" \
-	      "                [--timeout MS] [-v]\n"
+	      "                [--timeout MS] [--grace MS] [-v]\n"
 
 static volatile sig_atomic_t stop_flag;
 
@@ -45,7 +45,10 @@ static void help(void)
 	       "  -j, --json             JSON lines even when stdout is not a terminal\n"
 	       "  -c, --control PATH     feedback socket (default\n"
 	       "                         $XDG_RUNTIME_DIR/zd-track.PID.sock or /tmp/…)\n"
-	       "  -t, --timeout MS       remus: longest wait for the backup (default 10000)\n"
+	       "  -t, --timeout MS       remus: longest wait for the backup's ACK or DRAINED\n"
+	       "                         (default 10000)\n"
+	       "  -g, --grace MS         remus: wait this long at the start for a backup stage\n"
+	       "                         to connect before running open loop (default 1000)\n"
 	       "  -v, --verbose          log every epoch on stderr\n"
 	       "  -h, --help             this text\n"
 	       "  -V, --version          print the version\n"
@@ -73,6 +76,7 @@ int main(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "control", required_argument, NULL, 'c' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "grace", required_argument, NULL, 'g' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -83,16 +87,17 @@ int main(int argc, char **argv)
 		.mode = ZD_MODE_REMUS,
 		.precopy_pct = ZD_TRACK_DEFAULT_PRECOPY,
 		.timeout_ns = ZD_TRACK_DEFAULT_TIMEOUT_NS,
+		.grace_ns = ZD_TRACK_DEFAULT_GRACE_NS,
 		.out_fd = STDOUT_FILENO,
 	};
-	bool precopy_given = false;
+	bool precopy_given = false, grace_given = false;
 	struct sigaction sa;
 	uint64_t v;
 	int c;
 
 	zd_set_progname(argv[0]);
 	opterr = 0;	/* one diagnostic line of our own */
-	while ((c = getopt_long(argc, argv, ":i:n:m:p:jc:t:vhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":i:n:m:p:jc:t:g:vhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'i':
 			if (zd_parse_duration_ns(optarg, &o.interval_ns) < 0 ||
@@ -126,6 +131,11 @@ int main(int argc, char **argv)
 			if (zd_parse_duration_ns(optarg, &o.timeout_ns) < 0 || o.timeout_ns == 0)
 				usage_error("--timeout '%s': want a duration > 0, e.g. 10000 or 10s", optarg);
 			break;
+		case 'g':
+			if (zd_parse_duration_ns(optarg, &o.grace_ns) < 0 || o.grace_ns > 3600ull * 1000000000)
+				usage_error("--grace '%s': want a duration up to 1h, e.g. 1000 or 1s", optarg);
+			grace_given = true;
+			break;
 		case 'v':
 			zd_verbose = 1;
 			break;
@@ -147,6 +157,8 @@ int main(int argc, char **argv)
 		usage_error("unexpected argument '%s'", argv[optind + 1]);
 	if (precopy_given && o.mode != ZD_MODE_ZDDSPT)
 		usage_error("--precopy needs --mode zddspt%s", "");
+	if (grace_given && o.mode != ZD_MODE_REMUS)
+		usage_error("--grace needs --mode remus%s", "");
 	o.spec = argv[optind];
 
 	/* A flag and no work in the handler: the loop ends the stream. */

@@ -8,6 +8,9 @@
  *   → wait for the backup (ACK via zd-send, else DRAINED via zd-swap,
  *   else open loop) → resume
  *
+ * Before epoch 1 it gives the stages after it --grace (1 s) to connect to
+ * the feedback socket (they do once they read the HEADER).
+ *
  * The VM stays stopped until the backup has the epoch, so pause_ns is
  * known only after the CHECKPOINT went out: it follows in STAT "track".
  */
@@ -62,7 +65,15 @@ fail_paused:
 	return -1;
 }
 
+/* Remus stops the VM for the backup: it waits for one to be there. */
+static int remus_start(struct zd_track *k)
+{
+	track_wait_connect(k, k->o->grace_ns);
+	return 0;
+}
+
 const struct zd_mode_ops zd_mode_remus = {
 	.mode = ZD_MODE_REMUS,
+	.start = remus_start,
 	.round = remus_round,
 };

@@ -388,6 +388,18 @@ int track_wait_backup(struct zd_track *k)
 	}
 }
 
+/* The stages after zd-track connect once they have read the HEADER: give
+ * them a moment, so the first epochs are not taken open loop for want of
+ * a few milliseconds. */
+void track_wait_connect(struct zd_track *k, uint64_t grace_ns)
+{
+	uint64_t deadline = zd_now_ns() + grace_ns;
+
+	while (!*k->stop && zd_now_ns() < deadline &&
+	       zd_fbserver_clients(k->fb, ZD_ROLE_SEND) + zd_fbserver_clients(k->fb, ZD_ROLE_SWAP) == 0)
+		zd_sleep_ns(2 * 1000000);
+}
+
 /* --- the run --- */
 
 static int write_header(struct zd_track *k)
@@ -426,6 +438,8 @@ static int loop(struct zd_track *k, const struct zd_mode_ops *mode)
 	uint64_t done = 0;
 	uint32_t status = 0;
 
+	if (mode->start && mode->start(k) < 0)
+		return -1;
 	k->run_start_ns = zd_now_ns();
 	for (k->epoch = 1;; k->epoch++) {
 		int r;

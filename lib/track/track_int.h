@@ -50,6 +50,8 @@ struct zd_track {
  * (k->rc set, diagnostic printed, the VM resumed if it was paused). */
 struct zd_mode_ops {
 	enum zd_mode mode;
+	/* Optional: once, after the HEADER went out, before epoch 1. */
+	int (*start)(struct zd_track *k);
 	int (*round)(struct zd_track *k);
 };
 
@@ -82,5 +84,7 @@ void init_commit(struct zd_track *k, struct zd_record *commit, uint64_t pages);
 
 /* remus: wait for the backup before resuming. 0, or -1 (k->rc set). */
 int track_wait_backup(struct zd_track *k);
+/* Wait up to grace_ns for a backup stage (zd-send, zd-swap) to connect. */
+void track_wait_connect(struct zd_track *k, uint64_t grace_ns);
 
 #endif
