@@ -509,6 +509,11 @@ static int get_body(json_t *o, struct zd_record *r, const struct zd_rec_header *
 	}
 }
 
+static bool is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r';
+}
+
 static bool has_type_string(json_t *o)
 {
 	return json_is_object(o) && json_is_string(json_object_get(o, "type"));
@@ -519,7 +524,13 @@ bool zd_json_object_ok(const char *text, size_t len)
 	if (len == 0 || text[0] != '{' || memchr(text, '\n', len) || memchr(text, 0, len))
 		return false;
 	json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+	/* its type must be one we do not know, or it would not read back as
+	 * the same passthrough record */
 	bool ok = has_type_string(o);
+	if (ok) {
+		const char *t = json_string_value(json_object_get(o, "type"));
+		ok = lookup(json_names, ZD_REC_TYPE_MAX, t) < 0 && strcmp(t, "raw") != 0;
+	}
 	json_decref(o);
 	return ok;
 }
@@ -530,6 +541,10 @@ int zd_decode_json(const char *line, size_t len, const struct zd_rec_header *hdr
 	zd_record_init(r, 0);
 	while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 		len--;
+	/* jansson stops at a NUL; the line would not survive being copied */
+	const char *nul = memchr(line, 0, len);
+	if (nul)
+		return FAIL(ZD_RERR_MALFORMED, "NUL byte at column %zu", (size_t)(nul - line) + 1);
 	json_error_t jerr;
 	json_t *o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!o)
@@ -558,11 +573,11 @@ int zd_decode_json(const char *line, size_t len, const struct zd_rec_header *hdr
 				  ZD_REC_MAX);
 			goto out;
 		}
-		while (len && (line[0] == ' ' || line[0] == '\t')) {
+		while (len && is_space(line[0])) {
 			line++;
 			len--;
 		}
-		while (len && (line[len - 1] == ' ' || line[len - 1] == '\t'))
+		while (len && is_space(line[len - 1]))
 			len--;
 		r->type = ZD_REC_JSON;
 		r->u.unknown.from_json = true;

@@ -107,6 +107,7 @@ void zd_buf_reserve(struct zd_buf *b, size_t extra)
 void zd_buf_printf(struct zd_buf *b, const char *fmt, ...)
 {
 	va_list ap;
+	zd_buf_reserve(b, 64);	/* most formats fit; also makes b->p non-NULL */
 	va_start(ap, fmt);
 	int n = vsnprintf((char *)b->p + b->len, b->cap - b->len, fmt, ap);
 	va_end(ap);
@@ -232,6 +233,10 @@ int zd_rec_check(const struct zd_record *r, uint32_t page_size)
 		ok = r->type >= ZD_REC_TYPE_MAX &&
 		     (r->u.unknown.len == 0 || r->u.unknown.data) &&
 		     r->u.unknown.len <= ZD_REC_MAX;
+		if (ok && r->u.unknown.from_json)
+			ok = zd_json_object_ok((const char *)r->u.unknown.data, r->u.unknown.len);
+		else if (ok)
+			ok = r->type != ZD_REC_JSON;	/* that code means JSON text */
 		break;
 	}
 	if (!ok) {

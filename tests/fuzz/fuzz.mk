@@ -1,0 +1,23 @@
+# libFuzzer harness of the zd-stream(5) decoder (clang + libclang-rt-dev).
+#   make fuzz                 run every harness for FUZZ_TIME seconds each
+#   make fuzz FUZZ_TIME=600   longer
+# The corpus grows in $(BUILD)/fuzz/corpus-*; tests/fuzz/seeds-* start it.
+FUZZ_CC ?= clang
+FUZZ_TIME ?= 60
+FUZZ_FLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -Ilib -msse4.2 \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+FUZZ_DECODE_SRC := tests/fuzz/fuzz_decode.c $(sort $(wildcard lib/stream/*.c)) lib/util/util.c
+
+$(BUILD)/fuzz/fuzz_decode: $(FUZZ_DECODE_SRC) $(wildcard lib/stream/*.h lib/zd/*.h) | deps-ok
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(FUZZ_DECODE_SRC) $(LDLIBS)
+
+.PHONY: fuzz-decode
+fuzz: fuzz-decode
+fuzz-decode: $(BUILD)/fuzz/fuzz_decode
+	@mkdir -p $(BUILD)/fuzz/corpus-decode
+	$(BUILD)/fuzz/fuzz_decode -max_total_time=$(FUZZ_TIME) -max_len=65536 \
+		-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+		-artifact_prefix=$(BUILD)/fuzz/ \
+		$(BUILD)/fuzz/corpus-decode tests/fuzz/seeds-decode

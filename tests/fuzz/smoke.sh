@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Fuzz smoke run (suite "fuzz" of tests/run): replay the seed corpus, then
+# fuzz the zd-stream(5) decoder for FUZZ_SMOKE_TIME seconds (default 10).
+# The long run is `make fuzz`.
+. "$(dirname "$0")/../lib/tap.sh"
+cd "$ZD_TOP" || exit 2
+BUILD=${BUILD:-build}
+bin=$BUILD/fuzz/fuzz_decode
+secs=${FUZZ_SMOKE_TIME:-10}
+
+if ! command -v "${FUZZ_CC:-clang}" >/dev/null; then
+	skip "fuzz_decode builds" "no clang"
+	done_testing
+fi
+if ! make -s "$bin" >"$TMP/build.log" 2>&1; then
+	not_ok "fuzz_decode builds" "$(tail -5 "$TMP/build.log")"
+	done_testing
+fi
+ok "fuzz_decode builds"
+
+# every seed decodes without a finding (and -runs=0 replays them only)
+check "seed corpus replays clean" "$bin" -runs=0 -artifact_prefix="$TMP/" tests/fuzz/seeds-decode
+
+mkdir -p "$TMP/corpus"
+if "$bin" -max_total_time="$secs" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
+	-artifact_prefix="$TMP/" "$TMP/corpus" tests/fuzz/seeds-decode >"$TMP/fuzz.log" 2>&1; then
+	ok "fuzz_decode ${secs}s: $(grep -oE '#[0-9]+ +DONE.*' "$TMP/fuzz.log" | tail -1 | tr -s ' ')"
+else
+	not_ok "fuzz_decode ${secs}s finds nothing" "$(grep -E 'ERROR|SUMMARY|fuzz_decode:|Test unit written' "$TMP/fuzz.log" | head -10)"
+	# keep the reproducer for whoever looks at the log
+	cp "$TMP"/crash-* "$TMP"/leak-* "$TMP"/timeout-* "$TMP"/oom-* "$BUILD/fuzz/" 2>/dev/null
+fi
+done_testing
