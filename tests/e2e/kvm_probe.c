@@ -25,6 +25,7 @@
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -42,6 +43,7 @@
 #define MMIO_GPA 0x40000u /* just past the slot: no memslot there */
 #define MMIO_EXITS 100u
 #define BIT(n) (1ull << (n))
+#define PROBE_TIMEOUT 120 /* seconds: generous for nested KVM under TCG */
 
 /*
  * The guest, 16-bit real mode at CODE_GPA with every segment base 0.
@@ -87,6 +89,20 @@ static void fail(struct probe *p, const char *fmt, ...)
 	va_end(ap);
 	putchar('\n');
 	p->failed = 1;
+}
+
+/* A guest that never exits must fail the probe, not hang the test. */
+static const char *volatile step = "setup";
+
+static void on_alarm(int sig)
+{
+	char msg[160];
+	int n = snprintf(msg, sizeof(msg), "kvm_probe: %s: no progress in %d s\n", step, PROBE_TIMEOUT);
+
+	(void)sig;
+	if (write(STDOUT_FILENO, msg, n) < 0)
+		_exit(1);
+	_exit(1);
 }
 
 static void die(const char *what)
@@ -259,7 +275,7 @@ static void *guard_thread(void *arg)
 		struct uffd_msg msg;
 		ssize_t n;
 
-		if (poll(&pfd, 1, 10000) != 1) {
+		if (poll(&pfd, 1, 60000) != 1) {
 			g->error = ETIMEDOUT;
 			return NULL;
 		}
@@ -332,6 +348,8 @@ int main(void)
 	int dirty_bad = 0;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGALRM, on_alarm);
+	alarm(PROBE_TIMEOUT);
 	setup(&p);
 
 	/* INITIALLY_SET: every page starts dirty; clear them all to start clean. */
@@ -339,6 +357,7 @@ int main(void)
 	clear_dirty(&p, ~0ull);
 	dirty_bad += check_dirty(&p, "after clearing all", 0);
 
+	step = "run";
 	if (run_to_hlt(&p, &mmio) < 0)
 		return 1;
 	if (p.mem[0x3000] != 0x11 || p.mem[0x5000] != 0x22) {
@@ -352,9 +371,11 @@ int main(void)
 	clear_dirty(&p, BIT(3));
 	dirty_bad += check_dirty(&p, "after clearing page 3 only", BIT(5));
 
+	step = "loop";
 	set_ecx(&p, 1000);
 	if (run_to_hlt(&p, &mmio) < 0)
 		return 1;
+	step = "mmio";
 	set_ecx(&p, MMIO_EXITS);
 	if (run_to_hlt(&p, &mmio) < 0)
 		return 1;
@@ -367,6 +388,7 @@ int main(void)
 	p.mem[0x9000] = 0x99;
 	struct guard g = { .p = &p };
 	pthread_t tid;
+	step = "uffd-wp";
 	int have_uffd = setup_uffd(&p) == 0;
 	if (have_uffd && pthread_create(&tid, NULL, guard_thread, &g) != 0)
 		die("pthread_create");
