@@ -845,6 +845,67 @@ static void test_invalid_json(void **state)
 	close(fd);
 }
 
+/* Lines over a few KiB take the path that cuts "data" out before jansson
+ * parses the rest: it must agree with the plain path on every shape. */
+static void test_json_big_lines(void **state)
+{
+	const struct zd_rec_header hdr = { .major = 1, .page_size = 4096, .page_count = 16 };
+	size_t b64n = 4096 / 3 * 4 + 4;	/* base64 of 4096 bytes: 5464 chars */
+	char *data = malloc(b64n + 1);
+	memset(data, 'A', b64n);
+	strcpy(data + b64n - 4, "AA==");	/* 4096 zero bytes */
+	char *line = malloc(b64n + 1024), msg[256];
+	struct zd_record r;
+
+	/* keys in another order, "data" text inside another string first */
+	snprintf(line, b64n + 1024,
+		 "{\"data\":\"%s\",\"note\":\"\\\"data\\\":\\\"x\",\"ranges\":[[2,1]],\"type\":\"pages\","
+		 "\"pages\":1,\"flags\":1,\"enc\":\"raw\",\"epoch\":3}", data);
+	/* (the "note" key is unknown and ignored) */
+	assert_int_equal(zd_decode_json(line, strlen(line), &hdr, &r, msg, sizeof(msg)), 0);
+	assert_int_equal(r.type, ZD_REC_PAGES);
+	assert_int_equal(r.u.pages.data_len, 4096);
+	assert_int_equal(r.u.pages.epoch, 3);
+	zd_record_free(&r);
+
+	snprintf(line, b64n + 1024,
+		 "{\"type\":\"pages\",\"note\":\"\\\"data\\\":\\\"x\",\"epoch\":3,\"enc\":\"raw\",\"flags\":0,"
+		 "\"pages\":1,\"ranges\":[[2,1]],\"data\":\"%s\"}", data);
+	assert_int_equal(zd_decode_json(line, strlen(line), &hdr, &r, msg, sizeof(msg)), 0);
+	assert_int_equal(r.u.pages.data_len, 4096);
+	zd_record_free(&r);
+
+	/* a duplicate "data" key is still a duplicate */
+	snprintf(line, b64n + 1024,
+		 "{\"type\":\"state\",\"epoch\":0,\"kind\":1,\"data\":\"%s\",\"data\":\"AA==\"}", data);
+	assert_int_equal(zd_decode_json(line, strlen(line), &hdr, &r, msg, sizeof(msg)),
+			 -ZD_RERR_MALFORMED);
+	assert_non_null(strstr(msg, "invalid JSON"));
+
+	/* an escape inside data: not base64 either way */
+	data[100] = '\\';
+	data[101] = 'n';
+	snprintf(line, b64n + 1024, "{\"type\":\"state\",\"epoch\":0,\"kind\":1,\"data\":\"%s\"}", data);
+	assert_int_equal(zd_decode_json(line, strlen(line), &hdr, &r, msg, sizeof(msg)),
+			 -ZD_RERR_MALFORMED);
+	assert_non_null(strstr(msg, "not base64"));
+
+	/* an unknown type keeps its line only if all of it is JSON */
+	data[100] = 1;		/* a raw control character inside a string */
+	snprintf(line, b64n + 1024, "{\"type\":\"later\",\"data\":\"%s\"}", data);
+	assert_int_equal(zd_decode_json(line, strlen(line), &hdr, &r, msg, sizeof(msg)),
+			 -ZD_RERR_MALFORMED);
+	data[100] = 'B';
+	data[101] = 'B';
+	snprintf(line, b64n + 1024, "{\"type\":\"later\",\"data\":\"%s\"}", data);
+	assert_int_equal(zd_decode_json(line, strlen(line), &hdr, &r, msg, sizeof(msg)), 0);
+	assert_int_equal(r.type, ZD_REC_JSON);
+	assert_int_equal(r.u.unknown.len, strlen(line));
+	zd_record_free(&r);
+	free(line);
+	free(data);
+}
+
 static void test_unknown_records_survive(void **state)
 {
 	/* binary unknown → JSON "raw" → binary: the same bytes */
@@ -959,6 +1020,7 @@ int main(void)
 		cmocka_unit_test(test_order_rules),
 		cmocka_unit_test(test_malformed_bodies),
 		cmocka_unit_test(test_invalid_json),
+		cmocka_unit_test(test_json_big_lines),
 		cmocka_unit_test(test_unknown_records_survive),
 		cmocka_unit_test(test_pipe_small_writes),
 		cmocka_unit_test(test_writer_refuses_bad_records),
