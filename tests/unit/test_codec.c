@@ -929,13 +929,13 @@ static void test_unknown_records_survive(void **state)
 	free(bin);
 }
 
-static void test_pipe_small_writes(void **state)
+static void pipe_small_writes(enum zd_encoding enc)
 {
 	/* a writer that trickles bytes: the reader must reassemble */
 	static struct zd_record recs[200], back[200];
 	size_t n = random_stream(recs, 200, 10);
 	uint8_t *bytes;
-	size_t len = write_stream(recs, n, ZD_ENC_BINARY, &bytes);
+	size_t len = write_stream(recs, n, enc, &bytes);
 	int p[2];
 	assert_int_equal(pipe(p), 0);
 	pid_t pid = fork();
@@ -969,6 +969,9 @@ static void test_pipe_small_writes(void **state)
 	close(p[0]);
 	free(bytes);
 }
+
+static void test_pipe_small_writes_binary(void **state) { pipe_small_writes(ZD_ENC_BINARY); }
+static void test_pipe_small_writes_json(void **state) { pipe_small_writes(ZD_ENC_JSON); }
 
 static void test_writer_refuses_bad_records(void **state)
 {
@@ -1022,7 +1025,8 @@ int main(void)
 		cmocka_unit_test(test_invalid_json),
 		cmocka_unit_test(test_json_big_lines),
 		cmocka_unit_test(test_unknown_records_survive),
-		cmocka_unit_test(test_pipe_small_writes),
+		cmocka_unit_test(test_pipe_small_writes_binary),
+		cmocka_unit_test(test_pipe_small_writes_json),
 		cmocka_unit_test(test_writer_refuses_bad_records),
 		cmocka_unit_test(test_names),
 	};
