@@ -227,7 +227,9 @@ int zd_capture_feed(struct zd_capture *c, const struct zd_record *r)
 	case ZD_REC_PAGES:
 		if (r->u.pages.epoch != c->epoch && r->u.pages.epoch > c->stats.epoch)
 			open_epoch(c, r->u.pages.epoch);
-		if (r->u.pages.epoch == c->epoch)
+		/* A pre-copied page that was written again after T0 is in DIRTY
+		 * and needs its checkpoint-time copy: pre-copies cover nothing. */
+		if (r->u.pages.epoch == c->epoch && !(r->u.pages.flags & ZD_PAGES_PRECOPY))
 			add_to(&c->covered, &r->u.pages.set);
 		break;
 	case ZD_REC_COMMIT:

@@ -291,20 +291,24 @@ int zd_replica_stage_verify(struct zd_replica *rep, const struct zd_rec_commit *
 	if (c->pages != st->dirty.pages)
 		return zd__rep_fail(rep, ZD_EXIT_DATA, "COMMIT of epoch %" PRIu64 " counts %" PRIu64
 				    " pages, its DIRTY set has %" PRIu64, st->epoch, c->pages, st->dirty.pages);
-	if (!zd_pageset_equal(&st->covered, &st->dirty)) {
-		bool missing;
-
-		zd_pageset_subtract(&d, &st->dirty, &st->covered);
-		missing = d.pages > 0;
-		if (!missing)
-			zd_pageset_subtract(&d, &st->covered, &st->dirty);
-		rc = zd__rep_fail(rep, ZD_EXIT_DATA,
-				  missing ? "epoch %" PRIu64 ": PAGES miss %" PRIu64 " of %" PRIu64 " DIRTY pages (first pfn %" PRIu64 ")"
-					  : "epoch %" PRIu64 ": PAGES carry %" PRIu64 " pages beyond the %" PRIu64 " DIRTY ones (first pfn %" PRIu64 ")",
+	/* Every DIRTY page has PAGES; a page outside DIRTY is allowed only as
+	 * a pre-copy (zddspt: copied at T0, not written again before T1). */
+	zd_pageset_subtract(&d, &st->dirty, &st->covered);
+	if (d.pages) {
+		rc = zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 ": PAGES miss %" PRIu64 " of %" PRIu64
+				  " DIRTY pages (first pfn %" PRIu64 ")", st->epoch, d.pages, st->dirty.pages, d.r[0].first);
+		zd_pageset_free(&d);
+		return rc;
+	}
+	zd_pageset_subtract(&d, &st->final_set, &st->dirty);
+	if (d.pages) {
+		rc = zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 ": PAGES carry %" PRIu64
+				  " pages beyond the %" PRIu64 " DIRTY ones (first pfn %" PRIu64 ")",
 				  st->epoch, d.pages, st->dirty.pages, d.r[0].first);
 		zd_pageset_free(&d);
 		return rc;
 	}
+	zd_pageset_free(&d);
 	if (verify == ZD_VERIFY_ALWAYS && !(c->flags & ZD_COMMIT_HAS_MEMSUM))
 		return zd__rep_fail(rep, ZD_EXIT_DATA, "COMMIT of epoch %" PRIu64
 				    " has no memory checksum (--verify wants zd-track --verify)", st->epoch);

@@ -82,6 +82,15 @@ n=$(zd-stat --json <"$TMP/acks3.bin" 2>&1 | jq -r '.epochs // empty')
 n=$(zd-swap --json <"$TMP/acks3.bin" 2>/dev/null | jq -s '[.[] | select(.type == "ack")] | length')
 [ "$n" = $N2 ] && ok "zd-recv --stdio writes $N2 ACK records on stdout" || not_ok "zd-recv --stdio writes $N2 ACK records" "got $n"
 
+# 3b. zddspt mode: pre-copied PAGES arrive before their CHECKPOINT, DIRTY
+# holds only what was written after T0; zd-swap recaptures re-dirtied pages.
+zd-track "$SPEC2" --epochs $N2 --interval 5 --verify --mode zddspt 2>/dev/null |
+	zd-swap 2>/dev/null | zd-send - 2>/dev/null | zd-recv --stdio --replica "$TMP/rz" >/dev/null 2>"$TMP/recvz.err"
+rc=$?
+[ $rc = 0 ] && [ "$(replica_field "$TMP/rz" epoch)" = $N2 ] && [ "$(replica_field "$TMP/rz" memsum)" = "$want" ] &&
+	ok "zddspt (pre-copy): replica = primary at epoch $N2" ||
+	not_ok "zddspt (pre-copy): replica = primary at epoch $N2" "exit $rc: $(cat "$TMP/recvz.err")"
+
 # 4. A server without --once serves connections one after another. A new
 # primary run must not be applied over another run's replica: refused, the
 # replica stays as it was, the server keeps serving.

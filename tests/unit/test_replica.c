@@ -329,6 +329,8 @@ static void test_precopy_override(void **state)
 	assert_int_equal(stage_pages(rep, f, 1, 20, 4, ZD_PAGES_PRECOPY, 0, true), 0);
 	stage_dirty(rep, 20, 6);
 	assert_int_equal(stage_pages(rep, f, 1, 22, 4, 0, 1, true), 0);
+	/* Pre-copied and not written again: not in DIRTY, applied all the same. */
+	assert_int_equal(stage_pages(rep, f, 1, 40, 2, ZD_PAGES_PRECOPY, 0, true), 0);
 	c = commit_of(f, 1, 6);
 	assert_int_equal(zd_replica_commit(rep, &c, ZD_VERIFY_ALWAYS), 0);
 	zd_replica_close(rep);
