@@ -973,6 +973,110 @@ static void pipe_small_writes(enum zd_encoding enc)
 static void test_pipe_small_writes_binary(void **state) { pipe_small_writes(ZD_ENC_BINARY); }
 static void test_pipe_small_writes_json(void **state) { pipe_small_writes(ZD_ENC_JSON); }
 
+/* The EXAMPLES of man/zd-stream.5 are what the encoder writes: the page
+ * is normative, so it may not drift from the code. */
+static void example_records(struct zd_record *r, size_t *n)
+{
+	static uint8_t zstd[6] = { 0x28, 0xb5, 0x2f, 0xfd, 0, 0 };
+	*n = 0;
+	zd_record_init(&r[*n], ZD_REC_HEADER);
+	r[*n].u.header.page_size = 4096;
+	r[*n].u.header.page_count = 256;
+	r[*n].u.header.mode = ZD_MODE_ZDDSPT;
+	r[*n].u.header.interval_us = 25000;
+	r[*n].u.header.start_ns = 1764072000000000000ull;
+	r[*n].u.header.target = "synth:pages=256";
+	r[*n].u.header.control = "";
+	(*n)++;
+	zd_record_init(&r[*n], ZD_REC_CHECKPOINT);
+	r[*n].u.ckpt = (struct zd_rec_checkpoint){ 1, 0, 5000000, 5040000, 40000, ZD_CKPT_PAGES_INLINE };
+	(*n)++;
+	zd_record_init(&r[*n], ZD_REC_DIRTY);
+	r[*n].u.dirty.epoch = 1;
+	zd_pageset_add_range(&r[*n].u.dirty.set, 3, 2);
+	zd_pageset_add(&r[*n].u.dirty.set, 10);
+	(*n)++;
+	zd_record_init(&r[*n], ZD_REC_PAGES);
+	r[*n].u.pages.epoch = 1;
+	r[*n].u.pages.enc = ZD_PENC_ZSTD;
+	zd_pageset_copy(&r[*n].u.pages.set, &r[*n - 1].u.dirty.set);
+	r[*n].u.pages.data_len = sizeof(zstd);
+	r[*n].u.pages.data = zstd;
+	(*n)++;
+	zd_record_init(&r[*n], ZD_REC_COMMIT);
+	r[*n].u.commit.epoch = 1;
+	r[*n].u.commit.pages = 3;
+	(*n)++;
+	zd_record_init(&r[*n], ZD_REC_END);
+	r[*n].u.end.epochs = 1;
+	(*n)++;
+}
+
+static void test_man_page_examples(void **state)
+{
+	char path[4096];
+	const char *top = getenv("ZD_TOP");
+	snprintf(path, sizeof(path), "%s/man/zd-stream.5", top ? top : ".");
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		print_message("# %s not found\n", path);
+		skip();
+	}
+	uint8_t hex[4096];
+	size_t nhex = 0;
+	char json[8192] = "", line[1024];
+	bool in_examples = false, folded = false;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, ".SH", 3) == 0)
+			in_examples = strstr(line, "EXAMPLES") != NULL;
+		if (!in_examples)
+			continue;
+		unsigned off;
+		int pos = -1;
+		if (sscanf(line, "%8x: %n", &off, &pos) == 1 && pos == 10) {
+			assert_int_equal(off, nhex);
+			/* 8 groups of 4 hex digits at most, then the text column */
+			const char *p = line + pos;
+			for (int g = 0; g < 8; g++) {
+				unsigned a, b;
+				if (sscanf(p, "%2x%2x", &a, &b) == 2) {
+					hex[nhex++] = (uint8_t)a;
+					hex[nhex++] = (uint8_t)b;
+					p += 5;
+				} else if (sscanf(p, "%2x ", &a) == 1 && p[2] == ' ') {
+					hex[nhex++] = (uint8_t)a;
+					break;
+				} else {
+					break;
+				}
+			}
+		} else if (line[0] == '{' || folded) {
+			size_t l = strlen(line);
+			folded = l >= 3 && strcmp(line + l - 3, "\\e\n") == 0;
+			if (folded)
+				line[l - 3] = 0;	/* folded to fit the page */
+			strcat(json, line);
+		}
+	}
+	fclose(f);
+
+	struct zd_record r[8];
+	size_t n;
+	example_records(r, &n);
+	uint8_t *bin;
+	size_t blen = write_stream(r, n, ZD_ENC_BINARY, &bin);
+	assert_int_equal(nhex, blen);
+	assert_memory_equal(hex, bin, blen);
+	uint8_t *js;
+	size_t jlen = write_stream(r, n, ZD_ENC_JSON, &js);
+	assert_int_equal(strlen(json), jlen);
+	assert_memory_equal(json, js, jlen);
+	zd_pageset_free(&r[2].u.dirty.set);
+	zd_pageset_free(&r[3].u.pages.set);
+	free(bin);
+	free(js);
+}
+
 static void test_writer_refuses_bad_records(void **state)
 {
 	int fd = memfd_create("w", 0);
@@ -1027,6 +1131,7 @@ int main(void)
 		cmocka_unit_test(test_unknown_records_survive),
 		cmocka_unit_test(test_pipe_small_writes_binary),
 		cmocka_unit_test(test_pipe_small_writes_json),
+		cmocka_unit_test(test_man_page_examples),
 		cmocka_unit_test(test_writer_refuses_bad_records),
 		cmocka_unit_test(test_names),
 	};
