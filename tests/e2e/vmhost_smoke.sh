@@ -18,6 +18,27 @@ expect_fail "vmhost: --mem must be a number" 2 "^vmhost: 'lots' is not a positiv
 expect_fail "vmhost: unknown option" 2 "^vmhost: unknown option '--fast'" "$VMHOST" run --fast -- true
 expect_fail "vmhost: unknown command" 2 "^vmhost: want the 'run' command" "$VMHOST" start
 
+if [ -c /dev/kvm ] && { : <>/dev/kvm; } 2>/dev/null; then
+	skip "vmhost: ZD_VMHOST=host without /dev/kvm skips (77)" "/dev/kvm works here"
+	skip "vmhost: no kernel to boot skips (77)" "/dev/kvm works here"
+else
+	ZD_VMHOST=host "$VMHOST" run -- true >"$TMP/77.out" 2>"$TMP/77.err"
+	rc=$?
+	if [ $rc -eq 77 ] && [ "$(cat "$TMP/77.out")" = "no /dev/kvm and no qemu-system-x86_64: KVM tests skipped" ] &&
+		[ ! -s "$TMP/77.err" ]; then
+		ok "vmhost: ZD_VMHOST=host without /dev/kvm skips (77)"
+	else
+		not_ok "vmhost: ZD_VMHOST=host without /dev/kvm skips (77)" "exit $rc: $(cat "$TMP/77.out" "$TMP/77.err")"
+	fi
+	ZD_VMHOST_KERNEL=0.0-none "$VMHOST" run -- true >"$TMP/77.out" 2>"$TMP/77.err"
+	rc=$?
+	if [ $rc -eq 77 ] && grep -qx "no /dev/kvm and no Debian kernel .*: KVM tests skipped" "$TMP/77.out"; then
+		ok "vmhost: no kernel to boot skips (77)"
+	else
+		not_ok "vmhost: no kernel to boot skips (77)" "exit $rc: $(cat "$TMP/77.out" "$TMP/77.err")"
+	fi
+fi
+
 if [ ! -x "$PROBE" ] && ! make -s "$PROBE" >"$TMP/make.log" 2>&1; then
 	not_ok "build $PROBE" "$(cat "$TMP/make.log")"
 	done_testing
@@ -69,6 +90,7 @@ check "kvm_probe exits 0" grep -qx "probe-status=0" "$TMP/out"
 if [ "${ZD_VMHOST:-auto}" != vm ] && [ -c /dev/kvm ] && { : <>/dev/kvm; } 2>/dev/null; then
 	ok "a file the command writes in ZD_TOP is there afterwards"
 	skip "copy mode (no 9p) runs kvm_probe too" "/dev/kvm works here: no guest"
+	skip "vmhost_reexec_test runs a TAP script in the guest" "/dev/kvm works here: no guest"
 	skip "--timeout kills the guest" "/dev/kvm works here: no guest"
 	done_testing
 fi
@@ -87,6 +109,24 @@ if [ $rc -eq 0 ] && [ "$(grep -c '^kvm_probe: ok ' "$TMP/copy.out")" -eq 4 ]; th
 	ok "copy mode (no 9p) runs kvm_probe too"
 else
 	not_ok "copy mode (no 9p) runs kvm_probe too" "exit $rc: $(cat "$TMP/copy.out") $(tail -5 "$TMP/copy.err")"
+fi
+
+# A TAP script that calls vmhost_reexec_test runs whole in the guest.
+script=$BUILD/vmhost-smoke-reexec.$$.sh
+at_exit rm -f "$ZD_TOP/$script"
+cat >"$script" <<'EOS'
+. "$ZD_TOP/tests/lib/tap.sh"
+. "$ZD_TOP/tests/lib/vmhost.sh"
+vmhost_reexec_test "$0" "$@"
+check "in the guest with args '$*'" test "$(hostname):$*" = "zd-vmhost:a b"
+done_testing
+EOS
+ZD_TOP=$ZD_TOP bash "$script" a b >"$TMP/re.out" 2>"$TMP/re.err"
+rc=$?
+if [ $rc -eq 0 ] && grep -qx "ok 1 - in the guest with args 'a b'" "$TMP/re.out" && grep -qx "1..1" "$TMP/re.out"; then
+	ok "vmhost_reexec_test runs a TAP script in the guest"
+else
+	not_ok "vmhost_reexec_test runs a TAP script in the guest" "exit $rc: $(cat "$TMP/re.out") $(tail -5 "$TMP/re.err")"
 fi
 
 start=$SECONDS

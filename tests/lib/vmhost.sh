@@ -18,46 +18,61 @@
 #   3. Otherwise it prints one line and exits 77 (the automake "skip" code):
 #      "no /dev/kvm and no qemu-system-x86_64: KVM tests skipped".
 #
-# How the guest sees files ("share" mode, ZD_VMHOST_SHARE=9p|copy|auto):
-#   9p    The host's root is the guest's root, read-only, over virtio-9p
-#         (tag "hostroot"), and the repository ZD_TOP is mounted read-write
-#         over it (tag "zd"), so everything installed here (bash, jq, the
-#         libraries) exists in the guest and the command's output files can
-#         be read back on the host afterwards. /tmp, /run, /dev/shm are guest
-#         tmpfs; /proc, /sys, /dev are the guest's own.
-#   copy  Fallback when 9p is unavailable: the initramfs carries busybox,
-#         bash, env, ZD_TOP's bin/, tests/ and $BUILD/tests/, and every shared
-#         library their ELF files need (ldd, plus ld-linux and libgcc_s).
-#         Files the command writes stay in the guest.
-#   auto  (default) 9p; if the guest cannot mount it, boot again in copy mode.
+# What the command sees in the guest (9p mode, the default):
+#   - the host's whole file tree, read-only, so bash, jq, python3 and every
+#     library installed here are there; ZD_TOP read-write and shared, so
+#     files it writes under ZD_TOP (e.g. $BUILD/...) are on the host after;
+#   - its own /tmp, /run, /dev/shm (tmpfs), /proc, /sys, /dev (with /dev/kvm,
+#     /dev/net/tun), loopback networking (lo up), hostname zd-vmhost, root;
+#     anything else it writes outside ZD_TOP fails (read-only) or is lost;
+#   - stdin is /dev/null; ZD_VMHOST_GUEST=1 is set.
+#   copy mode (ZD_VMHOST_SHARE=copy, or automatically when 9p fails): the
+#   initramfs carries busybox, bash, env, ZD_TOP's bin/, tests/ and
+#   $BUILD/tests/ with every shared library their ELF files need (ldd, plus
+#   ld-linux and libgcc_s); nothing comes back but stdout, stderr, status.
+#
+# In a TAP test that needs KVM, source this file after tap.sh and call
+#   vmhost_reexec_test "$0" "$@"
+# It returns where /dev/kvm works (here, or already in the guest); otherwise
+# it runs the whole script in a guest and exits with its status, or prints a
+# TAP skip with the reason where no KVM can be had.
+#
+# Exit status of "run": COMMAND's own; 77 no KVM possible (one line on
+# stdout says why); 124 --timeout hit (only our own QEMU is killed, by PID);
+# 125 the guest ended without a status (the console's tail goes to stderr);
+# 2 usage.
 #
 # Plumbing:
+#   - QEMU boots the uncompressed vmlinux (extracted once from the bzImage
+#     into $BUILD/vmhost/) through its PVH entry, ~5 s faster under TCG than
+#     the bzImage; the bzImage is the fallback.
 #   - The base initramfs (busybox-static, the kvm/virtio/9p modules, /init)
 #     is cached in $BUILD/vmhost/ and rebuilt when its inputs change (this
 #     script, busybox, the kernel's modules). Each run appends a small cpio
 #     with the command and its environment (and, in copy mode, the files).
-#   - The command's stdout and stderr travel on two virtio-serial ports to
-#     files the host streams to its own stdout and stderr while the guest
-#     runs. The exit status comes back as a marker line on the serial
-#     console ("ZD-VMHOST-STATUS n"), which also keeps the kernel log; on
-#     failure the harness shows its tail.
-#   - Only our own QEMU is ever killed, by its PID, after --timeout seconds
-#     (default 600; exit 124 then, as timeout(1)). A guest that dies without
-#     a marker gives exit 125. The guest has loopback networking (lo up),
-#     2 vCPUs and 2048 MB unless told otherwise.
+#   - stdout and stderr travel on two virtio-serial ports to files the host
+#     streams to its own stdout and stderr while the guest runs. The status
+#     comes back as a marker on the serial console ("ZD-VMHOST-STATUS n").
+#
+# Costs measured on a 2-core build machine (noisy: other QEMUs were running):
+# boot to the command ~6-10 s; nested KVM under TCG runs a guest loop at
+# ~3 ns per iteration at CPL0 and CPL3 alike; one MMIO exit round trip
+# ~60-75 us. Timing inside TCG is emulated: tests run this way must assert
+# on counts and equality, never on absolute times.
 #
 # Environment:
 #   ZD_VMHOST=auto|vm|host  auto (default) as above; vm forces the QEMU path
 #                           even where /dev/kvm works; host never boots QEMU.
+#   ZD_VMHOST_SHARE=auto|9p|copy   see above (default auto: 9p, else copy).
+#   ZD_VMHOST_TIMEOUT, ZD_VMHOST_MEM, ZD_VMHOST_CPUS
+#                           defaults of --timeout (600), --mem (2048),
+#                           --cpus (2).
 #   ZD_VMHOST_KERNEL=VER    the kernel version to boot (default: newest one
 #                           with kvm-amd.ko).
 #   ZD_VMHOST_ENV="A B"     more variables to pass into the guest.
 #   ZD_VMHOST_KEEP=1        keep the run directory ($BUILD/vmhost/run.*):
 #                           console log, stdout, stderr, the run cpio.
 #   ZD_VMHOST_VERBOSE=1     say on stderr which path was taken and the times.
-#
-# Timing inside TCG is emulated: tests run this way must assert on counts and
-# equality, never on absolute times.
 set -u
 
 VMHOST_SELF=$(readlink -f "${BASH_SOURCE[0]}")
@@ -408,8 +423,33 @@ vmhost_tail() {
 	} >&2
 }
 
+# vmhost_why_not: succeeds, printing the reason, when no guest can be booted.
+vmhost_why_not() {
+	if [ "${ZD_VMHOST:-auto}" = host ] || ! command -v qemu-system-x86_64 >/dev/null; then
+		echo "no /dev/kvm and no qemu-system-x86_64: KVM tests skipped"
+	elif ! vmhost_find_kernel >/dev/null; then
+		echo "no /dev/kvm and no Debian kernel with kvm-amd.ko in /boot and /lib/modules: KVM tests skipped"
+	else
+		return 1
+	fi
+}
+
+# vmhost_reexec_test SCRIPT [ARG...]: see the top of this file.
+vmhost_reexec_test() {
+	local why
+	[ -n "${ZD_VMHOST_GUEST:-}" ] && return 0
+	[ "${ZD_VMHOST:-auto}" != vm ] && vmhost_host_kvm_ok && return 0
+	if why=$(vmhost_why_not); then
+		echo "ok 1 - needs /dev/kvm # SKIP $why"
+		echo "1..1"
+		exit 0
+	fi
+	vmhost_run -- bash "$@"
+	exit $?
+}
+
 vmhost_run() {
-	local timeout=600 mem=2048 cpus=2
+	local timeout=${ZD_VMHOST_TIMEOUT:-600} mem=${ZD_VMHOST_MEM:-2048} cpus=${ZD_VMHOST_CPUS:-2}
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--timeout | --mem | --cpus)
@@ -433,15 +473,12 @@ vmhost_run() {
 		"$@"
 		return
 	fi
-	if [ "$mode" = host ] || ! command -v qemu-system-x86_64 >/dev/null; then
-		echo "no /dev/kvm and no qemu-system-x86_64: KVM tests skipped"
+	local why kver
+	if why=$(vmhost_why_not); then
+		echo "$why"
 		return 77
 	fi
-	local kver
-	if ! kver=$(vmhost_find_kernel); then
-		echo "no /dev/kvm and no Debian kernel with kvm-amd.ko in /boot and /lib/modules: KVM tests skipped"
-		return 77
-	fi
+	kver=$(vmhost_find_kernel)
 	local base
 	base=$(vmhost_base_cpio "$kver") || { vmhost_err "cannot build the initramfs"; return 125; }
 
