@@ -200,7 +200,12 @@ static void *ack_thread(void *arg)
 	if (n < 0 && !done) {
 		char m[300];
 
-		snprintf(m, sizeof(m), "%s", rd.msg);
+		/* Nothing at all came back: the peer is not a zd-recv, or it
+		 * died before answering the HEADER. */
+		if (rd.nrec == 0 && rd.err == ZD_RERR_TRUNCATED)
+			snprintf(m, sizeof(m), "%s: connection closed before any reply", s->conn.name);
+		else
+			snprintf(m, sizeof(m), "%s", rd.msg);
 		zd_reader_free(&rd);
 		die_once(ZD_EXIT_PEER, "%s%s", m, "");
 	}

@@ -64,7 +64,7 @@ int main(int argc, char **argv)
 	struct zd_writer w;
 	struct zd_capture *cap;
 	struct zd_record r;
-	bool json = false, ended = false;
+	bool json = false;
 	int c, n, rc = 0, fb = -1;
 
 	zd_set_progname(argv[0]);
@@ -119,7 +119,6 @@ int main(int argc, char **argv)
 				}
 			}
 		}
-		ended = r.type == ZD_REC_END;
 		zd_record_free(&r);
 	}
 	if (n < 0) {
@@ -130,7 +129,6 @@ int main(int argc, char **argv)
 		zd_warnx("stdout: write: %s", strerror(w.err));
 		rc = ZD_EXIT_FAIL;
 	}
-	(void)ended;
 	if (fb >= 0)
 		close(fb);
 	zd_capture_free(cap);

@@ -99,44 +99,15 @@ const struct zd_drain_ops *zd_capture_drain_for(const struct zd_rec_header *hdr)
 	return &zd_drain_read;
 }
 
-/* Targets that read guest memory through descriptors (kvm: the memfd) get
- * them from the tracker: MEMORY on our control-socket connection. */
-static int import_memory(struct zd_capture *c)
-{
-	struct zd_fb_msg m = { .op = ZD_FB_MEMORY };
-	int fds[4], nfds = 0, rc = 0;
-
-	if (zd_fb_send(c->fb_fd, &m, NULL, NULL, 0) < 0)
-		return zd_capture_fail(c, ZD_EXIT_TARGET, "%s: MEMORY request: %s", c->hdr.control, strerror(errno));
-	do {
-		nfds = 0;
-		memset(&m, 0, sizeof(m));
-		if (zd_fb_recv(c->fb_fd, &m, NULL, 0, fds, &nfds) < 0 || m.op == 0)
-			return zd_capture_fail(c, ZD_EXIT_TARGET, "%s: no reply to MEMORY", c->hdr.control);
-		if (m.op != ZD_FB_MEMORY)
-			for (int i = 0; i < nfds; i++)
-				close(fds[i]);
-	} while (m.op != ZD_FB_MEMORY && m.op != ZD_FB_ERROR);
-	if (m.op == ZD_FB_ERROR)
-		return zd_capture_fail(c, ZD_EXIT_TARGET, "%s: MEMORY refused: %s", c->hdr.control,
-				       strerror((int)m.a));
-	if (c->t->ops->import_fds(c->t, fds, nfds, m.a) < 0)
-		rc = zd_capture_fail(c, ZD_EXIT_TARGET, "%s: %s", c->hdr.target, c->t->err);
-	for (int i = 0; i < nfds; i++)
-		close(fds[i]);	/* the target keeps its own mapping or dup */
-	return rc;
-}
-
 static int attach(struct zd_capture *c)
 {
 	char msg[256];
 
 	if (c->t)
 		return 0;
+	/* kvm: attach asks the tracker for guest RAM (MEMORY) itself. */
 	if (zd_target_attach(&c->t, &c->hdr, msg, sizeof(msg)) < 0)
 		return zd_capture_fail(c, ZD_EXIT_TARGET, "%s", msg);
-	if (c->t->ops->import_fds && c->fb_fd >= 0)
-		return import_memory(c);
 	return 0;
 }
 

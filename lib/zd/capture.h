@@ -48,8 +48,9 @@ struct zd_capture_stats {
 	uint64_t total_pages;	/* over the run */
 };
 
-/* fb_fd: the caller's connection to the tracker's control socket, or -1;
- * used to ask for MEMORY when the target imports file descriptors. */
+/* fb_fd: the caller's connection to the tracker's control socket, or -1,
+ * for drain methods that talk to the tracker (zddspt's fault handling).
+ * Guest memory itself comes through zd_target_attach. */
 struct zd_capture *zd_capture_new(zd_capture_emit emit, void *arg, int fb_fd);
 void zd_capture_set_fb(struct zd_capture *c, int fb_fd);
 void zd_capture_free(struct zd_capture *c);
