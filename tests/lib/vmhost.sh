@@ -295,8 +295,11 @@ vmhost_base_cpio() {
 	local rc=$?
 	rm -rf "$stage"
 	[ $rc -eq 0 ] || { rm -f "$out.tmp.$$"; return 1; }
-	# Older images are stale; keep recent ones a while for runs still reading them.
+	# Older images are stale; keep recent ones a while for runs still reading
+	# them. Stage and run directories of killed harnesses go after a day.
 	find "$VMHOST_DIR" -maxdepth 1 -name 'base-*.cpio' ! -newer "$out" -mmin +60 -delete 2>/dev/null
+	find "$VMHOST_DIR" -maxdepth 1 \( -name 'stage.*' -o -name 'run.*' \) -mmin +1440 \
+		-exec rm -rf {} + 2>/dev/null
 	echo "$out"
 }
 
@@ -375,6 +378,12 @@ vmhost_boot() {
 		"${virtfs[@]}" </dev/null >"$run/qemu.log" 2>&1 &
 	qpid=$!
 	echo "$qpid" >"$run/qemu.pid"
+	# An interrupted harness takes its own QEMU (and no other) with it.
+	local old_traps
+	old_traps=$(trap -p INT TERM HUP)
+	trap "vmhost_abort $qpid $(printf %q "$run") 130" INT
+	trap "vmhost_abort $qpid $(printf %q "$run") 143" TERM
+	trap "vmhost_abort $qpid $(printf %q "$run") 129" HUP
 	# Stream the command's output while it runs; tail ends with QEMU.
 	tail -c +1 -s 0.2 -f --pid="$qpid" "$run/stdout" &
 	tout=$!
@@ -394,6 +403,8 @@ vmhost_boot() {
 	done
 	wait "$qpid" 2>/dev/null
 	wait "$tout" "$terr" 2>/dev/null
+	trap - INT TERM HUP
+	eval "$old_traps"
 	vmhost_say "$share guest: $(awk -v a="$t0" -v r="${t_ready:-0}" -v b="$(date +%s.%N)" \
 		'BEGIN { if (r > 0) printf "booted in %.1f s, command ran %.1f s", r - a, b - r;
 			 else printf "ran %.1f s", b - a }')$(sed -n 's/^ZD-VMHOST-READY uptime \([0-9.]*\).*/ (kernel uptime at start: \1 s)/p' "$run/console.log")"
@@ -413,6 +424,15 @@ vmhost_boot() {
 	fi
 	grep '^vmhost-guest:' "$run/console.log" >&2
 	return "$rc"
+}
+
+# vmhost_abort QEMU_PID RUN_DIR STATUS: on a signal, stop our QEMU and leave.
+vmhost_abort() {
+	kill -KILL "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+	vmhost_err "interrupted; killed QEMU (pid $1)"
+	[ "${ZD_VMHOST_KEEP:-0}" = 1 ] || rm -rf "$2"
+	exit "$3"
 }
 
 vmhost_tail() {
