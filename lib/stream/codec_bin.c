@@ -493,6 +493,10 @@ static int get_body(struct cur *c, struct zd_record *r, const struct zd_rec_head
 			return FAIL(ZD_RERR_MALFORMED, "unknown page encoding %u", p->enc);
 		if ((rc = get_set(c, &p->set, hdr, msg, msglen)) < 0)
 			return rc;
+		/* bounds what a consumer allocates to expand the data */
+		if (p->set.pages > ZD_PAGES_PER_RECORD)
+			return FAIL(ZD_RERR_RANGE, "%" PRIu64 " pages, at most %u per record",
+				    p->set.pages, ZD_PAGES_PER_RECORD);
 		p->data_len = get_u32(c, "data_len");
 		if (c->bad)
 			return SHORT(c);

@@ -426,8 +426,12 @@ static int get_body(json_t *o, struct zd_record *r, const struct zd_rec_header *
 		if (e < 0)
 			return FAIL(ZD_RERR_MALFORMED, "unknown page encoding \"%s\"", enc);
 		p->enc = (uint8_t)e;
-		if ((rc = get_set(o, &p->set, hdr, msg, msglen)) < 0 ||
-		    (rc = field_b64(o, "data", cut, &p->data, &p->data_len, msg, msglen)) < 0)
+		if ((rc = get_set(o, &p->set, hdr, msg, msglen)) < 0)
+			return rc;
+		if (p->set.pages > ZD_PAGES_PER_RECORD)
+			return FAIL(ZD_RERR_RANGE, "%" PRIu64 " pages, at most %u per record",
+				    p->set.pages, ZD_PAGES_PER_RECORD);
+		if ((rc = field_b64(o, "data", cut, &p->data, &p->data_len, msg, msglen)) < 0)
 			return rc;
 		if (p->enc == ZD_PENC_RAW && hdr &&
 		    (uint64_t)p->data_len != p->set.pages * hdr->page_size)

@@ -201,7 +201,8 @@ int zd_rec_check(const struct zd_record *r, uint32_t page_size)
 		break;
 	case ZD_REC_PAGES: {
 		const struct zd_rec_pages *p = &r->u.pages;
-		ok = set_ok(&p->set) && p->enc <= ZD_PENC_DELTA &&
+		ok = set_ok(&p->set) && p->set.pages <= ZD_PAGES_PER_RECORD &&
+		     p->enc <= ZD_PENC_DELTA &&
 		     (p->data_len == 0 || p->data) &&
 		     p->data_len <= ZD_REC_MAX;
 		if (ok && p->enc == ZD_PENC_RAW && page_size)
