@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * trace:FILE — replays a recorded zd-stream (either encoding) as a VM:
- * each recorded epoch's DIRTY set becomes what the next harvest reports,
+ * each recorded epoch's pages (its DIRTY set, and the pages pre-copied for
+ * it in a zddspt recording) become what the next harvest reports,
  * and the contents of any recorded PAGES become the page image, so
  * read_pages works when the trace carries them (and fails clearly when it
  * does not). The replay ends at the trace's END or end of file.
@@ -123,6 +124,12 @@ static int load_epoch(struct zd_target *t)
 			if (store_pages(t, &r.u.pages) < 0) {
 				zd_record_free(&r);
 				return -1;
+			}
+			/* A zddspt recording names pre-copied pages only here:
+			 * the VM wrote them in this epoch all the same. */
+			if (r.u.pages.flags & ZD_PAGES_PRECOPY) {
+				set_bits(tr->armed_dirty, &r.u.pages.set);
+				set_bits(tr->ever_dirty, &r.u.pages.set);
 			}
 			any = true;
 			break;

@@ -43,6 +43,12 @@ zd-track "trace:$TMP/rec.json" --interval 0 --json 2>/dev/null >"$TMP/replay2.js
 dirty() { jq -c 'select(.type=="dirty")|[.epoch,.ranges]' "$1"; }
 check "trace: replays the binary recording's DIRTY sets" test "$(dirty "$TMP/rec.json")" = "$(dirty "$TMP/replay.json")"
 check "trace: replays the JSON recording's DIRTY sets" test "$(dirty "$TMP/rec.json")" = "$(dirty "$TMP/replay2.json")"
+# A zddspt recording names pre-copied pages in PAGES only; replayed, the
+# epochs dirty the same pages as a remus run of the same synth spec.
+zd-track synth:pages=4096,dirty=64,seed=4 --mode zddspt --epochs 20 --interval 0 >"$TMP/z.bin" 2>/dev/null
+zd-track synth:pages=4096,dirty=64,seed=4 --epochs 20 --interval 0 --grace 0 --json >"$TMP/r.json" 2>/dev/null
+zd-track "trace:$TMP/z.bin" --interval 0 --grace 0 --json >"$TMP/zr.json" 2>/dev/null
+check "trace: a zddspt recording replays as the epochs' whole dirty sets" test "$(dirty "$TMP/r.json")" = "$(dirty "$TMP/zr.json")"
 check "trace: names the trace in its HEADER" jq -s -e ".[0].type==\"header\" and .[0].target==\"trace:$TMP/rec.bin\"" "$TMP/replay.json"
 
 # zd-mru passes every record through, unknown types too.
