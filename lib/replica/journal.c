@@ -181,21 +181,35 @@ int zd_replica_stage_pages(struct zd_replica *rep, const struct zd_rec_pages *p)
 		zd_pageset_free(&u);
 		return rc;
 	}
+	/* One entry per record: header and range list in one write, the
+	 * pages in another (system calls are what costs here, not bytes). */
+	size_t hlen = ZD_JENT_HDR + p->set.n * 16;
+	uint8_t *h = zd_xmalloc(hlen);
+	uint64_t data_off = st->off + hlen;
+
+	put_u32(h, JE_PAGES);
+	put_u32(h + 4, 0);
+	put_u64(h + 8, p->set.n);
+	put_u64(h + 16, p->set.pages);
+	for (size_t i = 0; i < p->set.n; i++) {
+		put_u64(h + ZD_JENT_HDR + 16 * i, p->set.r[i].first);
+		put_u64(h + ZD_JENT_HDR + 16 * i + 8, p->set.r[i].count);
+	}
+	rc = jwrite(rep, h, hlen);
+	free(h);
+	if (rc || (rc = jwrite(rep, p->data, p->data_len)))
+		return rc;
+	if (st->nidx + p->set.pages > st->cap) {
+		st->cap = ZD_MAX(st->cap * 2, st->nidx + p->set.pages);
+		st->idx = zd_xrealloc(st->idx, st->cap * sizeof(*st->idx));
+	}
 	for (size_t i = 0; i < p->set.n; i++) {
 		const struct zd_range *r = &p->set.r[i];
-		uint64_t data_off = st->off + ZD_JENT_HDR;
 
-		if ((rc = jentry(rep, JE_PAGES, 0, r->first, r->count)) ||
-		    (rc = jwrite(rep, p->data + pos, r->count * ps)))
-			return rc;
-		pos += r->count * ps;
-		if (st->nidx + r->count > st->cap) {
-			st->cap = ZD_MAX(st->cap * 2, st->nidx + r->count);
-			st->idx = zd_xrealloc(st->idx, st->cap * sizeof(*st->idx));
-		}
 		for (uint64_t k = 0; k < r->count; k++) {
-			st->idx[st->nidx] = (struct jidx){ r->first + k, data_off + k * ps, st->nidx };
+			st->idx[st->nidx] = (struct jidx){ r->first + k, data_off + pos, st->nidx };
 			st->nidx++;
+			pos += ps;
 		}
 	}
 	zd_pageset_union(&u, &st->covered, &p->set);
@@ -355,40 +369,48 @@ int zd_replica_commit_mark(struct zd_replica *rep)
 static int journal_check(struct zd_replica *rep, const uint8_t *j, size_t len, uint64_t *epoch,
 			 uint64_t *run, const uint8_t **commit)
 {
-	uint64_t ps = rep->meta.page_size, off = ZD_JOURNAL_HDR;
+	uint64_t ps = rep->meta.page_size, off = ZD_JOURNAL_HDR, end;
+	const uint64_t np = rep->meta.page_count;
 
-	if (len < ZD_JOURNAL_HDR || memcmp(j, ZD_JOURNAL_MAGIC, 4) || get_u32(j + 4) != ps ||
-	    get_u64(j + 8) != rep->meta.page_count)
+	if (len < ZD_JOURNAL_HDR + ZD_JENT_HDR + 16 || memcmp(j, ZD_JOURNAL_MAGIC, 4) ||
+	    get_u32(j + 4) != ps || get_u64(j + 8) != np)
 		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: bad header (damaged replica)", rep->dir);
+	/* The digest first: after it, the entries are as zd-recv wrote them. */
+	end = len - ZD_JENT_HDR - 16;
+	if (get_u32(j + end) != JE_COMMIT || get_u64(j + len - 8) != XXH3_64bits(j, len - 8))
+		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: checksum mismatch (damaged replica)", rep->dir);
 	*epoch = get_u64(j + 16);
 	*run = get_u64(j + 24);
-	while (off + ZD_JENT_HDR <= len) {
+	*commit = j + end;
+	while (off + ZD_JENT_HDR <= end) {
 		uint32_t type = get_u32(j + off);
-		uint64_t a = get_u64(j + off + 8), b = get_u64(j + off + 16), plen;
+		uint64_t a = get_u64(j + off + 8), b = get_u64(j + off + 16), plen, sum = 0;
+		bool ok = true;
 
 		if (type == JE_PAGES) {
-			if (a >= rep->meta.page_count || b > rep->meta.page_count - a)
-				break;
-			plen = b * ps;
-		} else if (type == JE_STATE) {
-			plen = b;
-		} else if (type == JE_COMMIT) {
-			if (len - off != ZD_JENT_HDR + 16)
-				break;
-			if (get_u64(j + off + ZD_JENT_HDR + 8) != XXH3_64bits(j, off + ZD_JENT_HDR + 8))
-				return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: checksum mismatch (damaged replica)",
-						    rep->dir);
-			*commit = j + off;
-			return 0;
+			/* a ranges holding b pages in all, each inside memory */
+			ok = a <= (end - off) / 16 && b <= np;
+			for (uint64_t i = 0; ok && i < a; i++) {
+				uint64_t first = get_u64(j + off + ZD_JENT_HDR + 16 * i);
+				uint64_t count = get_u64(j + off + ZD_JENT_HDR + 16 * i + 8);
+
+				ok = first < np && count <= np - first;
+				sum += count;
+			}
+			ok = ok && sum == b;
+			plen = a * 16 + b * ps;
 		} else {
-			break;
+			ok = type == JE_STATE;
+			plen = b;
 		}
-		if (plen > len - off - ZD_JENT_HDR)
+		if (!ok || plen > end - off - ZD_JENT_HDR)
 			break;
 		off += ZD_JENT_HDR + plen;
 	}
-	return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: bad entry at byte %" PRIu64 " (damaged replica)",
-			    rep->dir, off);
+	if (off != end)
+		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: bad entry at byte %" PRIu64 " (damaged replica)",
+				    rep->dir, off);
+	return 0;
 }
 
 /* Apply DIR/journal; idempotent, so recovery just runs it again. */
@@ -420,12 +442,22 @@ static int apply_journal(struct zd_replica *rep)
 		const uint8_t *payload = j + off + ZD_JENT_HDR;
 
 		if (type == JE_PAGES) {
-			if (pwrite(rep->memfd, payload, b * ps, (off_t)(a * ps)) != (ssize_t)(b * ps)) {
-				rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: write: %s", rep->dir,
-						  errno ? strerror(errno) : "short write");
-				goto out;
+			const uint8_t *data = payload + a * 16;
+
+			for (uint64_t i = 0; i < a; i++) {
+				uint64_t first = get_u64(payload + 16 * i), count = get_u64(payload + 16 * i + 8);
+
+				/* pwrite, not stores through a mapping: a full disk
+				 * is an error here, not a SIGBUS. */
+				errno = 0;
+				if (pwrite(rep->memfd, data, count * ps, (off_t)(first * ps)) != (ssize_t)(count * ps)) {
+					rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: write: %s", rep->dir,
+							  errno ? strerror(errno) : "short write");
+					goto out;
+				}
+				data += count * ps;
 			}
-			off += ZD_JENT_HDR + b * ps;
+			off += ZD_JENT_HDR + a * 16 + b * ps;
 		} else {
 			state = payload;
 			state_kind = (uint32_t)a;

@@ -10,7 +10,8 @@
  * Journal file layout (little-endian, one per epoch):
  *   header  "ZDJ1" u32 page_size u64 page_count u64 epoch u64 run   (32 bytes)
  *   entries {u32 type, u32 flags, u64 a, u64 b} (24 bytes) + payload:
- *     JE_PAGES   a = first pfn, b = count, payload count * page_size
+ *     JE_PAGES   a = ranges, b = pages; payload a * {u64 first, u64 count}
+ *                then b * page_size bytes, the pages in range order
  *     JE_STATE   a = kind, b = length, payload length bytes
  *     JE_COMMIT  a = JC_* flags, b = memsum, payload u64 commit wall ns
  *                and u64 XXH3 of every byte before it; always last.
