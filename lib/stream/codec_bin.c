@@ -462,6 +462,9 @@ static int get_body(struct cur *c, struct zd_record *r, const struct zd_rec_head
 				    h->page_size);
 		if (h->page_count == 0)
 			return FAIL(ZD_RERR_RANGE, "page_count is 0");
+		if (h->page_count > ZD_GUEST_MAX / h->page_size)
+			return FAIL(ZD_RERR_RANGE, "%" PRIu64 " pages of %u bytes: over 1 PiB",
+				    h->page_count, h->page_size);
 		if (h->mode >= ZD_MODE_MAX)
 			return FAIL(ZD_RERR_RANGE, "unknown mode %u", h->mode);
 		return 0;

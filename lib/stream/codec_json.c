@@ -399,6 +399,9 @@ static int get_body(json_t *o, struct zd_record *r, const struct zd_rec_header *
 				    h->page_size);
 		if (h->page_count == 0)
 			return FAIL(ZD_RERR_RANGE, "page_count is 0");
+		if (h->page_count > ZD_GUEST_MAX / h->page_size)
+			return FAIL(ZD_RERR_RANGE, "%" PRIu64 " pages of %u bytes: over 1 PiB",
+				    h->page_count, h->page_size);
 		return 0;
 	}
 	case ZD_REC_CHECKPOINT: {

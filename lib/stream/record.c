@@ -191,6 +191,7 @@ int zd_rec_check(const struct zd_record *r, uint32_t page_size)
 		const struct zd_rec_header *h = &r->u.header;
 		ok = h->page_size >= 512 && h->page_size <= (1u << 20) &&
 		     (h->page_size & (h->page_size - 1)) == 0 && h->page_count > 0 &&
+		     h->page_count <= ZD_GUEST_MAX / h->page_size &&
 		     h->mode < ZD_MODE_MAX && str_ok(h->target, 65535) &&
 		     str_ok(h->control, 65535);
 		break;

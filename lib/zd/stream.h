@@ -266,6 +266,9 @@ uint32_t zd_crc32c_sw(uint32_t crc, const void *buf, size_t len);
 /* Most ranges one page set of one record may decode to: bounds the memory
  * a hostile bitmap can claim (64 MiB of struct zd_range). */
 #define ZD_SET_MAX_RANGES (1u << 22)
+/* Largest guest a HEADER may describe (page_count * page_size): 1 PiB.
+ * Bounds every pfn, so a hostile set cannot name 2^60 pages. */
+#define ZD_GUEST_MAX (1ull << 50)
 /* Longest JSON line a reader accepts (base64 grows a body by 4/3). */
 #define ZD_JSON_LINE_MAX (2u * ZD_REC_MAX)
 /* zd_decode_binary/zd_decode_json return 0, or -(enum zd_read_err) with

@@ -770,29 +770,32 @@ static void test_malformed_bodies(void **state)
 	zd_pageset_free(&r.u.pages.set);
 
 	/* PAGES of more pages than one record may carry, however small the
-	 * data claims to be (a 3-byte range of 2^52 pages) */
+	 * data claims to be */
 	zd_record_init(&r, ZD_REC_PAGES);
 	r.u.pages.enc = ZD_PENC_ZSTD;
 	zd_pageset_add_range(&r.u.pages.set, 0, ZD_PAGES_PER_RECORD + 1);
 	assert_int_equal(zd_encode_binary(&r, 0, &p, &l), -1);	/* the writer refuses */
-	memset(body, 0, sizeof(body));
 	uint8_t big[] = { 0, 0, 0, 0, 0, 0, 0, 0, ZD_PENC_ZSTD, 0, /* set */ 0, 1, 0,
-			  0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x08, /* count-1 = 2^52 */
-			  0, 0, 0, 0 };
-	n0 = header_bytes(s, 16);
-	s[8 + 12 + 8] = 0xff;	/* page_count 2^64-1 - so only the page limit applies */
-	for (int i = 1; i < 8; i++)
-		s[8 + 12 + 8 + i] = 0xff;
+			  0x80, 0x20, /* count-1 = 4096 */ 0, 0, 0, 0 };
+	n0 = header_bytes(s, 1u << 20);
+	n = n0 + mkrec(s + n0, ZD_REC_PAGES, big, sizeof(big));
+	expect(s, n, ZD_RERR_RANGE, "record 2 (PAGES): 4097 pages, at most 4096 per record");
+	zd_pageset_free(&r.u.pages.set);
+
+	/* a guest bigger than 1 PiB */
+	n = header_bytes(s, 1ull << 38);	/* 2^38 pages of 4 KiB */
 	{
 		uint8_t *hh = s + 8;
+		hh[12 + 4] = 0;
+		hh[12 + 5] = 0x20;	/* page_size 8192: 2^51 bytes */
 		uint32_t bl = hh[4] | hh[5] << 8;
 		uint32_t cr = zd_crc32c(zd_crc32c(0, hh, 8), hh + 12, bl);
 		for (int i = 0; i < 4; i++)
 			hh[8 + i] = (uint8_t)(cr >> (8 * i));
 	}
-	n = n0 + mkrec(s + n0, ZD_REC_PAGES, big, sizeof(big));
-	expect(s, n, ZD_RERR_RANGE, "record 2 (PAGES): 4503599627370497 pages, at most 4096 per record");
-	zd_pageset_free(&r.u.pages.set);
+	expect(s, n, ZD_RERR_RANGE, "record 1 (HEADER): 274877906944 pages of 8192 bytes: over 1 PiB");
+	n = header_bytes(s, 1ull << 38);
+	expect(s, n, ZD_RERR_NONE, "");	/* exactly 1 PiB is fine */
 
 	/* a bad page size in the HEADER */
 	n = header_bytes(s, 16);
