@@ -24,6 +24,9 @@
 #     files it writes under ZD_TOP (e.g. $BUILD/...) are on the host after;
 #   - its own /tmp, /run, /dev/shm (tmpfs), /proc, /sys, /dev (with /dev/kvm,
 #     /dev/net/tun), loopback networking (lo up), hostname zd-vmhost, root;
+#   - the host's /lib/modules for this kernel: modprobe works, and so do the
+#     kernel's own module requests (Debian's kernel has sch_plug, veth,
+#     nf_tables, tun...);
 #     anything else it writes outside ZD_TOP fails (read-only) or is lost;
 #   - stdin is /dev/null; ZD_VMHOST_GUEST=1 is set.
 #   copy mode (ZD_VMHOST_SHARE=copy, or automatically when 9p fails): the
@@ -221,6 +224,15 @@ if [ "$ZD_VMHOST_SHARE" = 9p ]; then
 	mount -t devpts devpts $root/dev/pts
 	mount -t tmpfs -o mode=1777 shm $root/dev/shm
 	cp -a /run/zd-vmhost $root/run/
+	# The kernel's own module requests (a qdisc, a netfilter match) run
+	# modprobe in this initramfs; send them to the host's modprobe and
+	# /lib/modules, which match this kernel. (The test is -L too: it is a
+	# symlink to an absolute path that only resolves inside $root.)
+	if [ -e $root/sbin/modprobe ] || [ -L $root/sbin/modprobe ]; then
+		printf '#!/bin/sh\nexec chroot %s /sbin/modprobe "$@"\n' $root >/bin/modprobe-root
+		chmod 755 /bin/modprobe-root
+		echo /bin/modprobe-root >/proc/sys/kernel/modprobe
+	fi
 else
 	mkdir -p /tmp /dev/pts /dev/shm
 	chmod 1777 /tmp
