@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "track_int.h"
 #include "zd/util.h"
@@ -495,7 +496,17 @@ int zd_track_run(const struct zd_track_opts *o, volatile sig_atomic_t *stop)
 		rc = ZD_EXIT_USAGE;
 		goto out;
 	}
-	if (o->control)
+	if (o->control && o->control[0] != '/') {
+		/* The stages after us connect from their own directory. */
+		char cwd[4096];
+
+		if (!getcwd(cwd, sizeof(cwd)) ||
+		    (size_t)snprintf(path, sizeof(path), "%s/%s", cwd, o->control) >= sizeof(path)) {
+			zd_warnx("--control %s: path too long", o->control);
+			rc = ZD_EXIT_USAGE;
+			goto out;
+		}
+	} else if (o->control)
 		snprintf(path, sizeof(path), "%s", o->control);
 	else
 		zd_fbserver_default_path(path, sizeof(path));

@@ -42,7 +42,9 @@ struct zd_fb_msg {
 	uint64_t a, b;
 };
 
-/* Client side. Returns fd or -1 (errno). */
+/* Client side: connect, send HELLO with the role and wait (up to 5 s) for
+ * the tracker's HELLO reply, which is consumed here — the caller's first
+ * recv is the answer to its own first request. Returns fd or -1 (errno). */
 int zd_fb_connect(const char *path, enum zd_fb_role role);
 /* Send/receive one message; fds (up to 4) ride along as SCM_RIGHTS.
  * recv returns payload bytes copied (<= cap), 0 on orderly close (msg op
