@@ -19,5 +19,5 @@ fuzz-decode: $(BUILD)/fuzz/fuzz_decode
 	@mkdir -p $(BUILD)/fuzz/corpus-decode
 	$(BUILD)/fuzz/fuzz_decode -max_total_time=$(FUZZ_TIME) -max_len=65536 \
 		-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-		-artifact_prefix=$(BUILD)/fuzz/ \
+		-artifact_prefix=$(BUILD)/fuzz/ -dict=tests/fuzz/stream.dict \
 		$(BUILD)/fuzz/corpus-decode tests/fuzz/seeds-decode

@@ -23,7 +23,7 @@ check "seed corpus replays clean" "$bin" -runs=0 -artifact_prefix="$TMP/" tests/
 
 mkdir -p "$TMP/corpus"
 if "$bin" -max_total_time="$secs" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
-	-artifact_prefix="$TMP/" "$TMP/corpus" tests/fuzz/seeds-decode >"$TMP/fuzz.log" 2>&1; then
+	-artifact_prefix="$TMP/" -dict=tests/fuzz/stream.dict "$TMP/corpus" tests/fuzz/seeds-decode >"$TMP/fuzz.log" 2>&1; then
 	ok "fuzz_decode ${secs}s: $(grep -oE 'Done [0-9]+ runs' "$TMP/fuzz.log" | tail -1), no finding"
 else
 	not_ok "fuzz_decode ${secs}s finds nothing" "$(grep -E 'ERROR|SUMMARY|fuzz_decode:|Test unit written' "$TMP/fuzz.log" | head -10)"

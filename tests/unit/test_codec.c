@@ -11,6 +11,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1126,6 +1127,16 @@ static void test_writer_refuses_bad_records(void **state)
 	assert_int_equal(zd_output_encoding(p[1], false), ZD_ENC_BINARY);
 	close(p[0]);
 	close(p[1]);
+	/* a terminal gets JSON */
+	int m = posix_openpt(O_RDWR | O_NOCTTY);
+	if (m >= 0 && grantpt(m) == 0 && unlockpt(m) == 0) {
+		int t = open(ptsname(m), O_RDWR | O_NOCTTY);
+		assert_true(t >= 0);
+		assert_int_equal(zd_output_encoding(t, false), ZD_ENC_JSON);
+		close(t);
+	}
+	if (m >= 0)
+		close(m);
 }
 
 static void test_names(void **state)
