@@ -104,7 +104,9 @@ static void wire_failed(struct sender *s)
 	die_once(ZD_EXIT_PEER, "%s: write: %s", s->conn.name, strerror(s->wire.err));
 }
 
-/* The capture filter's output: onto the wire, and the log. */
+/* The capture filter's output: onto the wire, and the log. Compression
+ * (issue 7: zstd, XOR delta against a shadow of the pages sent) belongs
+ * here, re-encoding PAGES between what raw_bytes and wire_bytes count. */
 static int ship(void *arg, const struct zd_record *r)
 {
 	struct sender *s = arg;
