@@ -345,6 +345,24 @@ void zd_pageset_take_front(struct zd_pageset *out, struct zd_pageset *s, uint64_
 	s->pages -= out->pages;
 }
 
+bool zd_pageset_iter_take(struct zd_pageset_iter *it, struct zd_pageset *out, uint64_t max)
+{
+	const struct zd_pageset *s = it->s;
+	zd_pageset_clear(out);
+	while (it->ri < s->n && out->pages < max) {
+		const struct zd_range *r = &s->r[it->ri];
+		uint64_t left = r->count - it->off, want = max - out->pages;
+		uint64_t take = left < want ? left : want;
+		push(out, r->first + it->off, take);
+		it->off += take;
+		if (it->off == r->count) {
+			it->ri++;
+			it->off = 0;
+		}
+	}
+	return out->pages > 0;
+}
+
 void zd_pageset_coalesce(struct zd_pageset *out, const struct zd_pageset *s, uint64_t gap)
 {
 	zd_pageset_clear(out);

@@ -81,6 +81,11 @@ bool zd_pageset_iter_next(struct zd_pageset_iter *it, uint64_t *pfn);
 /* Split: take at most max pages from the front of s into out (for
  * splitting a big dirty set into PAGES records of bounded size). */
 void zd_pageset_take_front(struct zd_pageset *out, struct zd_pageset *s, uint64_t max);
+/* The same split without changing the set: out = the next at most max
+ * pages from the iterator's position, which moves past them. O(taken),
+ * where take_front moves the rest of the array each time. Returns false
+ * (out empty) when the set is exhausted. */
+bool zd_pageset_iter_take(struct zd_pageset_iter *it, struct zd_pageset *out, uint64_t max);
 
 /* Coalesce: ranges closer than gap pages are merged (the gap pages are
  * added). Used to arm write-protection with few ioctl calls. */

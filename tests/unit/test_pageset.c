@@ -225,6 +225,23 @@ static void test_take_front_covers_set(void **state)
 	}
 	assert_int_equal(all.pages, total);
 	assert_matches(&all, m);
+
+	/* iter_take gives the same chunks and leaves the set alone */
+	struct zd_pageset src = ZD_PAGESET_INIT, ref = ZD_PAGESET_INIT;
+	zd_pageset_copy(&src, &all);
+	zd_pageset_copy(&s, &all);
+	struct zd_pageset_iter it;
+	zd_pageset_iter_init(&it, &src);
+	while (zd_pageset_iter_take(&it, &part, 4096)) {
+		zd_pageset_take_front(&ref, &s, 4096);
+		assert_true(zd_pageset_equal(&part, &ref));
+		assert_canonical(&part);
+	}
+	assert_true(zd_pageset_empty(&s));
+	assert_true(zd_pageset_empty(&part));
+	assert_true(zd_pageset_equal(&src, &all));
+	zd_pageset_free(&src);
+	zd_pageset_free(&ref);
 	zd_pageset_free(&s);
 	zd_pageset_free(&part);
 	zd_pageset_free(&all);
