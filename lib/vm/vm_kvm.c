@@ -136,7 +136,12 @@ int zd_vm_kvm_open(struct zd_vm *vm, char *msg, size_t msglen)
 		return -1;
 	}
 
-	vm->manual_protect = enable_manual_protect(vm) == 0;
+	/* ZD_VM_CLASSIC_DIRTY_LOG=1 takes the fallback path on a KVM that has
+	 * the capability, so the fallback can be tested. */
+	if (getenv("ZD_VM_CLASSIC_DIRTY_LOG") && !strcmp(getenv("ZD_VM_CLASSIC_DIRTY_LOG"), "1"))
+		vm->manual_protect = false;
+	else
+		vm->manual_protect = enable_manual_protect(vm) == 0;
 	if (!vm->manual_protect)
 		zd_warnx("KVM lacks KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: using classic "
 			 "KVM_GET_DIRTY_LOG (every harvest re-arms; selective re-arm is emulated)");

@@ -65,7 +65,7 @@ run_mode() {
 	zd-recv --listen 127.0.0.1:0 --replica "$d/replica" --once --verify -v 2>"$d/recv.err" &
 	RECV=$!
 	at_exit "kill $RECV"
-	zd-vm -v --control "$S" --mem 64M --workload dirty=60000,hot=0.2,span=48M \
+	zd-vm -v --control "$S" --mem 64M --workload dirty=80000,hot=0.2,span=8M \
 		--serve 127.0.0.1:0 --output-log "$d/out.log" 2>"$d/vm.err" &
 	VM=$!
 	at_exit "kill $VM"

@@ -170,6 +170,29 @@ else not_ok "STOP: zd-vm exits 0 and removes its socket" "exit $rc; $(tail -3 "$
 if [ "$(wc -l <"$TMP/out1.log")" = 2 ]; then ok "--output-log has one line per answer"
 else not_ok "--output-log has one line per answer" "$(cat "$TMP/out1.log")"; fi
 
+# The classic dirty log (KVMs without manual protect) keeps the protocol's
+# meaning: everything dirty at first, nothing new while paused.
+ZD_VM_CLASSIC_DIRTY_LOG=1 start_vm --mem 16M --workload dirty=2000,span=8M ||
+	not_ok "zd-vm with the classic dirty log starts"
+c0=$(val dirty-get "" dirty)
+ctl dirty-clear >/dev/null
+sleep 1
+c1=$(val dirty-get "" dirty)
+c1b=$(val dirty-get "" dirty)
+ctl pause 1 >/dev/null
+ctl dirty-get >/dev/null
+ctl dirty-clear >/dev/null
+sleep 0.5
+c2=$(val dirty-get "" dirty)
+ctl stop >/dev/null
+wait "$VM"
+if [ "$c0" = 4096 ] && [ "${c1:-0}" -gt 0 ] && [ "${c1b:-0}" -ge "${c1:-0}" ] && [ "$c2" = 0 ] &&
+	grep -q 'using classic KVM_GET_DIRTY_LOG' "$TMP/vm.err"; then
+	ok "classic dirty log: all pages first, then $c1 while running, kept until cleared, 0 paused"
+else
+	not_ok "classic dirty log fallback" "first '$c0', running '$c1' then '$c1b', paused '$c2'"
+fi
+
 # Output commit: an answer of epoch E waits for COMMIT(E).
 start_vm --mem 16M --serve 127.0.0.1:0 --output-log "$TMP/out2.log" ||
 	not_ok "zd-vm with output commit starts"
