@@ -656,6 +656,10 @@ int zd_decode_json(const char *line, size_t len, const struct zd_rec_header *hdr
 	const char *nul = memchr(line, 0, len);
 	if (nul)
 		return FAIL(ZD_RERR_MALFORMED, "NUL byte at column %zu", (size_t)(nul - line) + 1);
+	const char *lf = memchr(line, '\n', len);
+	if (lf)
+		return FAIL(ZD_RERR_MALFORMED, "line break at column %zu inside one record",
+			    (size_t)(lf - line) + 1);
 	/* jansson builds a 5 MiB base64 string at ~35 MB/s; a PAGES line is
 	 * mostly that string. Parse the line with the string emptied instead,
 	 * and decode the base64 in place. */

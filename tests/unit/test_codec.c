@@ -825,7 +825,8 @@ static void test_invalid_json(void **state)
 		"{\"type\":\"dirty\",\"epoch\":1,\"pages\":2,\"ranges\":[[1,2]],}\n";
 	expect((const uint8_t *)j, strlen(j), ZD_RERR_MALFORMED, "test: line 5: record 4: invalid JSON");
 
-	char buf[1024];
+	char buf[1024], msg[256];
+	struct zd_record r0;
 	size_t head = (size_t)(strstr(j, "{\"type\":\"dirty\"") - j);
 	const char *bad[][2] = {
 		{ "{\"type\":\"dirty\",\"epoch\":1,\"pages\":3,\"ranges\":[[1,2]]}\n",
@@ -856,6 +857,11 @@ static void test_invalid_json(void **state)
 							 : ZD_RERR_MALFORMED,
 		       bad[i][1]);
 	}
+	/* one record is one line */
+	assert_int_equal(zd_decode_json("{\"type\":\"x\"}\n \n", 15, NULL, &r0, msg, sizeof(msg)),
+			 -ZD_RERR_MALFORMED);
+	assert_non_null(strstr(msg, "line break at column 13"));
+
 	/* whitespace lines and CRLF are fine; an unknown type is kept */
 	memcpy(buf, j, head);
 	strcpy(buf + head, "  {\"type\":\"future\",\"a\":1}  \r\n\r\n");
