@@ -10,7 +10,9 @@
 #include "zd/stat.h"
 #include "zd/util.h"
 
-#define USAGE "usage: zd-stat [--json | --csv] [--plot FILE.png] [FILE]\n"
+#define USAGE                                                                  \
+	"usage: zd-stat [--json | --csv] [--plot FILE.png] [--from EPOCH]\n"      \
+	"               [--output-log FILE] [--client-log FILE] [FILE]\n"
 
 static void help(void)
 {
@@ -18,13 +20,20 @@ static void help(void)
 	printf("\n"
 	       "Read a zd-stream(5) from FILE or stdin and report per-epoch figures (dirty,\n"
 	       "pre-copied and standby pages, standby precision and recall, pause, checkpoint\n"
-	       "latency, pages sent, stream bytes) and a summary.\n"
+	       "latency, pages sent, stream bytes) and a summary: pause, latency, output\n"
+	       "and response delay as p50/p99/max/mean, bytes per epoch.\n"
 	       "\n"
 	       "Options:\n"
 	       "  -j, --json             one JSON summary object instead of the table\n"
 	       "  -c, --csv              one CSV row per epoch, with a header line\n"
 	       "  -p, --plot FILE.png    also draw dirty pages, standby hits and pause per\n"
 	       "                         epoch with gnuplot\n"
+	       "  -f, --from EPOCH       leave out the epochs before EPOCH (e.g. 2: not the\n"
+	       "                         first checkpoint, which copies all memory) (default 1)\n"
+	       "  -o, --output-log FILE  zd-vm's --output-log: output delay of every released\n"
+	       "                         answer (produced to released)\n"
+	       "  -C, --client-log FILE  zd-client's --log: response delay of every answer\n"
+	       "                         (request sent to answer received)\n"
 	       "  -v, --verbose          log on stderr\n"
 	       "  -h, --help             this text\n"
 	       "  -V, --version          print the version\n"
@@ -39,6 +48,9 @@ int main(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "csv", no_argument, NULL, 'c' },
 		{ "plot", required_argument, NULL, 'p' },
+		{ "from", required_argument, NULL, 'f' },
+		{ "output-log", required_argument, NULL, 'o' },
+		{ "client-log", required_argument, NULL, 'C' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -50,7 +62,7 @@ int main(int argc, char **argv)
 
 	zd_set_progname(argv[0]);
 	opterr = 0;	/* one diagnostic line of our own */
-	while ((c = getopt_long(argc, argv, ":jcp:vhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":jcp:f:o:C:vhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			json = true;
@@ -63,6 +75,29 @@ int main(int argc, char **argv)
 				zd_diex(ZD_EXIT_USAGE, "--plot: empty file name (try --help)");
 			o.plot = optarg;
 			break;
+		case 'f':
+			if (zd_parse_u64(optarg, &o.from) < 0)
+				zd_diex(ZD_EXIT_USAGE, "--from '%s': want an epoch number (try --help)",
+					optarg);
+			break;
+		case 'o':
+		case 'C': {
+			FILE **fp = c == 'o' ? &o.output_log : &o.client_log;
+			const char *opt = c == 'o' ? "--output-log" : "--client-log";
+
+			if (*fp)
+				zd_diex(ZD_EXIT_USAGE, "%s given twice (try --help)", opt);
+			if (!*optarg)
+				zd_diex(ZD_EXIT_USAGE, "%s: empty file name (try --help)", opt);
+			*fp = fopen(optarg, "re");
+			if (!*fp)
+				zd_die(ZD_EXIT_USAGE, "%s %s", opt, optarg);
+			if (c == 'o')
+				o.output_log_name = optarg;
+			else
+				o.client_log_name = optarg;
+			break;
+		}
 		case 'v':
 			zd_verbose = 1;
 			break;
@@ -93,5 +128,9 @@ int main(int argc, char **argv)
 	rc = zd_stat_run(&o);
 	if (o.in_fd > 0)
 		close(o.in_fd);
+	if (o.output_log)
+		fclose(o.output_log);
+	if (o.client_log)
+		fclose(o.client_log);
 	return rc;
 }

@@ -314,7 +314,7 @@ static void summary(struct client *c, uint64_t end)
 	json_object_set_new(d, "p99", json_integer((json_int_t)zd_stat_percentile(c->delay, c->ndelay, 99)));
 	json_object_set_new(d, "max", json_integer((json_int_t)(c->ndelay ? c->delay[c->ndelay - 1] : 0)));
 	json_object_set_new(d, "min", json_integer((json_int_t)min));
-	json_object_set_new(d, "mean", json_integer((json_int_t)mean));
+	json_object_set_new(d, "mean", json_integer((json_int_t)(mean + 0.5)));
 	json_object_set_new(o, "delay_ns", d);
 	json_object_set_new(o, "errors", json_integer((json_int_t)c->contradictions));
 	json_object_set_new(o, "reconnects", json_integer((json_int_t)c->reconnects));

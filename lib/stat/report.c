@@ -12,7 +12,7 @@
 
 struct dist {
 	bool any;
-	double p50, p99, max;
+	double p50, p99, max, mean;
 };
 
 struct summary {
@@ -20,7 +20,8 @@ struct summary {
 	double dirty_mean;
 	bool has_prec, has_recall, has_wire;
 	double prec_mean, recall_mean, wire_bytes;
-	struct dist pause, latency, delay;
+	struct dist pause, latency, delay, resp, epoch_bytes;
+	bool epoch_bytes_wire;		/* from STAT "send", else stream bytes */
 };
 
 static struct dist distribution(double *v, size_t n)
@@ -30,6 +31,9 @@ static struct dist distribution(double *v, size_t n)
 	if (n == 0)
 		return d;
 	d.any = true;
+	for (size_t i = 0; i < n; i++)
+		d.mean += v[i];
+	d.mean /= (double)n;
 	d.p50 = zd_stat_percentile(v, n, 50);
 	d.p99 = zd_stat_percentile(v, n, 99);
 	d.max = v[n - 1];	/* sorted by the call above */
@@ -40,7 +44,8 @@ static void summarise(struct zd_stat *s, struct summary *m)
 {
 	double *pause = zd_xcalloc(s->nrows + 1, sizeof(double));
 	double *lat = zd_xcalloc(s->nrows + 1, sizeof(double));
-	size_t npause = 0, nlat = 0, nprec = 0, nrec = 0;
+	double *eb = zd_xcalloc(s->nrows + 1, sizeof(double));
+	size_t npause = 0, nlat = 0, nprec = 0, nrec = 0, neb = 0;
 
 	memset(m, 0, sizeof(*m));
 	for (size_t i = 0; i < s->nrows; i++) {
@@ -69,6 +74,15 @@ static void summarise(struct zd_stat *s, struct summary *m)
 			m->has_wire = true;
 		}
 	}
+	/* Bytes per epoch: what crossed the wire where zd-send said so (its
+	 * log stream has no PAGES), else the epoch's records in this stream. */
+	for (size_t i = 0; i < s->nrows; i++) {
+		const struct zd_stat_row *r = &s->rows[i];
+
+		if (r->checkpointed)
+			eb[neb++] = m->has_wire ? r->wire_bytes : (double)r->bytes;
+	}
+	m->epoch_bytes_wire = m->has_wire;
 	m->dirty_mean = m->epochs ? (double)m->dirty_total / (double)m->epochs : 0;
 	m->has_prec = nprec > 0;
 	m->has_recall = nrec > 0;
@@ -79,14 +93,17 @@ static void summarise(struct zd_stat *s, struct summary *m)
 	m->pause = distribution(pause, npause);
 	m->latency = distribution(lat, nlat);
 	m->delay = distribution(s->delay, s->ndelay);
+	m->resp = distribution(s->resp, s->nresp);
+	m->epoch_bytes = distribution(eb, neb);
 	free(pause);
 	free(lat);
+	free(eb);
 }
 
 static json_t *dist_json(const struct dist *d)
 {
-	return json_pack("{s:I,s:I,s:I}", "p50", (json_int_t)d->p50, "p99", (json_int_t)d->p99,
-			 "max", (json_int_t)d->max);
+	return json_pack("{s:I,s:I,s:I,s:I}", "p50", (json_int_t)d->p50, "p99", (json_int_t)d->p99,
+			 "max", (json_int_t)d->max, "mean", (json_int_t)(d->mean + 0.5));
 }
 
 void zd_stat_print_json(struct zd_stat *s, FILE *out)
@@ -110,9 +127,14 @@ void zd_stat_print_json(struct zd_stat *s, FILE *out)
 		json_object_set_new(o, "latency_ns", dist_json(&m.latency));
 	if (m.delay.any)
 		json_object_set_new(o, "output_delay_ns", dist_json(&m.delay));
+	if (m.resp.any)
+		json_object_set_new(o, "response_delay_ns", dist_json(&m.resp));
 	json_object_set_new(o, "bytes", json_integer((json_int_t)s->bytes));
 	if (m.has_wire)
 		json_object_set_new(o, "wire_bytes", json_integer((json_int_t)m.wire_bytes));
+	if (m.epoch_bytes.any)
+		json_object_set_new(o, m.epoch_bytes_wire ? "wire_bytes_per_epoch" : "bytes_per_epoch",
+				    dist_json(&m.epoch_bytes));
 	json_object_set_new(o, "mode", json_string(s->mode ? s->mode : ""));
 	json_object_set_new(o, "target", json_string(s->target ? s->target : ""));
 	json_dumpf(o, out, JSON_PRESERVE_ORDER | JSON_COMPACT);
@@ -169,8 +191,15 @@ void zd_stat_print_table(struct zd_stat *s, FILE *out)
 		fprintf(out, "latency (T1 to ACK) us: p50 %.1f, p99 %.1f, max %.1f\n",
 			m.latency.p50 / 1e3, m.latency.p99 / 1e3, m.latency.max / 1e3);
 	if (m.delay.any)
-		fprintf(out, "output delay us: p50 %.1f, p99 %.1f, max %.1f\n",
-			m.delay.p50 / 1e3, m.delay.p99 / 1e3, m.delay.max / 1e3);
+		fprintf(out, "output delay (produced to released) us: p50 %.1f, p99 %.1f, max %.1f, mean %.1f\n",
+			m.delay.p50 / 1e3, m.delay.p99 / 1e3, m.delay.max / 1e3, m.delay.mean / 1e3);
+	if (m.resp.any)
+		fprintf(out, "response delay (sent to answered) us: p50 %.1f, p99 %.1f, max %.1f, mean %.1f\n",
+			m.resp.p50 / 1e3, m.resp.p99 / 1e3, m.resp.max / 1e3, m.resp.mean / 1e3);
+	if (m.epoch_bytes.any)
+		fprintf(out, "%s bytes per epoch: p50 %.0f, p99 %.0f, max %.0f, mean %.0f\n",
+			m.epoch_bytes_wire ? "wire" : "stream", m.epoch_bytes.p50,
+			m.epoch_bytes.p99, m.epoch_bytes.max, m.epoch_bytes.mean);
 	fprintf(out, "stream bytes: %llu", (unsigned long long)s->bytes);
 	if (m.has_wire)
 		fprintf(out, ", on the wire %.0f", m.wire_bytes);
@@ -262,6 +291,15 @@ int zd_stat_run(const struct zd_stat_opts *o)
 	bool ended = false;
 
 	zd_reader_init(&rd, o->in_fd, o->in_name);
+	/* The side logs first: a bad one means no report at all. */
+	if ((o->output_log && zd_stat_read_output_log(s, o->output_log, o->output_log_name, msg,
+						      sizeof(msg)) < 0) ||
+	    (o->client_log && zd_stat_read_client_log(s, o->client_log, o->client_log_name, msg,
+						      sizeof(msg)) < 0)) {
+		zd_warnx("%s", msg);
+		rc = ZD_EXIT_DATA;
+		goto out;
+	}
 	while ((got = zd_reader_next(&rd, &r)) > 0) {
 		zd_stat_add(s, &r, rd.offset - before);
 		before = rd.offset;
@@ -285,6 +323,7 @@ int zd_stat_run(const struct zd_stat_opts *o)
 		goto out;
 	}
 	zd_stat_finish(s);
+	zd_stat_drop_before(s, o->from);
 	switch (o->format) {
 	case ZD_STAT_JSON:
 		zd_stat_print_json(s, stdout);

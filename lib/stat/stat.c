@@ -26,6 +26,7 @@ void zd_stat_free(struct zd_stat *s)
 	zd_pageset_free(&s->tmp);
 	free(s->rows);
 	free(s->delay);
+	free(s->resp);
 	free(s->mode);
 	free(s->target);
 	free(s);
@@ -126,13 +127,18 @@ static void gather(struct zd_stat *s, uint64_t e, const struct zd_pageset *set)
 	zd_pageset_swap(&s->tmp, &a->set);
 }
 
+void zd_stat_push(double **v, size_t *n, size_t *cap, double x)
+{
+	if (*n == *cap) {
+		*cap = *cap ? 2 * *cap : 256;
+		*v = zd_xrealloc(*v, *cap * sizeof(**v));
+	}
+	(*v)[(*n)++] = x;
+}
+
 static void push_delay(struct zd_stat *s, double v)
 {
-	if (s->ndelay == s->capdelay) {
-		s->capdelay = s->capdelay ? 2 * s->capdelay : 256;
-		s->delay = zd_xrealloc(s->delay, s->capdelay * sizeof(*s->delay));
-	}
-	s->delay[s->ndelay++] = v;
+	zd_stat_push(&s->delay, &s->ndelay, &s->capdelay, v);
 }
 
 static void add_stat(struct zd_stat *s, const struct zd_rec_stat *st, struct zd_stat_row *r)
@@ -246,4 +252,14 @@ void zd_stat_finish(struct zd_stat *s)
 			r->has_pause = true;
 		}
 	}
+}
+
+void zd_stat_drop_before(struct zd_stat *s, uint64_t from)
+{
+	size_t k = 0;
+
+	while (k < s->nrows && s->rows[k].epoch < from)
+		k++;
+	memmove(s->rows, s->rows + k, (s->nrows - k) * sizeof(*s->rows));
+	s->nrows -= k;
 }

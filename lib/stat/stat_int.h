@@ -19,9 +19,13 @@ struct zd_stat {
 	struct zd_pageset tmp;
 	double *delay;			/* output delay samples */
 	size_t ndelay, capdelay;
+	double *resp;			/* response delay samples */
+	size_t nresp, capresp;
 	uint64_t bytes;
 	bool have_header;
 	char *mode, *target;
 };
+
+void zd_stat_push(double **v, size_t *n, size_t *cap, double x);
 
 #endif

@@ -13,7 +13,13 @@
  *   pages sent  pages in PAGES records of the epoch
  *   bytes       stream bytes of the records naming the epoch
  *   wire bytes  STAT "send" wire_bytes
- *   output delay  every STAT "vm" output_delay_ns value
+ *   output delay  every STAT "vm" output_delay_ns value, and RELEASED_NS -
+ *               PRODUCED_NS of every line of zd-vm's --output-log
+ *               (zd_stat_read_output_log)
+ *   response delay  DELAY_NS of every line of zd-client's --log
+ *               (zd_stat_read_client_log): request sent → answer received
+ *   bytes per epoch  wire bytes (STAT "send") of each epoch where the
+ *               stream has them, else its stream bytes
  * Percentiles are nearest-rank: the p-th of n sorted values is the
  * ceil(p/100 * n)-th.
  */
@@ -43,6 +49,9 @@ void zd_stat_free(struct zd_stat *s);
 void zd_stat_add(struct zd_stat *s, const struct zd_record *r, uint64_t bytes);
 /* Close the run: the last epoch's figures are final. */
 void zd_stat_finish(struct zd_stat *s);
+/* Forget the epochs before `from` (after finish): e.g. the first
+ * checkpoint, which copies the whole memory. */
+void zd_stat_drop_before(struct zd_stat *s, uint64_t from);
 
 size_t zd_stat_rows(const struct zd_stat *s, const struct zd_stat_row **rows);
 /* Nearest-rank percentile of v[0..n) (sorted in place); 0 if n == 0. */
@@ -50,6 +59,16 @@ double zd_stat_percentile(double *v, size_t n, double p);
 
 void zd_stat_print_table(struct zd_stat *s, FILE *out);
 void zd_stat_print_csv(struct zd_stat *s, FILE *out);
+/* Side inputs, one sample per line. zd-vm --output-log: "SEQ EPOCH
+ * PRODUCED_NS RELEASED_NS RELEASED_WALL_NS" → an output delay each;
+ * zd-client --log: "SEQ SENT_NS RECEIVED_NS DELAY_NS" → a response delay
+ * each. Return 0, or -1 with msg naming the line (nothing taken from a
+ * file with a bad line). */
+int zd_stat_read_output_log(struct zd_stat *s, FILE *f, const char *name, char *msg,
+			    size_t msglen);
+int zd_stat_read_client_log(struct zd_stat *s, FILE *f, const char *name, char *msg,
+			    size_t msglen);
+
 /* The summary as one JSON object (a line). */
 void zd_stat_print_json(struct zd_stat *s, FILE *out);
 /* A PNG of dirty, standby hits and pause per epoch, through gnuplot.
@@ -62,6 +81,9 @@ struct zd_stat_opts {
 	const char *plot;	/* PNG path or NULL */
 	int in_fd;
 	const char *in_name;	/* "stdin" or the path */
+	FILE *output_log, *client_log;	/* side inputs or NULL */
+	uint64_t from;			/* report epochs >= from (0: all) */
+	const char *output_log_name, *client_log_name;
 };
 /* Read the whole stream, print the report on stdout; returns the exit code. */
 int zd_stat_run(const struct zd_stat_opts *o);
