@@ -36,5 +36,5 @@ synth_memsum() {
 }
 
 replica_field() {
-	zd-recv --replica "$1" --status 2>/dev/null | awk -v k="$2" '$1 == k { print $2 }'
+	zd-recv --replica "$1" --status | awk -v k="$2" '$1 == k { print $2 }'
 }
