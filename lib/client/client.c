@@ -31,6 +31,16 @@
 
 #define RETRY_STEP_NS 20000000ull	/* between connection attempts */
 
+/* SIGINT/SIGTERM end the run early: the summary of what was got is still
+ * worth having (the demo and the bench stop the client this way). */
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
 struct req {
 	uint64_t k;		/* the client's request number */
 	uint64_t sent_ns;
@@ -126,7 +136,8 @@ static int connect_peer(struct client *c, bool again)
 	for (;;) {
 		if (zd_net_connect(c->o->addr, &conn, msg, sizeof(msg)) == 0)
 			break;
-		if (!(again && c->o->reconnect) || zd_now_ns() - t0 >= c->o->retry_for_ns) {
+		if (!(again && c->o->reconnect) || zd_now_ns() - t0 >= c->o->retry_for_ns ||
+		    stop_requested) {
 			if (again)
 				zd_warnx("%s (reconnecting for %llu ms)", msg,
 					 (unsigned long long)(c->o->retry_for_ns / 1000000));
@@ -332,7 +343,12 @@ int zd_client_run(const struct zd_client_opts *o)
 	int rc = ZD_EXIT_OK;
 	bool connected = false;
 
+	struct sigaction sa = { .sa_handler = on_stop };
+
 	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);	/* no SA_RESTART: poll() returns */
+	sigaction(SIGTERM, &sa, NULL);
 	if (o->log_path) {
 		c.log = fopen(o->log_path, "w");
 		if (!c.log) {
@@ -351,7 +367,7 @@ int zd_client_run(const struct zd_client_opts *o)
 		struct pollfd p;
 		int r, t;
 
-		if (run_done(&c, now))
+		if (run_done(&c, now) || stop_requested)
 			break;
 		r = send_due(&c, now);
 		if (r == 0 && c.qlen && now - c.q[c.qhead].sent_ns >= o->timeout_ns) {

@@ -105,6 +105,18 @@ serve s12 --delay-ms 3000
 expect_fail "an answer later than --timeout: exit 5" 5 "no answer to request 1 in 200 ms after 0 answers" \
 	zd-client --timeout 200 --requests 2 127.0.0.1:"$PORT"
 
+# SIGTERM ends the run early with the summary of what was got.
+serve s14 --delay-ms 50
+zd-client --duration 60s 127.0.0.1:"$PORT" >"$TMP/c14.json" 2>"$TMP/c14.err" &
+cl=$!
+sleep 1
+kill -TERM $cl
+wait $cl
+rc=$?
+n=$(jq .count "$TMP/c14.json" 2>/dev/null)
+[ $rc = 0 ] && [ "${n:-0}" -ge 1 ] && ok "SIGTERM: exit 0 and the summary of $n answers" ||
+	not_ok "SIGTERM: exit 0 and the summary" "exit $rc: $(cat "$TMP/c14.json" "$TMP/c14.err")"
+
 # 6. Flags.
 expect_fail "no address" 2 "missing ADDR:PORT" zd-client
 expect_fail "two addresses" 2 "unexpected argument 'b:2'" zd-client a:1 b:2
