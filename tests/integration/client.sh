@@ -31,7 +31,7 @@ bad=$(awk 'NF != 4 || $1 != NR + 6 || $3 - $2 != $4 || $4 < 2000000 {print NR ":
 	ok "log: 50 lines SEQ SENT RECEIVED DELAY, delay = received - sent >= the peer's 2 ms" ||
 	not_ok "log: 50 lines SEQ SENT RECEIVED DELAY" "${bad:-$(wc -l <"$TMP/c1.log") lines}"
 # The summary's percentiles are those of the logged delays (nearest rank).
-want=$(sort -n -k4 "$TMP/c1.log" | awk '{d[NR] = $4; s += $4} END {printf "[%d,%d,%d,%d]", d[25], d[50], d[50], int(s / NR)}')
+want=$(sort -n -k4 "$TMP/c1.log" | awk '{d[NR] = $4; s += $4} END {printf "[%d,%d,%d,%d]", d[25], d[50], d[50], int(s / NR + 0.5)}')
 got=$(jq -c '[.delay_ns.p50, .delay_ns.p99, .delay_ns.max, .delay_ns.mean]' "$TMP/c1.json")
 [ "$got" = "$want" ] && ok "p50/p99/max/mean delay = the log's ($got)" || not_ok "p50/p99/max/mean delay = the log's" "summary $got, log $want"
 
