@@ -7,6 +7,7 @@
  * mode resumes the VM only then).
  */
 #include <getopt.h>
+#include <malloc.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -68,6 +69,11 @@ int main(int argc, char **argv)
 	int c, n, rc = 0, fb = -1;
 
 	zd_set_progname(argv[0]);
+	/* Records of up to 16 MiB come and go every epoch: keep them on the
+	 * heap instead of a fresh mmap each time, whose page faults cost more
+	 * than the copy (2x the throughput under nested virtualisation). */
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	while ((c = getopt_long(argc, argv, "jvhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j': json = true; break;
