@@ -17,6 +17,9 @@ static const struct zd_target_ops *const table[] = {
 #ifdef ZD_HAVE_KVM
 	&zd_target_kvm,
 #endif
+#ifdef ZD_HAVE_XEN
+	&zd_target_xen,		/* lib/target/xen.mk: where libxen-dev is installed */
+#endif
 	&zd_target_synth,
 	&zd_target_trace,
 };

@@ -14,6 +14,11 @@
  * No page is copied while the VM is stopped. DIRTY carries only F, the
  * pages still to capture at checkpoint time; a page of P that is not in F
  * kept its pre-copied contents. The epoch's pages are P ∪ F.
+ *
+ * A live target without write-protect (copy_frozen_paused: xen:) cannot
+ * keep F's pre-images once the VM runs again, so F is copied while paused
+ * and sent inline (PAGES_INLINE): pre-copy only, the pause shrinks by
+ * what P took.
  */
 #include "track_int.h"
 #include "zd/util.h"
@@ -46,6 +51,7 @@ static int zddspt_round(struct zd_track *k)
 	struct zd_pageset p = ZD_PAGESET_INIT;
 	struct zd_record state, commit;
 	uint64_t protect_ns;
+	bool copy_frozen = k->t->ops->copy_frozen_paused;
 	int r;
 
 	r = track_run_until(k, track_deadline(k, 100 - k->o->precopy_pct));
@@ -65,6 +71,8 @@ static int zddspt_round(struct zd_track *k)
 	if (track_protect(k, &k->dirty) < 0)
 		goto fail_paused;
 	protect_ns = zd_now_ns() - protect_ns;
+	if (copy_frozen && track_read_pages(k, &k->dirty) < 0)
+		goto fail_paused;
 	if (track_rearm(k, NULL) < 0 || track_get_state(k, &state) < 0)
 		goto fail_paused;
 	init_commit(k, &commit, zd_pageset_count(&k->dirty));
@@ -75,7 +83,10 @@ static int zddspt_round(struct zd_track *k)
 	c.pause_ns = c.resume_ns - c.t1_ns;
 
 	r = 0;
+	if (copy_frozen)
+		c.flags |= ZD_CKPT_PAGES_INLINE;
 	if (emit_checkpoint(k, &c) < 0 || emit_set(k, ZD_REC_DIRTY, &k->dirty) < 0 ||
+	    (copy_frozen && emit_pages(k, &k->dirty, 0) < 0) ||
 	    emit_record(k, &state) < 0 || emit_record(k, &commit) < 0)
 		r = -1;
 	zd_record_free(&state);

@@ -77,6 +77,10 @@ struct zd_target_ops {
 	int (*export_fds)(struct zd_target *t, int *fds, uint64_t *base);
 	/* Attach role counterpart of export_fds for targets that need them. */
 	int (*import_fds)(struct zd_target *t, const int *fds, int nfds, uint64_t base);
+
+	/* A live VM without protect (xen:): a page read after resume is not
+	 * the checkpoint's, so zddspt copies its frozen set while paused. */
+	bool copy_frozen_paused;
 };
 
 struct zd_target {
@@ -91,6 +95,7 @@ struct zd_target {
 extern const struct zd_target_ops zd_target_synth;
 extern const struct zd_target_ops zd_target_trace;
 extern const struct zd_target_ops zd_target_kvm;
+extern const struct zd_target_ops zd_target_xen;
 
 /* Open by spec for the tracker role. Returns 0, or -1 with *t == NULL and
  * msg filled (e.g. "unknown target scheme 'foo' (want kvm, synth, trace)").

@@ -1,0 +1,582 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * xen:NAME or xen:DOMID — a PVH or HVM domain of the Xen host this runs on
+ * (dom0, as root), through libxenctrl, libxenstore and libxenforeignmemory.
+ *
+ * Page numbers. A PVH guest's physmap spans ~4 GiB (max_gpfn ~0xfefff)
+ * however little RAM it has, with RAM at the bottom and a few special and
+ * ACPI pages near the top. Hashing or replicating the whole span every
+ * epoch would cost 32 times the guest's memory, so the target numbers only
+ * the frames that are populated when it opens: page i of the stream is the
+ * i-th populated gfn in ascending order. A gfn that does not foreign-map
+ * at open (a hole, MMIO) is absent: it is neither tracked nor replicated.
+ * The gfn list goes into the STATE blob, so a replica can be put back at
+ * the right addresses. Frames the guest populates later (ballooning up)
+ * are not tracked; the guest's RAM is mapped once, at open.
+ *
+ * Dirty log. Xen's log-dirty has only "read" (PEEK) and "read and clear
+ * all" (CLEAN). The target ops want harvest without re-arm and re-arm of
+ * a subset (zddspt's pre-copy), so bits CLEAN took but the caller did not
+ * re-arm are kept in `pending` and reported by the next harvest. The
+ * first harvest reports every page: the replica starts empty.
+ *
+ * Attach role (zd-swap, zd-send): dom0 tools share the host, so a stage
+ * opens the domain named by the HEADER's target spec itself and maps the
+ * same frames; it refuses if it finds a different number of them.
+ *
+ * PV guests cannot be tracked: Debian's Xen (and any Xen built without
+ * CONFIG_SHADOW_PAGING) has no log-dirty for them.
+ */
+#include "zd/target.h"
+
+#ifdef ZD_HAVE_XEN
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <xenctrl.h>
+#include <xenforeignmemory.h>
+#include <xenstore.h>
+
+#include "zd/util.h"
+
+#define XEN_PAGE 4096u
+#define SCAN_CHUNK 4096u		/* gfns probed per foreign map at open */
+#define NO_IDX UINT32_MAX
+
+/* STATE blob (kind 2): this header, nranges × {first gfn, count} (u64
+ * each), then the HVM context of xc_domain_hvm_getcontext. */
+#define XEN_STATE_MAGIC "zdxen\0\0\1"
+struct xen_state_hdr {
+	char magic[8];
+	uint32_t nranges;
+	uint32_t ctx_len;
+};
+
+struct xen_priv {
+	xc_interface *xch;
+	xenforeignmemory_handle *fmem;
+	uint32_t domid;
+	bool logdirty;			/* we enabled it: turn it off at close */
+	bool paused;			/* we paused it: unpause at close */
+	bool first;			/* no harvest yet: everything is dirty */
+
+	uint64_t ngfn;			/* max_gpfn + 1 */
+	uint32_t *idx;			/* gfn -> page index, NO_IDX if absent */
+	struct zd_pageset gfns;		/* populated gfns (ranges) */
+	uint8_t *mem;			/* all populated frames, page i at i*4096 */
+	size_t mem_pages;
+
+	xc_hypercall_buffer_t hb;	/* log-dirty bitmap, ngfn bits */
+	unsigned long *bm;
+	size_t bm_pages;
+	struct zd_pageset pending;	/* cleaned from Xen, not re-armed by the caller */
+	uint64_t *scratch;		/* page indexes of one harvest */
+};
+
+static void set_err(struct zd_target *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(struct zd_target *t, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(t->err, sizeof(t->err), fmt, ap);
+	va_end(ap);
+}
+
+/* "xen:7" is a domid, anything else a name looked up in xenstore.
+ * -2: the spec itself is wrong. */
+static int resolve(struct zd_target *t, const char *args, uint32_t *domid)
+{
+	struct xs_handle *xs;
+	char **dirs, path[64];
+	unsigned n;
+	uint64_t v;
+	int rc = -1;
+
+	if (!*args) {
+		set_err(t, "want xen:NAME or xen:DOMID");
+		return -2;
+	}
+	if (zd_parse_u64(args, &v) == 0) {
+		if (v >= 0x7ff0) {	/* DOMID_FIRST_RESERVED */
+			set_err(t, "domid %" PRIu64 " out of range", v);
+			return -2;
+		}
+		*domid = (uint32_t)v;
+		return 0;
+	}
+	xs = xs_open(XS_OPEN_READONLY);
+	if (!xs) {
+		set_err(t, "cannot open xenstore (%s): run in dom0 as root with xenstored up",
+			strerror(errno));
+		return -1;
+	}
+	dirs = xs_directory(xs, XBT_NULL, "/local/domain", &n);
+	for (unsigned i = 0; dirs && i < n && rc < 0; i++) {
+		unsigned len;
+		char *name;
+
+		snprintf(path, sizeof(path), "/local/domain/%s/name", dirs[i]);
+		name = xs_read(xs, XBT_NULL, path, &len);
+		if (name && !strcmp(name, args) && zd_parse_u64(dirs[i], &v) == 0) {
+			*domid = (uint32_t)v;
+			rc = 0;
+		}
+		free(name);
+	}
+	if (!dirs)
+		set_err(t, "xenstore /local/domain: %s", strerror(errno));
+	else if (rc < 0)
+		set_err(t, "no domain named '%s' in xenstore", args);
+	free(dirs);
+	xs_close(xs);
+	return rc;
+}
+
+static int domain_info(struct zd_target *t, xc_dominfo_t *info)
+{
+	struct xen_priv *p = t->priv;
+
+	if (xc_domain_getinfo(p->xch, p->domid, 1, info) != 1 || info->domid != p->domid) {
+		set_err(t, "domain %u does not exist", p->domid);
+		return -1;
+	}
+	if (info->dying || info->shutdown || info->crashed) {
+		set_err(t, "domain %u has %s", p->domid,
+			info->crashed ? "crashed" : info->dying ? "died" : "shut down");
+		return -1;
+	}
+	return 0;
+}
+
+/* Probe every gfn of the physmap once; the ones that map are the guest's
+ * frames. Then map them all, read-only, as one range. */
+static int map_frames(struct zd_target *t)
+{
+	struct xen_priv *p = t->priv;
+	xen_pfn_t *arr = zd_xmalloc(SCAN_CHUNK * sizeof(*arr));
+	int *err = zd_xmalloc(SCAN_CHUNK * sizeof(*err));
+	xen_pfn_t *all = NULL;
+	uint64_t n = 0;
+	int rc = -1;
+
+	p->idx = zd_xmalloc(p->ngfn * sizeof(*p->idx));
+	for (uint64_t g = 0; g < p->ngfn; g += SCAN_CHUNK) {
+		size_t k = (size_t)ZD_MIN((uint64_t)SCAN_CHUNK, p->ngfn - g);
+		void *m;
+
+		for (size_t i = 0; i < k; i++)
+			arr[i] = g + i;
+		m = xenforeignmemory_map(p->fmem, p->domid, PROT_READ, k, arr, err);
+		if (!m) {
+			set_err(t, "foreign map of gfns %#" PRIx64 "..: %s", g, strerror(errno));
+			goto out;
+		}
+		for (size_t i = 0; i < k; i++) {
+			if (err[i]) {
+				p->idx[g + i] = NO_IDX;
+				continue;
+			}
+			p->idx[g + i] = (uint32_t)n++;
+			zd_pageset_add(&p->gfns, g + i);
+		}
+		xenforeignmemory_unmap(p->fmem, m, k);
+	}
+	if (!n) {
+		set_err(t, "no frame of domain %u maps", p->domid);
+		goto out;
+	}
+	all = zd_xmalloc(n * sizeof(*all));
+	n = 0;
+	for (size_t r = 0; r < p->gfns.n; r++)
+		for (uint64_t i = 0; i < p->gfns.r[r].count; i++)
+			all[n++] = p->gfns.r[r].first + i;
+	p->mem = xenforeignmemory_map(p->fmem, p->domid, PROT_READ, n, all, NULL);
+	if (!p->mem) {
+		set_err(t, "foreign map of %" PRIu64 " frames: %s", n, strerror(errno));
+		goto out;
+	}
+	p->mem_pages = n;
+	t->page_size = XEN_PAGE;
+	t->page_count = n;
+	rc = 0;
+out:
+	free(arr);
+	free(err);
+	free(all);
+	return rc;
+}
+
+static int xen_connect(struct zd_target *t, const char *args, bool tracker)
+{
+	struct xen_priv *p = zd_xcalloc(1, sizeof(*p));
+	xc_dominfo_t info;
+	xen_pfn_t maxg = 0;
+	int r;
+
+	t->priv = p;
+	zd_pageset_init(&p->gfns);
+	zd_pageset_init(&p->pending);
+	p->hb = (xc_hypercall_buffer_t){ .hbuf = NULL, .param_shadow = NULL,
+					 HYPERCALL_BUFFER_INIT_NO_BOUNCE };
+	if ((r = resolve(t, args, &p->domid)) < 0)
+		return r;
+	p->xch = xc_interface_open(NULL, NULL, 0);
+	if (!p->xch) {
+		set_err(t, "cannot open the Xen control interface (%s): run in dom0 as root",
+			strerror(errno));
+		return -1;
+	}
+	if (domain_info(t, &info) < 0)
+		return -1;
+	if (p->domid == 0) {
+		set_err(t, "domain 0 cannot protect itself");
+		return -1;
+	}
+	if (!info.hvm) {
+		set_err(t, "log-dirty is not supported for PV domains on this Xen (no shadow paging): "
+			"use a PVH or HVM guest");
+		return -1;
+	}
+	if (xc_domain_maximum_gpfn(p->xch, p->domid, &maxg) < 0) {
+		set_err(t, "maximum gpfn of domain %u: %s", p->domid, strerror(errno));
+		return -1;
+	}
+	p->ngfn = (uint64_t)maxg + 1;
+	p->fmem = xenforeignmemory_open(NULL, 0);
+	if (!p->fmem) {
+		set_err(t, "cannot open foreign memory (%s)", strerror(errno));
+		return -1;
+	}
+	/* The tracker pauses while it probes: the frames must not move. */
+	if (tracker) {
+		if (xc_domain_pause(p->xch, p->domid) < 0) {
+			set_err(t, "pause domain %u: %s", p->domid, strerror(errno));
+			return -1;
+		}
+		p->paused = true;
+	}
+	if (map_frames(t) < 0)
+		return -1;
+	zd_debug("xen:%s: domain %u, %" PRIu64 " of %" PRIu64 " gfns populated", args, p->domid,
+		 t->page_count, p->ngfn);
+	return 0;
+}
+
+static void xen_close(struct zd_target *t)
+{
+	struct xen_priv *p = t->priv;
+
+	if (!p)
+		return;
+	if (p->xch && p->logdirty)
+		xc_shadow_control(p->xch, p->domid, XEN_DOMCTL_SHADOW_OP_OFF, NULL, 0);
+	if (p->xch && p->paused)
+		xc_domain_unpause(p->xch, p->domid);
+	if (p->bm)
+		xc__hypercall_buffer_free_pages(p->xch, &p->hb, (int)p->bm_pages);
+	if (p->mem)
+		xenforeignmemory_unmap(p->fmem, p->mem, p->mem_pages);
+	if (p->fmem)
+		xenforeignmemory_close(p->fmem);
+	if (p->xch)
+		xc_interface_close(p->xch);
+	zd_pageset_free(&p->gfns);
+	zd_pageset_free(&p->pending);
+	free(p->idx);
+	free(p->scratch);
+	free(p);
+	t->priv = NULL;
+}
+
+/* One log-dirty operation into the bitmap; the number of dirty bits. */
+static int logdirty(struct zd_target *t, unsigned op, uint64_t *count)
+{
+	struct xen_priv *p = t->priv;
+	xc_shadow_op_stats_t st = { 0 };
+	long long r;
+
+	r = xc_logdirty_control(p->xch, p->domid, op, &p->hb, p->ngfn, 0, &st);
+	/* Returns the bitmap's size in pages, not a count of dirty ones. */
+	if (r < 0) {
+		set_err(t, "log-dirty %s: %s", op == XEN_DOMCTL_SHADOW_OP_PEEK ? "PEEK" : "CLEAN",
+			strerror(errno));
+		return -1;
+	}
+	*count = st.dirty_count;
+	return 0;
+}
+
+/* The bitmap as page indexes, added to out (gfns we do not track skipped). */
+static void bitmap_pages(struct zd_target *t, struct zd_pageset *out)
+{
+	struct xen_priv *p = t->priv;
+	struct zd_pageset s = ZD_PAGESET_INIT, u = ZD_PAGESET_INIT;
+	const unsigned long *w = p->bm;
+	size_t n = 0, nw = (size_t)((p->ngfn + 63) / 64);
+
+	for (size_t i = 0; i < nw; i++) {
+		for (unsigned long b = w[i]; b; b &= b - 1) {
+			uint64_t g = i * 64 + (unsigned)__builtin_ctzl(b);
+
+			if (g < p->ngfn && p->idx[g] != NO_IDX)
+				p->scratch[n++] = p->idx[g];
+		}
+	}
+	zd_pageset_from_pfns(&s, p->scratch, n);
+	zd_pageset_union(&u, out, &s);
+	zd_pageset_swap(&u, out);
+	zd_pageset_free(&s);
+	zd_pageset_free(&u);
+}
+
+static int xen_open(struct zd_target *t, const char *args)
+{
+	struct xen_priv *p;
+	uint64_t dummy;
+	int r = xen_connect(t, args, true);
+
+	if (r < 0)
+		goto fail;
+	p = t->priv;
+	if (xc_shadow_control(p->xch, p->domid, XEN_DOMCTL_SHADOW_OP_ENABLE_LOGDIRTY, NULL, 0) < 0) {
+		int e = errno;
+
+		if (e == EOPNOTSUPP)
+			set_err(t, "log-dirty is not supported for this domain on this Xen "
+				"(no shadow paging): use a PVH or HVM guest");
+		else if (e == EBUSY || e == EEXIST || e == EINVAL)
+			set_err(t, "cannot enable log-dirty on domain %u (%s): is a migration, "
+				"xl remus or another zd-track already tracking it?", p->domid, strerror(e));
+		else
+			set_err(t, "enable log-dirty on domain %u: %s", p->domid, strerror(e));
+		goto fail;
+	}
+	p->logdirty = true;
+	p->bm_pages = (size_t)((p->ngfn + 7) / 8 + XEN_PAGE - 1) / XEN_PAGE;
+	p->bm = xc__hypercall_buffer_alloc_pages(p->xch, &p->hb, (int)p->bm_pages);
+	if (!p->bm) {
+		set_err(t, "hypercall buffer of %zu pages: %s", p->bm_pages, strerror(errno));
+		goto fail;
+	}
+	p->scratch = zd_xmalloc(t->page_count * sizeof(*p->scratch));
+	/* Start from a clean log; epoch 1 reports every page anyway. */
+	if (logdirty(t, XEN_DOMCTL_SHADOW_OP_CLEAN, &dummy) < 0)
+		goto fail;
+	p->first = true;
+	if (xc_domain_unpause(p->xch, p->domid) < 0) {
+		set_err(t, "unpause domain %u: %s", p->domid, strerror(errno));
+		goto fail;
+	}
+	p->paused = false;
+	return 0;
+fail:
+	{
+		char err[sizeof(t->err)];
+
+		memcpy(err, t->err, sizeof(err));
+		xen_close(t);
+		memcpy(t->err, err, sizeof(err));
+	}
+	errno = r == -2 ? EINVAL : 0;	/* EINVAL: a usage error, exit 2 */
+	return -1;
+}
+
+static int xen_attach(struct zd_target *t, const struct zd_rec_header *hdr)
+{
+	const char *args = strchr(hdr->target, ':');
+	uint64_t want = hdr->page_count;
+
+	if (xen_connect(t, args ? args + 1 : "", false) < 0)
+		goto fail;
+	if (t->page_count != want || hdr->page_size != XEN_PAGE) {
+		set_err(t, "domain has %" PRIu64 " frames of %u bytes, the stream says %" PRIu64
+			" of %u (did the guest balloon?)", t->page_count, XEN_PAGE, want,
+			hdr->page_size);
+		goto fail;
+	}
+	return 0;
+fail:
+	{
+		char err[sizeof(t->err)];
+
+		memcpy(err, t->err, sizeof(err));
+		xen_close(t);
+		memcpy(t->err, err, sizeof(err));
+	}
+	return -1;
+}
+
+static int xen_run_until(struct zd_target *t, uint64_t deadline_ns)
+{
+	xc_dominfo_t info;
+
+	/* The guest just runs; notice now, not at the next pause, if it died. */
+	while (zd_now_ns() < deadline_ns) {
+		uint64_t left = deadline_ns - zd_now_ns();
+
+		zd_sleep_ns(ZD_MIN(left, (uint64_t)50000000u));
+		if (domain_info(t, &info) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int xen_pause(struct zd_target *t, uint64_t epoch)
+{
+	struct xen_priv *p = t->priv;
+
+	(void)epoch;
+	/* Synchronous: returns once every vCPU is off the CPUs. */
+	if (xc_domain_pause(p->xch, p->domid) < 0) {
+		set_err(t, "pause: %s", strerror(errno));
+		return -1;
+	}
+	p->paused = true;
+	return 0;
+}
+
+static int xen_resume(struct zd_target *t)
+{
+	struct xen_priv *p = t->priv;
+
+	if (!p->paused)
+		return 0;
+	if (xc_domain_unpause(p->xch, p->domid) < 0) {
+		set_err(t, "unpause: %s", strerror(errno));
+		return -1;
+	}
+	p->paused = false;
+	return 0;
+}
+
+static int xen_harvest(struct zd_target *t, struct zd_pageset *dirty)
+{
+	struct xen_priv *p = t->priv;
+	uint64_t count;
+
+	zd_pageset_clear(dirty);
+	if (p->first) {
+		zd_pageset_add_range(dirty, 0, t->page_count);
+		return 0;
+	}
+	if (logdirty(t, XEN_DOMCTL_SHADOW_OP_PEEK, &count) < 0)
+		return -1;
+	zd_pageset_copy(dirty, &p->pending);
+	bitmap_pages(t, dirty);
+	return 0;
+}
+
+static int xen_rearm(struct zd_target *t, const struct zd_pageset *set)
+{
+	struct xen_priv *p = t->priv;
+	struct zd_pageset keep = ZD_PAGESET_INIT;
+	uint64_t count;
+
+	if (logdirty(t, XEN_DOMCTL_SHADOW_OP_CLEAN, &count) < 0)
+		return -1;
+	if (!set) {
+		zd_pageset_clear(&p->pending);
+		p->first = false;
+		return 0;
+	}
+	/* Xen cleared every bit: keep what the caller did not re-arm. */
+	if (p->first) {
+		zd_pageset_clear(&p->pending);
+		zd_pageset_add_range(&p->pending, 0, t->page_count);
+		p->first = false;
+	}
+	bitmap_pages(t, &p->pending);
+	zd_pageset_subtract(&keep, &p->pending, set);
+	zd_pageset_swap(&keep, &p->pending);
+	zd_pageset_free(&keep);
+	return 0;
+}
+
+static int xen_read_pages(struct zd_target *t, uint64_t epoch, const struct zd_pageset *set,
+			  uint8_t *buf)
+{
+	struct xen_priv *p = t->priv;
+
+	(void)epoch;
+	for (size_t i = 0; i < set->n; i++) {
+		uint64_t first = set->r[i].first, count = set->r[i].count;
+
+		if (first + count > p->mem_pages) {
+			set_err(t, "page %" PRIu64 " beyond the guest's %zu frames",
+				first + count - 1, p->mem_pages);
+			return -1;
+		}
+		memcpy(buf, p->mem + first * XEN_PAGE, count * XEN_PAGE);
+		buf += count * XEN_PAGE;
+	}
+	return 0;
+}
+
+static int xen_get_state(struct zd_target *t, uint32_t *kind, uint8_t **data, uint32_t *len)
+{
+	struct xen_priv *p = t->priv;
+	struct xen_state_hdr h = { .nranges = (uint32_t)p->gfns.n };
+	size_t off;
+	int sz;
+
+	sz = xc_domain_hvm_getcontext(p->xch, p->domid, NULL, 0);
+	if (sz <= 0) {
+		set_err(t, "HVM context size: %s", strerror(errno));
+		return -1;
+	}
+	off = sizeof(h) + p->gfns.n * 16;
+	*data = zd_xmalloc(off + (size_t)sz);
+	sz = xc_domain_hvm_getcontext(p->xch, p->domid, *data + off, (uint32_t)sz);
+	if (sz <= 0) {
+		set_err(t, "HVM context: %s", strerror(errno));
+		free(*data);
+		*data = NULL;
+		return -1;
+	}
+	memcpy(h.magic, XEN_STATE_MAGIC, sizeof(h.magic));
+	h.ctx_len = (uint32_t)sz;
+	memcpy(*data, &h, sizeof(h));
+	for (size_t i = 0; i < p->gfns.n; i++) {
+		memcpy(*data + sizeof(h) + i * 16, &p->gfns.r[i].first, 8);
+		memcpy(*data + sizeof(h) + i * 16 + 8, &p->gfns.r[i].count, 8);
+	}
+	*kind = 2;
+	*len = (uint32_t)(off + (size_t)sz);
+	return 0;
+}
+
+static int xen_memsum(struct zd_target *t, uint64_t *sum)
+{
+	struct xen_priv *p = t->priv;
+
+	*sum = zd_hash64(p->mem, p->mem_pages * XEN_PAGE);
+	return 0;
+}
+
+const struct zd_target_ops zd_target_xen = {
+	.scheme = "xen",
+	.usage = "xen:NAME|DOMID  a PVH or HVM domain of this Xen host (dom0, root)",
+	.open = xen_open,
+	.attach = xen_attach,
+	.close = xen_close,
+	.run_until = xen_run_until,
+	.pause = xen_pause,
+	.resume = xen_resume,
+	.harvest = xen_harvest,
+	.rearm = xen_rearm,
+	.read_pages = xen_read_pages,
+	.get_state = xen_get_state,
+	.memsum = xen_memsum,
+	.copy_frozen_paused = true,	/* no write-protect on Xen yet */
+};
+
+#else
+/* Built without libxen-dev: the registry does not list xen. */
+typedef int zd_xen_absent;
+#endif
