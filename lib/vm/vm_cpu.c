@@ -87,10 +87,15 @@ static void build_gdt(struct zd_vm *vm)
 	gdt[5] = (lim & 0xffff) | ((tss & 0xffffff) << 16) | (0xbull << 40) | (1ull << 47) |
 		 (((lim >> 16) & 0xf) << 48) | (((tss >> 24) & 0xff) << 56);
 	gdt[6] = tss >> 32;
-	/* The TSS: RSP0 below the user stack, no I/O bitmap. */
-	memset(gpa(vm, ZDG_TSS_GPA), 0, ZDG_PAGE);
-	*(uint64_t *)((uint8_t *)gpa(vm, ZDG_TSS_GPA) + 4) = ZDG_STACK_TOP - 0x80000;
-	*(uint16_t *)((uint8_t *)gpa(vm, ZDG_TSS_GPA) + 102) = 104;
+	/* The TSS: RSP0 below the user stack (the field at offset 4 is not
+	 * 8-byte aligned), no I/O bitmap. */
+	uint8_t *t = gpa(vm, ZDG_TSS_GPA);
+	uint64_t rsp0 = ZDG_STACK_TOP - 0x80000;
+	uint16_t iomap = 104;
+
+	memset(t, 0, ZDG_PAGE);
+	memcpy(t + 4, &rsp0, sizeof(rsp0));
+	memcpy(t + 102, &iomap, sizeof(iomap));
 }
 
 static void user_seg(struct kvm_segment *s, uint16_t sel, bool code)

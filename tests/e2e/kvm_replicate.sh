@@ -32,6 +32,7 @@ if [ -z "${ZD_KVM_INNER:-}" ]; then
 		"ok "*) ok "${line#ok * - }" ;;
 		"not ok "*) not_ok "${line#not ok * - }" ;;
 		"#"*) echo "$line" ;;
+		*) echo "#   $line" ;;
 		esac
 	done <"$TMP/inner"
 	if [ $rc -ne 0 ] && ! grep -q '^not ok' "$TMP/inner"; then

@@ -52,6 +52,7 @@ if [ -z "${ZD_KVM_INNER:-}" ]; then
 		"ok "*) ok "${line#ok * - }" ;;
 		"not ok "*) not_ok "${line#not ok * - }" ;;
 		"#"*) echo "$line" ;;
+		*) echo "#   $line" ;;
 		esac
 	done <"$TMP/inner"
 	if [ $rc -ne 0 ] && ! grep -q '^not ok' "$TMP/inner"; then
@@ -139,7 +140,7 @@ else not_ok "memory changed between the two pauses" "'$m1' vs '$m3'"; fi
 # Selective re-arm via zd-track's kvm: target happens in kvm_replicate.sh;
 # here the tracker reads a few epochs straight from the VM.
 if zd-track "kvm:$S" --epochs 5 --interval 50 --verify --json >"$TMP/track.json" 2>"$TMP/track.err" &&
-	[ "$(grep -c '"type":"COMMIT"' "$TMP/track.json")" = 5 ]; then
+	[ "$(grep -c "\"type\":\"commit\"" "$TMP/track.json")" = 5 ]; then
 	ok "zd-track kvm: checkpoints 5 epochs"
 else
 	not_ok "zd-track kvm: checkpoints 5 epochs" "$(tail -3 "$TMP/track.err")"
