@@ -31,6 +31,7 @@ if [ -z "${ZD_KVM_INNER:-}" ]; then
 		"ok "*"# SKIP"*) w=${line#ok * - }; skip "${w%% # SKIP*}" "${w#* # SKIP }" ;;
 		"ok "*) ok "${line#ok * - }" ;;
 		"not ok "*) not_ok "${line#not ok * - }" ;;
+		"1.."*) ;;
 		"#"*) echo "$line" ;;
 		*) echo "#   $line" ;;
 		esac

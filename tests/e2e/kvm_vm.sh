@@ -51,6 +51,7 @@ if [ -z "${ZD_KVM_INNER:-}" ]; then
 		"ok "*"# SKIP"*) skip "${line#ok * - }" "" ;;
 		"ok "*) ok "${line#ok * - }" ;;
 		"not ok "*) not_ok "${line#not ok * - }" ;;
+		"1.."*) ;;
 		"#"*) echo "$line" ;;
 		*) echo "#   $line" ;;
 		esac
@@ -170,6 +171,22 @@ if [ $rc -eq 0 ] && [ ! -e "$S" ]; then ok "STOP: zd-vm exits 0 and removes its 
 else not_ok "STOP: zd-vm exits 0 and removes its socket" "exit $rc; $(tail -3 "$TMP/vm.err")"; fi
 if [ "$(wc -l <"$TMP/out1.log")" = 2 ]; then ok "--output-log has one line per answer"
 else not_ok "--output-log has one line per answer" "$(cat "$TMP/out1.log")"; fi
+
+# The VM dying under the tracker: one clear line, exit 4 (target).
+start_vm --mem 16M --workload dirty=1000,span=8M || not_ok "zd-vm for the kill test starts"
+zd-track "kvm:$S" --interval 50 --epochs 100000 >/dev/null 2>"$TMP/dead.err" &
+TR=$!
+sleep 2
+kill -9 "$VM"
+wait "$VM" 2>/dev/null
+wait "$TR"
+rc=$?
+if [ $rc -eq 4 ] && grep -q "kvm:$S: .*zd-vm .*(the VM exited)" "$TMP/dead.err"; then
+	ok "zd-track exits 4 when zd-vm dies: $(grep 'VM exited' "$TMP/dead.err" | head -1)"
+else
+	not_ok "zd-track exits 4 when zd-vm dies" "exit $rc: $(cat "$TMP/dead.err")"
+fi
+rm -f "$S"
 
 # The classic dirty log (KVMs without manual protect) keeps the protocol's
 # meaning: everything dirty at first, nothing new while paused.
