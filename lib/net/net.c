@@ -109,20 +109,29 @@ int zd_net_listen(const char *spec, char *msg, size_t msglen)
 
 	if (resolve(spec, true, &res, msg, msglen) < 0)
 		return -1;
-	/* ":PORT" resolves to both families; prefer IPv6 with dual stack so
-	 * one socket takes both. */
-	for (ai = res; ai; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-		if (fd < 0) {
+	/* ":PORT" resolves to both families: IPv6 first, dual stack, so one
+	 * socket takes both; IPv4 where the host has no IPv6. */
+	for (int pass = 0; pass < 2 && fd < 0; pass++) {
+		for (ai = res; ai; ai = ai->ai_next) {
+			if ((ai->ai_family == AF_INET6) != (pass == 0))
+				continue;
+			fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+			if (fd < 0) {
+				e = errno;
+				continue;
+			}
+			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+			if (ai->ai_family == AF_INET6) {
+				int off = 0;
+
+				setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+			}
+			if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4) == 0)
+				break;
 			e = errno;
-			continue;
+			close(fd);
+			fd = -1;
 		}
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4) == 0)
-			break;
-		e = errno;
-		close(fd);
-		fd = -1;
 	}
 	freeaddrinfo(res);
 	if (fd < 0)

@@ -135,6 +135,30 @@ wait $pypid
 [ "$rc" = 5 ] && [ "$(grep -c . "$TMP/send6.err")" = 1 ] && ok "zd-send: peer gone mid-stream → one line, exit 5 ($(cat "$TMP/send6.err"))" ||
 	not_ok "zd-send: peer gone mid-stream → one line, exit 5" "exit $rc: $(cat "$TMP/send6.err")"
 
+# 7. ":PORT" listens on both families: an IPv6 and an IPv4 sender.
+for dest in "[::1]" 127.0.0.1; do
+	if [ "$dest" = "[::1]" ] && ! python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null; then
+		skip "zd-recv --listen :PORT takes a sender on $dest" "no IPv6 loopback here"
+		continue
+	fi
+	rm -rf "$TMP/r7"
+	zd-recv --listen :0 --replica "$TMP/r7" --once 2>"$TMP/r7.err" &
+	pid=$!
+	port=
+	for _ in $(seq 100); do
+		port=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/r7.err")
+		[ -n "$port" ] && break
+		sleep 0.05
+	done
+	zd-track "$SPEC2" --epochs 3 --interval 0 --verify 2>/dev/null | zd-send "$dest:$port" >/dev/null 2>&1
+	src=$?
+	wait $pid
+	rrc=$?
+	[ $src = 0 ] && [ $rrc = 0 ] && [ "$(replica_field "$TMP/r7" epoch)" = 3 ] &&
+		ok "zd-recv --listen :PORT takes a sender on $dest" ||
+		not_ok "zd-recv --listen :PORT takes a sender on $dest" "send $src recv $rrc: $(cat "$TMP/r7.err")"
+done
+
 for t in zd-send zd-recv zd-swap; do
 	"$t" --version | grep -qx "$t 0.1.0" && "$t" --help | head -1 | grep -q "^usage: $t" &&
 		ok "$t --version and --help" || not_ok "$t --version and --help"
