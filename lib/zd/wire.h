@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The wire between zd-send and zd-recv (issue 7): page compression of
+ * PAGES records and a pre-shared-key authentication of the link.
+ *
+ * Compression (lib/wire/pages.c, shadow.c). A PAGES record carries raw
+ * pages, or a compressed payload (zd-stream(5) "COMPRESSED PAGES"):
+ *   enc 1 zstd:  one zstd frame of the pages * page_size raw bytes;
+ *   enc 2 delta: a bitmap of ceil(pages/8) bytes (bit i, LSB first, set:
+ *                page i is XORed with the receiver's copy of that pfn),
+ *                then one zstd frame of the pages, XORed where flagged.
+ * The sender keeps a shadow copy of the pages it sent (bounded by a byte
+ * budget, least recently sent evicted first); a page without a shadow goes
+ * plain inside the delta frame. The receiver's copy of a pfn is the
+ * replica's memory as of the last committed epoch with the PAGES already
+ * staged in the open epoch on top, i.e. the newest contents of the pfn the
+ * stream has delivered. Sender and receiver agree on it as long as every
+ * encoded record reaches the receiver and is staged, in order: after a
+ * reconnect, or when the receiver threw an epoch away, the sender must
+ * zd_wire_enc_reset() (the first records after it go plain zstd).
+ *
+ * An encoder or decoder is one thread's: no global state, one per worker.
+ *
+ * Authentication (lib/wire/auth.c). Both ends hold a key file; at connect
+ * each proves it knows the key (keyed BLAKE2b over both ends' fresh nonces),
+ * and every binary record then travels followed by a 32-byte tag: keyed
+ * BLAKE2b, per direction, over a record sequence number and the record's
+ * bytes, so a changed, dropped, replayed or reordered record is refused.
+ */
+#ifndef ZD_WIRE_H
+#define ZD_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "zd/stream.h"
+
+/* ------------------------------------------------------------------ */
+/* Page compression                                                    */
+
+#define ZD_WIRE_LEVEL_DEFAULT 1
+#define ZD_WIRE_CACHE_DEFAULT (256ull << 20)	/* --delta-cache default */
+
+struct zd_wire_opts {
+	enum zd_page_enc enc;	/* RAW (pass through), ZSTD or DELTA */
+	int level;		/* zstd level, ZSTD_minCLevel()..ZSTD_maxCLevel() */
+	uint64_t cache_bytes;	/* DELTA: shadow budget in bytes (0: every page misses) */
+	uint32_t page_size;	/* from the HEADER */
+};
+
+/* What an encoder did, summed since it was made (or zeroed by the caller). */
+struct zd_wire_stats {
+	uint64_t records;	/* PAGES records encoded */
+	uint64_t pages;
+	uint64_t raw_bytes;	/* page bytes in */
+	uint64_t wire_bytes;	/* data bytes out (payloads, not record headers) */
+	uint64_t delta_pages;	/* XORed against a shadow */
+	uint64_t miss_pages;	/* DELTA wanted, no shadow: sent plain */
+	uint64_t evictions;	/* shadows dropped for the budget */
+	uint64_t raw_records;	/* records sent raw because compression did not pay */
+};
+
+struct zd_wire_enc;
+
+/* 0, or -1 with msg (a bad level, page size or encoding). */
+int zd_wire_enc_new(struct zd_wire_enc **e, const struct zd_wire_opts *o, char *msg, size_t len);
+void zd_wire_enc_free(struct zd_wire_enc *e);
+/* Forget every shadow: the receiver's copy is no longer known. */
+void zd_wire_enc_reset(struct zd_wire_enc *e);
+/* Encode one raw PAGES record: *out becomes a copy of *in (the set is
+ * borrowed from in) with enc and data as they go on the wire; out->data
+ * points into the encoder and stays valid until its next call. A record
+ * whose compressed form would not be smaller goes raw (enc 0). Updates the
+ * shadows of in's pages. 0, or -1 with msg (in is not raw or not whole). */
+int zd_wire_encode(struct zd_wire_enc *e, const struct zd_rec_pages *in,
+		   struct zd_rec_pages *out, char *msg, size_t len);
+const struct zd_wire_stats *zd_wire_enc_stats(const struct zd_wire_enc *e);
+/* Pages holding a shadow now (for tests and zd-stat). */
+uint64_t zd_wire_enc_cached(const struct zd_wire_enc *e);
+
+/* The receiver's copy of pfn (page_size bytes), or NULL if it has none.
+ * The pointer need stay valid only until the next call. */
+typedef const uint8_t *(*zd_wire_base_fn)(void *arg, uint64_t pfn);
+
+struct zd_wire_dec;
+
+int zd_wire_dec_new(struct zd_wire_dec **d, uint32_t page_size, char *msg, size_t len);
+void zd_wire_dec_free(struct zd_wire_dec *d);
+/* Decode one PAGES record of any enc into raw pages: *out becomes a copy
+ * of *in with enc 0 and data pointing into the decoder (valid until its
+ * next call; for enc 0 the data is in's). base may be NULL when no delta
+ * record is expected. On any error out is untouched and msg says what is
+ * wrong, e.g. "delta payload: page 17 (pfn 4242): no copy to XOR with" or
+ * "zstd payload: frame holds 4000 bytes, want 8192": nothing partial
+ * escapes. Returns 0 or -1. */
+int zd_wire_decode(struct zd_wire_dec *d, const struct zd_rec_pages *in,
+		   zd_wire_base_fn base, void *arg, struct zd_rec_pages *out,
+		   char *msg, size_t len);
+
+/* "none"/"raw", "zstd", "delta" -> enc; -1 if unknown. */
+int zd_wire_enc_parse(const char *s, enum zd_page_enc *enc);
+
+/* A 2-thread pipeline: the caller's thread puts records, a worker encodes
+ * PAGES and calls emit with every record, in order. emit runs on the
+ * worker thread. Records put are copied (the caller keeps its own). */
+typedef int (*zd_wire_emit)(void *arg, const struct zd_record *r);
+struct zd_wire_pipe;
+/* depth: records queued at most before put blocks (>= 1). The encoder is
+ * the pipeline's until zd_wire_pipe_finish. */
+struct zd_wire_pipe *zd_wire_pipe_new(struct zd_wire_enc *e, unsigned depth,
+				      zd_wire_emit emit, void *arg);
+/* 0, or -1 once the worker failed (emit returned non-zero, or an encode
+ * error: zd_wire_pipe_error says which); later puts fail at once. */
+int zd_wire_pipe_put(struct zd_wire_pipe *p, const struct zd_record *r);
+/* Wait for the queue to drain (every record put so far emitted). */
+int zd_wire_pipe_flush(struct zd_wire_pipe *p);
+/* Drain, stop the worker, free. 0 or -1 as put. */
+int zd_wire_pipe_finish(struct zd_wire_pipe *p, char *msg, size_t len);
+const char *zd_wire_pipe_error(struct zd_wire_pipe *p);
+
+/* ------------------------------------------------------------------ */
+/* Authentication                                                      */
+
+#define ZD_AUTH_KEY_MIN 16		/* bytes a key file must hold at least */
+#define ZD_AUTH_KEY_FILE_MAX 4096
+#define ZD_AUTH_TAG 32			/* tag bytes after each record */
+#define ZD_AUTH_NONCE 32
+
+struct zd_auth_key {
+	uint8_t k[32];			/* BLAKE2b-256 of the key file's bytes */
+};
+
+/* Read --key FILE. 0, or -1 with msg ("KEY: shorter than 16 bytes", "KEY:
+ * readable by others (chmod 600)"...). */
+int zd_auth_key_load(struct zd_auth_key *key, const char *path, char *msg, size_t len);
+void zd_auth_key_from_bytes(struct zd_auth_key *key, const void *bytes, size_t n);
+
+enum zd_auth_role { ZD_AUTH_CLIENT = 'C', ZD_AUTH_SERVER = 'S' };	/* zd-send, zd-recv */
+
+/* Session: per-direction MAC keys and sequence numbers. */
+struct zd_auth {
+	uint8_t send_key[32], recv_key[32];
+	uint64_t send_seq, recv_seq;	/* records tagged / verified so far */
+};
+
+/* The handshake, the first bytes each way on a fresh connection (before
+ * the stream's preamble). Both ends send "ZDAUTH1\n" + 32-byte nonce, then
+ * a 32-byte proof; each checks the other's. rfd/wfd may be the same
+ * socket. timeout_ms bounds the wait for the peer (0: none).
+ * Returns 0, or an exit code with msg: ZD_EXIT_PEER "peer does not know
+ * the key" / "peer closed during the key handshake" / "peer does not speak
+ * the key handshake (no --key there?)", ZD_EXIT_FAIL for I/O errors. */
+int zd_auth_handshake(const struct zd_auth_key *key, enum zd_auth_role role,
+		      int rfd, int wfd, int timeout_ms, struct zd_auth *a,
+		      char *msg, size_t len);
+
+/* Tag one record's bytes (binary: 12-byte header + body) as the next one
+ * sent; advances send_seq. */
+void zd_auth_mac(struct zd_auth *a, const void *rec, size_t len, uint8_t tag[ZD_AUTH_TAG]);
+/* Check the next received record's tag; advances recv_seq only when good.
+ * 0, or -1 with msg "record N: bad MAC" (N counts from 1). */
+int zd_auth_verify(struct zd_auth *a, const void *rec, size_t len,
+		   const uint8_t tag[ZD_AUTH_TAG], char *msg, size_t msglen);
+
+/* Relays for tools that read and write the stream with zd_reader and
+ * zd_writer on an fd. zd_auth_relay_start starts a thread and returns a
+ * pipe end in *fd:
+ *   ZD_AUTH_SIGN:   write the binary stream (preamble + records) to *fd;
+ *                   the thread tags each record and writes it to net_fd.
+ *   ZD_AUTH_VERIFY: read the verified stream from *fd; the thread reads
+ *                   records + tags from net_fd and passes on only whole
+ *                   records whose tag is good. At a bad tag it stops and
+ *                   closes its end: the reader sees an end of input
+ *                   between records, and zd_auth_relay_error says
+ *                   "record N: bad MAC". Nothing unverified is passed on.
+ * The relay owns neither net_fd nor, after stop, *fd's peer end. */
+enum zd_auth_dir { ZD_AUTH_SIGN, ZD_AUTH_VERIFY };
+struct zd_auth_relay;
+int zd_auth_relay_start(struct zd_auth_relay **rl, struct zd_auth *a, enum zd_auth_dir dir,
+			int net_fd, int *fd, char *msg, size_t len);
+/* NULL while all is well (also at a clean end), else why the relay stopped. */
+const char *zd_auth_relay_error(struct zd_auth_relay *rl);
+/* Wait for the thread (SIGN: after the caller closed *fd) and free. Returns
+ * 0, or an exit code: ZD_EXIT_DATA for a bad MAC or a malformed record,
+ * ZD_EXIT_PEER for I/O on net_fd; msg as zd_auth_relay_error. */
+int zd_auth_relay_join(struct zd_auth_relay *rl, char *msg, size_t len);
+
+#endif
