@@ -299,6 +299,14 @@ int main(int argc, char **argv)
 			s.t1[r.u.ckpt.epoch % T1_RING].t1 = r.u.ckpt.t1_ns;
 			pthread_mutex_unlock(&s.lock);
 		}
+		if (r.type == ZD_REC_COMMIT) {
+			/* Before the COMMIT can reach the wire (the capture
+			 * filter or a full buffer may flush it): its ACK may
+			 * come back before this thread runs again. */
+			pthread_mutex_lock(&s.lock);
+			s.sent = r.u.commit.epoch;
+			pthread_mutex_unlock(&s.lock);
+		}
 		if (r.type == ZD_REC_END) {
 			pthread_mutex_lock(&s.lock);
 			s.done = true;	/* the peer may answer END and close */
@@ -315,9 +323,6 @@ int main(int argc, char **argv)
 		if (r.type == ZD_REC_COMMIT) {
 			const struct zd_capture_stats *st = zd_capture_stats(cap);
 
-			pthread_mutex_lock(&s.lock);
-			s.sent = r.u.commit.epoch;
-			pthread_mutex_unlock(&s.lock);
 			epoch_stat(&s, r.u.commit.epoch);
 			/* Without zd-swap upstream this stage drained the epoch. */
 			if (st->captured) {
