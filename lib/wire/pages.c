@@ -1,19 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Compressed PAGES payloads (zd-stream(5) "COMPRESSED PAGES"):
- *   zstd:  one zstd frame of pages * page_size raw bytes;
- *   delta: ceil(pages/8) bytes of bitmap (bit i LSB first: page i is XORed
- *          with the receiver's copy), then one zstd frame of the pages,
- *          XORed where flagged.
- * The frame must declare its content size, hold exactly pages * page_size
- * bytes and end the payload. Decoding goes to the decoder's own buffer and
- * is handed out only when whole and checked.
+ *   zstd:  one zstd frame whose content is the pages * page_size raw bytes;
+ *   delta: one zstd frame whose content is a bitmap of ceil(pages/8) bytes
+ *          (bit i LSB first: page i is XORed with the receiver's copy of its
+ *          pfn) followed by the pages, XORed where flagged.
+ * The frame must declare its content size and carry zstd's content
+ * checksum (XXH64), so a damaged payload — bitmap included — is refused
+ * rather than applied; it must end the payload. Decoding goes to the
+ * decoder's own buffer and is handed out only when whole and checked.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getFrameHeader: exported by the shared library too */
 #include <zstd.h>
 
 #include "zd/util.h"
@@ -101,7 +103,7 @@ int zd_wire_enc_new(struct zd_wire_enc **ep, const struct zd_wire_opts *o, char 
 		}
 		ZSTD_CCtx_setParameter(e->cctx, ZSTD_c_compressionLevel, o->level);
 		ZSTD_CCtx_setParameter(e->cctx, ZSTD_c_contentSizeFlag, 1);
-		ZSTD_CCtx_setParameter(e->cctx, ZSTD_c_checksumFlag, 0);
+		ZSTD_CCtx_setParameter(e->cctx, ZSTD_c_checksumFlag, 1);
 	}
 	zd__shadow_init(&e->shadow, o->page_size, o->enc == ZD_PENC_DELTA ? o->cache_bytes : 0);
 	*ep = e;
@@ -146,13 +148,15 @@ static void xor_page(uint8_t *dst, const uint8_t *a, const uint8_t *b, size_t n)
 	}
 }
 
-/* Build the frame input (scratch) and the bitmap (out), updating shadows.
- * Returns the bitmap length, or 0 when no page found a shadow (the record
- * then goes as plain zstd: the bitmap would say nothing). */
+/* Build the frame content in scratch: bitmap, then pages; update shadows.
+ * Two passes: hits first, then the misses take slots, so a record's misses
+ * evict older shadows rather than the record's own hits. Returns the
+ * bitmap length, or 0 when no page found a shadow (the record then goes
+ * as plain zstd: the bitmap would say nothing). */
 static size_t delta_prepare(struct zd_wire_enc *e, const struct zd_rec_pages *in)
 {
 	size_t ps = e->o.page_size, nb = (in->set.pages + 7) / 8, i = 0, hits = 0;
-	uint8_t *bitmap = e->out;
+	uint8_t *bitmap = e->scratch;
 	struct zd_pageset_iter it;
 	uint64_t pfn;
 
@@ -160,7 +164,7 @@ static size_t delta_prepare(struct zd_wire_enc *e, const struct zd_rec_pages *in
 	zd_pageset_iter_init(&it, &in->set);
 	while (zd_pageset_iter_next(&it, &pfn)) {
 		const uint8_t *page = in->data + i * ps;
-		uint8_t *dst = e->scratch + i * ps;
+		uint8_t *dst = e->scratch + nb + i * ps;
 		uint8_t *sh = zd__shadow_get(&e->shadow, pfn);
 
 		if (sh) {
@@ -170,8 +174,16 @@ static size_t delta_prepare(struct zd_wire_enc *e, const struct zd_rec_pages *in
 			hits++;
 		} else {
 			memcpy(dst, page, ps);
-			if ((sh = zd__shadow_put(&e->shadow, pfn)))
-				memcpy(sh, page, ps);
+		}
+		i++;
+	}
+	i = 0;
+	zd_pageset_iter_init(&it, &in->set);
+	while (zd_pageset_iter_next(&it, &pfn)) {
+		if (!(bitmap[i / 8] >> (i % 8) & 1)) {
+			uint8_t *sh = zd__shadow_put(&e->shadow, pfn);
+			if (sh)
+				memcpy(sh, in->data + i * ps, ps);
 			e->st.miss_pages++;
 		}
 		i++;
@@ -202,18 +214,18 @@ int zd_wire_encode(struct zd_wire_enc *e, const struct zd_rec_pages *in,
 		e->st.wire_bytes += raw;
 		return 0;
 	}
-	size_t bound = ZSTD_compressBound(raw) + (in->set.pages + 7) / 8;
+	size_t nb_max = (in->set.pages + 7) / 8, bound = ZSTD_compressBound(raw + nb_max);
 	grow(&e->out, &e->out_cap, bound);
 	if (e->o.enc == ZD_PENC_DELTA) {
-		grow(&e->scratch, &e->scratch_cap, raw);
+		grow(&e->scratch, &e->scratch_cap, nb_max + raw);
 		nb = delta_prepare(e, in);
 		if (nb)
 			src = e->scratch;
 	}
-	size_t n = ZSTD_compress2(e->cctx, e->out + nb, bound - nb, src, raw);
+	size_t n = ZSTD_compress2(e->cctx, e->out, bound, src, nb + raw);
 	if (ZSTD_isError(n))
 		return fail(msg, len, "zstd: %s", ZSTD_getErrorName(n));
-	if (nb + n >= raw) {
+	if (n >= raw) {
 		/* incompressible (random, encrypted memory): raw is cheaper to
 		 * send and to apply; the shadows are updated all the same */
 		e->st.raw_records++;
@@ -222,8 +234,8 @@ int zd_wire_encode(struct zd_wire_enc *e, const struct zd_rec_pages *in,
 	}
 	out->enc = nb ? ZD_PENC_DELTA : ZD_PENC_ZSTD;
 	out->data = e->out;
-	out->data_len = (uint32_t)(nb + n);
-	e->st.wire_bytes += nb + n;
+	out->data_len = (uint32_t)n;
+	e->st.wire_bytes += n;
 	return 0;
 }
 
@@ -274,55 +286,59 @@ int zd_wire_decode(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 	}
 	if (in->enc != ZD_PENC_ZSTD && in->enc != ZD_PENC_DELTA)
 		return fail(msg, len, "unknown page encoding %u", in->enc);
-	if (in->enc == ZD_PENC_DELTA) {
+	if (in->enc == ZD_PENC_DELTA)
 		nb = (npages + 7) / 8;
-		if (in->data_len < nb)
-			return fail(msg, len, "%s: %u bytes, shorter than its %zu-byte bitmap",
-				    what, in->data_len, nb);
-		if (npages % 8 && in->data[nb - 1] >> (npages % 8))
-			return fail(msg, len, "%s: bitmap flags pages beyond the %zu of the record",
-				    what, npages);
-	}
-	const uint8_t *frame = in->data + nb;
-	size_t flen = in->data_len - nb;
-	unsigned long long cs = ZSTD_getFrameContentSize(frame, flen);
-	if (cs == ZSTD_CONTENTSIZE_ERROR)
+	const uint8_t *frame = in->data;
+	size_t flen = in->data_len, want = nb + raw;
+	ZSTD_frameHeader fh;
+	size_t hr = ZSTD_getFrameHeader(&fh, frame, flen);
+	if (ZSTD_isError(hr) || hr > 0 || fh.frameType != ZSTD_frame)
 		return fail(msg, len, "%s: not a zstd frame", what);
-	if (cs == ZSTD_CONTENTSIZE_UNKNOWN)
+	if (fh.frameContentSize == ZSTD_CONTENTSIZE_UNKNOWN)
 		return fail(msg, len, "%s: zstd frame without a content size", what);
-	if (cs != raw)
-		return fail(msg, len, "%s: frame holds %llu bytes, want %zu", what, cs, raw);
+	if (fh.frameContentSize != want)
+		return fail(msg, len, "%s: frame holds %llu bytes, want %zu", what,
+			    (unsigned long long)fh.frameContentSize, want);
+	if (!fh.checksumFlag)
+		return fail(msg, len, "%s: zstd frame without a checksum", what);
 	size_t fsz = ZSTD_findFrameCompressedSize(frame, flen);
 	if (ZSTD_isError(fsz))
 		return fail(msg, len, "%s: %s", what, ZSTD_getErrorName(fsz));
 	if (fsz != flen)
 		return fail(msg, len, "%s: %zu bytes after the zstd frame", what, flen - fsz);
-	grow(&d->out, &d->out_cap, raw ? raw : 1);
-	size_t n = ZSTD_decompressDCtx(d->dctx, d->out, raw, frame, flen);
+	grow(&d->out, &d->out_cap, want ? want : 1);
+	size_t n = ZSTD_decompressDCtx(d->dctx, d->out, want, frame, flen);
 	if (ZSTD_isError(n))
 		return fail(msg, len, "%s: %s", what, ZSTD_getErrorName(n));
-	if (n != raw)
-		return fail(msg, len, "%s: frame gave %zu bytes, want %zu", what, n, raw);
+	if (n != want)
+		return fail(msg, len, "%s: frame gave %zu bytes, want %zu", what, n, want);
+	uint8_t *pages = d->out + nb;
 	if (nb) {
+		const uint8_t *bitmap = d->out;
 		struct zd_pageset_iter it;
 		uint64_t pfn;
 		size_t i = 0;
 
+		if (npages % 8 && bitmap[nb - 1] >> (npages % 8))
+			return fail(msg, len, "%s: bitmap flags pages beyond the %zu of the record",
+				    what, npages);
+		/* every base first, then XOR: an error leaves nothing half done
+		 * (the output is the decoder's anyway until we return 0) */
 		zd_pageset_iter_init(&it, &in->set);
 		while (zd_pageset_iter_next(&it, &pfn)) {
-			if (in->data[i / 8] >> (i % 8) & 1) {
+			if (bitmap[i / 8] >> (i % 8) & 1) {
 				const uint8_t *b = base ? base(arg, pfn) : NULL;
 				if (!b)
 					return fail(msg, len, "%s: page %zu (pfn %llu): no copy to XOR with",
 						    what, i, (unsigned long long)pfn);
-				xor_page(d->out + i * ps, d->out + i * ps, b, ps);
+				xor_page(pages + i * ps, pages + i * ps, b, ps);
 			}
 			i++;
 		}
 	}
 	*out = *in;
 	out->enc = ZD_PENC_RAW;
-	out->data = d->out;
+	out->data = pages;
 	out->data_len = (uint32_t)raw;
 	return 0;
 }
