@@ -8,8 +8,9 @@
  * ACPI pages near the top. Hashing or replicating the whole span every
  * epoch would cost 32 times the guest's memory, so the target numbers only
  * the frames that are populated when it opens: page i of the stream is the
- * i-th populated gfn in ascending order. A gfn that does not foreign-map
- * at open (a hole, MMIO) is absent: it is neither tracked nor replicated.
+ * i-th populated gfn in ascending order. A gfn without a frame at open
+ * (a hole, MMIO: by Xen's page type, as its migration tells them) or that
+ * dom0 cannot map is absent: it is neither tracked nor replicated.
  * The gfn list goes into the STATE blob, so a replica can be put back at
  * the right addresses. Frames the guest populates later (ballooning up)
  * are not tracked; the guest's RAM is mapped once, at open.
@@ -154,54 +155,88 @@ static int domain_info(struct zd_target *t, xc_dominfo_t *info)
 	return 0;
 }
 
-/* Probe every gfn of the physmap once; the ones that map are the guest's
- * frames. Then map them all, read-only, as one range. */
+/* Not in xenctrl.h but exported by libxenctrl since 4.x: the page type
+ * of a batch of gfns (what Xen's own migration uses to skip holes). */
+int xc_get_pfn_type_batch(xc_interface *xch, uint32_t dom, unsigned int num, xen_pfn_t *arr);
+
+/* Which gfns of the physmap hold a frame: one cheap domctl per SCAN_CHUNK
+ * gfns, no mapping. Then map them all, read-only, as one range; a gfn
+ * that still does not map (a frame Xen will not let dom0 map) is dropped
+ * and the rest mapped again. */
 static int map_frames(struct zd_target *t)
 {
 	struct xen_priv *p = t->priv;
 	xen_pfn_t *arr = zd_xmalloc(SCAN_CHUNK * sizeof(*arr));
-	int *err = zd_xmalloc(SCAN_CHUNK * sizeof(*err));
 	xen_pfn_t *all = NULL;
-	uint64_t n = 0;
+	int *err = NULL;
+	uint64_t n = 0, kept;
 	int rc = -1;
 
-	p->idx = zd_xmalloc(p->ngfn * sizeof(*p->idx));
 	for (uint64_t g = 0; g < p->ngfn; g += SCAN_CHUNK) {
-		size_t k = (size_t)ZD_MIN((uint64_t)SCAN_CHUNK, p->ngfn - g);
-		void *m;
+		unsigned k = (unsigned)ZD_MIN((uint64_t)SCAN_CHUNK, p->ngfn - g);
 
-		for (size_t i = 0; i < k; i++)
+		for (unsigned i = 0; i < k; i++)
 			arr[i] = g + i;
-		m = xenforeignmemory_map(p->fmem, p->domid, PROT_READ, k, arr, err);
-		if (!m) {
-			set_err(t, "foreign map of gfns %#" PRIx64 "..: %s", g, strerror(errno));
+		if (xc_get_pfn_type_batch(p->xch, p->domid, k, arr) < 0) {
+			set_err(t, "page types of gfns %#" PRIx64 "..: %s", g, strerror(errno));
 			goto out;
 		}
-		for (size_t i = 0; i < k; i++) {
-			if (err[i]) {
-				p->idx[g + i] = NO_IDX;
-				continue;
-			}
-			p->idx[g + i] = (uint32_t)n++;
-			zd_pageset_add(&p->gfns, g + i);
+		for (unsigned i = 0; i < k; i++) {
+			uint32_t type = (uint32_t)(arr[i] & XEN_DOMCTL_PFINFO_LTAB_MASK);
+
+			if (type != XEN_DOMCTL_PFINFO_XTAB && type != XEN_DOMCTL_PFINFO_XALLOC &&
+			    type != XEN_DOMCTL_PFINFO_BROKEN)
+				zd_pageset_add(&p->gfns, g + i);
 		}
-		xenforeignmemory_unmap(p->fmem, m, k);
 	}
-	if (!n) {
-		set_err(t, "no frame of domain %u maps", p->domid);
-		goto out;
+	for (int pass = 0; pass < 2; pass++) {
+		n = zd_pageset_count(&p->gfns);
+		if (!n) {
+			set_err(t, "domain %u has no frame to map", p->domid);
+			goto out;
+		}
+		free(all);
+		free(err);
+		all = zd_xmalloc(n * sizeof(*all));
+		err = zd_xcalloc(n, sizeof(*err));
+		n = 0;
+		for (size_t r = 0; r < p->gfns.n; r++)
+			for (uint64_t i = 0; i < p->gfns.r[r].count; i++)
+				all[n++] = p->gfns.r[r].first + i;
+		p->mem = xenforeignmemory_map(p->fmem, p->domid, PROT_READ, n, all, err);
+		if (!p->mem) {
+			set_err(t, "foreign map of %" PRIu64 " frames: %s", n, strerror(errno));
+			goto out;
+		}
+		p->mem_pages = n;
+		kept = n;
+		for (uint64_t i = 0; i < n; i++) {
+			if (err[i]) {
+				struct zd_pageset one = ZD_PAGESET_INIT, rest = ZD_PAGESET_INIT;
+
+				zd_pageset_add(&one, all[i]);
+				zd_pageset_subtract(&rest, &p->gfns, &one);
+				zd_pageset_swap(&rest, &p->gfns);
+				zd_pageset_free(&one);
+				zd_pageset_free(&rest);
+				kept--;
+			}
+		}
+		if (kept == n)
+			break;
+		zd_debug("xen: %" PRIu64 " of %" PRIu64 " frames do not map: left out", n - kept, n);
+		xenforeignmemory_unmap(p->fmem, p->mem, n);
+		p->mem = NULL;
+		if (pass == 1) {
+			set_err(t, "the guest's frames keep changing while it is paused");
+			goto out;
+		}
 	}
-	all = zd_xmalloc(n * sizeof(*all));
-	n = 0;
-	for (size_t r = 0; r < p->gfns.n; r++)
-		for (uint64_t i = 0; i < p->gfns.r[r].count; i++)
-			all[n++] = p->gfns.r[r].first + i;
-	p->mem = xenforeignmemory_map(p->fmem, p->domid, PROT_READ, n, all, NULL);
-	if (!p->mem) {
-		set_err(t, "foreign map of %" PRIu64 " frames: %s", n, strerror(errno));
-		goto out;
-	}
-	p->mem_pages = n;
+	p->idx = zd_xmalloc(p->ngfn * sizeof(*p->idx));
+	for (uint64_t g = 0; g < p->ngfn; g++)
+		p->idx[g] = NO_IDX;
+	for (uint64_t i = 0; i < n; i++)
+		p->idx[all[i]] = (uint32_t)i;
 	t->page_size = XEN_PAGE;
 	t->page_count = n;
 	rc = 0;
@@ -234,13 +269,13 @@ static int xen_connect(struct zd_target *t, const char *args, bool tracker)
 	}
 	if (domain_info(t, &info) < 0)
 		return -1;
-	if (p->domid == 0) {
-		set_err(t, "domain 0 cannot protect itself");
-		return -1;
-	}
 	if (!info.hvm) {
 		set_err(t, "log-dirty is not supported for PV domains on this Xen (no shadow paging): "
 			"use a PVH or HVM guest");
+		return -1;
+	}
+	if (p->domid == 0) {
+		set_err(t, "domain 0 cannot protect itself");
 		return -1;
 	}
 	if (xc_domain_maximum_gpfn(p->xch, p->domid, &maxg) < 0) {
