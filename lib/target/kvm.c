@@ -336,19 +336,6 @@ static int kvm_commit(struct zd_target *t, uint64_t epoch)
 	return call(t, ZD_VMCTL_COMMIT, 0, epoch, &rep, NULL, 0, NULL, NULL);
 }
 
-static int kvm_protect(struct zd_target *t, const struct zd_pageset *set)
-{
-	struct kvm_priv *p = t->priv;
-	struct zd_vmctl_rep rep;
-
-	if (!(p->info.flags & ZD_VM_F_UFFD_WP)) {
-		set_err(t, "zd-vm has no userfaultfd write-protect (needed by --mode zddspt)");
-		return -1;
-	}
-	zd_pageset_to_bitmap(set, p->bm + p->nwords, p->nwords * 64, 0);
-	return call(t, ZD_VMCTL_PROTECT, 0, 0, &rep, NULL, 0, NULL, NULL);
-}
-
 /* The descriptors stay the target's: the caller passes them on and must
  * not close them. */
 static int kvm_export_fds(struct zd_target *t, int *fds, uint64_t *base)
@@ -453,7 +440,12 @@ const struct zd_target_ops zd_target_kvm = {
 	.get_state = kvm_get_state,
 	.memsum = kvm_memsum,
 	.commit = kvm_commit,
-	.protect = kvm_protect,
+	/* Until zd-vm write-protects with userfaultfd (PROTECT answers
+	 * -ENOSYS; INFO flag ZD_VM_F_UFFD_WP), zddspt copies the frozen set
+	 * while paused, as on xen:. With the guard: .protect sends the set
+	 * in the bitmap area's "in" half with ZD_VMCTL_PROTECT, and
+	 * copy_frozen_paused goes. */
+	.copy_frozen_paused = true,
 	.export_fds = kvm_export_fds,
 	.import_fds = kvm_import_fds,
 };
