@@ -1,0 +1,8 @@
+# bench/table1: the paper's Table 1 and Figure 4 on zd-vm (KVM, or KVM
+# nested in QEMU TCG), every mode in one run -> bench/results/table1.csv,
+# intervals.csv and PNGs. BENCH_QUICK=1 for a short version.
+.PHONY: bench-table1
+bench: bench-table1
+
+bench-table1: all
+	bench/table1.sh

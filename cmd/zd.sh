@@ -1,0 +1,403 @@
+#!/usr/bin/env bash
+# zd — the driver: assembles the zd-* tools into the pipelines of DESIGN.md.
+# Thin on purpose: every figure and every check is in the tools; this file
+# only starts them, wires them and waits. See zd(1).
+#
+#   zd run [--mode M] [--interval MS] [--epochs N] [--verify] [--precopy P]
+#          [--policy P] [--timeout MS] [--json] [-v] VM_CONTROL_SOCKET BACKUP
+#   zd status DIR
+#   zd measure [options] DIR      one protected run with a client, one JSON line
+#   zd demo [--seconds S] [--keep DIR]
+#   zd bench [--quick]
+set -u
+ZD_VERSION=0.1.0
+prog=zd
+
+die() { # die CODE MESSAGE
+	echo "$prog: $2" >&2
+	exit "$1"
+}
+usage_die() { die 2 "$1 (try 'zd --help')"; }
+say() { echo "zd: $*" >&2; }
+
+# The tools next to this script come first: bin/zd runs bin/zd-*.
+self=$(readlink -f "$0")
+here=$(dirname "$self")
+case ":$PATH:" in *":$here:"*) ;; *) PATH="$here:$PATH" ;; esac
+export PATH
+# A source tree (bin/zd inside it) has the QEMU harness and the bench.
+src_top=
+[ -x "$here/../tests/lib/vmhost.sh" ] && [ -f "$here/../Makefile" ] && src_top=$(cd "$here/.." && pwd)
+
+usage() {
+	cat <<'EOF'
+usage: zd run [--mode M] [--interval MS] [--epochs N] [--verify] [--precopy P]
+              [--policy P] [--timeout MS] [--json] [-v] VM_CONTROL_SOCKET BACKUP
+       zd status DIR
+       zd measure [--mode M] [--interval MS] [--epochs N] [--mem SIZE]
+                  [--dirty RATE] [--hot F] [--no-output-commit] DIR
+       zd demo [--seconds S] [--keep DIR]
+       zd bench [--quick]
+       zd --help | --version
+
+Protect a VM run by zd-vm: checkpoint it continuously and keep a replica on
+a backup (zd-track | zd-mru | zd-swap | zd-send → zd-recv).
+
+  run      VM_CONTROL_SOCKET is zd-vm's --control socket; BACKUP is HOST:PORT
+           (a zd-recv --listen already there) or local:DIR (zd-recv is started
+           on loopback with the replica in DIR). zd-send's log stream goes to
+           stdout (pipe it into zd-stat).
+             --mode M        remus, buffered or zddspt (default remus)
+             --interval MS   checkpoint interval (default 25)
+             --epochs N      stop after N epochs (default: until SIGINT)
+             --verify        whole-memory checksum in every COMMIT, checked
+                             by zd-recv
+             --precopy P     zddspt: pre-copy P% of the interval (default 20)
+             --policy P      zd-mru's standby policy (default mru)
+             --timeout MS    zd-track's longest wait for the backup
+                             (default 10000)
+             --json          the log stream as JSON lines
+  status   the replica in DIR: last committed epoch and memory checksum
+  measure  start zd-vm (workload, service) and a zd-recv on loopback, protect
+           the VM for N epochs while zd-client asks the service, print one
+           JSON line: zd-stat's figures (from epoch 2), the client's, the
+           parameters. The building block of demo and bench.
+             --mem SIZE (default 32M)   --dirty RATE pages/s (default 4000)
+             --hot F (default 0.2)      --epochs N (default 100)
+             --no-output-commit         release answers at once (remus-no-net)
+  demo     protect a VM in each mode for a few seconds while a client talks
+           to it, and show the figures side by side
+             --seconds S     per mode (default 5)
+             --keep DIR      keep the runs' files in DIR
+  bench    the paper's Table 1 and Figure 4 (bench/table1.sh; --quick: short)
+
+Without /dev/kvm, demo, measure and bench run inside QEMU with nested KVM
+(tests/lib/vmhost.sh, from a source tree): timings are emulated.
+
+Exit status: run: the first failing stage's (zd-track, zd-mru, zd-swap,
+zd-send, zd-recv: 1 runtime, 3 bad stream, 4 target, 5 peer); 2 usage;
+4 no /dev/kvm and no way to get one.
+EOF
+}
+
+need_value() { [ $# -ge 2 ] || usage_die "option '$1' needs a value"; }
+is_count() { case $1 in '' | *[!0-9]*) return 1 ;; esac; [ "$1" -gt 0 ] 2>/dev/null; }
+check_mode() { case $1 in remus | buffered | zddspt) ;; *) usage_die "--mode '$1': want remus, buffered or zddspt" ;; esac; }
+
+# ---- kvm: here, or inside the QEMU harness -------------------------------
+
+kvm_here() { [ -c /dev/kvm ] && { : <>/dev/kvm; } 2>/dev/null; }
+
+# in_kvm SUBCOMMAND ARGS...: return where /dev/kvm works; else re-run this
+# subcommand inside tests/lib/vmhost.sh and exit with its status.
+in_kvm() {
+	kvm_here && return 0
+	[ -n "${ZD_VMHOST_GUEST:-}" ] && die 4 "$1: no usable /dev/kvm, even inside the QEMU harness"
+	[ -n "$src_top" ] || die 4 "$1: needs /dev/kvm (or a zd source tree, whose tests/lib/vmhost.sh brings KVM nested in QEMU)"
+	say "no /dev/kvm here: running '$1' inside QEMU TCG with nested KVM (tests/lib/vmhost.sh); timings are emulated, compare ratios only"
+	local rc
+	ZD_VMHOST_ENV="${ZD_VMHOST_ENV:-} ZD_DEMO_SECONDS BENCH_QUICK BENCH_DIRTY BENCH_INTERVALS BENCH_EPOCHS BENCH_OUT" \
+		"$src_top/tests/lib/vmhost.sh" run --timeout "${ZD_VMHOST_TIMEOUT:-3600}" -- "$self" "$@"
+	rc=$?
+	[ $rc = 77 ] && die 4 "$1: no /dev/kvm and no QEMU to bring one"
+	exit $rc
+}
+
+emulated() { grep -q 'QEMU Virtual CPU\|QEMU TCG' /proc/cpuinfo 2>/dev/null; }
+
+# ---- zd run -----------------------------------------------------------------
+
+cmd_run() {
+	local mode=remus interval=25 epochs= verify= precopy= policy=mru timeout= json= verbose=
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--mode | -m) need_value "$@"; check_mode "$2"; mode=$2; shift 2 ;;
+		--interval | -i) need_value "$@"; interval=$2; shift 2 ;;
+		--epochs | -n) need_value "$@"; is_count "$2" || usage_die "--epochs '$2': want a whole number above 0"; epochs=$2; shift 2 ;;
+		--verify) verify=--verify; shift ;;
+		--precopy | -p) need_value "$@"; precopy=$2; shift 2 ;;
+		--policy) need_value "$@"; policy=$2; shift 2 ;;
+		--timeout | -t) need_value "$@"; timeout=$2; shift 2 ;;
+		--json | -j) json=--json-log; shift ;;
+		-v | --verbose) verbose=-v; shift ;;
+		--) shift; break ;;
+		-*) usage_die "run: unknown option '$1'" ;;
+		*) break ;;
+		esac
+	done
+	[ $# -eq 2 ] || usage_die "run: want VM_CONTROL_SOCKET BACKUP, got $# arguments"
+	local sock=$1 backup=$2 dest recv_pid= rdir= rlog=
+	[ -S "$sock" ] || die 4 "run: $sock: not a socket (is zd-vm --control $sock running?)"
+	case $backup in
+	local:?*)
+		rdir=${backup#local:}
+		rlog=$(mktemp "${TMPDIR:-/tmp}/zd-recv.XXXXXX") || die 1 "run: mktemp failed"
+		zd-recv --listen 127.0.0.1:0 --replica "$rdir" --once $verify $verbose 2>"$rlog" &
+		recv_pid=$!
+		local i
+		for i in $(seq 200); do
+			dest=$(grep -o '127\.0\.0\.1:[0-9]*' "$rlog" | head -1)
+			[ -n "$dest" ] && break
+			kill -0 $recv_pid 2>/dev/null || break
+			sleep 0.05
+		done
+		if [ -z "$dest" ]; then
+			cat "$rlog" >&2
+			rm -f "$rlog"
+			die 1 "run: zd-recv for $rdir did not start"
+		fi
+		;;
+	local:) usage_die "run: local: wants a directory (local:DIR)" ;;
+	*:[0-9]*) dest=$backup ;;
+	*) usage_die "run: BACKUP '$backup': want HOST:PORT or local:DIR" ;;
+	esac
+	# zd-track's own flags are checked by zd-track (one line, exit 2).
+	local track_args=("kvm:$sock" --mode "$mode" --interval "$interval")
+	[ -n "$epochs" ] && track_args+=(--epochs "$epochs")
+	[ -n "$verify" ] && track_args+=(--verify)
+	[ -n "$precopy" ] && track_args+=(--precopy "$precopy")
+	[ -n "$timeout" ] && track_args+=(--timeout "$timeout")
+	[ -n "$verbose" ] && track_args+=(-v)
+	zd-track "${track_args[@]}" | zd-mru --policy "$policy" $verbose | zd-swap $verbose |
+		zd-send $json $verbose "$dest"
+	local rcs=("${PIPESTATUS[@]}") rc=0 c
+	for c in "${rcs[@]}"; do [ "$c" != 0 ] && { rc=$c; break; }; done
+	if [ -n "$recv_pid" ]; then
+		wait $recv_pid
+		c=$?
+		[ $c != 0 ] && { sed 's/^/  /' "$rlog" | tail -3 >&2; [ $rc = 0 ] && rc=$c; }
+		rm -f "$rlog"
+	fi
+	return $rc
+}
+
+cmd_status() {
+	[ $# -eq 1 ] || usage_die "status: want DIR"
+	zd-recv --replica "$1" --status
+}
+
+# ---- zd measure: one protected run with a client ----------------------------
+
+# wait_until SECONDS CMD...: poll CMD every 0.1 s (a deadline, not a count:
+# under QEMU TCG starting sleep(1) alone takes a while).
+wait_until() {
+	local end=$((SECONDS + $1)); shift
+	while [ $SECONDS -le $end ]; do "$@" && return 0; sleep 0.1; done
+	return 1
+}
+# sock_up SOCK PID: zd-vm serves SOCK, or has died.
+sock_up() { [ -S "$1" ] || ! kill -0 "$2" 2>/dev/null; }
+recv_up() { grep -q '127\.0\.0\.1:' "$1" || ! kill -0 "$2" 2>/dev/null; }
+vm_committed() { zd-vm --ctl "$1" stats 2>/dev/null | sed -n 's/^committed=//p'; }
+# first_commit_or_gone SOCK PID: the first checkpoint is committed, or the
+# replication already ended.
+first_commit_or_gone() { local c; c=$(vm_committed "$1"); [ "${c:-0}" -ge 1 ] || ! kill -0 "$2" 2>/dev/null; }
+committed_or_gone() { local c; c=$(vm_committed "$1"); [ "${c:-0}" -ge "$2" ] || ! kill -0 "$3" 2>/dev/null; }
+
+cmd_measure() {
+	local mode=remus interval=25 epochs=100 mem=32M dirty=4000 hot=0.2 oc= dir
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--mode) need_value "$@"; check_mode "$2"; mode=$2; shift 2 ;;
+		--interval) need_value "$@"; is_count "$2" || usage_die "--interval '$2': want milliseconds above 0"; interval=$2; shift 2 ;;
+		--epochs) need_value "$@"; is_count "$2" && [ "$2" -ge 2 ] || usage_die "--epochs '$2': want 2 or more"; epochs=$2; shift 2 ;;
+		--mem) need_value "$@"; mem=$2; shift 2 ;;
+		--dirty) need_value "$@"; is_count "$2" || usage_die "--dirty '$2': want pages per second above 0"; dirty=$2; shift 2 ;;
+		--hot) need_value "$@"; hot=$2; shift 2 ;;
+		--no-output-commit) oc=--no-output-commit; shift ;;
+		-*) usage_die "measure: unknown option '$1'" ;;
+		*) break ;;
+		esac
+	done
+	[ $# -eq 1 ] || usage_die "measure: want DIR"
+	dir=$1
+	in_kvm measure --mode "$mode" --interval "$interval" --epochs "$epochs" --mem "$mem" \
+		--dirty "$dirty" --hot "$hot" $oc "$dir"
+	mkdir -p "$dir" || die 1 "measure: cannot create $dir"
+	rm -rf "$dir/replica" "$dir"/*.log "$dir"/*.err "$dir"/*.json "$dir/vm.sock"
+	measure_one "$mode" "$interval" "$epochs" "$mem" "$dirty" "$hot" "$oc" "$dir"
+}
+
+# measure_one MODE INTERVAL EPOCHS MEM DIRTY HOT OC DIR: prints one JSON line.
+measure_one() {
+	local mode=$1 interval=$2 epochs=$3 mem=$4 dirty=$5 hot=$6 oc=$7 d=$8
+	local vm recv cl sp bp rc=0 track_rc sock
+	# The control socket lives in a local directory: a Unix socket cannot
+	# be bound on every file system (9p in the QEMU harness), and its path
+	# must stay short.
+	sock=$(mktemp -d "${TMPDIR:-/tmp}/zd-vm.XXXXXX")/vm.sock || die 1 "measure: mktemp failed"
+	zd-recv --listen 127.0.0.1:0 --replica "$d/replica" --once --no-fsync 2>"$d/recv.err" &
+	recv=$!
+	zd-vm --control "$sock" --mem "$mem" --workload "dirty=$dirty,hot=$hot" \
+		--serve 127.0.0.1:0 $oc --output-log "$d/out.log" 2>"$d/vm.err" &
+	vm=$!
+	wait_until 60 sock_up "$sock" $vm
+	wait_until 30 recv_up "$d/recv.err" $recv
+	if ! [ -S "$sock" ] || ! grep -q '127\.0\.0\.1:' "$d/recv.err"; then
+		kill $vm $recv 2>/dev/null
+		wait $vm $recv 2>/dev/null
+		die 1 "measure: zd-vm or zd-recv did not start: $(tail -n 2 "$d/vm.err" "$d/recv.err" | tr '\n' ' ')"
+	fi
+	bp=$(grep -o '127\.0\.0\.1:[0-9]*' "$d/recv.err" | head -1)
+	sp=$(zd-vm --ctl "$sock" info | sed -n 's/^serve=//p')
+	# The replication runs in the background for WARM + EPOCHS epochs. The
+	# client starts once the first checkpoint (the whole memory) is
+	# committed: the figures are those of the steady state (zd-stat --from
+	# the epoch the client started in). Buffered mode runs ahead of its
+	# commits while the first copy is sent (under QEMU TCG for tens of
+	# epochs): WARM covers that. (Stopping zd-track with SIGINT instead
+	# ends the run with END status 1, which zd-recv echoes and zd-send
+	# takes for a refusal.)
+	local warm=${ZD_WARM_EPOCHS:-10} run c0 from
+	emulated && warm=${ZD_WARM_EPOCHS:-80}
+	"$self" run --mode "$mode" --interval "$interval" --epochs $((warm + epochs)) --timeout 600000 \
+		"$sock" "$bp" >"$d/send.log" 2>"$d/run.err" &
+	run=$!
+	wait_until 900 first_commit_or_gone "$sock" $run
+	c0=$(vm_committed "$sock")
+	from=$(zd-vm --ctl "$sock" stats 2>/dev/null | sed -n 's/^epoch=//p')
+	zd-client --duration 3600s --timeout 600s --log "$d/client.log" "$sp" >"$d/client.json" 2>"$d/client.err" &
+	cl=$!
+	wait $run
+	track_rc=$?
+	kill -TERM $cl 2>/dev/null
+	wait $cl
+	local cl_rc=$?
+	zd-vm --ctl "$sock" stop >/dev/null 2>&1
+	wait $vm
+	# zd-recv --once ends with its connection; a run that failed before
+	# connecting leaves it listening.
+	[ $track_rc != 0 ] && kill $recv 2>/dev/null
+	wait $recv
+	rm -rf "$(dirname "$sock")"
+	if [ $track_rc != 0 ]; then
+		# Recorded, not fatal: a mode the target cannot do (zddspt before
+		# zd-vm has userfaultfd write-protect) is a result too.
+		jq -cn --arg mode "$mode" --argjson interval "$interval" --argjson rate "$dirty" \
+			--arg oc "${oc:+off}" --arg why "$(grep -v '^ ' "$d/run.err" | head -1)" --argjson rc "$track_rc" \
+			'{mode: $mode, interval_ms: $interval, dirty_rate: $rate, output_commit: ($oc != "off"),
+			  failed: true, exit: $rc, reason: $why}'
+		return 0
+	fi
+	zd-stat --json --from "$((${from:-1} + 1))" --output-log "$d/out.log" --client-log "$d/client.log" "$d/send.log" >"$d/stat.json" 2>"$d/stat.err" ||
+		die 1 "measure: zd-stat: $(head -1 "$d/stat.err")"
+	jq -c --arg mode "$mode" --argjson interval "$interval" --argjson rate "$dirty" --arg mem "$mem" \
+		--arg oc "${oc:+off}" --argjson cl_rc "$cl_rc" --slurpfile c "$d/client.json" \
+		'. + {interval_ms: $interval, dirty_rate: $rate, mem: $mem, output_commit: ($oc != "off"),
+		      mode: $mode, answers: ($c[0].count // 0), client_errors: ($c[0].errors // 0),
+		      client_exit: $cl_rc, failed: false}' "$d/stat.json"
+}
+
+# ---- zd demo ----------------------------------------------------------------
+
+# The demo is a list of steps; issue 5's failover is one more.
+demo_steps=(demo_intro demo_protect demo_compare)
+
+demo_intro() {
+	local how="real KVM"
+	emulated && how="KVM nested in QEMU TCG (emulated CPU: timings are slow; compare ratios)"
+	echo "== zd demo: a VM under zd-vm ($how)"
+	echo "   workload: $DEMO_MEM RAM, guest writes $DEMO_DIRTY pages/s; a client asks its service"
+	echo "   (closed loop); replicated to a zd-recv on loopback for $DEMO_EPOCHS epochs of"
+	echo "   ${DEMO_INTERVAL} ms in each mode: ${DEMO_MODES[*]}"
+}
+
+demo_protect() {
+	local m
+	for m in "${DEMO_MODES[@]}"; do
+		echo "== protect in $m mode: zd-track kvm:vm.sock --mode $m | zd-mru | zd-swap | zd-send → zd-recv"
+		mkdir -p "$DEMO_DIR/$m"
+		measure_one "$m" "$DEMO_INTERVAL" "$DEMO_EPOCHS" "$DEMO_MEM" "$DEMO_DIRTY" 0.2 "" "$DEMO_DIR/$m" >"$DEMO_DIR/$m.json"
+		if jq -e '.failed' "$DEMO_DIR/$m.json" >/dev/null; then
+			echo "   $m: not measured: $(jq -r .reason "$DEMO_DIR/$m.json")"
+		else
+			jq -r '"   \(.epochs) epochs measured, \(.answers) answers to the client"' "$DEMO_DIR/$m.json"
+			zd-recv --replica "$DEMO_DIR/$m/replica" --status | tr '\n' ' ' | sed 's/^/   the replica: /; s/ $/\n/'
+		fi
+	done
+}
+
+demo_compare() {
+	local m cols=() f
+	for m in "${DEMO_MODES[@]}"; do jq -e '.failed | not' "$DEMO_DIR/$m.json" >/dev/null && cols+=("$m"); done
+	echo "== zd-stat, side by side (the epochs while the client ran, after the first full copy)"
+	[ ${#cols[@]} -gt 0 ] || { echo "   no mode could be measured"; return 1; }
+	printf '   %-34s' "figure"; printf '%14s' "${cols[@]}"; echo
+	for f in "epochs:.epochs:%d" "dirty pages/epoch (mean):.dirty_mean:%.0f" \
+		"pause p50 (us):.pause_ns.p50/1e3:%.0f" "pause p99 (us):.pause_ns.p99/1e3:%.0f" \
+		"latency T1->ACK p50 (ms):.latency_ns.p50/1e6:%.1f" "latency T1->ACK p99 (ms):.latency_ns.p99/1e6:%.1f" \
+		"output delay p50 (ms):.output_delay_ns.p50/1e6:%.1f" \
+		"response delay p50 (ms):.response_delay_ns.p50/1e6:%.1f" \
+		"response delay p99 (ms):.response_delay_ns.p99/1e6:%.1f" \
+		"response delay mean (ms):.response_delay_ns.mean/1e6:%.1f" \
+		"answers:.answers:%d" "client errors:.client_errors:%d" \
+		"wire bytes/epoch (mean):.wire_bytes_per_epoch.mean:%.0f"; do
+		local label=${f%%:*} rest=${f#*:} expr fmt v
+		expr=${rest%:*} fmt=${rest##*:%}
+		printf '   %-34s' "$label"
+		for m in "${cols[@]}"; do
+			v=$(jq -r "($expr) // \"-\"" "$DEMO_DIR/$m.json" 2>/dev/null)
+			if [ "$v" = - ] || [ -z "$v" ]; then printf '%14s' -; else printf "%14$fmt" "$v"; fi
+		done
+		echo
+	done
+}
+
+cmd_demo() {
+	local seconds=${ZD_DEMO_SECONDS:-5} keep=
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--seconds) need_value "$@"; is_count "$2" || usage_die "--seconds '$2': want a whole number above 0"; seconds=$2; shift 2 ;;
+		--keep) need_value "$@"; keep=$2; shift 2 ;;
+		*) usage_die "demo: unknown argument '$1'" ;;
+		esac
+	done
+	in_kvm demo --seconds "$seconds" ${keep:+--keep "$keep"}
+	DEMO_INTERVAL=25 DEMO_MODES=(remus buffered zddspt)
+	if emulated; then
+		# TCG runs the guest and the pipeline ~20-50x slower: a smaller
+		# VM and rate keep buffered mode's asynchronous send ahead of the
+		# guest (else each epoch grows until it spans the whole memory).
+		DEMO_MEM=${ZD_DEMO_MEM:-16M} DEMO_DIRTY=${ZD_DEMO_DIRTY:-500}
+		DEMO_EPOCHS=$((seconds * 10))
+	else
+		DEMO_MEM=${ZD_DEMO_MEM:-128M} DEMO_DIRTY=${ZD_DEMO_DIRTY:-40000}
+		DEMO_EPOCHS=$((seconds * 1000 / DEMO_INTERVAL))
+	fi
+	if [ -n "$keep" ]; then
+		DEMO_DIR=$keep
+		mkdir -p "$DEMO_DIR" || die 1 "demo: cannot create $keep"
+	else
+		DEMO_DIR=$(mktemp -d "${TMPDIR:-/tmp}/zd-demo.XXXXXX") || die 1 "demo: mktemp failed"
+	fi
+	local s rc=0
+	for s in "${demo_steps[@]}"; do "$s" || { rc=1; break; }; done
+	[ -z "$keep" ] && rm -rf "$DEMO_DIR"
+	return $rc
+}
+
+cmd_bench() {
+	local quick=${BENCH_QUICK:-}
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--quick) quick=1; shift ;;
+		*) usage_die "bench: unknown argument '$1'" ;;
+		esac
+	done
+	[ -n "$src_top" ] || die 1 "bench: needs the zd source tree (bench/table1.sh)"
+	BENCH_QUICK=$quick exec "$src_top/bench/table1.sh"
+}
+
+[ $# -gt 0 ] || usage_die "missing command"
+cmd=$1
+shift
+case $cmd in
+run) cmd_run "$@" ;;
+status) cmd_status "$@" ;;
+measure) cmd_measure "$@" ;;
+demo) cmd_demo "$@" ;;
+bench) cmd_bench "$@" ;;
+-h | --help | help) usage ;;
+-V | --version) echo "zd $ZD_VERSION" ;;
+*) usage_die "unknown command '$cmd'" ;;
+esac
