@@ -39,6 +39,8 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 UNIT_ASAN_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests-asan/%)
 
+# `make` alone builds everything, whatever rules the fragments below define.
+.DEFAULT_GOAL := all
 -include $(wildcard lib/*/*.mk cmd/*.mk tests/*/*.mk bench/*.mk)
 
 .PHONY: all check check-unit check-asan check-integration check-e2e bench fuzz \

@@ -1,6 +1,5 @@
 # The Makefile includes this before its "all:" rule: keep "all" the default
 # goal whatever explicit targets the fragments define.
-.DEFAULT_GOAL := all
 
 # zd-vm's built-in guest: freestanding code linked at a fixed guest address,
 # flattened to a binary and embedded into libzd as zd_guest_image[].
