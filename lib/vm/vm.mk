@@ -1,6 +1,3 @@
-# The Makefile includes this before its "all:" rule: keep "all" the default
-# goal whatever explicit targets the fragments define.
-
 # zd-vm's built-in guest: freestanding code linked at a fixed guest address,
 # flattened to a binary and embedded into libzd as zd_guest_image[].
 # Guest sources live in lib/vm/guest/, out of reach of the hosted
