@@ -164,7 +164,7 @@ static int handle(struct zd_vm *vm, int fd)
 		pl.info.ram_base = (uint64_t)(uintptr_t)vm->ram;
 		pl.info.bitmap_words = vm->nwords;
 		pl.info.page_size = (uint32_t)ZDG_PAGE;
-		pl.info.flags = vm->pvm ? ZD_VM_F_PVM : 0;
+		pl.info.flags = (vm->pvm ? ZD_VM_F_PVM : 0) | (vm->uffd >= 0 ? ZD_VM_F_UFFD_WP : 0);
 		pl.info.epoch = vm->last_pause_epoch;
 		snprintf(pl.info.serve, sizeof(pl.info.serve), "%s", vm->serve_addr);
 		rep.v0 = vm->mem_bytes;
@@ -174,6 +174,8 @@ static int handle(struct zd_vm *vm, int fd)
 		payload = &pl.info;
 		fds[nfds++] = vm->memfd;
 		fds[nfds++] = vm->bmfd;
+		if (vm->uffd >= 0)
+			fds[nfds++] = vm->uffd;
 		break;
 	case ZD_VMCTL_PAUSE:
 		v = zd_vm_pause(vm, req.arg0);
@@ -239,10 +241,22 @@ static int handle(struct zd_vm *vm, int fd)
 		zd_vm_service_release(vm);
 		rep.v0 = vm->committed;
 		break;
-	case ZD_VMCTL_PROTECT:
-		/* userfaultfd write-protect arrives with ZDDSPT mode. */
-		rep.status = -ENOSYS;
+	case ZD_VMCTL_PROTECT: {
+		uint64_t t0 = zd_now_ns();
+
+		/* Only at a checkpoint: the pages must still hold its contents. */
+		if (!zd_vm_is_paused(vm)) {
+			rep.status = -EBUSY;
+			break;
+		}
+		v = zd_vm_uffd_protect(vm);
+		if (v < 0)
+			rep.status = (int32_t)v;
+		else
+			rep.v0 = (uint64_t)v;
+		rep.v1 = zd_now_ns() - t0;
 		break;
+	}
 	case ZD_VMCTL_STOP:
 		ret = 1;
 		break;

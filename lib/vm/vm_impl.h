@@ -65,6 +65,7 @@ struct zd_vm {
 	int memfd;
 	uint8_t *ram;
 	uint64_t mem_bytes, npages;
+	int uffd;			/* write-protect guard, -1 = none (vm_uffd.c) */
 
 	/* Dirty tracking. The bitmap area (a second memfd shared with the
 	 * tracker) holds bm_out then bm_in, nwords each. */
@@ -163,6 +164,13 @@ void zd_vm_service_release(struct zd_vm *vm);
 uint64_t zd_vm_service_held(struct zd_vm *vm);
 /* vCPU thread side: the guest answered. */
 void zd_vm_output_push(struct zd_vm *vm, uint64_t client, uint64_t seq);
+
+/* vm_uffd.c: the zddspt write-protect guard. open never fails (without
+ * the privilege zd-vm runs unguarded, uffd = -1); protect arms bm_in and
+ * returns the ioctl calls made or -errno. */
+int zd_vm_uffd_open(struct zd_vm *vm);
+void zd_vm_uffd_close(struct zd_vm *vm);
+int64_t zd_vm_uffd_protect(struct zd_vm *vm);
 
 /* vm_ctl.c: the control socket server. */
 int zd_vm_ctl_open(struct zd_vm *vm, char *msg, size_t msglen);

@@ -135,6 +135,7 @@ int zd_vm_kvm_open(struct zd_vm *vm, char *msg, size_t msglen)
 		snprintf(msg, msglen, "mmap guest RAM: %s", strerror(errno));
 		return -1;
 	}
+	zd_vm_uffd_open(vm);
 
 	/* ZD_VM_CLASSIC_DIRTY_LOG=1 takes the fallback path on a KVM that has
 	 * the capability, so the fallback can be tested. */
@@ -196,6 +197,7 @@ void zd_vm_kvm_close(struct zd_vm *vm)
 	if (vm->kvm_fd >= 0)
 		close(vm->kvm_fd);
 	zd_vm_dirty_free(vm);
+	zd_vm_uffd_close(vm);
 	if (vm->ram)
 		munmap(vm->ram, vm->mem_bytes);
 	if (vm->memfd >= 0)

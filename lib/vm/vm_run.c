@@ -245,6 +245,13 @@ static void *vcpu_thread(void *arg)
 	for (;;) {
 		int r;
 
+		/* A write-protected mailbox page blocks its writer until zd-swap
+		 * has saved it: take that fault here, not under mu (the main
+		 * thread needs mu). A racing re-protect needs a pause, which
+		 * needs this thread: none comes before feed_mailbox. */
+		if (vm->uffd >= 0 && vm->rq_head && !vm->inflight)
+			__atomic_fetch_add(&((struct zdg_mbox *)(vm->ram + ZDG_MBOX_GPA))->req_len, 0,
+					   __ATOMIC_RELAXED);
 		pthread_mutex_lock(&vm->mu);
 		if (vm->pause_req)
 			park(vm, &mid_exit);
