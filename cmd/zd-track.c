@@ -31,6 +31,8 @@ static void help(void)
 	       "\n"
 	       "Targets:\n"
 	       "  %s\n  %s\n  kvm:SOCKET  (a VM run by zd-vm --control SOCKET)\n"
+	       "  xen:NAME|DOMID  (a PVH or HVM domain of this Xen host: dom0, root;\n"
+	       "                  where zd is built with libxen-dev)\n"
 	       "\n"
 	       "Options:\n"
 	       "  -i, --interval MS      checkpoint interval; ns/us/ms/s suffixes, 0 = back to\n"

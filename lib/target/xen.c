@@ -46,7 +46,7 @@
 #include "zd/util.h"
 
 #define XEN_PAGE 4096u
-#define SCAN_CHUNK 4096u		/* gfns probed per foreign map at open */
+#define SCAN_CHUNK 1024u		/* gfns per page-type query: the domctl takes <= 1024 */
 #define NO_IDX UINT32_MAX
 
 /* STATE blob (kind 2): this header, nranges × {first gfn, count} (u64
