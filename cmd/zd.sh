@@ -240,24 +240,26 @@ measure_one() {
 	fi
 	bp=$(grep -o '127\.0\.0\.1:[0-9]*' "$d/recv.err" | head -1)
 	sp=$(zd-vm --ctl "$sock" info | sed -n 's/^serve=//p')
-	# The replication runs in the background for WARM + EPOCHS epochs. The
-	# client starts once the first checkpoint (the whole memory) is
-	# committed: the figures are those of the steady state (zd-stat --from
-	# the epoch the client started in). Buffered mode runs ahead of its
-	# commits while the first copy is sent (under QEMU TCG for tens of
-	# epochs): WARM covers that. (Stopping zd-track with SIGINT instead
-	# ends the run with END status 1, which zd-recv echoes and zd-send
-	# takes for a refusal.)
-	local warm=${ZD_WARM_EPOCHS:-10} run c0 from
+	# The client asks from the start; the replication runs in the
+	# background for WARM + EPOCHS epochs. The figures are those of the
+	# steady state: the epochs from the one running when the first
+	# checkpoint (the whole memory) was committed, and the answers those
+	# epochs produced (zd-vm's output log gives each answer's epoch).
+	# Buffered mode runs ahead of its commits while the first copy is
+	# sent (under QEMU TCG for tens of epochs): WARM covers that.
+	# (Stopping zd-track with SIGINT instead ends the stream with END
+	# status 1, which zd-recv echoes and zd-send takes for a refusal.)
+	local warm=${ZD_WARM_EPOCHS:-10} run from
 	emulated && warm=${ZD_WARM_EPOCHS:-80}
+	zd-client --duration 3600s --timeout 600s --log "$d/client.log" "$sp" >"$d/client.json" 2>"$d/client.err" &
+	cl=$!
 	"$self" run --mode "$mode" --interval "$interval" --epochs $((warm + epochs)) --timeout 600000 \
 		"$sock" "$bp" >"$d/send.log" 2>"$d/run.err" &
 	run=$!
 	wait_until 900 first_commit_or_gone "$sock" $run
-	c0=$(vm_committed "$sock")
 	from=$(zd-vm --ctl "$sock" stats 2>/dev/null | sed -n 's/^epoch=//p')
-	zd-client --duration 3600s --timeout 600s --log "$d/client.log" "$sp" >"$d/client.json" 2>"$d/client.err" &
-	cl=$!
+	from=${from:-2}
+	[ "$from" -ge 2 ] || from=2
 	wait $run
 	track_rc=$?
 	kill -TERM $cl 2>/dev/null
@@ -279,12 +281,19 @@ measure_one() {
 			  failed: true, exit: $rc, reason: $why}'
 		return 0
 	fi
-	zd-stat --json --from "$((${from:-1} + 1))" --output-log "$d/out.log" --client-log "$d/client.log" "$d/send.log" >"$d/stat.json" 2>"$d/stat.err" ||
+	awk -v from="$from" '$2 >= from' "$d/out.log" >"$d/out.steady.log"
+	[ -f "$d/client.log" ] || : >"$d/client.log"
+	awk 'NR == FNR {ep[$1] = $2; next} ($1 in ep) && ep[$1] >= from' from="$from" \
+		"$d/out.log" "$d/client.log" >"$d/client.steady.log"
+	zd-stat --json --from "$from" --output-log "$d/out.steady.log" --client-log "$d/client.steady.log" \
+		"$d/send.log" >"$d/stat.json" 2>"$d/stat.err" ||
 		die 1 "measure: zd-stat: $(head -1 "$d/stat.err")"
 	jq -c --arg mode "$mode" --argjson interval "$interval" --argjson rate "$dirty" --arg mem "$mem" \
 		--arg oc "${oc:+off}" --argjson cl_rc "$cl_rc" --slurpfile c "$d/client.json" \
+		--argjson steady "$(wc -l <"$d/client.steady.log")" \
 		'. + {interval_ms: $interval, dirty_rate: $rate, mem: $mem, output_commit: ($oc != "off"),
-		      mode: $mode, answers: ($c[0].count // 0), client_errors: ($c[0].errors // 0),
+		      mode: $mode, answers: $steady, answers_total: ($c[0].count // 0), client_errors: ($c[0].errors // 0),
+		      from_epoch: '"$from"',
 		      client_exit: $cl_rc, failed: false}' "$d/stat.json"
 }
 
