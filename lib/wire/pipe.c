@@ -20,6 +20,9 @@ struct zd_wire_pipe {
 	pthread_mutex_t lock;
 	pthread_cond_t more, room;
 	struct zd_record *q;	/* ring of depth */
+	uint8_t **buf;		/* per ring slot: PAGES data, reused (a fresh
+				 * 16 MiB malloc is an mmap: a page fault per page) */
+	size_t *cap;
 	unsigned depth, head, count;
 	bool busy;		/* the worker holds a record out of the ring */
 	bool stop, failed;
@@ -28,13 +31,19 @@ struct zd_wire_pipe {
 
 /* A deep copy of r: PAGES directly (the big one), others through the
  * binary codec, which copies every type including unknown ones. */
-static int record_copy(struct zd_record *dst, const struct zd_record *r, char *msg, size_t len)
+static int record_copy(struct zd_record *dst, const struct zd_record *r, uint8_t **slot_buf,
+		       size_t *slot_cap, char *msg, size_t len)
 {
 	if (r->type == ZD_REC_PAGES) {
 		*dst = *r;
 		zd_pageset_init(&dst->u.pages.set);
 		zd_pageset_copy(&dst->u.pages.set, &r->u.pages.set);
-		dst->u.pages.data = zd_xmalloc(r->u.pages.data_len ? r->u.pages.data_len : 1);
+		if (*slot_cap < r->u.pages.data_len || !*slot_buf) {
+			free(*slot_buf);
+			*slot_cap = r->u.pages.data_len;
+			*slot_buf = zd_xmalloc(*slot_cap ? *slot_cap : 1);
+		}
+		dst->u.pages.data = *slot_buf;
 		memcpy(dst->u.pages.data, r->u.pages.data, r->u.pages.data_len);
 		return 0;
 	}
@@ -62,9 +71,9 @@ static void *worker(void *arg)
 			pthread_cond_wait(&p->more, &p->lock);
 		if (!p->count)
 			break;
+		/* the record stays in its slot until done: the slot's buffer
+		 * is its data */
 		r = p->q[p->head];
-		p->head = (p->head + 1) % p->depth;
-		p->count--;
 		p->busy = true;
 		bool failed = p->failed;
 		pthread_mutex_unlock(&p->lock);
@@ -78,6 +87,8 @@ static void *worker(void *arg)
 			if (!rc && (rc = p->emit(p->arg, &enc)))
 				snprintf(msg, sizeof(msg), "emit failed on a %s record", zd_rec_type_name(r.type));
 		}
+		if (r.type == ZD_REC_PAGES)
+			r.u.pages.data = NULL;	/* the slot's buffer, kept */
 		zd_record_free(&r);
 
 		pthread_mutex_lock(&p->lock);
@@ -85,6 +96,8 @@ static void *worker(void *arg)
 			p->failed = true;
 			snprintf(p->err, sizeof(p->err), "%s", msg);
 		}
+		p->head = (p->head + 1) % p->depth;
+		p->count--;
 		p->busy = false;
 		pthread_cond_broadcast(&p->room);
 	}
@@ -102,6 +115,8 @@ struct zd_wire_pipe *zd_wire_pipe_new(struct zd_wire_enc *e, unsigned depth,
 	p->arg = arg;
 	p->depth = depth ? depth : 1;
 	p->q = zd_xcalloc(p->depth, sizeof(*p->q));
+	p->buf = zd_xcalloc(p->depth, sizeof(*p->buf));
+	p->cap = zd_xcalloc(p->depth, sizeof(*p->cap));
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->more, NULL);
 	pthread_cond_init(&p->room, NULL);
@@ -115,7 +130,17 @@ int zd_wire_pipe_put(struct zd_wire_pipe *p, const struct zd_record *r)
 	struct zd_record c;
 	char msg[256];
 
-	if (record_copy(&c, r, msg, sizeof(msg)) < 0) {
+	pthread_mutex_lock(&p->lock);
+	while (p->count == p->depth && !p->failed)
+		pthread_cond_wait(&p->room, &p->lock);
+	if (p->failed) {
+		pthread_mutex_unlock(&p->lock);
+		return -1;
+	}
+	/* the slot is free and only this thread fills slots: copy unlocked */
+	unsigned slot = (p->head + p->count) % p->depth;
+	pthread_mutex_unlock(&p->lock);
+	if (record_copy(&c, r, &p->buf[slot], &p->cap[slot], msg, sizeof(msg)) < 0) {
 		pthread_mutex_lock(&p->lock);
 		if (!p->failed) {
 			p->failed = true;
@@ -125,14 +150,7 @@ int zd_wire_pipe_put(struct zd_wire_pipe *p, const struct zd_record *r)
 		return -1;
 	}
 	pthread_mutex_lock(&p->lock);
-	while (p->count == p->depth && !p->failed)
-		pthread_cond_wait(&p->room, &p->lock);
-	if (p->failed) {
-		pthread_mutex_unlock(&p->lock);
-		zd_record_free(&c);
-		return -1;
-	}
-	p->q[(p->head + p->count) % p->depth] = c;
+	p->q[slot] = c;
 	p->count++;
 	pthread_cond_signal(&p->more);
 	pthread_mutex_unlock(&p->lock);
@@ -167,6 +185,10 @@ int zd_wire_pipe_finish(struct zd_wire_pipe *p, char *msg, size_t len)
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->more);
 	pthread_cond_destroy(&p->room);
+	for (unsigned i = 0; i < p->depth; i++)
+		free(p->buf[i]);
+	free(p->buf);
+	free(p->cap);
 	free(p->q);
 	free(p);
 	return rc;

@@ -6,6 +6,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "zd/util.h"
 #include "wire_int.h"
@@ -36,8 +37,14 @@ void zd__shadow_init(struct zd_shadow *c, uint32_t page_size, uint64_t budget)
 		tsize *= 2;
 	c->mask = tsize - 1;
 	/* pages are touched only as slots fill: a large budget costs
-	 * address space, not memory, until it is used */
-	c->pages = zd_xmalloc((size_t)slots * page_size);
+	 * address space, not memory, until it is used. Huge pages: a slot
+	 * taken for the first time would otherwise cost a page fault per
+	 * page sent, the dearest part of a miss in a VM. */
+	c->bytes = (size_t)slots * page_size;
+	c->pages = mmap(NULL, c->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (c->pages == MAP_FAILED)
+		zd_die(ZD_EXIT_FAIL, "delta cache: cannot map %zu bytes", c->bytes);
+	madvise(c->pages, c->bytes, MADV_HUGEPAGE);
 	c->pfn = zd_xmalloc(slots * sizeof(*c->pfn));
 	c->prev = zd_xmalloc(slots * sizeof(*c->prev));
 	c->next = zd_xmalloc(slots * sizeof(*c->next));
@@ -46,7 +53,8 @@ void zd__shadow_init(struct zd_shadow *c, uint32_t page_size, uint64_t budget)
 
 void zd__shadow_free(struct zd_shadow *c)
 {
-	free(c->pages);
+	if (c->pages)
+		munmap(c->pages, c->bytes);
 	free(c->pfn);
 	free(c->prev);
 	free(c->next);

@@ -12,7 +12,8 @@
 struct zd_shadow {
 	uint32_t page_size;
 	uint32_t slots, used;
-	uint8_t *pages;		/* slots * page_size */
+	uint8_t *pages;		/* slots * page_size, mmap'd */
+	size_t bytes;
 	uint64_t *pfn;		/* per slot */
 	uint32_t *prev, *next;	/* LRU list, head = most recent */
 	uint32_t head, tail;
