@@ -4,7 +4,8 @@
 # only starts them, wires them and waits. See zd(1).
 #
 #   zd run [--mode M] [--interval MS] [--epochs N] [--verify] [--precopy P]
-#          [--policy P] [--timeout MS] [--json] [-v] VM_CONTROL_SOCKET BACKUP
+#          [--policy P] [--timeout MS] [--heartbeat MS] [--peer-timeout MS]
+#          [--json] [-v] VM_CONTROL_SOCKET BACKUP
 #   zd status DIR
 #   zd measure [options] DIR      one protected run with a client, one JSON line
 #   zd demo [--seconds S] [--keep DIR]
@@ -32,7 +33,8 @@ src_top=
 usage() {
 	cat <<'EOF'
 usage: zd run [--mode M] [--interval MS] [--epochs N] [--verify] [--precopy P]
-              [--policy P] [--timeout MS] [--json] [-v] VM_CONTROL_SOCKET BACKUP
+              [--policy P] [--timeout MS] [--heartbeat MS] [--peer-timeout MS]
+              [--no-failover] [--json] [-v] VM_CONTROL_SOCKET BACKUP
        zd status DIR
        zd measure [--mode M] [--interval MS] [--epochs N] [--mem SIZE]
                   [--dirty RATE] [--hot F] [--no-output-commit] DIR
@@ -56,6 +58,11 @@ a backup (zd-track | zd-mru | zd-swap | zd-send → zd-recv).
              --policy P      zd-mru's standby policy (default mru)
              --timeout MS    zd-track's longest wait for the backup
                              (default 10000)
+             --heartbeat MS, --peer-timeout MS
+                             zd-send's (and with local:, zd-recv's)
+                             --heartbeat and --timeout (their defaults:
+                             100 and 500; 0 = only a closed connection)
+             --no-failover   local: zd-recv only reports a lost primary
              --json          the log stream as JSON lines
   status   the replica in DIR: last committed epoch and memory checksum
   measure  start zd-vm (workload, service) and a zd-recv on loopback, protect
@@ -109,6 +116,7 @@ emulated() { grep -q 'QEMU Virtual CPU\|QEMU TCG' /proc/cpuinfo 2>/dev/null; }
 
 cmd_run() {
 	local mode=remus interval=25 epochs= verify= precopy= policy=mru timeout= json= verbose=
+	local hb=() local_extra=()
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--mode | -m) need_value "$@"; check_mode "$2"; mode=$2; shift 2 ;;
@@ -119,6 +127,9 @@ cmd_run() {
 		--policy) need_value "$@"; policy=$2; shift 2 ;;
 		--timeout | -t) need_value "$@"; timeout=$2; shift 2 ;;
 		--json | -j) json=--json-log; shift ;;
+		--heartbeat) need_value "$@"; hb+=(--heartbeat "$2"); shift 2 ;;
+		--peer-timeout) need_value "$@"; hb+=(--timeout "$2"); shift 2 ;;
+		--no-failover) local_extra+=(--no-failover); shift ;;
 		-v | --verbose) verbose=-v; shift ;;
 		--) shift; break ;;
 		-*) usage_die "run: unknown option '$1'" ;;
@@ -132,7 +143,8 @@ cmd_run() {
 	local:?*)
 		rdir=${backup#local:}
 		rlog=$(mktemp "${TMPDIR:-/tmp}/zd-recv.XXXXXX") || die 1 "run: mktemp failed"
-		zd-recv --listen 127.0.0.1:0 --replica "$rdir" --once $verify $verbose 2>"$rlog" &
+		zd-recv --listen 127.0.0.1:0 --replica "$rdir" --once $verify $verbose \
+			"${hb[@]+"${hb[@]}"}" "${local_extra[@]+"${local_extra[@]}"}" 2>"$rlog" &
 		recv_pid=$!
 		local i
 		for i in $(seq 200); do
@@ -159,7 +171,7 @@ cmd_run() {
 	[ -n "$timeout" ] && track_args+=(--timeout "$timeout")
 	[ -n "$verbose" ] && track_args+=(-v)
 	zd-track "${track_args[@]}" | zd-mru --policy "$policy" $verbose | zd-swap $verbose |
-		zd-send $json $verbose "$dest"
+		zd-send $json $verbose "${hb[@]+"${hb[@]}"}" "$dest"
 	local rcs=("${PIPESTATUS[@]}") rc=0 c
 	for c in "${rcs[@]}"; do [ "$c" != 0 ] && { rc=$c; break; }; done
 	if [ -n "$recv_pid" ]; then
@@ -226,7 +238,11 @@ measure_one() {
 	# be bound on every file system (9p in the QEMU harness), and its path
 	# must stay short.
 	sock=$(mktemp -d "${TMPDIR:-/tmp}/zd-vm.XXXXXX")/vm.sock || die 1 "measure: mktemp failed"
-	zd-recv --listen 127.0.0.1:0 --replica "$d/replica" --once --no-fsync 2>"$d/recv.err" &
+	# The backup here is for measuring: no takeover when the primary ends,
+	# and no heartbeat verdicts (under QEMU TCG a stage can stall longer
+	# than the default 500 ms); a closed connection still counts.
+	zd-recv --listen 127.0.0.1:0 --replica "$d/replica" --once --no-fsync \
+		--timeout 0 --no-failover 2>"$d/recv.err" &
 	recv=$!
 	zd-vm --control "$sock" --mem "$mem" --workload "dirty=$dirty,hot=$hot" \
 		--serve 127.0.0.1:0 $oc --output-log "$d/out.log" 2>"$d/vm.err" &
@@ -253,7 +269,7 @@ measure_one() {
 	emulated && warm=${ZD_WARM_EPOCHS:-80}
 	zd-client --duration 3600s --timeout 600s --log "$d/client.log" "$sp" >"$d/client.json" 2>"$d/client.err" &
 	cl=$!
-	"$self" run --mode "$mode" --interval "$interval" --epochs $((warm + epochs)) --timeout 600000 \
+	"$self" run --mode "$mode" --interval "$interval" --epochs $((warm + epochs)) --timeout 600000 --peer-timeout 0 \
 		"$sock" "$bp" >"$d/send.log" 2>"$d/run.err" &
 	run=$!
 	wait_until 900 first_commit_or_gone "$sock" $run
