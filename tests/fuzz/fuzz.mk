@@ -21,3 +21,18 @@ fuzz-decode: $(BUILD)/fuzz/fuzz_decode
 		-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 		-artifact_prefix=$(BUILD)/fuzz/ -dict=tests/fuzz/stream.dict \
 		$(BUILD)/fuzz/corpus-decode tests/fuzz/seeds-decode
+
+# fuzz_wire: lib/wire's PAGES payload decoder and record MAC check.
+FUZZ_WIRE_SRC := tests/fuzz/fuzz_wire.c $(sort $(wildcard lib/wire/*.c lib/stream/*.c)) lib/util/util.c
+
+$(BUILD)/fuzz/fuzz_wire: $(FUZZ_WIRE_SRC) $(wildcard lib/wire/*.h lib/stream/*.h lib/zd/*.h) | deps-ok
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $(FUZZ_WIRE_SRC) $(LDLIBS)
+
+.PHONY: fuzz-wire
+fuzz: fuzz-wire
+fuzz-wire: $(BUILD)/fuzz/fuzz_wire
+	@mkdir -p $(BUILD)/fuzz/corpus-wire
+	$(BUILD)/fuzz/fuzz_wire -max_total_time=$(FUZZ_TIME) -max_len=70000 \
+		-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+		-artifact_prefix=$(BUILD)/fuzz/ $(BUILD)/fuzz/corpus-wire tests/fuzz/seeds-wire

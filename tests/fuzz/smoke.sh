@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz smoke run (suite "fuzz" of tests/run): replay the seed corpus, then
-# fuzz the zd-stream(5) decoder for FUZZ_SMOKE_TIME seconds (default 10).
+# fuzz the zd-stream(5) decoder and lib/wire's payload/MAC paths for
+# FUZZ_SMOKE_TIME seconds each (default 10).
 # The long run is `make fuzz`.
 . "$(dirname "$0")/../lib/tap.sh"
 cd "$ZD_TOP" || exit 2
@@ -28,6 +29,23 @@ if "$bin" -max_total_time="$secs" -max_len=16384 -timeout=10 -rss_limit_mb=2048 
 else
 	not_ok "fuzz_decode ${secs}s finds nothing" "$(grep -E 'ERROR|SUMMARY|fuzz_decode:|Test unit written' "$TMP/fuzz.log" | head -10)"
 	# keep the reproducer for whoever looks at the log
+	cp "$TMP"/crash-* "$TMP"/leak-* "$TMP"/timeout-* "$TMP"/oom-* "$BUILD/fuzz/" 2>/dev/null
+fi
+
+# fuzz_wire: lib/wire's PAGES payload decoder and record MAC check
+wbin=$BUILD/fuzz/fuzz_wire
+if ! make -s "$wbin" >"$TMP/build-wire.log" 2>&1; then
+	not_ok "fuzz_wire builds" "$(tail -5 "$TMP/build-wire.log")"
+	done_testing
+fi
+ok "fuzz_wire builds"
+check "wire seed corpus replays clean" "$wbin" -runs=0 -artifact_prefix="$TMP/" tests/fuzz/seeds-wire
+mkdir -p "$TMP/corpus-wire"
+if "$wbin" -max_total_time="$secs" -max_len=70000 -timeout=10 -rss_limit_mb=2048 \
+	-artifact_prefix="$TMP/" "$TMP/corpus-wire" tests/fuzz/seeds-wire >"$TMP/fuzz-wire.log" 2>&1; then
+	ok "fuzz_wire ${secs}s: $(grep -oE 'Done [0-9]+ runs' "$TMP/fuzz-wire.log" | tail -1), no finding"
+else
+	not_ok "fuzz_wire ${secs}s finds nothing" "$(grep -E 'ERROR|SUMMARY|fuzz_wire:|Test unit written' "$TMP/fuzz-wire.log" | head -10)"
 	cp "$TMP"/crash-* "$TMP"/leak-* "$TMP"/timeout-* "$TMP"/oom-* "$BUILD/fuzz/" 2>/dev/null
 fi
 done_testing
