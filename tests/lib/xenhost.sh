@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# xenhost.sh — run a script in dom0 of a real Xen, booted in QEMU.
+#
+#   tests/lib/xenhost.sh run [--timeout SEC] -- SCRIPT [ARG...]
+#
+# The xen: target needs a Xen hypervisor, dom0 and a guest domain. Our
+# build and CI machines have none, so this harness boots one (the recipe of
+# ../shared/XEN-NOTES.md, all Debian packages):
+#
+#   QEMU (TCG, -cpu qemu64 + SVM + NPT) ── Xen 4.17 (/boot/xen-4.17-amd64.gz)
+#       └── dom0: Debian's kernel + an initramfs built here, holding
+#           busybox, bash, the Xen tools (xl, xenstored, xenconsoled,
+#           xen-init-dom0, libxl-save-helper), ZD_TOP's bin/ and tests/,
+#           $BUILD/tests/xen_*, every shared library they need (ldd, plus
+#           ld-linux and libgcc_s: xl aborts without it), and /guest: the
+#           same kernel and an initramfs whose /init is tests/xen/
+#           guest_writer (a PVH guest that keeps writing 8 MiB).
+#
+# dom0's /init loads the Xen modules, mounts xenfs, starts xenstored,
+# xen-init-dom0 and xenconsoled, brings lo up, then runs
+# "bash SCRIPT ARG..." in ZD_TOP (/zd in dom0) with ZD_XENHOST_GUEST=1 and
+# XENHOST_GUEST_KERNEL / XENHOST_GUEST_INITRD set. SCRIPT's stdout and
+# stderr come back line by line over dom0's console (hvc0 → Xen → serial);
+# the harness prints them on its own stdout and stderr.
+#
+# Exit status: SCRIPT's own; 77 no Xen possible (one line on stdout says
+# why: no qemu-system-x86_64, no xen-hypervisor-4.17-amd64 or xen-utils-4.17,
+# no Debian kernel with the Xen modules); 124 --timeout hit (only our own
+# QEMU is killed, by PID); 125 dom0 ended without a status (the console's
+# tail goes to stderr); 2 usage.
+#
+# Costs on a 2-core machine: ~10 s to dom0's shell, ~20 s more for a PVH
+# guest to boot. Everything inside runs under TCG: assert on counts and
+# equality, never on absolute times.
+#
+# Environment: XENHOST_TIMEOUT (default 600), XENHOST_KEEP=1 keeps the run
+# directory ($BUILD/xenhost/run.*: console log, initramfs), XENHOST_VERBOSE=1
+# says on stderr what it does and how long the boot took.
+set -u
+
+XENHOST_SELF=$(readlink -f "${BASH_SOURCE[0]}")
+ZD_TOP=${ZD_TOP:-$(cd "$(dirname "$XENHOST_SELF")/../.." && pwd)}
+BUILD=${BUILD:-build}
+case $BUILD in /*) XENHOST_DIR=$BUILD/xenhost ;; *) XENHOST_DIR=$ZD_TOP/$BUILD/xenhost ;; esac
+XEN_GZ=${XENHOST_XEN:-/boot/xen-4.17-amd64.gz}
+XEN_TOOLS=/usr/lib/xen-4.17/bin
+# Module helpers (order, ELF dependencies) are vmhost.sh's.
+# shellcheck source=vmhost.sh
+. "$(dirname "$XENHOST_SELF")/vmhost.sh"
+
+xenhost_err() { echo "xenhost: $*" >&2; }
+xenhost_say() { [ "${XENHOST_VERBOSE:-0}" = 1 ] && echo "xenhost: $*" >&2; return 0; }
+xenhost_usage() { echo "usage: xenhost.sh run [--timeout SEC] -- SCRIPT [ARG...]"; }
+
+XENHOST_MODULES="xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs"
+
+# The newest Debian kernel whose modules include the Xen ones.
+xenhost_find_kernel() {
+	local k v
+	for k in /boot/vmlinuz-*; do
+		[ -e "$k" ] || continue
+		v=${k#/boot/vmlinuz-}
+		[ -n "$(vmhost_mod_path "$v" xen-privcmd 2>/dev/null)" ] && echo "$v"
+	done | sort -V | tail -1
+}
+
+# Succeeds, printing the reason, when no Xen can be booted here.
+xenhost_why_not() {
+	local t
+	if ! command -v qemu-system-x86_64 >/dev/null; then
+		echo "no qemu-system-x86_64 (Debian qemu-system-x86): Xen tests skipped"
+	elif [ ! -r "$XEN_GZ" ]; then
+		echo "no $XEN_GZ (Debian xen-hypervisor-4.17-amd64): Xen tests skipped"
+	elif for t in xl xenstored xenconsoled xen-init-dom0 libxl-save-helper; do
+		[ -x "$XEN_TOOLS/$t" ] || exit 0; done; false; then
+		echo "no Xen tools in $XEN_TOOLS (Debian xen-utils-4.17): Xen tests skipped"
+	elif [ ! -x /bin/busybox ] || ! command -v cpio >/dev/null; then
+		echo "no busybox-static or cpio: Xen tests skipped"
+	elif [ -z "$(xenhost_find_kernel)" ]; then
+		echo "no Debian kernel with the Xen modules in /boot and /lib/modules: Xen tests skipped"
+	elif ! command -v cc >/dev/null; then
+		echo "no C compiler for the guest's /init: Xen tests skipped"
+	else
+		return 1
+	fi
+}
+
+# dom0's /init (busybox sh, PID 1): always ends with a status marker on the
+# console and a poweroff, which makes Xen switch the machine off and QEMU exit.
+xenhost_init_script() {
+	cat <<'EOF'
+#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/lib/xen-4.17/bin
+con=/dev/hvc0
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /dev/shm /run /tmp /var/run/xen /var/lib/xen /var/log/xen /var/lib/xenstored /run/xenstored
+mount -t devpts devpts /dev/pts
+mount -t tmpfs -o mode=1777 shm /dev/shm
+mount -t tmpfs run /run
+mkdir -p /run/xen /run/xenstored
+mount -t tmpfs -o mode=1777 tmp /tmp
+say() { echo "$*" >$con; }
+finish() { say "ZD-XENHOST-STATUS $1"; sync; poweroff -f; sleep 60; }
+for m in $(cat /mod/order); do
+	insmod "/mod/$m" 2>/dev/null || say "xenhost-dom0: insmod $m failed"
+done
+mount -t xenfs xenfs /proc/xen || { say "xenhost-dom0: cannot mount xenfs (not running on Xen?)"; finish 125; }
+xenstored --pid-file=/run/xenstored.pid >/dev/null 2>&1 || { say "xenhost-dom0: xenstored failed"; finish 125; }
+xen-init-dom0 >/dev/null 2>&1 || say "xenhost-dom0: xen-init-dom0 failed"
+xenconsoled --log=guest --log-dir=/var/log/xen || say "xenhost-dom0: xenconsoled failed"
+ip link set lo up
+hostname zd-xenhost
+. /xenhost.env
+say "ZD-XENHOST-READY uptime $(cut -d' ' -f1 /proc/uptime)"
+cd "$ZD_TOP"
+# Each line of the script's stdout and stderr goes to the console tagged,
+# so the host can tell them from the kernel's and Xen's messages.
+tag() { while IFS= read -r l; do echo "$1| $l"; done >$con; }
+{ { bash "$@"; echo $? >/tmp/xenhost.rc; } 2>&1 1>&3 | tag ZDE; } 3>&1 | tag ZDO
+finish "$(cat /tmp/xenhost.rc 2>/dev/null || echo 125)"
+EOF
+}
+
+# xenhost_initrd RUN KVER SCRIPT ARG...: dom0's initramfs, uncompressed (no
+# decompression under TCG).
+xenhost_initrd() {
+	local run=$1 kver=$2; shift 2
+	local stage=$run/stage mods m base files=() f d
+	mods=$(vmhost_mod_order "$kver" $XENHOST_MODULES) || return 1
+	mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,mod,guest,etc/xen,var/log/xen}
+	cp /bin/busybox "$stage/bin/busybox"
+	for m in $(/bin/busybox --list); do
+		[ "$m" = busybox ] || ln -s busybox "$stage/bin/$m"
+	done
+	: >"$stage/mod/order"
+	for m in $mods; do
+		base=${m##*/}
+		case $base in
+		*.ko.xz) xz -dc "/lib/modules/$kver/$m" >"$stage/mod/${base%.xz}"; base=${base%.xz} ;;
+		*.ko.zst) zstd -qdc "/lib/modules/$kver/$m" >"$stage/mod/${base%.zst}"; base=${base%.zst} ;;
+		*) cp "/lib/modules/$kver/$m" "$stage/mod/$base" ;;
+		esac || return 1
+		echo "$base" >>"$stage/mod/order"
+	done
+	mkdir -p "$stage$XEN_TOOLS"
+	for f in xl xenstored xenconsoled xen-init-dom0 libxl-save-helper; do
+		cp -L "$XEN_TOOLS/$f" "$stage$XEN_TOOLS/$f"
+		files+=("$XEN_TOOLS/$f")
+	done
+	cp /etc/xen/xl.conf "$stage/etc/xen/" 2>/dev/null
+	for f in "$(command -v bash)"; do
+		mkdir -p "$stage$(dirname "$f")"
+		cp -L "$f" "$stage$f"
+		files+=("$f")
+	done
+	# ZD_TOP: the tools, the tests, the test helpers built for Xen.
+	for d in bin tests "$BUILD/tests"; do
+		case $d in /*) ;; *) d=$ZD_TOP/$d ;; esac
+		[ -d "$d" ] || continue
+		mkdir -p "$stage/zd${d#"$ZD_TOP"}"
+		case $d in
+		*/tests) cp -a "$d/." "$stage/zd${d#"$ZD_TOP"}/" ;;
+		*) for f in "$d"/*; do
+			[ -f "$f" ] && [ -x "$f" ] || continue
+			case $f in */bin/*|*/xen_*) ;; *) continue ;; esac
+			cp -a "$f" "$stage/zd${d#"$ZD_TOP"}/"
+			files+=("$f")
+		   done ;;
+		esac
+	done
+	vmhost_copy_elf_deps "$stage" "${files[@]}"
+	mkdir -p "$stage/lib64"
+	cp -L /lib64/ld-linux-x86-64.so.2 "$stage/lib64/"
+	# The guest: the same kernel, and an initramfs that is just its /init.
+	cp "/boot/vmlinuz-$kver" "$stage/guest/vmlinuz"
+	mkdir -p "$run/guest"
+	cc -static -O2 -o "$run/guest/init" "$ZD_TOP/tests/xen/guest_writer.c" || return 1
+	(cd "$run/guest" && echo init | cpio -o -H newc -R 0:0 --quiet) >"$stage/guest/initrd.cpio" || return 1
+	{
+		printf 'export ZD_TOP=/zd ZD_BIN=/zd/bin BUILD=%q HOME=/root TERM=dumb\n' "$BUILD"
+		printf 'export ZD_XENHOST_GUEST=1 XENHOST_GUEST_KERNEL=/guest/vmlinuz XENHOST_GUEST_INITRD=/guest/initrd.cpio\n'
+		for v in $(compgen -e | grep '^ZD_' | grep -v '^ZD_TOP$\|^ZD_BIN$'); do
+			printf 'export %s=%q\n' "$v" "${!v}"
+		done
+		printf 'set --'
+		printf ' %q' "$@"
+		printf '\n'
+	} >"$stage/xenhost.env"
+	xenhost_init_script >"$stage/init"
+	chmod 755 "$stage/init"
+	(cd "$stage" && find . -mindepth 1 | sort | cpio -o -H newc -R 0:0 --quiet) >"$run/dom0.cpio" || return 1
+	rm -rf "$stage"
+}
+
+xenhost_abort() {
+	kill -KILL "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+	xenhost_err "interrupted; killed QEMU (pid $1)"
+	[ "${XENHOST_KEEP:-0}" = 1 ] || rm -rf "$2"
+	exit "$3"
+}
+
+xenhost_tail() {
+	{
+		echo "xenhost: last lines of the console ($1/console.log):"
+		tr -d '\r' <"$1/console.log" | grep -v '^ZD[OE]| ' | tail -25 | sed 's/^/  /'
+		[ -s "$1/qemu.log" ] && sed 's/^/  qemu: /' "$1/qemu.log" | tail -5
+	} >&2
+}
+
+# xenhost_boot RUN KVER TIMEOUT: boot, relay the tagged lines, return the status.
+xenhost_boot() {
+	local run=$1 kver=$2 timeout=$3
+	local qpid t0 deadline timed_out=0 rc relay
+	gzip -dc "$XEN_GZ" >"$run/xen" || return 125
+	: >"$run/console.log"
+	t0=$SECONDS
+	qemu-system-x86_64 \
+		-name zd-xenhost -machine q35 -accel tcg,thread=multi \
+		-cpu qemu64,+svm,+npt,+ssse3,+sse4.1,+sse4.2,+popcnt \
+		-smp 2 -m 2048 -nodefaults -display none -monitor none -no-reboot \
+		-kernel "$run/xen" \
+		-append "console=com1 com1=115200,8n1 dom0_mem=768M,max:768M loglvl=warning guest_loglvl=warning noreboot" \
+		-initrd "/boot/vmlinuz-$kver console=hvc0 earlyprintk=xen rdinit=/init quiet loglevel=4,$run/dom0.cpio" \
+		-serial "file:$run/console.log" </dev/null >"$run/qemu.log" 2>&1 &
+	qpid=$!
+	trap "xenhost_abort $qpid $(printf %q "$run") 130" INT
+	trap "xenhost_abort $qpid $(printf %q "$run") 143" TERM
+	trap "xenhost_abort $qpid $(printf %q "$run") 129" HUP
+	# Relay the script's lines while it runs; tail ends with QEMU.
+	tail -c +1 -s 0.2 -f --pid="$qpid" "$run/console.log" |
+		while IFS= read -r line; do
+			line=${line%$'\r'}
+			case $line in
+			"ZDO| "*) printf '%s\n' "${line#ZDO| }" ;;
+			"ZDE| "*) printf '%s\n' "${line#ZDE| }" >&2 ;;
+			"ZD-XENHOST-READY"*) xenhost_say "dom0 ready after $((SECONDS - t0)) s" ;;
+			esac
+		done &
+	relay=$!
+	deadline=$((SECONDS + timeout))
+	while kill -0 "$qpid" 2>/dev/null; do
+		# A crashed dom0 leaves Xen idling ('noreboot'): stop at once.
+		if grep -q 'Hardware Dom0 crashed\|Panic on CPU' "$run/console.log"; then
+			kill -KILL "$qpid" 2>/dev/null
+			break
+		fi
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			timed_out=1
+			kill -TERM "$qpid" 2>/dev/null
+			sleep 2
+			kill -KILL "$qpid" 2>/dev/null
+			break
+		fi
+		sleep 0.5
+	done
+	wait "$qpid" 2>/dev/null
+	wait "$relay" 2>/dev/null
+	trap - INT TERM HUP
+	xenhost_say "QEMU ran $((SECONDS - t0)) s"
+	if [ $timed_out = 1 ]; then
+		xenhost_err "timed out after $timeout s; killed QEMU (pid $qpid)"
+		xenhost_tail "$run"
+		return 124
+	fi
+	rc=$(tr -d '\r' <"$run/console.log" | sed -n 's/^ZD-XENHOST-STATUS \([0-9]*\).*/\1/p' | tail -1)
+	tr -d '\r' <"$run/console.log" | grep '^xenhost-dom0:' >&2
+	if [ -z "$rc" ]; then
+		xenhost_err "dom0 ended without a status"
+		xenhost_tail "$run"
+		return 125
+	fi
+	return "$rc"
+}
+
+xenhost_run() {
+	local timeout=${XENHOST_TIMEOUT:-600}
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--timeout)
+			[ $# -ge 2 ] || { xenhost_err "--timeout needs a value; $(xenhost_usage)"; return 2; }
+			timeout=$2; shift 2 ;;
+		--) shift; break ;;
+		*) xenhost_err "unknown option '$1'; $(xenhost_usage)"; return 2 ;;
+		esac
+	done
+	case $timeout in '' | *[!0-9]* | 0*) xenhost_err "'$timeout' is not a positive whole number"; return 2 ;; esac
+	[ $# -gt 0 ] || { xenhost_err "no script given; $(xenhost_usage)"; return 2; }
+	local why kver run rc
+	if why=$(xenhost_why_not); then
+		echo "$why"
+		return 77
+	fi
+	kver=$(xenhost_find_kernel)
+	mkdir -p "$XENHOST_DIR"
+	find "$XENHOST_DIR" -maxdepth 1 -name 'run.*' -mmin +1440 -exec rm -rf {} + 2>/dev/null
+	run=$(mktemp -d "$XENHOST_DIR/run.XXXXXX") || return 125
+	if ! xenhost_initrd "$run" "$kver" "$@"; then
+		xenhost_err "cannot build dom0's initramfs"
+		rm -rf "$run"
+		return 125
+	fi
+	xenhost_say "dom0 initramfs $(du -h "$run/dom0.cpio" | cut -f1), kernel $kver"
+	xenhost_boot "$run" "$kver" "$timeout"
+	rc=$?
+	[ "${XENHOST_KEEP:-0}" = 1 ] && xenhost_err "run directory kept: $run" || rm -rf "$run"
+	return "$rc"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+	case ${1:-} in
+	run) shift; xenhost_run "$@"; exit $? ;;
+	-h | --help) xenhost_usage; exit 0 ;;
+	*) xenhost_err "want the 'run' command; $(xenhost_usage)"; exit 2 ;;
+	esac
+fi

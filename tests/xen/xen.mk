@@ -1,0 +1,15 @@
+# make check-xen: the xen: target against a real Xen 4.17 booted in QEMU
+# (tests/lib/xenhost.sh), every mode replicating a PVH guest
+# (tests/xen/replicate.sh). Skipped, with the reason, where the Debian
+# packages qemu-system-x86 xen-hypervisor-4.17-amd64 xen-utils-4.17 are
+# missing. The e2e suite runs it too (tests/e2e/xen_replicate.sh).
+.PHONY: check-xen
+ifeq ($(ZD_HAVE_XEN),yes)
+XEN_TEST_BIN := $(BUILD)/tests/xen_memcmp
+$(BUILD)/tests/xen_memcmp: $(BUILD)/obj/tests/xen/xen_memcmp.o lib/libzd.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< lib/libzd.a $(LDLIBS)
+endif
+check check-e2e: $(XEN_TEST_BIN)
+check-xen: all $(XEN_TEST_BIN)
+	bash tests/e2e/xen_replicate.sh

@@ -1,0 +1,24 @@
+# Helpers for scripts running in dom0 under tests/lib/xenhost.sh.
+
+# xen_guest_up NAME [MEM_MB]: create the PVH guest (tests/xen/guest_writer
+# as its /init) and wait until it says it writes memory.
+xen_guest_up() {
+	local name=$1 mem=${2:-96} i
+	cat >"$TMP/$name.cfg" <<CFG
+name = "$name"
+type = "pvh"
+kernel = "$XENHOST_GUEST_KERNEL"
+ramdisk = "$XENHOST_GUEST_INITRD"
+extra = "console=hvc0 quiet loglevel=3 rdinit=/init"
+memory = $mem
+vcpus = 1
+on_reboot = "preserve"
+on_crash = "preserve"
+CFG
+	xl create -q "$TMP/$name.cfg" >"$TMP/$name.create" 2>&1 || { cat "$TMP/$name.create" >&2; return 1; }
+	for i in $(seq 600); do
+		grep -q ZD-GUEST-WRITING "/var/log/xen/guest-$name.log" 2>/dev/null && return 0
+		sleep 0.2
+	done
+	return 1
+}
