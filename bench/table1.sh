@@ -11,7 +11,8 @@
 #   bench/results/table1.png, bench/results/intervals.png (gnuplot)
 # A mode that cannot run on this target is a row with failed=1 and the reason.
 #
-#   bench/table1.sh     env: BENCH_QUICK=1 (a short version), BENCH_DIRTY,
+#   bench/table1.sh [--plot]   (--plot: only redraw the PNGs from the CSVs)
+#                       env: BENCH_QUICK=1 (a short version), BENCH_DIRTY,
 #                       BENCH_INTERVALS, BENCH_MODES, BENCH_EPOCHS, BENCH_MEM,
 #                       BENCH_OUT (default bench/results)
 # Without /dev/kvm it runs itself inside tests/lib/vmhost.sh (KVM nested in
@@ -21,7 +22,10 @@ cd "$(dirname "$0")/.." || exit 1
 top=$PWD
 export PATH="$top/bin:$PATH"
 
-if ! { [ -c /dev/kvm ] && { : <>/dev/kvm; } 2>/dev/null; }; then
+# --plot: only redraw the PNGs from the CSVs already in BENCH_OUT.
+plot_only=
+[ "${1:-}" = --plot ] && plot_only=1
+if [ -z "$plot_only" ] && ! { [ -c /dev/kvm ] && { : <>/dev/kvm; } 2>/dev/null; }; then
 	[ -n "${ZD_VMHOST_GUEST:-}" ] && { echo "bench/table1: no usable /dev/kvm in the QEMU guest" >&2; exit 4; }
 	echo "bench/table1: no /dev/kvm here: running inside QEMU TCG with nested KVM (tests/lib/vmhost.sh); timings are emulated, compare ratios only" >&2
 	ZD_VMHOST_ENV="${ZD_VMHOST_ENV:-} BENCH_QUICK BENCH_DIRTY BENCH_INTERVALS BENCH_MODES BENCH_EPOCHS BENCH_MEM BENCH_OUT ZD_WARM_EPOCHS" \
@@ -48,7 +52,6 @@ fi
 modes=${BENCH_MODES:-"remus buffered zddspt"}
 mem=${BENCH_MEM:-$([ $emulated = 1 ] && echo 8M || echo 256M)}
 out=${BENCH_OUT:-bench/results}
-work=$(mktemp -d "${TMPDIR:-/tmp}/zd-bench.XXXXXX")
 mkdir -p "$out"
 
 cols="mode,interval_ms,dirty_target,output_commit,dirty_rate,dirty_mean,epochs,answers,client_errors,pause_p50_ns,pause_p99_ns,latency_p50_ns,latency_p99_ns,response_mean_ns,response_p50_ns,response_p99_ns,output_delay_p50_ns,wire_bytes_per_epoch,emulated,failed,reason"
@@ -70,6 +73,8 @@ one() {
 	rm -rf "${work:?}/$mode-$interval-$pages-$oc"
 }
 
+measure_all() {
+work=$(mktemp -d "${TMPDIR:-/tmp}/zd-bench.XXXXXX")
 t0=$SECONDS
 echo "$cols" >"$out/table1.csv"
 last=${dirty##* }
@@ -98,6 +103,8 @@ for i in $intervals; do
 done
 rm -rf "$work"
 echo "bench/table1: $((SECONDS - t0)) s" >&2
+}
+[ -n "$plot_only" ] || measure_all
 
 # Plots: response delay (mean, ms) without output commit, as the paper
 # measured, and with it; the paper's zddspt and remus beside ours.
@@ -136,6 +143,7 @@ plot ${cmds[*]}
 EOF
 	rm -f "$out"/.*.dat
 }
+[ -n "$plot_only" ] && emulated=$(awk -F, 'NR == 2 {print $19}' "$out/table1.csv")
 plot "$out/table1.csv" "$out/table1.png" 3 "dirty pages per epoch (25 ms interval)" "Response delay vs dirty pages (Table 1)"
 plot "$out/intervals.csv" "$out/intervals.png" 2 "checkpoint interval (ms), 1024 dirty pages per epoch" "Response delay vs interval (Figure 4)"
 column -s, -t "$out/table1.csv" | cut -c1-200
