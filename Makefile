@@ -91,7 +91,7 @@ deps-ok:
 	fi
 
 DEB_BUILD := build-essential pkg-config libjansson-dev libzstd-dev libxxhash-dev \
-	libcmocka-dev libxen-dev jq gnuplot-nox
+	libcmocka-dev libxen-dev libsodium-dev jq gnuplot-nox
 DEB_TEST := iproute2 procps psmisc python3 clang libclang-rt-14-dev \
 	qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod
 deps:
