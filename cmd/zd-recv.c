@@ -18,7 +18,8 @@
 #include "zd/util.h"
 
 #define USAGE "usage: zd-recv (--listen ADDR:PORT | --stdio) --replica DIR [--verify | --no-verify] [--once]\n" \
-	      "               [--no-fsync] [-v]\n" \
+	      "               [--no-fsync] [--heartbeat MS] [--timeout MS] [--fence CMD]\n" \
+	      "               [--on-failover CMD | --no-failover] [-v]\n" \
 	      "       zd-recv --replica DIR --status\n"
 
 static void help(void)
@@ -41,15 +42,31 @@ static void help(void)
 	       "      --no-fsync          do not fsync at each commit: the replica survives\n"
 	       "                          zd-recv dying, not the backup host crashing (as\n"
 	       "                          Remus's in-memory backup) (default: fsync)\n"
+	       "      --heartbeat MS      send a heartbeat back when nothing else went for MS\n"
+	       "                          (TCP; 0 = never) (default: 100)\n"
+	       "      --timeout MS        the primary is dead after MS without a record or a\n"
+	       "                          heartbeat from it (TCP; 0 = only when the connection\n"
+	       "                          ends) (default: 500 where a failover command applies,\n"
+	       "                          else 0)\n"
+	       "      --fence CMD         run CMD (sh -c) before taking over; a non-zero exit\n"
+	       "                          stops the takeover (default: none)\n"
+	       "      --on-failover CMD   when the primary is lost without END: exec CMD (sh -c)\n"
+	       "                          in place of zd-recv (default for kvm replicas:\n"
+	       "                          zd-vm --restore \"$ZD_REPLICA\"; none for others)\n"
+	       "      --no-failover       only report the loss (exit 5)\n"
 	       "      --status            print the replica's last committed epoch and the\n"
 	       "                          checksum of its memory, and exit\n"
 	       "  -v, --verbose           log each committed epoch on stderr\n"
 	       "  -h, --help              this text\n"
 	       "  -V, --version           print the version\n"
 	       "\n"
+	       "CMD and the fence see ZD_REPLICA, ZD_EPOCH, ZD_TARGET, ZD_LAST_HEARD_NS and\n"
+	       "ZD_LOST_NS (CLOCK_REALTIME ns) in their environment.\n"
+	       "\n"
 	       "Exit status: 0 clean END, 1 runtime error, 2 usage, 3 bad stream data (the\n"
 	       "epoch is discarded), 4 DIR is not a replica or is damaged, 5 the sender\n"
-	       "went away mid-stream.\n");
+	       "went away mid-stream (and no failover), 6 the fence failed: no takeover;\n"
+	       "after a takeover, that of CMD.\n");
 }
 
 static _Noreturn void usage_error(const char *fmt, const char *arg)
@@ -83,6 +100,67 @@ static int status(struct zd_replica *rep)
 	return 0;
 }
 
+#define EXIT_FENCE 6
+
+struct takeover {
+	const char *fence;	/* NULL: none */
+	const char *cmd;	/* NULL: decided by the target; "": none */
+	bool go;		/* exec cmd once the session is over */
+	bool timeout_set;	/* --timeout given */
+	char exec_cmd[512];
+};
+
+static const char *failover_cmd(const struct takeover *t, const struct zd_replica *rep, char *buf, size_t len)
+{
+	if (t->cmd)
+		return *t->cmd ? t->cmd : NULL;
+	/* A zd-vm replica: the VM restarts from it. Others (synth, trace,
+	 * xen) have no default. */
+	if (strncmp(rep->meta.target, "kvm", 3))
+		return NULL;
+	snprintf(buf, len, "exec zd-vm --restore \"$ZD_REPLICA\"");
+	return buf;
+}
+
+/* zd_recv_opts.arm_timeout: by default only where a takeover would follow. */
+static bool arm_timeout(const struct zd_replica *rep, void *arg)
+{
+	struct takeover *t = arg;
+	char buf[64];
+
+	return t->timeout_set || failover_cmd(t, rep, buf, sizeof(buf));
+}
+
+/* zd_recv_opts.on_peer_lost: fence, then decide to take over. */
+static int on_peer_lost(struct zd_replica *rep, void *arg)
+{
+	struct takeover *t = arg;
+	uint64_t now = zd_wall_ns();
+	const char *cmd = failover_cmd(t, rep, t->exec_cmd, sizeof(t->exec_cmd));
+	char msg[600];
+
+	if (!cmd)
+		return ZD_EXIT_PEER;
+	if (rep->meta.epoch == 0) {
+		zd_warnx("primary lost before any epoch was committed: nothing to take over");
+		return ZD_EXIT_PEER;
+	}
+	zd_failover_env(rep, now);
+	zd_warnx("primary lost, last heard %.1f ms ago; taking over at epoch %" PRIu64,
+		 rep->last_heard_wall_ns ? (double)(now - rep->last_heard_wall_ns) / 1e6 : -1.0, rep->meta.epoch);
+	if (t->fence) {
+		zd_warnx("fencing: %s", t->fence);
+		if (zd_failover_fence(t->fence, msg, sizeof(msg)) < 0) {
+			zd_warnx("%s", msg);
+			return EXIT_FENCE;
+		}
+	}
+	if (cmd != t->exec_cmd)
+		snprintf(t->exec_cmd, sizeof(t->exec_cmd), "%s", cmd);
+	t->go = true;
+	return 0;
+}
+
 static int serve(struct zd_replica *rep, const char *listen_spec, bool port0, bool once,
 		 const struct zd_recv_opts *opts)
 {
@@ -103,9 +181,9 @@ static int serve(struct zd_replica *rep, const char *listen_spec, bool port0, bo
 		zd_debug("%s connected", conn.name);
 		rc = zd_recv_session(rep, &conn, opts, msg, sizeof(msg));
 		zd_conn_close(&conn);
-		if (rc)
+		if (rc || ((struct takeover *)opts->arg)->go)
 			zd_warnx("%s", msg);
-		if (once)
+		if (once || ((struct takeover *)opts->arg)->go)
 			break;
 	}
 	close(lfd);
@@ -123,6 +201,11 @@ int main(int argc, char **argv)
 		{ "once", no_argument, NULL, '1' },
 		{ "no-fsync", no_argument, NULL, 'F' },
 		{ "status", no_argument, NULL, 'S' },
+		{ "heartbeat", required_argument, NULL, 'H' },
+		{ "timeout", required_argument, NULL, 'T' },
+		{ "fence", required_argument, NULL, 'f' },
+		{ "on-failover", required_argument, NULL, 'o' },
+		{ "no-failover", no_argument, NULL, 'N' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -130,7 +213,11 @@ int main(int argc, char **argv)
 	};
 	const char *listen_spec = NULL, *dir = NULL;
 	bool use_stdio = false, once = false, no_fsync = false, want_status = false, verify = false, no_verify = false;
-	struct zd_recv_opts ro = { .verify = ZD_VERIFY_AUTO };
+	static struct takeover tk;
+	struct zd_recv_opts ro = { .verify = ZD_VERIFY_AUTO, .heartbeat_ms = 100, .timeout_ms = 500,
+				   .on_peer_lost = on_peer_lost, .arg = &tk, .arm_timeout = arm_timeout };
+	bool hb_set = false, to_set = false, no_failover = false;
+	uint64_t v;
 	struct zd_replica *rep = NULL;
 	bool port0 = false;
 	char msg[768];
@@ -152,6 +239,18 @@ int main(int argc, char **argv)
 		case '1': once = true; break;
 		case 'F': no_fsync = true; break;
 		case 'S': want_status = true; break;
+		case 'H':
+		case 'T':
+			if (zd_parse_u64(optarg, &v) < 0 || v > 3600000)
+				usage_error("--heartbeat/--timeout: '%s' is not a number of ms in 0..3600000", optarg);
+			if (c == 'H')
+				ro.heartbeat_ms = (unsigned)v, hb_set = true;
+			else
+				ro.timeout_ms = (unsigned)v, to_set = tk.timeout_set = true;
+			break;
+		case 'f': tk.fence = optarg; break;
+		case 'o': tk.cmd = optarg; break;
+		case 'N': no_failover = true; break;
 		case 'v': zd_verbose = 1; break;
 		case 'h': help(); return 0;
 		case 'V': printf("zd-recv " ZD_VERSION "\n"); return 0;
@@ -166,6 +265,14 @@ int main(int argc, char **argv)
 		usage_error("%s--status takes only --replica", "");
 	if (!want_status && !listen_spec == !use_stdio)
 		usage_error("%swant exactly one of --listen ADDR:PORT and --stdio", "");
+	if (want_status && (hb_set || to_set || tk.fence || tk.cmd || no_failover))
+		usage_error("%s--status takes only --replica", "");
+	if (no_failover && (tk.cmd || tk.fence))
+		usage_error("%s--no-failover conflicts with --on-failover and --fence", "");
+	if (no_failover)
+		tk.cmd = "";
+	if (ro.timeout_ms && ro.heartbeat_ms >= ro.timeout_ms)
+		usage_error("%s--heartbeat must be shorter than --timeout (or --timeout 0)", "");
 	if (use_stdio && once)
 		usage_error("%s--once goes with --listen (--stdio serves one stream)", "");
 	if (verify && no_verify)
@@ -191,11 +298,18 @@ int main(int argc, char **argv)
 
 		zd_net_stdio(&conn);
 		rc = zd_recv_session(rep, &conn, &ro, msg, sizeof(msg));
-		if (rc)
+		if (rc || tk.go)
 			zd_warnx("%s", msg);
 	} else {
 		rc = serve(rep, listen_spec, port0, once, &ro);
 	}
 	zd_replica_close(rep);
+	if (tk.go) {
+		/* The replica's lock goes with zd-recv: CMD opens it freely. */
+		zd_warnx("failover: %s", tk.exec_cmd);
+		fflush(NULL);
+		execl("/bin/sh", "sh", "-c", tk.exec_cmd, (char *)NULL);
+		zd_die(ZD_EXIT_FAIL, "exec /bin/sh");
+	}
 	return rc;
 }

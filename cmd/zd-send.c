@@ -27,7 +27,7 @@
 #include "zd/stream.h"
 #include "zd/util.h"
 
-#define USAGE "usage: zd-send [--json-log] [-v] DEST\n"
+#define USAGE "usage: zd-send [--json-log] [--heartbeat MS] [--timeout MS] [-v] DEST\n"
 
 static void help(void)
 {
@@ -42,6 +42,12 @@ static void help(void)
 	       "  -j, --json-log   write the log stream on stdout as JSON lines, even on a\n"
 	       "                   terminal (default: binary when stdout is not a terminal,\n"
 	       "                   none on a terminal or with DEST -)\n"
+	       "      --heartbeat MS  send a heartbeat when nothing else went for MS (TCP;\n"
+	       "                   0 = never) (default: 100)\n"
+	       "      --timeout MS  zd-recv is gone after MS without an ACK or heartbeat\n"
+	       "                   from it (TCP; 0 = only when the connection ends)\n"
+	       "                   (default: 2000: the primary only loses its backup by it,\n"
+	       "                   so a stalled backup gets longer than a stalled primary)\n"
 	       "  -v, --verbose    log each epoch on stderr\n"
 	       "  -h, --help       this text\n"
 	       "  -V, --version    print the version\n"
@@ -70,6 +76,12 @@ struct sender {
 	/* per epoch */
 	uint64_t ep_pages, ep_raw;
 	uint64_t wire_mark;
+	/* Heartbeats share the wire with the main thread. */
+	pthread_mutex_t wlock;	/* wire, last_tx, header_out, hb_stop */
+	pthread_cond_t wake;
+	uint64_t last_tx;
+	bool header_out, hb_stop;
+	unsigned hb_ms, to_ms;
 };
 
 static pthread_mutex_t die_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -111,11 +123,16 @@ static void wire_failed(struct sender *s)
 static int ship(void *arg, const struct zd_record *r)
 {
 	struct sender *s = arg;
-	uint64_t before = s->wire.bytes + s->wire.buf_len;
+	uint64_t before;
 
+	pthread_mutex_lock(&s->wlock);
+	before = s->wire.bytes + s->wire.buf_len;
 	if (zd_writer_put(&s->wire, r) < 0)
 		wire_failed(s);
 	s->ep_raw += s->wire.bytes + s->wire.buf_len - before;
+	if (r->type == ZD_REC_HEADER)
+		s->header_out = true;
+	pthread_mutex_unlock(&s->wlock);
 	if (r->type == ZD_REC_PAGES)
 		s->ep_pages += r->u.pages.set.pages;
 	/* END goes on the log after the last ACK, in main(); the ACKs on the
@@ -150,6 +167,54 @@ static void epoch_stat(struct sender *s, uint64_t epoch)
 	s->wire_mark = s->wire.bytes;
 }
 
+static int wire_flush(struct sender *s)
+{
+	int rc;
+
+	pthread_mutex_lock(&s->wlock);
+	rc = zd_writer_flush(&s->wire);
+	s->last_tx = zd_now_ns();
+	pthread_mutex_unlock(&s->wlock);
+	return rc;
+}
+
+/* A STAT "heartbeat" whenever the wire was quiet for hb_ms: zd-recv's
+ * --timeout tells a dead primary from one between epochs by it. Only
+ * after the HEADER (nothing may precede it) and before END. */
+static void *heartbeat_thread(void *arg)
+{
+	struct sender *s = arg;
+	uint64_t period = (uint64_t)s->hb_ms * 1000000u;
+
+	pthread_mutex_lock(&s->wlock);
+	while (!s->hb_stop) {
+		uint64_t now = zd_now_ns(), due = s->last_tx + period;
+		struct timespec ts;
+		uint64_t wall;
+
+		if (now >= due) {
+			if (s->header_out) {
+				struct zd_record r;
+
+				zd_record_init(&r, ZD_REC_STAT);
+				r.u.stat.epoch = 0;	/* s->sent is s->lock's */
+				snprintf(r.u.stat.source, sizeof(r.u.stat.source), "heartbeat");
+				/* A failed write is the main thread's to report. */
+				if (zd_writer_put(&s->wire, &r) < 0 || zd_writer_flush(&s->wire) < 0)
+					break;
+			}
+			s->last_tx = now;
+			due = now + period;
+		}
+		wall = zd_wall_ns() + (due - now);
+		ts.tv_sec = (time_t)(wall / 1000000000u);
+		ts.tv_nsec = (long)(wall % 1000000000u);
+		pthread_cond_timedwait(&s->wake, &s->wlock, &ts);
+	}
+	pthread_mutex_unlock(&s->wlock);
+	return NULL;
+}
+
 /* The back direction: zd-recv's HEADER, ACKs, END. */
 static void *ack_thread(void *arg)
 {
@@ -161,6 +226,9 @@ static void *ack_thread(void *arg)
 
 	zd_reader_init(&rd, s->conn.rfd, s->conn.name);
 	while ((n = zd_reader_next(&rd, (zd_record_init(&r, 0), &r))) > 0) {
+		/* zd-recv's HEADER came: from now on it heartbeats. */
+		if (rd.nrec == 1 && s->to_ms && zd_conn_set_timeout(&s->conn, s->to_ms) < 0)
+			zd_debug("%s: no heartbeat timeout (%s)", s->conn.name, strerror(errno));
 		if (r.type == ZD_REC_ACK) {
 			uint64_t now = zd_now_ns(), e = r.u.ack.epoch;
 
@@ -207,6 +275,9 @@ static void *ack_thread(void *arg)
 		 * died before answering the HEADER. */
 		if (rd.nrec == 0 && rd.err == ZD_RERR_TRUNCATED)
 			snprintf(m, sizeof(m), "%s: connection closed before any reply", s->conn.name);
+		else if (rd.err == ZD_RERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK) && s->to_ms)
+			snprintf(m, sizeof(m), "%s: no ACK or heartbeat for %u ms (--timeout): backup lost",
+				 s->conn.name, s->to_ms);
 		else
 			snprintf(m, sizeof(m), "%s", rd.msg);
 		zd_reader_free(&rd);
@@ -224,12 +295,18 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "json-log", no_argument, NULL, 'j' },
+		{ "heartbeat", required_argument, NULL, 'H' },
+		{ "timeout", required_argument, NULL, 'T' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	static struct sender s = { .fb = -1, .lock = PTHREAD_MUTEX_INITIALIZER };
+	static struct sender s = { .fb = -1, .lock = PTHREAD_MUTEX_INITIALIZER, .wlock = PTHREAD_MUTEX_INITIALIZER,
+				   .wake = PTHREAD_COND_INITIALIZER, .hb_ms = 100, .to_ms = 2000 };
+	pthread_t hb_tid;
+	bool have_hb = false;
+	uint64_t v;
 	struct zd_capture *cap;
 	struct zd_reader rd;
 	struct zd_record r;
@@ -248,6 +325,16 @@ int main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "jvhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j': json_log = true; break;
+		case 'H':
+		case 'T':
+			if (zd_parse_u64(optarg, &v) < 0 || v > 3600000)
+				zd_diex(ZD_EXIT_USAGE, "--heartbeat/--timeout: '%s' is not a number of ms in 0..3600000 (see --help)",
+					optarg);
+			if (c == 'H')
+				s.hb_ms = (unsigned)v;
+			else
+				s.to_ms = (unsigned)v;
+			break;
 		case 'v': zd_verbose = 1; break;
 		case 'h': help(); return 0;
 		case 'V': printf("zd-send " ZD_VERSION "\n"); return 0;
@@ -257,6 +344,8 @@ int main(int argc, char **argv)
 	if (argc - optind != 1)
 		zd_diex(ZD_EXIT_USAGE, "%s (see --help)", optind < argc ? "too many arguments" : "DEST is required");
 	dest = argv[optind];
+	if (s.to_ms && s.hb_ms >= s.to_ms)
+		zd_diex(ZD_EXIT_USAGE, "--heartbeat must be shorter than --timeout (or --timeout 0) (see --help)");
 	if (strcmp(dest, "-")) {
 		char h[256], p[16];
 
@@ -280,6 +369,11 @@ int main(int argc, char **argv)
 		if (pthread_create(&tid, NULL, ack_thread, &s))
 			zd_diex(ZD_EXIT_FAIL, "cannot start the ACK thread");
 		have_thread = true;
+		if (s.hb_ms) {
+			if (pthread_create(&hb_tid, NULL, heartbeat_thread, &s))
+				zd_diex(ZD_EXIT_FAIL, "cannot start the heartbeat thread");
+			have_hb = true;
+		}
 	}
 
 	zd_reader_init(&rd, STDIN_FILENO, "stdin");
@@ -318,7 +412,7 @@ int main(int argc, char **argv)
 			break;
 		}
 		if (r.type != ZD_REC_CHECKPOINT && r.type != ZD_REC_DIRTY && r.type != ZD_REC_PAGES &&
-		    r.type != ZD_REC_STATE && r.type != ZD_REC_STANDBY && zd_writer_flush(&s.wire) < 0)
+		    r.type != ZD_REC_STATE && r.type != ZD_REC_STANDBY && wire_flush(&s) < 0)
 			wire_failed(&s);
 		if (r.type == ZD_REC_COMMIT) {
 			const struct zd_capture_stats *st = zd_capture_stats(cap);
@@ -344,8 +438,15 @@ int main(int argc, char **argv)
 		zd_warnx("stdin: input ended without END: the backup keeps its last committed epoch");
 		rc = ZD_EXIT_DATA;
 	}
-	if (zd_writer_flush(&s.wire) < 0 && !rc)
+	if (wire_flush(&s) < 0 && !rc)
 		wire_failed(&s);
+	if (have_hb) {
+		pthread_mutex_lock(&s.wlock);
+		s.hb_stop = true;
+		pthread_cond_signal(&s.wake);
+		pthread_mutex_unlock(&s.wlock);
+		pthread_join(hb_tid, NULL);
+	}
 	pthread_mutex_lock(&s.lock);
 	s.done = true;
 	pthread_mutex_unlock(&s.lock);

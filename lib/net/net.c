@@ -249,3 +249,14 @@ void zd_conn_close(struct zd_conn *c)
 	c->rfd = c->wfd = -1;
 	c->owned = false;
 }
+
+int zd_conn_set_timeout(struct zd_conn *c, unsigned ms)
+{
+	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+
+	if (c->rfd < 0) {
+		errno = EBADF;
+		return -1;
+	}
+	return setsockopt(c->rfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}

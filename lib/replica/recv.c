@@ -10,6 +10,11 @@
  *   DIRTY, PAGES, STATE   staged
  *   COMMIT      verify, commit, apply; then ACK(epoch, commit wall ns)
  *   END         the primary stopped cleanly; END back, session over
+ *   STAT "heartbeat"  nothing to do: any record is a sign of life
+ *
+ * Heartbeats (TCP, from the HEADER on): a thread sends a STAT "heartbeat"
+ * back whenever nothing else went for heartbeat_ms, and a read that waits
+ * timeout_ms (SO_RCVTIMEO) declares the primary dead.
  *
  * Anything wrong discards the open epoch: the replica stays at the last
  * committed one. Bad data ends the session with ZD_EXIT_DATA; the input
@@ -18,6 +23,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -37,7 +43,61 @@ struct session {
 	struct zd_rec_checkpoint ckpt;	/* of the open epoch, echoed before its ACK */
 	char *msg;
 	size_t msglen;
+	struct zd_conn *conn;
+	uint64_t last_rx_ns;	/* CLOCK_MONOTONIC of the last record in */
+	/* The heartbeat thread shares the back direction. */
+	pthread_mutex_t lock;	/* ack writer, last_tx_ns, hb_stop */
+	pthread_cond_t wake;
+	uint64_t last_tx_ns;
+	bool hb_running, hb_stop;
+	pthread_t hb;
 };
+
+static void *heartbeat_thread(void *arg)
+{
+	struct session *s = arg;
+	uint64_t period = (uint64_t)s->opts->heartbeat_ms * 1000000u;
+
+	pthread_mutex_lock(&s->lock);
+	while (!s->hb_stop) {
+		uint64_t now = zd_now_ns(), due = s->last_tx_ns + period;
+
+		if (now >= due) {
+			struct zd_record r;
+
+			zd_record_init(&r, ZD_REC_STAT);
+			r.u.stat.epoch = s->rep->meta.epoch;
+			snprintf(r.u.stat.source, sizeof(r.u.stat.source), "heartbeat");
+			/* A failed write is the main thread's to report (its
+			 * next ACK fails too, or the read times out). */
+			if (zd_writer_put(&s->ack, &r) < 0 || zd_writer_flush(&s->ack) < 0)
+				break;
+			s->last_tx_ns = now;
+			due = now + period;
+		}
+		struct timespec ts;
+		uint64_t wall = zd_wall_ns() + (due - now);
+
+		/* cond clocks are CLOCK_REALTIME by default */
+		ts.tv_sec = (time_t)(wall / 1000000000u);
+		ts.tv_nsec = (long)(wall % 1000000000u);
+		pthread_cond_timedwait(&s->wake, &s->lock, &ts);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+static void heartbeat_stop(struct session *s)
+{
+	if (!s->hb_running)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->hb_stop = true;
+	pthread_cond_signal(&s->wake);
+	pthread_mutex_unlock(&s->lock);
+	pthread_join(s->hb, NULL);
+	s->hb_running = false;
+}
 
 /* "discarded epoch 7, replica stays at epoch 6" */
 static void tail(struct session *s, char *buf, size_t len)
@@ -71,6 +131,7 @@ static int peer_lost(struct session *s, const char *what)
 	tail(s, t, sizeof(t));
 	snprintf(s->msg, s->msglen, "%s%s", what, t);
 	zd_replica_stage_abort(s->rep);
+	heartbeat_stop(s);
 	if (s->opts->on_peer_lost)
 		rc = s->opts->on_peer_lost(s->rep, s->opts->arg);
 	return rc;
@@ -78,9 +139,15 @@ static int peer_lost(struct session *s, const char *what)
 
 static int send_back(struct session *s, const struct zd_record *r)
 {
+	int bad;
+
 	if (!s->ack_ok)
 		return 0;
-	if (zd_writer_put(&s->ack, r) < 0 || zd_writer_flush(&s->ack) < 0) {
+	pthread_mutex_lock(&s->lock);
+	bad = zd_writer_put(&s->ack, r) < 0 || zd_writer_flush(&s->ack) < 0;
+	s->last_tx_ns = zd_now_ns();
+	pthread_mutex_unlock(&s->lock);
+	if (bad) {
 		char why[256];
 
 		snprintf(why, sizeof(why), "%s: sending %s: %s", s->rd.name, zd_rec_type_name(r->type),
@@ -107,6 +174,17 @@ static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 	if ((rc = zd_replica_bind(s->rep, &r->u.header)))
 		return bad_record(s, rc, off, r);
 	s->have_header = true;
+	/* Armed only now: zd-send connects before its input has started, and
+	 * nothing may precede the HEADER in either direction. */
+	if (s->opts->timeout_ms && (!s->opts->arm_timeout || s->opts->arm_timeout(s->rep, s->opts->arg)) &&
+	    zd_conn_set_timeout(s->conn, s->opts->timeout_ms) < 0)
+		zd_debug("%s: no heartbeat timeout here (%s)", s->rd.name, strerror(errno));
+	if (s->opts->heartbeat_ms && s->ack_ok && s->conn->rfd == s->conn->wfd) {
+		if (pthread_create(&s->hb, NULL, heartbeat_thread, s) == 0)
+			s->hb_running = true;
+		else
+			zd_warnx("%s: cannot start the heartbeat thread", s->rd.name);
+	}
 	return 0;
 }
 
@@ -197,7 +275,8 @@ static int on_record(struct session *s, struct zd_record *r, uint64_t off, bool 
 int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 		    const struct zd_recv_opts *opts, char *msg, size_t msglen)
 {
-	struct session s = { .rep = rep, .opts = opts, .msg = msg, .msglen = msglen };
+	struct session s = { .rep = rep, .opts = opts, .msg = msg, .msglen = msglen, .conn = conn,
+			     .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
 	struct zd_record r;
 	bool end = false;
 	int rc = 0;
@@ -206,6 +285,8 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 	s.ack_ok = conn->wfd >= 0;
 	zd_writer_init(&s.ack, conn->wfd, zd_output_encoding(conn->wfd, false));
 	msg[0] = '\0';
+	rep->last_heard_wall_ns = 0;
+	s.last_rx_ns = zd_now_ns();
 	while (!end && !rc) {
 		uint64_t off = s.rd.offset;
 		int n;
@@ -215,7 +296,14 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 		if (n < 0) {
 			/* EOF inside a record or a reset is the peer dying, not
 			 * bad data: only those are grounds for failover. */
-			if (s.rd.err == ZD_RERR_TRUNCATED || s.rd.err == ZD_RERR_IO) {
+			if (s.rd.err == ZD_RERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				char why[256];
+
+				snprintf(why, sizeof(why), "%s: byte %" PRIu64 ": no record or heartbeat for %" PRIu64
+					 " ms (--timeout %u)", s.rd.name, s.rd.offset,
+					 (zd_now_ns() - s.last_rx_ns) / 1000000u, opts->timeout_ms);
+				rc = peer_lost(&s, why);
+			} else if (s.rd.err == ZD_RERR_TRUNCATED || s.rd.err == ZD_RERR_IO) {
 				rc = peer_lost(&s, s.rd.msg);
 			} else {
 				char t[128];
@@ -235,9 +323,12 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 			rc = peer_lost(&s, why);
 			break;
 		}
+		s.last_rx_ns = zd_now_ns();
+		rep->last_heard_wall_ns = zd_wall_ns();
 		rc = on_record(&s, &r, off, &end);
 		zd_record_free(&r);
 	}
+	heartbeat_stop(&s);
 	/* Tell zd-send why it is cut off, if it can still hear us. */
 	if (rc == ZD_EXIT_DATA && s.back_started && s.ack_ok) {
 		zd_record_init(&r, ZD_REC_END);

@@ -43,5 +43,9 @@ void zd_net_stdio(struct zd_conn *c);
  * stream while ACKs can still come back. */
 void zd_conn_shutdown_write(struct zd_conn *c);
 void zd_conn_close(struct zd_conn *c);
+/* Make a read from the peer fail (EAGAIN) after ms of silence, 0 = never
+ * (SO_RCVTIMEO): the heartbeat timeout. -1 with errno ENOTSOCK on stdio,
+ * where ssh's keepalives are the only watch. */
+int zd_conn_set_timeout(struct zd_conn *c, unsigned ms);
 
 #endif

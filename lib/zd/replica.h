@@ -61,6 +61,8 @@ struct zd_replica {
 	bool sync;		/* fsync at every step (default); off only for benchmarks */
 	uint64_t run;		/* run of the stream being received, 0 if none bound */
 	struct zd_stage *st;	/* the open epoch, NULL between epochs */
+	uint64_t last_heard_wall_ns;	/* CLOCK_REALTIME of the last record from
+					 * the primary (zd_recv_session), 0 if none */
 	char err[512];
 };
 
@@ -110,10 +112,25 @@ struct zd_recv_opts {
 	 * the exit code the session ends with. NULL: end with ZD_EXIT_PEER. */
 	int (*on_peer_lost)(struct zd_replica *rep, void *arg);
 	void *arg;
+	/* Heartbeats (issue 5), TCP only, armed once the HEADER came: a STAT
+	 * "heartbeat" record goes back when nothing else did for heartbeat_ms;
+	 * timeout_ms without a byte from the primary is its death. 0 = off. */
+	unsigned heartbeat_ms, timeout_ms;
+	/* Asked at the HEADER (the replica bound): arm timeout_ms? NULL = yes.
+	 * A timeout that nothing acts on only turns a slow primary into a
+	 * lost one. */
+	bool (*arm_timeout)(const struct zd_replica *rep, void *arg);
 };
 /* Receive one stream from conn into rep until END. Returns 0 after a clean
  * END, else an exit code with msg holding the one-line reason. */
 int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 		    const struct zd_recv_opts *opts, char *msg, size_t msglen);
+
+/* --- takeover (lib/replica/failover.c) --- */
+/* Describe the replica to the fence and failover commands (ZD_REPLICA,
+ * ZD_EPOCH, ZD_TARGET, ZD_LAST_HEARD_NS, ZD_LOST_NS). */
+void zd_failover_env(const struct zd_replica *rep, uint64_t lost_wall_ns);
+/* Run cmd under /bin/sh and wait: 0 if it exited 0, else -1 with msg. */
+int zd_failover_fence(const char *cmd, char *msg, size_t msglen);
 
 #endif
