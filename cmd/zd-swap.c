@@ -115,7 +115,8 @@ int main(int argc, char **argv)
 			zd_debug("epoch %" PRIu64 ": %" PRIu64 " pages captured", st->epoch, st->captured);
 			/* After the flush: DRAINED means downstream has the pages. */
 			if (fb >= 0) {
-				struct zd_fb_msg m = { .op = ZD_FB_DRAINED, .epoch = st->epoch, .a = st->captured };
+				struct zd_fb_msg m = { .op = ZD_FB_DRAINED, .epoch = st->epoch, .a = st->captured,
+						       .b = st->cow_faults };
 
 				if (zd_fb_send(fb, &m, NULL, NULL, 0) < 0) {
 					zd_warn("control socket: DRAINED: continuing open loop");

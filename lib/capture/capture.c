@@ -23,6 +23,7 @@ struct zd_capture {
 	struct zd_rec_header hdr;	/* deep copy */
 	bool have_hdr;
 	const struct zd_drain_ops *drain;
+	void *drain_state;
 	struct zd_target *t;
 	uint64_t epoch;			/* the open epoch, 0 = none */
 	bool inline_pages;		/* the tracker sends this epoch's pages */
@@ -67,6 +68,8 @@ void zd_capture_free(struct zd_capture *c)
 {
 	if (!c)
 		return;
+	if (c->drain && c->drain->stop)
+		c->drain->stop(c);
 	if (c->t)
 		zd_target_close(c->t);
 	free(c->hdr.target);
@@ -89,13 +92,36 @@ int zd_capture_fail(struct zd_capture *c, int code, const char *fmt, ...)
 const char *zd_capture_error(const struct zd_capture *c) { return c->err; }
 const struct zd_capture_stats *zd_capture_stats(const struct zd_capture *c) { return &c->stats; }
 struct zd_target *zd_capture_target(struct zd_capture *c) { return c->t; }
+void **zd_capture_drain_state(struct zd_capture *c) { return &c->drain_state; }
+struct zd_capture_stats *zd_capture_stats_mut(struct zd_capture *c) { return &c->stats; }
 
-/* The issue-4 zddspt drain (frozen table + userfaultfd pre-images) goes
- * here as lib/capture/drain_uffd.c, chosen for kvm targets in zddspt mode.
- * Until then every stream is drained by reading the target's memory. */
+int zd_capture_emit_stat(struct zd_capture *c, uint64_t epoch, const char *const *keys,
+			 const double *vals, unsigned n)
+{
+	struct zd_record r;
+
+	zd_record_init(&r, ZD_REC_STAT);
+	r.u.stat.epoch = epoch;
+	snprintf(r.u.stat.source, sizeof(r.u.stat.source), "swap");
+	for (unsigned i = 0; i < n && i < ZD_STAT_MAX_KV; i++) {
+		snprintf(r.u.stat.kv[i].key, sizeof(r.u.stat.kv[i].key), "%s", keys[i]);
+		r.u.stat.kv[i].value = vals[i];
+	}
+	r.u.stat.n = n;
+	if (c->emit(c->arg, &r) < 0)
+		return zd_capture_fail(c, ZD_EXIT_FAIL, "writing STAT of epoch %" PRIu64, epoch);
+	return 0;
+}
+
+/* zddspt on kvm: the frozen table is drained while the VM runs, with
+ * pre-images from userfaultfd write faults (drain_uffd, which falls back
+ * to reading when zd-vm has no guard: then zd-track copies while paused
+ * and no epoch reaches the drain). Everything else is read as it is. */
 const struct zd_drain_ops *zd_capture_drain_for(const struct zd_rec_header *hdr)
 {
-	(void)hdr;
+	if (hdr->mode == ZD_MODE_ZDDSPT && hdr->target && !strncmp(hdr->target, "kvm:", 4) &&
+	    hdr->control && *hdr->control)
+		return &zd_drain_uffd;
 	return &zd_drain_read;
 }
 
@@ -183,7 +209,11 @@ int zd_capture_feed(struct zd_capture *c, const struct zd_record *r)
 		c->hdr.target = zd_xstrdup(r->u.header.target ? r->u.header.target : "");
 		c->hdr.control = zd_xstrdup(r->u.header.control ? r->u.header.control : "");
 		c->have_hdr = true;
+		if (c->drain && c->drain->stop)
+			c->drain->stop(c);
 		c->drain = zd_capture_drain_for(&c->hdr);
+		if (c->drain->start && ((rc = attach(c)) || (rc = c->drain->start(c))))
+			return rc;
 		break;
 	case ZD_REC_CHECKPOINT:
 		/* Pre-copied PAGES may have opened this epoch already. */

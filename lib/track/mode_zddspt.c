@@ -15,10 +15,17 @@
  * pages still to capture at checkpoint time; a page of P that is not in F
  * kept its pre-copied contents. The epoch's pages are P ∪ F.
  *
- * A live target without write-protect (copy_frozen_paused: xen:) cannot
- * keep F's pre-images once the VM runs again, so F is copied while paused
- * and sent inline (PAGES_INLINE): pre-copy only, the pause shrinks by
- * what P took.
+ * A live target without write-protect (copy_frozen_paused: xen:, or
+ * kvm: whose zd-vm has no uffd guard: protect returns 1) cannot keep F's
+ * pre-images once the VM runs again, so F is copied while paused and sent
+ * inline (PAGES_INLINE): pre-copy only, the pause shrinks by what P took.
+ * Neither can a run without zd-swap: only zd-swap un-protects (drain_uffd),
+ * a protected page nobody serves would stop the guest for good.
+ *
+ * One protected generation at a time: before protecting F(k), epoch k-1
+ * must be DRAINED (every page of F(k-1) saved and un-protected), so a
+ * write fault zd-swap reads is always for the newest checkpoint. The drain
+ * runs during the interval, so this wait is normally already over.
  */
 #include "track_int.h"
 #include "zd/util.h"
@@ -45,13 +52,56 @@ out:
 	return rc;
 }
 
+/* Can this round protect instead of copying? Waits for the previous
+ * epoch's DRAINED (see above); false without a guard or zd-swap. */
+static bool guarded(struct zd_track *k)
+{
+	uint64_t deadline = zd_now_ns() + k->o->timeout_ns;
+
+	if (!k->t->ops->protect || k->t->ops->copy_frozen_paused ||
+	    zd_fbserver_clients(k->fb, ZD_ROLE_SWAP) == 0)
+		return false;
+	if (k->epoch <= 1)
+		return true;
+	for (;;) {
+		uint64_t until = ZD_MIN(deadline, zd_now_ns() + 50 * 1000000ull);
+
+		switch (zd_fbserver_wait(k->fb, ZD_FB_DRAINED, ZD_ROLE_SWAP, k->epoch - 1, until)) {
+		case ZD_FBWAIT_OK:
+			return true;
+		case ZD_FBWAIT_GONE:
+			return false;
+		case ZD_FBWAIT_TIMEOUT:
+			break;
+		}
+		if (*k->stop || zd_now_ns() >= deadline) {
+			zd_warnx("epoch %llu: no DRAINED for epoch %llu: copying the frozen set while paused",
+				 (unsigned long long)k->epoch, (unsigned long long)k->epoch - 1);
+			return false;
+		}
+	}
+}
+
+/* 0 protected, 1 cannot (copy instead), -1 failed. */
+static int protect(struct zd_track *k, const struct zd_pageset *set)
+{
+	int r;
+
+	pthread_mutex_lock(&k->tlock);
+	r = k->t->ops->protect(k->t, set);
+	pthread_mutex_unlock(&k->tlock);
+	if (r < 0)
+		return track_protect(k, set);	/* says why, the same way */
+	return r;
+}
+
 static int zddspt_round(struct zd_track *k)
 {
 	struct zd_rec_checkpoint c = { 0 };
 	struct zd_pageset p = ZD_PAGESET_INIT;
 	struct zd_record state, commit;
-	uint64_t protect_ns;
-	bool copy_frozen = k->t->ops->copy_frozen_paused;
+	uint64_t protect_ns = 0;
+	bool copy_frozen = true;
 	int r;
 
 	r = track_run_until(k, track_deadline(k, 100 - k->o->precopy_pct));
@@ -62,15 +112,19 @@ static int zddspt_round(struct zd_track *k)
 	r = track_run_until(k, track_deadline(k, 100));
 	if (r < 0)
 		goto fail;
+	copy_frozen = !guarded(k);
 
 	if (track_pause(k, &c.t1_ns) < 0)
 		goto fail;
 	if (track_harvest(k, &k->dirty) < 0)
 		goto fail_paused;
-	protect_ns = zd_now_ns();
-	if (track_protect(k, &k->dirty) < 0)
-		goto fail_paused;
-	protect_ns = zd_now_ns() - protect_ns;
+	if (!copy_frozen) {
+		protect_ns = zd_now_ns();
+		if ((r = protect(k, &k->dirty)) < 0)
+			goto fail_paused;
+		copy_frozen = r > 0;
+		protect_ns = zd_now_ns() - protect_ns;
+	}
 	if (copy_frozen && track_read_pages(k, &k->dirty) < 0)
 		goto fail_paused;
 	if (track_rearm(k, NULL) < 0 || track_get_state(k, &state) < 0)
@@ -93,15 +147,15 @@ static int zddspt_round(struct zd_track *k)
 
 	/* Next epoch's fallback hint: every page this epoch changed. */
 	static const char *const keys[] = { "pause_ns", "protect_ns", "precopy",
-					    "precopy_redirtied", "frozen" };
+					    "precopy_redirtied", "frozen", "guarded" };
 	double vals[] = { (double)c.pause_ns, (double)protect_ns, (double)zd_pageset_count(&p),
 			  (double)zd_pageset_intersect_count(&p, &k->dirty),
-			  (double)zd_pageset_count(&k->dirty) };
+			  (double)zd_pageset_count(&k->dirty), copy_frozen ? 0.0 : 1.0 };
 	zd_pageset_union(&k->prev, &p, &k->dirty);
 	zd_pageset_free(&p);
 	if (r < 0)
 		return -1;
-	return emit_stat(k, keys, vals, 5);
+	return emit_stat(k, keys, vals, 6);
 
 fail_state:
 	zd_record_free(&state);

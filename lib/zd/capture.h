@@ -38,14 +38,23 @@ struct zd_drain_ops {
 	/* Emit PAGES for exactly `missing` of `epoch`, in pfn order; 0 or an
 	 * exit code with c's message set. */
 	int (*drain)(struct zd_capture *c, uint64_t epoch, const struct zd_pageset *missing);
+	/* Optional: at the HEADER, the target attached (drain_uffd starts its
+	 * fault handler: faults may come before the first COMMIT); 0 or an
+	 * exit code. stop: at zd_capture_free. */
+	int (*start)(struct zd_capture *c);
+	void (*stop)(struct zd_capture *c);
 };
 extern const struct zd_drain_ops zd_drain_read;
+extern const struct zd_drain_ops zd_drain_uffd;
 
 struct zd_capture_stats {
 	uint64_t epoch;		/* last epoch closed by COMMIT */
 	uint64_t captured;	/* pages this filter read for it */
 	uint64_t bytes;		/* page bytes it emitted for it */
 	uint64_t total_pages;	/* over the run */
+	uint64_t cow_faults;	/* drain_uffd: write faults served for it */
+	uint64_t fault_ns;	/* ... time spent serving them */
+	uint64_t drain_ns;	/* ... the drain, start to last un-protect */
 };
 
 /* fb_fd: the caller's connection to the tracker's control socket, or -1,
@@ -75,6 +84,12 @@ int zd_capture_emit_pages(struct zd_capture *c, uint64_t epoch, const struct zd_
 			  uint8_t *data, uint8_t flags);
 int zd_capture_fail(struct zd_capture *c, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* The drain method's own state (NULL until it sets it). */
+void **zd_capture_drain_state(struct zd_capture *c);
+struct zd_capture_stats *zd_capture_stats_mut(struct zd_capture *c);
+/* A STAT record of source "swap" for epoch. */
+int zd_capture_emit_stat(struct zd_capture *c, uint64_t epoch, const char *const *keys,
+			 const double *vals, unsigned n);
 /* The drain method for a stream (by HEADER mode and target). */
 const struct zd_drain_ops *zd_capture_drain_for(const struct zd_rec_header *hdr);
 

@@ -66,7 +66,9 @@ struct zd_target_ops {
 	int (*commit)(struct zd_target *t, uint64_t epoch);
 
 	/* Optional (zddspt): write-protect these pages so the VM's next write
-	 * to each is trapped; NULL if the target cannot. */
+	 * to each is trapped; NULL if the target cannot. Returns 1 when this
+	 * instance cannot after all (kvm: zd-vm has no uffd guard): the caller
+	 * then copies the frozen set while paused. */
 	int (*protect)(struct zd_target *t, const struct zd_pageset *set);
 
 	/* Optional: file descriptors a downstream stage needs (memfd of guest
@@ -81,6 +83,12 @@ struct zd_target_ops {
 	/* A live VM without protect (xen:): a page read after resume is not
 	 * the checkpoint's, so zddspt copies its frozen set while paused. */
 	bool copy_frozen_paused;
+
+	/* Optional, attach role (zd-swap's drain_uffd): the write-protect
+	 * guard's uffd (the target's, do not close), the address of guest RAM
+	 * in the VM monitor (fault addresses are there) and our read-only
+	 * mapping of it. Returns -1 if the target has no guard. */
+	int (*guard)(struct zd_target *t, int *uffd, uint64_t *base, const uint8_t **ram);
 };
 
 struct zd_target {

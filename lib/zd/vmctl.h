@@ -34,6 +34,11 @@ enum zd_vmctl_op {
 
 #define ZD_VMCTL_F_ALL 0x1
 
+/* PROTECT coalesces the in-bitmap: set pages at most this many pages apart
+ * share one write-protected range (clean pages in between included). The
+ * un-protecting side (zd-swap) applies the same rule to free those too. */
+#define ZD_VMCTL_WP_GAP 16
+
 #define ZD_VM_F_PVM 0x1		/* KVM is kvm_pvm: guest runs at CPL3 */
 #define ZD_VM_F_UFFD_WP 0x2	/* a uffd with write-protect is registered */
 
