@@ -98,6 +98,7 @@ mount -t devtmpfs dev /dev
 mkdir -p /dev/pts /dev/shm /run /tmp /var/run/xen /var/lib/xen /var/log/xen /var/lib/xenstored /run/xenstored
 mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=1777 shm /dev/shm
+ln -sf /proc/self/fd /dev/fd
 mount -t tmpfs run /run
 mkdir -p /run/xen /run/xenstored
 mount -t tmpfs -o mode=1777 tmp /tmp
