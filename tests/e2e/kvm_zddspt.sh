@@ -84,7 +84,7 @@ run_mode() {
 	fi
 	sleep 0.5
 	P=$(grep -o '127\.0\.0\.1:[0-9]*' "$d/recv.err" | head -1)
-	timeout 1500 zd-track "kvm:$S" --mode "$mode" --verify --interval 25 --epochs "$epochs" --timeout 300000 2>"$d/track.err" |
+	timeout 1500 zd-track "kvm:$S" --mode "$mode" --verify --interval 25 --epochs "$epochs" --timeout 300000 ${ZD_ZDDSPT_TRACK_OPTS:-} 2>"$d/track.err" |
 		timeout 1500 zd-swap 2>"$d/swap.err" |
 		timeout 1500 zd-send "$P" --timeout 600000 --json-log >"$d/send.log" 2>"$d/send.err"
 	rc="${PIPESTATUS[*]}"
@@ -133,8 +133,8 @@ check_guard() {
 # pass: ZD_ZDDSPT_GUARD=1 runs them.
 if [ "${ZD_ZDDSPT_GUARD:-0}" = 1 ]; then
 	export ZD_KVM_GUARD=1
-	run_mode hot zddspt "$EPOCHS" dirty=80000,hot=0.5,span=4M
-	check_guard hot
+	[ -n "${ZD_ZDDSPT_NO_HOT:-}" ] || run_mode hot zddspt "$EPOCHS" dirty=80000,hot=0.5,span=4M
+	[ -n "${ZD_ZDDSPT_NO_HOT:-}" ] || check_guard hot
 	run_mode storm zddspt "${ZD_ZDDSPT_STORM_EPOCHS:-100}" dirty=1000000,hot=1,span=256K,hotset=256K
 	check_guard storm
 	unset ZD_KVM_GUARD
@@ -142,5 +142,5 @@ else
 	skip "zddspt with the uffd guard: hot pages, $EPOCHS epochs" "experimental (set ZD_ZDDSPT_GUARD=1): a replica still differs from MEMSUM at the second guarded epoch under TCG"
 	skip "zddspt with the uffd guard: fault storm" "experimental (set ZD_ZDDSPT_GUARD=1)"
 fi
-for m in remus buffered zddspt; do run_mode "cmp-$m" "$m" "$CMP_EPOCHS" dirty=80000,hot=0.2,span=4M; done
+for m in ${ZD_ZDDSPT_CMP_MODES-remus buffered zddspt}; do run_mode "cmp-$m" "$m" "$CMP_EPOCHS" dirty=80000,hot=0.2,span=4M; done
 done_testing
