@@ -52,6 +52,13 @@ out:
 	return rc;
 }
 
+/* synth: and trace: give any epoch's pages back after the fact (they are
+ * a function of the epoch, or recorded): nothing to protect or copy. */
+static bool replayable(const struct zd_track *k)
+{
+	return !k->t->ops->protect && !k->t->ops->copy_frozen_paused;
+}
+
 /* Can this round protect instead of copying? Waits for the previous
  * epoch's DRAINED (see above); false without a guard or zd-swap. */
 static bool guarded(struct zd_track *k)
@@ -112,13 +119,15 @@ static int zddspt_round(struct zd_track *k)
 	r = track_run_until(k, track_deadline(k, 100));
 	if (r < 0)
 		goto fail;
-	copy_frozen = !guarded(k);
+	bool replay = replayable(k);
+
+	copy_frozen = !replay && !guarded(k);
 
 	if (track_pause(k, &c.t1_ns) < 0)
 		goto fail;
 	if (track_harvest(k, &k->dirty) < 0)
 		goto fail_paused;
-	if (!copy_frozen) {
+	if (!replay && !copy_frozen) {
 		protect_ns = zd_now_ns();
 		if ((r = protect(k, &k->dirty)) < 0)
 			goto fail_paused;
