@@ -12,4 +12,4 @@ $(BUILD)/tests/xen_memcmp: $(BUILD)/obj/tests/xen/xen_memcmp.o lib/libzd.a
 endif
 check check-e2e: $(XEN_TEST_BIN)
 check-xen: all $(XEN_TEST_BIN)
-	bash tests/e2e/xen_replicate.sh
+	ZD_XEN_E2E=1 bash tests/e2e/xen_replicate.sh
