@@ -405,6 +405,12 @@ int main(int argc, char **argv)
 			pthread_mutex_lock(&s.lock);
 			s.done = true;	/* the peer may answer END and close */
 			pthread_mutex_unlock(&s.lock);
+			/* No heartbeat after END: zd-recv --once closes on END and
+			 * a late heartbeat would fail the run with EPIPE. */
+			pthread_mutex_lock(&s.wlock);
+			s.hb_stop = true;
+			pthread_cond_signal(&s.wake);
+			pthread_mutex_unlock(&s.wlock);
 		}
 		if ((rc = zd_capture_feed(cap, &r))) {
 			zd_warnx("%s", zd_capture_error(cap));
