@@ -28,7 +28,7 @@ ok() { _tap_n=$((_tap_n + 1)); echo "ok $_tap_n - $1"; }
 not_ok() {
 	_tap_n=$((_tap_n + 1)); _tap_failed=$((_tap_failed + 1))
 	echo "not ok $_tap_n - $1"
-	[ $# -gt 1 ] && printf '#   %s\n' "$2" | head -20
+	[ $# -gt 1 ] && printf '%s\n' "$2" | head -20 | sed 's/^/#   /'
 	return 0
 }
 skip() { _tap_n=$((_tap_n + 1)); echo "ok $_tap_n - $1 # SKIP $2"; }

@@ -362,6 +362,20 @@ vmhost_run_cpio() {
 	rm -rf "$stage"
 }
 
+# Only one emulated machine at a time on this host: two TCG guests on two
+# cores each run at half speed and trip each other's timeouts. QEMU
+# inherits the descriptor, so the lock is held until our QEMU is gone.
+# ZD_QEMU_LOCK=none turns it off.
+vmhost_lock() {
+	local path=${ZD_QEMU_LOCK:-/tmp/zd-qemu.lock}
+	[ "$path" = none ] && return 0
+	command -v flock >/dev/null || return 0
+	exec 8>>"$path" || return 0
+	flock -n 8 && return 0
+	echo "vmhost: waiting for another test's QEMU to finish (lock $path)" >&2
+	flock 8
+}
+
 # vmhost_boot RUN SHARE KVER BASE TIMEOUT MEM CPUS -- COMMAND...
 # Boots one guest. Returns the command's status, 124 on timeout, 125 when
 # the guest gave no status, 126 when it could not mount 9p.
@@ -376,6 +390,7 @@ vmhost_boot() {
 			-virtfs "local,path=$ZD_TOP,mount_tag=zd,security_model=none,multidevs=remap,id=zd")
 	fi
 	image=$(vmhost_kernel_image "$kver")
+	vmhost_lock
 	t0=$(date +%s.%N)
 	qemu-system-x86_64 \
 		-name zd-vmhost -machine q35 -accel tcg,thread=multi \
