@@ -13,12 +13,15 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: zd-vm --control PATH [--mem SIZE] [--workload SPEC] [--serve ADDR:PORT]\n"
 		"             [--no-output-commit] [--output-log FILE] [-v]\n"
+		"       zd-vm --restore DIR [--control PATH] [--serve ADDR:PORT]\n"
+		"             [--no-output-commit] [--output-log FILE] [-v]\n"
 		"       zd-vm --ctl PATH OP [EPOCH]\n"
 		"\n"
 		"Run a KVM virtual machine with zd-vm's built-in guest, controlled over a\n"
 		"Unix socket by zd-track (target kvm:PATH).\n"
 		"\n"
-		"  --control PATH        control socket to serve (required)\n"
+		"  --control PATH        control socket to serve (required, except with\n"
+		"                        --restore: default the one the primary served)\n"
 		"  --mem SIZE            guest RAM, a multiple of 2M from 8M to 32G (default 256M)\n"
 		"  --workload SPEC       dirty=PAGES_PER_SECOND,hot=FRACTION,span=SIZE\n"
 		"                        [,hotset=SIZE][,seed=N]: the guest writes pages at that\n"
@@ -30,6 +33,10 @@ static void usage(FILE *f)
 		"                        the checkpoint of its epoch is committed (default: hold)\n"
 		"  --output-log FILE     one line per released answer: SEQ EPOCH PRODUCED_NS\n"
 		"                        RELEASED_NS RELEASED_WALL_NS\n"
+		"  --restore DIR         start from a zd-recv replica (failover): its memory,\n"
+		"                        vCPU and device state of the last committed epoch,\n"
+		"                        serving the primary's --serve address (default) and\n"
+		"                        releasing answers at once until a tracker attaches\n"
 		"  --ctl PATH OP [EPOCH] send one control request to a running zd-vm: info,\n"
 		"                        pause EPOCH, resume, dirty-get, dirty-clear, state,\n"
 		"                        memsum, commit EPOCH, stats, stop\n"
@@ -38,7 +45,8 @@ static void usage(FILE *f)
 		"  -V, --version         print the version and the kind of KVM here\n"
 		"\n"
 		"Exit status: 0 stopped cleanly, 1 runtime failure, 2 bad usage,\n"
-		"4 no usable KVM or the guest died.\n");
+		"3 --restore: the replica's state is malformed, 4 no usable KVM, the guest\n"
+		"died, or DIR is not a committed replica of a zd-vm guest (or is damaged).\n");
 }
 
 int main(int argc, char **argv)
@@ -51,6 +59,7 @@ int main(int argc, char **argv)
 		{ "no-output-commit", no_argument, NULL, 'N' },
 		{ "output-log", required_argument, NULL, 'o' },
 		{ "ctl", required_argument, NULL, 'C' },
+		{ "restore", required_argument, NULL, 'R' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -95,6 +104,11 @@ int main(int argc, char **argv)
 		case 'C':
 			ctl = optarg;
 			break;
+		case 'R':
+			if (!*optarg)
+				zd_diex(ZD_EXIT_USAGE, "--restore: empty directory name");
+			cfg.restore_dir = optarg;
+			break;
 		case 'v':
 			zd_verbose = 1;
 			break;
@@ -112,18 +126,25 @@ int main(int argc, char **argv)
 	}
 	if (ctl) {
 		if (cfg.control_path || mem_set || wl_set || cfg.serve || cfg.output_log ||
-		    !cfg.output_commit)
+		    !cfg.output_commit || cfg.restore_dir)
 			zd_diex(ZD_EXIT_USAGE, "--ctl takes no VM flags");
 		return zd_vm_ctl_main(ctl, argc - optind, argv + optind);
 	}
 	if (optind < argc)
 		zd_diex(ZD_EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
-	if (!cfg.control_path || !*cfg.control_path)
+	if (cfg.restore_dir && (mem_set || wl_set))
+		zd_diex(ZD_EXIT_USAGE, "--restore takes the memory size and workload from the replica: "
+			"no --mem or --workload");
+	if (cfg.control_path && !*cfg.control_path)
+		zd_diex(ZD_EXIT_USAGE, "--control: empty path");
+	if (!cfg.control_path && !cfg.restore_dir)
 		zd_diex(ZD_EXIT_USAGE, "--control PATH is required");
-	if (!cfg.serve && (cfg.output_log || !cfg.output_commit))
+	/* A restored VM serves where the primary did: that is checked once
+	 * the replica is read. */
+	if (!cfg.serve && !cfg.restore_dir && (cfg.output_log || !cfg.output_commit))
 		zd_diex(ZD_EXIT_USAGE, "%s needs --serve",
 			cfg.output_log ? "--output-log" : "--no-output-commit");
-	if (zd_vm_check_config(&cfg, msg, sizeof(msg)) < 0)
+	if (!cfg.restore_dir && zd_vm_check_config(&cfg, msg, sizeof(msg)) < 0)
 		zd_diex(ZD_EXIT_USAGE, "%s", msg);
 	return zd_vm_main(&cfg);
 }

@@ -28,6 +28,7 @@ struct zd_vm_config {
 	bool output_commit;
 	const char *output_log;		/* NULL: none */
 	struct zd_vm_workload wl;
+	const char *restore_dir;	/* --restore DIR: start from a replica */
 };
 
 /* Parse "dirty=N,hot=F,span=SIZE[,hotset=SIZE][,seed=N]". Returns 0, or -1

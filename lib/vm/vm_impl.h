@@ -42,6 +42,56 @@ struct zd_vm_out {
 	uint64_t produced_ns;
 };
 
+/* The STATE blob's DEVICE section (tag 6): zd-vm's device state not
+ * already in guest RAM. Fields are only ever appended; a reader takes the
+ * prefix it finds. */
+struct zd_vm_devstate {
+	uint64_t epoch;			/* last PAUSE epoch */
+	uint64_t mem_bytes;
+	uint64_t mmio_gpa;
+	uint64_t tsc_hz;
+	uint64_t mbox_seq;		/* last request number put in the mailbox */
+	uint64_t inflight;		/* 1 if that request is unanswered */
+	uint64_t answers;		/* answers produced so far */
+	uint64_t released;		/* answers released so far */
+	uint64_t committed;		/* highest COMMIT epoch */
+	uint64_t abi;			/* ZDG_ABI_VERSION of the guest */
+	/* appended after the first layout (80 bytes): */
+	uint64_t released_seq;		/* the highest N of "seq N" released */
+};
+#define ZD_VM_DEVSTATE_V1_LEN 80u
+
+/* A parsed STATE blob (vm_state.c): pointers into the blob, NULL where the
+ * section is absent. */
+struct zd_vm_state_view {
+	const struct kvm_regs *regs;
+	const struct kvm_sregs *sregs;
+	const struct kvm_xsave *xsave;
+	const struct kvm_fpu *fpu;
+	const uint8_t *msrs;		/* u32 count, u32 0, {u32 index, u32 0, u64 value} */
+	uint32_t nmsrs;
+	struct zd_vm_devstate dev;	/* copied; released_seq 0 if absent */
+	bool have_released_seq;
+	char serve[64];			/* SERVE section, "" if absent */
+	char control[256];		/* CONTROL section, "" if absent */
+};
+
+/* Answers a restored VM may owe its clients (vm_restore.c): those the
+ * checkpoint had produced but perhaps not released, and the request that
+ * was in the mailbox unanswered (the guest answers it again). */
+struct zd_vm_replay {
+	struct zd_vm_replay *next;
+	uint64_t seq;			/* 0: the in-flight request, not answered yet */
+	uint64_t claimant;		/* client that resent it, 0 = none yet */
+	uint32_t len;			/* request length (the ring keeps a prefix) */
+	char text[ZDG_REQ_MAX];
+	uint32_t text_len;		/* bytes of text known */
+	bool orphan;			/* the in-flight request */
+};
+
+/* Client id of the request a restored VM found in flight in the mailbox. */
+#define ZD_VM_CLIENT_ORPHAN 0
+
 struct zd_vm_client {
 	int fd;
 	uint64_t id;
@@ -119,7 +169,18 @@ struct zd_vm {
 	/* Counters (STATS). Written by one thread each; read racily. */
 	uint64_t n_exits, n_mmio, n_idle, n_pauses, n_requests, n_answers,
 		n_released;
+	uint64_t released_seq;		/* highest seq released (STATE) */
 	bool guest_ready;
+
+	/* Restored from a replica (vm_restore.c). Until a tracker pauses it
+	 * the VM has no backup, so output commit has nothing to wait for:
+	 * answers go out at once (unprotected). */
+	bool restored, unprotected, first_answer_done;
+	uint64_t restored_epoch;	/* the replica's epoch */
+	uint64_t restore_wall_ns;	/* CLOCK_REALTIME when --restore began */
+	uint64_t last_heard_wall_ns;	/* zd-recv's ZD_LAST_HEARD_NS, 0 = none */
+	uint64_t lost_wall_ns;		/* zd-recv's ZD_LOST_NS, 0 = none */
+	struct zd_vm_replay *replay;	/* main thread only */
 };
 
 /* vm_kvm.c: /dev/kvm, the VM, RAM, the memslot, the vCPU. */
@@ -151,6 +212,32 @@ int zd_vm_dirty_clear(struct zd_vm *vm, bool all);
 
 /* vm_state.c: the STATE blob (layout in zd-vm(1)). malloc'd; -errno. */
 int zd_vm_state_save(struct zd_vm *vm, uint8_t **blob, uint32_t *len);
+/* Check and index a blob; -1 with msg naming the byte offset. The view
+ * points into blob. */
+int zd_vm_state_parse(const uint8_t *blob, size_t len, struct zd_vm_state_view *v,
+		      char *msg, size_t msglen);
+/* Load the vCPU sections into the vCPU: 0 or -1 with msg. */
+int zd_vm_state_load_vcpu(struct zd_vm *vm, const struct zd_vm_state_view *v,
+			  char *msg, size_t msglen);
+
+/* vm_restore.c: --restore DIR. prepare reads and checks the replica and
+ * fills cfg (memory size, serve and control addresses unless given);
+ * apply loads it into the VM made from cfg. Both return 0 or an exit code
+ * with msg. */
+struct zd_vm_restore;
+int zd_vm_restore_prepare(struct zd_vm_config *cfg, struct zd_vm_restore **r,
+			  char *msg, size_t msglen);
+int zd_vm_restore_apply(struct zd_vm *vm, struct zd_vm_restore *r, char *msg, size_t msglen);
+void zd_vm_restore_free(struct zd_vm_restore *r);
+/* Main thread: a request line from a client. Returns true when it was a
+ * resend the restored VM answers itself (from the checkpoint's answers). */
+bool zd_vm_replay_claim(struct zd_vm *vm, uint64_t client, const char *text, size_t len);
+/* Main thread: the guest answered the in-flight request it was restored
+ * with; hand the answer to whoever resent it. */
+void zd_vm_replay_orphan(struct zd_vm *vm, uint64_t seq);
+void zd_vm_replay_free(struct zd_vm *vm);
+/* The first answer a restored VM gave a client: log the failover time. */
+void zd_vm_restore_first_answer(struct zd_vm *vm, uint64_t seq);
 
 /* vm_service.c */
 int zd_vm_service_open(struct zd_vm *vm, char *msg, size_t msglen);
@@ -162,6 +249,8 @@ void zd_vm_service_events(struct zd_vm *vm, const struct pollfd *pfds, int n);
  * commit). Called after COMMIT and when the vCPU produced answers. */
 void zd_vm_service_release(struct zd_vm *vm);
 uint64_t zd_vm_service_held(struct zd_vm *vm);
+/* Write "seq N" to a client (if still connected). */
+void zd_vm_service_send(struct zd_vm *vm, uint64_t client, uint64_t seq);
 /* vCPU thread side: the guest answered. */
 void zd_vm_output_push(struct zd_vm *vm, uint64_t client, uint64_t seq);
 

@@ -2,7 +2,8 @@
 /*
  * zd-vm's life: set the VM up (KVM, RAM, guest), open the service and the
  * control socket, start the vCPU, then serve events until STOP, a signal,
- * or the guest's death. The control socket is bound last, so its
+ * or the guest's death. With --restore the guest comes from a replica
+ * instead (vm_restore.c) and the rest is the same. The control socket is bound last, so its
  * existence tells a waiting script that the VM is running.
  */
 #include <errno.h>
@@ -113,6 +114,7 @@ static void vm_free(struct zd_vm *vm)
 	zd_vm_stop_vcpu(vm);
 	zd_vm_ctl_close(vm);
 	zd_vm_service_close(vm);
+	zd_vm_replay_free(vm);
 	zd_vm_kvm_close(vm);
 	if (vm->evfd >= 0)
 		close(vm->evfd);
@@ -171,12 +173,22 @@ static int serve(struct zd_vm *vm, int sigfd)
 	}
 }
 
-int zd_vm_main(const struct zd_vm_config *cfg)
+int zd_vm_main(const struct zd_vm_config *cfg_in)
 {
-	struct zd_vm *vm = vm_new(cfg);
-	char msg[512] = "";
+	struct zd_vm_config c = *cfg_in, *cfg = &c;
+	struct zd_vm_restore *rs = NULL;
+	struct zd_vm *vm;
+	char msg[768] = "";
 	sigset_t ss;
 	int sigfd = -1, rc = ZD_EXIT_FAIL;
+
+	/* A replica decides the VM's size and addresses: read and check it
+	 * before anything exists. */
+	if (cfg->restore_dir && (rc = zd_vm_restore_prepare(cfg, &rs, msg, sizeof(msg)))) {
+		zd_warnx("%s", msg);
+		return rc;
+	}
+	vm = vm_new(cfg);
 
 	/* Blocked before any thread exists, so every thread inherits it and
 	 * the signals reach only the signalfd. */
@@ -193,11 +205,16 @@ int zd_vm_main(const struct zd_vm_config *cfg)
 		goto out;
 	}
 	if (zd_vm_kvm_open(vm, msg, sizeof(msg)) < 0 ||
-	    zd_vm_setup_guest(vm, msg, sizeof(msg)) < 0) {
+	    (!rs && zd_vm_setup_guest(vm, msg, sizeof(msg)) < 0)) {
 		zd_warnx("%s", msg);
 		rc = ZD_EXIT_TARGET;
 		goto out;
 	}
+	if (rs && (rc = zd_vm_restore_apply(vm, rs, msg, sizeof(msg)))) {
+		zd_warnx("%s", msg);
+		goto out;
+	}
+	rc = ZD_EXIT_FAIL;
 	if (zd_vm_service_open(vm, msg, sizeof(msg)) < 0 ||
 	    zd_vm_start(vm, msg, sizeof(msg)) < 0 ||
 	    zd_vm_ctl_open(vm, msg, sizeof(msg)) < 0) {
@@ -211,5 +228,6 @@ out:
 	if (sigfd >= 0)
 		close(sigfd);
 	vm_free(vm);
+	zd_vm_restore_free(rs);
 	return rc;
 }

@@ -340,6 +340,8 @@ int64_t zd_vm_pause(struct zd_vm *vm, uint64_t epoch)
 		vm->n_pauses++;
 		vm->paused_at_ns = zd_now_ns();
 	}
+	/* A tracker protects the VM now: output waits for its backup. */
+	vm->unprotected = false;
 	/* From here on the guest's output belongs to the next epoch. */
 	if (epoch > vm->last_pause_epoch)
 		vm->last_pause_epoch = epoch;

@@ -163,7 +163,15 @@ int zd_vm_service_pollfds(struct zd_vm *vm, struct pollfd *pfds, int max)
 
 static void queue_request(struct zd_vm *vm, uint64_t client, const char *text, size_t len)
 {
-	struct zd_vm_req *r = zd_xcalloc(1, sizeof(*r));
+	struct zd_vm_req *r;
+
+	/* A restored VM first answers resent requests whose answers its
+	 * checkpoint already holds (vm_restore.c). */
+	if (vm->replay && zd_vm_replay_claim(vm, client, text, len)) {
+		vm->n_requests++;
+		return;
+	}
+	r = zd_xcalloc(1, sizeof(*r));
 
 	r->client = client;
 	r->len = (uint32_t)ZD_MIN(len, (size_t)ZDG_REQ_MAX);
@@ -260,24 +268,37 @@ void zd_vm_output_push(struct zd_vm *vm, uint64_t client, uint64_t seq)
 	pthread_mutex_unlock(&vm->out_mu);
 }
 
-static void deliver(struct zd_vm *vm, const struct zd_vm_out *o)
+void zd_vm_service_send(struct zd_vm *vm, uint64_t client, uint64_t seq)
 {
 	char line[64];
-	int len = snprintf(line, sizeof(line), "seq %llu\n", (unsigned long long)o->seq);
-	uint64_t now = zd_now_ns(), wall = zd_wall_ns();
+	int len = snprintf(line, sizeof(line), "seq %llu\n", (unsigned long long)seq);
 
 	for (size_t i = 0; i < vm->ncl; i++) {
-		if (vm->cl[i].id != o->client)
+		if (vm->cl[i].id != client)
 			continue;
 		/* Answers are short; a client that does not read its socket
 		 * until the kernel buffer is full loses it. */
 		if (write(vm->cl[i].fd, line, (size_t)len) != len)
 			zd_debug("client %llu: answer seq %llu not written: %s",
-				 (unsigned long long)o->client, (unsigned long long)o->seq,
+				 (unsigned long long)client, (unsigned long long)seq,
 				 strerror(errno));
+		else if (vm->restored && !vm->first_answer_done)
+			zd_vm_restore_first_answer(vm, seq);
 		break;
 	}
+}
+
+static void deliver(struct zd_vm *vm, const struct zd_vm_out *o)
+{
+	uint64_t now = zd_now_ns(), wall = zd_wall_ns();
+
+	if (o->client == ZD_VM_CLIENT_ORPHAN)
+		zd_vm_replay_orphan(vm, o->seq);
+	else
+		zd_vm_service_send(vm, o->client, o->seq);
 	vm->n_released++;
+	if (o->seq > vm->released_seq)
+		vm->released_seq = o->seq;
 	if (vm->out_log)
 		fprintf(vm->out_log, "%llu %llu %llu %llu %llu\n", (unsigned long long)o->seq,
 			(unsigned long long)o->epoch, (unsigned long long)o->produced_ns,
@@ -291,8 +312,11 @@ void zd_vm_service_release(struct zd_vm *vm)
 
 		pthread_mutex_lock(&vm->out_mu);
 		o = vm->out_head;
-		/* Epochs in the queue never decrease: release the prefix. */
-		if (!o || (vm->cfg.output_commit && o->epoch > vm->committed)) {
+		/* Epochs in the queue never decrease: release the prefix.
+		 * A restored VM that no tracker protects yet has no backup
+		 * to wait for. */
+		if (!o || (vm->cfg.output_commit && !vm->unprotected &&
+			   o->epoch > vm->committed)) {
 			pthread_mutex_unlock(&vm->out_mu);
 			return;
 		}
