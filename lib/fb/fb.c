@@ -19,7 +19,7 @@
 #define FB_MAX_FDS 4
 /* How long a client waits for zd-track's HELLO reply: a tracker that
  * accepted the connection answers at once, so this only bounds a wedge. */
-#define FB_HELLO_TIMEOUT_S 5
+#define FB_HELLO_TIMEOUT_S 30
 
 int zd_fb_send(int fd, const struct zd_fb_msg *m, const void *payload,
 	       const int *fds, int nfds)

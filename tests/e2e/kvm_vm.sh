@@ -9,6 +9,7 @@
 # tests/lib/vmhost.sh finds a working /dev/kvm (here, or a QEMU TCG guest
 # with nested SVM) and is skipped with its reason when it exits 77.
 . "$(dirname "$0")/../lib/tap.sh"
+. "$(dirname "$0")/../lib/kvmouter.sh"
 cd "$ZD_TOP" || exit 1
 
 if [ -z "${ZD_KVM_INNER:-}" ]; then
@@ -39,29 +40,7 @@ if [ -z "${ZD_KVM_INNER:-}" ]; then
 		skip "zd-vm: no /dev/kvm" "this host has /dev/kvm"
 	fi
 
-	ZD_KVM_INNER=1 "$ZD_TOP/tests/lib/vmhost.sh" run --timeout 900 -- bash "$0" >"$TMP/inner" 2>"$TMP/inner.err"
-	rc=$?
-	if [ $rc -eq 77 ]; then
-		skip "zd-vm on KVM" "$(head -1 "$TMP/inner")"
-		done_testing
-	fi
-	# Renumber the inner TAP lines into this plan.
-	while IFS= read -r line; do
-		case $line in
-		"ok "*"# SKIP"*) skip "${line#ok * - }" "" ;;
-		"ok "*) ok "${line#ok * - }" ;;
-		"not ok "*) not_ok "${line#not ok * - }" ;;
-		"1.."*) ;;
-		"#"*) echo "$line" ;;
-		*) echo "#   $line" ;;
-		esac
-	done <"$TMP/inner"
-	if [ $rc -ne 0 ] && ! grep -q '^not ok' "$TMP/inner"; then
-		not_ok "the KVM part exits 0" "exit $rc; $(tail -15 "$TMP/inner.err")"
-	elif [ $rc -ne 0 ]; then
-		echo "# stderr of the KVM part:"; tail -30 "$TMP/inner.err" | sed 's/^/#   /'
-	fi
-	done_testing
+	kvm_outer "$0" --timeout 900
 fi
 
 # ---- inside: a working /dev/kvm ----
