@@ -335,8 +335,14 @@ static int logdirty(struct zd_target *t, unsigned op, uint64_t *count)
 	struct xen_priv *p = t->priv;
 	xc_shadow_op_stats_t st = { 0 };
 	long long r;
+	/* Xen writes some guest frames through its own mappings (vcpu_info,
+	 * runstate areas) without marking them dirty. At a checkpoint the
+	 * domain is paused and the bitmap must be complete, as on the last
+	 * round of a migration: LOGDIRTY_FINAL adds the frames Xen has
+	 * mapped writable. Without it the replica misses their updates. */
+	unsigned mode = p->paused ? XEN_DOMCTL_SHADOW_LOGDIRTY_FINAL : 0;
 
-	r = xc_logdirty_control(p->xch, p->domid, op, &p->hb, p->ngfn, 0, &st);
+	r = xc_logdirty_control(p->xch, p->domid, op, &p->hb, p->ngfn, mode, &st);
 	/* Returns the bitmap's size in pages, not a count of dirty ones. */
 	if (r < 0) {
 		set_err(t, "log-dirty %s: %s", op == XEN_DOMCTL_SHADOW_OP_PEEK ? "PEEK" : "CLEAN",

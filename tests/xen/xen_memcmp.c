@@ -63,10 +63,24 @@ int main(int argc, char **argv)
 			return 4;
 		}
 		for (uint64_t i = 0; i < n; i++) {
-			if (memcmp(buf + i * h.page_size, img + (p + i) * h.page_size, h.page_size)) {
+			const uint8_t *a = buf + i * h.page_size, *b = img + (p + i) * h.page_size;
+
+			if (memcmp(a, b, h.page_size)) {
+				uint32_t lo = 0, hi = h.page_size - 1;
+
 				differ++;
 				if (first == UINT64_MAX)
 					first = p + i;
+				/* Which frames and where in them: a frame Xen
+				 * writes behind the log (vcpu_info, time) shows
+				 * as a few bytes at a fixed offset. */
+				while (a[lo] == b[lo])
+					lo++;
+				while (a[hi] == b[hi])
+					hi--;
+				if (differ <= 8)
+					fprintf(stderr, "xen_memcmp: page %" PRIu64 " differs in bytes %u..%u\n",
+						p + i, lo, hi);
 			}
 		}
 	}
