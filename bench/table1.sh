@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
 # bench/table1: the paper's Table 1 (response delay by dirty pages per
 # epoch, at 25 ms) and Figure 4 (by checkpoint interval, at 1024 dirty pages
-# per epoch), for remus, buffered and zddspt in the same run, each with and
-# without output commit (without = the paper's remus-no-net). Each point is
-# one `zd measure`: a fresh zd-vm whose workload dirties about that many
-# pages per epoch, replicated to a zd-recv on loopback, zd-client asking
-# the guest's service in closed loop. Writes
-#   bench/results/table1.csv     one row per mode x dirty pages x output commit
-#   bench/results/intervals.csv  one row per mode x interval x output commit
-#   bench/results/table1.png, bench/results/intervals.png (gnuplot)
-# A mode that cannot run on this target is a row with failed=1 and the reason.
+# per epoch), for remus, buffered and zddspt in the same run, each without
+# output commit (the paper's remus-no-net) and with it, plus how the pause
+# grows up to 65536 dirty pages. Each point is one `zd measure` per mode,
+# the modes one after the other at each point (so a change of machine load
+# biases their ratios least): a fresh zd-vm whose workload dirties about
+# that many pages per epoch, replicated to a zd-recv on loopback, zd-client
+# asking the guest's service in closed loop; and once per point the same
+# VM unprotected, for the guest's throughput without zd. Writes
+#   bench/results/table1.csv     series table1 (25 ms, by dirty pages) and
+#                                scale (longer intervals, so the guest can
+#                                reach the large dirty counts)
+#   bench/results/intervals.csv  1024 dirty pages, by interval
+#   bench/results/table1.png, table1.ratio.png, table1.pause.png,
+#   bench/results/intervals.png  (gnuplot, the paper's numbers beside ours)
+# A point that fails is a row with failed=1 and the reason.
 #
 #   bench/table1.sh [--plot]   (--plot: only redraw the PNGs from the CSVs)
-#                       env: BENCH_QUICK=1 (a short version), BENCH_DIRTY,
-#                       BENCH_INTERVALS, BENCH_MODES, BENCH_EPOCHS, BENCH_MEM,
-#                       BENCH_OUT (default bench/results)
+#   env: BENCH_QUICK=1 (a short version), BENCH_DIRTY, BENCH_INTERVALS,
+#        BENCH_PLAN, BENCH_SCALE, BENCH_SCALE_EPOCHS, BENCH_SCALE_WARM, BENCH_MODES, BENCH_OC, BENCH_EPOCHS, BENCH_MEM,
+#        BENCH_HOT, BENCH_BASE_SECONDS, BENCH_OUT (default bench/results),
+#        ZD_WARM_EPOCHS, BENCH_VMHOST_MEM
 # Without /dev/kvm it runs itself inside tests/lib/vmhost.sh (KVM nested in
 # QEMU TCG): the timings are emulated, compare ratios only.
 set -u
+# One brace group, parsed whole before it runs: editing this file during a
+# run (hours under TCG) does not change the run.
+{
 cd "$(dirname "$0")/.." || exit 1
 top=$PWD
 export PATH="$top/bin:$PATH"
@@ -28,122 +38,312 @@ plot_only=
 if [ -z "$plot_only" ] && ! { [ -c /dev/kvm ] && { : <>/dev/kvm; } 2>/dev/null; }; then
 	[ -n "${ZD_VMHOST_GUEST:-}" ] && { echo "bench/table1: no usable /dev/kvm in the QEMU guest" >&2; exit 4; }
 	echo "bench/table1: no /dev/kvm here: running inside QEMU TCG with nested KVM (tests/lib/vmhost.sh); timings are emulated, compare ratios only" >&2
-	ZD_VMHOST_ENV="${ZD_VMHOST_ENV:-} BENCH_QUICK BENCH_DIRTY BENCH_INTERVALS BENCH_MODES BENCH_EPOCHS BENCH_MEM BENCH_OUT ZD_WARM_EPOCHS" \
-		exec tests/lib/vmhost.sh run --timeout 3600 -- bash "$0"
+	# The 65536-page points need a 516M VM and its replica (tmpfs) at once.
+	ZD_VMHOST_ENV="${ZD_VMHOST_ENV:-} BENCH_QUICK BENCH_DIRTY BENCH_INTERVALS BENCH_PLAN BENCH_SCALE BENCH_SCALE_EPOCHS BENCH_SCALE_WARM BENCH_MODES BENCH_OC BENCH_EPOCHS BENCH_MEM BENCH_HOT BENCH_BASE_SECONDS BENCH_OUT ZD_WARM_EPOCHS ZD_KVM_GUARD" \
+		exec tests/lib/vmhost.sh run --timeout 14400 --mem "${BENCH_VMHOST_MEM:-4096}" -- bash "$0"
 fi
 
 emulated=0
 grep -q 'QEMU Virtual CPU\|QEMU TCG' /proc/cpuinfo && emulated=1
-# Output commit on and off at every point; BENCH_QUICK measures with
-# output commit only at the largest dirty count (25 ms) and nothing twice.
-oc_all="off on" oc_last="off on"
 if [ -n "${BENCH_QUICK:-}" ]; then
-	dirty=${BENCH_DIRTY:-"64 1024"}
+	dirty=${BENCH_DIRTY:-"128 1024"}
 	intervals=${BENCH_INTERVALS:-"200 25"}
-	epochs=${BENCH_EPOCHS:-8}
-	oc_all=off
-	export ZD_WARM_EPOCHS=${ZD_WARM_EPOCHS:-8}
+	scale=${BENCH_SCALE:-"16384:800"}
+	epochs=${BENCH_EPOCHS:-6}
+	ocs=${BENCH_OC:-off}
+	export ZD_WARM_EPOCHS=${ZD_WARM_EPOCHS:-10}
 else
-	dirty=${BENCH_DIRTY:-"50 128 256 310 400 512 632 745 854 1024 4096"}
+	dirty=${BENCH_DIRTY:-"50 128 256 310 400 512 632 745 854 1024 4096 16384 65536"}
 	intervals=${BENCH_INTERVALS:-"200 100 50 25"}
-	epochs=${BENCH_EPOCHS:-$([ $emulated = 1 ] && echo 20 || echo 200)}
-	export ZD_WARM_EPOCHS=${ZD_WARM_EPOCHS:-20}
+	# target:interval — long enough for the guest to write that many
+	# distinct pages in one epoch under TCG (see README)
+	scale=${BENCH_SCALE:-"4096:200 16384:800 65536:3200"}
+	epochs=${BENCH_EPOCHS:-$([ $emulated = 1 ] && echo 10 || echo 200)}
+	ocs=${BENCH_OC:-"off on"}
+	export ZD_WARM_EPOCHS=${ZD_WARM_EPOCHS:-$([ $emulated = 1 ] && echo 12 || echo 20)}
 fi
+scale_epochs=${BENCH_SCALE_EPOCHS:-5} scale_warm=${BENCH_SCALE_WARM:-3}
 modes=${BENCH_MODES:-"remus buffered zddspt"}
-mem=${BENCH_MEM:-$([ $emulated = 1 ] && echo 8M || echo 256M)}
+# The plan: SERIES:INTERVAL:PAGES:OC items run in this order, OC "off",
+# "on" or "off+on"; BENCH_PLAN replaces it (e.g. to run the points that
+# matter most first when time is short).
+plan=${BENCH_PLAN:-$(
+	for p in $dirty; do echo "table1:25:$p:${ocs// /+}"; done
+	# Figure 4: 1024 pages per epoch at each interval (25 ms: Table 1's row)
+	for i in $intervals; do [ "$i" = 25 ] || echo "intervals:$i:1024:${ocs// /+}"; done
+	# The pause's growth: the large dirty counts at intervals the guest
+	# can fill (under TCG it cannot write 16384 distinct pages in 25 ms).
+	for s in $scale; do echo "scale:${s#*:}:${s%%:*}:off"; done
+)}
+hot=${BENCH_HOT:-0.2}
+base_s=${BENCH_BASE_SECONDS:-6}
 out=${BENCH_OUT:-bench/results}
 mkdir -p "$out"
 
-cols="mode,interval_ms,dirty_target,output_commit,dirty_rate,dirty_mean,epochs,answers,client_errors,pause_p50_ns,pause_p99_ns,latency_p50_ns,latency_p99_ns,response_mean_ns,response_p50_ns,response_p99_ns,output_delay_p50_ns,wire_bytes_per_epoch,emulated,failed,reason"
-# one MODE INTERVAL PAGES OC(on|off): one measured point as a CSV row.
+cols="series mode interval_ms dirty_target output_commit mem hot rate_model dirty_rate dirty_mean epochs answers client_errors
+pause_p50_ns pause_p99_ns latency_p50_ns latency_p99_ns response_mean_ns response_p50_ns response_p99_ns
+output_delay_p50_ns wire_bytes_per_epoch guest_pages_per_s unprotected_pages_per_s throughput_ratio
+guard emulated failed reason"
+header=$(echo $cols | tr ' ' ,)
+
+# vm_size PAGES: the VM's RAM for a target of PAGES distinct dirty pages per
+# epoch: the workload's span (all RAM above 4M) twice the target, at least
+# 8M, in whole 2M; BENCH_MEM overrides.
+vm_size() {
+	[ -n "${BENCH_MEM:-}" ] && { echo "$BENCH_MEM"; return; }
+	local span=$(($1 * 2)) mb
+	[ $span -lt 1024 ] && span=1024
+	mb=$((4 + (span + 255) / 256))
+	echo "$(((mb + 1) / 2 * 2))M"
+}
+
+# writes_rate PAGES INTERVAL MEM: page writes per second of running time whose
+# expected number of distinct pages per epoch is PAGES. The workload writes
+# a fraction hot of its pages into a hot set of span/16 (at most 1024
+# pages), the rest anywhere in the span, so n writes touch about
+#   H(1 - e^(-hot n/H)) + S(1 - e^(-(1-hot) n/S))
+# distinct pages (S span pages, H hot pages); solved for n by bisection.
+writes_rate() {
+	awk -v t="$1" -v iv="$2" -v mem="${3%M}" -v h="$hot" 'BEGIN {
+		s = (mem - 4) * 256; hh = s / 16; if (hh > 1024) hh = 1024
+		lo = 0; hi = 64 * t
+		for (k = 0; k < 100; k++) {
+			n = (lo + hi) / 2
+			u = hh * (1 - exp(-h * n / hh)) + s * (1 - exp(-(1 - h) * n / s))
+			if (u < t) lo = n; else hi = n
+		}
+		printf "%d\n", n * 1000 / iv + 0.999
+	}'
+}
+
+# unprotected MEM RATE: sets base to the workload's page writes per second
+# in the same VM without zd (the client asking all along, answers released
+# at once), over BENCH_BASE_SECONDS; empty when it could not be measured.
+declare -A base_cache
+unprotected() {
+	local key="$1/$2" d s vm cl sp g0 g1 t0 t1
+	if [ -z "${base_cache[$key]+x}" ]; then
+		d=$(mktemp -d "$work/base.XXXXXX")
+		s=$d/vm.sock
+		zd-vm --control "$s" --mem "$1" --workload "dirty=$2,hot=$hot" --serve 127.0.0.1:0 \
+			--no-output-commit 2>"$d/vm.err" &
+		vm=$!
+		for _ in $(seq 3000); do [ -S "$s" ] && break; kill -0 $vm 2>/dev/null || break; sleep 0.1; done
+		sp=$(zd-vm --ctl "$s" info 2>/dev/null | sed -n 's/^serve=//p')
+		zd-client --duration 3600s --timeout 600s "$sp" >/dev/null 2>&1 &
+		cl=$!
+		sleep 1
+		g0=$(zd-vm --ctl "$s" stats 2>/dev/null | sed -n 's/^guest_pages=//p') t0=$(date +%s%N)
+		sleep "$base_s"
+		g1=$(zd-vm --ctl "$s" stats 2>/dev/null | sed -n 's/^guest_pages=//p') t1=$(date +%s%N)
+		kill $cl 2>/dev/null
+		zd-vm --ctl "$s" stop >/dev/null 2>&1 || kill $vm 2>/dev/null
+		wait $cl $vm 2>/dev/null
+		base_cache[$key]=
+		[ -n "$g0" ] && [ -n "$g1" ] && base_cache[$key]=$(awk -v a="$g0" -v b="$g1" -v t0="$t0" -v t1="$t1" \
+			'BEGIN {printf "%.1f", (b - a) * 1e9 / (t1 - t0)}')
+		[ -n "${base_cache[$key]}" ] || echo "bench/table1: unprotected $key: not measured: $(tail -1 "$d/vm.err")" >&2
+		rm -rf "$d"
+	fi
+	base=${base_cache[$key]}
+}
+
+# calibrate MEM RATE: sets rate, the workload rate to ask for so that the
+# unprotected guest writes RATE pages per second, and base, what it wrote at
+# that rate. Under TCG the guest's pacing oversleeps (each idle exit and
+# wake-up is slow, and a gap longer than twice the wait loses its credit):
+# asked for a few thousand pages/s it writes about 40%. Up to three
+# corrections by the measured shortfall (at most 10x RATE in all); a guest
+# at its limit stays there.
+calibrate() {
+	local k
+	rate=$2
+	unprotected "$1" "$rate"
+	for k in 1 2 3; do
+		[ -n "$base" ] && awk -v a="$base" -v r="$2" 'BEGIN {exit !(a > 0 && a < 0.9 * r)}' || break
+		rate=$(awk -v a="$base" -v q="$rate" -v r="$2" 'BEGIN {n = q * r / a; if (n > 10 * r) n = 10 * r; printf "%d\n", n + 0.5}')
+		[ -n "${base_cache[$1/$rate]+x}" ] && break
+		unprotected "$1" "$rate"
+	done
+}
+
+# one SERIES MODE INTERVAL PAGES OC(on|off) MEM MODEL_RATE RATE BASE: one
+# measured point as a CSV row.
 one() {
-	local mode=$1 interval=$2 pages=$3 oc=$4 rate flag=
-	# pages per epoch at this interval → pages per second of guest time
-	rate=$((pages * 1000 / interval))
+	local series=$1 mode=$2 interval=$3 pages=$4 oc=$5 mem=$6 model=$7 rate=$8 base=$9 flag= d
 	[ "$oc" = off ] && flag=--no-output-commit
-	zd measure --mode "$mode" --interval "$interval" --epochs "$epochs" --mem "$mem" \
-		--dirty "$rate" $flag "$work/$mode-$interval-$pages-$oc" >"$work/m.json" 2>"$work/m.err" ||
-		echo "{\"failed\":true,\"reason\":\"zd measure: $(head -1 "$work/m.err" | tr -d '",')\"}" >"$work/m.json"
-	jq -r --arg m "$mode" --arg i "$interval" --arg p "$pages" --arg oc "$oc" --arg r "$rate" --arg em "$emulated" \
-		'[$m, $i, $p, $oc, $r, (.dirty_mean // ""), (.epochs // ""), (.answers // ""), (.client_errors // ""),
-		  (.pause_ns.p50 // ""), (.pause_ns.p99 // ""), (.latency_ns.p50 // ""), (.latency_ns.p99 // ""),
-		  (.response_delay_ns.mean // ""), (.response_delay_ns.p50 // ""), (.response_delay_ns.p99 // ""),
-		  (.output_delay_ns.p50 // ""), (.wire_bytes_per_epoch.mean // ""), $em,
-		  (if .failed then 1 else 0 end), (.reason // "" | gsub(","; ";"))] | @csv' "$work/m.json" | tr -d '"'
-	rm -rf "${work:?}/$mode-$interval-$pages-$oc"
+	d="$work/$series-$mode-$interval-$pages-$oc"
+	zd measure --mode "$mode" --interval "$interval" --epochs "$epochs" --mem "$mem" --hot "$hot" \
+		--dirty "$rate" $flag "$d" >"$work/m.json" 2>"$work/m.err"
+	local rc=$?
+	# A failure must say why: zd measure's stderr, else zd run's.
+	if [ $rc != 0 ] || ! jq -e . "$work/m.json" >/dev/null 2>&1; then
+		local why
+		why=$(grep -v '^ *$' "$work/m.err" | head -1)
+		[ -n "$why" ] || why=$(grep -v '^ ' "$d/run.err" 2>/dev/null | head -1)
+		jq -cn --arg why "zd measure exit $rc: ${why:-no message}" '{failed: true, reason: $why}' >"$work/m.json"
+	fi
+	# A run whose measured window holds no epoch measured nothing.
+	jq -c 'if (.failed | not) and ((.epochs // 0) == 0) then
+		. + {failed: true, reason: "no epoch measured: the first checkpoint was committed only after the run (from_epoch \(.from_epoch))"}
+		else . end' "$work/m.json" >"$work/m2.json"
+	jq -r --arg series "$series" --arg m "$mode" --arg i "$interval" --arg p "$pages" --arg oc "$oc" \
+		--arg mem "$mem" --arg hot "$hot" --arg model "$model" --arg r "$rate" --arg em "$emulated" --arg base "$base" \
+		--arg guard "${ZD_KVM_GUARD:-0}" \
+		'[$series, $m, $i, $p, $oc, $mem, $hot, $model, $r, (.dirty_mean // ""), (.epochs // ""), (.answers // ""),
+		  (.client_errors // ""), (.pause_ns.p50 // ""), (.pause_ns.p99 // ""), (.latency_ns.p50 // ""),
+		  (.latency_ns.p99 // ""), (.response_delay_ns.mean // ""), (.response_delay_ns.p50 // ""),
+		  (.response_delay_ns.p99 // ""), (.output_delay_ns.p50 // ""), (.wire_bytes_per_epoch.mean // ""),
+		  (.guest_pages_per_s // ""), $base,
+		  (if .guest_pages_per_s and ($base != "") and ($base | tonumber) > 0
+		   then (.guest_pages_per_s / ($base | tonumber) * 1000 | round / 1000) else "" end),
+		  $guard, $em, (if .failed then 1 else 0 end), (.reason // "" | gsub("[,\n]"; ";"))] | @csv' \
+		"$work/m2.json" | tr -d '"'
+	rm -rf "$d"
+}
+
+# point SERIES INTERVAL PAGES CSV OCS: every mode at one point, consecutively.
+point() {
+	local series=$1 interval=$2 pages=$3 csv=$4 oc m base mem model rate
+	mem=$(vm_size "$pages")
+	model=$(writes_rate "$pages" "$interval" "$mem")
+	calibrate "$mem" "$model"
+	for oc in $5; do
+		for m in $modes; do
+			one "$series" "$m" "$interval" "$pages" "$oc" "$mem" "$model" "$rate" "$base" | tee -a "$csv"
+		done
+	done
 }
 
 measure_all() {
-work=$(mktemp -d "${TMPDIR:-/tmp}/zd-bench.XXXXXX")
-t0=$SECONDS
-echo "$cols" >"$out/table1.csv"
-last=${dirty##* }
-for p in $dirty; do
-	ocs=$oc_all
-	[ "$p" = "$last" ] && ocs=$oc_last
-	for m in $modes; do
-		for oc in $ocs; do
-			one "$m" 25 "$p" "$oc" | tee -a "$out/table1.csv"
-		done
+	work=$(mktemp -d "${TMPDIR:-/tmp}/zd-bench.XXXXXX")
+	# One build for the whole run: a `make` elsewhere rewrites bin/zd in
+	# place, under the feet of a bash reading it.
+	cp -a "$top/bin" "$work/bin" && export PATH="$work/bin:$PATH"
+	t0=$SECONDS
+	echo "bench/table1: $(date -u '+%F %T') UTC, emulated=$emulated, modes: $modes, epochs $epochs (+${ZD_WARM_EPOCHS} warm-up), ZD_KVM_GUARD=${ZD_KVM_GUARD:-0}" >&2
+	echo "$header" >"$out/table1.csv"
+	echo "$header" >"$out/intervals.csv"
+	local item series iv pages oc
+	for item in $plan; do
+		IFS=: read -r series iv pages oc <<<"$item"
+		oc=${oc//+/ }
+		case $series in
+		table1) point table1 "$iv" "$pages" "$out/table1.csv" "$oc" ;;
+		intervals) point intervals "$iv" "$pages" "$out/intervals.csv" "$oc" ;;
+		# Long epochs: fewer of them, and the first copy commits within a few.
+		scale) epochs=$scale_epochs ZD_WARM_EPOCHS=$scale_warm point scale "$iv" "$pages" "$out/table1.csv" "$oc" ;;
+		*) echo "bench/table1: BENCH_PLAN: '$item': unknown series" >&2 ;;
+		esac
 	done
-done
-# Figure 4: 1024 pages per epoch at each interval; the 25 ms point is
-# Table 1's row when it has one (measured once).
-echo "$cols" >"$out/intervals.csv"
-for i in $intervals; do
-	for m in $modes; do
-		for oc in $oc_all; do
-			if [ "$i" = 25 ] && grep -q "^$m,25,1024,$oc," "$out/table1.csv"; then
-				grep "^$m,25,1024,$oc," "$out/table1.csv" >>"$out/intervals.csv"
-			else
-				one "$m" "$i" 1024 "$oc" | tee -a "$out/intervals.csv"
-			fi
-		done
-	done
-done
-rm -rf "$work"
-echo "bench/table1: $((SECONDS - t0)) s" >&2
+	# Figure 4's 25 ms point is Table 1's 1024-page row (measured once).
+	grep "^table1,[a-z]*,25,1024," "$out/table1.csv" | sed 's/^table1,/intervals,/' >>"$out/intervals.csv"
+	rm -rf "$work"
+	echo "bench/table1: $((SECONDS - t0)) s" >&2
 }
 [ -n "$plot_only" ] || measure_all
 
-# Plots: response delay (mean, ms) without output commit, as the paper
-# measured, and with it; the paper's zddspt and remus beside ours.
-plot() { # plot CSV PNG XCOL XLABEL TITLE
-	local csv=$1 png=$2 x=$3 xl=$4 title=$5 m oc cmds=() f
-	for m in $modes; do
-		for oc in off on; do
-			f="$out/.$m.$oc.dat"
-			awk -F, -v m="$m" -v x="$x" -v oc="$oc" \
-				'NR > 1 && $1 == m && $4 == oc && $20 == 0 && $14 != "" {print $x, $14 / 1e6}' "$csv" | sort -n >"$f"
-			[ -s "$f" ] || continue
-			if [ $oc = on ]; then
-				cmds+=("'$f' using 1:2 with linespoints dashtype 2 title '$m (output commit)'")
-			else
-				cmds+=("'$f' using 1:2 with linespoints title '$m (no output commit)'")
-			fi
-		done
-	done
-	if [ "$x" = 3 ]; then
-		grep -v '^#' bench/paper-table1.csv | tail -n +2 | tr , ' ' >"$out/.paper.dat"
-		cmds+=("'$out/.paper.dat' using 1:2 with linespoints lw 2 title 'paper: zddspt (Xen, 100 Mbit)'")
-		cmds+=("'$out/.paper.dat' using 1:3 with linespoints lw 2 title 'paper: remus-no-net (Xen, 100 Mbit)'")
-	fi
-	[ ${#cmds[@]} -gt 0 ] || return 0
-	local IFS=, note=
-	[ $emulated = 1 ] && note=' - KVM nested in QEMU TCG: emulated timing'
+# ---- plots ------------------------------------------------------------------
+
+# sel CSV FILTER X Y: "x y" lines of the rows where FILTER holds (awk, with
+# c["name"] the column's field number), sorted by x.
+sel() {
+	awk -F, -v filt="$2" -v xe="$3" -v ye="$4" '
+		NR == 1 {for (i = 1; i <= NF; i++) c[$i] = i; next}
+		{ok = 1; n = split(filt, f, " ")
+		 for (k = 1; k <= n; k++) {split(f[k], kv, "="); if ($(c[kv[1]]) != kv[2]) ok = 0}}
+		ok && $(c["failed"]) == 0 && $(c[xe]) != "" && $(c[ye]) != "" {print $(c[xe]), $(c[ye])}' "$1" | sort -g
+}
+
+# mcol MODE: one colour per mode in every plot.
+mcol() { case $1 in remus) echo 1 ;; buffered) echo 2 ;; zddspt) echo 7 ;; *) echo 4 ;; esac; }
+
+gp() { # gp PNG TITLE XLABEL YLABEL LOGSCALE PLOTCMDS...
+	local png=$1 title=$2 xl=$3 yl=$4 logs=$5 note= all c
+	shift 5
+	[ $# -gt 0 ] || return 0
+	for c in "$@"; do all=${all:+$all, }$c; done
+	[ "$emulated" = 1 ] && note='\nKVM nested in QEMU TCG: emulated timing, compare modes (ratios) only'
 	gnuplot <<EOF || echo "bench/table1: gnuplot failed for $png" >&2
 set terminal png size 1100,650
 set output '$png'
 set title "$title$note"
 set xlabel '$xl'
-set ylabel 'response delay, mean (ms)'
+set ylabel '$yl'
 set key outside right
-set logscale y
-plot ${cmds[*]}
+set grid
+set logscale $logs
+plot $all
 EOF
-	rm -f "$out"/.*.dat
 }
-[ -n "$plot_only" ] && emulated=$(awk -F, 'NR == 2 {print $19}' "$out/table1.csv")
-plot "$out/table1.csv" "$out/table1.png" 3 "dirty pages per epoch (25 ms interval)" "Response delay vs dirty pages (Table 1)"
-plot "$out/intervals.csv" "$out/intervals.png" 2 "checkpoint interval (ms), 1024 dirty pages per epoch" "Response delay vs interval (Figure 4)"
-column -s, -t "$out/table1.csv" | cut -c1-200
+
+plots() {
+	local t=$out/table1.csv iv=$out/intervals.csv m oc f cmds=() dt
+	local tmp
+	tmp=$(mktemp -d "${TMPDIR:-/tmp}/zd-plot.XXXXXX")
+	grep -v '^#' bench/paper-table1.csv | tail -n +2 | tr , ' ' >"$tmp/paper.dat"
+	awk '{print $1, $2 / $3}' "$tmp/paper.dat" >"$tmp/paper-ratio.dat"
+	# Table 1: mean response delay by dirty pages reached.
+	for m in $modes; do
+		for oc in off on; do
+			f=$tmp/t1.$m.$oc
+			sel "$t" "series=table1 mode=$m output_commit=$oc" dirty_mean response_mean_ns |
+				awk '{print $1, $2 / 1e6}' >"$f"
+			[ -s "$f" ] || continue
+			dt=; [ $oc = on ] && dt=' dashtype 2'
+			cmds+=("'$f' using 1:2 with linespoints lc $(mcol $m)$dt title '$m, output commit $oc'")
+		done
+	done
+	cmds+=("'$tmp/paper.dat' using 1:2 with linespoints lw 3 title 'paper: zddspt (Xen, 100 Mbit)'")
+	cmds+=("'$tmp/paper.dat' using 1:3 with linespoints lw 3 title 'paper: remus-no-net (Xen, 100 Mbit)'")
+	gp "$out/table1.png" "Response delay vs dirty pages per epoch, 25 ms (Table 1)" \
+		"dirty pages per epoch reached (mean)" "response delay, mean (ms)" xy "${cmds[@]}"
+	# The ratio zddspt / remus without output commit, the paper's beside.
+	cmds=()
+	for oc in off on; do
+		f=$tmp/ratio.$oc
+		awk 'NR == FNR {z[$1] = $2; next} ($1 in z) && $2 > 0 {print $1, z[$1] / $2}' \
+			<(sel "$t" "series=table1 mode=zddspt output_commit=$oc" dirty_target response_mean_ns) \
+			<(sel "$t" "series=table1 mode=remus output_commit=$oc" dirty_target response_mean_ns) >"$f"
+		[ -s "$f" ] && cmds+=("'$f' using 1:2 with linespoints title 'ours: zddspt / remus, output commit $oc'")
+	done
+	cmds+=("'$tmp/paper-ratio.dat' using 1:2 with linespoints lw 3 title 'paper: zddspt / remus-no-net'")
+	cmds+=("0.2 with lines dashtype 3 title 'issue 4 target at 1024 pages: 0.2'")
+	gp "$out/table1.ratio.png" "Response delay, zddspt / remus, 25 ms (Table 1)" \
+		"dirty pages per epoch (target)" "ratio of mean response delays" x "${cmds[@]}"
+	# Pause by dirty pages reached, every series (25 ms and the longer
+	# intervals of the scale series).
+	cmds=()
+	for m in $modes; do
+		f=$tmp/pause.$m
+		sel "$t" "mode=$m output_commit=off" dirty_mean pause_p50_ns | awk '{print $1, $2 / 1e6}' >"$f"
+		[ -s "$f" ] && cmds+=("'$f' using 1:2 with linespoints lc $(mcol $m) title '$m, pause p50'")
+		f=$tmp/pause99.$m
+		sel "$t" "mode=$m output_commit=off" dirty_mean pause_p99_ns | awk '{print $1, $2 / 1e6}' >"$f"
+		[ -s "$f" ] && cmds+=("'$f' using 1:2 with points lc $(mcol $m) title '$m, pause p99'")
+	done
+	gp "$out/table1.pause.png" "Pause per checkpoint vs dirty pages per epoch (25 ms, and longer intervals for the largest)" \
+		"dirty pages per epoch reached (mean)" "pause (ms)" xy "${cmds[@]}"
+	# Figure 4: by interval at 1024 pages; the paper's 25 ms point (Table 1).
+	cmds=()
+	for m in $modes; do
+		for oc in off on; do
+			f=$tmp/iv.$m.$oc
+			sel "$iv" "mode=$m output_commit=$oc" interval_ms response_mean_ns | awk '{print $1, $2 / 1e6}' >"$f"
+			[ -s "$f" ] || continue
+			dt=; [ $oc = on ] && dt=' dashtype 2'
+			cmds+=("'$f' using 1:2 with linespoints lc $(mcol $m)$dt title '$m, output commit $oc'")
+		done
+	done
+	echo "25 25 108" >"$tmp/paper-iv.dat"
+	cmds+=("'$tmp/paper-iv.dat' using 1:2 with points pt 7 ps 2 title 'paper: zddspt, 25 ms, 1024 pages'")
+	cmds+=("'$tmp/paper-iv.dat' using 1:3 with points pt 5 ps 2 title 'paper: remus-no-net, 25 ms, 1024 pages'")
+	gp "$out/intervals.png" "Response delay vs checkpoint interval, 1024 dirty pages per epoch (Figure 4)" \
+		"checkpoint interval (ms)" "response delay, mean (ms)" y "${cmds[@]}"
+	rm -rf "$tmp"
+}
+[ -n "$plot_only" ] && emulated=$(awk -F, 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == "emulated") c = i; next} NR == 2 {print $c}' "$out/table1.csv")
+plots
+column -s, -t "$out/table1.csv" | cut -c1-220
+exit
+}

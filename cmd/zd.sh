@@ -7,6 +7,7 @@
 #          [--policy P] [--timeout MS] [--heartbeat MS] [--peer-timeout MS]
 #          [--json] [-v] VM_CONTROL_SOCKET BACKUP
 #   zd status DIR
+#   zd failover DIR [zd-vm flags]   take over: zd-vm --restore DIR
 #   zd measure [options] DIR      one protected run with a client, one JSON line
 #   zd demo [--seconds S] [--keep DIR]
 #   zd bench [--quick]
@@ -36,6 +37,7 @@ usage: zd run [--mode M] [--interval MS] [--epochs N] [--verify] [--precopy P]
               [--policy P] [--timeout MS] [--heartbeat MS] [--peer-timeout MS]
               [--no-failover] [--json] [-v] VM_CONTROL_SOCKET BACKUP
        zd status DIR
+       zd failover DIR [--serve ADDR:PORT] [--control PATH] [-v]
        zd measure [--mode M] [--interval MS] [--epochs N] [--mem SIZE]
                   [--dirty RATE] [--hot F] [--no-output-commit] DIR
        zd demo [--seconds S] [--keep DIR]
@@ -65,6 +67,9 @@ a backup (zd-track | zd-mru | zd-swap | zd-send → zd-recv).
              --no-failover   local: zd-recv only reports a lost primary
              --json          the log stream as JSON lines
   status   the replica in DIR: last committed epoch and memory checksum
+  failover take over by hand on the backup: zd-vm --restore DIR, serving the
+           primary's address and control socket (zd-recv does the same by
+           itself when it loses the primary)
   measure  start zd-vm (workload, service) and a zd-recv on loopback, protect
            the VM for N epochs while zd-client asks the service, print one
            JSON line: zd-stat's figures (from epoch 2), the client's, the
@@ -73,7 +78,8 @@ a backup (zd-track | zd-mru | zd-swap | zd-send → zd-recv).
              --hot F (default 0.2)      --epochs N (default 100)
              --no-output-commit         release answers at once (remus-no-net)
   demo     protect a VM in each mode for a few seconds while a client talks
-           to it, and show the figures side by side
+           to it, and show the figures side by side; then kill the primary
+           with SIGKILL, let the backup take over and show the client carry on
              --seconds S     per mode (default 5)
              --keep DIR      keep the runs' files in DIR
   bench    the paper's Table 1 and Figure 4 (bench/table1.sh; --quick: short)
@@ -188,6 +194,15 @@ cmd_status() {
 	zd-recv --replica "$1" --status
 }
 
+cmd_failover() {
+	[ $# -ge 1 ] || usage_die "failover: want DIR"
+	case $1 in -*) usage_die "failover: want DIR first, got '$1'" ;; esac
+	local dir=$1
+	shift
+	# zd-vm checks the replica and its own flags (one line, exit 2-4).
+	exec zd-vm --restore "$dir" "$@"
+}
+
 # ---- zd measure: one protected run with a client ----------------------------
 
 # wait_until SECONDS CMD...: poll CMD every 0.1 s (a deadline, not a count:
@@ -247,7 +262,7 @@ measure_one() {
 	zd-vm --control "$sock" --mem "$mem" --workload "dirty=$dirty,hot=$hot" \
 		--serve 127.0.0.1:0 $oc --output-log "$d/out.log" 2>"$d/vm.err" &
 	vm=$!
-	wait_until 60 sock_up "$sock" $vm
+	wait_until 300 sock_up "$sock" $vm
 	wait_until 30 recv_up "$d/recv.err" $recv
 	if ! [ -S "$sock" ] || ! grep -q '127\.0\.0\.1:' "$d/recv.err"; then
 		kill $vm $recv 2>/dev/null
@@ -275,6 +290,15 @@ measure_one() {
 	"$self" run --mode "$mode" --interval "$interval" --epochs "$last" --timeout 600000 --peer-timeout 0 \
 		"$sock" "$bp" >"$d/send.log" 2>"$d/run.err" &
 	run=$!
+	# Guest throughput: zd-vm's count of the workload's page writes,
+	# sampled about five times a second with the epoch then running (the
+	# rate is taken over the measured epochs' samples below).
+	(while kill -0 $run 2>/dev/null; do
+		zd-vm --ctl "$sock" stats 2>/dev/null |
+			awk -F= -v t="$(date +%s%N)" '$1 == "epoch" {e = $2} $1 == "guest_pages" {g = $2} END {if (e != "") print t, e, g}'
+		sleep 0.2
+	done) >"$d/guest.log" 2>/dev/null &
+	local sampler=$!
 	wait_until 900 first_commit_or_gone "$sock" $run
 	from=$(zd-vm --ctl "$sock" stats 2>/dev/null | sed -n 's/^epoch=//p')
 	from=${from:-2}
@@ -284,6 +308,7 @@ measure_one() {
 	[ "$from" -ge 2 ] || from=2
 	wait $run
 	track_rc=$?
+	wait $sampler
 	kill -TERM $cl 2>/dev/null
 	wait $cl
 	local cl_rc=$?
@@ -297,8 +322,11 @@ measure_one() {
 	if [ $track_rc != 0 ]; then
 		# Recorded, not fatal: a mode the target cannot do (zddspt before
 		# zd-vm has userfaultfd write-protect) is a result too.
+		local why
+		why=$(grep -v '^ ' "$d/run.err" | head -1)
+		[ -n "$why" ] || why="zd run: exit $track_rc with no message (stderr: $(tail -c 200 "$d/run.err" | tr '\n' ' '))"
 		jq -cn --arg mode "$mode" --argjson interval "$interval" --argjson rate "$dirty" \
-			--arg oc "${oc:+off}" --arg why "$(grep -v '^ ' "$d/run.err" | head -1)" --argjson rc "$track_rc" \
+			--arg oc "${oc:+off}" --arg why "$why" --argjson rc "$track_rc" \
 			'{mode: $mode, interval_ms: $interval, dirty_rate: $rate, output_commit: ($oc != "off"),
 			  failed: true, exit: $rc, reason: $why}'
 		return 0
@@ -312,19 +340,27 @@ measure_one() {
 	zd-stat --json --from "$from" --output-log "$d/out.steady.log" --client-log "$d/client.steady.log" \
 		"$d/send.log" >"$d/stat.json" 2>"$d/stat.err" ||
 		die 1 "measure: zd-stat: $(head -1 "$d/stat.err")"
+	# pages written per second of wall time from the first sample in a
+	# measured epoch to the last one (null with fewer than two)
+	local gps
+	gps=$(awk -v from="$from" -v last="$last" '$2 >= from && $2 <= last {
+			if (t0 == "") {t0 = $1; g0 = $3} t1 = $1; g1 = $3}
+		END {if (t1 > t0) printf "{\"pages_per_s\": %.1f, \"window_s\": %.2f}", (g1 - g0) * 1e9 / (t1 - t0), (t1 - t0) / 1e9; else printf "null"}' \
+		"$d/guest.log")
 	jq -c --arg mode "$mode" --argjson interval "$interval" --argjson rate "$dirty" --arg mem "$mem" \
 		--arg oc "${oc:+off}" --argjson cl_rc "$cl_rc" --slurpfile c "$d/client.json" \
-		--argjson steady "$(wc -l <"$d/client.steady.log")" \
+		--argjson steady "$(wc -l <"$d/client.steady.log")" --argjson gps "$gps" \
 		'. + {interval_ms: $interval, dirty_rate: $rate, mem: $mem, output_commit: ($oc != "off"),
 		      mode: $mode, answers: $steady, answers_total: ($c[0].count // 0), client_errors: ($c[0].errors // 0),
+		      guest_pages_per_s: ($gps.pages_per_s // null), guest_window_s: ($gps.window_s // null),
 		      from_epoch: '"$from"',
 		      client_exit: $cl_rc, failed: false}' "$d/stat.json"
 }
 
 # ---- zd demo ----------------------------------------------------------------
 
-# The demo is a list of steps; issue 5's failover is one more.
-demo_steps=(demo_intro demo_protect demo_compare)
+# The demo is a list of steps.
+demo_steps=(demo_intro demo_protect demo_compare demo_failover)
 
 demo_intro() {
 	local how="real KVM"
@@ -374,6 +410,81 @@ demo_compare() {
 		done
 		echo
 	done
+}
+
+# demo_failover: issue 5's story. A protected VM with a client talking to
+# it; SIGKILL of the primary zd-vm; zd-recv takes over with its default
+# action (zd-vm --restore) on the same address; the client carries on.
+commits_at_least() { [ "$(grep -c 'epoch [0-9]* committed' "$1")" -ge "$2" ] || ! kill -0 "$3" 2>/dev/null; }
+demo_failover() {
+	local d=$DEMO_DIR/failover mode=${ZD_DEMO_FAILOVER_MODE:-remus} sock vm recv run cl bp sp line
+	local n=$((DEMO_EPOCHS / 2 + 2)) before hb=() send_hb=()
+	mkdir -p "$d"
+	echo "== failover: a $mode-protected VM, a client talking to it, SIGKILL of the primary"
+	sock=$(mktemp -d "${TMPDIR:-/tmp}/zd-vm.XXXXXX")/vm.sock || die 1 "demo: mktemp failed"
+	# Real KVM: zd-recv's defaults (heartbeat 100 ms, dead after 500 ms).
+	# Under TCG a checkpoint stretches past them and a live primary would be
+	# taken over; the kill closes the connection, which is seen at once.
+	if emulated; then
+		hb=(--heartbeat 1000 --timeout 30000)
+		send_hb=(--heartbeat 1000 --peer-timeout 0)
+	fi
+	zd-recv --listen 127.0.0.1:0 --replica "$d/replica" --no-fsync -v "${hb[@]+"${hb[@]}"}" 2>"$d/recv.err" &
+	recv=$!
+	zd-vm --control "$sock" --mem "$DEMO_MEM" --workload "dirty=$DEMO_DIRTY,hot=0.2" \
+		--serve 127.0.0.1:0 2>"$d/vm.err" &
+	vm=$!
+	wait_until 60 sock_up "$sock" $vm
+	wait_until 30 recv_up "$d/recv.err" $recv
+	if ! [ -S "$sock" ] || ! grep -q '127\.0\.0\.1:' "$d/recv.err"; then
+		kill $vm $recv 2>/dev/null
+		echo "   zd-vm or zd-recv did not start: $(tail -n 2 "$d/vm.err" "$d/recv.err" | tr '\n' ' ')"
+		return 1
+	fi
+	bp=$(grep -o '127\.0\.0\.1:[0-9]*' "$d/recv.err" | head -1)
+	sp=$(zd-vm --ctl "$sock" info | sed -n 's/^serve=//p')
+	zd-client --reconnect --retry-for 60000 --timeout 600s --duration 3600s --log "$d/client.log" \
+		"$sp" >"$d/client.json" 2>"$d/client.err" &
+	cl=$!
+	"$self" run --mode "$mode" --interval "$DEMO_INTERVAL" --timeout 600000 --json "${send_hb[@]+"${send_hb[@]}"}" \
+		"$sock" "$bp" >"$d/send.log" 2>"$d/run.err" &
+	run=$!
+	echo "   primary: zd-vm on $sp, replicated to zd-recv on $bp (default failover: zd-vm --restore)"
+	if ! wait_until 900 commits_at_least "$d/recv.err" "$n" $recv; then
+		kill -KILL $vm 2>/dev/null
+		kill $cl $recv 2>/dev/null
+		echo "   the backup did not commit $n epochs: $(tail -n 2 "$d/run.err" "$d/recv.err" | tr '\n' ' ')"
+		return 1
+	fi
+	before=$(tail -n 1 "$d/client.log" | cut -d' ' -f1)
+	kill -KILL $vm
+	echo "   SIGKILL to the primary zd-vm after $n committed epochs; the client had seq ${before:-none}"
+	wait $run 2>/dev/null
+	if ! wait_until 600 grep -q 'restored VM answered' "$d/recv.err"; then
+		kill $cl $recv 2>/dev/null
+		echo "   no takeover: $(grep -v committed "$d/recv.err" | tail -n 4 | tr '\n' ' ')"
+		return 1
+	fi
+	grep -E 'primary lost|restored .* at epoch' "$d/recv.err" | sed 's/^[^:]*: /   /'
+	line=$(grep 'restored VM answered' "$d/recv.err" | head -1)
+	echo "   failover time: ${line#*: }"
+	# The replication figures up to the kill (the stream stops mid-epoch:
+	# zd-stat wants a whole stream, so the copy is closed with END).
+	(grep -v '^[^{]' "$d/send.log" | sed '$d'; echo '{"type":"end","epochs":0,"status":1}') >"$d/send.closed"
+	echo "   replication before the kill:"
+	zd-stat "$d/send.closed" 2>&1 | sed -n '/^$/,$p' | sed '/^$/d; s/^/     /'
+	# The client carries on with the restored VM for a few answers.
+	local got
+	got=$(wc -l <"$d/client.log")
+	wait_until 120 test "$(wc -l <"$d/client.log")" -ge $((got + 5))
+	kill -TERM $cl
+	wait $cl
+	local crc=$?
+	jq -r --argjson crc $crc '"   the client carried on: \(.count) answers, seq \(.first_seq)..\(.last_seq), " +
+		"\(.reconnects) reconnect(s), \(.gaps) gaps, \(.errors) contradictions (exit \($crc))"' "$d/client.json"
+	zd-vm --ctl "$sock" stop >/dev/null 2>&1
+	wait $recv 2>/dev/null
+	[ $crc = 0 ]
 }
 
 cmd_demo() {
@@ -427,6 +538,7 @@ shift
 case $cmd in
 run) cmd_run "$@" ;;
 status) cmd_status "$@" ;;
+failover) cmd_failover "$@" ;;
 measure) cmd_measure "$@" ;;
 demo) cmd_demo "$@" ;;
 bench) cmd_bench "$@" ;;
