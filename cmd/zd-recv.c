@@ -16,9 +16,11 @@
 #include "zd/net.h"
 #include "zd/replica.h"
 #include "zd/util.h"
+#include "zd/wire.h"
 
 #define USAGE "usage: zd-recv (--listen ADDR:PORT | --stdio) --replica DIR [--verify | --no-verify] [--once]\n" \
-	      "               [--no-fsync] [--heartbeat MS] [--timeout MS] [--fence CMD]\n" \
+	      "               [--no-fsync] [--compress none|zstd|delta] [--key FILE]\n" \
+	      "               [--heartbeat MS] [--timeout MS] [--fence CMD]\n" \
 	      "               [--on-failover CMD | --no-failover] [-v]\n" \
 	      "       zd-recv --replica DIR --status\n"
 
@@ -42,6 +44,12 @@ static void help(void)
 	       "      --no-fsync          do not fsync at each commit: the replica survives\n"
 	       "                          zd-recv dying, not the backup host crashing (as\n"
 	       "                          Remus's in-memory backup) (default: fsync)\n"
+	       "      --compress ENC      the most compressed PAGES taken: none (raw only),\n"
+	       "                          zstd, or delta (XOR against the replica's page, then\n"
+	       "                          zstd); zd-send learns it at connect (default: delta)\n"
+	       "      --key FILE          pre-shared key (16..4096 bytes, mode 0600): the\n"
+	       "                          sender must prove it knows it, and every record\n"
+	       "                          carries a MAC (default: none)\n"
 	       "      --heartbeat MS      send a heartbeat back when nothing else went for MS\n"
 	       "                          (TCP; 0 = never) (default: 100)\n"
 	       "      --timeout MS        the primary is dead after MS without a record or a\n"
@@ -63,9 +71,10 @@ static void help(void)
 	       "CMD and the fence see ZD_REPLICA, ZD_EPOCH, ZD_TARGET, ZD_LAST_HEARD_NS and\n"
 	       "ZD_LOST_NS (CLOCK_REALTIME ns) in their environment.\n"
 	       "\n"
-	       "Exit status: 0 clean END, 1 runtime error, 2 usage, 3 bad stream data (the\n"
-	       "epoch is discarded), 4 DIR is not a replica or is damaged, 5 the sender\n"
-	       "went away mid-stream (and no failover), 6 the fence failed: no takeover;\n"
+	       "Exit status: 0 clean END, 1 runtime error, 2 usage, 3 bad stream data, a\n"
+	       "bad MAC or a refused encoding (the epoch is discarded), 4 DIR is not a\n"
+	       "replica or is damaged, 5 the sender went away mid-stream (and no failover)\n"
+	       "or failed the key handshake, 6 the fence failed: no takeover;\n"
 	       "after a takeover, that of CMD.\n");
 }
 
@@ -206,12 +215,15 @@ int main(int argc, char **argv)
 		{ "fence", required_argument, NULL, 'f' },
 		{ "on-failover", required_argument, NULL, 'o' },
 		{ "no-failover", no_argument, NULL, 'N' },
+		{ "compress", required_argument, NULL, 'C' },
+		{ "key", required_argument, NULL, 'K' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *listen_spec = NULL, *dir = NULL;
+	const char *listen_spec = NULL, *dir = NULL, *key_path = NULL;
+	static struct zd_auth_key key;
 	bool use_stdio = false, once = false, no_fsync = false, want_status = false, verify = false, no_verify = false;
 	static struct takeover tk;
 	struct zd_recv_opts ro = { .verify = ZD_VERIFY_AUTO, .heartbeat_ms = 100, .timeout_ms = 500,
@@ -251,6 +263,16 @@ int main(int argc, char **argv)
 		case 'f': tk.fence = optarg; break;
 		case 'o': tk.cmd = optarg; break;
 		case 'N': no_failover = true; break;
+		case 'C': {
+			enum zd_page_enc e;
+
+			if (zd_wire_enc_parse(optarg, &e) < 0)
+				usage_error("--compress: '%s' is not none, zstd or delta", optarg);
+			ro.accept = (uint8_t)e;
+			ro.accept_set = true;
+			break;
+		}
+		case 'K': key_path = optarg; break;
 		case 'v': zd_verbose = 1; break;
 		case 'h': help(); return 0;
 		case 'V': printf("zd-recv " ZD_VERSION "\n"); return 0;
@@ -265,7 +287,7 @@ int main(int argc, char **argv)
 		usage_error("%s--status takes only --replica", "");
 	if (!want_status && !listen_spec == !use_stdio)
 		usage_error("%swant exactly one of --listen ADDR:PORT and --stdio", "");
-	if (want_status && (hb_set || to_set || tk.fence || tk.cmd || no_failover))
+	if (want_status && (hb_set || to_set || tk.fence || tk.cmd || no_failover || key_path || ro.accept_set))
 		usage_error("%s--status takes only --replica", "");
 	if (no_failover && (tk.cmd || tk.fence))
 		usage_error("%s--no-failover conflicts with --on-failover and --fence", "");
@@ -285,6 +307,11 @@ int main(int argc, char **argv)
 		port0 = !strcmp(p, "0");
 	}
 	ro.verify = verify ? ZD_VERIFY_ALWAYS : no_verify ? ZD_VERIFY_NEVER : ZD_VERIFY_AUTO;
+	if (key_path) {
+		if (zd_auth_key_load(&key, key_path, msg, sizeof(msg)) < 0)
+			zd_diex(ZD_EXIT_USAGE, "--key %s", msg);
+		ro.key = &key;
+	}
 	/* A dead sender shows up as EPIPE on the ACK write, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
 

@@ -2,8 +2,11 @@
 /*
  * zd-send: ships the stream to zd-recv and relays its ACKs to zd-track.
  *
- *   main thread  stdin → capture (pages the stream lacks) → the wire;
- *                per epoch a STAT "send" record on the log (stdout)
+ *   main thread  stdin → capture (pages the stream lacks) → the encoder
+ *   wire worker  (--compress zstd|delta, lib/wire/pipe.c) PAGES compressed
+ *                while capture goes on → the wire; per epoch a STAT "send"
+ *                record on the log (stdout). Without compression the main
+ *                thread writes the wire itself.
  *   ack thread   the wire's back direction → ZD_FB_ACK to zd-track and an
  *                ACK record (with T1 → ACK latency) on the log
  *
@@ -20,14 +23,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "zd/capture.h"
 #include "zd/fb.h"
 #include "zd/net.h"
 #include "zd/stream.h"
 #include "zd/util.h"
+#include "zd/wire.h"
 
-#define USAGE "usage: zd-send [--json-log] [--heartbeat MS] [--timeout MS] [-v] DEST\n"
+#define USAGE "usage: zd-send [--compress none|zstd|delta] [--level N] [--delta-cache SIZE]\n" \
+	      "               [--key FILE] [--json-log] [--heartbeat MS] [--timeout MS] [-v] DEST\n"
 
 static void help(void)
 {
@@ -37,8 +43,21 @@ static void help(void)
 	       "acknowledgements to zd-track. Epochs whose pages are not in the stream are\n"
 	       "captured from the target first (as zd-swap does).\n"
 	       "\n"
-	       "  DEST             HOST:PORT or [V6]:PORT (TCP), or - for stdout (e.g. piped\n"
-	       "                   into ssh HOST zd-recv --stdio; no ACKs come back then)\n"
+	       "  DEST             HOST:PORT or [V6]:PORT (TCP); ssh:[USER@]HOST[:PATH]: run\n"
+	       "                   zd-recv --stdio --replica PATH on HOST over ssh (PATH\n"
+	       "                   default: zd-replica; $ZD_SSH, $ZD_REMOTE_RECV: the ssh\n"
+	       "                   command and remote program); or - for stdout (no ACKs\n"
+	       "                   come back then)\n"
+	       "  -c, --compress ENC  PAGES as sent: none, zstd, or delta (XOR with the copy\n"
+	       "                   the backup holds, then zstd; a page not in the cache goes\n"
+	       "                   as zstd) (default: delta)\n"
+	       "      --level N    zstd level, %d..%d (default: %d)\n"
+	       "      --delta-cache SIZE  memory for the copies of pages sent that delta XORs\n"
+	       "                   against, e.g. 512M, 2G; least recently sent dropped first\n"
+	       "                   (default: 256M)\n"
+	       "      --key FILE   pre-shared key (16..4096 bytes, mode 0600, the same file as\n"
+	       "                   zd-recv's): challenge-response at connect and a MAC on\n"
+	       "                   every record both ways (not with DEST -) (default: none)\n"
 	       "  -j, --json-log   write the log stream on stdout as JSON lines, even on a\n"
 	       "                   terminal (default: binary when stdout is not a terminal,\n"
 	       "                   none on a terminal or with DEST -)\n"
@@ -53,10 +72,12 @@ static void help(void)
 	       "  -V, --version    print the version\n"
 	       "\n"
 	       "The log stream is the input without PAGES and STATE, plus per epoch a STAT\n"
-	       "record (source \"send\": pages, raw_bytes, wire_bytes) and the ACK records.\n"
+	       "record (source \"send\": pages, raw_bytes, wire_bytes, ratio, delta_pages,\n"
+	       "miss_pages) and the ACK records.\n"
 	       "\n"
 	       "Exit status: 0 ok, 1 runtime error, 2 usage, 3 bad input stream, 4 the target\n"
-	       "cannot be read, 5 zd-recv unreachable or gone.\n");
+	       "cannot be read, 5 zd-recv unreachable, gone, refused the key or does not take\n"
+	       "the compression.\n", ZSTD_minCLevel(), ZSTD_maxCLevel(), ZD_WIRE_LEVEL_DEFAULT);
 }
 
 #define T1_RING 4096
@@ -73,9 +94,20 @@ struct sender {
 	struct zd_rec_end end;	/* the END to log last */
 	uint64_t acked;
 	uint64_t sent;		/* highest COMMIT on the wire */
-	/* per epoch */
-	uint64_t ep_pages, ep_raw;
+	/* per epoch, the emitting thread's */
+	uint64_t ep_pages, ep_raw, ep_delta, ep_miss;
 	uint64_t wire_mark;
+	/* compression: the encoder is the worker's once the pipe runs */
+	struct zd_wire_opts wopts;
+	struct zd_wire_enc *enc;
+	struct zd_wire_pipe *pipe;
+	bool keyed;
+	/* zd-recv's STAT "wire" (ack thread → emitter) */
+	pthread_cond_t wire_cv;	/* with lock */
+	int peer_wire;		/* 0 not yet, 1 announced, -1 not a wire peer */
+	int peer_accept;
+	bool ack_over;		/* the ack thread has returned */
+	bool wire_checked;	/* the emitter's: peer_wire was fine */
 	/* Heartbeats share the wire with the main thread. */
 	pthread_mutex_t wlock;	/* wire, last_tx, header_out, hb_stop */
 	pthread_cond_t wake;
@@ -114,27 +146,86 @@ static void log_put(struct sender *s, const struct zd_record *r)
 
 static void wire_failed(struct sender *s)
 {
+	/* A peer that closed on us usually said why on the way back (a
+	 * refusal, a key it wants): give the ACK thread 2 s to report it. */
+	for (int i = 0; i < 200; i++) {
+		pthread_mutex_lock(&s->lock);
+		bool over = s->ack_over || s->conn.rfd < 0;
+		pthread_mutex_unlock(&s->lock);
+		if (over)
+			break;
+		zd_sleep_ns(10000000);
+	}
 	die_once(ZD_EXIT_PEER, "%s: write: %s", s->conn.name, strerror(s->wire.err));
 }
 
-/* The capture filter's output: onto the wire, and the log. Compression
- * (issue 7: zstd, XOR delta against a shadow of the pages sent) belongs
- * here, re-encoding PAGES between what raw_bytes and wire_bytes count. */
-static int ship(void *arg, const struct zd_record *r)
+static const char *const enc_names[] = { "none", "zstd", "delta" };
+_Static_assert(ZD_ARRAY_SIZE(enc_names) == ZD_PENC_DELTA + 1, "enc_names");
+
+/* Before the first record after the HEADER: zd-recv announced (STAT "wire", right
+ * behind its HEADER) that it decodes what we send. */
+static void check_peer_wire(struct sender *s)
+{
+	uint64_t deadline = zd_now_ns() + (uint64_t)ZD_AUTH_TIMEOUT_MS * 1000000u;
+	char m[300];
+
+	pthread_mutex_lock(&s->lock);
+	while (!s->peer_wire && zd_now_ns() < deadline) {
+		struct timespec ts;
+		uint64_t wall = zd_wall_ns() + 50000000u;
+
+		ts.tv_sec = (time_t)(wall / 1000000000u);
+		ts.tv_nsec = (long)(wall % 1000000000u);
+		pthread_cond_timedwait(&s->wire_cv, &s->lock, &ts);
+	}
+	int pw = s->peer_wire, acc = s->peer_accept;
+	pthread_mutex_unlock(&s->lock);
+	if (pw == 1 && acc >= (int)s->wopts.enc) {
+		s->wire_checked = true;
+		return;
+	}
+	if (pw == 1)
+		snprintf(m, sizeof(m), "%s: zd-recv takes PAGES compressed at most as %s (its --compress): "
+			 "run zd-send with --compress %s", s->conn.name,
+			 acc >= 0 && acc <= ZD_PENC_DELTA ? enc_names[acc] : "?",
+			 acc >= 0 && acc <= ZD_PENC_DELTA ? enc_names[acc] : "none");
+	else
+		snprintf(m, sizeof(m), "%s: zd-recv does not announce compressed pages (an older zd-recv?): "
+			 "run zd-send with --compress none", s->conn.name);
+	die_once(ZD_EXIT_PEER, "%s%s", m, "");
+}
+
+static void epoch_stat(struct sender *s, uint64_t epoch);
+
+/* Records as they go on the wire (PAGES encoded): from the wire worker,
+ * or from the main thread without compression. raw_bytes counts what the
+ * records would take with raw pages, wire_bytes what they take. */
+static int emit(void *arg, const struct zd_record *r)
 {
 	struct sender *s = arg;
-	uint64_t before;
+	uint64_t before, grew;
+	bool bulk = r->type == ZD_REC_CHECKPOINT || r->type == ZD_REC_DIRTY || r->type == ZD_REC_PAGES ||
+		    r->type == ZD_REC_STATE || r->type == ZD_REC_STANDBY;
 
+	/* Before anything follows the HEADER: an epoch must not start that
+	 * the backup cannot decode. */
+	if (r->type != ZD_REC_HEADER && s->wopts.enc != ZD_PENC_RAW && !s->wire_checked && s->conn.rfd >= 0)
+		check_peer_wire(s);
 	pthread_mutex_lock(&s->wlock);
 	before = s->wire.bytes + s->wire.buf_len;
-	if (zd_writer_put(&s->wire, r) < 0)
+	if (zd_writer_put(&s->wire, r) < 0 || (!bulk && zd_writer_flush(&s->wire) < 0))
 		wire_failed(s);
-	s->ep_raw += s->wire.bytes + s->wire.buf_len - before;
+	if (!bulk)
+		s->last_tx = zd_now_ns();
+	grew = s->wire.bytes + s->wire.buf_len - before;
 	if (r->type == ZD_REC_HEADER)
 		s->header_out = true;
 	pthread_mutex_unlock(&s->wlock);
-	if (r->type == ZD_REC_PAGES)
+	s->ep_raw += grew;
+	if (r->type == ZD_REC_PAGES) {
 		s->ep_pages += r->u.pages.set.pages;
+		s->ep_raw += r->u.pages.set.pages * s->wire.page_size - r->u.pages.data_len;
+	}
 	/* END goes on the log after the last ACK, in main(); the ACKs on the
 	 * log are the ones this stage relays (with their latency), not an
 	 * upstream copy. */
@@ -142,29 +233,69 @@ static int ship(void *arg, const struct zd_record *r)
 		log_put(s, r);
 	else if (r->type == ZD_REC_END)
 		s->end = r->u.end;
+	if (r->type == ZD_REC_COMMIT)
+		epoch_stat(s, r->u.commit.epoch);
 	return 0;
 }
 
+/* The capture filter's output: to the wire worker (compression), or
+ * straight on the wire. */
+static int ship(void *arg, const struct zd_record *r)
+{
+	struct sender *s = arg;
+	char m[256];
+
+	if (r->type == ZD_REC_HEADER && s->wopts.enc != ZD_PENC_RAW && !s->pipe) {
+		s->wopts.page_size = r->u.header.page_size;
+		if (zd_wire_enc_new(&s->enc, &s->wopts, m, sizeof(m)) < 0)
+			die_once(ZD_EXIT_DATA, "stdin: HEADER: %s%s", m, "");
+		/* depth 4: capture runs up to four records ahead of the
+		 * encoder, a few 16 MiB buffers */
+		s->pipe = zd_wire_pipe_new(s->enc, 4, emit, s);
+	}
+	if (!s->pipe)
+		return emit(s, r);
+	if (zd_wire_pipe_put(s->pipe, r) < 0)
+		die_once(ZD_EXIT_FAIL, "wire: %s%s", zd_wire_pipe_error(s->pipe), "");
+	return 0;
+}
+
+static void stat_kv(struct zd_rec_stat *st, const char *key, double v)
+{
+	snprintf(st->kv[st->n].key, sizeof(st->kv[st->n].key), "%s", key);
+	st->kv[st->n++].value = v;
+}
+
+/* STAT "send" of an epoch, from the emitting thread at its COMMIT. */
 static void epoch_stat(struct sender *s, uint64_t epoch)
 {
 	struct zd_record st;
-	uint64_t wire = s->wire.bytes - s->wire_mark;
+	uint64_t wire, now_bytes;
+	const struct zd_wire_stats *ws = s->enc ? zd_wire_enc_stats(s->enc) : NULL;
 
+	pthread_mutex_lock(&s->wlock);
+	now_bytes = s->wire.bytes + s->wire.buf_len;
+	pthread_mutex_unlock(&s->wlock);
+	/* what went on the wire since the last COMMIT, heartbeats included */
+	wire = now_bytes - s->wire_mark;
 	zd_record_init(&st, ZD_REC_STAT);
 	st.u.stat.epoch = epoch;
 	snprintf(st.u.stat.source, sizeof(st.u.stat.source), "send");
-	st.u.stat.n = 3;
-	snprintf(st.u.stat.kv[0].key, sizeof(st.u.stat.kv[0].key), "pages");
-	st.u.stat.kv[0].value = (double)s->ep_pages;
-	snprintf(st.u.stat.kv[1].key, sizeof(st.u.stat.kv[1].key), "raw_bytes");
-	st.u.stat.kv[1].value = (double)s->ep_raw;
-	/* Equal to raw until compression (issue 7) sits between the two. */
-	snprintf(st.u.stat.kv[2].key, sizeof(st.u.stat.kv[2].key), "wire_bytes");
-	st.u.stat.kv[2].value = (double)wire;
+	stat_kv(&st.u.stat, "pages", (double)s->ep_pages);
+	stat_kv(&st.u.stat, "raw_bytes", (double)s->ep_raw);
+	stat_kv(&st.u.stat, "wire_bytes", (double)wire);
+	stat_kv(&st.u.stat, "ratio", wire ? (double)s->ep_raw / (double)wire : 1.0);
+	if (ws) {
+		stat_kv(&st.u.stat, "delta_pages", (double)(ws->delta_pages - s->ep_delta));
+		stat_kv(&st.u.stat, "miss_pages", (double)(ws->miss_pages - s->ep_miss));
+		s->ep_delta = ws->delta_pages;
+		s->ep_miss = ws->miss_pages;
+	}
 	log_put(s, &st);
-	zd_debug("epoch %" PRIu64 ": %" PRIu64 " pages, %" PRIu64 " bytes on the wire", epoch, s->ep_pages, wire);
+	zd_debug("epoch %" PRIu64 ": %" PRIu64 " pages, %" PRIu64 " bytes raw, %" PRIu64 " on the wire",
+		 epoch, s->ep_pages, s->ep_raw, wire);
 	s->ep_pages = s->ep_raw = 0;
-	s->wire_mark = s->wire.bytes;
+	s->wire_mark = now_bytes;
 }
 
 static int wire_flush(struct sender *s)
@@ -229,6 +360,20 @@ static void *ack_thread(void *arg)
 		/* zd-recv's HEADER came: from now on it heartbeats. */
 		if (rd.nrec == 1 && s->to_ms && zd_conn_set_timeout(&s->conn, s->to_ms) < 0)
 			zd_debug("%s: no heartbeat timeout (%s)", s->conn.name, strerror(errno));
+		/* The record right behind zd-recv's HEADER says what it decodes. */
+		if (rd.nrec == 2 && r.type != ZD_REC_END) {
+			pthread_mutex_lock(&s->lock);
+			s->peer_wire = -1;
+			if (r.type == ZD_REC_STAT && !strcmp(r.u.stat.source, "wire")) {
+				s->peer_wire = 1;
+				s->peer_accept = 0;
+				for (uint32_t i = 0; i < r.u.stat.n && i < ZD_STAT_MAX_KV; i++)
+					if (!strcmp(r.u.stat.kv[i].key, "accept"))
+						s->peer_accept = (int)r.u.stat.kv[i].value;
+			}
+			pthread_cond_broadcast(&s->wire_cv);
+			pthread_mutex_unlock(&s->lock);
+		}
 		if (r.type == ZD_REC_ACK) {
 			uint64_t now = zd_now_ns(), e = r.u.ack.epoch;
 
@@ -268,12 +413,26 @@ static void *ack_thread(void *arg)
 	pthread_mutex_lock(&s->lock);
 	bool done = s->done;
 	pthread_mutex_unlock(&s->lock);
+	/* The link's MAC relay stopped at a bad record: that is the reason. */
+	if (n <= 0 && !done && s->conn.auth && (n == 0 || rd.err == ZD_RERR_TRUNCATED)) {
+		char m[300];
+		int arc = zd_conn_auth_status(&s->conn, m, sizeof(m));
+
+		if (arc) {
+			zd_reader_free(&rd);
+			die_once(arc == ZD_EXIT_DATA ? ZD_EXIT_PEER : arc, "%s%s", m, "");
+		}
+	}
 	if (n < 0 && !done) {
 		char m[300];
 
 		/* Nothing at all came back: the peer is not a zd-recv, or it
 		 * died before answering the HEADER. */
-		if (rd.nrec == 0 && rd.err == ZD_RERR_TRUNCATED)
+		if (rd.nrec == 0 && rd.err == ZD_RERR_MAGIC && !s->keyed && rd.buf_len - rd.buf_pos >= 7 &&
+		    !memcmp(rd.buf + rd.buf_pos, "ZDAUTH1", 7))
+			snprintf(m, sizeof(m), "%s: zd-recv wants a key (--key) and this zd-send has none",
+				 s->conn.name);
+		else if (rd.nrec == 0 && rd.err == ZD_RERR_TRUNCATED)
 			snprintf(m, sizeof(m), "%s: connection closed before any reply", s->conn.name);
 		else if (rd.err == ZD_RERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK) && s->to_ms)
 			snprintf(m, sizeof(m), "%s: no ACK or heartbeat for %u ms (--timeout): backup lost",
@@ -285,9 +444,16 @@ static void *ack_thread(void *arg)
 	}
 	if (!end && !done) {
 		zd_reader_free(&rd);
-		die_once(ZD_EXIT_PEER, "%s: %s", s->conn.name, "connection closed by zd-recv");
+		die_once(ZD_EXIT_PEER, "%s: %s", s->conn.name, rd.nrec ? "connection closed by zd-recv" :
+			 "connection closed before any reply");
 	}
 	zd_reader_free(&rd);
+	pthread_mutex_lock(&s->lock);
+	s->ack_over = true;
+	if (!s->peer_wire)
+		s->peer_wire = -1;
+	pthread_cond_broadcast(&s->wire_cv);
+	pthread_mutex_unlock(&s->lock);
 	return NULL;
 }
 
@@ -295,6 +461,10 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "json-log", no_argument, NULL, 'j' },
+		{ "compress", required_argument, NULL, 'c' },
+		{ "level", required_argument, NULL, 'L' },
+		{ "delta-cache", required_argument, NULL, 'D' },
+		{ "key", required_argument, NULL, 'K' },
 		{ "heartbeat", required_argument, NULL, 'H' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -303,7 +473,14 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct sender s = { .fb = -1, .lock = PTHREAD_MUTEX_INITIALIZER, .wlock = PTHREAD_MUTEX_INITIALIZER,
-				   .wake = PTHREAD_COND_INITIALIZER, .hb_ms = 100, .to_ms = 2000 };
+				   .wake = PTHREAD_COND_INITIALIZER, .wire_cv = PTHREAD_COND_INITIALIZER,
+				   .hb_ms = 100, .to_ms = 2000,
+				   .wopts = { .enc = ZD_PENC_DELTA, .level = ZD_WIRE_LEVEL_DEFAULT,
+					      .cache_bytes = ZD_WIRE_CACHE_DEFAULT } };
+	static struct zd_auth_key key;
+	const char *key_path = NULL;
+	bool level_set = false, cache_set = false;
+	int64_t lv;
 	pthread_t hb_tid;
 	bool have_hb = false;
 	uint64_t v;
@@ -322,9 +499,33 @@ int main(int argc, char **argv)
 	 * than the copy (2x the throughput under nested virtualisation). */
 	mallopt(M_MMAP_THRESHOLD, 32 << 20);
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
-	while ((c = getopt_long(argc, argv, "jvhV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "jc:vhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j': json_log = true; break;
+		case 'c':
+			if (zd_wire_enc_parse(optarg, &s.wopts.enc) < 0)
+				zd_diex(ZD_EXIT_USAGE, "--compress: '%s' is not none, zstd or delta (see --help)", optarg);
+			break;
+		case 'L': {
+			char *end;
+
+			errno = 0;
+			lv = strtoll(optarg, &end, 10);
+			if (errno || !*optarg || *end || lv < ZSTD_minCLevel() || lv > ZSTD_maxCLevel())
+				zd_diex(ZD_EXIT_USAGE, "--level: '%s' is not a zstd level in %d..%d (see --help)",
+					optarg, ZSTD_minCLevel(), ZSTD_maxCLevel());
+			s.wopts.level = (int)lv;
+			level_set = true;
+			break;
+		}
+		case 'D':
+			if (zd_parse_size(optarg, &v) < 0 || v > (1ull << 40))
+				zd_diex(ZD_EXIT_USAGE, "--delta-cache: '%s' is not a size up to 1T (e.g. 512M) (see --help)",
+					optarg);
+			s.wopts.cache_bytes = v;
+			cache_set = true;
+			break;
+		case 'K': key_path = optarg; break;
 		case 'H':
 		case 'T':
 			if (zd_parse_u64(optarg, &v) < 0 || v > 3600000)
@@ -346,7 +547,23 @@ int main(int argc, char **argv)
 	dest = argv[optind];
 	if (s.to_ms && s.hb_ms >= s.to_ms)
 		zd_diex(ZD_EXIT_USAGE, "--heartbeat must be shorter than --timeout (or --timeout 0) (see --help)");
-	if (strcmp(dest, "-")) {
+	if (level_set && s.wopts.enc == ZD_PENC_RAW)
+		zd_diex(ZD_EXIT_USAGE, "--level goes with --compress zstd or delta (see --help)");
+	if (cache_set && s.wopts.enc != ZD_PENC_DELTA)
+		zd_diex(ZD_EXIT_USAGE, "--delta-cache goes with --compress delta (see --help)");
+	if (key_path && !strcmp(dest, "-"))
+		zd_diex(ZD_EXIT_USAGE, "--key needs a connection both ways: not with DEST - (see --help)");
+	if (key_path) {
+		if (zd_auth_key_load(&key, key_path, msg, sizeof(msg)) < 0)
+			zd_diex(ZD_EXIT_USAGE, "--key %s", msg);
+		s.keyed = true;
+	}
+	if (!strncmp(dest, ZD_SSH_PREFIX, strlen(ZD_SSH_PREFIX))) {
+		char uh[256], path[1024];
+
+		if (zd_net_ssh_split(dest, uh, sizeof(uh), path, sizeof(path), msg, sizeof(msg)) < 0)
+			zd_diex(ZD_EXIT_USAGE, "%s", msg);
+	} else if (strcmp(dest, "-")) {
 		char h[256], p[16];
 
 		if (zd_net_split(dest, h, sizeof(h), p, sizeof(p), msg, sizeof(msg)) < 0)
@@ -360,8 +577,17 @@ int main(int argc, char **argv)
 
 	/* Connect before reading anything: a backup that is not there is
 	 * the first thing to report. */
-	if (zd_net_connect(dest, &s.conn, msg, sizeof(msg)) < 0)
+	if (!strncmp(dest, ZD_SSH_PREFIX, strlen(ZD_SSH_PREFIX))) {
+		/* the far zd-recv checks the same key file, at the same path */
+		const char *args[] = { key_path ? "--key" : NULL, key_path, NULL };
+
+		if (zd_net_ssh(dest, args, &s.conn, msg, sizeof(msg)) < 0)
+			zd_diex(ZD_EXIT_PEER, "%s", msg);
+	} else if (zd_net_connect(dest, &s.conn, msg, sizeof(msg)) < 0) {
 		zd_diex(ZD_EXIT_PEER, "%s", msg);
+	}
+	if (key_path && (rc = zd_conn_auth(&s.conn, &key, false, ZD_AUTH_TIMEOUT_MS, msg, sizeof(msg))))
+		zd_diex(rc, "%s: %s", s.conn.name, msg);
 	zd_writer_init(&s.wire, s.conn.wfd, s.conn.rfd >= 0 ? ZD_ENC_BINARY : zd_output_encoding(s.conn.wfd, false));
 	s.have_log = strcmp(dest, "-") && (json_log || !isatty(STDOUT_FILENO));
 	zd_writer_init(&s.log, STDOUT_FILENO, json_log ? ZD_ENC_JSON : ZD_ENC_BINARY);
@@ -417,14 +643,11 @@ int main(int argc, char **argv)
 			zd_record_free(&r);
 			break;
 		}
-		if (r.type != ZD_REC_CHECKPOINT && r.type != ZD_REC_DIRTY && r.type != ZD_REC_PAGES &&
-		    r.type != ZD_REC_STATE && r.type != ZD_REC_STANDBY && wire_flush(&s) < 0)
-			wire_failed(&s);
 		if (r.type == ZD_REC_COMMIT) {
 			const struct zd_capture_stats *st = zd_capture_stats(cap);
 
-			epoch_stat(&s, r.u.commit.epoch);
-			/* Without zd-swap upstream this stage drained the epoch. */
+			/* Without zd-swap upstream this stage drained the epoch
+			 * (captured: the copy is ours, whatever the wire does). */
 			if (st->captured) {
 				struct zd_fb_msg m = { .op = ZD_FB_DRAINED, .epoch = st->epoch, .a = st->captured };
 
@@ -444,6 +667,9 @@ int main(int argc, char **argv)
 		zd_warnx("stdin: input ended without END: the backup keeps its last committed epoch");
 		rc = ZD_EXIT_DATA;
 	}
+	if (s.pipe && zd_wire_pipe_finish(s.pipe, msg, sizeof(msg)) < 0 && !rc)
+		die_once(ZD_EXIT_FAIL, "wire: %s%s", msg, "");
+	s.pipe = NULL;
 	if (wire_flush(&s) < 0 && !rc)
 		wire_failed(&s);
 	if (have_hb) {
@@ -479,6 +705,7 @@ int main(int argc, char **argv)
 	pthread_mutex_unlock(&s.lock);
 	zd_writer_free(&s.log);
 	zd_writer_free(&s.wire);
+	zd_wire_enc_free(s.enc);
 	zd_conn_close(&s.conn);
 	return rc;
 }

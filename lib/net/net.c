@@ -14,6 +14,7 @@
 
 #include "zd/net.h"
 #include "zd/util.h"
+#include "net_int.h"
 
 int zd_net_split(const char *spec, char *host, size_t hostlen, char *port,
 		 size_t portlen, char *msg, size_t msglen)
@@ -175,8 +176,10 @@ int zd_net_accept(int lfd, struct zd_conn *c, char *msg, size_t msglen)
 	}
 	tune(fd);
 	name_of((struct sockaddr *)&ss, len, peer, sizeof(peer));
+	memset(c, 0, sizeof(*c));
 	c->rfd = c->wfd = fd;
 	c->owned = true;
+	c->sock = true;
 	snprintf(c->name, sizeof(c->name), "peer %s", peer);
 	return 0;
 }
@@ -186,6 +189,7 @@ int zd_net_connect(const char *spec, struct zd_conn *c, char *msg, size_t msglen
 	struct addrinfo *res = NULL, *ai;
 	int fd = -1, e = 0;
 
+	memset(c, 0, sizeof(*c));
 	if (!strcmp(spec, "-")) {
 		c->rfd = -1;
 		c->wfd = STDOUT_FILENO;
@@ -220,12 +224,14 @@ int zd_net_connect(const char *spec, struct zd_conn *c, char *msg, size_t msglen
 	tune(fd);
 	c->rfd = c->wfd = fd;
 	c->owned = true;
+	c->sock = true;
 	snprintf(c->name, sizeof(c->name), "peer %s", spec);
 	return 0;
 }
 
 void zd_net_stdio(struct zd_conn *c)
 {
+	memset(c, 0, sizeof(*c));
 	c->rfd = STDIN_FILENO;
 	c->wfd = STDOUT_FILENO;
 	c->owned = false;
@@ -234,12 +240,21 @@ void zd_net_stdio(struct zd_conn *c)
 
 void zd_conn_shutdown_write(struct zd_conn *c)
 {
-	if (c->owned && c->rfd == c->wfd)
+	if (c->auth)
+		zd__conn_auth_shutdown_write(c);
+	else if (c->owned && c->sock)
 		shutdown(c->wfd, SHUT_WR);
+	else if (c->owned && c->child > 0 && c->wfd >= 0) {
+		/* ssh: the end of its stdin is the end of the stream */
+		close(c->wfd);
+		c->wfd = -1;
+	}
 }
 
 void zd_conn_close(struct zd_conn *c)
 {
+	if (c->auth)
+		zd__conn_auth_close(c);
 	if (c->owned) {
 		if (c->rfd >= 0)
 			close(c->rfd);
@@ -248,6 +263,8 @@ void zd_conn_close(struct zd_conn *c)
 	}
 	c->rfd = c->wfd = -1;
 	c->owned = false;
+	if (c->child > 0)
+		zd__conn_reap(c);
 }
 
 int zd_conn_set_timeout(struct zd_conn *c, unsigned ms)
@@ -256,6 +273,11 @@ int zd_conn_set_timeout(struct zd_conn *c, unsigned ms)
 
 	if (c->rfd < 0) {
 		errno = EBADF;
+		return -1;
+	}
+	/* ssh and stdio: the watch is ssh's (ServerAliveInterval) */
+	if (!c->sock) {
+		errno = ENOTSOCK;
 		return -1;
 	}
 	return setsockopt(c->rfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));

@@ -12,6 +12,14 @@
  *   END         the primary stopped cleanly; END back, session over
  *   STAT "heartbeat"  nothing to do: any record is a sign of life
  *
+ * The wire (zd/wire.h): with a key the connection starts with the key
+ * handshake and every record in and out passes a MAC relay (lib/net/
+ * link.c); after its HEADER zd-recv announces in a STAT "wire" record the
+ * PAGES encodings it takes, and compressed PAGES are decoded here, XOR
+ * deltas against the replica's committed page (zd_replica_base) or, for a
+ * page pre-copied earlier in the open epoch, that staged copy (the overlay
+ * below) — the newest copy the stream delivered, as the sender's shadow.
+ *
  * Heartbeats (TCP, from the HEADER on): a thread sends a STAT "heartbeat"
  * back whenever nothing else went for heartbeat_ms, and a read that waits
  * timeout_ms (SO_RCVTIMEO) declares the primary dead.
@@ -24,13 +32,114 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "zd/net.h"
 #include "zd/replica.h"
 #include "zd/stream.h"
 #include "zd/util.h"
+#include "zd/wire.h"
+
+/* Pages pre-copied in the open epoch, by pfn: a later copy of the same
+ * page in the epoch may be a delta against them. Open addressing. */
+struct overlay {
+	uint64_t epoch;		/* the epoch the pages belong to, 0 = none */
+	uint32_t page_size;
+	size_t n, slots;	/* pages held; table size (power of two) */
+	uint64_t *pfn;		/* per slot, UINT64_MAX = empty */
+	uint8_t *pages;		/* per slot */
+};
+
+static void overlay_free(struct overlay *o)
+{
+	free(o->pfn);
+	free(o->pages);
+	memset(o, 0, sizeof(*o));
+}
+
+static size_t overlay_find(const struct overlay *o, uint64_t pfn)
+{
+	size_t i = (size_t)(zd_hash64(&pfn, sizeof(pfn)) & (o->slots - 1));
+
+	while (o->pfn[i] != pfn && o->pfn[i] != UINT64_MAX)
+		i = (i + 1) & (o->slots - 1);
+	return i;
+}
+
+static const uint8_t *overlay_get(const struct overlay *o, uint64_t epoch, uint64_t pfn)
+{
+	if (!o->n || o->epoch != epoch)
+		return NULL;
+	size_t i = overlay_find(o, pfn);
+	return o->pfn[i] == pfn ? o->pages + i * o->page_size : NULL;
+}
+
+static void overlay_grow(struct overlay *o, size_t want)
+{
+	struct overlay b = { .epoch = o->epoch, .page_size = o->page_size, .slots = 64 };
+
+	while (b.slots < 2 * want)
+		b.slots *= 2;
+	if (b.slots <= o->slots)
+		return;
+	b.pfn = zd_xmalloc(b.slots * sizeof(*b.pfn));
+	memset(b.pfn, 0xff, b.slots * sizeof(*b.pfn));
+	b.pages = zd_xmalloc(b.slots * b.page_size);
+	for (size_t i = 0; i < o->slots; i++) {
+		if (o->pfn[i] == UINT64_MAX)
+			continue;
+		size_t j = overlay_find(&b, o->pfn[i]);
+		b.pfn[j] = o->pfn[i];
+		memcpy(b.pages + j * b.page_size, o->pages + i * b.page_size, b.page_size);
+		b.n++;
+	}
+	overlay_free(o);
+	*o = b;
+}
+
+/* Keep the raw pages of a pre-copy record staged in epoch. */
+static void overlay_add(struct overlay *o, uint32_t page_size, const struct zd_rec_pages *p)
+{
+	struct zd_pageset_iter it;
+	uint64_t pfn;
+	size_t k = 0;
+
+	if (o->epoch != p->epoch || o->page_size != page_size) {
+		if (o->page_size != page_size)
+			overlay_free(o);
+		else if (o->n)
+			memset(o->pfn, 0xff, o->slots * sizeof(*o->pfn));
+		o->n = 0;
+		o->epoch = p->epoch;
+		o->page_size = page_size;
+	}
+	overlay_grow(o, o->n + p->set.pages);
+	zd_pageset_iter_init(&it, &p->set);
+	while (zd_pageset_iter_next(&it, &pfn)) {
+		size_t i = overlay_find(o, pfn);
+		if (o->pfn[i] != pfn) {
+			o->pfn[i] = pfn;
+			o->n++;
+		}
+		memcpy(o->pages + i * page_size, p->data + k * page_size, page_size);
+		k++;
+	}
+}
+
+static int zd__recv_fail(struct zd_replica *rep, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static int zd__recv_fail(struct zd_replica *rep, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(rep->err, sizeof(rep->err), fmt, ap);
+	va_end(ap);
+	return ZD_EXIT_DATA;
+}
 
 struct session {
 	struct zd_replica *rep;
@@ -45,6 +154,8 @@ struct session {
 	size_t msglen;
 	struct zd_conn *conn;
 	uint64_t last_rx_ns;	/* CLOCK_MONOTONIC of the last record in */
+	struct zd_wire_dec *dec;	/* from the HEADER on */
+	struct overlay ov;
 	/* The heartbeat thread shares the back direction. */
 	pthread_mutex_t lock;	/* ack writer, last_tx_ns, hb_stop */
 	pthread_cond_t wake;
@@ -174,12 +285,31 @@ static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 	if ((rc = zd_replica_bind(s->rep, &r->u.header)))
 		return bad_record(s, rc, off, r);
 	s->have_header = true;
+	/* What this end decodes, right behind the HEADER (before any
+	 * heartbeat can come between): zd-send checks it before it sends a
+	 * compressed page, so a zd-recv without it is told apart. */
+	zd_record_init(&back, ZD_REC_STAT);
+	snprintf(back.u.stat.source, sizeof(back.u.stat.source), "wire");
+	back.u.stat.n = 3;
+	snprintf(back.u.stat.kv[0].key, sizeof(back.u.stat.kv[0].key), "version");
+	back.u.stat.kv[0].value = ZD_WIRE_VERSION;
+	snprintf(back.u.stat.kv[1].key, sizeof(back.u.stat.kv[1].key), "accept");
+	back.u.stat.kv[1].value = s->opts->accept_set ? s->opts->accept : ZD_PENC_DELTA;
+	snprintf(back.u.stat.kv[2].key, sizeof(back.u.stat.kv[2].key), "key");
+	back.u.stat.kv[2].value = s->conn->auth != NULL;
+	if ((rc = send_back(s, &back)))
+		return rc;
+	char m[256];
+	if (zd_wire_dec_new(&s->dec, s->rep->meta.page_size, m, sizeof(m)) < 0) {
+		snprintf(s->rep->err, sizeof(s->rep->err), "%s", m);
+		return bad_record(s, ZD_EXIT_DATA, off, r);
+	}
 	/* Armed only now: zd-send connects before its input has started, and
 	 * nothing may precede the HEADER in either direction. */
 	if (s->opts->timeout_ms && (!s->opts->arm_timeout || s->opts->arm_timeout(s->rep, s->opts->arg)) &&
 	    zd_conn_set_timeout(s->conn, s->opts->timeout_ms) < 0)
 		zd_debug("%s: no heartbeat timeout here (%s)", s->rd.name, strerror(errno));
-	if (s->opts->heartbeat_ms && s->ack_ok && s->conn->rfd == s->conn->wfd) {
+	if (s->opts->heartbeat_ms && s->ack_ok && s->conn->sock) {
 		if (pthread_create(&s->hb, NULL, heartbeat_thread, s) == 0)
 			s->hb_running = true;
 		else
@@ -220,6 +350,39 @@ static int ensure_open(struct session *s, uint64_t epoch)
 	return zd_replica_stage_begin(s->rep, epoch);
 }
 
+/* The receiver's copy of pfn for an XOR delta. */
+static const uint8_t *delta_base(void *arg, uint64_t pfn)
+{
+	struct session *s = arg;
+	const uint8_t *p = overlay_get(&s->ov, zd_replica_open_epoch(s->rep), pfn);
+
+	return p ? p : zd_replica_base(s->rep, pfn);
+}
+
+static const char *const enc_names[] = { "none", "zstd", "delta" };
+_Static_assert(ZD_ARRAY_SIZE(enc_names) == ZD_PENC_DELTA + 1, "enc_names");
+
+/* Decode (compressed, delta), stage, remember a pre-copied page. */
+static int on_pages(struct session *s, const struct zd_rec_pages *in)
+{
+	struct zd_replica *rep = s->rep;
+	struct zd_rec_pages p;
+	char m[256];
+	int rc;
+
+	if (in->enc != ZD_PENC_RAW && s->opts->accept_set && in->enc > s->opts->accept)
+		return zd__recv_fail(rep, "PAGES encoded %s, refused here (--compress %s)",
+				     in->enc <= ZD_PENC_DELTA ? enc_names[in->enc] : "?",
+				     enc_names[s->opts->accept]);
+	if (zd_wire_decode(s->dec, in, delta_base, s, &p, m, sizeof(m)) < 0)
+		return zd__recv_fail(rep, "%s", m);
+	if ((rc = zd_replica_stage_pages(rep, &p)))
+		return rc;
+	if (p.flags & ZD_PAGES_PRECOPY)
+		overlay_add(&s->ov, rep->meta.page_size, &p);
+	return 0;
+}
+
 static int on_record(struct session *s, struct zd_record *r, uint64_t off, bool *end)
 {
 	struct zd_replica *rep = s->rep;
@@ -247,7 +410,7 @@ static int on_record(struct session *s, struct zd_record *r, uint64_t off, bool 
 		break;
 	case ZD_REC_PAGES:
 		if (!(rc = ensure_open(s, r->u.pages.epoch)))
-			rc = zd_replica_stage_pages(rep, &r->u.pages);
+			rc = on_pages(s, &r->u.pages);
 		break;
 	case ZD_REC_STATE:
 		rc = zd_replica_stage_state(rep, &r->u.state);
@@ -281,10 +444,19 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 	bool end = false;
 	int rc = 0;
 
+	msg[0] = '\0';
+	if (opts->key) {
+		char m[256];
+
+		/* Before any record: a peer without the key gets nothing. */
+		if ((rc = zd_conn_auth(conn, opts->key, true, ZD_AUTH_TIMEOUT_MS, m, sizeof(m)))) {
+			snprintf(msg, msglen, "%s: %s", conn->name, m);
+			return rc;
+		}
+	}
 	zd_reader_init(&s.rd, conn->rfd, conn->name);
 	s.ack_ok = conn->wfd >= 0;
 	zd_writer_init(&s.ack, conn->wfd, zd_output_encoding(conn->wfd, false));
-	msg[0] = '\0';
 	rep->last_heard_wall_ns = 0;
 	s.last_rx_ns = zd_now_ns();
 	while (!end && !rc) {
@@ -293,6 +465,33 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 
 		zd_record_init(&r, 0);
 		n = zd_reader_next(&s.rd, &r);
+		if ((n == 0 || (n < 0 && s.rd.err == ZD_RERR_TRUNCATED)) && conn->auth) {
+			char m[300];
+			int arc = zd_conn_auth_status(conn, m, sizeof(m));
+
+			/* The relay stopped at a bad record: bad data, not a
+			 * dead peer, whatever the reader saw after it. */
+			if (arc == ZD_EXIT_DATA) {
+				char t[128];
+
+				tail(&s, t, sizeof(t));
+				snprintf(msg, msglen, "%s%s", m, t);
+				zd_replica_stage_abort(rep);
+				rc = ZD_EXIT_DATA;
+				break;
+			}
+			if (arc) {
+				rc = peer_lost(&s, m);
+				break;
+			}
+		}
+		if (n < 0 && s.rd.err == ZD_RERR_MAGIC && s.rd.nrec == 0 && !opts->key &&
+		    s.rd.buf_len - s.rd.buf_pos >= 7 && !memcmp(s.rd.buf + s.rd.buf_pos, "ZDAUTH1", 7)) {
+			snprintf(msg, msglen, "%s: the peer authenticates with a key (--key) and this zd-recv has none",
+				 conn->name);
+			rc = ZD_EXIT_PEER;
+			break;
+		}
 		if (n < 0) {
 			/* EOF inside a record or a reset is the peer dying, not
 			 * bad data: only those are grounds for failover. */
@@ -338,5 +537,7 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 	}
 	zd_reader_free(&s.rd);
 	zd_writer_free(&s.ack);
+	zd_wire_dec_free(s.dec);
+	overlay_free(&s.ov);
 	return rc;
 }

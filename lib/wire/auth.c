@@ -256,10 +256,12 @@ static int get(int fd, uint8_t *buf, size_t n)
  * or -1 with rl->err set. */
 static ssize_t read_unit(struct zd_auth_relay *rl, uint64_t seq, bool with_tag)
 {
+	/* t: tag bytes to read; the buffer always has room for a tag, which
+	 * the signing relay appends */
 	size_t t = with_tag ? ZD_AUTH_TAG : 0, need;
 	int r;
 
-	if (rl->cap < ZD_RECHDR_LEN + t) {
+	if (rl->cap < ZD_RECHDR_LEN + ZD_AUTH_TAG) {
 		rl->cap = 1 << 16;
 		rl->buf = zd_xmalloc(rl->cap);
 	}
@@ -285,12 +287,12 @@ static ssize_t read_unit(struct zd_auth_relay *rl, uint64_t seq, bool with_tag)
 		}
 		need = ZD_RECHDR_LEN + body;
 	}
-	if (rl->cap < need + t) {
-		uint8_t *nb = zd_xmalloc(need + t);
+	if (rl->cap < need + ZD_AUTH_TAG) {
+		uint8_t *nb = zd_xmalloc(need + ZD_AUTH_TAG);
 		memcpy(nb, rl->buf, ZD_RECHDR_LEN);
 		free(rl->buf);
 		rl->buf = nb;
-		rl->cap = need + t;
+		rl->cap = need + ZD_AUTH_TAG;
 	}
 	size_t have = seq == 0 ? ZD_PREAMBLE_LEN : ZD_RECHDR_LEN;
 	if (need + t > have && get(rl->in, rl->buf + have, need + t - have) != 1) {

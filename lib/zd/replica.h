@@ -101,9 +101,15 @@ int zd_replica_recover(struct zd_replica *rep);
 /* zd_hash64 of the whole memory.img. */
 int zd_replica_memsum(struct zd_replica *rep, uint64_t *sum);
 
+/* The committed copy of pfn (page_size bytes, valid until the next
+ * commit), the base XOR deltas decode against; NULL for a pfn beyond the
+ * page count or a replica without memory. lib/replica/base.c. */
+const uint8_t *zd_replica_base(struct zd_replica *rep, uint64_t pfn);
+
 /* --- the receiving side of a connection (zd-recv) --- */
 
 struct zd_conn;
+struct zd_auth_key;
 struct zd_recv_opts {
 	enum zd_verify verify;
 	/* Failover hook (issue 5): called when the primary is gone — the
@@ -120,6 +126,13 @@ struct zd_recv_opts {
 	 * A timeout that nothing acts on only turns a slow primary into a
 	 * lost one. */
 	bool (*arm_timeout)(const struct zd_replica *rep, void *arg);
+	/* The wire (issue 7). key: authenticate the connection and every
+	 * record (struct zd_auth_key of zd/wire.h; NULL: none). accept: the
+	 * highest PAGES encoding taken (ZD_PENC_*), announced to zd-send
+	 * after the HEADER, if accept_set (unset, the zero default: all). */
+	const struct zd_auth_key *key;
+	bool accept_set;
+	uint8_t accept;
 };
 /* Receive one stream from conn into rep until END. Returns 0 after a clean
  * END, else an exit code with msg holding the one-line reason. */

@@ -38,6 +38,10 @@
 /* ------------------------------------------------------------------ */
 /* Page compression                                                    */
 
+/* The wire's version, announced by zd-recv in its STAT "wire" record
+ * (keys "version", "accept": highest PAGES encoding it decodes, "key":
+ * 1 if the link is authenticated) right after the HEADER it sends back. */
+#define ZD_WIRE_VERSION 1
 #define ZD_WIRE_LEVEL_DEFAULT 1
 #define ZD_WIRE_CACHE_DEFAULT (256ull << 20)	/* --delta-cache default */
 
@@ -125,6 +129,7 @@ const char *zd_wire_pipe_error(struct zd_wire_pipe *p);
 #define ZD_AUTH_KEY_FILE_MAX 4096
 #define ZD_AUTH_TAG 32			/* tag bytes after each record */
 #define ZD_AUTH_NONCE 32
+#define ZD_AUTH_TIMEOUT_MS 10000	/* zd-send/zd-recv: the handshake's bound */
 
 struct zd_auth_key {
 	uint8_t k[32];			/* BLAKE2b-256 of the key file's bytes */
