@@ -1,0 +1,430 @@
+#!/usr/bin/env bash
+# Fault injection on a real link (issue 7, point 4). The primary pipeline
+#   zd-track synth:… | zd-mru | zd-swap | zd-send
+# runs in one network namespace, zd-recv in another, joined by a veth pair
+# with addresses that exist only inside the two namespaces. Our kernel has
+# no netem, so the faults are: random loss with nftables (numgen random),
+# bandwidth with a tbf qdisc, a cut by taking the veth down, a full disk
+# (a small tmpfs as the replica directory) and SIGKILL of each stage.
+# After each, the replica must equal the primary's memory at the epoch it
+# reports: zd-recv --status memsum = the tracker's COMMIT memsum of that
+# epoch, from an independent zd-track --verify run of the same spec.
+#
+# Bugs of stages this test does not own are reported as skips marked
+# "KNOWN BUG" (with the exact symptom) until they are fixed; with
+# ZD_FAULTS_STRICT=1 they are failures.
+. "$(dirname "$0")/../lib/tap.sh"
+. "$(dirname "$0")/../lib/replica.sh"
+
+if [ "$(id -u)" != 0 ] || ! ip netns add "zdf$$probe" 2>/dev/null; then
+	skip "fault injection in a network namespace pair" "needs root and ip netns"
+	done_testing
+fi
+ip netns del "zdf$$probe"
+
+# A snapshot of the tools: a rebuild while the test runs cannot swap them.
+mkdir "$TMP/bin" && cp "$ZD_BIN"/zd-* "$TMP/bin/" && export PATH="$TMP/bin:$PATH"
+
+A=zdfA$$ B=zdfB$$ VA=zdfa$$ VB=zdfb$$ IPA=10.213.79.1 IPB=10.213.79.2
+at_exit "ip netns del $A; ip netns del $B"
+ip netns add $A && ip netns add $B &&
+	ip link add $VA netns $A type veth peer name $VB netns $B &&
+	ip -n $A addr add $IPA/30 dev $VA && ip -n $B addr add $IPB/30 dev $VB &&
+	ip -n $A link set $VA up && ip -n $B link set $VB up &&
+	ip -n $A link set lo up && ip -n $B link set lo up ||
+	{ not_ok "namespace pair set up"; done_testing; }
+
+HB=100		# heartbeat period, both ways (ms)
+TO=4000		# heartbeat timeout, both ways: above the 1 s cut and TCP's backoff after it
+DEADLINE=30	# seconds any wait may take on a slow, loaded host
+SPEC=synth:pages=8192,dirty=256,hot=0.8,seed=21
+STRICT=${ZD_FAULTS_STRICT:-0}
+
+# known_bug WHAT SYMPTOM: a reported bug of a stage this test does not own.
+known_bug() {
+	if [ "$STRICT" = 1 ]; then not_ok "$1" "KNOWN BUG: $2"; else skip "$1" "KNOWN BUG (reported): $2"; fi
+}
+
+# NOW = milliseconds, without a subshell (the polling loops stay cheap).
+now() { NOW=${EPOCHREALTIME/./}; NOW=$((NOW / 1000)); }
+
+# A child is gone once it has no /proc entry (bash reaps it) or is a zombie.
+gone() {
+	local s
+	read -r s 2>/dev/null <"/proc/$1/stat" || return 0
+	s=${s##*) }
+	[ "${s%% *}" = Z ]
+}
+
+# backup NAME ARGS...: zd-recv in B, replica $TMP/NAME, on a free port;
+# sets RECV_PID, RECV_PORT, RECV_ERR.
+backup() {
+	local name=$1; shift
+	RECV_ERR=$TMP/$name.recv.err
+	ip netns exec $B zd-recv --listen $IPB:0 --replica "$TMP/$name" --once --no-fsync --no-failover \
+		--heartbeat $HB --timeout $TO "$@" 2>"$RECV_ERR" &
+	RECV_PID=$!
+	at_exit "kill -9 $RECV_PID"
+	RECV_PORT=
+	for _ in $(seq $((DEADLINE * 20))); do
+		RECV_PORT=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\)$/\1/p' "$RECV_ERR" 2>/dev/null)
+		[ -n "$RECV_PORT" ] && return 0
+		gone $RECV_PID && break
+		sleep 0.05
+	done
+	not_ok "zd-recv listens in the backup namespace" "$(cat "$RECV_ERR")"
+	done_testing
+}
+
+# primary NAME MODE [TRACK-ARGS...]: the four stages in A, joined by FIFOs so
+# that each has a PID of its own: PID[track mru swap send] (and PID[recv]);
+# stderr in $TMP/NAME.STAGE.err, zd-send's log (JSON lines) in $TMP/NAME.log.
+declare -A PID RC GONE_MS
+primary() {
+	local name=$1 mode=$2; shift 2
+	local p=$TMP/$name
+	mkfifo "$p.f1" "$p.f2" "$p.f3"
+	ip netns exec $A zd-track "$SPEC" --mode "$mode" --verify "$@" >"$p.f1" 2>"$p.track.err" &
+	PID[track]=$!
+	ip netns exec $A zd-mru <"$p.f1" >"$p.f2" 2>"$p.mru.err" &
+	PID[mru]=$!
+	ip netns exec $A zd-swap <"$p.f2" >"$p.f3" 2>"$p.swap.err" &
+	PID[swap]=$!
+	ip netns exec $A zd-send --heartbeat $HB --timeout $TO --json-log $IPB:"$RECV_PORT" \
+		<"$p.f3" >"$p.log" 2>"$p.send.err" &
+	PID[send]=$!
+	PID[recv]=$RECV_PID
+	at_exit "kill -9 ${PID[*]}"
+}
+
+epoch_of() { jq -r '.epoch // empty' "$1/meta.json" 2>/dev/null; }
+
+# wait_epoch DIR N: the replica has committed epoch N or later.
+wait_epoch() {
+	local e
+	for _ in $(seq $((DEADLINE * 20))); do
+		e=$(epoch_of "$1")
+		[ -n "$e" ] && [ "$e" -ge "$2" ] && return 0
+		gone "$RECV_PID" && return 1
+		sleep 0.05
+	done
+	return 1
+}
+
+# finish T0: wait until every process of the run has exited (DEADLINE at
+# most); GONE_MS[stage] = ms from T0 until it was seen gone, RC[stage] its
+# exit status, RCS all of them in one line; hanging ones are killed and
+# named in HUNG.
+finish() {
+	local t0=$1 st left end
+	now; end=$((NOW + DEADLINE * 1000))
+	HUNG=
+	GONE_MS=()
+	while :; do
+		left=
+		for st in track mru swap send recv; do
+			[ -n "${GONE_MS[$st]:-}" ] && continue
+			if gone "${PID[$st]}"; then now; GONE_MS[$st]=$((NOW - t0)); else left=1; fi
+		done
+		[ -z "$left" ] && break
+		now
+		if [ $NOW -ge $end ]; then
+			for st in track mru swap send recv; do
+				[ -n "${GONE_MS[$st]:-}" ] || { HUNG="$HUNG zd-$st"; kill -9 "${PID[$st]}"; }
+			done
+			break
+		fi
+		sleep 0.01
+	done
+	RCS=
+	for st in track mru swap send recv; do
+		RC[$st]=0
+		wait "${PID[$st]}" 2>/dev/null || RC[$st]=$?
+		RCS="$RCS $st ${RC[$st]}"
+	done
+	RCS=${RCS# }
+}
+
+# diag NAME: every stage's stderr and the replica, for a failing check.
+diag() {
+	local f
+	for f in "$TMP/$1".*.err; do [ -s "$f" ] && sed "s|^|$(basename "$f" .err): |" "$f"; done
+	echo "replica: $(zd-recv --replica "$TMP/$1" --status 2>&1 | tr '\n' ' ')"
+}
+
+# verified NAME: prints the replica's epoch if its memsum is the primary's.
+verified() {
+	local e got want
+	e=$(replica_field "$TMP/$1" epoch)
+	got=$(replica_field "$TMP/$1" memsum)
+	[ -n "$e" ] && [ "$e" -gt 0 ] || { echo "no committed epoch"; return 1; }
+	want=$(synth_memsum "$SPEC" "$e" "$e")
+	[ -n "$want" ] && [ "$got" = "$want" ] || { echo "epoch $e: replica memsum $got, primary's $want"; return 1; }
+	echo "$e"
+}
+
+# clean_run NAME WHAT: every stage exited 0 and the replica verifies.
+clean_run() {
+	local name=$1 what=$2 e=
+	if [ -z "$HUNG" ] && [ "$RCS" = "track 0 mru 0 swap 0 send 0 recv 0" ] && e=$(verified "$name"); then
+		ok "$what: every stage exits 0, replica = primary at epoch $e"
+	else
+		not_ok "$what: every stage exits 0, replica = primary" "${HUNG:+hung:$HUNG; }$RCS; $e
+$(diag "$name")"
+	fi
+}
+
+# errlines NAME STAGE: its stderr without zd-recv's "listening on".
+errlines() { grep -v 'listening on' "$TMP/$1.$2.err"; }
+
+if [ -z "${ZD_FAULTS_ONLY:-}" ] || [ "$ZD_FAULTS_ONLY" = net ]; then
+# 1. 1 % random loss each way, at the ingress of both veth ends (nftables;
+# the veth carries GSO super-packets, so a drop loses up to 64 KiB).
+if command -v nft >/dev/null && ip netns exec $A nft -f - <<EOF && ip netns exec $B nft -f - <<EOF2; then
+table inet zdfault {
+	chain in {
+		type filter hook prerouting priority -300; policy accept;
+		iifname "$VA" numgen random mod 100 < 1 counter drop
+	}
+}
+EOF
+table inet zdfault {
+	chain in {
+		type filter hook prerouting priority -300; policy accept;
+		iifname "$VB" numgen random mod 100 < 1 counter drop
+	}
+}
+EOF2
+	backup loss
+	now; t0=$NOW
+	primary loss zddspt --epochs 100 --interval 10
+	finish $t0
+	drops=0
+	for ns in $A $B; do
+		drops=$((drops + $(ip netns exec $ns nft list ruleset | sed -n 's/.*counter packets \([0-9]*\).*/\1/p')))
+	done
+	echo "# 1 % loss: $drops packets dropped by nftables"
+	clean_run loss "1 % packet loss both ways (100 epochs, zddspt)"
+	[ "$drops" -gt 0 ] && ok "packets were really dropped ($drops)" ||
+		not_ok "packets were really dropped" "$(ip netns exec $A nft list ruleset; ip netns exec $B nft list ruleset)"
+	ip netns exec $A nft delete table inet zdfault
+	ip netns exec $B nft delete table inet zdfault
+else
+	skip "1 % packet loss both ways" "no nftables with numgen (Debian package nftables)"
+	skip "packets were really dropped" "no nftables"
+fi
+
+# 2. The link cut for 1 s, in remus mode: the primary waits for the ACK of
+# the epoch in flight, then goes on; the heartbeat timeouts ($TO ms) are
+# above the cut, so neither side gives up.
+backup cut
+now; t0=$NOW
+primary cut remus --interval 20 --epochs 60
+if wait_epoch "$TMP/cut" 5; then
+	ip -n $A link set $VA down
+	# Read after the cut: an epoch whose pages had all crossed before it
+	# may still commit (its ACK cannot come back), no later one.
+	e1=$(epoch_of "$TMP/cut")
+	sleep 1		# the fault itself, not a synchronisation
+	e2=$(epoch_of "$TMP/cut")
+	ip -n $A link set $VA up
+	[ "$e2" -le $((e1 + 1)) ] && ok "nothing committed while the link was down (epoch $e1 → $e2)" ||
+		not_ok "nothing committed while the link was down" "epoch $e1 → $e2: the cut did not cut"
+else
+	not_ok "replication started before the cut" "$(diag cut)"
+fi
+finish $t0
+clean_run cut "1 s link cut"
+lat=$(jq -s '[.[] | select(.type == "ack") | .latency_ns] | max // 0 | . / 1e6 | floor' "$TMP/cut.log")
+echo "# 1 s cut: the longest checkpoint (T1 → ACK) took $lat ms"
+grep -q 'no record or heartbeat\|no ACK or heartbeat' "$TMP"/cut.*.err &&
+	not_ok "no heartbeat timeout fired during the cut" "$(diag cut)" || ok "no heartbeat timeout fired during the cut"
+
+# 3. 100 Mbit/s (tbf on the primary's side): converges; the rate shows.
+if tc -n $A qdisc add dev $VA root tbf rate 100mbit burst 64kb latency 100ms 2>"$TMP/tc.err"; then
+	N=40
+	backup tbf
+	now; t0=$NOW
+	primary tbf zddspt --epochs $N --interval 10
+	finish $t0
+	now; ms=$((NOW - t0))
+	clean_run tbf "100 Mbit/s link ($N epochs, zddspt)"
+	wb=$(jq -s '[.[] | select(.type == "stat" and .source == "send") | .values.wire_bytes] | add // 0' "$TMP/tbf.log")
+	rate=$(awk -v n=$N -v ms=$ms 'BEGIN { printf "%.1f", n * 1000 / ms }')
+	mbit=$(awk -v b="$wb" -v ms=$ms 'BEGIN { printf "%.1f", b * 8 / ms / 1000 }')
+	echo "# 100 Mbit/s: $N epochs in $ms ms = $rate epochs/s, $wb bytes on the wire = $mbit Mbit/s"
+	# Only an upper bound holds on a loaded host; it shows the qdisc bites.
+	awk -v m="$mbit" 'BEGIN { exit !(m > 0 && m < 105) }' && ok "the wire stays under 100 Mbit/s ($mbit)" ||
+		not_ok "the wire stays under 100 Mbit/s" "$mbit Mbit/s, $wb bytes in $ms ms"
+	tc -n $A qdisc del dev $VA root
+else
+	skip "100 Mbit/s link" "tc tbf: $(cat "$TMP/tc.err")"
+	skip "the wire stays under 100 Mbit/s" "no tbf"
+fi
+fi
+
+if [ -z "${ZD_FAULTS_ONLY:-}" ] || [ "$ZD_FAULTS_ONLY" = disk ]; then
+# 4. The replica's disk fills up: an 8 MiB tmpfs as the replica directory,
+# 32 MiB of guest memory. zd-recv must stop with one line naming ENOSPC
+# (exit 1, "writing the replica") and leave the last committed epoch whole.
+mkdir "$TMP/nospc"
+if mount -t tmpfs -o size=8m zd-faults "$TMP/nospc" 2>"$TMP/mount.err"; then
+	at_exit "umount -l $TMP/nospc"
+	backup nospc
+	now; t0=$NOW
+	primary nospc zddspt --epochs 400 --interval 10
+	finish $t0
+	st=$(zd-recv --replica "$TMP/nospc" --status 2>&1); src=$?
+	echo "# full disk: $RCS; zd-recv: $(errlines nospc recv | tr '\n' '|') --status: exit $src $(echo "$st" | tr '\n' ' ')"
+	if [ "${RC[recv]}" = 135 ]; then
+		known_bug "disk full: zd-recv says ENOSPC in one line, exit 1" \
+			"lib/replica: zd-recv killed by SIGBUS: memory.img is hashed through a shared mapping, and on tmpfs reading a hole allocates a page, so a sparse image larger than the free space faults (--status too: exit $src)"
+	elif [ "${RC[recv]}" = 1 ] && [ "$(errlines nospc recv | grep -c .)" = 1 ] &&
+		errlines nospc recv | grep -q 'No space left on device'; then
+		ok "disk full: zd-recv says ENOSPC in one line, exit 1 ($(errlines nospc recv))"
+	else
+		not_ok "disk full: zd-recv says ENOSPC in one line, exit 1" "$RCS
+$(diag nospc)"
+	fi
+	if [ -z "$HUNG" ] && [ "${RC[send]}" = 5 ] && [ "${RC[track]}" != 0 ]; then
+		ok "disk full: the primary's zd-send reports the backup gone (exit 5), zd-track stops (exit ${RC[track]})"
+	else
+		not_ok "disk full: the primary's zd-send reports the backup gone, zd-track stops" "${HUNG:+hung:$HUNG; }$RCS
+$(diag nospc)"
+	fi
+	if [ $src = 0 ] && e=$(verified nospc); then
+		ok "disk full: the last committed epoch ($e) is intact and verifies"
+	elif [ "${RC[recv]}" = 135 ] || echo "$st" | grep -q 'memory.img: write: No space left'; then
+		known_bug "disk full: the last committed epoch is intact and verifies" \
+			"lib/replica: --status exit $src: $st"
+	else
+		not_ok "disk full: the last committed epoch is intact and verifies" "--status exit $src: $st; $(verified nospc)"
+	fi
+else
+	skip "disk full" "cannot mount a tmpfs: $(cat "$TMP/mount.err")"
+fi
+fi
+
+if [ -z "${ZD_FAULTS_ONLY:-}" ] || [ "$ZD_FAULTS_ONLY" = kill ]; then
+# 5. SIGKILL of each pipeline stage mid-run. The stage writing to the dead
+# one finds its stdout broken, the one reading from it finds the stream cut
+# without END, zd-recv finds the connection gone; each says so in one line
+# with its documented exit, and the replica keeps its last whole epoch.
+# In remus mode one epoch at most is in flight (zd-track waits for its ACK),
+# so every stage must have noticed well before any heartbeat timeout ($TO
+# ms). In zddspt mode the stages run ahead of the link: the epochs already
+# in the pipes still reach the backup first, so the stages after the dead
+# one end once that backlog has drained; the deadline there is no hang.
+declare -A UP=([mru]=track [swap]=mru [send]=swap) DOWN=([mru]=swap [swap]=send [send]=recv)
+UP_RE='stdout: .*(Broken pipe|EPIPE)|the zd-send client left'
+DOWN_RE='stdin: .*(truncated|without END)|peer .*(without END|reset|Broken pipe)'
+for run in remus:mru remus:swap remus:send zddspt:mru zddspt:send; do
+	mode=${run%%:*} victim=${run#*:} name=kill_${run/:/_}
+	backup $name
+	primary $name $mode --interval 20
+	if ! wait_epoch "$TMP/$name" 5; then
+		not_ok "$mode, SIGKILL zd-$victim: replication started" "$(diag $name)"
+		finish 0
+		continue
+	fi
+	now; t0=$NOW
+	kill -9 "${PID[$victim]}"
+	finish $t0
+	line="# $mode, SIGKILL zd-$victim:"
+	slow=
+	limit=$TO; [ $mode = remus ] || limit=$((DEADLINE * 1000))
+	for st in track mru swap send recv; do
+		[ $st = $victim ] && continue
+		line="$line zd-$st ${GONE_MS[$st]} ms (exit ${RC[$st]});"
+		[ "${GONE_MS[$st]}" -lt $limit ] || slow="$slow zd-$st"
+	done
+	echo "$line"
+	echo "#   zd-recv: $(errlines $name recv)"
+	what="$mode, SIGKILL zd-$victim"
+	[ -z "$HUNG" ] && [ -z "$slow" ] && ok "$what: every other stage ends within $limit ms" ||
+		not_ok "$what: every other stage ends within $limit ms" "hung:$HUNG; slower:$slow; $RCS
+$(diag $name)"
+
+	up=${UP[$victim]} down=${DOWN[$victim]}
+	# zd-track in remus may be waiting for the ACK when its stdout breaks:
+	# zd-send's going (exit 5) can then be what it notices first.
+	want_up=1; [ $mode = remus ] && [ $up = track ] && [ "${RC[track]}" = 5 ] && want_up=5
+	want_track=1; [ $mode = remus ] && [ "${RC[track]}" = 5 ] && want_track=5
+	if [ "${RC[$up]}" = $want_up ] && errlines $name $up | grep -qE "$UP_RE"; then
+		ok "$what: zd-$up, writing to it, says so (exit $want_up): $(errlines $name $up | grep -E "$UP_RE")"
+	else
+		not_ok "$what: zd-$up, writing to it, says so (exit $want_up)" "$RCS
+$(diag $name)"
+	fi
+	want_down=3; [ $down = recv ] && want_down=5
+	if [ "${RC[$down]}" = $want_down ] && errlines $name $down | grep -qE "$DOWN_RE"; then
+		ok "$what: zd-$down, reading from it, says so (exit $want_down): $(errlines $name $down | grep -E "$DOWN_RE")"
+	elif [ $down = swap ] && [ "${RC[swap]}" = 0 ] && ! errlines $name swap | grep -qE "$DOWN_RE"; then
+		known_bug "$what: zd-$down, reading from it, says so (exit 3)" \
+			"zd-swap exits 0 and says nothing of its input when it ends between records without END"
+	else
+		not_ok "$what: zd-$down, reading from it, says so (exit $want_down)" "$RCS
+$(diag $name)"
+	fi
+	# The VM's side: zd-track stops with its exit code, it does not hang.
+	if [ $up != track ]; then
+		[ "${RC[track]}" = $want_track ] && [ -n "$(errlines $name track)" ] &&
+			ok "$what: zd-track stops (exit $want_track): $(errlines $name track | tail -1)" ||
+			not_ok "$what: zd-track stops (exit $want_track)" "$RCS
+$(diag $name)"
+	fi
+	# One line each: more is noise from the tracker's going (the control
+	# socket), reported to the owners of zd-swap and zd-send.
+	noisy= long=
+	for st in track mru swap send recv; do
+		[ $st = $victim ] && continue
+		n=$(errlines $name $st | grep -c .)
+		if [ "$n" -gt 1 ]; then
+			if [ "$(errlines $name $st | grep -vc 'control socket: .*continuing open loop\|no backup connected: running open loop')" -le 1 ]; then
+				noisy="$noisy zd-$st"
+			else
+				long="$long zd-$st"
+			fi
+		fi
+	done
+	if [ -n "$long" ]; then
+		not_ok "$what: one line from each stage" "more than one line from$long: $(diag $name)"
+	elif [ -n "$noisy" ]; then
+		known_bug "$what: one line from each stage" \
+			"an extra 'control socket: … continuing open loop' or 'no backup connected' line from$noisy after zd-track went away"
+	else
+		ok "$what: one line from each stage"
+	fi
+	e=
+	if e=$(verified $name) && [ "$e" -ge 5 ]; then
+		ok "$what: replica = primary at epoch $e, no half epoch applied"
+	else
+		not_ok "$what: replica = primary, no half epoch applied" "$e: $(diag $name)"
+	fi
+done
+
+# 6. The VM stops (SIGTERM to zd-track): END (status 1, interrupted) drains
+# through every stage; a clean end for all, the replica at END's epoch.
+backup term
+primary term zddspt --interval 20
+if wait_epoch "$TMP/term" 5; then
+	kill -TERM "${PID[track]}"
+	now; t0=$NOW
+	finish $t0
+	if [ -z "$HUNG" ] && [ "$RCS" = "track 0 mru 0 swap 0 send 5 recv 0" ] &&
+		grep -q 'refused the stream' "$TMP/term.send.err"; then
+		known_bug "SIGTERM zd-track: every stage exits 0" \
+			"zd-recv echoes END with the primary's status 1 (interrupted) and zd-send takes any non-zero END status for a refusal: 'zd-send: … zd-recv refused the stream', exit 5"
+	else
+		clean_run term "SIGTERM zd-track"
+	fi
+	e=
+	e=$(verified term) && ok "SIGTERM zd-track: replica = primary at epoch $e" ||
+		not_ok "SIGTERM zd-track: replica = primary" "$e: $(diag term)"
+else
+	not_ok "SIGTERM zd-track: replication started" "$(diag term)"
+	finish 0
+fi
+fi
+
+done_testing
