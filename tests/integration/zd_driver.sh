@@ -20,6 +20,10 @@ expect_fail "run: unknown option" 2 "run: unknown option '--bogus'" zd run --bog
 expect_fail "run: bad mode" 2 "--mode 'fast': want remus, buffered or zddspt" zd run --mode fast a b
 expect_fail "run: option without value" 2 "option '--mode' needs a value" zd run --mode
 expect_fail "run: --epochs 0" 2 "--epochs '0': want a whole number above 0" zd run --epochs 0 a b
+expect_fail "failover: no directory" 2 "^zd: failover: want DIR" zd failover
+# zd failover is zd-vm --restore: the replica is refused before any KVM is needed.
+expect_fail "failover: a missing replica (zd-vm --restore's refusal)" 4 \
+	"^zd-vm: --restore $TMP/none: No such file or directory$" zd failover "$TMP/none"
 # A real socket that is no zd-vm is zd-track's to refuse; a missing one is ours.
 expect_fail "run: no socket there" 4 "run: $TMP/none.sock: not a socket" zd run "$TMP/none.sock" local:"$TMP/r"
 python3 -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' "$TMP/s.sock"
