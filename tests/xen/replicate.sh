@@ -82,7 +82,7 @@ run_mode() {
 	PA=$!
 	local remus_opts=()
 	[ "$mode" = remus ] && remus_opts=(--timeout 300000 --grace 5000)
-	zd-track xen:zdguest --mode "$mode" --verify --interval "$INTERVAL" --epochs "$EPOCHS" \
+	zd-track -v xen:zdguest --mode "$mode" --verify --interval "$INTERVAL" --epochs "$EPOCHS" \
 		"${remus_opts[@]}" 2>"$d/track.err" |
 		zd-swap 2>"$d/swap.err" |
 		zd-send "$P" --timeout 0 --heartbeat 0 --json-log >"$d/send.log" 2>"$d/send.err"
@@ -149,8 +149,11 @@ run_mode() {
 	grep '"source":"track"' "$d/send.log" | sed -n 's/.*"pause_ns":\([0-9.]*\).*/\1/p' |
 		sort -n | awk '{a[NR] = $1} END {if (NR) printf "# %s: pause p50 %.1f ms, p99 %.1f ms over %d epochs (emulated: QEMU TCG)\n",
 			m, a[int(NR * 0.5) + 1] / 1e6, a[int(NR * 0.99) + (NR < 100)] / 1e6, NR}' m="$mode"
+	grep -o 'xen:[0-9]*: [0-9]* frame(s) change without a dirty bit.*' "$d/track.err" | sed "s/^/# $mode: /"
 	xl unpause zdguest 2>/dev/null
 	[ -n "${ZD_XEN_DEBUG:-}" ] && tail -n 3 "$d"/*.err | sed 's/^/# /'
+	# dom0's /tmp is RAM: the next mode needs the room.
+	rm -rf "$d/replica"
 }
 
 for mode in ${ZD_XEN_MODES:-remus buffered zddspt}; do
