@@ -12,6 +12,7 @@
  * (PAGES flagged PRECOPY, zddspt mode), so every mode is scored alike.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +28,9 @@ struct stage {
 	struct zd_reader rd;
 	struct zd_writer w;
 	struct zd_mru *m;
-	int fb;				/* feedback socket, -1 if none */
+	int fb;				/* feedback socket (non-blocking), -1 if none */
 	uint8_t *fbbuf;
+	uint64_t fb_dropped;		/* STANDBY hints the full socket refused */
 
 	uint64_t acc_epoch;		/* epoch whose pages are being gathered */
 	bool acc_open;
@@ -41,7 +43,15 @@ struct stage {
 
 static int out_fail(struct stage *s)
 {
-	zd_warnx("stdout: %s", strerror(s->w.err ? s->w.err : EIO));
+	int e = s->w.err ? s->w.err : EIO;
+
+	/* The usual way to get here: the next stage died. Say so, and where
+	 * in the run, since every stage before this one reports the same. */
+	if (e == EPIPE || e == ECONNRESET)
+		zd_warnx("stdout: %s: the stage after zd-mru is gone (at epoch %llu)", strerror(e),
+			 (unsigned long long)s->acc_epoch);
+	else
+		zd_warnx("stdout: %s", strerror(e));
 	return ZD_EXIT_FAIL;
 }
 
@@ -53,7 +63,16 @@ static void feedback_send(struct stage *s)
 	if (s->fb < 0)
 		return;
 	msg.len = (uint32_t)zd_fb_encode_set(&s->standby, s->fbbuf, cap);
-	if (zd_fb_send(s->fb, &msg, s->fbbuf, NULL, 0) < 0) {
+	if (zd_fb_send(s->fb, &msg, s->fbbuf, NULL, 0) == 0)
+		return;
+	if (errno == EAGAIN || errno == EWOULDBLOCK) {
+		/* The tracker is not reading (stalled, or its feedback thread
+		 * wedged): drop this hint rather than stop the stream for it;
+		 * zd-track falls back to the last epoch's pages. */
+		if (!s->fb_dropped++)
+			zd_debug("feedback socket full: STANDBY for epoch %llu dropped (and any more)",
+				 (unsigned long long)s->pred_epoch);
+	} else {
 		/* The tracker went away; the stream carries on without it. */
 		zd_debug("feedback socket: %s; no more STANDBY sent there", strerror(errno));
 		close(s->fb);
@@ -136,10 +155,20 @@ static void on_header(struct stage *s, const struct zd_rec_header *h)
 	if (h->control && *h->control) {
 		/* Best effort: a recorded stream names a tracker long gone. */
 		s->fb = zd_fb_connect(h->control, ZD_ROLE_MRU);
-		if (s->fb < 0)
+		if (s->fb < 0) {
 			zd_debug("feedback socket %s: %s", h->control, strerror(errno));
-		else
+		} else {
+			/* The stream must never wait for a hint to be taken. */
+			int fl = fcntl(s->fb, F_GETFL);
+
+			if (fl < 0 || fcntl(s->fb, F_SETFL, fl | O_NONBLOCK) < 0) {
+				zd_debug("feedback socket %s: %s; not used", h->control, strerror(errno));
+				close(s->fb);
+				s->fb = -1;
+				return;
+			}
 			s->fbbuf = zd_xmalloc(ZD_FB_MAX_MSG);
+		}
 	}
 }
 

@@ -427,4 +427,37 @@ else
 fi
 fi
 
+if [ -z "${ZD_FAULTS_ONLY:-}" ] || [ "$ZD_FAULTS_ONLY" = wedge ]; then
+# 7. A wedged tracker: its control socket answers HELLO, then is never read
+# again (the process is alive, its feedback thread is not). zd-mru must not
+# wait for its STANDBY hints to be taken: the stream goes on regardless.
+zd-track synth:pages=65536,dirty=2048,hot=0.5,seed=2 --epochs 200 --interval 0 --grace 0 \
+	--control "$TMP/wedge.sock" >"$TMP/wedge.zds" 2>/dev/null
+python3 - "$TMP/wedge.sock" <<'EOF' &
+import socket, struct, sys
+MSG = struct.Struct('<IIQQQ')  # zd/fb.h: op, len, epoch, a, b
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.bind(sys.argv[1]); s.listen(4)
+open(sys.argv[1] + '.ready', 'w').close()
+held = []
+while True:
+    c, _ = s.accept()
+    c.recv(1 << 17)
+    c.send(MSG.pack(1, 0, 0, 4096, 65536))  # HELLO: page size, count
+    held.append(c)
+EOF
+wedge=$!
+at_exit "kill $wedge"
+for _ in $(seq $((DEADLINE * 20))); do [ -e "$TMP/wedge.sock.ready" ] && break; sleep 0.05; done
+rc=0; timeout $DEADLINE zd-mru -v <"$TMP/wedge.zds" >"$TMP/wedge.out" 2>"$TMP/wedge.err" || rc=$?
+n=$(zd-stat --json <"$TMP/wedge.out" 2>/dev/null | jq -r '.epochs // empty')
+if [ $rc = 0 ] && [ "$n" = 200 ] && grep -q 'STANDBY for epoch .* dropped' "$TMP/wedge.err"; then
+	ok "wedged control socket: zd-mru drops the hints and passes all 200 epochs"
+else
+	not_ok "wedged control socket: zd-mru drops the hints and passes all 200 epochs" \
+		"exit $rc (124: it hung), $n epochs out: $(cat "$TMP/wedge.err")"
+fi
+kill $wedge
+fi
+
 done_testing
