@@ -16,7 +16,8 @@
  * copies records in, the worker encodes) for the whole measured run, and
  * the load average is recorded beside it.
  *
- *   bench/wire [CSV]    (default bench/results/wire.csv)
+ *   bench/wire [CSV]    (default bench/results/wire_lib.csv; bench/wire.sh
+ *                       writes wire.csv through the real tools)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,7 +223,7 @@ static double loadavg(void)
 
 int main(int argc, char **argv)
 {
-	const char *csv = argc > 1 ? argv[1] : "bench/results/wire.csv";
+	const char *csv = argc > 1 ? argv[1] : "bench/results/wire_lib.csv";
 	struct workload wl[] = {
 		{ .name = "synth-w8", .spec = "synth:pages=262144,dirty=4096,write=8,seed=7" },
 		{ .name = "synth-w64", .spec = "synth:pages=262144,dirty=4096,write=64,seed=7" },
