@@ -76,7 +76,7 @@ struct xen_priv {
 	unsigned long *bm;
 	size_t bm_pages;
 	struct zd_pageset pending;	/* cleaned from Xen, not re-armed by the caller */
-	struct zd_pageset unlogged;	/* frames seen changing with no dirty bit */
+	struct zd_pageset unlogged;	/* frames dom0 writes behind log-dirty */
 	uint64_t *scratch;		/* page indexes of one harvest */
 };
 
@@ -379,57 +379,29 @@ static void bitmap_pages(struct zd_target *t, struct zd_pageset *out)
 }
 
 /*
- * Some frames of a PVH/HVM guest change with no dirty bit: Xen writes
- * them through its own mappings (the shared_info and grant-table frames
- * placed in the guest's physmap, vcpu_info and time areas) and
- * LOGDIRTY_FINAL covers only part of them. A replica that misses them
- * differs from the guest at the next checkpoint. So let the guest run a
- * moment with a clean log and note every frame whose contents changed
- * without its bit; each checkpoint then sends them as dirty. Called paused.
+ * Some guest frames change with no dirty bit: dom0's xenstored and
+ * xenconsoled keep the xenstore and console rings mapped writable for
+ * good (foreign mappings made once, never re-faulted), so their updates
+ * of the ring indexes never reach log-dirty. A replica that misses them
+ * differs from the guest a few epochs later, whenever the guest used its
+ * console or xenstore. Xen's migration sends these frames again on its
+ * last round; here every checkpoint does.
  */
-#define UNLOGGED_PROBE_NS (500ull * 1000000)
-
-static int find_unlogged(struct zd_target *t)
+static void find_unlogged(struct zd_target *t)
 {
+	static const int params[] = { HVM_PARAM_STORE_PFN, HVM_PARAM_CONSOLE_PFN };
 	struct xen_priv *p = t->priv;
-	uint64_t *before = zd_xmalloc(p->mem_pages * sizeof(*before));
-	struct zd_pageset dirty = ZD_PAGESET_INIT;
-	uint64_t count;
-	size_t n = 0;
-	int rc = -1;
 
-	for (size_t i = 0; i < p->mem_pages; i++)
-		before[i] = zd_hash64(p->mem + i * XEN_PAGE, XEN_PAGE);
-	if (logdirty(t, XEN_DOMCTL_SHADOW_OP_CLEAN, &count) < 0)
-		goto out;
-	if (xc_domain_unpause(p->xch, p->domid) < 0) {
-		set_err(t, "unpause domain %u: %s", p->domid, strerror(errno));
-		goto out;
+	for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
+		uint64_t gfn;
+
+		if (xc_hvm_param_get(p->xch, p->domid, params[i], &gfn) < 0 || !gfn ||
+		    gfn >= p->ngfn || p->idx[gfn] == NO_IDX)
+			continue;
+		zd_pageset_add_range(&p->unlogged, p->idx[gfn], 1);
 	}
-	p->paused = false;
-	zd_sleep_ns(UNLOGGED_PROBE_NS);
-	if (xc_domain_pause(p->xch, p->domid) < 0) {
-		set_err(t, "pause domain %u: %s", p->domid, strerror(errno));
-		goto out;
-	}
-	p->paused = true;
-	if (logdirty(t, XEN_DOMCTL_SHADOW_OP_PEEK, &count) < 0)
-		goto out;
-	bitmap_pages(t, &dirty);
-	for (size_t i = 0; i < p->mem_pages; i++) {
-		if (before[i] != zd_hash64(p->mem + i * XEN_PAGE, XEN_PAGE) &&
-		    !zd_pageset_contains(&dirty, i)) {
-			zd_pageset_add_range(&p->unlogged, i, 1);
-			n++;
-		}
-	}
-	zd_debug("xen:%u: %zu frame(s) change without a dirty bit; sent at every checkpoint",
-		 p->domid, n);
-	rc = 0;
-out:
-	zd_pageset_free(&dirty);
-	free(before);
-	return rc;
+	zd_debug("xen:%u: %" PRIu64 " ring frame(s) written by dom0 behind log-dirty; sent at every checkpoint",
+		 p->domid, zd_pageset_count(&p->unlogged));
 }
 
 static int xen_open(struct zd_target *t, const char *args)
@@ -462,8 +434,7 @@ static int xen_open(struct zd_target *t, const char *args)
 		goto fail;
 	}
 	p->scratch = zd_xmalloc(t->page_count * sizeof(*p->scratch));
-	if (find_unlogged(t) < 0)
-		goto fail;
+	find_unlogged(t);
 	/* Start from a clean log; epoch 1 reports every page anyway. */
 	if (logdirty(t, XEN_DOMCTL_SHADOW_OP_CLEAN, &dummy) < 0)
 		goto fail;

@@ -85,7 +85,7 @@ run_mode() {
 	zd-track -v xen:zdguest --mode "$mode" --verify --interval "$INTERVAL" --epochs "$EPOCHS" \
 		"${remus_opts[@]}" 2>"$d/track.err" |
 		zd-swap 2>"$d/swap.err" |
-		zd-send "$P" --timeout 0 --heartbeat 0 --json-log >"$d/send.log" 2>"$d/send.err"
+		zd-send "$P" --timeout 0 --heartbeat 0 --delta-cache 32M --json-log >"$d/send.log" 2>"$d/send.err"
 	rc="${PIPESTATUS[*]}"
 	kill "$PA" 2>/dev/null
 	wait "$PA" 2>/dev/null
@@ -149,7 +149,7 @@ run_mode() {
 	grep '"source":"track"' "$d/send.log" | sed -n 's/.*"pause_ns":\([0-9.]*\).*/\1/p' |
 		sort -n | awk '{a[NR] = $1} END {if (NR) printf "# %s: pause p50 %.1f ms, p99 %.1f ms over %d epochs (emulated: QEMU TCG)\n",
 			m, a[int(NR * 0.5) + 1] / 1e6, a[int(NR * 0.99) + (NR < 100)] / 1e6, NR}' m="$mode"
-	grep -o 'xen:[0-9]*: [0-9]* frame(s) change without a dirty bit.*' "$d/track.err" | sed "s/^/# $mode: /"
+	grep -o 'xen:[0-9]*: [0-9]* ring frame(s) written by dom0.*' "$d/track.err" | sed "s/^/# $mode: /"
 	xl unpause zdguest 2>/dev/null
 	[ -n "${ZD_XEN_DEBUG:-}" ] && tail -n 3 "$d"/*.err | sed 's/^/# /'
 	# dom0's /tmp is RAM: the next mode needs the room.
