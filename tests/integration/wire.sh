@@ -259,4 +259,11 @@ expect_fail "short key: exit 2" 2 "a key needs at least 16" zd-send --key "$TMP/
 expect_fail "zd-recv --compress bogus: exit 2" 2 "not none, zstd or delta" zd-recv --stdio --replica "$TMP/u" --compress bogus
 expect_fail "ssh: without a host: exit 2" 2 "no host" zd-send ssh::/tmp/x
 expect_fail "ssh: with an empty PATH: exit 2" 2 "empty PATH" zd-send ssh:h:
+for t in zd-send zd-recv; do
+	help=$($t --help | sed -n '/^usage:/,/^$/p' | sed 's/^usage: //' | tr -s ' \n' '  ' | sed 's/ $//')
+	man=$(sed -n '/^\.SH SYNOPSIS/,/^\.SH/p' "$ZD_TOP/man/$t.1" | grep -v '^\.' |
+		sed 's/\\-/-/g; s/\\f[BIR]//g' | tr -s ' \n' '  ' | sed 's/ $//')
+	[ -n "$help" ] && [ "$help" = "$man" ] && ok "$t: --help usage = man SYNOPSIS" || not_ok "$t synopsis" "help: $help / man: $man"
+	check "bash -n completions/bash/$t" bash -n "$ZD_TOP/completions/bash/$t"
+done
 done_testing
