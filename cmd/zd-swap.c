@@ -90,6 +90,7 @@ int main(int argc, char **argv)
 	zd_reader_init(&rd, STDIN_FILENO, "stdin");
 	zd_writer_init(&w, STDOUT_FILENO, zd_output_encoding(STDOUT_FILENO, json));
 	cap = zd_capture_new(emit, &w, -1);
+	zd_capture_own_guard(cap);
 	while ((n = zd_reader_next(&rd, (zd_record_init(&r, 0), &r))) > 0) {
 		if (r.type == ZD_REC_HEADER && fb < 0) {
 			fb = zd_fb_join(&r.u.header, ZD_ROLE_SWAP);

@@ -22,6 +22,7 @@ struct zd_capture {
 	int fb_fd;
 	struct zd_rec_header hdr;	/* deep copy */
 	bool have_hdr;
+	bool guard_owner;		/* zd_capture_own_guard */
 	const struct zd_drain_ops *drain;
 	void *drain_state;
 	struct zd_target *t;
@@ -48,6 +49,11 @@ struct zd_capture *zd_capture_new(zd_capture_emit emit, void *arg, int fb_fd)
 void zd_capture_set_fb(struct zd_capture *c, int fb_fd)
 {
 	c->fb_fd = fb_fd;
+}
+
+void zd_capture_own_guard(struct zd_capture *c)
+{
+	c->guard_owner = true;
 }
 
 int zd_fb_join(const struct zd_rec_header *hdr, int role)
@@ -94,6 +100,7 @@ const struct zd_capture_stats *zd_capture_stats(const struct zd_capture *c) { re
 struct zd_target *zd_capture_target(struct zd_capture *c) { return c->t; }
 void **zd_capture_drain_state(struct zd_capture *c) { return &c->drain_state; }
 struct zd_capture_stats *zd_capture_stats_mut(struct zd_capture *c) { return &c->stats; }
+const struct zd_pageset *zd_capture_dirty(const struct zd_capture *c) { return &c->dirty; }
 
 int zd_capture_emit_stat(struct zd_capture *c, uint64_t epoch, const char *const *keys,
 			 const double *vals, unsigned n)
@@ -211,7 +218,8 @@ int zd_capture_feed(struct zd_capture *c, const struct zd_record *r)
 		c->have_hdr = true;
 		if (c->drain && c->drain->stop)
 			c->drain->stop(c);
-		c->drain = zd_capture_drain_for(&c->hdr);
+		/* One guard, one fault handler: see zd_capture_own_guard. */
+		c->drain = c->guard_owner ? zd_capture_drain_for(&c->hdr) : &zd_drain_read;
 		if (c->drain->start && ((rc = attach(c)) || (rc = c->drain->start(c))))
 			return rc;
 		break;

@@ -27,6 +27,25 @@
  * still-blocked writer faults again and is served in the new generation.
  * zd-track protects F(k+1) only after DRAINED(k) (mode_zddspt.c), so one
  * generation is protected at a time.
+ *
+ * One handler per uffd. A uffd gives each fault message to whichever
+ * reader reads it first. Before this was fixed, every stage capturing pages
+ * started this drain — zd-send too (its capture filter attached at the
+ * HEADER) — so two processes served the same uffd: zd-send's handler took
+ * some faults, saved a pre-image nobody sent and un-protected the page;
+ * the guest's next writes to it went through without a fault and
+ * zd-swap's drain then copied the page as changed after the checkpoint.
+ * That was the replica/MEMSUM mismatch at the first guarded epochs of
+ * tests/e2e/kvm_zddspt.sh (debug dumps: every wrong page had flag "not
+ * saved" but held words the guest wrote after T1; the fault log showed
+ * messages served by a second handler whose generation never moved).
+ * Only the filter marked with zd_capture_own_guard (zd-swap) drains here.
+ *
+ * Every protected page must be un-protected by its generation's drain,
+ * or a later fault would save a stale pre-image for a newer epoch. zd-vm
+ * protected the coalesced ranges of DIRTY; the drain walks `missing`,
+ * which is DIRTY unless PAGES upstream covered some of it — then the
+ * whole span of DIRTY is un-protected at the end too (one call).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -256,6 +275,7 @@ static int uffd_drain(struct zd_capture *c, uint64_t epoch, const struct zd_page
 {
 	struct uffd_drain *u = *zd_capture_drain_state(c);
 	struct zd_target *t = zd_capture_target(c);
+	const struct zd_pageset *f = zd_capture_dirty(c);
 	struct zd_pageset rest = ZD_PAGESET_INIT, chunk = ZD_PAGESET_INIT;
 	uint64_t t0 = zd_now_ns(), from_faults = 0, faults, fault_ns, stale;
 	uint8_t *buf;
@@ -289,6 +309,12 @@ static int uffd_drain(struct zd_capture *c, uint64_t epoch, const struct zd_page
 	}
 	/* The generation ends: every page of F is out and free. */
 	pthread_mutex_lock(&u->mu);
+	if (!rc && zd_pageset_count(f) != zd_pageset_count(missing) && !zd_pageset_empty(f)) {
+		uint64_t first = f->r[0].first, end = f->r[f->n - 1].first + f->r[f->n - 1].count;
+
+		if (end <= u->npages && unprotect(u, first, end - first) < 0)
+			rc = zd_capture_fail(c, ZD_EXIT_TARGET, "%s: un-protect: %s", t->spec, strerror(errno));
+	}
 	for (size_t i = 0; i < u->ntouched; i++) {
 		uint64_t pfn = u->touched[i];
 

@@ -62,6 +62,15 @@ struct zd_capture_stats {
  * Guest memory itself comes through zd_target_attach. */
 struct zd_capture *zd_capture_new(zd_capture_emit emit, void *arg, int fb_fd);
 void zd_capture_set_fb(struct zd_capture *c, int fb_fd);
+/* Make this filter the one that serves the write-protect guard (zddspt on
+ * kvm:, drain_uffd); call before the HEADER. Only one process may: the
+ * guard's userfaultfd hands each fault message to whichever reader reads
+ * it first, and a second handler un-protects pages whose pre-images the
+ * drainer then never sees (the guest's next write lands unsaved). zd-swap
+ * owns it; any other stage that captures (zd-send) reads pages as they are
+ * (drain_read), which is all it needs since zd-track only protects when a
+ * zd-swap is connected. Default: not the owner. */
+void zd_capture_own_guard(struct zd_capture *c);
 void zd_capture_free(struct zd_capture *c);
 
 /* Feed one record (the filter emits it, and PAGES before a COMMIT that
@@ -90,7 +99,11 @@ struct zd_capture_stats *zd_capture_stats_mut(struct zd_capture *c);
 /* A STAT record of source "swap" for epoch. */
 int zd_capture_emit_stat(struct zd_capture *c, uint64_t epoch, const char *const *keys,
 			 const double *vals, unsigned n);
-/* The drain method for a stream (by HEADER mode and target). */
+/* The open epoch's DIRTY pages so far (for drain_uffd: what zd-track
+ * write-protected). */
+const struct zd_pageset *zd_capture_dirty(const struct zd_capture *c);
+/* The drain method for a stream (by HEADER mode and target), for the
+ * guard's owner (zd_capture_own_guard); every other filter reads. */
 const struct zd_drain_ops *zd_capture_drain_for(const struct zd_rec_header *hdr);
 
 #endif
