@@ -1,0 +1,309 @@
+#!/usr/bin/env bash
+# Issue 5's continuity test on real KVM: the backup takes over.
+#
+# A zd-vm guest is protected (zd-track | zd-swap | zd-send -> zd-recv) while
+# one zd-client --reconnect sends requests and records every answer
+# ("seq N"). At a random moment the primary (zd-vm and its pipeline, as a
+# crash of its host would) is killed with SIGKILL;
+# zd-recv's default failover action (zd-vm --restore "$ZD_REPLICA") brings
+# the VM back from the replica on the same service address and control
+# socket. The restored VM is then protected again by a fresh pipeline and
+# a fresh replica, and killed again: ZD_FAILOVER_KILLS kills in all
+# (default 20), spread over remus, buffered and zddspt (7/7/6).
+# Asserted, per mode:
+#   - every kill is followed by a takeover, and the restored VM answers on
+#     the address the client used from the start;
+#   - the client's answers form one unbroken sequence over every takeover:
+#     no answer contradicted (zd-client errors 0), none skipped (gaps 0,
+#     and the log's N are consecutive), nothing received lost: a fresh
+#     request to the last restored VM gets exactly the next N;
+#   - the restored VM can be protected again (the next cycle's epochs
+#     commit on a new replica).
+# Failover time (primary last heard by zd-recv -> restored VM's first
+# answer to a client, as zd-vm --restore reports it) is printed as p50/max
+# and written to $BUILD/kvm_failover.csv; under QEMU TCG it is emulated and
+# not asserted against the issue's targets.
+# Outside the guest: --restore's refusals of missing, empty, half-written,
+# foreign and malformed replicas (they need no KVM: the replica is checked
+# before /dev/kvm is opened).
+. "$(dirname "$0")/../lib/tap.sh"
+cd "$ZD_TOP" || exit 1
+
+# A replica made by zd-recv from a hand-edited stream (synth pages, the
+# target and state kind of a zd-vm guest): $1 dir, $2 base64 state blob.
+fake_kvm_replica() {
+	zd-track synth:pages=64,dirty=4 --epochs 1 --json 2>/dev/null | zd-swap --json 2>/dev/null |
+		sed -e 's|"target":"synth[^"]*"|"target":"kvm:/nonexistent.sock"|' \
+		    -e "s|\"kind\":3,\"data\":\"[^\"]*\"|\"kind\":1,\"data\":\"$2\"|" |
+		zd-recv --stdio --replica "$1" >/dev/null 2>"$TMP/fake.err"
+}
+
+if [ -z "${ZD_KVM_INNER:-}" ]; then
+	expect_fail "zd-vm --restore: a missing directory" 4 "^zd-vm: --restore $TMP/none: No such file or directory$" \
+		zd-vm --restore "$TMP/none"
+	mkdir "$TMP/empty"
+	expect_fail "zd-vm --restore: an empty directory" 4 "^zd-vm: $TMP/empty: not a zd replica \(no meta.json\)$" \
+		zd-vm --restore "$TMP/empty"
+	printf 'hello\n' >"$TMP/empty/notes.txt"
+	expect_fail "zd-vm --restore: a directory of something else" 4 "^zd-vm: $TMP/empty: not a zd replica \(no meta.json, holds 'notes.txt'\)$" \
+		zd-vm --restore "$TMP/empty"
+	# Half-written: a HEADER bound the replica, no epoch was ever committed.
+	zd-track synth:pages=64,dirty=4 --epochs 1 --json 2>/dev/null | grep -v '"type":"\(checkpoint\|dirty\|state\|commit\|stat\)"' |
+		zd-recv --stdio --replica "$TMP/half" >/dev/null 2>&1
+	expect_fail "zd-vm --restore: a replica with no committed epoch" 4 "^zd-vm: $TMP/half: no epoch committed yet: nothing to restore$" \
+		zd-vm --restore "$TMP/half"
+	zd-track synth:pages=64,dirty=4 --epochs 2 2>/dev/null | zd-swap 2>/dev/null |
+		zd-recv --stdio --replica "$TMP/synth" >/dev/null 2>&1
+	expect_fail "zd-vm --restore: a replica of another target" 4 "^zd-vm: $TMP/synth: a replica of 'synth:pages=64,dirty=4', not of a zd-vm guest \(kvm:\)$" \
+		zd-vm --restore "$TMP/synth"
+	# "ZDVS" v1 whose header claims 100 bytes: a truncated blob.
+	fake_kvm_replica "$TMP/trunc" "WkRWUwEAAABkAAAAAwAAAA=="
+	expect_fail "zd-vm --restore: a truncated state blob (exit 3, byte offset)" 3 \
+		"^zd-vm: $TMP/trunc/state.bin: byte 8: header says 100 bytes, the blob has 16 \(truncated\?\)$" \
+		zd-vm --restore "$TMP/trunc"
+	fake_kvm_replica "$TMP/junk" "AQAAAAAAAAABAAAAAAAAAA=="
+	expect_fail "zd-vm --restore: a state blob that is not zd-vm's" 3 "^zd-vm: $TMP/junk/state.bin: byte 0: magic 0x1, not a zd-vm state blob" \
+		zd-vm --restore "$TMP/junk"
+	if [ -e /nonexistent.sock ]; then not_ok "a refused restore binds nothing" "/nonexistent.sock exists"
+	else ok "a refused restore binds nothing"; fi
+	expect_fail "zd-vm --restore takes no --mem" 2 '^zd-vm: --restore takes the memory size and workload from the replica' \
+		zd-vm --restore "$TMP/junk" --mem 64M
+	expect_fail "zd-vm --ctl takes no --restore" 2 '^zd-vm: --ctl takes no VM flags$' \
+		zd-vm --ctl "$TMP/s" --restore "$TMP/junk" info
+
+	ZD_KVM_INNER=1 "$ZD_TOP/tests/lib/vmhost.sh" run --cpus 2 --timeout "${ZD_FAILOVER_QEMU_TIMEOUT:-2400}" -- bash "$0" >"$TMP/inner" 2>"$TMP/inner.err"
+	rc=$?
+	if [ $rc -eq 77 ]; then
+		skip "failover of a KVM guest" "$(head -1 "$TMP/inner")"
+		done_testing
+	fi
+	while IFS= read -r line; do
+		case $line in
+		"ok "*"# SKIP"*) w=${line#ok * - }; skip "${w%% # SKIP*}" "${w#* # SKIP }" ;;
+		"ok "*) ok "${line#ok * - }" ;;
+		"not ok "*) not_ok "${line#not ok * - }" ;;
+		"1.."*) ;;
+		"#"*) echo "$line" ;;
+		*) echo "#   $line" ;;
+		esac
+	done <"$TMP/inner"
+	if [ $rc -ne 0 ] && ! grep -q '^not ok' "$TMP/inner"; then
+		not_ok "the KVM part exits 0" "exit $rc; $(tail -15 "$TMP/inner.err")"
+	elif [ $rc -ne 0 ]; then
+		echo "# stderr of the KVM part:"; tail -30 "$TMP/inner.err" | sed 's/^/#   /'
+	fi
+	done_testing
+fi
+
+# ---- inside: a working /dev/kvm ----
+emulated=no
+grep -q 'QEMU Virtual CPU\|QEMU TCG' /proc/cpuinfo && emulated=yes
+MODES=${ZD_FAILOVER_MODES:-remus buffered zddspt}
+KILLS=${ZD_FAILOVER_KILLS:-20}
+CSV=${BUILD:-$ZD_TOP/build}/kvm_failover.csv
+[ "${CSV#/}" = "$CSV" ] && CSV=$ZD_TOP/$CSV
+mkdir -p "$(dirname "$CSV")"
+echo "mode,kill,epoch_taken_over,epoch_discarded,last_heard_ms,lost_ms,restore_ms,emulated" >"$CSV"
+
+# Heartbeats: zd-recv's defaults (100 ms / 500 ms) assume real time. Under
+# TCG a checkpoint pause, a full first copy or a memory checksum stretch
+# to seconds, and a timeout that fired then would take over from a live
+# primary (two VMs on one address). The kills here close the connection,
+# which zd-recv sees at once; the timeout only guards against a hang.
+HB_MS=1000
+TO_MS=30000
+
+# wait_for SECONDS TEST...: poll every 0.1 s up to a deadline (a deadline,
+# not a count: under TCG starting a sleep alone takes a while).
+wait_for() {
+	local end=$((SECONDS + $1))
+	shift
+	while [ $SECONDS -le $end ]; do "$@" && return 0; sleep 0.1; done
+	return 1
+}
+gone() { ! kill -0 "$1" 2>/dev/null; }
+commits() { grep -c 'epoch [0-9]* committed' "$1" 2>/dev/null || true; }
+# at_least LOG N PID: N epochs committed, or the pipeline PID ended.
+at_least() { [ "$(commits "$1")" -ge "$2" ] || gone "$3"; }
+# answered LOG PID: the restored VM answered a client, or PID (zd-recv,
+# then the restored zd-vm) ended.
+more_answers() { [ "$(wc -l <"$1")" -ge "$2" ]; }
+answered() { grep -q 'restored VM answered' "$1" || gone "$2"; }
+
+# cycle MODE K DIR: protect the running VM (pid $VM) with a new pipeline
+# and replica, kill it, wait for the takeover. Sets VM to the restored one.
+cycle() {
+	local mode=$1 k=$2 d=$3 r=$3/rep$2 P want delay line heard lost rest took disc
+	zd-recv --listen 127.0.0.1:0 --replica "$r" --verify --heartbeat $HB_MS --timeout $TO_MS -v 2>"$r.err" &
+	local RECV=$!
+	at_exit "kill $RECV"
+	if ! wait_for 60 grep -q 'listening on' "$r.err"; then
+		not_ok "$mode kill $k: zd-recv listens" "$(tail -3 "$r.err")"
+		return 1
+	fi
+	P=$(sed -n 's/.*listening on \(127\.0\.0\.1:[0-9]*\).*/\1/p' "$r.err" | head -1)
+	# zddspt's pause is short only with the copy-on-write guard, which is
+	# still experimental (ZD_KVM_GUARD=1); without it zd-track copies the
+	# frozen set while paused.
+	# The primary side in a session of its own: a host crash takes zd-vm
+	# and its pipeline at once, and so does the kill below.
+	setsid bash -c 'zd-track "kvm:$1" --mode "$2" --verify --interval 50 --timeout 300000 2>"$3.track" |
+		zd-swap 2>"$3.swap" | zd-send "$4" --timeout 60000 >"$3.log" 2>"$3.send"' \
+		_ "$S" "$mode" "$r" "$P" &
+	local PIPE=$!
+	at_exit "kill -KILL -- -$PIPE"
+	# The kill moment: after 1-3 commits, then 0-999 ms into the epochs
+	# that follow (most land mid-transfer: under TCG an epoch's pages take
+	# most of its time to go through).
+	want=$((1 + RANDOM % 3))
+	delay=$(printf '0.%03d' $((RANDOM % 1000)))
+	if ! wait_for 300 at_least "$r.err" "$want" "$PIPE" || [ "$(commits "$r.err")" -lt "$want" ]; then
+		not_ok "$mode kill $k: epochs commit on the new replica" \
+			"$(tail -n 3 "$r.err" "$r.track" "$r.swap" "$r.send")"
+		kill "$RECV" 2>/dev/null
+		kill -KILL -- "-$PIPE" 2>/dev/null
+		return 1
+	fi
+	sleep "$delay"
+	kill -KILL -- "$VM" "-$PIPE"
+	wait "$PIPE" 2>/dev/null
+	# zd-recv execs zd-vm --restore: the restored VM keeps zd-recv's pid.
+	if ! wait_for 300 answered "$r.err" "$RECV" || ! grep -q 'restored VM answered' "$r.err"; then
+		not_ok "$mode kill $k: the backup takes over and answers the client" \
+			"$(grep -v 'committed' "$r.err" | tail -n 6; tail -n 2 "$r.track" "$r.swap" "$r.send" "$d/client.err")"
+		kill "$RECV" 2>/dev/null
+		return 1
+	fi
+	VM=$RECV
+	took=$(sed -n 's/.*taking over at epoch \([0-9]*\).*/\1/p' "$r.err" | head -1)
+	disc=$(sed -n 's/.*; epoch \([0-9]*\) discarded.*/\1/p' "$r.err" | head -1)
+	line=$(grep 'restored VM answered' "$r.err" | head -1)
+	heard=$(echo "$line" | sed -n 's/.*: \([0-9.-]*\) ms after the primary was last heard.*/\1/p')
+	lost=$(echo "$line" | sed -n 's/.* \([0-9.-]*\) ms after it was declared lost.*/\1/p')
+	rest=$(echo "$line" | sed -n 's/.* \([0-9.-]*\) ms after zd-vm --restore began.*/\1/p')
+	echo "$mode,$k,$took,${disc:-},$heard,$lost,$rest,$emulated" >>"$CSV"
+	echo "# $mode kill $k: SIGKILL after $want commit(s) + ${delay} s; taken over at epoch $took${disc:+ (epoch $disc in flight discarded)}; first answer ${heard} ms after the primary was last heard"
+	TAKEN=$((TAKEN + 1))
+	[ -n "$disc" ] && INFLIGHT=$((INFLIGHT + 1))
+	return 0
+}
+
+run_mode() {
+	local mode=$1 n=$2 d=$TMP/$1 CL SP k i last probe sum
+	mkdir -p "$d"
+	S=$d/vm.sock
+	TAKEN=0 INFLIGHT=0
+	zd-vm --control "$S" --mem 8M --workload dirty=2000,hot=0.8,span=4M \
+		--serve 127.0.0.1:0 2>"$d/vm.err" &
+	VM=$!
+	at_exit "kill $VM"
+	if ! wait_for 120 test -S "$S"; then
+		not_ok "$mode: zd-vm starts" "$(tail -n 3 "$d/vm.err")"
+		return
+	fi
+	SP=$(zd-vm --ctl "$S" info | sed -n 's/^serve=//p')
+	# One client for the whole run: closed loop, two requests outstanding
+	# (so a takeover can owe it more than one answer), answers can wait
+	# for emulated epochs, reconnects for as long as a takeover may take.
+	zd-client --reconnect --retry-for 120000 --timeout 120000 --concurrency 2 --duration 3600s \
+		--log "$d/client.log" -v "$SP" >"$d/client.json" 2>"$d/client.err" &
+	CL=$!
+	at_exit "kill $CL"
+	for k in $(seq "$n"); do
+		cycle "$mode" "$k" "$d" || break
+	done
+	if [ "$TAKEN" -eq "$n" ]; then
+		ok "$mode: $n SIGKILLs of the primary, each followed by a takeover ($INFLIGHT with an epoch in flight discarded)"
+	else
+		not_ok "$mode: $n SIGKILLs of the primary, each followed by a takeover" "$TAKEN takeovers"
+	fi
+	if [ "$(zd-vm --ctl "$S" info | sed -n 's/^serve=//p')" = "$SP" ]; then
+		ok "$mode: the restored VM serves the primary's address $SP and control socket"
+	else
+		not_ok "$mode: the restored VM serves the primary's address $SP" "$(zd-vm --ctl "$S" info 2>&1 | grep serve)"
+	fi
+	# Let the client get a few answers from the last VM, then stop it.
+	last=$(wc -l <"$d/client.log")
+	wait_for 120 more_answers "$d/client.log" $((last + 3))
+	kill -TERM "$CL"
+	wait "$CL"
+	local crc=$?
+	sum=$(cat "$d/client.json")
+	echo "# $mode client: $sum"
+	local errors gaps reconnects count first lastseq
+	errors=$(echo "$sum" | jq -r '.errors // "x"')
+	gaps=$(echo "$sum" | jq -r '.gaps // "x"')
+	reconnects=$(echo "$sum" | jq -r '.reconnects // "x"')
+	count=$(echo "$sum" | jq -r '.count // 0')
+	first=$(echo "$sum" | jq -r '.first_seq // 0')
+	lastseq=$(echo "$sum" | jq -r '.last_seq // 0')
+	if [ "$crc" -eq 0 ] && [ "$errors" = 0 ] && [ "$gaps" = 0 ]; then
+		ok "$mode: the client's $count answers over $reconnects reconnects: none contradicted, none skipped"
+	else
+		not_ok "$mode: the client's answers: none contradicted, none skipped" \
+			"exit $crc, errors $errors, gaps $gaps; $(tail -n 5 "$d/client.err")"
+	fi
+	if awk -v f="$first" '$1 != f + NR - 1 {print "answer " NR ": seq " $1 ", want " f + NR - 1; exit 1}' "$d/client.log" >"$d/seqcheck" &&
+		[ "$count" -gt 0 ] && [ "$lastseq" = $((first + count - 1)) ]; then
+		ok "$mode: the answers received are seq $first..$lastseq, one each, in order"
+	else
+		not_ok "$mode: the answers received are consecutive" "$(cat "$d/seqcheck") (count $count, first $first, last $lastseq)"
+	fi
+	# Nothing the client received is lost: the VM now running continues
+	# after the last answer. The requests the client had outstanding when
+	# it was stopped may have been executed (their answers went to a closed
+	# connection), so the next N lies in [last + 1, last + 1 + outstanding].
+	local sent resent outst lo hi pn
+	sent=$(echo "$sum" | jq -r '.sent // 0')
+	resent=$(echo "$sum" | jq -r '.resent // 0')
+	outst=$((sent - resent - count))
+	lo=$((lastseq + 1)) hi=$((lastseq + 1 + outst))
+	probe=$(exec 3<>"/dev/tcp/127.0.0.1/${SP##*:}" && echo "probe" >&3 && read -r -t 120 a <&3 && echo "$a")
+	pn=${probe#seq }
+	if [ "$outst" -ge 0 ] && [ "$probe" = "seq $pn" ] && [ "$pn" -ge "$lo" ] 2>/dev/null && [ "$pn" -le "$hi" ]; then
+		ok "$mode: the last restored VM continues the sequence: a new request gets $probe (last answer seq $lastseq, $outst request(s) left outstanding)"
+	else
+		not_ok "$mode: the last restored VM continues the sequence" \
+			"got '$probe', want seq $lo..$hi (last answer seq $lastseq, $outst request(s) left outstanding)"
+	fi
+	zd-vm --ctl "$S" stop >/dev/null 2>&1
+	wait "$VM" 2>/dev/null
+}
+
+# ZD_FAILOVER_KILLS spread over the modes, the first ones taking the rest.
+set -- $MODES
+nm=$#
+i=0
+for m in $MODES; do
+	n=$((KILLS / nm + (i < KILLS % nm ? 1 : 0)))
+	i=$((i + 1))
+	[ "$n" -gt 0 ] && run_mode "$m" "$n"
+done
+
+# A damaged replica is refused with nothing started: the last takeover's
+# replica, its memory changed behind zd-recv's back, and its state cut.
+last=$(find "$TMP" -mindepth 2 -maxdepth 2 -type d -name 'rep*' | sort | tail -1)
+if [ -n "$last" ]; then
+	cp -r --sparse=always "$last" "$TMP/bad"
+	printf 'X' | dd of="$TMP/bad/memory.img" bs=1 seek=$((5 << 20)) conv=notrunc 2>/dev/null
+	expect_fail "zd-vm --restore: a replica whose memory fails its checksum" 4 \
+		"^zd-vm: $TMP/bad/memory.img: checksum .*: the replica is damaged$" \
+		zd-vm --restore "$TMP/bad" --control "$TMP/bad.sock" --serve 127.0.0.1:0
+	cp "$last/memory.img" "$TMP/bad/memory.img"
+	head -c 1000 "$last/state.bin" >"$TMP/bad/state.bin"
+	expect_fail "zd-vm --restore: a cut state.bin" 3 "^zd-vm: $TMP/bad/state.bin: byte 8: header says" \
+		zd-vm --restore "$TMP/bad" --control "$TMP/bad.sock" --serve 127.0.0.1:0
+	if [ -e "$TMP/bad.sock" ]; then not_ok "a refused restore creates no control socket"
+	else ok "a refused restore creates no control socket"; fi
+fi
+
+# p50 and max of CSV column $1 (nearest rank)
+col_stats() {
+	awk -F, -v c="$1" 'NR > 1 && $c != "" {print $c}' "$CSV" | sort -n |
+		awk '{a[NR] = $1} END {if (NR) printf "p50 %.0f ms, max %.0f ms over %d takeovers", a[int((NR + 1) / 2)], a[NR], NR; else printf "none measured"}'
+}
+echo "# failover time, primary last heard -> restored VM answers: $(col_stats 5)$([ $emulated = yes ] && echo ' (QEMU TCG: emulated)')"
+echo "# failover time, loss declared by zd-recv -> restored VM answers: $(col_stats 6)"
+echo "# restore alone (zd-vm --restore start -> first answer): $(col_stats 7)"
+echo "# per takeover: $CSV"
+done_testing
