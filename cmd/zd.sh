@@ -446,19 +446,21 @@ demo_failover() {
 	zd-client --reconnect --retry-for 60000 --timeout 600s --duration 3600s --log "$d/client.log" \
 		"$sp" >"$d/client.json" 2>"$d/client.err" &
 	cl=$!
-	"$self" run --mode "$mode" --interval "$DEMO_INTERVAL" --timeout 600000 --json "${send_hb[@]+"${send_hb[@]}"}" \
+	# The primary's pipeline in a session of its own, so that the kill
+	# takes the whole primary side at once, as a crash of its host would.
+	setsid "$self" run --mode "$mode" --interval "$DEMO_INTERVAL" --timeout 600000 --json "${send_hb[@]+"${send_hb[@]}"}" \
 		"$sock" "$bp" >"$d/send.log" 2>"$d/run.err" &
 	run=$!
 	echo "   primary: zd-vm on $sp, replicated to zd-recv on $bp (default failover: zd-vm --restore)"
 	if ! wait_until 900 commits_at_least "$d/recv.err" "$n" $recv; then
-		kill -KILL $vm 2>/dev/null
+		kill -KILL -- $vm -$run 2>/dev/null
 		kill $cl $recv 2>/dev/null
 		echo "   the backup did not commit $n epochs: $(tail -n 2 "$d/run.err" "$d/recv.err" | tr '\n' ' ')"
 		return 1
 	fi
 	before=$(tail -n 1 "$d/client.log" | cut -d' ' -f1)
-	kill -KILL $vm
-	echo "   SIGKILL to the primary zd-vm after $n committed epochs; the client had seq ${before:-none}"
+	kill -KILL -- $vm -$run
+	echo "   SIGKILL to the primary (zd-vm and its pipeline) after $n committed epochs; the client had seq ${before:-none}"
 	wait $run 2>/dev/null
 	if ! wait_until 600 grep -q 'restored VM answered' "$d/recv.err"; then
 		kill $cl $recv 2>/dev/null
