@@ -92,7 +92,7 @@ deps-ok:
 
 DEB_BUILD := build-essential pkg-config libjansson-dev libzstd-dev libxxhash-dev \
 	libcmocka-dev libxen-dev libsodium-dev jq gnuplot-nox
-DEB_TEST := iproute2 procps psmisc python3 clang libclang-rt-14-dev \
+DEB_TEST := iproute2 nftables openssh-server openssh-client procps psmisc python3 clang libclang-rt-14-dev \
 	qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod
 deps:
 	@missing=""; for p in $(DEB_BUILD) $(DEB_TEST); do \
