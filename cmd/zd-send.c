@@ -166,7 +166,10 @@ _Static_assert(ZD_ARRAY_SIZE(enc_names) == ZD_PENC_DELTA + 1, "enc_names");
  * behind its HEADER) that it decodes what we send. */
 static void check_peer_wire(struct sender *s)
 {
-	uint64_t deadline = zd_now_ns() + (uint64_t)ZD_AUTH_TIMEOUT_MS * 1000000u;
+	/* As long as an ACK may take (--timeout 0: until the connection
+	 * ends, as under emulation), at least 10 s. */
+	uint64_t ms = s->to_ms ? ZD_MAX((uint64_t)ZD_AUTH_TIMEOUT_MS, 5 * (uint64_t)s->to_ms) : 0;
+	uint64_t deadline = ms ? zd_now_ns() + ms * 1000000u : UINT64_MAX;
 	char m[300];
 
 	pthread_mutex_lock(&s->lock);
