@@ -12,7 +12,7 @@
 #include "zd/util.h"
 
 #define USAGE "usage: zd-track TARGET [--interval MS] [--epochs N] [--mode remus|buffered|zddspt]\n" \
-	      "                [--precopy PERCENT] [--verify] [--json] [--control PATH]\n" \
+	      "                [--precopy PERCENT] [--no-guard] [--verify] [--json] [--control PATH]\n" \
 	      "                [--timeout MS] [--grace MS] [-v]\n"
 
 static volatile sig_atomic_t stop_flag;
@@ -43,6 +43,9 @@ static void help(void)
 	       "                         zddspt (pre-copy + frozen table) (default remus)\n"
 	       "  -p, --precopy PERCENT  zddspt: start pre-copy this share of the interval\n"
 	       "                         before the checkpoint, 0-99 (default 20)\n"
+	       "      --no-guard         zddspt: copy the frozen set while paused instead of\n"
+	       "                         write-protecting it (default: protect where the target\n"
+	       "                         can and zd-swap drains; else the copy, see STAT)\n"
 	       "      --verify           put a whole-memory checksum in every COMMIT\n"
 	       "  -j, --json             JSON lines even when stdout is not a terminal\n"
 	       "  -c, --control PATH     feedback socket (default\n"
@@ -75,6 +78,7 @@ int main(int argc, char **argv)
 		{ "mode", required_argument, NULL, 'm' },
 		{ "precopy", required_argument, NULL, 'p' },
 		{ "verify", no_argument, NULL, 'y' },
+		{ "no-guard", no_argument, NULL, 'G' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "control", required_argument, NULL, 'c' },
 		{ "timeout", required_argument, NULL, 't' },
@@ -120,6 +124,9 @@ int main(int argc, char **argv)
 			o.precopy_pct = (unsigned)v;
 			precopy_given = true;
 			break;
+		case 'G':
+			o.no_guard = true;
+			break;
 		case 'y':
 			o.verify = true;
 			break;
@@ -159,6 +166,8 @@ int main(int argc, char **argv)
 		usage_error("unexpected argument '%s'", argv[optind + 1]);
 	if (precopy_given && o.mode != ZD_MODE_ZDDSPT)
 		usage_error("--precopy needs --mode zddspt%s", "");
+	if (o.no_guard && o.mode != ZD_MODE_ZDDSPT)
+		usage_error("--no-guard needs --mode zddspt%s", "");
 	if (grace_given && o.mode != ZD_MODE_REMUS)
 		usage_error("--grace needs --mode remus%s", "");
 	o.spec = argv[optind];

@@ -343,11 +343,9 @@ static int kvm_protect(struct zd_target *t, const struct zd_pageset *set)
 	struct kvm_priv *p = t->priv;
 	struct zd_vmctl_rep rep;
 
-	/* Experimental until tests/e2e/kvm_zddspt.sh passes with it: under
-	 * the TCG harness a replica still differs from MEMSUM at the second
-	 * guarded epoch. ZD_KVM_GUARD=1 turns it on. */
-	if (p->uffd < 0 || !(p->info.flags & ZD_VM_F_UFFD_WP) ||
-	    !getenv("ZD_KVM_GUARD") || strcmp(getenv("ZD_KVM_GUARD"), "1"))
+	/* Without zd-vm's uffd the frozen set is copied while paused. Whether
+	 * to protect at all is zd-track's choice (mode_zddspt.c, --no-guard). */
+	if (p->uffd < 0 || !(p->info.flags & ZD_VM_F_UFFD_WP))
 		return 1;
 	zd_pageset_to_bitmap(set, p->bm + p->nwords, p->nwords * 64, 0);
 	return call(t, ZD_VMCTL_PROTECT, 0, 0, &rep, NULL, 0, NULL, NULL);

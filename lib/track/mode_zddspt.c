@@ -26,7 +26,14 @@
  * must be DRAINED (every page of F(k-1) saved and un-protected), so a
  * write fault zd-swap reads is always for the newest checkpoint. The drain
  * runs during the interval, so this wait is normally already over.
+ *
+ * The guard is the default on kvm:; each epoch that falls back to the
+ * paused copy says why in STAT "track" key "fallback" (enum fallback), and
+ * the first time on stderr.
  */
+#include <stdlib.h>
+#include <string.h>
+
 #include "track_int.h"
 #include "zd/util.h"
 
@@ -59,33 +66,60 @@ static bool replayable(const struct zd_track *k)
 	return !k->t->ops->protect && !k->t->ops->copy_frozen_paused;
 }
 
+/* Why an epoch copied its frozen set while paused (STAT "fallback"). */
+enum fallback {
+	FB_NONE = 0,		/* protected (or a replayable target) */
+	FB_NO_GUARD = 1,	/* the target cannot write-protect (xen:, zd-vm without uffd) */
+	FB_NO_SWAP = 2,		/* no zd-swap on the control socket to drain */
+	FB_LATE_DRAIN = 3,	/* the previous epoch's DRAINED did not come in time */
+	FB_DISABLED = 4,	/* --no-guard */
+};
+
+static void say_fallback(struct zd_track *k, enum fallback why)
+{
+	static bool said[5];
+	static const char *const text[] = {
+		[FB_NO_GUARD] = "the target cannot write-protect",
+		[FB_NO_SWAP] = "no zd-swap is connected to drain the frozen set",
+		[FB_LATE_DRAIN] = "the previous epoch was not DRAINED in time",
+		[FB_DISABLED] = "--no-guard",
+	};
+
+	if (why == FB_NONE || why == FB_DISABLED || said[why])
+		return;
+	said[why] = true;
+	zd_warnx("epoch %llu: copying the frozen set while paused: %s (STAT fallback=%d)",
+		 (unsigned long long)k->epoch, text[why], (int)why);
+}
+
 /* Can this round protect instead of copying? Waits for the previous
- * epoch's DRAINED (see above); false without a guard or zd-swap. */
-static bool guarded(struct zd_track *k)
+ * epoch's DRAINED (see above). */
+static enum fallback guarded(struct zd_track *k)
 {
 	uint64_t deadline = zd_now_ns() + k->o->timeout_ns;
 
-	if (!k->t->ops->protect || k->t->ops->copy_frozen_paused ||
-	    zd_fbserver_clients(k->fb, ZD_ROLE_SWAP) == 0)
-		return false;
+	/* ZD_KVM_GUARD=0: for scripts that cannot pass --no-guard. */
+	if (k->o->no_guard || (getenv("ZD_KVM_GUARD") && !strcmp(getenv("ZD_KVM_GUARD"), "0")))
+		return FB_DISABLED;
+	if (!k->t->ops->protect || k->t->ops->copy_frozen_paused)
+		return FB_NO_GUARD;
+	if (zd_fbserver_clients(k->fb, ZD_ROLE_SWAP) == 0)
+		return FB_NO_SWAP;
 	if (k->epoch <= 1)
-		return true;
+		return FB_NONE;
 	for (;;) {
 		uint64_t until = ZD_MIN(deadline, zd_now_ns() + 50 * 1000000ull);
 
 		switch (zd_fbserver_wait(k->fb, ZD_FB_DRAINED, ZD_ROLE_SWAP, k->epoch - 1, until)) {
 		case ZD_FBWAIT_OK:
-			return true;
+			return FB_NONE;
 		case ZD_FBWAIT_GONE:
-			return false;
+			return FB_NO_SWAP;
 		case ZD_FBWAIT_TIMEOUT:
 			break;
 		}
-		if (*k->stop || zd_now_ns() >= deadline) {
-			zd_warnx("epoch %llu: no DRAINED for epoch %llu: copying the frozen set while paused",
-				 (unsigned long long)k->epoch, (unsigned long long)k->epoch - 1);
-			return false;
-		}
+		if (*k->stop || zd_now_ns() >= deadline)
+			return FB_LATE_DRAIN;
 	}
 }
 
@@ -108,6 +142,7 @@ static int zddspt_round(struct zd_track *k)
 	struct zd_pageset p = ZD_PAGESET_INIT;
 	struct zd_record state, commit;
 	uint64_t protect_ns = 0;
+	enum fallback why = FB_NONE;
 	bool copy_frozen = true;
 	int r;
 
@@ -121,7 +156,9 @@ static int zddspt_round(struct zd_track *k)
 		goto fail;
 	bool replay = replayable(k);
 
-	copy_frozen = !replay && !guarded(k);
+	if (!replay)
+		why = guarded(k);
+	copy_frozen = !replay && why != FB_NONE;
 
 	if (track_pause(k, &c.t1_ns) < 0)
 		goto fail;
@@ -132,6 +169,8 @@ static int zddspt_round(struct zd_track *k)
 		if ((r = protect(k, &k->dirty)) < 0)
 			goto fail_paused;
 		copy_frozen = r > 0;
+		if (copy_frozen)
+			why = FB_NO_GUARD;
 		protect_ns = zd_now_ns() - protect_ns;
 	}
 	if (copy_frozen && track_read_pages(k, &k->dirty) < 0)
@@ -153,18 +192,19 @@ static int zddspt_round(struct zd_track *k)
 	    emit_record(k, &state) < 0 || emit_record(k, &commit) < 0)
 		r = -1;
 	zd_record_free(&state);
+	say_fallback(k, why);
 
 	/* Next epoch's fallback hint: every page this epoch changed. */
 	static const char *const keys[] = { "pause_ns", "protect_ns", "precopy",
-					    "precopy_redirtied", "frozen", "guarded" };
+					    "precopy_redirtied", "frozen", "guarded", "fallback" };
 	double vals[] = { (double)c.pause_ns, (double)protect_ns, (double)zd_pageset_count(&p),
 			  (double)zd_pageset_intersect_count(&p, &k->dirty),
-			  (double)zd_pageset_count(&k->dirty), copy_frozen ? 0.0 : 1.0 };
+			  (double)zd_pageset_count(&k->dirty), copy_frozen ? 0.0 : 1.0, (double)why };
 	zd_pageset_union(&k->prev, &p, &k->dirty);
 	zd_pageset_free(&p);
 	if (r < 0)
 		return -1;
-	return emit_stat(k, keys, vals, 6);
+	return emit_stat(k, keys, vals, 7);
 
 fail_state:
 	zd_record_free(&state);

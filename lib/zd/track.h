@@ -20,6 +20,7 @@ struct zd_track_opts {
 	enum zd_mode mode;
 	unsigned precopy_pct;		/* zddspt: T0 = T1 - precopy% of the interval */
 	bool verify;			/* memsum in COMMIT */
+	bool no_guard;			/* zddspt: copy F while paused, never write-protect */
 	bool json;			/* JSON lines even on a pipe */
 	const char *control;		/* feedback socket path, NULL = default */
 	uint64_t timeout_ns;		/* remus: longest wait for ACK/DRAINED */
