@@ -394,7 +394,12 @@ static void *ack_thread(void *arg)
 				struct zd_fb_msg m = { .op = ZD_FB_ACK, .epoch = e, .a = r.u.ack.commit_wall_ns };
 
 				if (zd_fb_send(s->fb, &m, NULL, NULL, 0) < 0) {
-					zd_warn("control socket: ACK: continuing open loop");
+					/* A tracker that died is the stream's to report
+					 * (it ends without END); only a live one matters. */
+					if (errno == EPIPE || errno == ECONNRESET)
+						zd_debug("control socket: ACK: %s", strerror(errno));
+					else
+						zd_warn("control socket: ACK: continuing open loop");
 					close(s->fb);
 					s->fb = -1;
 				}
@@ -404,7 +409,9 @@ static void *ack_thread(void *arg)
 			log_put(s, &r);
 		} else if (r.type == ZD_REC_END) {
 			end = true;
-			if (r.u.end.status) {
+			/* zd-recv echoes the primary's END (status 1 when the
+			 * VM was stopped); only status 2 is its refusal. */
+			if (r.u.end.status == 2) {
 				zd_record_free(&r);
 				zd_reader_free(&rd);
 				die_once(ZD_EXIT_PEER, "%s: %s", s->conn.name,

@@ -6,6 +6,7 @@
  * PAGES before the COMMIT, then tells zd-track the epoch is DRAINED (remus
  * mode resumes the VM only then).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <inttypes.h>
@@ -67,6 +68,7 @@ int main(int argc, char **argv)
 	struct zd_record r;
 	bool json = false;
 	int c, n, rc = 0, fb = -1;
+	bool ended = false;
 
 	zd_set_progname(argv[0]);
 	/* Records of up to 16 MiB come and go every epoch: keep them on the
@@ -120,18 +122,30 @@ int main(int argc, char **argv)
 						       .b = st->cow_faults };
 
 				if (zd_fb_send(fb, &m, NULL, NULL, 0) < 0) {
-					zd_warn("control socket: DRAINED: continuing open loop");
+					/* A tracker that died is the stream's to report
+					 * (it ends without END); only a live one matters. */
+					if (errno == EPIPE || errno == ECONNRESET)
+						zd_debug("control socket: DRAINED: %s", strerror(errno));
+					else
+						zd_warn("control socket: DRAINED: continuing open loop");
 					close(fb);
 					fb = -1;
 					zd_capture_set_fb(cap, -1);
 				}
 			}
 		}
+		ended = r.type == ZD_REC_END;
 		zd_record_free(&r);
 	}
 	if (n < 0) {
 		zd_warnx("%s", rd.msg);
 		rc = rd.err == ZD_RERR_IO ? ZD_EXIT_FAIL : ZD_EXIT_DATA;
+	} else if (!rc && !ended) {
+		/* Cut between records: the stage before died. What came whole
+		 * went on; the stages after see the same missing END. */
+		zd_warnx("stdin: byte %" PRIu64 ": after record %" PRIu64 ": truncated: the stream ends without END",
+			 (uint64_t)rd.offset, (uint64_t)rd.nrec);
+		rc = ZD_EXIT_DATA;
 	}
 	if (!rc && zd_writer_flush(&w) < 0) {
 		zd_warnx("stdout: write: %s", strerror(w.err));

@@ -252,36 +252,36 @@ static int overlay_memsum(struct zd_replica *rep, uint64_t *sum)
 {
 	struct zd_stage *st = rep->st;
 	uint64_t ps = rep->meta.page_size;
-	size_t size = (size_t)(rep->meta.page_count * ps);
-	const uint8_t *img;
-	uint8_t *jr = MAP_FAILED;
+	uint64_t size = rep->meta.page_count * ps;
+	uint8_t *jr = MAP_FAILED, *buf = NULL;
 	XXH3_state_t *h = NULL;
 	uint64_t cur = 0;
 	int rc = 0;
 
 	qsort(st->idx, st->nidx, sizeof(*st->idx), cmp_jidx);
-	if ((rc = zd__rep_map(rep)))
-		return rc;
-	img = rep->mem;
 	jr = mmap(NULL, st->off, PROT_READ, MAP_SHARED, st->fd, 0);
 	if (jr == MAP_FAILED) {
 		rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: mmap: %s", rep->dir, strerror(errno));
 		goto out;
 	}
 	h = XXH3_createState();
+	buf = zd_xmalloc(ZD_REP_HASH_BUF);
 	XXH3_64bits_reset(h);
 	for (size_t i = 0; i < st->nidx; i++) {
 		if (i + 1 < st->nidx && st->idx[i + 1].pfn == st->idx[i].pfn)
 			continue;	/* a later copy of this page follows */
 		uint64_t at = st->idx[i].pfn * ps;
 
-		XXH3_64bits_update(h, img + cur, at - cur);
+		if ((rc = zd__rep_hash_image(rep, h, buf, cur, at - cur)))
+			goto out;
 		XXH3_64bits_update(h, jr + st->idx[i].off, ps);
 		cur = at + ps;
 	}
-	XXH3_64bits_update(h, img + cur, size - cur);
+	if ((rc = zd__rep_hash_image(rep, h, buf, cur, size - cur)))
+		goto out;
 	*sum = XXH3_64bits_digest(h);
 out:
+	free(buf);
 	XXH3_freeState(h);
 	if (jr != MAP_FAILED)
 		munmap(jr, st->off);
@@ -333,6 +333,20 @@ int zd_replica_stage_verify(struct zd_replica *rep, const struct zd_rec_commit *
 			return zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 ": replica memory checksum 0x%016" PRIx64
 					    " differs from the primary's 0x%016" PRIx64, st->epoch, sum, c->memsum);
 		jflags |= JC_MEMSUM;
+	}
+	/* Before the commit point, not after: the blocks of memory.img the
+	 * epoch's pages go to. A sparse image grows as pages arrive, and a disk
+	 * that fills up while a committed journal is applied would leave a
+	 * replica that cannot even recover (every retry fails the same way);
+	 * here a full disk only discards this epoch. */
+	for (size_t i = 0; i < st->covered.n; i++) {
+		const struct zd_range *r = &st->covered.r[i];
+
+		if (fallocate(rep->memfd, 0, (off_t)(r->first * rep->meta.page_size),
+			      (off_t)(r->count * rep->meta.page_size)) < 0 &&
+		    errno != EOPNOTSUPP && errno != ENOSYS)
+			return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: reserving epoch %" PRIu64 "'s pages: %s",
+					    rep->dir, st->epoch, strerror(errno));
 	}
 	if ((rc = jentry(rep, JE_COMMIT, 0, jflags, sum)))
 		return rc;

@@ -351,12 +351,40 @@ int zd__rep_map(struct zd_replica *rep)
 	return 0;
 }
 
+/* buf: ZD_REP_HASH_BUF bytes of scratch. */
+int zd__rep_hash_image(struct zd_replica *rep, void *h, uint8_t *buf, uint64_t off, uint64_t len)
+{
+	while (len) {
+		size_t n = (size_t)ZD_MIN(len, (uint64_t)ZD_REP_HASH_BUF);
+		ssize_t r = pread(rep->memfd, buf, n, (off_t)off);
+
+		if (r <= 0)
+			return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: read: %s", rep->dir,
+					    r < 0 ? strerror(errno) : "unexpected end of file");
+		XXH3_64bits_update(h, buf, (size_t)r);
+		off += (uint64_t)r;
+		len -= (uint64_t)r;
+	}
+	return 0;
+}
+
 int zd_replica_memsum(struct zd_replica *rep, uint64_t *sum)
 {
+	XXH3_state_t *h;
+	uint8_t *buf;
 	int rc;
 
-	if ((rc = zd__rep_map(rep)))
-		return rc;
-	*sum = zd_hash64(rep->mem, (size_t)(rep->meta.page_count * rep->meta.page_size));
-	return 0;
+	if (!rep->initialised || rep->memfd < 0)
+		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s: replica has no memory yet", rep->dir);
+	h = XXH3_createState();
+	if (!h)
+		zd_diex(ZD_EXIT_FAIL, "out of memory");
+	buf = zd_xmalloc(ZD_REP_HASH_BUF);
+	XXH3_64bits_reset(h);
+	rc = zd__rep_hash_image(rep, h, buf, 0, rep->meta.page_count * rep->meta.page_size);
+	if (!rc)
+		*sum = XXH3_64bits_digest(h);
+	free(buf);
+	XXH3_freeState(h);
+	return rc;
 }

@@ -30,6 +30,11 @@ int zd__rep_write_atomic(struct zd_replica *rep, const char *name, const void *b
 int zd__rep_write_meta(struct zd_replica *rep, const struct zd_replica_meta *m);
 /* Map memory.img into rep->mem (once). */
 int zd__rep_map(struct zd_replica *rep);
+/* Feed bytes [off, off + len) of memory.img to h, with pread: a hole reads
+ * as zeros without being allocated (through a mapping, tmpfs allocates a
+ * page for every hole read, and a full tmpfs turns that into SIGBUS). */
+#define ZD_REP_HASH_BUF (1u << 20)
+int zd__rep_hash_image(struct zd_replica *rep, void *h, uint8_t *buf, uint64_t off, uint64_t len);
 /* Tests only: drop rep without cleaning up, as a crash would. */
 void zd__replica_crash(struct zd_replica *rep);
 
