@@ -88,6 +88,13 @@ static void say_fallback(struct zd_track *k, enum fallback why)
 	if (why == FB_NONE || why == FB_DISABLED || said[why])
 		return;
 	said[why] = true;
+	/* Expected, and in the man page: xen: never protects, and a pipeline
+	 * without zd-swap (zd-track | zd-send) has nobody to drain. */
+	if (why == FB_NO_SWAP || (why == FB_NO_GUARD && k->t->ops->copy_frozen_paused)) {
+		zd_debug("epoch %llu: copying the frozen set while paused: %s (STAT fallback=%d)",
+			 (unsigned long long)k->epoch, text[why], (int)why);
+		return;
+	}
 	zd_warnx("epoch %llu: copying the frozen set while paused: %s (STAT fallback=%d)",
 		 (unsigned long long)k->epoch, text[why], (int)why);
 }
