@@ -318,8 +318,13 @@ int zd_replica_bind(struct zd_replica *rep, const struct zd_rec_header *hdr)
 		m->page_size = hdr->page_size;
 		m->page_count = hdr->page_count;
 		m->run = hdr->start_ns;
-		if (hdr->page_count > UINT64_MAX / hdr->page_size)
-			return zd__rep_fail(rep, ZD_EXIT_DATA, "page count %" PRIu64 " too large", hdr->page_count);
+		/* Refused here, before meta.json exists: a replica written
+		 * with them could not be opened again. */
+		if (hdr->page_count > ZD_REPLICA_MAX_BYTES / hdr->page_size)
+			return zd__rep_fail(rep, ZD_EXIT_DATA, "%" PRIu64 " pages of %u bytes: more than the %llu GiB a replica holds",
+					    hdr->page_count, hdr->page_size, ZD_REPLICA_MAX_BYTES >> 30);
+		if (hdr->start_ns > INT64_MAX)
+			return zd__rep_fail(rep, ZD_EXIT_DATA, "HEADER start time %" PRIu64 " ns is out of range", hdr->start_ns);
 	}
 	snprintf(m->target, sizeof(m->target), "%s", hdr->target ? hdr->target : "");
 	snprintf(m->mode, sizeof(m->mode), "%s", zd_mode_name((enum zd_mode)hdr->mode));

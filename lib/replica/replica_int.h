@@ -28,6 +28,9 @@ int zd__rep_fail(struct zd_replica *rep, int code, const char *fmt, ...)
 int zd__rep_fsync_dir(struct zd_replica *rep);
 int zd__rep_write_atomic(struct zd_replica *rep, const char *name, const void *buf, size_t len);
 int zd__rep_write_meta(struct zd_replica *rep, const struct zd_replica_meta *m);
+/* The largest guest memory a replica takes (a sparse memory.img of this
+ * size is within every Linux file system's limits). */
+#define ZD_REPLICA_MAX_BYTES (1ull << 40)
 /* Map memory.img into rep->mem (once). */
 int zd__rep_map(struct zd_replica *rep);
 /* Feed bytes [off, off + len) of memory.img to h, with pread: a hole reads

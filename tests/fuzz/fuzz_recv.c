@@ -207,14 +207,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(rc == 0 || msg[0]);
 	CHECK(zd_replica_open_epoch(rep) == 0);	/* nothing left half staged */
 	uint64_t epoch = rep->meta.epoch;
-	/* KNOWN BUGS (lib/replica/replica.c, reported): zd_replica_bind
-	 * accepts HEADERs that make a replica zd_replica_open then refuses:
-	 * a start_ns of 2^63 or more goes into meta.json as a negative "run";
-	 * a memory size beyond what the file system takes ("memory.img: File
-	 * too large" at open). ZD_FUZZ_STRICT=1 checks them all the same. */
-	bool known_bug = (rep->meta.run > INT64_MAX ||
-			  rep->meta.page_count > (1ull << 40) / (rep->meta.page_size ? rep->meta.page_size : 1)) &&
-			 !getenv("ZD_FUZZ_STRICT");
 	zd_conn_close(&conn);
 	if (threaded)
 		pthread_join(tid, NULL);
@@ -222,10 +214,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rep = NULL;
 	/* reopened, the replica is at the epoch the session left it */
 	if (zd_replica_open(&rep, dir, msg, sizeof(msg)) != 0) {
-		if (!known_bug) {
-			fprintf(stderr, "fuzz_recv: reopen: %s\n", msg);
-			abort();
-		}
+		fprintf(stderr, "fuzz_recv: reopen: %s\n", msg);
+		abort();
 	} else {
 		CHECK(rep->meta.epoch == epoch);
 		zd_replica_close(rep);
