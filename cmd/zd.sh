@@ -293,11 +293,14 @@ measure_one() {
 	# Guest throughput: zd-vm's count of the workload's page writes,
 	# sampled about five times a second with the epoch then running (the
 	# rate is taken over the measured epochs' samples below).
-	(while kill -0 $run 2>/dev/null; do
+	guest_sample() {
 		zd-vm --ctl "$sock" stats 2>/dev/null |
 			awk -F= -v t="$(date +%s%N)" '$1 == "epoch" {e = $2} $1 == "guest_pages" {g = $2} END {if (e != "") print t, e, g}'
+	}
+	(while kill -0 $run 2>/dev/null; do
+		guest_sample
 		sleep 0.2
-	done) >"$d/guest.log" 2>/dev/null &
+	done) >>"$d/guest.log" 2>/dev/null &
 	local sampler=$!
 	wait_until 900 first_commit_or_gone "$sock" $run
 	from=$(zd-vm --ctl "$sock" stats 2>/dev/null | sed -n 's/^epoch=//p')
@@ -306,8 +309,12 @@ measure_one() {
 	# there, however late our polling saw it.
 	[ "$mode" = remus ] && from=2
 	[ "$from" -ge 2 ] || from=2
+	# (and one sample at each end of the measured epochs, however slow
+	# the periodic ones are)
+	guest_sample >>"$d/guest.log"
 	wait $run
 	track_rc=$?
+	guest_sample >>"$d/guest.log"
 	wait $sampler
 	kill -TERM $cl 2>/dev/null
 	wait $cl
@@ -341,10 +348,11 @@ measure_one() {
 		"$d/send.log" >"$d/stat.json" 2>"$d/stat.err" ||
 		die 1 "measure: zd-stat: $(head -1 "$d/stat.err")"
 	# pages written per second of wall time from the first sample in a
-	# measured epoch to the last one (null with fewer than two)
+	# measured epoch to the last one (null with fewer than two); the one
+	# right after the run is in epoch last + 1
 	local gps
-	gps=$(awk -v from="$from" -v last="$last" '$2 >= from && $2 <= last {
-			if (t0 == "") {t0 = $1; g0 = $3} t1 = $1; g1 = $3}
+	gps=$(awk -v from="$from" -v last="$last" '$2 >= from && $2 <= last + 1 {
+			if (t0 == "" || $1 < t0) {t0 = $1; g0 = $3} if (t1 == "" || $1 > t1) {t1 = $1; g1 = $3}}
 		END {if (t1 > t0) printf "{\"pages_per_s\": %.1f, \"window_s\": %.2f}", (g1 - g0) * 1e9 / (t1 - t0), (t1 - t0) / 1e9; else printf "null"}' \
 		"$d/guest.log")
 	jq -c --arg mode "$mode" --argjson interval "$interval" --argjson rate "$dirty" --arg mem "$mem" \
