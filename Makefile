@@ -63,9 +63,11 @@ $(BUILD)/libzd-asan.a: $(LIB_ASAN_OBJ) $(EXTRA_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
+# Link beside, then rename: a tool that is running (a test's, or one a
+# QEMU guest reads over 9p) keeps its old file instead of seeing it rewritten.
 bin/%: $(BUILD)/obj/cmd/%.o lib/libzd.a
 	@mkdir -p bin
-	$(CC) $(CFLAGS) -o $@ $< lib/libzd.a $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@.tmp $< lib/libzd.a $(LDLIBS) && mv -f $@.tmp $@
 
 bin/%: cmd/%.sh
 	@mkdir -p bin
