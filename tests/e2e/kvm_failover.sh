@@ -27,6 +27,7 @@
 # foreign and malformed replicas (they need no KVM: the replica is checked
 # before /dev/kvm is opened).
 . "$(dirname "$0")/../lib/tap.sh"
+. "$(dirname "$0")/../lib/kvmouter.sh"
 cd "$ZD_TOP" || exit 1
 
 # A replica made by zd-recv from a hand-edited stream (synth pages, the
@@ -71,28 +72,7 @@ if [ -z "${ZD_KVM_INNER:-}" ]; then
 	expect_fail "zd-vm --ctl takes no --restore" 2 '^zd-vm: --ctl takes no VM flags$' \
 		zd-vm --ctl "$TMP/s" --restore "$TMP/junk" info
 
-	ZD_KVM_INNER=1 "$ZD_TOP/tests/lib/vmhost.sh" run --cpus 2 --timeout "${ZD_FAILOVER_QEMU_TIMEOUT:-2400}" -- bash "$0" >"$TMP/inner" 2>"$TMP/inner.err"
-	rc=$?
-	if [ $rc -eq 77 ]; then
-		skip "failover of a KVM guest" "$(head -1 "$TMP/inner")"
-		done_testing
-	fi
-	while IFS= read -r line; do
-		case $line in
-		"ok "*"# SKIP"*) w=${line#ok * - }; skip "${w%% # SKIP*}" "${w#* # SKIP }" ;;
-		"ok "*) ok "${line#ok * - }" ;;
-		"not ok "*) not_ok "${line#not ok * - }" ;;
-		"1.."*) ;;
-		"#"*) echo "$line" ;;
-		*) echo "#   $line" ;;
-		esac
-	done <"$TMP/inner"
-	if [ $rc -ne 0 ] && ! grep -q '^not ok' "$TMP/inner"; then
-		not_ok "the KVM part exits 0" "exit $rc; $(tail -15 "$TMP/inner.err")"
-	elif [ $rc -ne 0 ]; then
-		echo "# stderr of the KVM part:"; tail -30 "$TMP/inner.err" | sed 's/^/#   /'
-	fi
-	done_testing
+	kvm_outer "$0" --cpus 2 --timeout "${ZD_FAILOVER_QEMU_TIMEOUT:-1500}"
 fi
 
 # ---- inside: a working /dev/kvm ----
