@@ -122,9 +122,8 @@ cycle() {
 		return 1
 	fi
 	P=$(sed -n 's/.*listening on \(127\.0\.0\.1:[0-9]*\).*/\1/p' "$r.err" | head -1)
-	# zddspt's pause is short only with the copy-on-write guard, which is
-	# still experimental (ZD_KVM_GUARD=1); without it zd-track copies the
-	# frozen set while paused.
+	# zddspt runs with its copy-on-write guard (the default): zd-swap
+	# drains the frozen set while the VM runs, so a kill can land mid-drain.
 	# The primary side in a session of its own: a host crash takes zd-vm
 	# and its pipeline at once, and so does the kill below.
 	setsid bash -c 'zd-track "kvm:$1" --mode "$2" --verify --interval 50 --timeout 300000 2>"$3.track" |

@@ -23,6 +23,7 @@
 # Runs in tests/lib/vmhost.sh's guest with --cpus 1 (under TCG, uffd
 # faults cost 7.6 ms with 2 vCPUs and 0.43 ms with one).
 . "$(dirname "$0")/../lib/tap.sh"
+. "$(dirname "$0")/../lib/kvmouter.sh"
 cd "$ZD_TOP" || exit 1
 EPOCHS=${ZD_ZDDSPT_EPOCHS:-200}
 CMP_EPOCHS=${ZD_ZDDSPT_CMP_EPOCHS:-20}
@@ -32,28 +33,7 @@ CMP_EPOCHS=${ZD_ZDDSPT_CMP_EPOCHS:-20}
 MEM=${ZD_ZDDSPT_MEM:-8M}
 
 if [ -z "${ZD_KVM_INNER:-}" ]; then
-	ZD_KVM_INNER=1 "$ZD_TOP/tests/lib/vmhost.sh" run --cpus 1 --timeout 2400 -- bash "$0" >"$TMP/inner" 2>"$TMP/inner.err"
-	rc=$?
-	if [ $rc -eq 77 ]; then
-		skip "replication of a KVM guest" "$(head -1 "$TMP/inner")"
-		done_testing
-	fi
-	while IFS= read -r line; do
-		case $line in
-		"ok "*"# SKIP"*) w=${line#ok * - }; skip "${w%% # SKIP*}" "${w#* # SKIP }" ;;
-		"ok "*) ok "${line#ok * - }" ;;
-		"not ok "*) not_ok "${line#not ok * - }" ;;
-		"1.."*) ;;
-		"#"*) echo "$line" ;;
-		*) echo "#   $line" ;;
-		esac
-	done <"$TMP/inner"
-	if [ $rc -ne 0 ] && ! grep -q '^not ok' "$TMP/inner"; then
-		not_ok "the KVM part exits 0" "exit $rc; $(tail -15 "$TMP/inner.err")"
-	elif [ $rc -ne 0 ]; then
-		echo "# stderr of the KVM part:"; tail -30 "$TMP/inner.err" | sed 's/^/#   /'
-	fi
-	done_testing
+	kvm_outer "$0" --cpus 1 --timeout 1500
 fi
 
 # ---- inside: a working /dev/kvm ----

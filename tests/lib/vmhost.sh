@@ -214,12 +214,15 @@ if [ "$ZD_VMHOST_SHARE" = 9p ]; then
 	if ! mount -t 9p -o $o,ro,cache=loose hostroot $root; then
 		say "ZD-VMHOST-NO9P"; finish 125
 	fi
-	mount -t 9p -o $o,cache=mmap,access=any zd "$root$ZD_VMHOST_TOP" || { say "ZD-VMHOST-NO9P"; finish 125; }
 	mount -t proc proc $root/proc
 	mount -t sysfs sys $root/sys
 	mount -t devtmpfs dev $root/dev
 	mount -t tmpfs -o mode=1777 tmp $root/tmp
 	mount -t tmpfs run $root/run
+	# The tree last, over the fresh /tmp and /run: a checkout under /tmp
+	# (a CI's clone) would be hidden by them otherwise.
+	mkdir -p "$root$ZD_VMHOST_TOP" 2>/dev/null
+	mount -t 9p -o $o,cache=mmap,access=any zd "$root$ZD_VMHOST_TOP" || { say "ZD-VMHOST-NO9P"; finish 125; }
 	mkdir -p $root/dev/pts $root/dev/shm
 	mount -t devpts devpts $root/dev/pts
 	mount -t tmpfs -o mode=1777 shm $root/dev/shm
