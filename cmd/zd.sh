@@ -423,6 +423,7 @@ demo_compare() {
 # demo_failover: issue 5's story. A protected VM with a client talking to
 # it; SIGKILL of the primary zd-vm; zd-recv takes over with its default
 # action (zd-vm --restore) on the same address; the client carries on.
+lines_at_least() { [ "$(wc -l <"$1")" -ge "$2" ]; }
 commits_at_least() { [ "$(grep -c 'epoch [0-9]* committed' "$1")" -ge "$2" ] || ! kill -0 "$3" 2>/dev/null; }
 demo_failover() {
 	local d=$DEMO_DIR/failover mode=${ZD_DEMO_FAILOVER_MODE:-remus} sock vm recv run cl bp sp line
@@ -486,7 +487,7 @@ demo_failover() {
 	# The client carries on with the restored VM for a few answers.
 	local got
 	got=$(wc -l <"$d/client.log")
-	wait_until 120 test "$(wc -l <"$d/client.log")" -ge $((got + 5))
+	wait_until 120 lines_at_least "$d/client.log" $((got + 5))
 	kill -TERM $cl
 	wait $cl
 	local crc=$?
