@@ -368,14 +368,15 @@ vmhost_run_cpio() {
 # Only one emulated machine at a time on this host: two TCG guests on two
 # cores each run at half speed and trip each other's timeouts. QEMU
 # inherits the descriptor, so the lock is held until our QEMU is gone.
-# ZD_QEMU_LOCK=none turns it off.
+# ZD_QEMU_LOCK=none turns it off. xenhost.sh takes the same lock.
+# vmhost_lock [WHO]: WHO names the waiter in the message.
 vmhost_lock() {
 	local path=${ZD_QEMU_LOCK:-/tmp/zd-qemu.lock}
 	[ "$path" = none ] && return 0
 	command -v flock >/dev/null || return 0
 	exec 8>>"$path" || return 0
 	flock -n 8 && return 0
-	echo "vmhost: waiting for another test's QEMU to finish (lock $path)" >&2
+	echo "${1:-vmhost}: waiting for another test's QEMU to finish (lock $path)" >&2
 	flock 8
 }
 

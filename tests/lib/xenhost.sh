@@ -211,27 +211,13 @@ xenhost_tail() {
 	} >&2
 }
 
-# Only one emulated machine at a time on this host: two TCG guests on two
-# cores each run at half speed and trip each other's timeouts. QEMU
-# inherits the descriptor, so the lock is held until our QEMU is gone.
-# ZD_QEMU_LOCK=none turns it off.
-xenhost_lock() {
-	local path=${ZD_QEMU_LOCK:-/tmp/zd-qemu.lock}
-	[ "$path" = none ] && return 0
-	command -v flock >/dev/null || return 0
-	exec 8>>"$path" || return 0
-	flock -n 8 && return 0
-	echo "xenhost: waiting for another test's QEMU to finish (lock $path)" >&2
-	flock 8
-}
-
 # xenhost_boot RUN KVER TIMEOUT: boot, relay the tagged lines, return the status.
 xenhost_boot() {
 	local run=$1 kver=$2 timeout=$3
 	local qpid t0 deadline timed_out=0 rc relay
 	gzip -dc "$XEN_GZ" >"$run/xen" || return 125
 	: >"$run/console.log"
-	xenhost_lock
+	vmhost_lock xenhost
 	t0=$SECONDS
 	qemu-system-x86_64 \
 		-name zd-xenhost -machine q35 -accel tcg,thread=multi \
