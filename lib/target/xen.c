@@ -387,7 +387,7 @@ static void bitmap_pages(struct zd_target *t, struct zd_pageset *out)
  * console or xenstore. Xen's migration sends these frames again on its
  * last round; here every checkpoint does.
  */
-static void find_unlogged(struct zd_target *t)
+static void add_ring_frames(struct zd_target *t)
 {
 	static const int params[] = { HVM_PARAM_STORE_PFN, HVM_PARAM_CONSOLE_PFN };
 	struct xen_priv *p = t->priv;
@@ -434,7 +434,7 @@ static int xen_open(struct zd_target *t, const char *args)
 		goto fail;
 	}
 	p->scratch = zd_xmalloc(t->page_count * sizeof(*p->scratch));
-	find_unlogged(t);
+	add_ring_frames(t);
 	/* Start from a clean log; epoch 1 reports every page anyway. */
 	if (logdirty(t, XEN_DOMCTL_SHADOW_OP_CLEAN, &dummy) < 0)
 		goto fail;
