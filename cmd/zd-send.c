@@ -92,6 +92,7 @@ struct sender {
 	struct { uint64_t epoch, t1; } t1[T1_RING];
 	bool done;		/* END sent: the peer may close now */
 	struct zd_rec_end end;	/* the END to log last */
+	int end_sent_status;	/* status of the END from stdin, -1 none yet */
 	uint64_t acked;
 	uint64_t sent;		/* highest COMMIT on the wire */
 	/* per epoch, the emitting thread's */
@@ -411,7 +412,14 @@ static void *ack_thread(void *arg)
 			end = true;
 			/* zd-recv echoes the primary's END (status 1 when the
 			 * VM was stopped); only status 2 is its refusal. */
-			if (r.u.end.status == 2) {
+			pthread_mutex_lock(&s->lock);
+			bool echo = s->end_sent_status == 2;
+			pthread_mutex_unlock(&s->lock);
+			/* The primary's own failed END (status 2, zd-track
+			 * said why) comes back as it went: not a refusal. */
+			if (r.u.end.status == 2 && echo) {
+				zd_debug("%s: the failed stream's END echoed", s->conn.name);
+			} else if (r.u.end.status == 2) {
 				zd_record_free(&r);
 				zd_reader_free(&rd);
 				die_once(ZD_EXIT_PEER, "%s: %s", s->conn.name,
@@ -482,7 +490,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	static struct sender s = { .fb = -1, .lock = PTHREAD_MUTEX_INITIALIZER, .wlock = PTHREAD_MUTEX_INITIALIZER,
+	static struct sender s = { .fb = -1, .end_sent_status = -1, .lock = PTHREAD_MUTEX_INITIALIZER, .wlock = PTHREAD_MUTEX_INITIALIZER,
 				   .wake = PTHREAD_COND_INITIALIZER, .wire_cv = PTHREAD_COND_INITIALIZER,
 				   .hb_ms = 100, .to_ms = 2000,
 				   .wopts = { .enc = ZD_PENC_DELTA, .level = ZD_WIRE_LEVEL_DEFAULT,
@@ -640,6 +648,7 @@ int main(int argc, char **argv)
 		if (r.type == ZD_REC_END) {
 			pthread_mutex_lock(&s.lock);
 			s.done = true;	/* the peer may answer END and close */
+			s.end_sent_status = (int)r.u.end.status;
 			pthread_mutex_unlock(&s.lock);
 			/* No heartbeat after END: zd-recv --once closes on END and
 			 * a late heartbeat would fail the run with EPIPE. */

@@ -20,7 +20,7 @@
 #include "zd/stream.h"
 #include "zd/util.h"
 
-#define USAGE "usage: zd-swap [--json] [-v]\n"
+#define USAGE "usage: zd-swap [--drain-delay MS] [--json] [-v]\n"
 
 static void help(void)
 {
@@ -32,6 +32,9 @@ static void help(void)
 	       "HEADER and emitted as PAGES records before the epoch's COMMIT. Reports\n"
 	       "DRAINED to zd-track over the stream's control socket.\n"
 	       "\n"
+	       "  --drain-delay MS  zddspt: wait MS after each guarded epoch's COMMIT before\n"
+	       "                   draining it, the VM running (exercises the copy-on-write\n"
+	       "                   guard as a slow link would; default 0)\n"
 	       "  -j, --json       write JSON lines (default: binary unless stdout is a terminal)\n"
 	       "  -v, --verbose    log each drained epoch on stderr\n"
 	       "  -h, --help       this text\n"
@@ -56,6 +59,7 @@ static bool flush_after(uint16_t type)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		{ "drain-delay", required_argument, NULL, 'D' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -67,6 +71,7 @@ int main(int argc, char **argv)
 	struct zd_capture *cap;
 	struct zd_record r;
 	bool json = false;
+	uint64_t drain_delay_ms = 0;
 	int c, n, rc = 0, fb = -1;
 	bool ended = false;
 
@@ -78,6 +83,10 @@ int main(int argc, char **argv)
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	while ((c = getopt_long(argc, argv, "jvhV", opts, NULL)) != -1) {
 		switch (c) {
+		case 'D':
+			if (zd_parse_u64(optarg, &drain_delay_ms) < 0 || drain_delay_ms > 10000)
+				zd_diex(ZD_EXIT_USAGE, "--drain-delay '%s': want milliseconds, 0 to 10000", optarg);
+			break;
 		case 'j': json = true; break;
 		case 'v': zd_verbose = 1; break;
 		case 'h': help(); return 0;
@@ -93,6 +102,7 @@ int main(int argc, char **argv)
 	zd_writer_init(&w, STDOUT_FILENO, zd_output_encoding(STDOUT_FILENO, json));
 	cap = zd_capture_new(emit, &w, -1);
 	zd_capture_own_guard(cap);
+	zd_capture_set_drain_delay(cap, drain_delay_ms * 1000000);
 	while ((n = zd_reader_next(&rd, (zd_record_init(&r, 0), &r))) > 0) {
 		if (r.type == ZD_REC_HEADER && fb < 0) {
 			fb = zd_fb_join(&r.u.header, ZD_ROLE_SWAP);

@@ -23,6 +23,7 @@ struct zd_capture {
 	struct zd_rec_header hdr;	/* deep copy */
 	bool have_hdr;
 	bool guard_owner;		/* zd_capture_own_guard */
+	uint64_t drain_delay_ns;	/* zd_capture_set_drain_delay */
 	const struct zd_drain_ops *drain;
 	void *drain_state;
 	struct zd_target *t;
@@ -54,6 +55,16 @@ void zd_capture_set_fb(struct zd_capture *c, int fb_fd)
 void zd_capture_own_guard(struct zd_capture *c)
 {
 	c->guard_owner = true;
+}
+
+void zd_capture_set_drain_delay(struct zd_capture *c, uint64_t ns)
+{
+	c->drain_delay_ns = ns;
+}
+
+uint64_t zd_capture_drain_delay(const struct zd_capture *c)
+{
+	return c->drain_delay_ns;
 }
 
 int zd_fb_join(const struct zd_rec_header *hdr, int role)

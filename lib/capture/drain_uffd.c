@@ -283,6 +283,10 @@ static int uffd_drain(struct zd_capture *c, uint64_t epoch, const struct zd_page
 
 	if (!u)
 		return zd_drain_read.drain(c, epoch, missing);
+	if (zd_capture_drain_delay(c)) {
+		zd_sleep_ns(zd_capture_drain_delay(c));
+		t0 = zd_now_ns();	/* drain_ns is the drain's own time */
+	}
 	zd_pageset_copy(&rest, missing);
 	buf = zd_xmalloc((size_t)ZD_MIN(rest.pages, ZD_PAGES_PER_RECORD) * u->ps);
 	while (!zd_pageset_empty(&rest) && !rc) {

@@ -358,12 +358,20 @@ int track_wait_backup(struct zd_track *k)
 		op = ZD_FB_ACK, role = ZD_ROLE_SEND, what = "ACK";
 	} else if (zd_fbserver_clients(k->fb, ZD_ROLE_SWAP) > 0) {
 		op = ZD_FB_DRAINED, role = ZD_ROLE_SWAP, what = "DRAINED";
+	} else if (k->had_backup) {
+		/* A backup that was there and left is a broken pipeline, not
+		 * an open-loop run: stop, once, rather than run on unprotected
+		 * and fail a moment later on the broken stdout. */
+		return track_fail(k, ZD_EXIT_PEER,
+				  "control socket: the zd-send and zd-swap clients left before epoch %llu's ACK",
+				  (unsigned long long)k->epoch);
 	} else {
 		if (!k->said_open_loop)
 			zd_warnx("no backup connected: running open loop");
 		k->said_open_loop = true;
 		return 0;
 	}
+	k->had_backup = true;
 	/* Short slices, so a stop request is not held up by a slow backup. */
 	for (;;) {
 		uint64_t now = zd_now_ns();

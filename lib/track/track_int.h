@@ -38,6 +38,7 @@ struct zd_track {
 	uint8_t *buf;			/* page copies */
 	size_t buf_cap;
 	bool said_open_loop;
+	bool had_backup;	/* remus: a zd-send or zd-swap waited on once */
 
 	pthread_mutex_t amu;		/* the two fields below */
 	struct { uint64_t epoch, t1_ns; } t1[T1_RING];

@@ -71,6 +71,12 @@ void zd_capture_set_fb(struct zd_capture *c, int fb_fd);
  * (drain_read), which is all it needs since zd-track only protects when a
  * zd-swap is connected. Default: not the owner. */
 void zd_capture_own_guard(struct zd_capture *c);
+/* Wait ns after a guarded (zddspt) epoch's COMMIT before draining it,
+ * with the VM running: the guest's writes then meet the write-protected
+ * frozen set, as they do behind a slow link. For tests and measurements
+ * of the copy-on-write path (zd-swap --drain-delay); default 0. */
+void zd_capture_set_drain_delay(struct zd_capture *c, uint64_t ns);
+uint64_t zd_capture_drain_delay(const struct zd_capture *c);
 void zd_capture_free(struct zd_capture *c);
 
 /* Feed one record (the filter emits it, and PAGES before a COMMIT that

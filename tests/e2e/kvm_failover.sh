@@ -98,8 +98,10 @@ echo "mode,kill,epoch_taken_over,epoch_discarded,last_heard_ms,lost_ms,restore_m
 # to seconds, and a timeout that fired then would take over from a live
 # primary (two VMs on one address). The kills here close the connection,
 # which zd-recv sees at once; the timeout only guards against a hang.
-HB_MS=1000
-TO_MS=30000
+# zd-recv's defaults on real KVM (heartbeat 100 ms, dead after 500 ms);
+# under QEMU TCG a pause alone can outlast them, so they are stretched.
+if [ $emulated = yes ]; then HB_MS=1000 TO_MS=30000; else HB_MS=100 TO_MS=500; fi
+HB_MS=${ZD_FAILOVER_HB:-$HB_MS} TO_MS=${ZD_FAILOVER_TO:-$TO_MS}
 
 # wait_for SECONDS TEST...: poll every 0.1 s up to a deadline (a deadline,
 # not a count: under TCG starting a sleep alone takes a while).

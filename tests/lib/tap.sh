@@ -20,7 +20,8 @@ at_exit() { _tap_cleanup_cmds+=("$*"); }
 _tap_cleanup() {
 	local c
 	for c in "${_tap_cleanup_cmds[@]+"${_tap_cleanup_cmds[@]}"}"; do eval "$c" >/dev/null 2>&1; done
-	rm -rf "$TMP"
+	# ZD_TEST_KEEP=1 keeps the run's files (logs, replicas) to look at.
+	if [ -n "${ZD_TEST_KEEP:-}" ]; then echo "# files kept in $TMP" >&2; else rm -rf "$TMP"; fi
 }
 trap _tap_cleanup EXIT
 
