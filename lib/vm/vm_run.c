@@ -373,6 +373,24 @@ bool zd_vm_is_paused(struct zd_vm *vm)
 	return p;
 }
 
+/* A request was queued: a guest that never leaves KVM_RUN by itself (it
+ * spins on its workload, and a restored VM has no tracker pausing it)
+ * would otherwise get it only at the next pause, or never. Make KVM_RUN
+ * return so the loop feeds the mailbox; an idle vCPU is woken by the
+ * queue's broadcast instead. */
+void zd_vm_kick_for_request(struct zd_vm *vm)
+{
+	bool kick;
+
+	pthread_mutex_lock(&vm->mu);
+	kick = vm->thr_started && !vm->inflight && !vm->paused && !vm->stop;
+	if (kick)
+		vm->run->immediate_exit = 1;
+	pthread_mutex_unlock(&vm->mu);
+	if (kick)
+		pthread_kill(vm->thr, SIGUSR1);
+}
+
 void zd_vm_kick(struct zd_vm *vm)
 {
 	pthread_mutex_lock(&vm->mu);

@@ -186,6 +186,7 @@ static void queue_request(struct zd_vm *vm, uint64_t client, const char *text, s
 	vm->wake = true;
 	pthread_cond_broadcast(&vm->cv);
 	pthread_mutex_unlock(&vm->mu);
+	zd_vm_kick_for_request(vm);
 	vm->n_requests++;
 }
 
