@@ -9,7 +9,12 @@
 # the VM back from the replica on the same service address and control
 # socket. The restored VM is then protected again by a fresh pipeline and
 # a fresh replica, and killed again: ZD_FAILOVER_KILLS kills in all
-# (default 20), spread over remus, buffered and zddspt (7/7/6).
+# (default 20), spread over remus, buffered and zddspt (7/7/6). Every
+# third kill is aimed mid-transfer (zd-recv held with SIGSTOP until
+# zd-send blocks inside an epoch), the rest land at random moments. Then
+# ZD_FAILOVER_SILENT_KILLS (3) losses by silence: the primary is stopped,
+# not killed, zd-recv --timeout 100 declares it lost and its --fence
+# (SIGKILL of the stopped processes) runs before the takeover.
 # Asserted, per mode:
 #   - every kill is followed by a takeover, and the restored VM answers on
 #     the address the client used from the start;
@@ -132,11 +137,20 @@ answered() { grep -q 'restored VM answered' "$1" || gone "$2"; }
 # and replica, kill it, wait for the takeover. Sets VM to the restored one.
 cycle() {
 	local mode=$1 k=$2 d=$3 r=$3/rep$2 P want delay line heard lost rest took disc
-	zd-recv --listen 127.0.0.1:0 --replica "$r" --verify --heartbeat $HB_MS --timeout $TO_MS -v 2>"$r.err" &
+	# A silent primary (SIGSTOP: a hung host, a cut cable) is declared
+	# lost by the heartbeat timeout alone, and fenced (here: SIGKILL of
+	# its processes, as a power-off would) before the takeover: the
+	# stopped zd-vm still holds the service address.
+	local hb=$HB_MS to=$TO_MS fence=() send_hb=
+	if [ -n "${SILENT:-}" ]; then
+		hb=20 to=100 send_hb="--heartbeat 20"
+		fence=(--fence "kill -KILL \$(cat '$r.pids')")
+	fi
+	zd-recv --listen 127.0.0.1:0 --replica "$r" --verify --heartbeat $hb --timeout $to "${fence[@]}" -v 2>"$r.err" &
 	local RECV=$!
 	at_exit "kill $RECV"
 	if ! wait_for 60 grep -q 'listening on' "$r.err"; then
-		not_ok "$mode kill $k: zd-recv listens" "$(tail -3 "$r.err")"
+		not_ok "$label kill $k: zd-recv listens" "$(tail -3 "$r.err")"
 		return 1
 	fi
 	P=$(sed -n 's/.*listening on \(127\.0\.0\.1:[0-9]*\).*/\1/p' "$r.err" | head -1)
@@ -149,11 +163,12 @@ cycle() {
 	# zd-send blocks inside an epoch, then the primary dies, then zd-recv
 	# goes on and finds the epoch cut. The others land at random moments.
 	local aimed=no wire=
-	[ $((k % 3)) -eq 0 ] && aimed=yes wire="--compress none"
+	[ $((k % 3)) -eq 0 ] && [ -z "${SILENT:-}" ] && aimed=yes wire="--compress none"
 	setsid bash -c 'zd-track "kvm:$1" --mode "$2" --verify --interval 50 --timeout 300000 2>"$3.track" |
 		zd-swap 2>"$3.swap" | zd-send "$4" --timeout 60000 $5 >"$3.log" 2>"$3.send"' \
-		_ "$S" "$mode" "$r" "$P" "$wire" &
+		_ "$S" "$mode" "$r" "$P" "$wire $send_hb" &
 	local PIPE=$!
+	echo "$VM -$PIPE" >"$r.pids"
 	at_exit "kill -KILL -- -$PIPE"
 	# The kill moment: after 1-3 commits, then 0-999 ms into the epochs
 	# that follow (most land mid-transfer: under TCG an epoch's pages take
@@ -161,13 +176,17 @@ cycle() {
 	want=$((1 + RANDOM % 3))
 	delay=$(printf '0.%03d' $((RANDOM % 1000)))
 	if ! wait_for 300 at_least "$r.err" "$want" "$PIPE" || [ "$(commits "$r.err")" -lt "$want" ]; then
-		not_ok "$mode kill $k: epochs commit on the new replica" \
+		not_ok "$label kill $k: epochs commit on the new replica" \
 			"$(tail -n 3 "$r.err" "$r.track" "$r.swap" "$r.send")"
 		kill "$RECV" 2>/dev/null
 		kill -KILL -- "-$PIPE" 2>/dev/null
 		return 1
 	fi
-	if [ $aimed = yes ]; then
+	if [ -n "${SILENT:-}" ]; then
+		aimed=no
+		sleep "$delay"
+		kill -STOP -- "$VM" "-$PIPE"
+	elif [ $aimed = yes ]; then
 		delay=aimed
 		kill -STOP "$RECV"
 		sleep 0.3
@@ -180,7 +199,7 @@ cycle() {
 	wait "$PIPE" 2>/dev/null
 	# zd-recv execs zd-vm --restore: the restored VM keeps zd-recv's pid.
 	if ! wait_for 300 answered "$r.err" "$RECV" || ! grep -q 'restored VM answered' "$r.err"; then
-		not_ok "$mode kill $k: the backup takes over and answers the client" \
+		not_ok "$label kill $k: the backup takes over and answers the client" \
 			"$(grep -v 'committed' "$r.err" | tail -n 6; tail -n 2 "$r.track" "$r.swap" "$r.send" "$d/client.err")"
 		kill "$RECV" 2>/dev/null
 		return 1
@@ -189,7 +208,7 @@ cycle() {
 	# One decision per loss: the fence and the takeover run once, after
 	# every whole epoch the dead primary sent was read.
 	if [ "$(grep -c 'taking over at epoch' "$r.err")" -ne 1 ]; then
-		not_ok "$mode kill $k: zd-recv decides the takeover once" "$(grep 'primary lost' "$r.err")"
+		not_ok "$label kill $k: zd-recv decides the takeover once" "$(grep 'primary lost' "$r.err")"
 		return 1
 	fi
 	took=$(sed -n 's/.*taking over at epoch \([0-9]*\).*/\1/p' "$r.err" | head -1)
@@ -198,15 +217,17 @@ cycle() {
 	heard=$(echo "$line" | sed -n 's/.*: \([0-9.-]*\) ms after the primary was last heard.*/\1/p')
 	lost=$(echo "$line" | sed -n 's/.* \([0-9.-]*\) ms after it was declared lost.*/\1/p')
 	rest=$(echo "$line" | sed -n 's/.* \([0-9.-]*\) ms after zd-vm --restore began.*/\1/p')
-	echo "$mode,$k,$took,${disc:-},$heard,$lost,$rest,$emulated" >>"$CSV"
-	echo "# $mode kill $k: SIGKILL after $want commit(s) + ${delay}$([ $aimed = no ] && echo ' s'); taken over at epoch $took${disc:+ (epoch $disc in flight discarded)}; first answer ${heard} ms after the primary was last heard"
+	echo "$mode${SILENT:+-silent},$k,$took,${disc:-},$heard,$lost,$rest,$emulated" >>"$CSV"
+	echo "# $label kill $k: $how after $want commit(s) + ${delay}$([ $aimed = no ] && echo ' s'); taken over at epoch $took${disc:+ (epoch $disc in flight discarded)}; first answer ${heard} ms after the primary was last heard"
 	TAKEN=$((TAKEN + 1))
 	[ -n "$disc" ] && INFLIGHT=$((INFLIGHT + 1))
 	return 0
 }
 
 run_mode() {
-	local mode=$1 n=$2 d=$TMP/$1 CL SP k i last probe sum
+	local mode=$1 n=$2 d=$TMP/$1${SILENT:+-silent} CL SP k i last probe sum
+	local label=$mode${SILENT:+, silent primary} how=SIGKILL
+	[ -n "${SILENT:-}" ] && how="SIGSTOP (fenced)"
 	mkdir -p "$d"
 	S=$d/vm.sock
 	TAKEN=0 INFLIGHT=0
@@ -215,7 +236,7 @@ run_mode() {
 	VM=$!
 	at_exit "kill $VM"
 	if ! wait_for 120 test -S "$S"; then
-		not_ok "$mode: zd-vm starts" "$(tail -n 3 "$d/vm.err")"
+		not_ok "$label: zd-vm starts" "$(tail -n 3 "$d/vm.err")"
 		return
 	fi
 	SP=$(zd-vm --ctl "$S" info | sed -n 's/^serve=//p')
@@ -230,14 +251,14 @@ run_mode() {
 		cycle "$mode" "$k" "$d" || break
 	done
 	if [ "$TAKEN" -eq "$n" ]; then
-		ok "$mode: $n SIGKILLs of the primary, each followed by a takeover ($INFLIGHT with an epoch in flight discarded)"
+		ok "$label: $n kills ($how) of the primary, each followed by a takeover ($INFLIGHT with an epoch in flight discarded)"
 	else
-		not_ok "$mode: $n SIGKILLs of the primary, each followed by a takeover" "$TAKEN takeovers"
+		not_ok "$label: $n kills ($how) of the primary, each followed by a takeover" "$TAKEN takeovers"
 	fi
 	if [ "$(zd-vm --ctl "$S" info | sed -n 's/^serve=//p')" = "$SP" ]; then
-		ok "$mode: the restored VM serves the primary's address $SP and control socket"
+		ok "$label: the restored VM serves the primary's address $SP and control socket"
 	else
-		not_ok "$mode: the restored VM serves the primary's address $SP" "$(zd-vm --ctl "$S" info 2>&1 | grep serve)"
+		not_ok "$label: the restored VM serves the primary's address $SP" "$(zd-vm --ctl "$S" info 2>&1 | grep serve)"
 	fi
 	# Let the client get a few answers from the last VM, then stop it.
 	last=$(wc -l <"$d/client.log")
@@ -246,7 +267,7 @@ run_mode() {
 	wait "$CL"
 	local crc=$?
 	sum=$(cat "$d/client.json")
-	echo "# $mode client: $sum"
+	echo "# $label client: $sum"
 	local errors gaps reconnects count first lastseq
 	errors=$(echo "$sum" | jq -r '.errors // "x"')
 	gaps=$(echo "$sum" | jq -r '.gaps // "x"')
@@ -255,16 +276,16 @@ run_mode() {
 	first=$(echo "$sum" | jq -r '.first_seq // 0')
 	lastseq=$(echo "$sum" | jq -r '.last_seq // 0')
 	if [ "$crc" -eq 0 ] && [ "$errors" = 0 ] && [ "$gaps" = 0 ]; then
-		ok "$mode: the client's $count answers over $reconnects reconnects: none contradicted, none skipped"
+		ok "$label: the client's $count answers over $reconnects reconnects: none contradicted, none skipped"
 	else
-		not_ok "$mode: the client's answers: none contradicted, none skipped" \
+		not_ok "$label: the client's answers: none contradicted, none skipped" \
 			"exit $crc, errors $errors, gaps $gaps; $(tail -n 5 "$d/client.err")"
 	fi
 	if awk -v f="$first" '$1 != f + NR - 1 {print "answer " NR ": seq " $1 ", want " f + NR - 1; exit 1}' "$d/client.log" >"$d/seqcheck" &&
 		[ "$count" -gt 0 ] && [ "$lastseq" = $((first + count - 1)) ]; then
-		ok "$mode: the answers received are seq $first..$lastseq, one each, in order"
+		ok "$label: the answers received are seq $first..$lastseq, one each, in order"
 	else
-		not_ok "$mode: the answers received are consecutive" "$(cat "$d/seqcheck") (count $count, first $first, last $lastseq)"
+		not_ok "$label: the answers received are consecutive" "$(cat "$d/seqcheck") (count $count, first $first, last $lastseq)"
 	fi
 	# Nothing the client received is lost: the VM now running continues
 	# after the last answer. The requests the client had outstanding when
@@ -278,9 +299,9 @@ run_mode() {
 	probe=$(exec 3<>"/dev/tcp/127.0.0.1/${SP##*:}" && echo "probe" >&3 && read -r -t 120 a <&3 && echo "$a")
 	pn=${probe#seq }
 	if [ "$outst" -ge 0 ] && [ "$probe" = "seq $pn" ] && [ "$pn" -ge "$lo" ] 2>/dev/null && [ "$pn" -le "$hi" ]; then
-		ok "$mode: the last restored VM continues the sequence: a new request gets $probe (last answer seq $lastseq, $outst request(s) left outstanding)"
+		ok "$label: the last restored VM continues the sequence: a new request gets $probe (last answer seq $lastseq, $outst request(s) left outstanding)"
 	else
-		not_ok "$mode: the last restored VM continues the sequence" \
+		not_ok "$label: the last restored VM continues the sequence" \
 			"got '$probe', want seq $lo..$hi (last answer seq $lastseq, $outst request(s) left outstanding)"
 	fi
 	zd-vm --ctl "$S" stop >/dev/null 2>&1
@@ -296,6 +317,9 @@ for m in $MODES; do
 	i=$((i + 1))
 	[ "$n" -gt 0 ] && run_mode "$m" "$n"
 done
+# Loss by silence: zd-recv --timeout 100 --heartbeat 20 and a fence.
+SILENT_KILLS=${ZD_FAILOVER_SILENT_KILLS:-3}
+[ "$SILENT_KILLS" -gt 0 ] && SILENT=yes run_mode buffered "$SILENT_KILLS"
 
 # A damaged replica is refused with nothing started: the last takeover's
 # replica, its memory changed behind zd-recv's back, and its state cut.
@@ -315,12 +339,14 @@ if [ -n "$last" ]; then
 fi
 
 # p50 and max of CSV column $1 (nearest rank)
+# col_stats COLUMN [silent]: over the SIGKILL rows, or the silent ones.
 col_stats() {
-	awk -F, -v c="$1" 'NR > 1 && $c != "" {print $c}' "$CSV" | sort -n |
+	awk -F, -v c="$1" -v s="${2:-}" 'NR > 1 && $c != "" && (s != "") == ($1 ~ /-silent$/) {print $c}' "$CSV" | sort -n |
 		awk '{a[NR] = $1} END {if (NR) printf "p50 %.0f ms, max %.0f ms over %d takeovers", a[int((NR + 1) / 2)], a[NR], NR; else printf "none measured"}'
 }
 echo "# failover time, primary last heard -> restored VM answers: $(col_stats 5)$([ $emulated = yes ] && echo ' (QEMU TCG: emulated)')"
 echo "# failover time, loss declared by zd-recv -> restored VM answers: $(col_stats 6)"
 echo "# restore alone (zd-vm --restore start -> first answer): $(col_stats 7)"
+echo "# silent primary (--timeout 100), last heard -> restored VM answers: $(col_stats 5 silent)"
 echo "# per takeover: $CSV"
 done_testing
