@@ -469,6 +469,7 @@ demo_failover() {
 	fi
 	before=$(tail -n 1 "$d/client.log" | cut -d' ' -f1)
 	kill -KILL -- $vm -$run
+	wait $vm 2>/dev/null	# reaped here: bash would say "Killed" on the terminal
 	echo "   SIGKILL to the primary (zd-vm and its pipeline) after $n committed epochs; the client had seq ${before:-none}"
 	wait $run 2>/dev/null
 	if ! wait_until 600 grep -q 'restored VM answered' "$d/recv.err"; then

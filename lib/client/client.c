@@ -355,6 +355,9 @@ int zd_client_run(const struct zd_client_opts *o)
 			zd_warn("%s", o->log_path);
 			return ZD_EXIT_FAIL;
 		}
+		/* A line per answer as it comes: the log is what the client
+		 * saw, readable while it runs and whole if it is killed. */
+		setvbuf(c.log, NULL, _IOLBF, 0);
 	}
 	if (connect_peer(&c, false) < 0) {
 		rc = ZD_EXIT_PEER;
