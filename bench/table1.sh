@@ -200,7 +200,7 @@ one() {
 		else . end' "$work/m.json" >"$work/m2.json"
 	jq -r --arg series "$series" --arg m "$mode" --arg i "$interval" --arg p "$pages" --arg oc "$oc" \
 		--arg mem "$mem" --arg hot "$hot" --arg model "$model" --arg r "$rate" --arg em "$emulated" --arg base "$base" \
-		--arg guard "${ZD_KVM_GUARD:-0}" \
+		--arg guard "${ZD_KVM_GUARD:-1}" \
 		'[$series, $m, $i, $p, $oc, $mem, $hot, $model, $r, (.dirty_mean // ""), (.epochs // ""), (.answers // ""),
 		  (.client_errors // ""), (.pause_ns.p50 // ""), (.pause_ns.p99 // ""), (.latency_ns.p50 // ""),
 		  (.latency_ns.p99 // ""), (.response_delay_ns.mean // ""), (.response_delay_ns.p50 // ""),
@@ -232,7 +232,7 @@ measure_all() {
 	# place, under the feet of a bash reading it.
 	cp -a "$top/bin" "$work/bin" && export PATH="$work/bin:$PATH"
 	t0=$SECONDS
-	echo "bench/table1: $(date -u '+%F %T') UTC, emulated=$emulated, modes: $modes, epochs $epochs (+${ZD_WARM_EPOCHS} warm-up), ZD_KVM_GUARD=${ZD_KVM_GUARD:-0}" >&2
+	echo "bench/table1: $(date -u '+%F %T') UTC, emulated=$emulated, modes: $modes, epochs $epochs (+${ZD_WARM_EPOCHS} warm-up), ZD_KVM_GUARD=${ZD_KVM_GUARD:-1} (the copy-on-write guard of zddspt: 1 on, the default)" >&2
 	# BENCH_APPEND=1: add to the CSVs (a plan run in several parts).
 	if [ -z "${BENCH_APPEND:-}" ] || ! [ -s "$out/table1.csv" ]; then
 		echo "$header" >"$out/table1.csv"
