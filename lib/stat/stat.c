@@ -167,6 +167,11 @@ static void add_stat(struct zd_stat *s, const struct zd_rec_stat *st, struct zd_
 		} else if (!strcmp(st->source, "track") && !strcmp(k, "pause_ns")) {
 			r->pause_ns = v;
 			r->has_pause = true;
+		} else if (!strcmp(st->source, "track") && !strcmp(k, "precopy")) {
+			r->track_precopy = v;
+			r->has_track_precopy = true;
+		} else if (!strcmp(st->source, "track") && !strcmp(k, "precopy_redirtied")) {
+			r->track_redirtied = v;
 		} else if (!strcmp(st->source, "send") && !strcmp(k, "wire_bytes")) {
 			r->wire_bytes += v;
 			r->has_wire = true;
@@ -250,6 +255,16 @@ void zd_stat_finish(struct zd_stat *s)
 		if (r->ckpt_pause_ns > 0) {
 			r->pause_ns = r->ckpt_pause_ns;
 			r->has_pause = true;
+		}
+		/* No pre-copied PAGES seen (a log after zd-send, which keeps
+		 * no pages): DIRTY is only the frozen set; the pre-copied pages
+		 * not written again belong to the epoch too. */
+		if (!r->precopy && r->has_track_precopy && r->track_precopy > 0) {
+			double extra = r->track_precopy - r->track_redirtied;
+
+			r->precopy = (uint64_t)r->track_precopy;
+			if (extra > 0)
+				r->dirty += (uint64_t)extra;
 		}
 	}
 }

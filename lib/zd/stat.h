@@ -39,6 +39,11 @@ struct zd_stat_row {
 	bool has_standby, has_precision, has_recall, has_pause, has_latency, has_wire;
 	bool has_mru_standby;
 	double ckpt_pause_ns;
+	/* zd-track's STAT "precopy"/"precopy_redirtied" (zddspt): the
+	 * epoch's pre-copy where the stream carries no PAGES (zd-send's
+	 * log), so dirty can still be |pre-copied ∪ DIRTY| */
+	double track_precopy, track_redirtied;
+	bool has_track_precopy;
 };
 
 struct zd_stat;

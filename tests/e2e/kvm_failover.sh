@@ -11,7 +11,8 @@
 # a fresh replica, and killed again: ZD_FAILOVER_KILLS kills in all
 # (default 20), spread over remus, buffered and zddspt (7/7/6). Every
 # third kill is aimed mid-transfer (zd-recv held with SIGSTOP until
-# zd-send blocks inside an epoch), the rest land at random moments. Then
+# zd-send blocks inside an epoch), the rest land at random moments (in
+# zddspt each drain is held back 15 ms, so many land mid-drain). Then
 # ZD_FAILOVER_SILENT_KILLS (3) losses by silence: the primary is stopped,
 # not killed, zd-recv --timeout 100 declares it lost and its --fence
 # (SIGKILL of the stopped processes) runs before the takeover.
@@ -162,11 +163,16 @@ cycle() {
 	# (SIGSTOP) until the primary's raw pages fill the socket buffers and
 	# zd-send blocks inside an epoch, then the primary dies, then zd-recv
 	# goes on and finds the epoch cut. The others land at random moments.
+	# zddspt: each drain held back 15 ms of the 50 ms cycle (zd-swap
+	# --drain-delay), the guest writing into its guarded pages meanwhile,
+	# so a random kill often lands mid-drain.
+	local swap_opts=
+	[ "$mode" = zddspt ] && swap_opts="--drain-delay 15"
 	local aimed=no wire=
 	[ $((k % 3)) -eq 0 ] && [ -z "${SILENT:-}" ] && aimed=yes wire="--compress none"
 	setsid bash -c 'zd-track "kvm:$1" --mode "$2" --verify --interval 50 --timeout 300000 2>"$3.track" |
-		zd-swap 2>"$3.swap" | zd-send "$4" --timeout 60000 $5 >"$3.log" 2>"$3.send"' \
-		_ "$S" "$mode" "$r" "$P" "$wire $send_hb" &
+		zd-swap $6 2>"$3.swap" | zd-send "$4" --timeout 60000 $5 >"$3.log" 2>"$3.send"' \
+		_ "$S" "$mode" "$r" "$P" "$wire $send_hb" "$swap_opts" &
 	local PIPE=$!
 	echo "$VM -$PIPE" >"$r.pids"
 	at_exit "kill -KILL -- -$PIPE"

@@ -172,11 +172,41 @@ static void test_rows_and_summary(void **state)
 	zd_stat_free(s);
 }
 
+/* A log after zd-send carries no PAGES: the pre-copy is known from zd-track's
+ * STAT only, and the epoch's pages are pre-copied ∪ DIRTY all the same. */
+static void test_precopy_from_track_stat(void **state)
+{
+	struct zd_stat *s = zd_stat_new();
+	const struct zd_stat_row *rows;
+
+	checkpoint(s, 1, 1000);
+	add_set(s, ZD_REC_DIRTY, 1, 0, 10, 0);
+	/* epoch 2: 8 pre-copied, 3 of them written again (in DIRTY's 5) */
+	checkpoint(s, 2, 500);
+	add_set(s, ZD_REC_DIRTY, 2, 20, 5, 0);
+	add_stat(s, 2, "track", "precopy", 8, "precopy_redirtied", 3);
+	/* epoch 3: PAGES seen: the set wins, the STAT is not added again */
+	add_set(s, ZD_REC_PAGES, 3, 40, 4, ZD_PAGES_PRECOPY);
+	checkpoint(s, 3, 500);
+	add_set(s, ZD_REC_DIRTY, 3, 42, 4, 0);
+	add_stat(s, 3, "track", "precopy", 4, "precopy_redirtied", 2);
+	zd_stat_finish(s);
+	assert_int_equal(zd_stat_rows(s, &rows), 3);
+	assert_int_equal(rows[0].dirty, 10);
+	assert_int_equal(rows[0].precopy, 0);
+	assert_int_equal(rows[1].dirty, 5 + 8 - 3);
+	assert_int_equal(rows[1].precopy, 8);
+	assert_int_equal(rows[2].dirty, 6);	/* 40..45 */
+	assert_int_equal(rows[2].precopy, 4);
+	zd_stat_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_percentile),
 		cmocka_unit_test(test_rows_and_summary),
+		cmocka_unit_test(test_precopy_from_track_stat),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
