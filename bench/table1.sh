@@ -39,7 +39,7 @@ if [ -z "$plot_only" ] && ! { [ -c /dev/kvm ] && { : <>/dev/kvm; } 2>/dev/null; 
 	[ -n "${ZD_VMHOST_GUEST:-}" ] && { echo "bench/table1: no usable /dev/kvm in the QEMU guest" >&2; exit 4; }
 	echo "bench/table1: no /dev/kvm here: running inside QEMU TCG with nested KVM (tests/lib/vmhost.sh); timings are emulated, compare ratios only" >&2
 	# The 65536-page points need a 516M VM and its replica (tmpfs) at once.
-	ZD_VMHOST_ENV="${ZD_VMHOST_ENV:-} BENCH_QUICK BENCH_DIRTY BENCH_INTERVALS BENCH_PLAN BENCH_APPEND BENCH_POINT_TIMEOUT BENCH_SCALE BENCH_SCALE_EPOCHS BENCH_SCALE_WARM BENCH_MODES BENCH_OC BENCH_EPOCHS BENCH_MEM BENCH_HOT BENCH_BASE_SECONDS BENCH_OUT ZD_WARM_EPOCHS ZD_KVM_GUARD" \
+	ZD_VMHOST_ENV="${ZD_VMHOST_ENV:-} BENCH_QUICK BENCH_DIRTY BENCH_INTERVALS BENCH_PLAN BENCH_APPEND BENCH_POINT_TIMEOUT BENCH_SCALE BENCH_SCALE_EPOCHS BENCH_SCALE_WARM BENCH_MODES BENCH_OC BENCH_EPOCHS BENCH_MEM BENCH_HOT BENCH_BASE_SECONDS BENCH_OUT ZD_WARM_EPOCHS ZD_KVM_GUARD ZD_CLIENT_RATE" \
 		exec tests/lib/vmhost.sh run --timeout 14400 --mem "${BENCH_VMHOST_MEM:-4096}" -- bash "$0"
 fi
 
@@ -131,7 +131,7 @@ unprotected() {
 		vm=$!
 		for _ in $(seq 3000); do [ -S "$s" ] && break; kill -0 $vm 2>/dev/null || break; sleep 0.1; done
 		sp=$(zd-vm --ctl "$s" info 2>/dev/null | sed -n 's/^serve=//p')
-		zd-client --duration 3600s --timeout 600s "$sp" >/dev/null 2>&1 &
+		zd-client --duration 3600s --timeout 600s $([ "${ZD_CLIENT_RATE:-100}" != 0 ] && echo --rate "${ZD_CLIENT_RATE:-100}") "$sp" >/dev/null 2>&1 &
 		cl=$!
 		sleep 1
 		g0=$(timeout 60 zd-vm --ctl "$s" stats 2>/dev/null | sed -n 's/^guest_pages=//p') t0=$(date +%s%N)

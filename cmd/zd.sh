@@ -285,7 +285,12 @@ measure_one() {
 	# remus commits each epoch before the next: nothing runs ahead.
 	[ "$mode" = remus ] && warm=2
 	last=$((warm + epochs))
-	zd-client --duration 3600s --timeout 600s --log "$d/client.log" "$sp" >"$d/client.json" 2>"$d/client.err" &
+	# Like the paper's ping: requests at a steady rate (ZD_CLIENT_RATE per
+	# second, default 100; 0 = closed loop), not a flood: a closed loop
+	# answered at once keeps the guest busy serving, not dirtying pages.
+	local rate=${ZD_CLIENT_RATE:-100} rate_opt=()
+	[ "$rate" != 0 ] && rate_opt=(--rate "$rate")
+	zd-client --duration 3600s --timeout 600s "${rate_opt[@]+"${rate_opt[@]}"}" --log "$d/client.log" "$sp" >"$d/client.json" 2>"$d/client.err" &
 	cl=$!
 	"$self" run --mode "$mode" --interval "$interval" --epochs "$last" --timeout 600000 --peer-timeout 0 \
 		"$sock" "$bp" >"$d/send.log" 2>"$d/run.err" &
