@@ -85,8 +85,11 @@ if [ -z "${ZD_KVM_INNER:-}" ]; then
 	# The hang once seen at the 4th kill was a spinning restored guest
 	# that got no request until a pause that never came (zd-vm now kicks
 	# the vCPU for each request). ZD_FAILOVER_E2E=0 leaves the cycles out.
-	if [ "${ZD_FAILOVER_E2E:-1}" = 0 ]; then
-		skip "failover of a KVM guest: 20 SIGKILLs" "ZD_FAILOVER_E2E=0"
+	# Without /dev/kvm here the cycles would run in QEMU TCG, where 23
+	# takeovers take most of an hour: only on request (ZD_FAILOVER_E2E=1).
+	if [ "${ZD_FAILOVER_E2E:-}" = 0 ] || { ! have_kvm && [ "${ZD_FAILOVER_E2E:-}" != 1 ]; }; then
+		skip "failover of a KVM guest: 20 SIGKILLs" \
+			"$(if [ "${ZD_FAILOVER_E2E:-}" = 0 ]; then echo ZD_FAILOVER_E2E=0; else echo "no /dev/kvm here (under QEMU TCG only with ZD_FAILOVER_E2E=1)"; fi)"
 		done_testing
 	fi
 	kvm_outer "$0" --cpus 2 --timeout "${ZD_FAILOVER_QEMU_TIMEOUT:-1500}"
