@@ -198,8 +198,9 @@ int64_t zd_vm_pause(struct zd_vm *vm, uint64_t epoch);
 int64_t zd_vm_resume(struct zd_vm *vm);
 bool zd_vm_is_paused(struct zd_vm *vm);
 /* Wake the vCPU if it is idle (a request arrived). */
-void zd_vm_kick_for_request(struct zd_vm *vm);
 void zd_vm_kick(struct zd_vm *vm);
+/* A request was queued: make a running vCPU leave KVM_RUN to take it. */
+void zd_vm_kick_for_request(struct zd_vm *vm);
 
 /* vm_dirty.c */
 int zd_vm_dirty_init(struct zd_vm *vm, char *msg, size_t msglen);
