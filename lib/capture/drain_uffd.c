@@ -277,14 +277,14 @@ static int uffd_drain(struct zd_capture *c, uint64_t epoch, const struct zd_page
 	struct zd_target *t = zd_capture_target(c);
 	const struct zd_pageset *f = zd_capture_dirty(c);
 	struct zd_pageset rest = ZD_PAGESET_INIT, chunk = ZD_PAGESET_INIT;
-	uint64_t t0 = zd_now_ns(), from_faults = 0, faults, fault_ns, stale;
+	uint64_t t0 = zd_now_ns(), from_faults = 0, faults, fault_ns, stale, delay;
 	uint8_t *buf;
 	int rc = 0;
 
 	if (!u)
 		return zd_drain_read.drain(c, epoch, missing);
-	if (zd_capture_drain_delay(c)) {
-		zd_sleep_ns(zd_capture_drain_delay(c));
+	if ((delay = zd_capture_drain_delay(c))) {
+		zd_sleep_ns(delay);
 		t0 = zd_now_ns();	/* drain_ns is the drain's own time */
 	}
 	zd_pageset_copy(&rest, missing);

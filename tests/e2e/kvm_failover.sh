@@ -192,7 +192,6 @@ cycle() {
 		return 1
 	fi
 	if [ -n "${SILENT:-}" ]; then
-		aimed=no
 		sleep "$delay"
 		kill -STOP -- "$VM" "-$PIPE"
 	elif [ $aimed = yes ]; then

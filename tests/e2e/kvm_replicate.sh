@@ -38,15 +38,6 @@ wait_for() { # wait_for FILE-TEST PATH
 	return 1
 }
 
-# last_words DIR NAME...: each NAME.err's last two lines, one line each
-# (a CI log shows the tail of a failure: the first stage's reason last).
-last_words() {
-	local d=$1 n; shift
-	for n in "$@"; do
-		[ -s "$d/$n.err" ] && echo "$n: $(tail -n 2 "$d/$n.err" | tr '\n' '|')"
-	done
-}
-
 # json_num FILE TYPE FIELD: "epoch value" per record of that type.
 json_num() {
 	grep "\"type\":\"$2\"" "$1" |

@@ -84,7 +84,7 @@ run_mode() {
 		timeout 1500 zd-send "$P" --timeout 600000 --json-log >"$d/send.log" 2>"$d/send.err"
 	rc="${PIPESTATUS[*]}"
 	if [ "$rc" = "0 0 0" ]; then ok "$name: $mode ran $epochs epochs"
-	else not_ok "$name: $mode ran $epochs epochs" "exits $rc: $(tail -n 2 "$d/track.err" "$d/swap.err" "$d/send.err")"; fi
+	else not_ok "$name: $mode ran $epochs epochs" "exits $rc: $(last_words "$d" recv send swap vm track)"; fi
 	wait "$RECV"
 	rc=$?
 	if [ $rc -eq 0 ]; then ok "$name: zd-recv --verify ends cleanly (every epoch's memsum matched)"

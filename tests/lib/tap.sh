@@ -65,4 +65,15 @@ done_testing() {
 	exit $?
 }
 
+# last_words DIR NAME...: each DIR/NAME.err's last two lines, one line a
+# stage, for a failed pipeline's diagnostics (a CI log shows the tail of a
+# failure: name the first stage, whose reason counts, last).
+last_words() {
+	local d=$1 n; shift
+	for n in "$@"; do
+		[ -s "$d/$n.err" ] && echo "$n: $(tail -n 2 "$d/$n.err" | tr '\n' '|')"
+	done
+	return 0
+}
+
 have_kvm() { [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; }

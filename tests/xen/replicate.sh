@@ -90,7 +90,7 @@ run_mode() {
 	kill "$PA" 2>/dev/null
 	wait "$PA" 2>/dev/null
 	if [ "$rc" = "0 0 0" ]; then ok "$mode: zd-track xen: | zd-swap | zd-send ran $EPOCHS epochs"
-	else not_ok "$mode: zd-track xen: | zd-swap | zd-send ran $EPOCHS epochs" "exits $rc: $(tail -n 2 "$d/track.err" "$d/swap.err" "$d/send.err")"; fi
+	else not_ok "$mode: zd-track xen: | zd-swap | zd-send ran $EPOCHS epochs" "exits $rc: $(last_words "$d" recv send swap track)"; fi
 	wait "$RECV"
 	rc=$?
 	if [ $rc -eq 0 ]; then ok "$mode: zd-recv --verify ends cleanly (every epoch's checksum matched)"
