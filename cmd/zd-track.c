@@ -13,7 +13,7 @@
 
 #define USAGE "usage: zd-track TARGET [--interval MS] [--epochs N] [--mode remus|buffered|zddspt]\n" \
 	      "                [--precopy PERCENT] [--no-guard] [--verify] [--json] [--control PATH]\n" \
-	      "                [--timeout MS] [--grace MS] [-v]\n"
+	      "                [--timeout MS] [--grace MS] [--max-hold MS] [-v]\n"
 
 static volatile sig_atomic_t stop_flag;
 
@@ -54,6 +54,8 @@ static void help(void)
 	       "                         (default 10000)\n"
 	       "  -g, --grace MS         remus: wait this long at the start for a backup stage\n"
 	       "                         to connect before running open loop (default 1000)\n"
+	       "      --max-hold MS      warn loudly when output has waited MS for the backup's\n"
+	       "                         ACK (zd-send reconnecting); 0 = never (default 2000)\n"
 	       "  -v, --verbose          log every epoch on stderr\n"
 	       "  -h, --help             this text\n"
 	       "  -V, --version          print the version\n"
@@ -83,6 +85,7 @@ int main(int argc, char **argv)
 		{ "control", required_argument, NULL, 'c' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "grace", required_argument, NULL, 'g' },
+		{ "max-hold", required_argument, NULL, 'M' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -94,6 +97,7 @@ int main(int argc, char **argv)
 		.precopy_pct = ZD_TRACK_DEFAULT_PRECOPY,
 		.timeout_ns = ZD_TRACK_DEFAULT_TIMEOUT_NS,
 		.grace_ns = ZD_TRACK_DEFAULT_GRACE_NS,
+		.max_hold_ns = ZD_TRACK_DEFAULT_MAX_HOLD_NS,
 		.out_fd = STDOUT_FILENO,
 	};
 	bool precopy_given = false, grace_given = false;
@@ -144,6 +148,10 @@ int main(int argc, char **argv)
 			if (zd_parse_duration_ns(optarg, &o.grace_ns) < 0 || o.grace_ns > 3600ull * 1000000000)
 				usage_error("--grace '%s': want a duration up to 1h, e.g. 1000 or 1s", optarg);
 			grace_given = true;
+			break;
+		case 'M':
+			if (zd_parse_duration_ns(optarg, &o.max_hold_ns) < 0 || o.max_hold_ns > 3600ull * 1000000000)
+				usage_error("--max-hold '%s': want a duration up to 1h, e.g. 2000 or 2s (0 = never)", optarg);
 			break;
 		case 'v':
 			zd_verbose = 1;

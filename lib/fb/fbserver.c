@@ -44,6 +44,8 @@ struct zd_fbserver {
 	struct zd_pageset standby;
 	uint64_t standby_epoch;
 	uint64_t acked, drained;
+	bool link_down;		/* zd-send is reconnecting to the backup */
+	bool resync;		/* zd-send asked for a FULL checkpoint */
 
 	uint8_t *buf;		/* receive buffer, ZD_FB_MAX_MSG */
 };
@@ -145,6 +147,19 @@ static int handle(struct zd_fbserver *s, int i)
 		pthread_mutex_unlock(&s->mu);
 		return 0;
 	}
+	case ZD_FB_LINK:
+		pthread_mutex_lock(&s->mu);
+		s->link_down = m.a == 0;
+		pthread_cond_broadcast(&s->cv);
+		pthread_mutex_unlock(&s->mu);
+		zd_debug("feedback: backup link %s", m.a ? "up" : "down");
+		return 0;
+	case ZD_FB_RESYNC:
+		pthread_mutex_lock(&s->mu);
+		s->resync = true;
+		pthread_mutex_unlock(&s->mu);
+		zd_debug("feedback: resync asked for");
+		return 0;
 	case ZD_FB_MEMORY: {
 		int fds[4];
 		uint64_t base = 0;
@@ -382,6 +397,29 @@ uint64_t zd_fbserver_acked(struct zd_fbserver *s)
 	e = s->acked;
 	pthread_mutex_unlock(&s->mu);
 	return e;
+}
+
+static int count_role(struct zd_fbserver *s, int role);
+
+bool zd_fbserver_link_down(struct zd_fbserver *s)
+{
+	bool down;
+
+	pthread_mutex_lock(&s->mu);
+	down = s->link_down && count_role(s, ZD_ROLE_SEND) > 0;
+	pthread_mutex_unlock(&s->mu);
+	return down;
+}
+
+bool zd_fbserver_take_resync(struct zd_fbserver *s)
+{
+	bool r;
+
+	pthread_mutex_lock(&s->mu);
+	r = s->resync;
+	s->resync = false;
+	pthread_mutex_unlock(&s->mu);
+	return r;
 }
 
 uint64_t zd_fbserver_drained(struct zd_fbserver *s)

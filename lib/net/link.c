@@ -108,6 +108,21 @@ void zd__conn_auth_shutdown_write(struct zd_conn *c)
 	}
 }
 
+void zd__conn_auth_abort(struct zd_conn *c)
+{
+	struct zd_conn_auth *ca = c->auth;
+
+	if (c->sock && ca->net_rfd >= 0)
+		shutdown(ca->net_rfd, SHUT_RDWR);
+	else if (c->child > 0)
+		kill(c->child, SIGTERM);
+	/* the relays see their ends go: the reader above gets EOF */
+	if (c->rfd >= 0)
+		shutdown(c->rfd, SHUT_RDWR);
+	if (c->wfd >= 0)
+		shutdown(c->wfd, SHUT_RDWR);
+}
+
 void zd__conn_auth_close(struct zd_conn *c)
 {
 	struct zd_conn_auth *ca = c->auth;

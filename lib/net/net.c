@@ -3,12 +3,15 @@
  * TCP and stdio connections for zd-send/zd-recv. See zd/net.h.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 
@@ -184,7 +187,48 @@ int zd_net_accept(int lfd, struct zd_conn *c, char *msg, size_t msglen)
 	return 0;
 }
 
+/* connect() that gives up after timeout_ms (0: the kernel's own, minutes
+ * when SYNs go unanswered, as on a cut link). */
+static int connect_within(int fd, const struct sockaddr *sa, socklen_t len, unsigned timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	int r, flags, err = 0;
+	socklen_t elen = sizeof(err);
+
+	if (!timeout_ms) {
+		do
+			r = connect(fd, sa, len);
+		while (r < 0 && errno == EINTR);
+		return r;
+	}
+	flags = fcntl(fd, F_GETFL);
+	fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+	r = connect(fd, sa, len);
+	if (r < 0 && errno == EINPROGRESS) {
+		do
+			r = poll(&p, 1, (int)timeout_ms);
+		while (r < 0 && errno == EINTR);
+		if (r == 0) {
+			errno = ETIMEDOUT;
+			r = -1;
+		} else if (r > 0) {
+			getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen);
+			r = err ? -1 : 0;
+			if (err)
+				errno = err;
+		}
+	}
+	if (r == 0)
+		fcntl(fd, F_SETFL, flags);
+	return r;
+}
+
 int zd_net_connect(const char *spec, struct zd_conn *c, char *msg, size_t msglen)
+{
+	return zd_net_connect_within(spec, 0, c, msg, msglen);
+}
+
+int zd_net_connect_within(const char *spec, unsigned timeout_ms, struct zd_conn *c, char *msg, size_t msglen)
 {
 	struct addrinfo *res = NULL, *ai;
 	int fd = -1, e = 0;
@@ -205,12 +249,7 @@ int zd_net_connect(const char *spec, struct zd_conn *c, char *msg, size_t msglen
 			e = errno;
 			continue;
 		}
-		int r;
-
-		do
-			r = connect(fd, ai->ai_addr, ai->ai_addrlen);
-		while (r < 0 && errno == EINTR);
-		if (r == 0)
+		if (connect_within(fd, ai->ai_addr, ai->ai_addrlen, timeout_ms) == 0)
 			break;
 		e = errno;
 		close(fd);
@@ -249,6 +288,16 @@ void zd_conn_shutdown_write(struct zd_conn *c)
 		close(c->wfd);
 		c->wfd = -1;
 	}
+}
+
+void zd_conn_abort(struct zd_conn *c)
+{
+	if (c->auth)
+		zd__conn_auth_abort(c);
+	else if (c->owned && c->sock && c->rfd >= 0)
+		shutdown(c->rfd, SHUT_RDWR);
+	else if (c->owned && c->child > 0)
+		kill(c->child, SIGTERM);
 }
 
 void zd_conn_close(struct zd_conn *c)

@@ -8,6 +8,7 @@
 /* link.c: the authenticated link's part of shutdown and close. */
 void zd__conn_auth_shutdown_write(struct zd_conn *c);
 void zd__conn_auth_close(struct zd_conn *c);
+void zd__conn_auth_abort(struct zd_conn *c);
 /* ssh.c: wait for the ssh process (after its pipes are closed). */
 void zd__conn_reap(struct zd_conn *c);
 

@@ -294,13 +294,16 @@ static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 	 * compressed page, so a zd-recv without it is told apart. */
 	zd_record_init(&back, ZD_REC_STAT);
 	snprintf(back.u.stat.source, sizeof(back.u.stat.source), "wire");
-	back.u.stat.n = 3;
+	back.u.stat.n = 4;
 	snprintf(back.u.stat.kv[0].key, sizeof(back.u.stat.kv[0].key), "version");
 	back.u.stat.kv[0].value = ZD_WIRE_VERSION;
 	snprintf(back.u.stat.kv[1].key, sizeof(back.u.stat.kv[1].key), "accept");
 	back.u.stat.kv[1].value = s->opts->accept_set ? s->opts->accept : ZD_PENC_DELTA;
 	snprintf(back.u.stat.kv[2].key, sizeof(back.u.stat.kv[2].key), "key");
 	back.u.stat.kv[2].value = s->conn->auth != NULL;
+	/* A reconnecting zd-send resends what came after it. */
+	snprintf(back.u.stat.kv[3].key, sizeof(back.u.stat.kv[3].key), "committed");
+	back.u.stat.kv[3].value = (double)s->rep->meta.epoch;
 	if ((rc = send_back(s, &back)))
 		return rc;
 	char m[256];

@@ -178,9 +178,10 @@ int zd_check_order(struct zd_reader *rd, const struct zd_record *r, char *msg, s
 	case ZD_REC_STANDBY:
 	case ZD_REC_PAGES:
 		/* a standby set and pre-copied pages may belong to the epoch
-		 * about to start */
+		 * about to start; before the first CHECKPOINT, to any: a stream
+		 * resumed after a reconnect starts where the backup stopped */
 		e = r->type == ZD_REC_STANDBY ? r->u.dirty.epoch : r->u.pages.epoch;
-		if (e > cur + 1)
+		if (cur && e > cur + 1)
 			return zd_fail(msg, msglen, ZD_RERR_ORDER,
 				       "epoch %" PRIu64 " beyond the next checkpoint %" PRIu64, e, cur + 1);
 		return 0;

@@ -30,6 +30,7 @@ static int buffered_round(struct zd_track *k)
 	harvest_ns = zd_now_ns();
 	if (track_harvest(k, &k->dirty) < 0 || track_rearm(k, NULL) < 0)
 		goto fail_paused;
+	track_full_if_asked(k, &k->dirty, &c);
 	copy_ns = zd_now_ns();
 	harvest_ns = copy_ns - harvest_ns;
 	if (track_read_pages(k, &k->dirty) < 0)

@@ -33,6 +33,7 @@ static int remus_round(struct zd_track *k)
 	harvest_ns = zd_now_ns();
 	if (track_harvest(k, &k->dirty) < 0 || track_rearm(k, NULL) < 0)
 		goto fail_paused;
+	track_full_if_asked(k, &k->dirty, &c);
 	harvest_ns = zd_now_ns() - harvest_ns;
 	if (track_get_state(k, &state) < 0)
 		goto fail_paused;

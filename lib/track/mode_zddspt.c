@@ -171,6 +171,7 @@ static int zddspt_round(struct zd_track *k)
 		goto fail;
 	if (track_harvest(k, &k->dirty) < 0)
 		goto fail_paused;
+	track_full_if_asked(k, &k->dirty, &c);
 	if (!replay && !copy_frozen) {
 		protect_ns = zd_now_ns();
 		if ((r = protect(k, &k->dirty)) < 0)

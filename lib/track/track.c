@@ -99,6 +99,19 @@ int track_harvest(struct zd_track *k, struct zd_pageset *set)
 	return 0;
 }
 
+/* zd-send asked for a resync (its backup lost epochs it cannot send
+ * again): this checkpoint's set becomes every page, flagged FULL, so the
+ * backup is whole again once it commits it. Right after the T1 harvest. */
+void track_full_if_asked(struct zd_track *k, struct zd_pageset *set, struct zd_rec_checkpoint *c)
+{
+	if (!zd_fbserver_take_resync(k->fb))
+		return;
+	zd_pageset_add_range(set, 0, k->t->page_count);
+	c->flags |= ZD_CKPT_FULL;
+	zd_warnx("epoch %llu: a full checkpoint (%llu pages): zd-send's backup lost epochs it cannot resend",
+		 (unsigned long long)k->epoch, (unsigned long long)k->t->page_count);
+}
+
 int track_rearm(struct zd_track *k, const struct zd_pageset *set)
 {
 	int r;
@@ -376,8 +389,11 @@ int track_wait_backup(struct zd_track *k)
 	for (;;) {
 		uint64_t now = zd_now_ns();
 		uint64_t until = ZD_MIN(deadline, now + 50 * 1000000ull);
+		/* zd-send reconnecting: the epoch is safe once it holds it
+		 * (DRAINED); the output stays held until the ACK. */
+		enum zd_fb_op want = role == ZD_ROLE_SEND && zd_fbserver_link_down(k->fb) ? ZD_FB_DRAINED : op;
 
-		switch (zd_fbserver_wait(k->fb, op, role, k->epoch, until)) {
+		switch (zd_fbserver_wait(k->fb, want, role, k->epoch, until)) {
 		case ZD_FBWAIT_OK:
 			return 0;
 		case ZD_FBWAIT_GONE:
@@ -394,6 +410,33 @@ int track_wait_backup(struct zd_track *k)
 			return track_fail(k, ZD_EXIT_PEER, "control socket: no %s for epoch %llu within %llu ms",
 					  what, (unsigned long long)k->epoch,
 					  (unsigned long long)(k->o->timeout_ns / 1000000));
+	}
+}
+
+/* Output waits for the ACK of its epoch. With no ACK for longer than
+ * --max-hold (zd-send reconnecting, a stalled backup), say so loudly,
+ * once, and again when ACKs flow: the VM runs on, its clients wait. */
+static void check_hold(struct zd_track *k)
+{
+	uint64_t acked = zd_fbserver_acked(k->fb), t1 = 0, now = zd_now_ns();
+
+	if (!k->o->max_hold_ns || zd_fbserver_clients(k->fb, ZD_ROLE_SEND) == 0)
+		return;
+	pthread_mutex_lock(&k->amu);
+	if (acked < k->epoch && k->t1[(acked + 1) % T1_RING].epoch == acked + 1)
+		t1 = k->t1[(acked + 1) % T1_RING].t1_ns;
+	pthread_mutex_unlock(&k->amu);
+	if (t1 && now - t1 > k->o->max_hold_ns && !k->hold_warned) {
+		zd_warnx("WARNING: output held %llu ms: no ACK from the backup since epoch %llu "
+			 "(--max-hold %llu ms); the VM runs on, its output waits for the backup",
+			 (unsigned long long)((now - t1) / 1000000), (unsigned long long)acked,
+			 (unsigned long long)(k->o->max_hold_ns / 1000000));
+		k->hold_warned = true;
+		k->hold_since_ns = t1;
+	} else if (k->hold_warned && (!t1 || now - t1 <= k->o->max_hold_ns)) {
+		zd_warnx("output released again: the backup acknowledged epoch %llu after %llu ms",
+			 (unsigned long long)acked, (unsigned long long)((now - k->hold_since_ns) / 1000000));
+		k->hold_warned = false;
 	}
 }
 
@@ -465,6 +508,7 @@ static int loop(struct zd_track *k, const struct zd_mode_ops *mode)
 			break;
 		}
 		done = k->epoch;
+		check_hold(k);
 		zd_debug("epoch %llu: %llu dirty", (unsigned long long)k->epoch,
 			 (unsigned long long)zd_pageset_count(&k->prev));
 		if (k->o->epochs && done == k->o->epochs)

@@ -39,6 +39,8 @@ struct zd_track {
 	size_t buf_cap;
 	bool said_open_loop;
 	bool had_backup;	/* remus: a zd-send or zd-swap waited on once */
+	bool hold_warned;	/* --max-hold exceeded, said so */
+	uint64_t hold_since_ns;	/* T1 of the oldest epoch held then */
 
 	pthread_mutex_t amu;		/* the two fields below */
 	struct { uint64_t epoch, t1_ns; } t1[T1_RING];
@@ -67,6 +69,7 @@ int track_run_until(struct zd_track *k, uint64_t deadline_ns);	/* 0, 1 = ended, 
 uint64_t track_deadline(const struct zd_track *k, unsigned pct);	/* run_start + pct% of interval */
 int track_pause(struct zd_track *k, uint64_t *t1_ns);
 int track_harvest(struct zd_track *k, struct zd_pageset *set);
+void track_full_if_asked(struct zd_track *k, struct zd_pageset *set, struct zd_rec_checkpoint *c);
 int track_rearm(struct zd_track *k, const struct zd_pageset *set);
 int track_protect(struct zd_track *k, const struct zd_pageset *set);
 int track_read_pages(struct zd_track *k, const struct zd_pageset *set);	/* into k->buf */

@@ -31,6 +31,8 @@ enum zd_fb_op {
 	ZD_FB_MEMORY = 5,	/* request; reply MEMORY with fds, a = base address, b = nfds */
 	ZD_FB_ERROR = 6,	/* reply: a = errno */
 	ZD_FB_BYE = 7,
+	ZD_FB_LINK = 8,		/* zd-send: a = 1 the backup link is up, 0 it is down (reconnecting) */
+	ZD_FB_RESYNC = 9,	/* zd-send: the backup lost epochs: make the next checkpoint FULL */
 };
 
 enum zd_fb_role { ZD_ROLE_MRU = 1, ZD_ROLE_SWAP = 2, ZD_ROLE_SEND = 3, ZD_ROLE_OTHER = 4 };

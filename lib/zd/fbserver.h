@@ -49,6 +49,10 @@ int zd_fbserver_clients(struct zd_fbserver *s, enum zd_fb_role role);
 uint64_t zd_fbserver_standby(struct zd_fbserver *s, struct zd_pageset *out);
 uint64_t zd_fbserver_acked(struct zd_fbserver *s);
 uint64_t zd_fbserver_drained(struct zd_fbserver *s);
+/* zd-send said (LINK 0) that it is reconnecting to the backup. */
+bool zd_fbserver_link_down(struct zd_fbserver *s);
+/* Has a RESYNC come since the last call? */
+bool zd_fbserver_take_resync(struct zd_fbserver *s);
 
 enum zd_fbwait { ZD_FBWAIT_OK = 0, ZD_FBWAIT_TIMEOUT = 1, ZD_FBWAIT_GONE = 2 };
 /* Wait until an ACK (op ZD_FB_ACK) or DRAINED (ZD_FB_DRAINED) for `epoch`

@@ -42,6 +42,8 @@ int zd_net_accept(int lfd, struct zd_conn *c, char *msg, size_t msglen);
 /* Connect to spec ("-": stdout only, rfd = -1). Returns 0, or -1 with msg
  * ("127.0.0.1:7070: connect: Connection refused"). */
 int zd_net_connect(const char *spec, struct zd_conn *c, char *msg, size_t msglen);
+/* The same, giving up after timeout_ms (0: no bound of our own). */
+int zd_net_connect_within(const char *spec, unsigned timeout_ms, struct zd_conn *c, char *msg, size_t msglen);
 /* stdin/stdout as a connection (zd-recv --stdio). */
 void zd_net_stdio(struct zd_conn *c);
 
@@ -74,6 +76,9 @@ int zd_conn_auth_status(struct zd_conn *c, char *msg, size_t msglen);
 /* Half-close the forward direction (TCP FIN) so the peer sees the end of the
  * stream while ACKs can still come back. */
 void zd_conn_shutdown_write(struct zd_conn *c);
+/* Wake every thread blocked on the connection (they see it end) without
+ * freeing anything: before joining them and zd_conn_close. */
+void zd_conn_abort(struct zd_conn *c);
 /* Close (ssh: wait for the ssh process; an authenticated link: stop the
  * relays). */
 void zd_conn_close(struct zd_conn *c);

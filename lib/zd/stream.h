@@ -68,6 +68,7 @@ struct zd_rec_header {
  * CLOCK_MONOTONIC ns on the primary; 0 = not applicable. */
 #define ZD_CKPT_PAGES_INLINE 0x1	/* PAGES for the whole DIRTY set follow from the tracker */
 #define ZD_CKPT_FINAL 0x2		/* last epoch before END */
+#define ZD_CKPT_FULL 0x4		/* DIRTY is every page: a resync (zd-send asked) */
 struct zd_rec_checkpoint {
 	uint64_t epoch;			/* 1, 2, 3 … strictly increasing */
 	uint64_t t0_ns;			/* pre-copy start (zddspt) */

@@ -25,6 +25,7 @@ struct zd_track_opts {
 	const char *control;		/* feedback socket path, NULL = default */
 	uint64_t timeout_ns;		/* remus: longest wait for ACK/DRAINED */
 	uint64_t grace_ns;		/* remus: wait at the start for a backup stage */
+	uint64_t max_hold_ns;		/* warn when output waits longer for an ACK, 0 = never */
 	int out_fd;			/* where the stream goes (1) */
 };
 
@@ -32,6 +33,7 @@ struct zd_track_opts {
 #define ZD_TRACK_DEFAULT_PRECOPY 20
 #define ZD_TRACK_DEFAULT_TIMEOUT_NS (10ull * 1000000000)
 #define ZD_TRACK_DEFAULT_GRACE_NS (1000ull * 1000000)
+#define ZD_TRACK_DEFAULT_MAX_HOLD_NS (2000ull * 1000000)
 
 /* Run the whole tracker; *stop is set (by a signal handler) to end the run
  * after the current round with END status 1. Prints its own diagnostics;

@@ -123,6 +123,39 @@ int zd_wire_pipe_finish(struct zd_wire_pipe *p, char *msg, size_t len);
 const char *zd_wire_pipe_error(struct zd_wire_pipe *p);
 
 /* ------------------------------------------------------------------ */
+/* The resend log (lib/wire/resend.c)                                  */
+
+/* zd-send's copy of every epoch record (CHECKPOINT, DIRTY, PAGES, STATE,
+ * COMMIT; and END) it put on the wire since the backup's last ACK, as
+ * encoded for the wire, bounded by a byte budget. After a reconnect the
+ * backup says which epoch it committed last; if the log holds every record
+ * after it, those go again, else the gap needs a full resync. */
+#define ZD_RESEND_DEFAULT (256ull << 20)	/* --resend-buffer default */
+
+struct zd_resend;
+
+struct zd_resend *zd_resend_new(uint64_t cap_bytes);
+void zd_resend_free(struct zd_resend *l);
+/* Keep a copy of r if it is an epoch record of an epoch not acknowledged.
+ * 1 if it did not fit: the log drops everything and is lost (a gap) until
+ * zd_resend_restart; 0 otherwise. */
+int zd_resend_keep(struct zd_resend *l, const struct zd_record *r, uint32_t page_size);
+/* The backup committed every epoch up to `epoch`: drop them. */
+void zd_resend_acked(struct zd_resend *l, uint64_t epoch);
+/* Does the log hold every record of the epochs after `committed`? */
+bool zd_resend_covers(const struct zd_resend *l, uint64_t committed);
+bool zd_resend_lost(const struct zd_resend *l);
+/* Keep again from `epoch` on (a full epoch: nothing before it is needed). */
+void zd_resend_restart(struct zd_resend *l, uint64_t epoch);
+void zd_resend_counts(const struct zd_resend *l, size_t *records, uint64_t *bytes);
+/* put() every record held, oldest first (decoded against hdr); stops at
+ * the first non-zero put() and returns it; -1 with msg if a copy does not
+ * decode. */
+int zd_resend_replay(struct zd_resend *l, const struct zd_rec_header *hdr,
+		     int (*put)(void *arg, const struct zd_record *r), void *arg,
+		     char *msg, size_t len);
+
+/* ------------------------------------------------------------------ */
 /* Authentication                                                      */
 
 #define ZD_AUTH_KEY_MIN 16		/* bytes a key file must hold at least */

@@ -72,13 +72,14 @@ gone() {
 backup() {
 	local name=$1; shift
 	RECV_ERR=$TMP/$name.recv.err
-	ip netns exec $B zd-recv --listen $IPB:0 --replica "$TMP/$name" --once --no-fsync --no-failover \
-		--heartbeat $HB --timeout "${RUN_TO:-$TO}" "$@" 2>"$RECV_ERR" &
+	# shellcheck disable=SC2086
+	ip netns exec $B zd-recv --listen $IPB:${RECV_AT:-0} --replica "$TMP/$name" ${RECV_ONCE---once} --no-fsync \
+		--no-failover --heartbeat $HB --timeout "${RUN_TO:-$TO}" "$@" 2>>"$RECV_ERR" &
 	RECV_PID=$!
 	live $RECV_PID
 	RECV_PORT=
 	for _ in $(seq $((DEADLINE * 20))); do
-		RECV_PORT=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\)$/\1/p' "$RECV_ERR" 2>/dev/null)
+		RECV_PORT=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\)$/\1/p' "$RECV_ERR" 2>/dev/null | tail -1)
 		[ -n "$RECV_PORT" ] && return 0
 		gone $RECV_PID && break
 		sleep 0.05
@@ -452,6 +453,82 @@ if wait_epoch "$TMP/term" 5; then
 else
 	not_ok "SIGTERM zd-track: replication started" "$(diag term)"
 	finish 0
+fi
+fi
+
+if [ -z "${ZD_FAULTS_ONLY:-}" ] || [ "$ZD_FAULTS_ONLY" = reconnect ]; then
+# 8. Reconnect and resync (zd-send --reconnect). Timeouts short enough
+# that a cut kills the connection on both sides: zd-recv (no --once)
+# goes back to listening, zd-send reconnects when the link is back and
+# sends again what the backup lost; the VM (zd-track) runs on throughout
+# (remus resumes on DRAINED while the link is down: the held output shows
+# in --max-hold's warnings). Each case ends with the replica verified
+# equal to the primary at the run's last epoch.
+RTO=400
+# reconnect_run NAME MODE CUT EPOCHS [SEND-OPTS]: replicate with a fault
+# (CUT: "veth" = the link down for 2 s, "recv" = zd-recv SIGKILLed and
+# started again on the same replica and port after 1 s); sets e_end, ms.
+reconnect_run() {
+	local name=$1 mode=$2 cut=$3 epochs=$4 e
+	RECV_ONCE= RUN_TO=$RTO backup "$name" ${KEY_OPTS:-}
+	local port=$RECV_PORT
+	now; local t0=$NOW
+	RUN_TO=$RTO SEND_OPTS="--reconnect 20000 ${5:-} ${KEY_OPTS:-}" \
+		primary "$name" "$mode" --interval 20 --epochs "$epochs" --max-hold 500
+	if ! wait_epoch "$TMP/$name" 5; then
+		not_ok "$name: replication started" "$(diag "$name")"
+		finish $t0; return 1
+	fi
+	if [ "$cut" = veth ]; then
+		ip -n $A link set $VA down
+		sleep 2		# the fault: longer than both --timeout
+		ip -n $A link set $VA up
+	else
+		kill -KILL "$RECV_PID"; wait "$RECV_PID" 2>/dev/null; reaped "$RECV_PID"
+		sleep 1
+		RECV_AT=$port RECV_ONCE= RUN_TO=$RTO backup "$name" ${KEY_OPTS:-}
+		PID[recv]=$RECV_PID
+	fi
+	# the primary's stages end on END; zd-recv (no --once) is stopped then
+	for _ in $(seq $((DEADLINE * 20))); do gone "${PID[send]}" && break; sleep 0.05; done
+	kill -TERM "${PID[recv]}" 2>/dev/null
+	finish $t0
+	ms=$((NOW - t0))
+	e_end=$(verified "$name")
+}
+if [ "$(id -u)" = 0 ]; then
+	reconnect_run rc_remus remus veth 150
+	if [ "$RCS" = "track 0 mru 0 swap 0 send 0 recv 143" ] && [ "$e_end" = 150 ] &&
+		grep -q 'link lost' "$TMP/rc_remus.send.err" && grep -q 'reconnected after .*resent' "$TMP/rc_remus.send.err"; then
+		ok "remus, 2 s link cut: zd-send reconnects and resends, replica = primary at epoch 150 ($(grep -o 'reconnected after [0-9]* ms' "$TMP/rc_remus.send.err" | head -1))"
+	else
+		not_ok "remus, 2 s link cut: zd-send reconnects, replica = primary at the last epoch" "$RCS; $e_end
+$(diag rc_remus)"
+	fi
+	grep -q 'WARNING: output held' "$TMP/rc_remus.track.err" && grep -q 'output released again' "$TMP/rc_remus.track.err" &&
+		ok "remus, 2 s link cut: the VM ran on with its output held, and zd-track said so ($(grep -o 'output held [0-9]* ms' "$TMP/rc_remus.track.err"))" ||
+		not_ok "remus, 2 s link cut: zd-track warns of held output, then of its release" "$(cat "$TMP/rc_remus.track.err")"
+
+	reconnect_run rc_resync buffered veth 150 "--resend-buffer 64K"
+	if [ "$RCS" = "track 0 mru 0 swap 0 send 0 recv 143" ] && [ "$e_end" = 150 ] &&
+		grep -q 'asking zd-track for a full checkpoint' "$TMP/rc_resync.send.err" &&
+		grep -q 'a full checkpoint' "$TMP/rc_resync.track.err" &&
+		grep -q 'the full checkpoint goes to the backup' "$TMP/rc_resync.send.err"; then
+		ok "buffered, 2 s cut, resend log too small: a full resync, replica = primary at epoch 150 ($(grep -o 'epoch [0-9]*: a full checkpoint' "$TMP/rc_resync.track.err"))"
+	else
+		not_ok "buffered, 2 s cut, resend log too small: full resync, replica = primary" "$RCS; $e_end
+$(diag rc_resync)"
+	fi
+
+	head -c 64 /dev/urandom >"$TMP/rc.key" && chmod 600 "$TMP/rc.key"
+	KEY_OPTS="--key $TMP/rc.key" reconnect_run rc_restart zddspt recv 150
+	if [ "$RCS" = "track 0 mru 0 swap 0 send 0 recv 143" ] && [ "$e_end" = 150 ] &&
+		grep -q 'reconnected after' "$TMP/rc_restart.send.err"; then
+		ok "zddspt with --key, zd-recv killed and restarted: zd-send reconnects, replica = primary at epoch 150"
+	else
+		not_ok "zddspt with --key, zd-recv killed and restarted: reconnect, replica = primary" "$RCS; $e_end
+$(diag rc_restart)"
+	fi
 fi
 fi
 

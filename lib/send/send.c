@@ -1,0 +1,723 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zd-send: ships the stream to zd-recv and relays its ACKs to zd-track.
+ *
+ *   main thread  stdin → capture (pages the stream lacks) → the encoder
+ *   wire worker  (--compress zstd|delta, lib/wire/pipe.c) PAGES compressed
+ *                while capture goes on → emit() → the wire; per epoch a
+ *                STAT "send" record on the log (stdout). Without
+ *                compression the main thread emits itself.
+ *   ack thread   the wire's back direction → ZD_FB_ACK to zd-track and an
+ *                ACK record (with T1 → ACK latency) on the log
+ *   heartbeat    a STAT "heartbeat" whenever the wire was quiet
+ *   link thread  --reconnect: a lost link is reconnected and the epochs
+ *                the backup lost are sent again (relink.c)
+ *
+ * The log is the stream minus page contents and state blobs, plus STAT and
+ * ACK, so `… | zd-send host:port | zd-stat` reports the whole run.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "send_int.h"
+#include "zd/capture.h"
+#include "zd/fb.h"
+#include "zd/util.h"
+
+static pthread_mutex_t die_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* From any thread: one line, exit. */
+_Noreturn void send_die(int code, const char *fmt, const char *a, const char *b)
+{
+	pthread_mutex_lock(&die_lock);
+	zd_diex(code, fmt, a, b);
+}
+
+static bool log_type(uint16_t t)
+{
+	return t != ZD_REC_PAGES && t != ZD_REC_STATE;
+}
+
+void send_log_put(struct sender *s, const struct zd_record *r)
+{
+	if (!s->have_log)
+		return;
+	pthread_mutex_lock(&s->lock);
+	if (zd_writer_put(&s->log, r) < 0 ||
+	    (r->type != ZD_REC_CHECKPOINT && r->type != ZD_REC_DIRTY && zd_writer_flush(&s->log) < 0)) {
+		/* A reader of the log that went away must not stop replication. */
+		zd_warnx("stdout: %s: log stream stopped", strerror(s->log.err));
+		s->have_log = false;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+int send_fb(struct sender *s, enum zd_fb_op op, uint64_t a)
+{
+	struct zd_fb_msg m = { .op = op, .a = a };
+	int rc = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->fb >= 0)
+		rc = zd_fb_send(s->fb, &m, NULL, NULL, 0);
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+void send_relay_ack(struct sender *s, uint64_t e, uint64_t wall_ns)
+{
+	struct zd_fb_msg m = { .op = ZD_FB_ACK, .epoch = e, .a = wall_ns };
+
+	s->acked = e;
+	if (s->fb < 0)
+		return;
+	if (zd_fb_send(s->fb, &m, NULL, NULL, 0) < 0) {
+		/* A tracker that died is the stream's to report (it ends
+		 * without END); only a live one matters. */
+		if (errno == EPIPE || errno == ECONNRESET)
+			zd_debug("control socket: ACK: %s", strerror(errno));
+		else
+			zd_warn("control socket: ACK: continuing open loop");
+		close(s->fb);
+		s->fb = -1;
+	}
+}
+
+/* Bytes on the wire so far, over every connection (wlock held). */
+static uint64_t wire_pos(const struct sender *s)
+{
+	return s->wire_prev + s->wire.bytes + s->wire.buf_len;
+}
+
+/* A write to the wire of generation gen failed. */
+static void wire_failed(struct sender *s, unsigned gen, int err)
+{
+	char m[300];
+
+	snprintf(m, sizeof(m), "write: %s", strerror(err));
+	if (s->resend) {
+		send_link_lost(s, gen, m);
+		return;
+	}
+	/* A peer that closed on us usually said why on the way back (a
+	 * refusal, a key it wants): give the ACK thread 2 s to report it. */
+	for (int i = 0; i < 200; i++) {
+		pthread_mutex_lock(&s->lock);
+		bool over = s->ack_over || s->conn.rfd < 0;
+		pthread_mutex_unlock(&s->lock);
+		if (over)
+			break;
+		zd_sleep_ns(10000000);
+	}
+	send_die(ZD_EXIT_PEER, "%s: %s", s->conn.name, m);
+}
+
+static const char *const enc_names[] = { "none", "zstd", "delta" };
+_Static_assert(ZD_ARRAY_SIZE(enc_names) == ZD_PENC_DELTA + 1, "enc_names");
+
+/* zd-recv took our HEADER and announced what it decodes: can it take
+ * what we send? Dies with the reason if not. */
+void send_check_accept(struct sender *s, int pw, int acc)
+{
+	char m[300];
+
+	if (pw == 1 && acc >= (int)s->wopts.enc)
+		return;
+	if (pw == 1)
+		snprintf(m, sizeof(m), "%s: zd-recv takes PAGES compressed at most as %s (its --compress): "
+			 "run zd-send with --compress %s", s->conn.name,
+			 acc >= 0 && acc <= ZD_PENC_DELTA ? enc_names[acc] : "?",
+			 acc >= 0 && acc <= ZD_PENC_DELTA ? enc_names[acc] : "none");
+	else
+		snprintf(m, sizeof(m), "%s: zd-recv does not announce compressed pages (an older zd-recv?): "
+			 "run zd-send with --compress none", s->conn.name);
+	send_die(ZD_EXIT_PEER, "%s%s", m, "");
+}
+
+static bool link_is_down(struct sender *s)
+{
+	return s->resend && __atomic_load_n(&s->link_down, __ATOMIC_ACQUIRE);
+}
+
+/* Before the first record after the HEADER: zd-recv announced (STAT "wire", right
+ * behind its HEADER) that it decodes what we send. */
+static void check_peer_wire(struct sender *s)
+{
+	/* As long as an ACK may take (--timeout 0: until the connection
+	 * ends, as under emulation), at least 10 s. */
+	uint64_t ms = s->to_ms ? ZD_MAX((uint64_t)ZD_AUTH_TIMEOUT_MS, 5 * (uint64_t)s->to_ms) : 0;
+	uint64_t deadline = ms ? zd_now_ns() + ms * 1000000u : UINT64_MAX;
+
+	pthread_mutex_lock(&s->lock);
+	while (!s->peer_wire && zd_now_ns() < deadline && !link_is_down(s)) {
+		struct timespec ts;
+		uint64_t wall = zd_wall_ns() + 50000000u;
+
+		ts.tv_sec = (time_t)(wall / 1000000000u);
+		ts.tv_nsec = (long)(wall % 1000000000u);
+		pthread_cond_timedwait(&s->wire_cv, &s->lock, &ts);
+	}
+	int pw = s->peer_wire, acc = s->peer_accept;
+	pthread_mutex_unlock(&s->lock);
+	/* Lost before it answered: the link thread checks the next peer. */
+	if (link_is_down(s)) {
+		s->wire_checked = true;
+		return;
+	}
+	send_check_accept(s, pw, acc);
+	s->wire_checked = true;
+}
+
+static void epoch_stat(struct sender *s, uint64_t epoch);
+
+/* Records as they go on the wire (PAGES encoded): from the wire worker,
+ * or from the main thread without compression. raw_bytes counts what the
+ * records would take with raw pages, wire_bytes what they take. */
+static int emit(void *arg, const struct zd_record *r)
+{
+	struct sender *s = arg;
+	uint64_t before, grew;
+	bool bulk = r->type == ZD_REC_CHECKPOINT || r->type == ZD_REC_DIRTY || r->type == ZD_REC_PAGES ||
+		    r->type == ZD_REC_STATE || r->type == ZD_REC_STANDBY;
+	bool now = true;
+	unsigned gen;
+	int err = 0;
+
+	/* Before anything follows the HEADER: an epoch must not start that
+	 * the backup cannot decode. */
+	if (r->type != ZD_REC_HEADER && s->wopts.enc != ZD_PENC_RAW && !s->wire_checked && s->conn.rfd >= 0)
+		check_peer_wire(s);
+	pthread_mutex_lock(&s->wlock);
+	if (r->type == ZD_REC_HEADER && !s->have_header) {
+		/* a deep copy: each new connection starts with it */
+		uint8_t *b;
+		size_t n;
+		char m[128];
+
+		if (zd_encode_binary(r, 0, &b, &n) < 0 ||
+		    zd_decode_binary(b, n, NULL, &s->header, m, sizeof(m)) < 0)
+			send_die(ZD_EXIT_FAIL, "cannot keep a copy of the HEADER%s%s", "", "");
+		free(b);
+		s->have_header = true;
+	}
+	if (s->resend)
+		now = send_link_admit(s, r);
+	gen = s->link_gen;
+	before = wire_pos(s);
+	if (now && (zd_writer_put(&s->wire, r) < 0 || (!bulk && zd_writer_flush(&s->wire) < 0)))
+		err = s->wire.err ? s->wire.err : EIO;
+	if (!bulk)
+		s->last_tx = zd_now_ns();
+	grew = wire_pos(s) - before;
+	if (r->type == ZD_REC_HEADER)
+		s->header_out = true;
+	pthread_mutex_unlock(&s->wlock);
+	if (err)
+		wire_failed(s, gen, err);
+	s->ep_raw += grew;
+	if (r->type == ZD_REC_PAGES) {
+		s->ep_pages += r->u.pages.set.pages;
+		s->ep_raw += r->u.pages.set.pages * s->wire.page_size - (grew ? r->u.pages.data_len : 0);
+	}
+	/* END goes on the log after the last ACK, in zd_send_run(); the ACKs
+	 * on the log are the ones this stage relays (with their latency),
+	 * not an upstream copy. */
+	if (log_type(r->type) && r->type != ZD_REC_END && r->type != ZD_REC_ACK)
+		send_log_put(s, r);
+	else if (r->type == ZD_REC_END)
+		s->end = r->u.end;
+	if (r->type == ZD_REC_COMMIT)
+		epoch_stat(s, r->u.commit.epoch);
+	return 0;
+}
+
+/* The capture filter's output: to the wire worker (compression), or
+ * straight on the wire. */
+static int ship(void *arg, const struct zd_record *r)
+{
+	struct sender *s = arg;
+	char m[256];
+
+	if (r->type == ZD_REC_HEADER && s->wopts.enc != ZD_PENC_RAW && !s->pipe) {
+		s->wopts.page_size = r->u.header.page_size;
+		if (zd_wire_enc_new(&s->enc, &s->wopts, m, sizeof(m)) < 0)
+			send_die(ZD_EXIT_DATA, "stdin: HEADER: %s%s", m, "");
+		/* depth 4: capture runs up to four records ahead of the
+		 * encoder, a few 16 MiB buffers */
+		s->pipe = zd_wire_pipe_new(s->enc, 4, emit, s);
+	}
+	if (!s->pipe)
+		return emit(s, r);
+	if (zd_wire_pipe_put(s->pipe, r) < 0)
+		send_die(ZD_EXIT_FAIL, "wire: %s%s", zd_wire_pipe_error(s->pipe), "");
+	return 0;
+}
+
+static void stat_kv(struct zd_rec_stat *st, const char *key, double v)
+{
+	snprintf(st->kv[st->n].key, sizeof(st->kv[st->n].key), "%s", key);
+	st->kv[st->n++].value = v;
+}
+
+/* STAT "send" of an epoch, from the emitting thread at its COMMIT. */
+static void epoch_stat(struct sender *s, uint64_t epoch)
+{
+	struct zd_record st;
+	uint64_t wire, now_bytes;
+	const struct zd_wire_stats *ws = s->enc ? zd_wire_enc_stats(s->enc) : NULL;
+
+	pthread_mutex_lock(&s->wlock);
+	now_bytes = wire_pos(s);
+	pthread_mutex_unlock(&s->wlock);
+	/* what went on the wire since the last COMMIT, heartbeats included */
+	wire = now_bytes - s->wire_mark;
+	zd_record_init(&st, ZD_REC_STAT);
+	st.u.stat.epoch = epoch;
+	snprintf(st.u.stat.source, sizeof(st.u.stat.source), "send");
+	stat_kv(&st.u.stat, "pages", (double)s->ep_pages);
+	stat_kv(&st.u.stat, "raw_bytes", (double)s->ep_raw);
+	stat_kv(&st.u.stat, "wire_bytes", (double)wire);
+	stat_kv(&st.u.stat, "ratio", wire ? (double)s->ep_raw / (double)wire : 1.0);
+	if (ws) {
+		stat_kv(&st.u.stat, "delta_pages", (double)(ws->delta_pages - s->ep_delta));
+		stat_kv(&st.u.stat, "miss_pages", (double)(ws->miss_pages - s->ep_miss));
+		s->ep_delta = ws->delta_pages;
+		s->ep_miss = ws->miss_pages;
+	}
+	send_log_put(s, &st);
+	zd_debug("epoch %" PRIu64 ": %" PRIu64 " pages, %" PRIu64 " bytes raw, %" PRIu64 " on the wire",
+		 epoch, s->ep_pages, s->ep_raw, wire);
+	s->ep_pages = s->ep_raw = 0;
+	s->wire_mark = now_bytes;
+}
+
+/* Everything written so far is on its way: at the end of the input. With
+ * --reconnect a lost link is waited out (the link thread resends). */
+static void final_flush(struct sender *s)
+{
+	for (;;) {
+		unsigned gen;
+		int rc, err;
+
+		pthread_mutex_lock(&s->wlock);
+		while (s->resend && s->link_down)
+			pthread_cond_wait(&s->link_cv, &s->wlock);
+		gen = s->link_gen;
+		rc = zd_writer_flush(&s->wire);
+		err = s->wire.err ? s->wire.err : EIO;
+		s->last_tx = zd_now_ns();
+		pthread_mutex_unlock(&s->wlock);
+		if (rc == 0)
+			return;
+		wire_failed(s, gen, err);
+	}
+}
+
+/* A STAT "heartbeat" whenever the wire was quiet for hb_ms: zd-recv's
+ * --timeout tells a dead primary from one between epochs by it. Only
+ * after the HEADER (nothing may precede it), before END, and while the
+ * link is up. */
+static void *heartbeat_thread(void *arg)
+{
+	struct sender *s = arg;
+	uint64_t period = (uint64_t)s->hb_ms * 1000000u;
+
+	pthread_mutex_lock(&s->wlock);
+	while (!s->hb_stop) {
+		uint64_t now = zd_now_ns(), due = s->last_tx + period;
+		struct timespec ts;
+		uint64_t wall;
+
+		if (now >= due) {
+			if (s->header_out && !s->link_down) {
+				struct zd_record r;
+
+				zd_record_init(&r, ZD_REC_STAT);
+				r.u.stat.epoch = 0;	/* s->sent is s->lock's */
+				snprintf(r.u.stat.source, sizeof(r.u.stat.source), "heartbeat");
+				/* A failed write is the main thread's to report,
+				 * or the link thread's to mend. */
+				if (zd_writer_put(&s->wire, &r) < 0 || zd_writer_flush(&s->wire) < 0) {
+					if (!s->resend)
+						break;
+					unsigned gen = s->link_gen;
+					pthread_mutex_unlock(&s->wlock);
+					send_link_lost(s, gen, "heartbeat: write failed");
+					pthread_mutex_lock(&s->wlock);
+				}
+			}
+			s->last_tx = now;
+			due = now + period;
+		}
+		wall = zd_wall_ns() + (due - now);
+		ts.tv_sec = (time_t)(wall / 1000000000u);
+		ts.tv_nsec = (long)(wall % 1000000000u);
+		pthread_cond_timedwait(&s->wake, &s->wlock, &ts);
+	}
+	pthread_mutex_unlock(&s->wlock);
+	return NULL;
+}
+
+/* The ack thread's end: fatal reasons die here; a lost link goes to the
+ * link thread with --reconnect. */
+static void ack_lost(struct sender *s, unsigned gen, const char *m)
+{
+	if (!s->resend)
+		send_die(ZD_EXIT_PEER, "%s%s", m, "");
+	send_link_lost(s, gen, m);
+}
+
+/* The back direction: zd-recv's HEADER, ACKs, END. */
+static void *ack_thread(void *arg)
+{
+	struct sender *s = arg;
+	struct zd_reader rd;
+	struct zd_record r;
+	bool end = false;
+	char name[128], m[400];
+	unsigned gen;
+	int n, rfd;
+
+	pthread_mutex_lock(&s->wlock);
+	gen = s->link_gen;
+	rfd = s->conn.rfd;
+	snprintf(name, sizeof(name), "%s", s->conn.name);
+	pthread_mutex_unlock(&s->wlock);
+	zd_reader_init(&rd, rfd, name);
+	while ((n = zd_reader_next(&rd, (zd_record_init(&r, 0), &r))) > 0) {
+		/* zd-recv's HEADER came: from now on it heartbeats. */
+		if (rd.nrec == 1 && s->to_ms && zd_conn_set_timeout(&s->conn, s->to_ms) < 0)
+			zd_debug("%s: no heartbeat timeout (%s)", name, strerror(errno));
+		/* The record right behind zd-recv's HEADER says what it decodes
+		 * and, for a reconnect, which epoch it committed last. */
+		if (rd.nrec == 2 && r.type != ZD_REC_END) {
+			pthread_mutex_lock(&s->lock);
+			s->peer_wire = -1;
+			if (r.type == ZD_REC_STAT && !strcmp(r.u.stat.source, "wire")) {
+				s->peer_wire = 1;
+				s->peer_accept = 0;
+				for (uint32_t i = 0; i < r.u.stat.n && i < ZD_STAT_MAX_KV; i++) {
+					if (!strcmp(r.u.stat.kv[i].key, "accept"))
+						s->peer_accept = (int)r.u.stat.kv[i].value;
+					if (!strcmp(r.u.stat.kv[i].key, "committed"))
+						s->peer_committed = (uint64_t)r.u.stat.kv[i].value;
+				}
+			}
+			pthread_cond_broadcast(&s->wire_cv);
+			pthread_mutex_unlock(&s->lock);
+		}
+		if (r.type == ZD_REC_ACK) {
+			uint64_t now = zd_now_ns(), e = r.u.ack.epoch;
+
+			pthread_mutex_lock(&s->lock);
+			if (e > s->sent) {
+				pthread_mutex_unlock(&s->lock);
+				send_die(ZD_EXIT_PEER, "%s: %s", name, "ACK for an epoch never sent");
+			}
+			if (s->t1[e % T1_RING].epoch == e && s->t1[e % T1_RING].t1)
+				r.u.ack.latency_ns = now - s->t1[e % T1_RING].t1;
+			send_relay_ack(s, e, r.u.ack.commit_wall_ns);
+			pthread_mutex_unlock(&s->lock);
+			if (s->resend) {
+				pthread_mutex_lock(&s->wlock);
+				zd_resend_acked(s->resend, e);
+				pthread_mutex_unlock(&s->wlock);
+			}
+			zd_debug("epoch %" PRIu64 " acknowledged", e);
+			send_log_put(s, &r);
+		} else if (r.type == ZD_REC_END) {
+			end = true;
+			/* zd-recv echoes the primary's END (status 1 when the
+			 * VM was stopped); only status 2 is its refusal. */
+			pthread_mutex_lock(&s->lock);
+			bool echo = s->end_sent_status == 2;
+			s->end_echoed = true;
+			pthread_cond_broadcast(&s->wire_cv);
+			pthread_mutex_unlock(&s->lock);
+			/* The primary's own failed END (status 2, zd-track
+			 * said why) comes back as it went: not a refusal. */
+			if (r.u.end.status == 2 && echo)
+				zd_debug("%s: the failed stream's END echoed", name);
+			else if (r.u.end.status == 2)
+				send_die(ZD_EXIT_PEER, "%s: %s", name, "zd-recv refused the stream (see its log)");
+		}
+		zd_record_free(&r);
+	}
+	pthread_mutex_lock(&s->lock);
+	bool done = s->done;
+	pthread_mutex_unlock(&s->lock);
+	/* The link's MAC relay stopped at a bad record: that is the reason. */
+	if (n <= 0 && !end && s->conn.auth && (n == 0 || rd.err == ZD_RERR_TRUNCATED)) {
+		int arc = zd_conn_auth_status(&s->conn, m, sizeof(m));
+
+		if (arc == ZD_EXIT_DATA)
+			send_die(ZD_EXIT_PEER, "%s%s", m, "");
+		if (arc && !done) {
+			zd_reader_free(&rd);
+			ack_lost(s, gen, m);
+			goto over;
+		}
+	}
+	if (n < 0 && !end && (!done || s->resend)) {
+		/* Nothing at all came back: the peer is not a zd-recv, or it
+		 * died before answering the HEADER. */
+		if (rd.nrec == 0 && rd.err == ZD_RERR_MAGIC && !s->keyed && rd.buf_len - rd.buf_pos >= 7 &&
+		    !memcmp(rd.buf + rd.buf_pos, "ZDAUTH1", 7))
+			send_die(ZD_EXIT_PEER, "%s: zd-recv wants a key (--key) and this zd-send has none", name, "");
+		else if (rd.nrec == 0 && rd.err == ZD_RERR_TRUNCATED)
+			snprintf(m, sizeof(m), "%s: connection closed before any reply", name);
+		else if (rd.err == ZD_RERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK) && s->to_ms)
+			snprintf(m, sizeof(m), "%s: no ACK or heartbeat for %u ms (--timeout): backup lost",
+				 name, s->to_ms);
+		else
+			snprintf(m, sizeof(m), "%s", rd.msg);
+		zd_reader_free(&rd);
+		ack_lost(s, gen, m);
+		goto over;
+	}
+	if (!end && (!done || s->resend)) {
+		snprintf(m, sizeof(m), "%s: %s", name, rd.nrec ? "connection closed by zd-recv" :
+			 "connection closed before any reply");
+		zd_reader_free(&rd);
+		ack_lost(s, gen, m);
+		goto over;
+	}
+	zd_reader_free(&rd);
+over:
+	pthread_mutex_lock(&s->lock);
+	s->ack_over = true;
+	if (!s->peer_wire)
+		s->peer_wire = -1;
+	pthread_cond_broadcast(&s->wire_cv);
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+void send_start_ack_thread(struct sender *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->ack_over = false;
+	s->peer_wire = 0;
+	if (pthread_create(&s->ack_tid, NULL, ack_thread, s))
+		send_die(ZD_EXIT_FAIL, "cannot start the ACK thread%s%s", "", "");
+	s->ack_running = true;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void send_join_ack_thread(struct sender *s)
+{
+	pthread_t t;
+
+	pthread_mutex_lock(&s->lock);
+	if (!s->ack_running) {
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	t = s->ack_tid;
+	s->ack_running = false;
+	pthread_mutex_unlock(&s->lock);
+	pthread_join(t, NULL);
+}
+
+/* Connect to o->dest (and prove the key): 0, or -1 with msg. */
+int send_connect(struct sender *s, struct zd_conn *c, unsigned timeout_ms, char *msg, size_t len)
+{
+	const struct zd_send_opts *o = s->o;
+	char m[300];
+	int rc;
+
+	if (!strncmp(o->dest, ZD_SSH_PREFIX, strlen(ZD_SSH_PREFIX))) {
+		/* the far zd-recv checks the same key file, at the same path */
+		const char *args[] = { o->key_path ? "--key" : NULL, o->key_path, NULL };
+
+		if (zd_net_ssh(o->dest, args, c, msg, len) < 0)
+			return -1;
+	} else if (zd_net_connect_within(o->dest, timeout_ms, c, msg, len) < 0) {
+		return -1;
+	}
+	if (o->key && (rc = zd_conn_auth(c, o->key, false,
+					 timeout_ms ? (int)timeout_ms : ZD_AUTH_TIMEOUT_MS, m, sizeof(m)))) {
+		snprintf(msg, len, "%s: %s", c->name, m);
+		zd_conn_close(c);
+		return -rc;
+	}
+	return 0;
+}
+
+int zd_send_run(const struct zd_send_opts *o)
+{
+	static struct sender s = { .fb = -1, .end_sent_status = -1, .lock = PTHREAD_MUTEX_INITIALIZER,
+				   .wlock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
+				   .wire_cv = PTHREAD_COND_INITIALIZER, .link_cv = PTHREAD_COND_INITIALIZER,
+				   .conn_lock = PTHREAD_MUTEX_INITIALIZER, .lost_gen = ~0u };
+	pthread_t hb_tid;
+	bool have_hb = false;
+	struct zd_capture *cap;
+	struct zd_reader rd;
+	struct zd_record r;
+	bool ended = false, stdout_dest = !strcmp(o->dest, "-");
+	char msg[300];
+	int n, rc = 0;
+
+	s.o = o;
+	s.wopts = o->wopts;
+	s.hb_ms = o->hb_ms;
+	s.to_ms = o->to_ms;
+	s.keyed = o->key != NULL;
+	signal(SIGPIPE, SIG_IGN);
+
+	/* Connect before reading anything: a backup that is not there is
+	 * the first thing to report. */
+	if ((rc = send_connect(&s, &s.conn, 0, msg, sizeof(msg))))
+		zd_diex(rc < -1 ? -rc : ZD_EXIT_PEER, "%s", msg);
+	zd_writer_init(&s.wire, s.conn.wfd, s.conn.rfd >= 0 ? ZD_ENC_BINARY : zd_output_encoding(s.conn.wfd, false));
+	s.have_log = !stdout_dest && (o->json_log || !isatty(STDOUT_FILENO));
+	zd_writer_init(&s.log, STDOUT_FILENO, o->json_log ? ZD_ENC_JSON : ZD_ENC_BINARY);
+	if (s.conn.rfd >= 0) {
+		if (o->reconnect_ms) {
+			s.resend = zd_resend_new(o->resend_bytes);
+			send_link_start(&s);
+		}
+		send_start_ack_thread(&s);
+		if (s.hb_ms) {
+			if (pthread_create(&hb_tid, NULL, heartbeat_thread, &s))
+				zd_diex(ZD_EXIT_FAIL, "cannot start the heartbeat thread");
+			have_hb = true;
+		}
+	}
+
+	zd_reader_init(&rd, STDIN_FILENO, "stdin");
+	cap = zd_capture_new(ship, &s, -1);
+	while ((n = zd_reader_next(&rd, (zd_record_init(&r, 0), &r))) > 0) {
+		if (r.type == ZD_REC_HEADER && s.fb < 0) {
+			int fb = zd_fb_join(&r.u.header, ZD_ROLE_SEND);
+
+			pthread_mutex_lock(&s.lock);
+			s.fb = fb;
+			pthread_mutex_unlock(&s.lock);
+			zd_capture_set_fb(cap, fb);
+		}
+		if (r.type == ZD_REC_CHECKPOINT) {
+			pthread_mutex_lock(&s.lock);
+			s.t1[r.u.ckpt.epoch % T1_RING].epoch = r.u.ckpt.epoch;
+			s.t1[r.u.ckpt.epoch % T1_RING].t1 = r.u.ckpt.t1_ns;
+			pthread_mutex_unlock(&s.lock);
+		}
+		if (r.type == ZD_REC_COMMIT) {
+			/* Before the COMMIT can reach the wire (the capture
+			 * filter or a full buffer may flush it): its ACK may
+			 * come back before this thread runs again. */
+			pthread_mutex_lock(&s.lock);
+			s.sent = r.u.commit.epoch;
+			pthread_mutex_unlock(&s.lock);
+		}
+		if (r.type == ZD_REC_END) {
+			pthread_mutex_lock(&s.lock);
+			s.done = true;	/* the peer may answer END and close */
+			s.end_sent_status = (int)r.u.end.status;
+			pthread_mutex_unlock(&s.lock);
+			/* No heartbeat after END: zd-recv --once closes on END and
+			 * a late heartbeat would fail the run with EPIPE. */
+			pthread_mutex_lock(&s.wlock);
+			s.hb_stop = true;
+			pthread_cond_signal(&s.wake);
+			pthread_mutex_unlock(&s.wlock);
+		}
+		if ((rc = zd_capture_feed(cap, &r))) {
+			zd_warnx("%s", zd_capture_error(cap));
+			zd_record_free(&r);
+			break;
+		}
+		if (r.type == ZD_REC_COMMIT) {
+			const struct zd_capture_stats *st = zd_capture_stats(cap);
+
+			/* Without zd-swap upstream this stage drained the epoch
+			 * (captured: the copy is ours, whatever the wire does). */
+			if (st->captured) {
+				struct zd_fb_msg m = { .op = ZD_FB_DRAINED, .epoch = st->epoch, .a = st->captured };
+
+				pthread_mutex_lock(&s.lock);
+				if (s.fb >= 0)
+					zd_fb_send(s.fb, &m, NULL, NULL, 0);
+				pthread_mutex_unlock(&s.lock);
+			}
+		}
+		ended = r.type == ZD_REC_END;
+		zd_record_free(&r);
+	}
+	if (n < 0) {
+		zd_warnx("%s", rd.msg);
+		rc = rd.err == ZD_RERR_IO ? ZD_EXIT_FAIL : ZD_EXIT_DATA;
+	} else if (!rc && !ended) {
+		zd_warnx("stdin: input ended without END: the backup keeps its last committed epoch");
+		rc = ZD_EXIT_DATA;
+	}
+	if (s.pipe && zd_wire_pipe_finish(s.pipe, msg, sizeof(msg)) < 0 && !rc)
+		send_die(ZD_EXIT_FAIL, "wire: %s%s", msg, "");
+	s.pipe = NULL;
+	if (!rc)
+		final_flush(&s);
+	if (have_hb) {
+		pthread_mutex_lock(&s.wlock);
+		s.hb_stop = true;
+		pthread_cond_signal(&s.wake);
+		pthread_mutex_unlock(&s.wlock);
+		pthread_join(hb_tid, NULL);
+	}
+	pthread_mutex_lock(&s.lock);
+	s.done = true;
+	pthread_mutex_unlock(&s.lock);
+	/* FIN forward, then wait for the last ACKs and zd-recv's END; with
+	 * --reconnect through as many links as it takes. */
+	pthread_mutex_lock(&s.wlock);
+	zd_conn_shutdown_write(&s.conn);
+	pthread_mutex_unlock(&s.wlock);
+	if (s.resend && ended && !rc) {
+		pthread_mutex_lock(&s.lock);
+		while (!s.end_echoed)
+			pthread_cond_wait(&s.wire_cv, &s.lock);
+		pthread_mutex_unlock(&s.lock);
+	}
+	if (s.resend && s.resync && !rc) {
+		zd_warnx("%s: the input ended before the backup's full resync: it keeps its last committed epoch",
+			 s.conn.name);
+		rc = ZD_EXIT_PEER;
+	}
+	if (s.resend) {
+		send_link_stop(&s);
+		pthread_mutex_lock(&s.conn_lock);
+		zd_conn_abort(&s.conn);
+		pthread_mutex_unlock(&s.conn_lock);
+	}
+	send_join_ack_thread(&s);
+	zd_capture_free(cap);
+	zd_reader_free(&rd);
+	if (ended) {
+		struct zd_record e;
+
+		zd_record_init(&e, ZD_REC_END);
+		e.u.end = s.end;
+		send_log_put(&s, &e);
+	}
+	if (s.have_log && zd_writer_flush(&s.log) < 0 && !rc) {
+		zd_warnx("stdout: write: %s", strerror(s.log.err));
+		rc = ZD_EXIT_FAIL;
+	}
+	pthread_mutex_lock(&s.lock);
+	if (s.fb >= 0)
+		close(s.fb);
+	pthread_mutex_unlock(&s.lock);
+	zd_writer_free(&s.log);
+	zd_writer_free(&s.wire);
+	zd_wire_enc_free(s.enc);
+	zd_conn_close(&s.conn);
+	zd_resend_free(s.resend);
+	if (s.have_header)
+		zd_record_free(&s.header);
+	return rc;
+}

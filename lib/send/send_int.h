@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Inside zd-send: the sender's state, shared by its threads
+ *
+ *   main thread  stdin → capture → ship() → (wire worker) → emit()
+ *   ack thread   one per connection: zd-recv's HEADER, STAT "wire", ACKs
+ *   heartbeat    a STAT "heartbeat" when the wire was quiet
+ *   link thread  (--reconnect) a lost link: reconnect, resend (relink.c)
+ */
+#ifndef ZD_SEND_INT_H
+#define ZD_SEND_INT_H
+
+#include <pthread.h>
+#include "zd/fb.h"
+#include "zd/net.h"
+#include "zd/send.h"
+#include "zd/stream.h"
+#include "zd/wire.h"
+
+#define T1_RING 4096
+
+struct sender {
+	const struct zd_send_opts *o;
+	struct zd_conn conn;	/* swapped by the link thread, under wlock, while down */
+	struct zd_writer wire;
+	struct zd_writer log;
+	bool have_log;
+	int fb;
+	pthread_mutex_t lock;	/* log writer, t1 ring, done, fb, peer_* */
+	struct { uint64_t epoch, t1; } t1[T1_RING];
+	bool done;		/* END sent: the peer may close now */
+	bool end_echoed;	/* zd-recv answered END: the run is over */
+	struct zd_rec_end end;	/* the END to log last */
+	int end_sent_status;	/* status of the END from stdin, -1 none yet */
+	uint64_t acked;
+	uint64_t sent;		/* highest COMMIT on the wire */
+	/* per epoch, the emitting thread's */
+	uint64_t ep_pages, ep_raw, ep_delta, ep_miss;
+	uint64_t wire_mark;
+	uint64_t wire_prev;	/* bytes written on the connections before this one */
+	/* compression: the encoder is the worker's once the pipe runs */
+	struct zd_wire_opts wopts;
+	struct zd_wire_enc *enc;
+	struct zd_wire_pipe *pipe;
+	bool keyed;
+	/* zd-recv's STAT "wire" (ack thread → emitter, link thread) */
+	pthread_cond_t wire_cv;	/* with lock */
+	int peer_wire;		/* 0 not yet, 1 announced, -1 not a wire peer */
+	int peer_accept;
+	uint64_t peer_committed;	/* its replica's last committed epoch */
+	bool ack_over;		/* the ack thread has returned */
+	bool wire_checked;	/* the emitter's: peer_wire was fine */
+	pthread_t ack_tid;
+	bool ack_running;	/* ack_tid is to be joined */
+	/* Heartbeats share the wire with the main thread. */
+	pthread_mutex_t wlock;	/* wire, conn, last_tx, header_out, hb_stop, link_* */
+	pthread_cond_t wake;
+	uint64_t last_tx;
+	bool header_out, hb_stop;
+	unsigned hb_ms, to_ms;
+	/* --reconnect (relink.c), under wlock */
+	struct zd_resend *resend;	/* NULL without --reconnect */
+	pthread_mutex_t conn_lock;	/* conn's swap (with wlock) and its abort by send_link_lost */
+	pthread_cond_t link_cv;		/* link_down set or cleared, link_stop */
+	bool link_down, link_stop;
+	unsigned link_gen;		/* connections made so far */
+	unsigned lost_gen;		/* conn_lock: the generation send_link_lost took */
+	char down_why[300];		/* conn_lock: why it was lost */
+	bool resync;			/* dropping records until a FULL checkpoint */
+	struct zd_record header;	/* the HEADER, sent again on each connection */
+	bool have_header;
+	uint64_t reconnects;
+};
+
+_Noreturn void send_die(int code, const char *fmt, const char *a, const char *b);
+void send_log_put(struct sender *s, const struct zd_record *r);
+/* Relay an ACK of epoch e to zd-track (s->lock held). */
+void send_relay_ack(struct sender *s, uint64_t e, uint64_t wall_ns);
+int send_fb(struct sender *s, enum zd_fb_op op, uint64_t a);
+/* Connect to o->dest and prove the key (timeout_ms 0: no bound of ours):
+ * 0, -1 with msg, or -code for a key refusal. */
+int send_connect(struct sender *s, struct zd_conn *c, unsigned timeout_ms, char *msg, size_t len);
+/* Dies with the reason unless zd-recv (peer_wire, accept) takes our PAGES. */
+void send_check_accept(struct sender *s, int peer_wire, int accept);
+/* Start the ack thread on s->conn. */
+void send_start_ack_thread(struct sender *s);
+/* Join it (after zd_conn_abort or the peer's close). */
+void send_join_ack_thread(struct sender *s);
+
+/* relink.c */
+/* The link of generation gen failed (why): exit 5 without --reconnect,
+ * else hand it to the link thread. Any thread; idempotent per gen. */
+void send_link_lost(struct sender *s, unsigned gen, const char *why);
+/* Under wlock: what emit() does with a record while relinking (keep it
+ * for resending; drop it while waiting for a FULL checkpoint). Returns
+ * true if the record is to be written now. */
+bool send_link_admit(struct sender *s, const struct zd_record *r);
+void send_link_start(struct sender *s);
+void send_link_stop(struct sender *s);
+
+#endif

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zd-send's work (lib/send/): ship a zd-stream read on stdin to zd-recv,
+ * relay its ACKs to zd-track, and with --reconnect outlive a lost link.
+ */
+#ifndef ZD_SEND_H
+#define ZD_SEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "zd/wire.h"
+
+#define ZD_SEND_RECONNECT_MAX_MS 3600000u
+
+struct zd_send_opts {
+	const char *dest;		/* HOST:PORT, [V6]:PORT, ssh:…, or - */
+	const char *key_path;		/* for the far zd-recv over ssh; NULL: none */
+	const struct zd_auth_key *key;	/* NULL: no key */
+	struct zd_wire_opts wopts;	/* compression (page_size from the HEADER) */
+	bool json_log;			/* the log on stdout as JSON lines */
+	unsigned hb_ms, to_ms;		/* heartbeat period, timeout (0 = none) */
+	unsigned reconnect_ms;		/* a lost link: reconnect for this long; 0 = exit 5 */
+	uint64_t resend_bytes;		/* the resend log's budget */
+};
+
+/* Connect, ship stdin until END, wait for the last ACKs. Prints its own
+ * diagnostics; returns the exit code (or exits from a worker thread with
+ * one line, as the man page says). */
+int zd_send_run(const struct zd_send_opts *o);
+
+#endif
