@@ -25,7 +25,8 @@ struct zd_resend {
 	uint64_t cap;		/* bytes held at most */
 	uint64_t bytes;
 	uint64_t base;		/* every record of an epoch > base is held */
-	bool lost;		/* overflowed: a gap until zd_resend_restart */
+	bool lost;		/* overflowed: a gap until the next epoch */
+	uint64_t lost_epoch;	/* the epoch that did not fit */
 	struct entry *e;
 	size_t n, slots;
 };
@@ -74,7 +75,13 @@ int zd_resend_keep(struct zd_resend *l, const struct zd_record *r, uint32_t page
 	uint64_t epoch = epoch_of(r);
 	struct entry en = { .epoch = epoch };
 
-	if (!epoch || l->lost)
+	if (!epoch)
+		return 0;
+	/* After an overflow the log starts again with the next epoch: a
+	 * backup that commits the one before it can still be caught up. */
+	if (l->lost && epoch != UINT64_MAX && epoch > l->lost_epoch)
+		zd_resend_restart(l, epoch);
+	if (l->lost)
 		return 0;
 	if (epoch != UINT64_MAX && epoch <= l->base)
 		return 0;	/* acknowledged already (a late pre-copy) */
@@ -84,6 +91,7 @@ int zd_resend_keep(struct zd_resend *l, const struct zd_record *r, uint32_t page
 		free(en.bin);
 		drop_all(l);
 		l->lost = true;
+		l->lost_epoch = epoch;
 		return 1;
 	}
 	if (l->n == l->slots) {

@@ -137,8 +137,8 @@ struct zd_resend;
 struct zd_resend *zd_resend_new(uint64_t cap_bytes);
 void zd_resend_free(struct zd_resend *l);
 /* Keep a copy of r if it is an epoch record of an epoch not acknowledged.
- * 1 if it did not fit: the log drops everything and is lost (a gap) until
- * zd_resend_restart; 0 otherwise. */
+ * 1 if it did not fit: the log drops everything and is lost (a gap); it
+ * keeps again from the next epoch on. 0 otherwise. */
 int zd_resend_keep(struct zd_resend *l, const struct zd_record *r, uint32_t page_size);
 /* The backup committed every epoch up to `epoch`: drop them. */
 void zd_resend_acked(struct zd_resend *l, uint64_t epoch);

@@ -249,6 +249,14 @@ expect_fail "--compress lz4: exit 2" 2 "not none, zstd or delta" zd-send --compr
 expect_fail "--level with none: exit 2" 2 "--level goes with" zd-send --compress none --level 3 127.0.0.1:1
 expect_fail "--level 99: exit 2" 2 "not a zstd level" zd-send --level 99 127.0.0.1:1
 expect_fail "--delta-cache with zstd: exit 2" 2 "--delta-cache goes with" zd-send --compress zstd --delta-cache 1G 127.0.0.1:1
+expect_fail "--resend-buffer without --reconnect: exit 2" 2 "--resend-buffer goes with --reconnect" zd-send --resend-buffer 1G 127.0.0.1:1
+expect_fail "--reconnect to stdout: exit 2" 2 "--reconnect needs a connection both ways" zd-send --reconnect 1000 -
+expect_fail "--reconnect with a bad number: exit 2" 2 "'soon' is not a number of ms" zd-send --reconnect soon 127.0.0.1:1
+expect_fail "--resend-buffer with a bad size: exit 2" 2 "--resend-buffer: 'lots' is not a size" zd-send --reconnect 100 --resend-buffer lots 127.0.0.1:1
+# Nobody there to reconnect to: one line naming the last try, exit 5, within --reconnect.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+expect_fail "--reconnect: a backup not there at the start is still exit 5 at once" 5 "connect: Connection refused" \
+	zd-send --reconnect 300 127.0.0.1:$port
 expect_fail "--delta-cache 12Q: exit 2" 2 "not a size" zd-send --delta-cache 12Q 127.0.0.1:1
 expect_fail "--key with DEST -: exit 2" 2 "not with DEST -" zd-send --key "$TMP/key" -
 chmod 644 "$TMP/key2"
