@@ -65,6 +65,8 @@ a backup (zd-track | zd-mru | zd-swap | zd-send → zd-recv).
                              --heartbeat and --timeout (their defaults:
                              100 and 500; 0 = only a closed connection)
              --no-failover   local: zd-recv only reports a lost primary
+             --reconnect MS  zd-send reconnects a lost link for up to MS and
+                             resends what the backup lost (man zd-send)
              --json          the log stream as JSON lines
   status   the replica in DIR: last committed epoch and memory checksum
   failover take over by hand on the backup: zd-vm --restore DIR, serving the
@@ -122,7 +124,7 @@ emulated() { grep -q 'QEMU Virtual CPU\|QEMU TCG' /proc/cpuinfo 2>/dev/null; }
 
 cmd_run() {
 	local mode=remus interval=25 epochs= verify= precopy= policy=mru timeout= json= verbose=
-	local hb=() local_extra=()
+	local hb=() local_extra=() send_extra=()
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--mode | -m) need_value "$@"; check_mode "$2"; mode=$2; shift 2 ;;
@@ -136,6 +138,7 @@ cmd_run() {
 		--heartbeat) need_value "$@"; hb+=(--heartbeat "$2"); shift 2 ;;
 		--peer-timeout) need_value "$@"; hb+=(--timeout "$2"); shift 2 ;;
 		--no-failover) local_extra+=(--no-failover); shift ;;
+		--reconnect) need_value "$@"; send_extra+=(--reconnect "$2"); shift 2 ;;
 		-v | --verbose) verbose=-v; shift ;;
 		--) shift; break ;;
 		-*) usage_die "run: unknown option '$1'" ;;
@@ -177,7 +180,7 @@ cmd_run() {
 	[ -n "$timeout" ] && track_args+=(--timeout "$timeout")
 	[ -n "$verbose" ] && track_args+=(-v)
 	zd-track "${track_args[@]}" | zd-mru --policy "$policy" $verbose | zd-swap $verbose |
-		zd-send $json $verbose "${hb[@]+"${hb[@]}"}" "$dest"
+		zd-send $json $verbose "${hb[@]+"${hb[@]}"}" "${send_extra[@]+"${send_extra[@]}"}" "$dest"
 	local rcs=("${PIPESTATUS[@]}") rc=0 c
 	for c in "${rcs[@]}"; do [ "$c" != 0 ] && { rc=$c; break; }; done
 	if [ -n "$recv_pid" ]; then

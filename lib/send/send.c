@@ -503,6 +503,7 @@ void send_start_ack_thread(struct sender *s)
 	pthread_mutex_lock(&s->lock);
 	s->ack_over = false;
 	s->peer_wire = 0;
+	s->peer_committed = 0;	/* a zd-recv that does not say: nothing to resume */
 	if (pthread_create(&s->ack_tid, NULL, ack_thread, s))
 		send_die(ZD_EXIT_FAIL, "cannot start the ACK thread%s%s", "", "");
 	s->ack_running = true;
