@@ -201,6 +201,34 @@ ssh_run s_pipe "$TMP/fakessh" "ssh:backup:$TMP/s_pipe"
 replica_ok "ssh: transport (zd-recv --stdio over pipes)" "$TMP/s_pipe"
 ssh_run s_pipekey "$TMP/fakessh" "ssh:root@backup:$TMP/s_pipekey" --key "$TMP/key" --compress zstd
 replica_ok "ssh: with --key and zstd (the far zd-recv gets --key)" "$TMP/s_pipekey"
+# ssh with --reconnect: the first ssh session dies (its zd-recv SIGKILLed
+# once the replica committed epoch 3, ssh exits 255 as on a lost link);
+# zd-send starts ssh again, the new zd-recv --stdio recovers the replica
+# and the run resumes after its last committed epoch.
+cat >"$TMP/flakyssh" <<FLAKY
+#!/bin/bash
+while [ "\$1" != "--" ]; do shift; done
+shift 2
+[ -e "$TMP/flaky.once" ] && exec sh -c "\$*"
+touch "$TMP/flaky.once"
+sh -c "\$*" <&0 & p=\$!
+until [ "\$(jq -r '.epoch // 0' "$TMP/s_flaky/meta.json" 2>/dev/null)" -ge 3 ] 2>/dev/null; do sleep 0.01; done
+kill -KILL \$p
+exit 255
+FLAKY
+chmod +x "$TMP/flakyssh"
+timeout 120 zd-track "$SPEC" --epochs 40 --interval 20 --verify --timeout 20000 2>"$TMP/s_flaky.track.err" |
+	ZD_SSH=$TMP/flakyssh ZD_REMOTE_RECV="$ZD_BIN/zd-recv --no-fsync" timeout 120 zd-send --reconnect 20000 \
+	--json-log "ssh:backup:$TMP/s_flaky" >"$TMP/s_flaky.log" 2>"$TMP/s_flaky.send.err"
+rc="${PIPESTATUS[*]}"
+ep=$(replica_field "$TMP/s_flaky" epoch)
+sum=$(replica_field "$TMP/s_flaky" memsum)
+want=$(synth_memsum "$SPEC" 40 40)
+if [ "$rc" = "0 0" ] && [ "$ep" = 40 ] && [ "$sum" = "$want" ] && grep -q 'reconnected after' "$TMP/s_flaky.send.err"; then
+	ok "ssh --reconnect: a dead ssh session is started again, replica = primary at epoch 40"
+else
+	not_ok "ssh --reconnect: a dead ssh session is started again, replica = primary" "exits $rc, epoch $ep memsum $sum want $want: $(cat "$TMP/s_flaky.send.err")"
+fi
 acks=$(jq -s '[.[] | select(.type == "ack")] | length' "$TMP/s_pipe.log")
 [ "$acks" = $N ] && ok "ssh: $N ACKs came back through ssh's stdout" || not_ok "ssh: ACKs come back" "$acks of $N"
 
