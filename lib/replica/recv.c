@@ -430,6 +430,11 @@ static int on_record(struct session *s, struct zd_record *r, uint64_t off, bool 
 			rc = ZD_EXIT_DATA;
 			break;
 		}
+		/* Said at -v: an END after the VM died on the primary looks
+		 * like a loss to whoever watches the service, but it is the
+		 * primary's own word, and no takeover follows. */
+		zd_debug("%s: END from the primary (status %u, %" PRIu64 " epochs): not a failover",
+			 s->rd.name, r->u.end.status, r->u.end.epochs);
 		*end = true;
 		return send_back(s, r);
 	default:

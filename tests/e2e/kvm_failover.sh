@@ -191,18 +191,23 @@ cycle() {
 		kill -KILL -- "-$PIPE" 2>/dev/null
 		return 1
 	fi
+	# The pipeline's whole group first, in one kill(2), then zd-vm: a
+	# crashed host stops both at once. Killing zd-vm first gave zd-track
+	# (seen here: the group's SIGKILL landed 28 ms after zd-vm's) time
+	# to see "the VM exited" and end the stream with END, which zd-recv
+	# rightly takes for the primary's own decision, not a loss.
 	if [ -n "${SILENT:-}" ]; then
 		sleep "$delay"
-		kill -STOP -- "$VM" "-$PIPE"
+		kill -STOP -- "-$PIPE" "$VM"
 	elif [ $aimed = yes ]; then
 		delay=aimed
 		kill -STOP "$RECV"
 		sleep 0.3
-		kill -KILL -- "$VM" "-$PIPE"
+		kill -KILL -- "-$PIPE" "$VM"
 		kill -CONT "$RECV"
 	else
 		sleep "$delay"
-		kill -KILL -- "$VM" "-$PIPE"
+		kill -KILL -- "-$PIPE" "$VM"
 	fi
 	wait "$PIPE" 2>/dev/null
 	# zd-recv execs zd-vm --restore: the restored VM keeps zd-recv's pid.
