@@ -56,6 +56,23 @@ static bool flush_after(uint16_t type)
 	       type != ZD_REC_STATE && type != ZD_REC_STANDBY;
 }
 
+/* The VM died mid-epoch: drop the rest of that epoch (zd-recv discards
+ * it at END status 3) and wait for zd-track's END, which tells the
+ * backup to take over. Returns whether END went on. */
+static bool pass_end(struct zd_reader *rd, struct zd_writer *w)
+{
+	struct zd_record r;
+	bool end = false;
+
+	zd_warnx("the VM died: dropping the epoch, passing on zd-track's END");
+	while (!end && zd_reader_next(rd, (zd_record_init(&r, 0), &r)) > 0) {
+		if ((end = r.type == ZD_REC_END) && (zd_writer_put(w, &r) < 0 || zd_writer_flush(w) < 0))
+			end = false;
+		zd_record_free(&r);
+	}
+	return end;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -114,6 +131,8 @@ int main(int argc, char **argv)
 			else
 				zd_warnx("%s", zd_capture_error(cap));
 			zd_record_free(&r);
+			if (zd_capture_vm_died(cap))
+				ended = pass_end(&rd, &w);
 			break;
 		}
 		if (flush_after(r.type) && zd_writer_flush(&w) < 0) {

@@ -109,6 +109,7 @@ int zd_capture_fail(struct zd_capture *c, int code, const char *fmt, ...)
 const char *zd_capture_error(const struct zd_capture *c) { return c->err; }
 const struct zd_capture_stats *zd_capture_stats(const struct zd_capture *c) { return &c->stats; }
 struct zd_target *zd_capture_target(struct zd_capture *c) { return c->t; }
+bool zd_capture_vm_died(const struct zd_capture *c) { return c->t && c->t->vm_died; }
 void **zd_capture_drain_state(struct zd_capture *c) { return &c->drain_state; }
 struct zd_capture_stats *zd_capture_stats_mut(struct zd_capture *c) { return &c->stats; }
 const struct zd_pageset *zd_capture_dirty(const struct zd_capture *c) { return &c->dirty; }

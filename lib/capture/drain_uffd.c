@@ -83,6 +83,7 @@ struct uffd_drain {
 	uint64_t gen;			/* drains finished (atomic reads) */
 	uint64_t faults, fault_ns, stale;
 	char err[160];			/* the handler's failure, "" if none */
+	bool vm_gone;			/* an ioctl said ESRCH: zd-vm's mm is gone */
 };
 
 static void touch(struct uffd_drain *u, uint64_t pfn, uint8_t state)
@@ -105,7 +106,11 @@ static int unprotect(struct uffd_drain *u, uint64_t first, uint64_t count)
 		.mode = 0,
 	};
 
-	return ioctl(u->uffd, UFFDIO_WRITEPROTECT, &w) < 0 ? -1 : 0;
+	if (ioctl(u->uffd, UFFDIO_WRITEPROTECT, &w) == 0)
+		return 0;
+	if (errno == ESRCH)
+		u->vm_gone = true;
+	return -1;
 }
 
 static void wake(struct uffd_drain *u, uint64_t pfn)
@@ -327,6 +332,9 @@ static int uffd_drain(struct zd_capture *c, uint64_t epoch, const struct zd_page
 		u->st[pfn] = PG_NONE;
 	}
 	u->ntouched = 0;
+	/* zd-vm died under the drain: its tracker will say so (END status 3). */
+	if (rc == ZD_EXIT_TARGET && u->vm_gone)
+		t->vm_died = true;
 	faults = u->faults, fault_ns = u->fault_ns, stale = u->stale;
 	u->faults = u->fault_ns = u->stale = 0;
 	__atomic_add_fetch(&u->gen, 1, __ATOMIC_RELEASE);

@@ -149,6 +149,7 @@ struct session {
 	bool ack_ok;		/* the peer can take ACKs (rfd of zd-send) */
 	bool have_header;
 	bool back_started;	/* our HEADER went back */
+	bool vm_died;		/* END status 3: the primary's VM died */
 	struct zd_rec_checkpoint ckpt;	/* of the open epoch, echoed before its ACK */
 	char *msg;
 	size_t msglen;
@@ -425,14 +426,22 @@ static int on_record(struct session *s, struct zd_record *r, uint64_t off, bool 
 	case ZD_REC_COMMIT:
 		return on_commit(s, r, off);
 	case ZD_REC_END:
+		/* The VM died on the primary: a loss, told rather than
+		 * guessed from silence. The checkpoint it died in, if any,
+		 * is discarded like one a dead sender cut. */
+		if (r->u.end.status == ZD_END_VM_DIED) {
+			zd_replica_stage_abort(rep);
+			s->vm_died = true;
+			*end = true;
+			return send_back(s, r);
+		}
 		if (zd_replica_open_epoch(rep)) {
 			snprintf(rep->err, sizeof(rep->err), "END inside epoch %" PRIu64, zd_replica_open_epoch(rep));
 			rc = ZD_EXIT_DATA;
 			break;
 		}
-		/* Said at -v: an END after the VM died on the primary looks
-		 * like a loss to whoever watches the service, but it is the
-		 * primary's own word, and no takeover follows. */
+		/* Said at -v: whatever ended the primary's stream, its VM is
+		 * alive or was stopped on purpose: no takeover. */
 		zd_debug("%s: END from the primary (status %u, %" PRIu64 " epochs): not a failover",
 			 s->rd.name, r->u.end.status, r->u.end.epochs);
 		*end = true;
@@ -538,6 +547,13 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 		rep->last_heard_wall_ns = zd_wall_ns();
 		rc = on_record(&s, &r, off, &end);
 		zd_record_free(&r);
+	}
+	if (!rc && s.vm_died) {
+		char why[192];
+
+		snprintf(why, sizeof(why), "%s: the primary's VM died (END status 3 after epoch %" PRIu64 ")",
+			 s.rd.name, rep->meta.epoch);
+		rc = peer_lost(&s, why);
 	}
 	heartbeat_stop(&s);
 	/* Tell zd-send why it is cut off, if it can still hear us. */

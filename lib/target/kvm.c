@@ -44,6 +44,7 @@ struct kvm_priv {
 	uint64_t ram_base;		/* guest RAM in zd-vm's address space */
 	struct zd_vm_info info;
 	bool gone;
+	char path[108];			/* the control socket, for vm_gone() */
 	pthread_mutex_t mu;
 };
 
@@ -66,6 +67,41 @@ static void set_err(struct zd_target *t, const char *fmt, ...)
 	va_end(ap);
 }
 
+/*
+ * zd-vm closed its control socket: did it exit or die? An exiting zd-vm
+ * unlinks the socket before it closes its clients; one that was killed
+ * (SIGKILL, a crash, the OOM killer) leaves it behind, refusing
+ * connections. Only a death is a loss the backup should take over from:
+ * a VM stopped on purpose must not come back on the backup. A dying
+ * zd-vm may close our connection before its listening socket, which
+ * still queues a connect: ask again for up to 500 ms. A socket that
+ * keeps taking connections is a live zd-vm (a new one), not ours.
+ */
+static void vm_gone(struct zd_target *t)
+{
+	struct kvm_priv *p = t->priv;
+	struct stat st;
+
+	p->gone = true;
+	for (int i = 0; i < 50; i++) {
+		int fd;
+
+		if (lstat(p->path, &st) < 0 || !S_ISSOCK(st.st_mode))
+			break;
+		fd = zd_vmctl_connect(p->path);
+		if (fd < 0 && errno == ECONNREFUSED) {
+			t->vm_died = true;
+			set_err(t, "zd-vm died (its control socket %s is left behind): the VM is lost", p->path);
+			return;
+		}
+		if (fd < 0)
+			break;
+		close(fd);
+		usleep(10000);
+	}
+	set_err(t, "zd-vm closed its control socket (the VM exited)");
+}
+
 /* One request; -1 with t->err on any failure (transport or status). */
 static int call(struct zd_target *t, uint32_t op, uint32_t flags, uint64_t arg0,
 		struct zd_vmctl_rep *rep, void *payload, size_t cap, int *fds, int *nfds)
@@ -79,7 +115,8 @@ static int call(struct zd_target *t, uint32_t op, uint32_t flags, uint64_t arg0,
 		return -1;
 	}
 	if (p->gone) {
-		set_err(t, "zd-vm has gone away (the VM exited)");
+		if (!t->vm_died)
+			set_err(t, "zd-vm has gone away (the VM exited)");
 		return -1;
 	}
 	pthread_mutex_lock(&p->mu);
@@ -87,8 +124,7 @@ static int call(struct zd_target *t, uint32_t op, uint32_t flags, uint64_t arg0,
 	pthread_mutex_unlock(&p->mu);
 	if (r < 0) {
 		if (errno == EPIPE || errno == ECONNRESET) {
-			p->gone = true;
-			set_err(t, "zd-vm closed its control socket (the VM exited)");
+			vm_gone(t);
 		} else {
 			set_err(t, "control socket: %s", strerror(errno));
 		}
@@ -162,6 +198,7 @@ static int kvm_open(struct zd_target *t, const char *args)
 		set_err(t, "want kvm:PATH, the control socket of zd-vm");
 		goto fail;
 	}
+	snprintf(p->path, sizeof(p->path), "%s", args);
 	p->fd = zd_vmctl_connect(args);
 	if (p->fd < 0) {
 		set_err(t, "cannot connect: %s", strerror(errno));
@@ -231,8 +268,7 @@ static int kvm_run_until(struct zd_target *t, uint64_t deadline_ns)
 			return -1;
 		}
 		if (r > 0 && (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR))) {
-			p->gone = true;
-			set_err(t, "zd-vm closed its control socket (the VM exited)");
+			vm_gone(t);
 			return -1;
 		}
 	}

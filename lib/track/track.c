@@ -504,7 +504,9 @@ static int loop(struct zd_track *k, const struct zd_mode_ops *mode)
 		if (r == 1)
 			break;
 		if (r < 0 || emit_acks(k) < 0 || emit_flush(k) < 0) {
-			status = 2;
+			/* A VM that died is the loss the backup exists for:
+			 * END says so, and zd-recv takes over. */
+			status = k->t->vm_died ? ZD_END_VM_DIED : ZD_END_ERROR;
 			break;
 		}
 		done = k->epoch;
@@ -521,7 +523,7 @@ static int loop(struct zd_track *k, const struct zd_mode_ops *mode)
 		(void)emit_acks(k);
 		(void)write_end(k, done, status);
 	}
-	return status == 2 ? -1 : 0;
+	return status >= 2 ? -1 : 0;
 }
 
 int zd_track_run(const struct zd_track_opts *o, volatile sig_atomic_t *stop)

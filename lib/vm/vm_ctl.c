@@ -62,15 +62,18 @@ int zd_vm_ctl_open(struct zd_vm *vm, char *msg, size_t msglen)
 
 void zd_vm_ctl_close(struct zd_vm *vm)
 {
+	/* The socket file goes first: a tracker that sees its connection
+	 * close finds it gone and knows the VM exited, not died (a killed
+	 * zd-vm leaves it behind; see the kvm: target's vm_gone). */
+	if (vm->ctl_bound)
+		unlink(vm->cfg.control_path);
+	vm->ctl_bound = false;
 	for (int i = 0; i < vm->ctl_ncl; i++)
 		close(vm->ctl_cl[i]);
 	vm->ctl_ncl = 0;
 	if (vm->ctl_lfd >= 0)
 		close(vm->ctl_lfd);
 	vm->ctl_lfd = -1;
-	if (vm->ctl_bound)
-		unlink(vm->cfg.control_path);
-	vm->ctl_bound = false;
 }
 
 int zd_vm_ctl_pollfds(struct zd_vm *vm, struct pollfd *pfds, int max)

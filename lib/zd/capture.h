@@ -85,6 +85,8 @@ void zd_capture_free(struct zd_capture *c);
  * target cannot be attached or read, ZD_EXIT_FAIL when emit failed. */
 int zd_capture_feed(struct zd_capture *c, const struct zd_record *r);
 const char *zd_capture_error(const struct zd_capture *c);
+/* The capture failed because zd-vm died under it (zddspt's guard). */
+bool zd_capture_vm_died(const struct zd_capture *c);
 /* Figures of the epoch just closed by the last COMMIT fed. */
 const struct zd_capture_stats *zd_capture_stats(const struct zd_capture *c);
 

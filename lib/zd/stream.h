@@ -137,7 +137,9 @@ struct zd_rec_stat {
 	struct zd_stat_kv kv[ZD_STAT_MAX_KV];
 };
 
-/* END: last record; status 0 = clean end, 1 = interrupted, 2 = error. */
+/* END: last record; status 0 = clean end, 1 = interrupted, 2 = error,
+ * 3 = the VM died on the primary (the backup takes over). */
+enum { ZD_END_CLEAN, ZD_END_INTERRUPTED, ZD_END_ERROR, ZD_END_VM_DIED };
 struct zd_rec_end {
 	uint64_t epochs;
 	uint32_t status;

@@ -98,6 +98,9 @@ struct zd_target {
 	uint64_t page_count;
 	void *priv;			/* the implementation's state */
 	char err[256];			/* why the last op failed */
+	/* The VM died under us (not stopped): the backup should take over
+	 * (END status 3). Set with err by the op that found out. */
+	bool vm_died;
 };
 
 extern const struct zd_target_ops zd_target_synth;

@@ -13,6 +13,10 @@
 # third kill is aimed mid-transfer (zd-recv held with SIGSTOP until
 # zd-send blocks inside an epoch), the rest land at random moments (in
 # zddspt each drain is held back 15 ms, so many land mid-drain). Then
+# ZD_FAILOVER_VM_KILLS (3) deaths of the VM alone (SIGKILL of zd-vm, its
+# host and pipeline live on: zd-track ends the stream with END status 3
+# and zd-recv takes over on that word), and one VM stopped on purpose
+# (zd-vm --ctl stop: END status 2, no takeover). Then
 # ZD_FAILOVER_SILENT_KILLS (3) losses by silence: the primary is stopped,
 # not killed, zd-recv --timeout 100 declares it lost and its --fence
 # (SIGKILL of the stopped processes) runs before the takeover.
@@ -148,7 +152,10 @@ cycle() {
 	local hb=$HB_MS to=$TO_MS fence=() send_hb=
 	if [ -n "${SILENT:-}" ]; then
 		hb=20 to=100 send_hb="--heartbeat 20"
-		fence=(--fence "kill -KILL \$(cat '$r.pids')")
+		# Like a power switch, the fence returns once the node is off:
+		# zd-vm has exited (a zombie of this shell, its address free).
+		fence=(--fence "kill -KILL \$(cat '$r.pids'); v=\$(cut -d' ' -f1 '$r.pids');
+			while [ -e /proc/\$v ] && ! grep -q '^State:.*Z' /proc/\$v/status; do sleep 0.01; done")
 	fi
 	zd-recv --listen 127.0.0.1:0 --replica "$r" --verify --heartbeat $hb --timeout $to "${fence[@]}" -v 2>"$r.err" &
 	local RECV=$!
@@ -172,7 +179,7 @@ cycle() {
 	local swap_opts=
 	[ "$mode" = zddspt ] && swap_opts="--drain-delay 15"
 	local aimed=no wire=
-	[ $((k % 3)) -eq 0 ] && [ -z "${SILENT:-}" ] && aimed=yes wire="--compress none"
+	[ $((k % 3)) -eq 0 ] && [ -z "${SILENT:-}${VMONLY:-}" ] && aimed=yes wire="--compress none"
 	setsid bash -c 'zd-track "kvm:$1" --mode "$2" --verify --interval 50 --timeout 300000 2>"$3.track" |
 		zd-swap $6 2>"$3.swap" | zd-send "$4" --timeout 60000 $5 >"$3.log" 2>"$3.send"' \
 		_ "$S" "$mode" "$r" "$P" "$wire $send_hb" "$swap_opts" &
@@ -191,23 +198,35 @@ cycle() {
 		kill -KILL -- "-$PIPE" 2>/dev/null
 		return 1
 	fi
-	# The pipeline's whole group first, in one kill(2), then zd-vm: a
-	# crashed host stops both at once. Killing zd-vm first gave zd-track
-	# (seen here: the group's SIGKILL landed 28 ms after zd-vm's) time
-	# to see "the VM exited" and end the stream with END, which zd-recv
-	# rightly takes for the primary's own decision, not a loss.
-	if [ -n "${SILENT:-}" ]; then
+	# A crashed host stops zd-vm and its pipeline at once. Here: the
+	# pipeline's group is stopped first (one kill(2): it can no longer
+	# react), then zd-vm is killed and reaped (its service address is
+	# free for the restored VM: both run on this one host), then the
+	# pipeline dies. Killing zd-vm first let zd-track see the VM die and
+	# end the stream itself; killing the pipeline first let the restored
+	# VM find the old one still bound to the address ("Address already
+	# in use"). VMONLY kills zd-vm alone: the host and pipeline live on.
+	crash() {
+		kill -STOP -- "-$PIPE"
+		kill -KILL "$VM"
+		wait "$VM" 2>/dev/null
+		kill -KILL -- "-$PIPE"
+	}
+	if [ -n "${VMONLY:-}" ]; then
+		sleep "$delay"
+		kill -KILL "$VM"
+	elif [ -n "${SILENT:-}" ]; then
 		sleep "$delay"
 		kill -STOP -- "-$PIPE" "$VM"
 	elif [ $aimed = yes ]; then
 		delay=aimed
 		kill -STOP "$RECV"
 		sleep 0.3
-		kill -KILL -- "-$PIPE" "$VM"
+		crash
 		kill -CONT "$RECV"
 	else
 		sleep "$delay"
-		kill -KILL -- "-$PIPE" "$VM"
+		crash
 	fi
 	wait "$PIPE" 2>/dev/null
 	# zd-recv execs zd-vm --restore: the restored VM keeps zd-recv's pid.
@@ -218,6 +237,15 @@ cycle() {
 		return 1
 	fi
 	VM=$RECV
+	# The VM alone died: the pipeline said so (END status 3) and ended by
+	# itself; zd-recv took over on that word, not on a broken connection.
+	if [ -n "${VMONLY:-}" ]; then
+		if ! grep -q "the primary's VM died (END status 3" "$r.err" || ! grep -q 'zd-vm died' "$r.track"; then
+			not_ok "$label kill $k: zd-track says the VM died, zd-recv takes over on it" \
+				"$(grep -v committed "$r.err" | tail -n 3; tail -n 2 "$r.track")"
+			return 1
+		fi
+	fi
 	# One decision per loss: the fence and the takeover run once, after
 	# every whole epoch the dead primary sent was read.
 	if [ "$(grep -c 'taking over at epoch' "$r.err")" -ne 1 ]; then
@@ -230,7 +258,7 @@ cycle() {
 	heard=$(echo "$line" | sed -n 's/.*: \([0-9.-]*\) ms after the primary was last heard.*/\1/p')
 	lost=$(echo "$line" | sed -n 's/.* \([0-9.-]*\) ms after it was declared lost.*/\1/p')
 	rest=$(echo "$line" | sed -n 's/.* \([0-9.-]*\) ms after zd-vm --restore began.*/\1/p')
-	echo "$mode${SILENT:+-silent},$k,$took,${disc:-},$heard,$lost,$rest,$emulated" >>"$CSV"
+	echo "$mode${SILENT:+-silent}${VMONLY:+-vmonly},$k,$took,${disc:-},$heard,$lost,$rest,$emulated" >>"$CSV"
 	echo "# $label kill $k: $how after $want commit(s) + ${delay}$([ $aimed = no ] && echo ' s'); taken over at epoch $took${disc:+ (epoch $disc in flight discarded)}; first answer ${heard} ms after the primary was last heard"
 	TAKEN=$((TAKEN + 1))
 	[ -n "$disc" ] && INFLIGHT=$((INFLIGHT + 1))
@@ -238,9 +266,10 @@ cycle() {
 }
 
 run_mode() {
-	local mode=$1 n=$2 d=$TMP/$1${SILENT:+-silent} CL SP k i last probe sum
-	local label=$mode${SILENT:+, silent primary} how=SIGKILL
+	local mode=$1 n=$2 d=$TMP/$1${SILENT:+-silent}${VMONLY:+-vmonly} CL SP k i last probe sum
+	local label=$mode${SILENT:+, silent primary}${VMONLY:+, VM killed alone} how=SIGKILL
 	[ -n "${SILENT:-}" ] && how="SIGSTOP (fenced)"
+	[ -n "${VMONLY:-}" ] && how="SIGKILL of zd-vm alone"
 	mkdir -p "$d"
 	S=$d/vm.sock
 	TAKEN=0 INFLIGHT=0
@@ -331,6 +360,49 @@ for m in $MODES; do
 	[ "$n" -gt 0 ] && run_mode "$m" "$n"
 done
 # Loss by silence: zd-recv --timeout 100 --heartbeat 20 and a fence.
+# The VM dies, the host lives: END status 3 is the loss.
+# buffered: zd-track finds out first; zddspt: zd-swap's guard does.
+VM_KILLS=${ZD_FAILOVER_VM_KILLS:-3}
+[ "$VM_KILLS" -gt 0 ] && VMONLY=yes run_mode buffered 1
+[ "$VM_KILLS" -gt 1 ] && VMONLY=yes run_mode zddspt $((VM_KILLS - 1))
+
+# A VM stopped on purpose is not a loss: zd-track ends with END status 2,
+# zd-recv says so and keeps listening; nothing is restored.
+stopped_on_purpose() {
+	local d=$TMP/stop S=$TMP/stop/vm.sock P RECV PIPE
+	mkdir -p "$d"
+	zd-vm --control "$S" --mem "$VM_MEM" --workload "$WORKLOAD" --serve 127.0.0.1:0 2>"$d/vm.err" &
+	VM=$!
+	at_exit "kill $VM"
+	zd-recv --listen 127.0.0.1:0 --replica "$d/rep" --heartbeat "$HB_MS" --timeout "$TO_MS" -v 2>"$d/recv.err" &
+	RECV=$!
+	at_exit "kill $RECV"
+	if ! wait_for 120 test -S "$S" || ! wait_for 60 grep -q 'listening on' "$d/recv.err"; then
+		not_ok "a VM stopped on purpose: zd-vm and zd-recv start" "$(tail -n 2 "$d/vm.err" "$d/recv.err")"
+		return
+	fi
+	P=$(sed -n 's/.*listening on \(127\.0\.0\.1:[0-9]*\).*/\1/p' "$d/recv.err" | head -1)
+	zd-track "kvm:$S" --mode buffered --interval 50 2>"$d/track" | zd-swap 2>"$d/swap" | zd-send "$P" >/dev/null 2>"$d/send" &
+	PIPE=$!
+	if ! wait_for 120 at_least "$d/recv.err" 3 "$PIPE"; then
+		not_ok "a VM stopped on purpose: epochs commit" "$(tail -n 2 "$d/recv.err" "$d/track")"
+		return
+	fi
+	zd-vm --ctl "$S" stop >/dev/null
+	wait "$VM" 2>/dev/null
+	wait "$PIPE" 2>/dev/null
+	# What a takeover would have done by now (it follows the END at once).
+	sleep 1
+	if grep -q 'END from the primary (status 2' "$d/recv.err" && ! grep -q 'taking over\|restored VM' "$d/recv.err" &&
+		kill -0 "$RECV" 2>/dev/null && [ ! -e "$S" ]; then
+		ok "a VM stopped on purpose (zd-vm --ctl stop) is not taken over: END status 2, zd-recv listens on"
+	else
+		not_ok "a VM stopped on purpose is not taken over" "$(grep -v committed "$d/recv.err" | tail -n 4; tail -n 1 "$d/track")"
+	fi
+	kill "$RECV" 2>/dev/null
+}
+stopped_on_purpose
+
 SILENT_KILLS=${ZD_FAILOVER_SILENT_KILLS:-3}
 [ "$SILENT_KILLS" -gt 0 ] && SILENT=yes run_mode buffered "$SILENT_KILLS"
 
