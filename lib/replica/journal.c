@@ -338,16 +338,28 @@ int zd_replica_stage_verify(struct zd_replica *rep, const struct zd_rec_commit *
 	 * epoch's pages go to. A sparse image grows as pages arrive, and a disk
 	 * that fills up while a committed journal is applied would leave a
 	 * replica that cannot even recover (every retry fails the same way);
-	 * here a full disk only discards this epoch. */
-	for (size_t i = 0; i < st->covered.n; i++) {
-		const struct zd_range *r = &st->covered.r[i];
+	 * here a full disk only discards this epoch. Blocks once reserved
+	 * stay (nothing punches holes in memory.img), so only pages this
+	 * process has not reserved yet are: a fallocate per range of every
+	 * epoch was a third of zd-recv's CPU time on ext4. */
+	zd_pageset_subtract(&d, &st->covered, &rep->reserved);
+	for (size_t i = 0; i < d.n; i++) {
+		const struct zd_range *r = &d.r[i];
 
 		if (fallocate(rep->memfd, 0, (off_t)(r->first * rep->meta.page_size),
 			      (off_t)(r->count * rep->meta.page_size)) < 0 &&
-		    errno != EOPNOTSUPP && errno != ENOSYS)
-			return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: reserving epoch %" PRIu64 "'s pages: %s",
-					    rep->dir, st->epoch, strerror(errno));
+		    errno != EOPNOTSUPP && errno != ENOSYS) {
+			rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: reserving epoch %" PRIu64 "'s pages: %s",
+					  rep->dir, st->epoch, strerror(errno));
+			zd_pageset_free(&d);
+			return rc;
+		}
 	}
+	if (d.pages) {
+		zd_pageset_union(&d, &rep->reserved, &st->covered);
+		zd_pageset_swap(&d, &rep->reserved);
+	}
+	zd_pageset_free(&d);
 	if ((rc = jentry(rep, JE_COMMIT, 0, jflags, sum)))
 		return rc;
 	put_u64(tail, zd_wall_ns());
@@ -443,7 +455,7 @@ static int apply_journal(struct zd_replica *rep)
 	if (fd < 0)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal: %s", rep->dir, strerror(errno));
 	if (fstat(fd, &sb) < 0 || sb.st_size == 0 ||
-	    (j = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+	    (j = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0)) == MAP_FAILED) {
 		rc = zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: %s", rep->dir,
 				  sb.st_size == 0 ? "empty (damaged replica)" : strerror(errno));
 		goto out;
@@ -558,6 +570,7 @@ void zd__replica_crash(struct zd_replica *rep)
 		munmap(rep->mem, (size_t)(rep->meta.page_count * rep->meta.page_size));
 	if (rep->memfd >= 0)
 		close(rep->memfd);
+	zd_pageset_free(&rep->reserved);
 	close(rep->dirfd);
 	free(rep->dir);
 	free(rep);

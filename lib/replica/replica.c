@@ -286,6 +286,7 @@ void zd_replica_close(struct zd_replica *rep)
 		munmap(rep->mem, (size_t)(rep->meta.page_count * rep->meta.page_size));
 	if (rep->memfd >= 0)
 		close(rep->memfd);
+	zd_pageset_free(&rep->reserved);
 	if (rep->dirfd >= 0)
 		close(rep->dirfd);	/* drops the flock */
 	free(rep->dir);

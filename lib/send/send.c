@@ -253,7 +253,9 @@ static int ship(void *arg, const struct zd_record *r)
 	}
 	if (!s->pipe)
 		return emit(s, r);
-	if (zd_wire_pipe_put(s->pipe, r) < 0)
+	/* The record read from stdin is ours to give away: its pages move
+	 * to the worker instead of being copied (captured ones are copied). */
+	if (r == s->cur ? zd_wire_pipe_take(s->pipe, s->cur) < 0 : zd_wire_pipe_put(s->pipe, r) < 0)
 		send_die(ZD_EXIT_FAIL, "wire: %s%s", zd_wire_pipe_error(s->pipe), "");
 	return 0;
 }
@@ -629,7 +631,10 @@ int zd_send_run(const struct zd_send_opts *o)
 			pthread_cond_signal(&s.wake);
 			pthread_mutex_unlock(&s.wlock);
 		}
-		if ((rc = zd_capture_feed(cap, &r))) {
+		s.cur = &r;
+		rc = zd_capture_feed(cap, &r);
+		s.cur = NULL;
+		if (rc) {
 			zd_warnx("%s", zd_capture_error(cap));
 			zd_record_free(&r);
 			break;

@@ -42,6 +42,8 @@ struct sender {
 	struct zd_wire_opts wopts;
 	struct zd_wire_enc *enc;
 	struct zd_wire_pipe *pipe;
+	struct zd_record *cur;	/* the main thread's record from stdin, while
+				 * in the capture filter: ship() may take it */
 	bool keyed;
 	/* zd-recv's STAT "wire" (ack thread → emitter, link thread) */
 	pthread_cond_t wire_cv;	/* with lock */

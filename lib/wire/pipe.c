@@ -4,6 +4,7 @@
  * and emits everything in order. One worker, not more: a delta depends on
  * the shadows every earlier record left, so records encode in stream order.
  */
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,8 @@ struct zd_wire_pipe {
 	uint8_t **buf;		/* per ring slot: PAGES data, reused (a fresh
 				 * 16 MiB malloc is an mmap: a page fault per page) */
 	size_t *cap;
+	bool *taken;		/* per ring slot: the data is the putter's
+				 * buffer (zd_wire_pipe_take), freed when done */
 	unsigned depth, head, count;
 	bool busy;		/* the worker holds a record out of the ring */
 	bool stop, failed;
@@ -87,8 +90,9 @@ static void *worker(void *arg)
 			if (!rc && (rc = p->emit(p->arg, &enc)))
 				snprintf(msg, sizeof(msg), "emit failed on a %s record", zd_rec_type_name(r.type));
 		}
-		if (r.type == ZD_REC_PAGES)
-			r.u.pages.data = NULL;	/* the slot's buffer, kept */
+		/* the slot's own buffer is kept; a taken one goes */
+		if (r.type == ZD_REC_PAGES && !p->taken[p->head])
+			r.u.pages.data = NULL;
 		zd_record_free(&r);
 
 		pthread_mutex_lock(&p->lock);
@@ -117,6 +121,7 @@ struct zd_wire_pipe *zd_wire_pipe_new(struct zd_wire_enc *e, unsigned depth,
 	p->q = zd_xcalloc(p->depth, sizeof(*p->q));
 	p->buf = zd_xcalloc(p->depth, sizeof(*p->buf));
 	p->cap = zd_xcalloc(p->depth, sizeof(*p->cap));
+	p->taken = zd_xcalloc(p->depth, sizeof(*p->taken));
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->more, NULL);
 	pthread_cond_init(&p->room, NULL);
@@ -125,21 +130,40 @@ struct zd_wire_pipe *zd_wire_pipe_new(struct zd_wire_enc *e, unsigned depth,
 	return p;
 }
 
-int zd_wire_pipe_put(struct zd_wire_pipe *p, const struct zd_record *r)
+/* Wait for a free slot; UINT_MAX once the worker failed. */
+static unsigned slot_wait(struct zd_wire_pipe *p)
 {
-	struct zd_record c;
-	char msg[256];
+	unsigned slot = UINT_MAX;
 
 	pthread_mutex_lock(&p->lock);
 	while (p->count == p->depth && !p->failed)
 		pthread_cond_wait(&p->room, &p->lock);
-	if (p->failed) {
-		pthread_mutex_unlock(&p->lock);
-		return -1;
-	}
-	/* the slot is free and only this thread fills slots: copy unlocked */
-	unsigned slot = (p->head + p->count) % p->depth;
+	/* the slot is free and only this thread fills slots: the caller
+	 * fills it unlocked */
+	if (!p->failed)
+		slot = (p->head + p->count) % p->depth;
 	pthread_mutex_unlock(&p->lock);
+	return slot;
+}
+
+static void slot_fill(struct zd_wire_pipe *p, unsigned slot, const struct zd_record *c, bool taken)
+{
+	pthread_mutex_lock(&p->lock);
+	p->q[slot] = *c;
+	p->taken[slot] = taken;
+	p->count++;
+	pthread_cond_signal(&p->more);
+	pthread_mutex_unlock(&p->lock);
+}
+
+int zd_wire_pipe_put(struct zd_wire_pipe *p, const struct zd_record *r)
+{
+	struct zd_record c;
+	char msg[256];
+	unsigned slot = slot_wait(p);
+
+	if (slot == UINT_MAX)
+		return -1;
 	if (record_copy(&c, r, &p->buf[slot], &p->cap[slot], msg, sizeof(msg)) < 0) {
 		pthread_mutex_lock(&p->lock);
 		if (!p->failed) {
@@ -149,11 +173,25 @@ int zd_wire_pipe_put(struct zd_wire_pipe *p, const struct zd_record *r)
 		pthread_mutex_unlock(&p->lock);
 		return -1;
 	}
-	pthread_mutex_lock(&p->lock);
-	p->q[slot] = c;
-	p->count++;
-	pthread_cond_signal(&p->more);
-	pthread_mutex_unlock(&p->lock);
+	slot_fill(p, slot, &c, false);
+	return 0;
+}
+
+int zd_wire_pipe_take(struct zd_wire_pipe *p, struct zd_record *r)
+{
+	struct zd_record c;
+	unsigned slot;
+
+	if (r->type != ZD_REC_PAGES)
+		return zd_wire_pipe_put(p, r);
+	if ((slot = slot_wait(p)) == UINT_MAX)
+		return -1;
+	/* the page set and the data move: no copy of 16 MiB a record */
+	c = *r;
+	zd_pageset_init(&r->u.pages.set);
+	r->u.pages.data = NULL;
+	r->u.pages.data_len = 0;
+	slot_fill(p, slot, &c, true);
 	return 0;
 }
 
@@ -189,6 +227,7 @@ int zd_wire_pipe_finish(struct zd_wire_pipe *p, char *msg, size_t len)
 		free(p->buf[i]);
 	free(p->buf);
 	free(p->cap);
+	free(p->taken);
 	free(p->q);
 	free(p);
 	return rc;

@@ -61,6 +61,9 @@ struct zd_replica {
 	bool sync;		/* fsync at every step (default); off only for benchmarks */
 	uint64_t run;		/* run of the stream being received, 0 if none bound */
 	struct zd_stage *st;	/* the open epoch, NULL between epochs */
+	struct zd_pageset reserved;	/* pages of memory.img this process has
+					 * fallocated: their blocks stay, so a
+					 * commit reserves only the others */
 	uint64_t last_heard_wall_ns;	/* CLOCK_REALTIME of the last record from
 					 * the primary (zd_recv_session), 0 if none */
 	char err[512];

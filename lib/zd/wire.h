@@ -116,6 +116,10 @@ struct zd_wire_pipe *zd_wire_pipe_new(struct zd_wire_enc *e, unsigned depth,
 /* 0, or -1 once the worker failed (emit returned non-zero, or an encode
  * error: zd_wire_pipe_error says which); later puts fail at once. */
 int zd_wire_pipe_put(struct zd_wire_pipe *p, const struct zd_record *r);
+/* As put, but a PAGES record's page set and data (a malloc'd buffer, as
+ * the stream decoders give) are taken rather than copied: r keeps neither
+ * (zd_record_free on it stays right). Other records are copied. */
+int zd_wire_pipe_take(struct zd_wire_pipe *p, struct zd_record *r);
 /* Wait for the queue to drain (every record put so far emitted). */
 int zd_wire_pipe_flush(struct zd_wire_pipe *p);
 /* Drain, stop the worker, free. 0 or -1 as put. */
