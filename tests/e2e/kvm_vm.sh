@@ -153,21 +153,38 @@ else not_ok "STOP: zd-vm exits 0 and removes its socket" "exit $rc; $(tail -3 "$
 if [ "$(wc -l <"$TMP/out1.log")" = 2 ]; then ok "--output-log has one line per answer"
 else not_ok "--output-log has one line per answer" "$(cat "$TMP/out1.log")"; fi
 
-# The VM dying under the tracker: one clear line, exit 4 (target).
+# The VM dying under the tracker (killed: its socket is left behind): one
+# clear line, exit 4 (target), and END status 3, the backup's cue to take
+# over. A VM that stops (STOP above removed its socket first) is not that.
 start_vm --mem 16M --workload dirty=1000,span=8M || not_ok "zd-vm for the kill test starts"
-zd-track "kvm:$S" --interval 50 --epochs 100000 >/dev/null 2>"$TMP/dead.err" &
+zd-track "kvm:$S" --interval 50 --epochs 100000 --json >"$TMP/dead.out" 2>"$TMP/dead.err" &
 TR=$!
 sleep 2
 kill -9 "$VM"
 wait "$VM" 2>/dev/null
 wait "$TR"
 rc=$?
-if [ $rc -eq 4 ] && grep -q "kvm:$S: .*zd-vm .*(the VM exited)" "$TMP/dead.err"; then
-	ok "zd-track exits 4 when zd-vm dies: $(grep 'VM exited' "$TMP/dead.err" | head -1)"
+if [ $rc -eq 4 ] && grep -q "kvm:$S: .*zd-vm died (its control socket .* is left behind)" "$TMP/dead.err" &&
+	[ "$(tail -n 1 "$TMP/dead.out" | jq -r 'select(.type == "end") | .status')" = 3 ]; then
+	ok "zd-track exits 4 when zd-vm dies, END status 3: $(grep 'zd-vm died' "$TMP/dead.err" | head -1)"
 else
-	not_ok "zd-track exits 4 when zd-vm dies" "exit $rc: $(cat "$TMP/dead.err")"
+	not_ok "zd-track exits 4 when zd-vm dies, END status 3" "exit $rc: $(cat "$TMP/dead.err"); last: $(tail -n 1 "$TMP/dead.out")"
 fi
 rm -f "$S"
+start_vm --mem 16M --workload dirty=1000,span=8M || not_ok "zd-vm for the stop test starts"
+zd-track "kvm:$S" --interval 50 --epochs 100000 --json >"$TMP/stop.out" 2>"$TMP/stop.err" &
+TR=$!
+sleep 1
+zd-vm --ctl "$S" stop >/dev/null
+wait "$VM" 2>/dev/null
+wait "$TR"
+rc=$?
+if [ $rc -eq 4 ] && grep -q "kvm:$S: .*(the VM exited)" "$TMP/stop.err" &&
+	[ "$(tail -n 1 "$TMP/stop.out" | jq -r 'select(.type == "end") | .status')" = 2 ]; then
+	ok "zd-track exits 4 when zd-vm is stopped, END status 2 (not a loss)"
+else
+	not_ok "zd-track exits 4 when zd-vm is stopped, END status 2" "exit $rc: $(cat "$TMP/stop.err"); last: $(tail -n 1 "$TMP/stop.out")"
+fi
 
 # The classic dirty log (KVMs without manual protect) keeps the protocol's
 # meaning: everything dirty at first, nothing new while paused.
