@@ -95,7 +95,7 @@ deps-ok:
 DEB_BUILD := build-essential pkg-config libjansson-dev libzstd-dev libxxhash-dev \
 	libcmocka-dev libxen-dev libsodium-dev jq gnuplot-nox
 DEB_TEST := iproute2 nftables openssh-server openssh-client procps psmisc python3 clang libclang-rt-14-dev \
-	qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod
+	qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod xen-hypervisor-4.17-amd64 xen-utils-4.17
 deps:
 	@missing=""; for p in $(DEB_BUILD) $(DEB_TEST); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \

@@ -42,6 +42,7 @@
 #include <xenctrl.h>
 #include <xenforeignmemory.h>
 #include <xenstore.h>
+#include <xxhash.h>
 
 #include "zd/util.h"
 
@@ -76,8 +77,23 @@ struct xen_priv {
 	unsigned long *bm;
 	size_t bm_pages;
 	struct zd_pageset pending;	/* cleaned from Xen, not re-armed by the caller */
-	struct zd_pageset unlogged;	/* frames dom0 writes behind log-dirty */
 	uint64_t *scratch;		/* page indexes of one harvest */
+
+	/* Frames written behind log-dirty (see "Frames written behind"): */
+	uint64_t *ul;			/* their page indexes, ascending */
+	size_t nul, ul_cap;
+	uint8_t *ul_sent;		/* what the replica holds of each */
+	uint8_t *ul_snap;		/* each as this pause's harvest saw it */
+
+	/* This pause's checkpoint (a harvest while paused): */
+	bool ckpt;			/* there is one */
+	struct zd_pageset ckpt_set;	/* its dirty set */
+	uint64_t *cc_idx;		/* its pages as the harvest read them */
+	uint8_t *cc;			/* (unless more than CC_MAX) */
+	size_t ncc, cc_cap;
+	bool served;			/* read_pages gave cc's pages in this pause */
+
+	uint8_t *audit;			/* ZD_XEN_AUDIT=1: every page as read_pages gave it */
 };
 
 static void set_err(struct zd_target *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -324,7 +340,13 @@ static void xen_close(struct zd_target *t)
 		xc_interface_close(p->xch);
 	zd_pageset_free(&p->gfns);
 	zd_pageset_free(&p->pending);
-	zd_pageset_free(&p->unlogged);
+	free(p->ul);
+	free(p->ul_sent);
+	free(p->ul_snap);
+	zd_pageset_free(&p->ckpt_set);
+	free(p->cc_idx);
+	free(p->cc);
+	free(p->audit);
 	free(p->idx);
 	free(p->scratch);
 	free(p);
@@ -378,19 +400,116 @@ static void bitmap_pages(struct zd_target *t, struct zd_pageset *out)
 	zd_pageset_free(&u);
 }
 
+/* The gfn of page i (the i-th populated gfn). */
+static uint64_t page_gfn(const struct xen_priv *p, uint64_t i)
+{
+	for (size_t r = 0; r < p->gfns.n; r++) {
+		if (i < p->gfns.r[r].count)
+			return p->gfns.r[r].first + i;
+		i -= p->gfns.r[r].count;
+	}
+	return UINT64_MAX;
+}
+
+/* Index of page i in a sorted array, or -1. */
+static ssize_t find_idx(const uint64_t *a, size_t n, uint64_t i)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (a[mid] == i)
+			return (ssize_t)mid;
+		if (a[mid] < i)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
 /*
- * Some guest frames change with no dirty bit: dom0's xenstored and
- * xenconsoled keep the xenstore and console rings mapped writable for
- * good (foreign mappings made once, never re-faulted), so their updates
- * of the ring indexes never reach log-dirty. A replica that misses them
- * differs from the guest a few epochs later, whenever the guest used its
- * console or xenstore. Xen's migration sends these frames again on its
- * last round; here every checkpoint does.
+ * Frames written behind log-dirty. Log-dirty sees the guest's own writes
+ * (through its p2m) and Xen's copies into guest memory, not writes
+ * through mappings made once and kept:
+ *   - Xen's global mappings of the frames the guest registered with it:
+ *     the vcpu_info area and, with FIFO event channels (Linux's default),
+ *     the per-vCPU control block and the event array pages. Xen writes
+ *     them whenever it sets an event pending (a word's PENDING/LINKED
+ *     flags, the control block's READY bits, vcpu_info's upcall flag):
+ *     also while the domain is paused, when the guest's one-shot timer
+ *     fires or dom0 notifies it. Seen under QEMU TCG: one byte of such a
+ *     frame changed during the pause, after zd-track had copied the frame
+ *     and before it hashed memory (--verify: the replica's checksum
+ *     differed every few epochs in buffered and zddspt), or in a frame
+ *     the guest had not written that epoch (then the replica missed the
+ *     event until the guest's handler wrote the frame again). Xen's own
+ *     migration does not care: its guest suspends, and registers these
+ *     frames again on resume.
+ *   - dom0's xenstored and xenconsoled, which keep the xenstore and
+ *     console rings mapped writable for good (foreign mappings).
+ * Xen does not tell dom0 where the first kind are (the guest chose them
+ * by hypercall). They are learned: at open, by a probe (let the guest run
+ * a moment with a clean log, pause it, note what it dirtied, wait for the
+ * events that land while paused, and note every frame that changed since
+ * with or without a dirty bit; a few rounds), and at every checkpoint, by
+ * comparing the pages copied at the harvest with the frames at memsum.
+ * The rings come from the HVM params.
+ *
+ * A checkpoint (a harvest while paused) reads these frames into ul_snap
+ * and adds to the dirty set those that differ from what the replica
+ * holds, then copies the whole dirty set (cc); zd-track's own reads in
+ * that pause (buffered, zddspt) get cc, and memsum hashes memory as the
+ * replica will hold it: cc for those pages, ul_snap for the frames
+ * written behind log-dirty that were not sent, the frames for the rest.
+ * remus leaves the dirty pages to the stage downstream, which reads them
+ * from the frames after memsum: an event Xen sets pending between the
+ * two would still make that epoch's checksum differ (the timer fires
+ * early in the pause, and memsum comes late in it). Either way the next
+ * checkpoint sends the frame again.
  */
-static void add_ring_frames(struct zd_target *t)
+#define PROBE_ROUNDS 4
+#define PROBE_RUN_NS (20ull * 1000000)
+#define PROBE_SETTLE_NS (50ull * 1000000)
+#define CC_MAX (32768u)			/* pages (128 MiB); a bigger dirty set is not copied */
+
+/* Add page i to the frames written behind log-dirty (the replica holds
+ * `sent` of it). */
+static void add_unlogged(struct xen_priv *p, uint64_t i, const uint8_t *sent, const char *how)
+{
+	size_t at = 0;
+
+	if (find_idx(p->ul, p->nul, i) >= 0)
+		return;
+	if (p->nul == p->ul_cap) {
+		p->ul_cap = p->ul_cap ? 2 * p->ul_cap : 8;
+		p->ul = zd_xrealloc(p->ul, p->ul_cap * sizeof(*p->ul));
+		p->ul_sent = zd_xrealloc(p->ul_sent, p->ul_cap * XEN_PAGE);
+		p->ul_snap = zd_xrealloc(p->ul_snap, p->ul_cap * XEN_PAGE);
+	}
+	while (at < p->nul && p->ul[at] < i)
+		at++;
+	memmove(p->ul + at + 1, p->ul + at, (p->nul - at) * sizeof(*p->ul));
+	memmove(p->ul_sent + (at + 1) * XEN_PAGE, p->ul_sent + at * XEN_PAGE, (p->nul - at) * XEN_PAGE);
+	memmove(p->ul_snap + (at + 1) * XEN_PAGE, p->ul_snap + at * XEN_PAGE, (p->nul - at) * XEN_PAGE);
+	p->ul[at] = i;
+	memcpy(p->ul_sent + at * XEN_PAGE, sent, XEN_PAGE);
+	memcpy(p->ul_snap + at * XEN_PAGE, sent, XEN_PAGE);
+	p->nul++;
+	zd_debug("xen:%u: gfn %#" PRIx64 " (page %" PRIu64 ") is written behind log-dirty (%s)",
+		 p->domid, page_gfn(p, i), i, how);
+}
+
+static int find_unlogged(struct zd_target *t)
 {
 	static const int params[] = { HVM_PARAM_STORE_PFN, HVM_PARAM_CONSOLE_PFN };
 	struct xen_priv *p = t->priv;
+	uint64_t *before = zd_xmalloc(p->mem_pages * sizeof(*before));
+	uint64_t *at_pause = zd_xmalloc(p->mem_pages * sizeof(*at_pause));
+	struct zd_pageset dirty = ZD_PAGESET_INIT;
+	uint64_t count, pg;
+	int rc = -1;
 
 	for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
 		uint64_t gfn;
@@ -398,10 +517,117 @@ static void add_ring_frames(struct zd_target *t)
 		if (xc_hvm_param_get(p->xch, p->domid, params[i], &gfn) < 0 || !gfn ||
 		    gfn >= p->ngfn || p->idx[gfn] == NO_IDX)
 			continue;
-		zd_pageset_add_range(&p->unlogged, p->idx[gfn], 1);
+		add_unlogged(p, p->idx[gfn], p->mem + (uint64_t)p->idx[gfn] * XEN_PAGE,
+			     params[i] == HVM_PARAM_STORE_PFN ? "the xenstore ring" : "the console ring");
 	}
-	zd_debug("xen:%u: %" PRIu64 " ring frame(s) written by dom0 behind log-dirty; sent at every checkpoint",
-		 p->domid, zd_pageset_count(&p->unlogged));
+	for (size_t i = 0; i < p->mem_pages; i++)
+		before[i] = zd_hash64(p->mem + i * XEN_PAGE, XEN_PAGE);
+	for (int r = 0; r < PROBE_ROUNDS; r++) {
+		struct zd_pageset_iter it;
+
+		if (logdirty(t, XEN_DOMCTL_SHADOW_OP_CLEAN, &count) < 0)
+			goto out;
+		if (xc_domain_unpause(p->xch, p->domid) < 0) {
+			set_err(t, "unpause domain %u: %s", p->domid, strerror(errno));
+			goto out;
+		}
+		p->paused = false;
+		zd_sleep_ns(PROBE_RUN_NS);
+		if (xc_domain_pause(p->xch, p->domid) < 0) {
+			set_err(t, "pause domain %u: %s", p->domid, strerror(errno));
+			goto out;
+		}
+		p->paused = true;
+		if (logdirty(t, XEN_DOMCTL_SHADOW_OP_PEEK, &count) < 0)
+			goto out;
+		zd_pageset_clear(&dirty);
+		bitmap_pages(t, &dirty);
+		/* What the guest dirtied, as a checkpoint would copy it now. */
+		zd_pageset_iter_init(&it, &dirty);
+		while (zd_pageset_iter_next(&it, &pg))
+			at_pause[pg] = zd_hash64(p->mem + pg * XEN_PAGE, XEN_PAGE);
+		zd_sleep_ns(PROBE_SETTLE_NS);
+		for (size_t i = 0; i < p->mem_pages; i++) {
+			uint64_t h = zd_hash64(p->mem + i * XEN_PAGE, XEN_PAGE);
+			bool bit = zd_pageset_contains(&dirty, i);
+
+			if (bit && h != at_pause[i])
+				add_unlogged(p, i, p->mem + i * XEN_PAGE, "probe: written while paused");
+			else if (!bit && h != before[i])
+				add_unlogged(p, i, p->mem + i * XEN_PAGE, "probe: changed with no dirty bit");
+			before[i] = h;
+		}
+	}
+	/* The replica starts from every frame as epoch 1 reads it. */
+	for (size_t u = 0; u < p->nul; u++)
+		memcpy(p->ul_sent + u * XEN_PAGE, p->mem + p->ul[u] * XEN_PAGE, XEN_PAGE);
+	zd_debug("xen:%u: %zu frame(s) written behind log-dirty after a probe of %d rounds", p->domid,
+		 p->nul, PROBE_ROUNDS);
+	rc = 0;
+out:
+	zd_pageset_free(&dirty);
+	free(before);
+	free(at_pause);
+	return rc;
+}
+
+/* A checkpoint's harvest (paused): the frames written behind log-dirty
+ * that the replica does not hold as they are now join dirty; then dirty's
+ * pages are copied (cc), those frames from the same snapshot. */
+static void checkpoint_copy(struct xen_priv *p, struct zd_pageset *dirty)
+{
+	struct zd_pageset changed = ZD_PAGESET_INIT, u = ZD_PAGESET_INIT;
+	struct zd_pageset_iter it;
+	uint64_t pg, n;
+
+	for (size_t i = 0; i < p->nul; i++) {
+		uint8_t *snap = p->ul_snap + i * XEN_PAGE;
+
+		memcpy(snap, p->mem + p->ul[i] * XEN_PAGE, XEN_PAGE);
+		if (memcmp(snap, p->ul_sent + i * XEN_PAGE, XEN_PAGE))
+			zd_pageset_add_range(&changed, p->ul[i], 1);
+	}
+	if (changed.n) {
+		zd_pageset_union(&u, dirty, &changed);
+		zd_pageset_swap(&u, dirty);
+	}
+	for (size_t i = 0; i < p->nul; i++)
+		if (zd_pageset_contains(dirty, p->ul[i]))
+			memcpy(p->ul_sent + i * XEN_PAGE, p->ul_snap + i * XEN_PAGE, XEN_PAGE);
+	zd_pageset_copy(&p->ckpt_set, dirty);
+	p->ckpt = true;
+	p->served = false;
+	p->ncc = 0;
+	n = zd_pageset_count(dirty);
+	if (n <= CC_MAX) {
+		if (n > p->cc_cap) {
+			p->cc_cap = (size_t)n;
+			p->cc_idx = zd_xrealloc(p->cc_idx, p->cc_cap * sizeof(*p->cc_idx));
+			p->cc = zd_xrealloc(p->cc, p->cc_cap * XEN_PAGE);
+		}
+		zd_pageset_iter_init(&it, dirty);
+		while (zd_pageset_iter_next(&it, &pg)) {
+			ssize_t k = find_idx(p->ul, p->nul, pg);
+
+			memcpy(p->cc + p->ncc * XEN_PAGE,
+			       k >= 0 ? p->ul_snap + (size_t)k * XEN_PAGE : p->mem + pg * XEN_PAGE, XEN_PAGE);
+			p->cc_idx[p->ncc++] = pg;
+		}
+	}
+	zd_pageset_free(&changed);
+	zd_pageset_free(&u);
+}
+
+/* Page i of this pause's checkpoint as the replica will hold it. */
+static const uint8_t *ckpt_view(const struct xen_priv *p, uint64_t i)
+{
+	ssize_t k;
+
+	if (p->served && (k = find_idx(p->cc_idx, p->ncc, i)) >= 0)
+		return p->cc + (size_t)k * XEN_PAGE;
+	if ((k = find_idx(p->ul, p->nul, i)) >= 0 && !zd_pageset_contains(&p->ckpt_set, i))
+		return p->ul_snap + (size_t)k * XEN_PAGE;
+	return p->mem + i * XEN_PAGE;
 }
 
 static int xen_open(struct zd_target *t, const char *args)
@@ -434,7 +660,10 @@ static int xen_open(struct zd_target *t, const char *args)
 		goto fail;
 	}
 	p->scratch = zd_xmalloc(t->page_count * sizeof(*p->scratch));
-	add_ring_frames(t);
+	if (find_unlogged(t) < 0)
+		goto fail;
+	if (getenv("ZD_XEN_AUDIT") && !strcmp(getenv("ZD_XEN_AUDIT"), "1"))
+		p->audit = zd_xcalloc(p->mem_pages, XEN_PAGE);
 	/* Start from a clean log; epoch 1 reports every page anyway. */
 	if (logdirty(t, XEN_DOMCTL_SHADOW_OP_CLEAN, &dummy) < 0)
 		goto fail;
@@ -508,6 +737,7 @@ static int xen_pause(struct zd_target *t, uint64_t epoch)
 		return -1;
 	}
 	p->paused = true;
+	p->ckpt = p->served = false;
 	return 0;
 }
 
@@ -522,6 +752,7 @@ static int xen_resume(struct zd_target *t)
 		return -1;
 	}
 	p->paused = false;
+	p->ckpt = p->served = false;
 	return 0;
 }
 
@@ -533,19 +764,16 @@ static int xen_harvest(struct zd_target *t, struct zd_pageset *dirty)
 	zd_pageset_clear(dirty);
 	if (p->first) {
 		zd_pageset_add_range(dirty, 0, t->page_count);
-		return 0;
+	} else {
+		if (logdirty(t, XEN_DOMCTL_SHADOW_OP_PEEK, &count) < 0)
+			return -1;
+		zd_pageset_copy(dirty, &p->pending);
+		bitmap_pages(t, dirty);
 	}
-	if (logdirty(t, XEN_DOMCTL_SHADOW_OP_PEEK, &count) < 0)
-		return -1;
-	zd_pageset_copy(dirty, &p->pending);
-	bitmap_pages(t, dirty);
-	if (p->unlogged.n) {
-		struct zd_pageset u = ZD_PAGESET_INIT;
-
-		zd_pageset_union(&u, dirty, &p->unlogged);
-		zd_pageset_swap(&u, dirty);
-		zd_pageset_free(&u);
-	}
+	/* A checkpoint. (A harvest while the guest runs, zddspt's at T0,
+	 * leaves the frames written behind log-dirty to T1's.) */
+	if (p->paused)
+		checkpoint_copy(p, dirty);
 	return 0;
 }
 
@@ -589,9 +817,88 @@ static int xen_read_pages(struct zd_target *t, uint64_t epoch, const struct zd_p
 				first + count - 1, p->mem_pages);
 			return -1;
 		}
-		memcpy(buf, p->mem + first * XEN_PAGE, count * XEN_PAGE);
+		if (p->ckpt && p->ncc) {
+			/* A checkpoint's pages: as its harvest copied them. */
+			for (uint64_t j = 0; j < count; j++) {
+				ssize_t k = find_idx(p->cc_idx, p->ncc, first + j);
+
+				memcpy(buf + j * XEN_PAGE, k >= 0 ? p->cc + (size_t)k * XEN_PAGE :
+				       p->mem + (first + j) * XEN_PAGE, XEN_PAGE);
+			}
+			p->served = true;
+		} else {
+			memcpy(buf, p->mem + first * XEN_PAGE, count * XEN_PAGE);
+			/* zddspt's pre-copy (running): the replica gets these. */
+			for (size_t u = 0; u < p->nul; u++)
+				if (p->ul[u] >= first && p->ul[u] < first + count)
+					memcpy(p->ul_sent + u * XEN_PAGE, buf + (p->ul[u] - first) * XEN_PAGE,
+					       XEN_PAGE);
+		}
+		if (p->audit)
+			memcpy(p->audit + first * XEN_PAGE, buf, count * XEN_PAGE);
 		buf += count * XEN_PAGE;
 	}
+	return 0;
+}
+
+/* ZD_XEN_AUDIT=1 (diagnosis; modes that copy in zd-track: buffered,
+ * zddspt): at each memsum, the frames whose checkpoint view differs from
+ * what read_pages gave over the run. */
+static void audit(struct zd_target *t)
+{
+	struct xen_priv *p = t->priv;
+	unsigned n = 0;
+
+	for (size_t i = 0; i < p->mem_pages; i++) {
+		const uint8_t *a = ckpt_view(p, i), *b = p->audit + i * XEN_PAGE;
+		unsigned lo = 0, hi = XEN_PAGE - 1;
+
+		if (!memcmp(a, b, XEN_PAGE))
+			continue;
+		while (a[lo] == b[lo])
+			lo++;
+		while (a[hi] == b[hi])
+			hi--;
+		if (n++ < 16)
+			zd_warnx("xen audit: gfn %#" PRIx64 " (page %zu%s%s) differs from what was read, bytes %u..%u",
+				 page_gfn(p, i), i, zd_pageset_contains(&p->ckpt_set, i) ? ", dirty" : "",
+				 find_idx(p->ul, p->nul, i) >= 0 ? ", behind log-dirty" : "", lo, hi);
+	}
+	if (n)
+		zd_warnx("xen audit: %u frame(s) differ", n);
+}
+
+static int xen_memsum(struct zd_target *t, uint64_t *sum)
+{
+	struct xen_priv *p = t->priv;
+	XXH3_state_t *h;
+
+	if (!p->paused || !p->ckpt) {
+		*sum = zd_hash64(p->mem, p->mem_pages * XEN_PAGE);
+		return 0;
+	}
+	/* Learn: a page the harvest copied that changed since, the guest
+	 * paused, is written behind log-dirty. */
+	for (size_t k = 0; k < p->ncc; k++) {
+		uint64_t i = p->cc_idx[k];
+
+		if (find_idx(p->ul, p->nul, i) < 0 &&
+		    memcmp(p->cc + k * XEN_PAGE, p->mem + i * XEN_PAGE, XEN_PAGE))
+			add_unlogged(p, i, p->served ? p->cc + k * XEN_PAGE : p->mem + i * XEN_PAGE,
+				     "written while paused for a checkpoint");
+	}
+	if (p->audit && p->served)
+		audit(t);
+	h = XXH3_createState();
+	if (!h) {
+		set_err(t, "out of memory");
+		return -1;
+	}
+	XXH3_64bits_reset(h);
+	for (size_t i = 0; i < p->mem_pages; i++)
+		XXH3_64bits_update(h, ckpt_view(p, i), XEN_PAGE);
+	*sum = XXH3_64bits_digest(h);
+	XXH3_freeState(h);
 	return 0;
 }
 
@@ -625,14 +932,6 @@ static int xen_get_state(struct zd_target *t, uint32_t *kind, uint8_t **data, ui
 	}
 	*kind = 2;
 	*len = (uint32_t)(off + (size_t)sz);
-	return 0;
-}
-
-static int xen_memsum(struct zd_target *t, uint64_t *sum)
-{
-	struct xen_priv *p = t->priv;
-
-	*sum = zd_hash64(p->mem, p->mem_pages * XEN_PAGE);
 	return 0;
 }
 
