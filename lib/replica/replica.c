@@ -284,6 +284,8 @@ void zd_replica_close(struct zd_replica *rep)
 	zd_replica_stage_abort(rep);
 	if (rep->mem)
 		munmap(rep->mem, (size_t)(rep->meta.page_count * rep->meta.page_size));
+	if (rep->wmem)
+		munmap(rep->wmem, (size_t)(rep->meta.page_count * rep->meta.page_size));
 	if (rep->memfd >= 0)
 		close(rep->memfd);
 	zd_pageset_free(&rep->reserved);
