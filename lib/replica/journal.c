@@ -474,13 +474,11 @@ static int apply_range(struct zd_replica *rep, const uint8_t *data, uint64_t fir
 	uint64_t ps = rep->meta.page_size;
 
 	if (!rep->wmem && range_reserved(rep, first, count)) {
-		void *p = mmap(NULL, (size_t)(rep->meta.page_count * ps), PROT_READ | PROT_WRITE, MAP_SHARED,
-			       rep->memfd, 0);
-
-		if (p != MAP_FAILED)
-			rep->wmem = p;
+		/* MAP_FAILED stays: a file system that cannot map is asked once */
+		rep->wmem = mmap(NULL, (size_t)(rep->meta.page_count * ps), PROT_READ | PROT_WRITE, MAP_SHARED,
+				 rep->memfd, 0);
 	}
-	if (rep->wmem && range_reserved(rep, first, count)) {
+	if (rep->wmem && rep->wmem != MAP_FAILED && range_reserved(rep, first, count)) {
 		memcpy(rep->wmem + first * ps, data, count * ps);
 		return 0;
 	}
@@ -614,7 +612,7 @@ void zd__replica_crash(struct zd_replica *rep)
 	}
 	if (rep->mem)
 		munmap(rep->mem, (size_t)(rep->meta.page_count * rep->meta.page_size));
-	if (rep->wmem)
+	if (rep->wmem && rep->wmem != MAP_FAILED)
 		munmap(rep->wmem, (size_t)(rep->meta.page_count * rep->meta.page_size));
 	if (rep->memfd >= 0)
 		close(rep->memfd);

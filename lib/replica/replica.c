@@ -284,7 +284,7 @@ void zd_replica_close(struct zd_replica *rep)
 	zd_replica_stage_abort(rep);
 	if (rep->mem)
 		munmap(rep->mem, (size_t)(rep->meta.page_count * rep->meta.page_size));
-	if (rep->wmem)
+	if (rep->wmem && rep->wmem != MAP_FAILED)
 		munmap(rep->wmem, (size_t)(rep->meta.page_count * rep->meta.page_size));
 	if (rep->memfd >= 0)
 		close(rep->memfd);

@@ -65,7 +65,8 @@ struct zd_replica {
 					 * fallocated: their blocks stay, so a
 					 * commit reserves only the others */
 	uint8_t *wmem;		/* memory.img mapped writable, for applying
-				 * pages whose blocks are reserved */
+				 * pages whose blocks are reserved (NULL not
+				 * yet, MAP_FAILED: cannot be) */
 	uint64_t last_heard_wall_ns;	/* CLOCK_REALTIME of the last record from
 					 * the primary (zd_recv_session), 0 if none */
 	char err[512];
