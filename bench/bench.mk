@@ -6,3 +6,9 @@ bench: bench-table1
 
 bench-table1: all
 	bench/table1.sh
+
+# bench/xen: zd's modes beside xl remus on Xen 4.17 in QEMU TCG (emulated)
+# -> bench/results/xen.csv. Not part of `make bench`: ~15 min.
+.PHONY: bench-xen
+bench-xen: all $(XEN_TEST_BIN)
+	bench/xen.sh

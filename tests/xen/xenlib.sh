@@ -1,7 +1,9 @@
 # Helpers for scripts running in dom0 under tests/lib/xenhost.sh.
 
 # xen_guest_up NAME [MEM_MB]: create the PVH guest (tests/xen/guest_writer
-# as its /init) and wait until it says it writes memory.
+# as its /init) and wait until it says it writes memory. XEN_GUEST_EXTRA
+# goes on the guest kernel's command line (ZD_PROGRESS=1: guest_writer
+# reports its progress).
 xen_guest_up() {
 	local name=$1 mem=${2:-96} i
 	cat >"$TMP/$name.cfg" <<CFG
@@ -9,7 +11,7 @@ name = "$name"
 type = "pvh"
 kernel = "$XENHOST_GUEST_KERNEL"
 ramdisk = "$XENHOST_GUEST_INITRD"
-extra = "console=hvc0 quiet loglevel=3 rdinit=/init"
+extra = "console=hvc0 quiet loglevel=3 rdinit=/init ${XEN_GUEST_EXTRA:-}"
 memory = $mem
 vcpus = 1
 on_reboot = "preserve"

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# bench/xen_dom0.sh — runs in dom0 of the Xen that bench/xen.sh boots in
+# QEMU (tests/lib/xenhost.sh). For each checkpoint interval (200, 100, 50
+# ms) on a fresh PVH guest (tests/xen/guest_writer: writes an 8 MiB set,
+# says ZD-PROGRESS once a second and ZD-GAP for every stop > 10 ms):
+#   none      the guest unprotected, for its progress;
+#   remus, buffered, zddspt
+#             zd-track xen: --mode M | zd-swap | zd-send -> zd-recv (dom0);
+#   xl-remus  Xen's own Remus: xl remus -i MS to the same host (XEN-NOTES).
+# Each run is measured over a window of ZD_XEN_BENCH_SECONDS (20) once it
+# is past its initial full copy. Prints one "CSV ..." line a run:
+#   method,interval_ms,window_s,checkpoints,pause_p50_ms,pause_p99_ms,
+#   pages_per_ckpt,guest_pages_s,progress_rel,guest_gaps,guest_gap_p50_ms,
+#   guest_state,triple_faults
+# pause_*: zd-track's own pause (resume - T1) for zd's modes; for xl-remus,
+# the guest's stops as it saw them (ZD-GAP: the suspension by Remus).
+# pages_per_ckpt: zd's STAT dirty; for xl-remus, libxc's "Checkpointed save: N/N" (xl -vvv).
+# progress_rel: guest pages/s over the window / the same guest's unprotected.
+# triple_faults: "Triple fault" lines Xen logged (xl dmesg) during the run.
+# Everything here is emulated (QEMU TCG): compare the methods, not to hardware.
+set -u
+export PATH="$ZD_BIN:$PATH"
+. "$ZD_TOP/tests/xen/xenlib.sh" 2>/dev/null || { echo "no tests/xen/xenlib.sh" >&2; exit 1; }
+TMP=$(mktemp -d)
+W=${ZD_XEN_BENCH_SECONDS:-20}
+INTERVALS=${ZD_XEN_BENCH_INTERVALS:-200 100 50}
+METHODS=${ZD_XEN_BENCH_METHODS:-remus buffered zddspt xl-remus}
+G=zdguest
+export XEN_GUEST_EXTRA=ZD_PROGRESS=1
+LOG=/var/log/xen/guest-$G.log
+
+say() { echo "# $*"; }
+
+# window_stats FROM_LINE TO_LINE: "pages_s gaps gap_p50_ms" of the guest's
+# console lines between the two line numbers.
+window_stats() {
+	sed -n "$(($1 + 1)),$2p" "$LOG" | tr -d '\r' | awk '
+		$1 == "ZD-PROGRESS" { if (!n++) { t0 = $2; p0 = $3 } t1 = $2; p1 = $3 }
+		$1 == "ZD-GAP" { g[++ng] = $2 }
+		END {
+			rate = (t1 > t0) ? (p1 - p0) * 1000 / (t1 - t0) : 0
+			# median of the gaps
+			for (i = 1; i <= ng; i++) for (j = i + 1; j <= ng; j++) if (g[j] < g[i]) { x = g[i]; g[i] = g[j]; g[j] = x }
+			printf "%.0f %d %s\n", rate, ng, ng ? g[int((ng + 1) / 2)] : ""
+		}'
+}
+lines() { wc -l <"$LOG"; }
+triples() { xl dmesg 2>/dev/null | grep -ci 'triple fault'; }
+state() { xl list "$1" 2>/dev/null | awk 'NR == 2 {print $5}'; }
+
+# measure [SINCE]: the window; sets WS (window stats) and T (triple
+# faults Xen logged since SINCE, a count of triples, default the window's
+# start).
+measure() {
+	local l0 t0
+	l0=$(lines); t0=${1:-$(triples)}
+	sleep "$W"
+	WS=$(window_stats "$l0" "$(lines)")
+	T=$(($(triples) - t0))
+}
+
+fresh_guest() {
+	xl destroy "$G" 2>/dev/null
+	xl destroy "$G--incoming" 2>/dev/null
+	rm -f "$LOG"
+	xen_guest_up "$G" || { say "the guest did not come up: $(tail -3 "$LOG" 2>&1)"; exit 1; }
+	sleep 3
+}
+
+run_zd() { # run_zd MODE INTERVAL
+	local mode=$1 iv=$2 d=$TMP/$1.$2 P RECV TRACK i e t0
+	mkdir -p "$d"
+	t0=$(triples)
+	zd-recv --listen 127.0.0.1:0 --replica "$d/replica" --once --timeout 0 --no-fsync 2>"$d/recv.err" &
+	RECV=$!
+	for i in $(seq 100); do grep -q '127\.0\.0\.1:' "$d/recv.err" 2>/dev/null && break; sleep 0.1; done
+	P=$(grep -o '127\.0\.0\.1:[0-9]*' "$d/recv.err" | head -1)
+	local remus_opts=()
+	[ "$mode" = remus ] && remus_opts=(--timeout 300000 --grace 5000)
+	(zd-track -v xen:$G --mode "$mode" --interval "$iv" "${remus_opts[@]}" 2>"$d/track.err" |
+		zd-swap 2>"$d/swap.err" |
+		zd-send "$P" --timeout 0 --heartbeat 0 --delta-cache 32M --json-log >"$d/send.log" 2>"$d/send.err") &
+	local PIPE=$!
+	# Past the initial full copy: measure from checkpoint 5 on.
+	for i in $(seq 1200); do
+		e=$(sed -n 's/.*\] epoch \([0-9]*\): .*/\1/p' "$d/track.err" 2>/dev/null | tail -1)
+		[ -n "$e" ] && [ "$e" -ge 5 ] && break
+		kill -0 "$PIPE" 2>/dev/null || break	# ended early (the guest stopped?)
+		sleep 0.5
+	done
+	local c0 c1
+	c0=${e:-0}
+	measure "$t0"
+	c1=$(sed -n 's/.*\] epoch \([0-9]*\): .*/\1/p' "$d/track.err" | tail -1)
+	c1=${c1:-0}
+	TRACK=$(pgrep -x zd-track | head -1)
+	[ -n "$TRACK" ] && kill -INT "$TRACK"
+	wait "$PIPE" 2>/dev/null
+	kill "$RECV" 2>/dev/null
+	wait "$RECV" 2>/dev/null
+	local pause pages
+	pause=$(grep '"source":"track"' "$d/send.log" |
+		sed -n 's/.*"epoch":\([0-9]*\).*"pause_ns":\([0-9.]*\).*/\1 \2/p' |
+		awk -v a="$c0" -v b="$c1" '$1 > a && $1 <= b {print $2}' | sort -n |
+		awk '{v[NR] = $1} END {if (NR) printf "%.1f %.1f", v[int((NR + 1) / 2)] / 1e6, v[int(NR * 0.99) + (NR < 100)] / 1e6; else printf " "}')
+	pages=$(grep '"type":"dirty"' "$d/send.log" |
+		sed -n 's/.*"epoch":\([0-9]*\).*"pages":\([0-9]*\).*/\1 \2/p' |
+		awk -v a="$c0" -v b="$c1" '$1 > a && $1 <= b {s += $2; n++} END {if (n) printf "%.0f", s / n}')
+	set -- $WS
+	local st
+	st=$(state "$G")
+	echo "CSV $mode,$iv,$W,$((c1 - c0)),${pause% *},${pause#* },$pages,$1,$(awk -v r="$1" -v b="$BASE" 'BEGIN {printf "%.3f", b ? r / b : 0}'),$2,${3:-},$st,$T"
+	say "$mode $iv ms: $(tail -n 2 "$d/track.err" | tr '\n' '|')"
+	rm -rf "$d"
+}
+
+run_xl_remus() { # run_xl_remus INTERVAL
+	local iv=$1 d=$TMP/xl.$1 XR i t0
+	mkdir -p "$d"
+	t0=$(triples)
+	printf '#!/bin/sh\nshift\nexec "$@"\n' >"$d/wrap"
+	chmod +x "$d/wrap"
+	xl -vvv remus -F -n -d -e -i "$iv" -s "$d/wrap" "$G" localhost >"$d/remus.log" 2>&1 &
+	XR=$!
+	# The initial copy (~200 MB: the p2m spans 4 GiB) before the window:
+	# from the first checkpoint on (xl -vvv says "Checkpointed save").
+	for i in $(seq 600); do
+		grep -q 'Checkpointed save' "$d/remus.log" && break
+		kill -0 "$XR" 2>/dev/null || break
+		sleep 0.2
+	done
+	local n0 n1 r0 r1 ckpt
+	n0=$(grep -c 'ZD-GAP' "$LOG")
+	r0=$(wc -l <"$d/remus.log")
+	measure "$t0"
+	n1=$(grep -c 'ZD-GAP' "$LOG")
+	r1=$(wc -l <"$d/remus.log")
+	# Pages per checkpoint: libxc's progress line of each checkpoint that
+	# ended in the window ("Checkpointed save: N/N 100%").
+	ckpt=$(sed -n "$((r0 + 1)),${r1}p" "$d/remus.log" | tr '\r' '\n' |
+		sed -n 's/.*Checkpointed save: \([0-9]*\)\/\1 *100%.*/\1/p' |
+		awk '{s += $1; n++} END {printf "%d %s", n, n ? sprintf("%.0f", s / n) : ""}')
+	local st backup
+	st=$(state "$G"); backup=$(state "$G--incoming")
+	kill -INT "$XR" 2>/dev/null
+	sleep 2
+	kill -KILL "$XR" 2>/dev/null
+	wait "$XR" 2>/dev/null
+	set -- $WS
+	# Checkpoints: xl remus does not count them for us; the guest's stops do.
+	local gaps
+	gaps=$(sed -n "1,\$p" "$LOG" | tr -d '\r' | awk '$1 == "ZD-GAP"' | tail -n "$((n1 - n0))" | awk '{print $2}' | sort -n |
+		awk '{v[NR] = $1} END {if (NR) printf "%s %s", v[int((NR + 1) / 2)], v[int(NR * 0.99) + (NR < 100)]; else printf " "}')
+	echo "CSV xl-remus,$iv,$W,${ckpt%% *},${gaps% *},${gaps#* },${ckpt#* },$1,$(awk -v r="$1" -v b="$BASE" 'BEGIN {printf "%.3f", b ? r / b : 0}'),$2,${3:-},$st/${backup:-none},$T"
+	say "xl remus $iv ms: $(grep -v '^ *$' "$d/remus.log" | tail -n 3 | tr '\n' '|')"
+	grep -i 'pages\|iteration\|checkpoint' "$d/remus.log" | tail -n 3 | sed 's/^/# xl: /'
+}
+
+xl dmesg -c >/dev/null 2>&1
+for iv in $INTERVALS; do
+	fresh_guest
+	measure
+	set -- $WS
+	BASE=$1
+	echo "CSV none,$iv,$W,0,,,,$1,1.000,$2,${3:-},$(state "$G"),$T"
+	for m in $METHODS; do
+		case $m in
+		xl-remus) run_xl_remus "$iv" ;;
+		*) run_zd "$m" "$iv" ;;
+		esac
+		[ "$m" = xl-remus ] && continue	# a fresh guest for the next interval anyway
+		if [ "$(state "$G")" != "-b----" ] && [ "$(state "$G")" != "r-----" ]; then
+			say "the guest is '$(state "$G")' after $m at $iv ms: a fresh one"
+			fresh_guest
+		fi
+	done
+done
+xl dmesg | grep -i 'triple\|crash' | tail -n 5 | sed 's/^/# xen: /'
+exit 0
