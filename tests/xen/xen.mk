@@ -6,11 +6,13 @@
 # (tests/e2e/xen_replicate.sh; ZD_XEN_E2E=0 skips it there).
 .PHONY: check-xen
 ifeq ($(ZD_HAVE_XEN),yes)
-XEN_TEST_BIN := $(BUILD)/tests/xen_memcmp $(BUILD)/tests/xen_unlogged
+XEN_TEST_BIN := $(BUILD)/tests/xen_memcmp $(BUILD)/tests/xen_unlogged $(BUILD)/tests/xen_memaccess
 $(BUILD)/tests/xen_%: $(BUILD)/obj/tests/xen/xen_%.o lib/libzd.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< lib/libzd.a $(LDLIBS)
-$(BUILD)/obj/tests/xen/xen_unlogged.o: ZD_CFLAGS += $(shell pkg-config --cflags $(ZD_XEN_PKGS))
+$(BUILD)/obj/tests/xen/xen_unlogged.o $(BUILD)/obj/tests/xen/xen_memaccess.o: \
+	ZD_CFLAGS += $(shell pkg-config --cflags $(ZD_XEN_PKGS) xenevtchn)
+$(BUILD)/tests/xen_memaccess: LDLIBS += $(shell pkg-config --libs xenevtchn)
 endif
 check check-e2e: $(XEN_TEST_BIN)
 check-xen: all $(XEN_TEST_BIN)
