@@ -19,7 +19,11 @@
  * all" (CLEAN). The target ops want harvest without re-arm and re-arm of
  * a subset (zddspt's pre-copy), so bits CLEAN took but the caller did not
  * re-arm are kept in `pending` and reported by the next harvest. The
- * first harvest reports every page: the replica starts empty.
+ * first harvest reports every page: the replica starts empty. A few
+ * frames change behind the log (Xen's event channel and vcpu_info writes,
+ * dom0's rings, also while the guest is paused): see "Frames written
+ * behind log-dirty" below for how a checkpoint still gets them, and how
+ * memsum agrees with what was sent.
  *
  * Attach role (zd-swap, zd-send): dom0 tools share the host, so a stage
  * opens the domain named by the HEADER's target spec itself and maps the
