@@ -252,11 +252,23 @@ static void relink(struct sender *s, const char *why)
 			 * (send_link_admit), since no ACK comes before it */
 			if (resent != SIZE_MAX)
 				send_fb(s, ZD_FB_LINK, 1);
+			/* the backup committed it but its ACK was lost: relayed,
+			 * and logged as the ACK it stands for (what zd-vm
+			 * releases on it must show an ACK before it), at the
+			 * time zd-send learned of it: the backup's went with
+			 * the lost ACK */
+			struct zd_record lost;
+
+			zd_record_init(&lost, ZD_REC_ACK);
+			lost.u.ack.epoch = committed;
+			lost.u.ack.commit_wall_ns = zd_wall_ns();
 			pthread_mutex_lock(&s->lock);
-			/* the backup committed it but its ACK was lost */
-			if (committed > s->acked)
+			bool relay = committed > s->acked;
+			if (relay)
 				send_relay_ack(s, committed, 0);
 			pthread_mutex_unlock(&s->lock);
+			if (relay)
+				send_log_put(s, &lost);
 			if (resent != SIZE_MAX) {
 				zd_warnx("%s: reconnected after %" PRIu64 " ms (attempt %u): the backup is at epoch %" PRIu64
 					 "; resent %zu records (%" PRIu64 " bytes)", name, down_ms, n, committed, resent, bytes);
