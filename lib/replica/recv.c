@@ -428,9 +428,8 @@ static int on_record(struct session *s, struct zd_record *r, uint64_t off, bool 
 	case ZD_REC_END:
 		/* The VM died on the primary: a loss, told rather than
 		 * guessed from silence. The checkpoint it died in, if any,
-		 * is discarded like one a dead sender cut. */
+		 * is discarded by peer_lost like one a dead sender cut. */
 		if (r->u.end.status == ZD_END_VM_DIED) {
-			zd_replica_stage_abort(rep);
 			s->vm_died = true;
 			*end = true;
 			return send_back(s, r);
