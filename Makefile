@@ -13,12 +13,12 @@ DESTDIR ?=
 CC ?= cc
 BUILD ?= build
 
-PKGS := jansson libzstd libxxhash
+PKGS := jansson libzstd libxxhash libisal
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes
 CFLAGS ?= -O2 -g
 ZD_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -Ilib -msse4.2 \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljansson -lzstd -lxxhash) -lpthread -lm
+LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljansson -lzstd -lxxhash -lisal) -lpthread -lm
 
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
@@ -92,7 +92,7 @@ deps-ok:
 		else echo "zd: missing build dependencies; run 'make deps' as root" >&2; exit 1; fi; \
 	fi
 
-DEB_BUILD := build-essential pkg-config libjansson-dev libzstd-dev libxxhash-dev \
+DEB_BUILD := build-essential pkg-config libjansson-dev libzstd-dev libxxhash-dev libisal-dev \
 	libcmocka-dev libxen-dev libsodium-dev jq gnuplot-nox
 DEB_TEST := iproute2 nftables openssh-server openssh-client procps psmisc python3 clang libclang-rt-14-dev \
 	qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod xen-hypervisor-4.17-amd64 xen-utils-4.17

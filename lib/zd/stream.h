@@ -257,9 +257,9 @@ enum zd_encoding zd_output_encoding(int fd, bool json_flag);
 int zd_encode_binary(const struct zd_record *r, uint32_t page_size, uint8_t **out, size_t *len);
 int zd_encode_json(const struct zd_record *r, uint32_t page_size, char **out, size_t *len);
 
-/* CRC32C (Castagnoli), hardware-assisted where the CPU has SSE4.2. */
+/* CRC32C (Castagnoli), by ISA-L's crc32_iscsi. */
 uint32_t zd_crc32c(uint32_t crc, const void *buf, size_t len);
-/* The table-driven path of zd_crc32c, same results; for tests. */
+/* The same CRC a bit at a time, slow; for tests. */
 uint32_t zd_crc32c_sw(uint32_t crc, const void *buf, size_t len);
 
 /* Binary type code of a JSON object of a type this version does not know,
