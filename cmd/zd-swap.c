@@ -93,6 +93,7 @@ int main(int argc, char **argv)
 	bool ended = false;
 
 	zd_set_progname(argv[0]);
+	zd_malloc_keep_big();
 	/* Records of up to 16 MiB come and go every epoch: keep them on the
 	 * heap instead of a fresh mmap each time, whose page faults cost more
 	 * than the copy (2x the throughput under nested virtualisation). */

@@ -219,6 +219,8 @@ struct cur {
 	const uint8_t *p, *start;
 	size_t left;
 	const char *bad;	/* the field that did not fit, NULL while fine */
+	uint8_t *ext;		/* a PAGES record's data, read apart (zd_decode_binary_pages) */
+	uint32_t ext_len;
 };
 
 static bool need(struct cur *c, size_t n, const char *what)
@@ -509,6 +511,14 @@ static int get_body(struct cur *c, struct zd_record *r, const struct zd_rec_head
 				    "raw data is %u bytes, %" PRIu64 " pages of %u need %" PRIu64,
 				    p->data_len, p->set.pages, hdr->page_size,
 				    p->set.pages * hdr->page_size);
+		if (c->ext) {	/* the data ends the body, in its own buffer */
+			if (c->left || p->data_len != c->ext_len)
+				return FAIL(ZD_RERR_MALFORMED, "data of %u bytes, the body has %u after its prefix",
+					    p->data_len, c->ext_len);
+			p->data = c->ext;
+			c->ext = NULL;
+			return 0;
+		}
 		return get_blob(c, p->data_len, &p->data, "data", msg, msglen);
 	}
 	case ZD_REC_STATE:
@@ -567,6 +577,47 @@ static int get_body(struct cur *c, struct zd_record *r, const struct zd_rec_head
 	}
 }
 
+/* After the CRC: type, then body (the prefix before ext when ext is set). */
+static int decode_checked(const uint8_t *buf, const uint8_t *body, size_t blen, uint8_t *ext,
+			  uint32_t ext_len, const struct zd_rec_header *hdr, struct zd_record *r,
+			  char *msg, size_t msglen)
+{
+	uint16_t type = zd_get_u16(buf), flags = zd_get_u16(buf + 2);
+
+	if (type == 0)
+		return FAIL(ZD_RERR_MALFORMED, "record type 0 is reserved");
+	r->type = type;
+	if (type >= ZD_REC_TYPE_MAX) {
+		/* Unknown: kept byte for byte. A JSON passthrough body must at
+		 * least be one object, or it could not be written back as a line. */
+		struct zd_rec_unknown *u = &r->u.unknown;
+		u->type = type;
+		u->flags = flags;
+		u->len = (uint32_t)blen;
+		u->from_json = type == ZD_REC_JSON;
+		if (u->from_json && !zd_json_object_ok((const char *)body, blen)) {
+			return FAIL(ZD_RERR_MALFORMED, "JSON passthrough body is not one object");
+		}
+		u->data = zd_xmalloc(blen ? blen : 1);
+		memcpy(u->data, body, blen);
+		return 0;
+	}
+
+	struct cur c = { body, body, blen, NULL, ext, ext_len };
+	uint16_t minor = hdr ? hdr->minor : ZD_STREAM_MINOR;
+	int rc = get_body(&c, r, hdr, &minor, msg, msglen);
+	if (rc == 0 && c.ext)
+		rc = FAIL(ZD_RERR_MALFORMED, "a %s record has no page data", zd_rec_type_name(type));
+	if (rc == 0 && c.left && minor <= ZD_STREAM_MINOR)
+		rc = FAIL(ZD_RERR_MALFORMED, "%zu trailing bytes in the body", c.left);
+	free(c.ext);	/* not taken: the record failed */
+	if (rc < 0) {
+		zd_record_free(r);
+		return rc;
+	}
+	return 0;
+}
+
 int zd_decode_binary(const uint8_t *buf, size_t len, const struct zd_rec_header *hdr,
 		     struct zd_record *r, char *msg, size_t msglen)
 {
@@ -574,7 +625,6 @@ int zd_decode_binary(const uint8_t *buf, size_t len, const struct zd_rec_header 
 	if (len < ZD_RECHDR_LEN)
 		return FAIL(ZD_RERR_TRUNCATED, "record header truncated (%zu of %u bytes)", len,
 			    ZD_RECHDR_LEN);
-	uint16_t type = zd_get_u16(buf), flags = zd_get_u16(buf + 2);
 	uint32_t blen = zd_get_u32(buf + 4), crc = zd_get_u32(buf + 8);
 	if (blen > ZD_REC_MAX)
 		return FAIL(ZD_RERR_TOO_BIG, "length %u over the limit of %u", blen, ZD_REC_MAX);
@@ -587,35 +637,53 @@ int zd_decode_binary(const uint8_t *buf, size_t len, const struct zd_rec_header 
 	uint32_t want = zd_crc32c(zd_crc32c(0, buf, 8), buf + ZD_RECHDR_LEN, blen);
 	if (crc != want)
 		return FAIL(ZD_RERR_CRC, "crc mismatch (stored 0x%08x, computed 0x%08x)", crc, want);
-	if (type == 0)
-		return FAIL(ZD_RERR_MALFORMED, "record type 0 is reserved");
+	return decode_checked(buf, buf + ZD_RECHDR_LEN, blen, NULL, 0, hdr, r, msg, msglen);
+}
 
-	const uint8_t *body = buf + ZD_RECHDR_LEN;
-	r->type = type;
-	if (type >= ZD_REC_TYPE_MAX) {
-		/* Unknown: kept byte for byte. A JSON passthrough body must at
-		 * least be one object, or it could not be written back as a line. */
-		struct zd_rec_unknown *u = &r->u.unknown;
-		u->type = type;
-		u->flags = flags;
-		u->len = blen;
-		u->from_json = type == ZD_REC_JSON;
-		if (u->from_json && !zd_json_object_ok((const char *)body, blen)) {
-			return FAIL(ZD_RERR_MALFORMED, "JSON passthrough body is not one object");
-		}
-		u->data = zd_xmalloc(blen ? blen : 1);
-		memcpy(u->data, body, blen);
-		return 0;
-	}
+int zd_pages_prefix_len(const uint8_t *body, size_t avail, size_t *prefix_len, uint32_t *data_len)
+{
+	struct cur c = { body, body, avail, NULL, NULL, 0 };
+	uint64_t n, v;
 
-	struct cur c = { body, body, blen, NULL };
-	uint16_t minor = hdr ? hdr->minor : ZD_STREAM_MINOR;
-	int rc = get_body(&c, r, hdr, &minor, msg, msglen);
-	if (rc == 0 && c.left && minor <= ZD_STREAM_MINOR)
-		rc = FAIL(ZD_RERR_MALFORMED, "%zu trailing bytes in the body", c.left);
-	if (rc < 0) {
-		zd_record_free(r);
-		return rc;
+	if (avail < 11)
+		return -1;
+	c.p += 10;	/* epoch, enc, flags */
+	c.left -= 10;
+	uint8_t kind = get_u8(&c, "kind");
+	if (kind == 0) {
+		if (!get_varint(&c, &n, "range count") || n > c.left / 2)
+			return -1;
+		for (uint64_t i = 0; i < 2 * n; i++)
+			if (!get_varint(&c, &v, "range"))
+				return -1;
+	} else if (kind == 1) {
+		get_u64(&c, "bitmap base");
+		n = get_u64(&c, "bitmap word count");
+		if (c.bad || n > c.left / 8)
+			return -1;
+		c.p += 8 * n;
+		c.left -= 8 * n;
+	} else {
+		return -1;
 	}
+	*data_len = get_u32(&c, "data_len");
+	if (c.bad)
+		return -1;
+	*prefix_len = (size_t)(c.p - body);
 	return 0;
+}
+
+int zd_decode_binary_pages(const uint8_t *buf, size_t prefix_len, uint8_t *data, uint32_t data_len,
+			   const struct zd_rec_header *hdr, struct zd_record *r, char *msg, size_t msglen)
+{
+	uint32_t crc = zd_get_u32(buf + 8);
+
+	zd_record_init(r, 0);
+	uint32_t want = zd_crc32c(zd_crc32c(zd_crc32c(0, buf, 8), buf + ZD_RECHDR_LEN, prefix_len),
+				  data, data_len);
+	if (crc != want) {
+		free(data);
+		return FAIL(ZD_RERR_CRC, "crc mismatch (stored 0x%08x, computed 0x%08x)", crc, want);
+	}
+	return decode_checked(buf, buf + ZD_RECHDR_LEN, prefix_len, data, data_len, hdr, r, msg, msglen);
 }

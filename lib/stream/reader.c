@@ -19,6 +19,14 @@
 /* Free space wanted before a read(2); the buffer starts at twice this and
  * doubles only when a record needs more. */
 #define READ_CHUNK (16u << 10)
+/* A read(2) asks for what the record needs, or this much ahead: no more,
+ * so the data of a big PAGES record is still unread when its header is
+ * and can go straight into its own buffer (next_pages_direct). */
+#define READ_AHEAD (64u << 10)
+/* PAGES bodies from this size on take that path; their prefix (epoch,
+ * page set, data length) is looked for in the first PREFIX_MAX bytes. */
+#define DIRECT_MIN (1u << 20)
+#define PREFIX_MAX (64u << 10)
 
 void zd_reader_init(struct zd_reader *rd, int fd, const char *name)
 {
@@ -69,7 +77,9 @@ static ssize_t fill(struct zd_reader *rd, size_t want)
 			rd->buf = zd_xrealloc(rd->buf, cap);
 			rd->buf_cap = cap;
 		}
-		ssize_t n = read(rd->fd, rd->buf + rd->buf_len, rd->buf_cap - rd->buf_len);
+		size_t ask = ZD_MIN(rd->buf_cap - rd->buf_len,
+				    ZD_MAX(want - (rd->buf_len - rd->buf_pos), (size_t)READ_AHEAD));
+		ssize_t n = read(rd->fd, rd->buf + rd->buf_len, ask);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -226,6 +236,60 @@ static int end_of_input(struct zd_reader *rd, const char *where)
 	return 0;
 }
 
+/* A big PAGES record: its prefix through the buffer, its data read from
+ * the input straight into the buffer the record keeps. 1: read; -1:
+ * failed (rd says why); 0: not this way (the prefix is not where it
+ * should be, or the data is mostly buffered already): the caller reads it
+ * whole, and reports what is wrong with it. */
+static int next_pages_direct(struct zd_reader *rd, struct zd_record *r, uint32_t blen, const char *where)
+{
+	char what[200];
+	size_t plen, total = ZD_RECHDR_LEN + (size_t)blen;
+	uint32_t dlen;
+	ssize_t n = fill(rd, ZD_RECHDR_LEN + ZD_MIN((size_t)blen, (size_t)PREFIX_MAX));
+
+	if (n < 0)
+		return io_fail(rd);
+	/* all that is buffered of the body, which may be more than asked for */
+	size_t buffered = ZD_MIN(rd->buf_len - rd->buf_pos, total);
+	const uint8_t *body = rd->buf + rd->buf_pos + ZD_RECHDR_LEN;
+	size_t avail = buffered - ZD_MIN(buffered, (size_t)ZD_RECHDR_LEN);
+
+	if (zd_pages_prefix_len(body, avail, &plen, &dlen) < 0 || plen + dlen != blen)
+		return 0;
+	size_t have = avail - plen;	/* of the data */
+	if (have > dlen / 2)
+		return 0;
+	uint8_t *data = zd_xmalloc(dlen);
+	memcpy(data, body + plen, have);
+	while (have < dlen) {
+		n = read(rd->fd, data + have, dlen - have);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			free(data);
+			if (n < 0)
+				return io_fail(rd);
+			rd->eof = true;
+			return fail(rd, ZD_RERR_TRUNCATED,
+				    "%s: record %" PRIu64 " (PAGES): truncated: stream ends at byte %" PRIu64
+				    " inside a %u-byte body", where, rd->nrec + 1,
+				    rd->offset + ZD_RECHDR_LEN + plen + have, blen);
+		}
+		have += (size_t)n;
+	}
+	int rc = zd_decode_binary_pages(rd->buf + rd->buf_pos, plen, data, dlen,
+					rd->have_header ? &rd->hdr : NULL, r, what, sizeof(what));
+	if (rc < 0)
+		return fail(rd, (enum zd_read_err)-rc, "%s: record %" PRIu64 " (PAGES): %s", where,
+			    rd->nrec + 1, what);
+	if (accept(rd, r, where) < 0)
+		return -1;
+	rd->buf_pos += ZD_RECHDR_LEN + avail;
+	rd->offset += total;
+	return 1;
+}
+
 static int next_binary(struct zd_reader *rd, struct zd_record *r)
 {
 	char where[200], what[200];
@@ -252,6 +316,11 @@ static int next_binary(struct zd_reader *rd, struct zd_record *r)
 	if (blen > ZD_REC_MAX)
 		return fail(rd, ZD_RERR_TOO_BIG, "%s: record %" PRIu64 " (%s): length %u over the limit of %u",
 			    where, rec, tname, blen, ZD_REC_MAX);
+	if (zd_get_u16(p) == ZD_REC_PAGES && blen >= DIRECT_MIN) {
+		int rc = next_pages_direct(rd, r, blen, where);
+		if (rc)
+			return rc;
+	}
 	size_t total = ZD_RECHDR_LEN + (size_t)blen;
 	n = fill(rd, total);
 	if (n < 0)

@@ -29,6 +29,9 @@ enum zd_exit {
 extern const char *zd_progname;
 
 void zd_set_progname(const char *argv0);
+/* For tools that pass PAGES records (up to 16 MiB each) from thread to
+ * thread: freed buffers stay in the heap for the next record. */
+void zd_malloc_keep_big(void);
 void zd_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void zd_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void zd_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1005,6 +1005,124 @@ static void pipe_small_writes(enum zd_encoding enc)
 	free(bytes);
 }
 
+/* PAGES records over a MiB are read past the reader's buffer, their data
+ * straight into its own (reader.c, next_pages_direct): whole through a
+ * trickling pipe, refused with the byte where the stream ends when cut,
+ * refused by CRC when a byte of the data or of the prefix is changed. */
+static size_t big_pages_stream(struct zd_record *recs, uint8_t **out)
+{
+	size_t n = 0;
+	struct zd_record *r = &recs[n++];
+
+	zd_record_init(r, ZD_REC_HEADER);
+	r->u.header.major = ZD_STREAM_MAJOR;
+	r->u.header.page_size = PAGE;
+	r->u.header.page_count = NPAGES;
+	r->u.header.target = strdup("synth:");
+	r->u.header.control = strdup("");
+	r = &recs[n++];
+	zd_record_init(r, ZD_REC_CHECKPOINT);
+	r->u.ckpt.epoch = 1;
+	for (int k = 0; k < 3; k++) {
+		r = &recs[n++];
+		zd_record_init(r, ZD_REC_PAGES);
+		r->u.pages.epoch = 1;
+		if (k == 1) {	/* compressed: the data is not pages * PAGE */
+			r->u.pages.enc = ZD_PENC_ZSTD;
+			zd_pageset_add_range(&r->u.pages.set, 7, 3);
+			r->u.pages.data_len = 1536u << 10;
+		} else {	/* ranges, then one page in two (a bitmap) */
+			for (uint64_t pfn = 0; pfn < (k ? NPAGES : 4000); pfn += k ? 2 : 1)
+				if (k || pfn % 97)
+					zd_pageset_add(&r->u.pages.set, pfn);
+			r->u.pages.data_len = (uint32_t)(r->u.pages.set.pages * PAGE);
+		}
+		r->u.pages.data = random_bytes(r->u.pages.data_len);
+	}
+	return write_stream(recs, n, ZD_ENC_BINARY, out) ? n : 0;
+}
+
+static void test_big_pages_direct(void **state)
+{
+	struct zd_record recs[5], back[5];
+	uint8_t *bytes;
+	size_t n = big_pages_stream(recs, &bytes);
+	size_t len = ZD_PREAMBLE_LEN;
+	char msg[256];
+	int p[2];
+
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *b;
+		size_t l;
+		assert_int_equal(zd_encode_binary(&recs[i], PAGE, &b, &l), 0);
+		free(b);
+		len += l;
+	}
+	assert_true(recs[2].u.pages.data_len >= (1u << 20));
+	assert_int_equal(pipe(p), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(p[0]);
+		for (size_t off = 0; off < len;) {
+			size_t k = 1 + rnd() % 200000;
+			if (k > len - off)
+				k = len - off;
+			if (write(p[1], bytes + off, k) != (ssize_t)k)
+				_exit(1);
+			off += k;
+		}
+		_exit(0);
+	}
+	close(p[1]);
+	struct zd_reader rd;
+	long got = read_all(p[0], &rd, back, 5);
+	if (got < 0)
+		fail_msg("%s", rd.msg);
+	assert_int_equal(got, n);
+	for (size_t i = 0; i < n; i++)
+		assert_record_equal(&recs[i], &back[i]);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	zd_reader_free(&rd);
+	close(p[0]);
+	free_stream(back, n);
+
+	/* cut: inside the data of each big record, and just after its prefix */
+	size_t start = ZD_PREAMBLE_LEN;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *b;
+		size_t l;
+		assert_int_equal(zd_encode_binary(&recs[i], PAGE, &b, &l), 0);
+		free(b);
+		if (recs[i].type == ZD_REC_PAGES) {
+			size_t cuts[] = { start + l - 1, start + l / 2, start + l - recs[i].u.pages.data_len + 1 };
+			for (size_t c = 0; c < 3; c++) {
+				char at[64];
+				assert_int_equal(read_buf(bytes, cuts[c], msg, sizeof(msg)), -ZD_RERR_TRUNCATED);
+				snprintf(at, sizeof(at), "stream ends at byte %zu", cuts[c]);
+				if (!strstr(msg, at) || !strstr(msg, "(PAGES)"))
+					fail_msg("cut at %zu: %s", cuts[c], msg);
+			}
+			/* a changed byte in the data, then in the data length */
+			size_t flips[] = { start + l - recs[i].u.pages.data_len / 3, start + l - recs[i].u.pages.data_len - 2 };
+			for (size_t f = 0; f < 2; f++) {
+				bytes[flips[f]] ^= 0x10;
+				int rc = read_buf(bytes, len, msg, sizeof(msg));
+				if (rc != -ZD_RERR_CRC)
+					fail_msg("byte %zu changed: rc %d: %s", flips[f], rc, msg);
+				bytes[flips[f]] ^= 0x10;
+			}
+		}
+		start += l;
+	}
+	assert_int_equal(start, len);
+	assert_int_equal(read_buf(bytes, len, msg, sizeof(msg)), 1);
+	free_stream(recs, n);
+	free(bytes);
+}
+
 static void test_pipe_small_writes_binary(void **state) { pipe_small_writes(ZD_ENC_BINARY); }
 static void test_pipe_small_writes_json(void **state) { pipe_small_writes(ZD_ENC_JSON); }
 
@@ -1160,6 +1278,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_crc32c_vectors),
+		cmocka_unit_test(test_big_pages_direct),
 		cmocka_unit_test(test_roundtrip_binary),
 		cmocka_unit_test(test_roundtrip_json),
 		cmocka_unit_test(test_binary_json_binary_identical),
