@@ -66,7 +66,7 @@ static int jwrite(struct zd_replica *rep, const void *buf, size_t len)
 
 	if (zd_write_full(st->fd, buf, len) < 0)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: write: %s", rep->dir, strerror(errno));
-	XXH3_64bits_update(st->h, buf, len);
+	zd_hash64_update(st->h, buf, len);
 	st->off += len;
 	return 0;
 }
@@ -274,7 +274,7 @@ static int overlay_memsum(struct zd_replica *rep, uint64_t *sum)
 
 		if ((rc = zd__rep_hash_image(rep, h, buf, cur, at - cur)))
 			goto out;
-		XXH3_64bits_update(h, jr + st->idx[i].off, ps);
+		zd_hash64_update(h, jr + st->idx[i].off, ps);
 		cur = at + ps;
 	}
 	if ((rc = zd__rep_hash_image(rep, h, buf, cur, size - cur)))
@@ -409,7 +409,7 @@ static int journal_check(struct zd_replica *rep, const uint8_t *j, size_t len, u
 		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: bad header (damaged replica)", rep->dir);
 	/* The digest first: after it, the entries are as zd-recv wrote them. */
 	end = len - ZD_JENT_HDR - 16;
-	if (get_u32(j + end) != JE_COMMIT || get_u64(j + len - 8) != XXH3_64bits(j, len - 8))
+	if (get_u32(j + end) != JE_COMMIT || get_u64(j + len - 8) != zd_hash64(j, len - 8))
 		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: checksum mismatch (damaged replica)", rep->dir);
 	*epoch = get_u64(j + 16);
 	*run = get_u64(j + 24);

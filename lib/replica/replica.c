@@ -369,7 +369,7 @@ int zd__rep_hash_image(struct zd_replica *rep, void *h, uint8_t *buf, uint64_t o
 		if (r <= 0)
 			return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: read: %s", rep->dir,
 					    r < 0 ? strerror(errno) : "unexpected end of file");
-		XXH3_64bits_update(h, buf, (size_t)r);
+		zd_hash64_update(h, buf, (size_t)r);
 		off += (uint64_t)r;
 		len -= (uint64_t)r;
 	}

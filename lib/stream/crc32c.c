@@ -12,6 +12,7 @@
 #include <isa-l/crc.h>
 
 #include "zd/stream.h"
+#include "zd/util.h"
 
 uint32_t zd_crc32c(uint32_t crc, const void *buf, size_t len)
 {
@@ -28,8 +29,7 @@ uint32_t zd_crc32c(uint32_t crc, const void *buf, size_t len)
 	/* ISA-L's AVX-512 code returns with the upper vector halves dirty;
 	 * left so, every SSE instruction after it pays for a merge (it made
 	 * XXH3 in zd-recv four times slower). */
-	if (__builtin_cpu_supports("avx"))
-		__asm__ volatile("vzeroupper" ::: "memory");
+	zd_vzeroupper();
 	return ~c;
 }
 

@@ -452,7 +452,7 @@ static int synth_memsum(struct zd_target *t, uint64_t *sum)
 	XXH3_64bits_reset(st);
 	for (uint64_t pfn = 0; pfn < s->p.pages; pfn++) {
 		zd_synth_page(&s->p, pfn, s->last[pfn], page);
-		XXH3_64bits_update(st, page, s->p.page_size);
+		zd_hash64_update(st, page, s->p.page_size);
 	}
 	*sum = XXH3_64bits_digest(st);
 	XXH3_freeState(st);

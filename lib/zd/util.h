@@ -60,6 +60,16 @@ int zd_parse_duration_ns(const char *s, uint64_t *out);
 
 /* 64-bit checksum of a buffer (XXH3, from libxxhash). */
 uint64_t zd_hash64(const void *buf, size_t len);
+struct XXH3_state_s;
+void zd_hash64_update(struct XXH3_state_s *h, const void *buf, size_t len);
+/* After vector code that leaves the upper halves of the registers dirty
+ * (ISA-L's, libxxhash's dispatched XXH3): until this, every SSE
+ * instruction pays for a merge, and code that uses them ran 4x slower. */
+static inline void zd_vzeroupper(void)
+{
+	if (__builtin_cpu_supports("avx"))
+		__asm__ volatile("vzeroupper" ::: "memory");
+}
 
 void *zd_xmalloc(size_t n);
 void *zd_xcalloc(size_t n, size_t size);
