@@ -32,6 +32,7 @@ struct zd_stage {
 	int fd;			/* journal.tmp */
 	XXH3_state_t *h;	/* over every byte written so far */
 	uint64_t off;
+	uint64_t data_off;	/* where the pages of the PAGES being staged start */
 	struct zd_pageset dirty;	/* union of the epoch's DIRTY records */
 	struct zd_pageset covered;	/* union of its PAGES */
 	struct zd_pageset final_set;	/* PAGES not marked pre-copy: sent for good */
@@ -154,18 +155,19 @@ int zd_replica_stage_dirty(struct zd_replica *rep, const struct zd_pageset *set)
 }
 
 /* 3. Page contents, appended range by range. A page may come twice only if
- * its first copy was pre-copied (ZD_PAGES_PRECOPY): the later copy wins. */
-int zd_replica_stage_pages(struct zd_replica *rep, const struct zd_rec_pages *p)
+ * its first copy was pre-copied (ZD_PAGES_PRECOPY): the later copy wins.
+ * In three steps, so a decoder can write the pages as they come out
+ * (zd-recv: zd_wire_decode_to): the entry's header and ranges, the pages
+ * in pieces, then the index. p->data is not read by begin and end. */
+int zd_replica_stage_pages_begin(struct zd_replica *rep, const struct zd_rec_pages *p)
 {
 	struct zd_stage *st = rep->st;
 	struct zd_pageset u = ZD_PAGESET_INIT;
-	uint64_t ps = rep->meta.page_size, pos = 0;
+	uint64_t ps = rep->meta.page_size;
 	int rc;
 
 	if (!st || p->epoch != st->epoch)
 		return no_stage(rep, "PAGES", p->epoch);
-	/* Issue 7's compressed and delta encodings are decoded here, against
-	 * the replica's own copy of each page. */
 	if (p->enc != ZD_PENC_RAW)
 		return zd__rep_fail(rep, ZD_EXIT_DATA, "PAGES encoding %u not supported", p->enc);
 	if ((uint64_t)p->data_len != p->set.pages * ps)
@@ -181,11 +183,9 @@ int zd_replica_stage_pages(struct zd_replica *rep, const struct zd_rec_pages *p)
 		zd_pageset_free(&u);
 		return rc;
 	}
-	/* One entry per record: header and range list in one write, the
-	 * pages in another (system calls are what costs here, not bytes). */
+	/* One entry per record: header and range list in one write. */
 	size_t hlen = ZD_JENT_HDR + p->set.n * 16;
 	uint8_t *h = zd_xmalloc(hlen);
-	uint64_t data_off = st->off + hlen;
 
 	put_u32(h, JE_PAGES);
 	put_u32(h + 4, 0);
@@ -197,8 +197,28 @@ int zd_replica_stage_pages(struct zd_replica *rep, const struct zd_rec_pages *p)
 	}
 	rc = jwrite(rep, h, hlen);
 	free(h);
-	if (rc || (rc = jwrite(rep, p->data, p->data_len)))
-		return rc;
+	st->data_off = st->off;
+	return rc;
+}
+
+int zd_replica_stage_pages_data(struct zd_replica *rep, const uint8_t *data, size_t len)
+{
+	if (!rep->st)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "PAGES data outside an epoch");
+	return jwrite(rep, data, len);
+}
+
+int zd_replica_stage_pages_end(struct zd_replica *rep, const struct zd_rec_pages *p)
+{
+	struct zd_stage *st = rep->st;
+	struct zd_pageset u = ZD_PAGESET_INIT;
+	uint64_t ps = rep->meta.page_size, pos = 0;
+
+	if (!st)
+		return no_stage(rep, "PAGES", p->epoch);
+	if (st->off - st->data_off != p->data_len)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "PAGES of epoch %" PRIu64 ": %" PRIu64 " of %u bytes staged",
+				    st->epoch, st->off - st->data_off, p->data_len);
 	if (st->nidx + p->set.pages > st->cap) {
 		st->cap = ZD_MAX(st->cap * 2, st->nidx + p->set.pages);
 		st->idx = zd_xrealloc(st->idx, st->cap * sizeof(*st->idx));
@@ -207,7 +227,7 @@ int zd_replica_stage_pages(struct zd_replica *rep, const struct zd_rec_pages *p)
 		const struct zd_range *r = &p->set.r[i];
 
 		for (uint64_t k = 0; k < r->count; k++) {
-			st->idx[st->nidx] = (struct jidx){ r->first + k, data_off + pos, st->nidx };
+			st->idx[st->nidx] = (struct jidx){ r->first + k, st->data_off + pos, st->nidx };
 			st->nidx++;
 			pos += ps;
 		}
@@ -221,6 +241,16 @@ int zd_replica_stage_pages(struct zd_replica *rep, const struct zd_rec_pages *p)
 	}
 	zd_pageset_free(&u);
 	return 0;
+}
+
+int zd_replica_stage_pages(struct zd_replica *rep, const struct zd_rec_pages *p)
+{
+	int rc;
+
+	if ((rc = zd_replica_stage_pages_begin(rep, p)) ||
+	    (rc = zd_replica_stage_pages_data(rep, p->data, p->data_len)))
+		return rc;
+	return zd_replica_stage_pages_end(rep, p);
 }
 
 /* 4. Device state; the last STATE of the epoch is the one kept. */

@@ -367,6 +367,18 @@ static const uint8_t *delta_base(void *arg, uint64_t pfn)
 	return p ? p : zd_replica_base(s->rep, pfn);
 }
 
+struct stage_sink {
+	struct zd_replica *rep;
+	int rc;		/* the replica's, when a write failed */
+};
+
+static int stage_data(void *arg, const uint8_t *pages, size_t len)
+{
+	struct stage_sink *k = arg;
+
+	return k->rc = zd_replica_stage_pages_data(k->rep, pages, len);
+}
+
 static const char *const enc_names[] = { "none", "zstd", "delta" };
 _Static_assert(ZD_ARRAY_SIZE(enc_names) == ZD_PENC_DELTA + 1, "enc_names");
 
@@ -382,9 +394,19 @@ static int on_pages(struct session *s, const struct zd_rec_pages *in)
 		return zd__recv_fail(rep, "PAGES encoded %s, refused here (--compress %s)",
 				     in->enc <= ZD_PENC_DELTA ? enc_names[in->enc] : "?",
 				     enc_names[s->opts->accept]);
-	if (zd_wire_decode(s->dec, in, delta_base, s, &p, m, sizeof(m)) < 0)
-		return zd__recv_fail(rep, "%s", m);
-	if ((rc = zd_replica_stage_pages(rep, &p)))
+	/* The journal entry around the decode, the pages written and hashed
+	 * chunk by chunk as they come out of it (zd_wire_decode_to). */
+	struct zd_rec_pages shape = *in;
+	struct stage_sink k = { rep, 0 };
+
+	shape.enc = ZD_PENC_RAW;
+	shape.data = NULL;
+	shape.data_len = (uint32_t)ZD_MIN(in->set.pages * rep->meta.page_size, (uint64_t)UINT32_MAX);
+	if ((rc = zd_replica_stage_pages_begin(rep, &shape)))
+		return rc;
+	if (zd_wire_decode_to(s->dec, in, delta_base, s, stage_data, &k, &p, m, sizeof(m)) < 0)
+		return k.rc ? k.rc : zd__recv_fail(rep, "%s", m);
+	if ((rc = zd_replica_stage_pages_end(rep, &shape)))
 		return rc;
 	if (p.flags & ZD_PAGES_PRECOPY)
 		overlay_add(&s->ov, rep->meta.page_size, &p);

@@ -98,10 +98,12 @@ int zd_check_order(struct zd_reader *rd, const struct zd_record *r, char *msg, s
  * in the first avail bytes of the body: 0 and the prefix's length and the
  * data's, or -1 (not there yet, or malformed: the whole-record path says
  * which). zd_decode_binary_pages is zd_decode_binary of the 12-byte header
- * and prefix at buf and the data apart; the record takes data, or it is
- * freed. */
+ * and prefix at buf and the data apart, crc the CRC32C of all three as the
+ * record's header has it (the caller's, computed piece by piece as the
+ * data came in); the record takes data, or it is freed. */
 int zd_pages_prefix_len(const uint8_t *body, size_t avail, size_t *prefix_len, uint32_t *data_len);
 int zd_decode_binary_pages(const uint8_t *buf, size_t prefix_len, uint8_t *data, uint32_t data_len,
-			   const struct zd_rec_header *hdr, struct zd_record *r, char *msg, size_t msglen);
+			   uint32_t crc, const struct zd_rec_header *hdr, struct zd_record *r,
+			   char *msg, size_t msglen);
 
 #endif

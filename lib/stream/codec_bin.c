@@ -674,13 +674,12 @@ int zd_pages_prefix_len(const uint8_t *body, size_t avail, size_t *prefix_len, u
 }
 
 int zd_decode_binary_pages(const uint8_t *buf, size_t prefix_len, uint8_t *data, uint32_t data_len,
-			   const struct zd_rec_header *hdr, struct zd_record *r, char *msg, size_t msglen)
+			   uint32_t want, const struct zd_rec_header *hdr, struct zd_record *r,
+			   char *msg, size_t msglen)
 {
 	uint32_t crc = zd_get_u32(buf + 8);
 
 	zd_record_init(r, 0);
-	uint32_t want = zd_crc32c(zd_crc32c(zd_crc32c(0, buf, 8), buf + ZD_RECHDR_LEN, prefix_len),
-				  data, data_len);
 	if (crc != want) {
 		free(data);
 		return FAIL(ZD_RERR_CRC, "crc mismatch (stored 0x%08x, computed 0x%08x)", crc, want);

@@ -27,6 +27,7 @@
  * page set, data length) is looked for in the first PREFIX_MAX bytes. */
 #define DIRECT_MIN (1u << 20)
 #define PREFIX_MAX (64u << 10)
+#define DIRECT_PIECE (256u << 10)
 
 void zd_reader_init(struct zd_reader *rd, int fd, const char *name)
 {
@@ -261,9 +262,15 @@ static int next_pages_direct(struct zd_reader *rd, struct zd_record *r, uint32_t
 	if (have > dlen / 2)
 		return 0;
 	uint8_t *data = zd_xmalloc(dlen);
+	const uint8_t *h = rd->buf + rd->buf_pos;
+	uint32_t crc = zd_crc32c(zd_crc32c(zd_crc32c(0, h, 8), body, plen), body + plen, have);
+
 	memcpy(data, body + plen, have);
+	/* the CRC of each piece as it comes in, while it is in the cache */
 	while (have < dlen) {
-		n = read(rd->fd, data + have, dlen - have);
+		n = read(rd->fd, data + have, ZD_MIN(dlen - have, (size_t)DIRECT_PIECE));
+		if (n > 0)
+			crc = zd_crc32c(crc, data + have, (size_t)n);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -278,8 +285,7 @@ static int next_pages_direct(struct zd_reader *rd, struct zd_record *r, uint32_t
 		}
 		have += (size_t)n;
 	}
-	int rc = zd_decode_binary_pages(rd->buf + rd->buf_pos, plen, data, dlen,
-					rd->have_header ? &rd->hdr : NULL, r, what, sizeof(what));
+	int rc = zd_decode_binary_pages(h, plen, data, dlen, crc, rd->have_header ? &rd->hdr : NULL, r, what, sizeof(what));
 	if (rc < 0)
 		return fail(rd, (enum zd_read_err)-rc, "%s: record %" PRIu64 " (PAGES): %s", where,
 			    rd->nrec + 1, what);

@@ -434,6 +434,20 @@ int zd_wire_decode(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 		   zd_wire_base_fn base, void *arg, struct zd_rec_pages *out,
 		   char *msg, size_t len)
 {
+	return zd_wire_decode_to(d, in, base, arg, NULL, NULL, out, msg, len);
+}
+
+static int sunk(char *msg, size_t len)
+{
+	if (msg && len)
+		msg[0] = 0;
+	return -1;
+}
+
+int zd_wire_decode_to(struct zd_wire_dec *d, const struct zd_rec_pages *in,
+		      zd_wire_base_fn base, void *arg, zd_wire_sink_fn sink, void *sink_arg,
+		      struct zd_rec_pages *out, char *msg, size_t len)
+{
 	size_t ps = d->page_size, npages = in->set.pages, nb = 0;
 	size_t raw = npages * ps;
 	const char *what = in->enc == ZD_PENC_DELTA ? "delta payload" : "zstd payload";
@@ -445,6 +459,8 @@ int zd_wire_decode(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 		if (in->data_len != raw)
 			return fail(msg, len, "raw payload: %u bytes for %zu pages of %zu",
 				    in->data_len, npages, ps);
+		if (sink && raw && sink(sink_arg, in->data, raw))
+			return sunk(msg, len);
 		*out = *in;
 		return 0;
 	}
@@ -484,6 +500,8 @@ int zd_wire_decode(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 			return fail(msg, len, "%s: %s", what, ZSTD_getErrorName(n));
 		if (n != want)
 			return fail(msg, len, "%s: frame gave %zu bytes, want %zu", what, n, want);
+		if (sink && raw && sink(sink_arg, pages, raw))
+			return sunk(msg, len);
 		goto whole;
 	}
 	ZSTD_DCtx_reset(d->dctx, ZSTD_reset_session_only);
@@ -525,11 +543,14 @@ int zd_wire_decode(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 			done = nb;
 		}
 		/* whole pages out so far */
+		size_t from = done;
 		for (size_t i = (done - nb) / ps; nb + (i + 1) * ps <= ob.pos; i++) {
 			if (d->base[i])
 				xor_page(pages + i * ps, pages + i * ps, d->base[i], ps);
 			done = nb + (i + 1) * ps;
 		}
+		if (sink && done > from && sink(sink_arg, d->out + from, done - from))
+			return sunk(msg, len);
 	}
 	if (ib.pos != flen)
 		return fail(msg, len, "%s: %zu bytes after the zstd frame", what, flen - ib.pos);

@@ -86,6 +86,11 @@ int zd_replica_bind(struct zd_replica *rep, const struct zd_rec_header *hdr);
 int zd_replica_stage_begin(struct zd_replica *rep, uint64_t epoch);
 int zd_replica_stage_dirty(struct zd_replica *rep, const struct zd_pageset *set);
 int zd_replica_stage_pages(struct zd_replica *rep, const struct zd_rec_pages *p);
+/* The same in three steps, the pages appended in pieces between begin and
+ * end (all of p but its data is read by both). */
+int zd_replica_stage_pages_begin(struct zd_replica *rep, const struct zd_rec_pages *p);
+int zd_replica_stage_pages_data(struct zd_replica *rep, const uint8_t *data, size_t len);
+int zd_replica_stage_pages_end(struct zd_replica *rep, const struct zd_rec_pages *p);
 int zd_replica_stage_state(struct zd_replica *rep, const struct zd_rec_state *s);
 /* verify: VERIFY_AUTO checks the memory checksum when COMMIT carries one,
  * VERIFY_ALWAYS also refuses a COMMIT without it, VERIFY_NEVER skips it. */

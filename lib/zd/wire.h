@@ -100,6 +100,16 @@ void zd_wire_dec_free(struct zd_wire_dec *d);
 int zd_wire_decode(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 		   zd_wire_base_fn base, void *arg, struct zd_rec_pages *out,
 		   char *msg, size_t len);
+/* zd_wire_decode that also hands the raw pages to sink as they come out,
+ * in order, a chunk at a time while the chunk is in the cache (zd-recv
+ * writes and hashes its journal there: one pass over memory less than
+ * doing it after). The frame's checksum is at its end: what sink got is
+ * good only if the decode returns 0. sink returns 0, or nonzero to stop
+ * the decode, which then fails with msg empty (the sink knows why). */
+typedef int (*zd_wire_sink_fn)(void *arg, const uint8_t *pages, size_t len);
+int zd_wire_decode_to(struct zd_wire_dec *d, const struct zd_rec_pages *in,
+		      zd_wire_base_fn base, void *arg, zd_wire_sink_fn sink, void *sink_arg,
+		      struct zd_rec_pages *out, char *msg, size_t len);
 
 /* "none"/"raw", "zstd", "delta" -> enc; -1 if unknown. */
 int zd_wire_enc_parse(const char *s, enum zd_page_enc *enc);
