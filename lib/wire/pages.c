@@ -173,7 +173,10 @@ static void xor_avx2(uint8_t *dst, const uint8_t *a, const uint8_t *b, size_t n)
 }
 
 /* dst = page ^ sh, then sh = page: a delta and its shadow's update in one
- * pass over both pages. */
+ * pass over both pages. Only the cache lines that changed are stored into
+ * the shadow: a guest's page changes a few words at a time, and a line
+ * left clean is one not written back to memory, which is what this pass
+ * waits for. */
 __attribute__((target("avx2")))
 static void xor_swap_avx2(uint8_t *dst, uint8_t *sh, const uint8_t *page, size_t n)
 {
@@ -182,10 +185,14 @@ static void xor_swap_avx2(uint8_t *dst, uint8_t *sh, const uint8_t *page, size_t
 		__m256i p1 = _mm256_loadu_si256((const __m256i *)(page + i + 32));
 		__m256i s0 = _mm256_loadu_si256((const __m256i *)(sh + i));
 		__m256i s1 = _mm256_loadu_si256((const __m256i *)(sh + i + 32));
-		_mm256_storeu_si256((__m256i *)(dst + i), _mm256_xor_si256(p0, s0));
-		_mm256_storeu_si256((__m256i *)(dst + i + 32), _mm256_xor_si256(p1, s1));
-		_mm256_storeu_si256((__m256i *)(sh + i), p0);
-		_mm256_storeu_si256((__m256i *)(sh + i + 32), p1);
+		__m256i x0 = _mm256_xor_si256(p0, s0), x1 = _mm256_xor_si256(p1, s1);
+
+		_mm256_storeu_si256((__m256i *)(dst + i), x0);
+		_mm256_storeu_si256((__m256i *)(dst + i + 32), x1);
+		if (!_mm256_testz_si256(_mm256_or_si256(x0, x1), _mm256_or_si256(x0, x1))) {
+			_mm256_storeu_si256((__m256i *)(sh + i), p0);
+			_mm256_storeu_si256((__m256i *)(sh + i + 32), p1);
+		}
 	}
 }
 
