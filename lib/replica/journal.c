@@ -40,12 +40,37 @@ struct zd_stage {
 	size_t nidx, cap;
 	bool have_state;
 	bool verified;
+	/* The epoch's pages also kept in memory as decoded (stage_pages_keep),
+	 * so the apply after the commit copies them from there instead of
+	 * mapping the journal back in and reading it again. Only while every
+	 * PAGES of the epoch is kept and they fit in KEEP_MAX. */
+	struct kept { uint8_t *buf; const uint8_t *pages; struct zd_pageset set; } *kept;
+	size_t nkept, kept_cap, npages_recs;
+	uint64_t kept_bytes;
+	uint8_t *state;		/* the last STATE, as staged */
+	uint32_t state_kind, state_len;
+	uint32_t jflags;	/* of JE_COMMIT, and the rest of it */
+	uint64_t memsum, commit_wall_ns;
 };
+
+#define KEEP_MAX (256ull << 20)
 
 static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
 static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
 static uint32_t get_u32(const uint8_t *p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = v << 8 | p[i]; return v; }
 static uint64_t get_u64(const uint8_t *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = v << 8 | p[i]; return v; }
+
+static void drop_kept(struct zd_stage *st)
+{
+	for (size_t i = 0; i < st->nkept; i++) {
+		free(st->kept[i].buf);
+		zd_pageset_free(&st->kept[i].set);
+	}
+	free(st->kept);
+	st->kept = NULL;
+	st->nkept = st->kept_cap = 0;
+	st->kept_bytes = KEEP_MAX + 1;	/* and no more */
+}
 
 static void stage_free(struct zd_stage *st)
 {
@@ -58,6 +83,8 @@ static void stage_free(struct zd_stage *st)
 	zd_pageset_free(&st->covered);
 	zd_pageset_free(&st->final_set);
 	free(st->idx);
+	drop_kept(st);
+	free(st->state);
 	free(st);
 }
 
@@ -232,6 +259,7 @@ int zd_replica_stage_pages_end(struct zd_replica *rep, const struct zd_rec_pages
 			pos += ps;
 		}
 	}
+	st->npages_recs++;
 	zd_pageset_union(&u, &st->covered, &p->set);
 	zd_pageset_swap(&u, &st->covered);
 	zd_pageset_clear(&u);
@@ -253,6 +281,30 @@ int zd_replica_stage_pages(struct zd_replica *rep, const struct zd_rec_pages *p)
 	return zd_replica_stage_pages_end(rep, p);
 }
 
+void zd_replica_stage_pages_keep(struct zd_replica *rep, uint8_t *buf, const struct zd_rec_pages *p)
+{
+	struct zd_stage *st = rep->st;
+	uint64_t len = p->set.pages * rep->meta.page_size;
+
+	if (!st || st->nkept + 1 != st->npages_recs || st->kept_bytes + len > KEEP_MAX) {
+		free(buf);
+		if (st)
+			drop_kept(st);
+		return;
+	}
+	if (st->nkept == st->kept_cap) {
+		st->kept_cap = st->kept_cap ? 2 * st->kept_cap : 16;
+		st->kept = zd_xrealloc(st->kept, st->kept_cap * sizeof(*st->kept));
+	}
+	struct kept *k = &st->kept[st->nkept++];
+
+	k->buf = buf;
+	k->pages = p->data;
+	zd_pageset_init(&k->set);
+	zd_pageset_copy(&k->set, &p->set);
+	st->kept_bytes += len;
+}
+
 /* 4. Device state; the last STATE of the epoch is the one kept. */
 int zd_replica_stage_state(struct zd_replica *rep, const struct zd_rec_state *s)
 {
@@ -263,6 +315,11 @@ int zd_replica_stage_state(struct zd_replica *rep, const struct zd_rec_state *s)
 	if ((rc = jentry(rep, JE_STATE, 0, s->kind, s->len)) || (rc = jwrite(rep, s->data, s->len)))
 		return rc;
 	rep->st->have_state = true;
+	free(rep->st->state);
+	rep->st->state = zd_xmalloc(s->len ? s->len : 1);
+	memcpy(rep->st->state, s->data, s->len);
+	rep->st->state_kind = s->kind;
+	rep->st->state_len = s->len;
 	return 0;
 }
 
@@ -398,7 +455,10 @@ int zd_replica_stage_verify(struct zd_replica *rep, const struct zd_rec_commit *
 	zd_pageset_free(&d);
 	if ((rc = jentry(rep, JE_COMMIT, 0, jflags, sum)))
 		return rc;
-	put_u64(tail, zd_wall_ns());
+	st->jflags = jflags;
+	st->memsum = sum;
+	st->commit_wall_ns = zd_wall_ns();
+	put_u64(tail, st->commit_wall_ns);
 	if ((rc = jwrite(rep, tail, 8)))
 		return rc;
 	/* The digest covers everything before it and is not part of itself. */
@@ -421,8 +481,16 @@ int zd_replica_commit_mark(struct zd_replica *rep)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: %s", rep->dir, strerror(errno));
 	if (renameat(rep->dirfd, "journal.tmp", rep->dirfd, "journal") < 0)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal: rename: %s", rep->dir, strerror(errno));
-	stage_free(st);
 	rep->st = NULL;
+	stage_free(rep->applying);
+	rep->applying = NULL;
+	if (st->nkept && st->nkept == st->npages_recs) {
+		close(st->fd);
+		st->fd = -1;
+		rep->applying = st;	/* for zd_replica_apply */
+	} else {
+		stage_free(st);
+	}
 	return zd__rep_fsync_dir(rep);
 }
 
@@ -519,6 +587,37 @@ static int apply_range(struct zd_replica *rep, const uint8_t *data, uint64_t fir
 	return 0;
 }
 
+/* After the pages: device state, meta.json at the new epoch, and the
+ * journal renamed back to journal.tmp as applied. */
+static int apply_finish(struct zd_replica *rep, uint64_t epoch, uint64_t run, uint64_t jflags,
+			uint64_t memsum, uint64_t wall_ns, const uint8_t *state, uint32_t state_kind,
+			uint64_t state_len)
+{
+	struct zd_replica_meta m;
+	int rc;
+
+	if (rep->sync && fdatasync(rep->memfd) < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: fsync: %s", rep->dir, strerror(errno));
+	if (state && (rc = zd__rep_write_atomic(rep, "state.bin", state, state_len)))
+		return rc;
+	m = rep->meta;
+	m.epoch = epoch;
+	m.run = run;
+	m.have_memsum = jflags & JC_MEMSUM;
+	m.memsum = m.have_memsum ? memsum : 0;
+	if (state)
+		m.state_kind = state_kind;
+	m.commit_wall_ns = wall_ns;
+	if ((rc = zd__rep_write_meta(rep, &m)) || (rc = zd__rep_fsync_dir(rep)))
+		return rc;
+	rep->meta = m;
+	/* Done with it: journal.tmp is never applied, so renaming it back
+	 * for reuse is as good as deleting it. */
+	if (renameat(rep->dirfd, "journal", rep->dirfd, "journal.tmp") < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal: rename: %s", rep->dir, strerror(errno));
+	return zd__rep_fsync_dir(rep);
+}
+
 /* Apply DIR/journal; idempotent, so recovery just runs it again. */
 static int apply_journal(struct zd_replica *rep)
 {
@@ -526,7 +625,6 @@ static int apply_journal(struct zd_replica *rep)
 	const uint8_t *commit = NULL, *state = NULL;
 	uint32_t state_kind = 0;
 	uint64_t state_len = 0;
-	struct zd_replica_meta m;
 	uint8_t *j = MAP_FAILED;
 	struct stat sb;
 	int fd, rc;
@@ -565,30 +663,8 @@ static int apply_journal(struct zd_replica *rep)
 			off += ZD_JENT_HDR + b;
 		}
 	}
-	if (rep->sync && fdatasync(rep->memfd) < 0) {
-		rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: fsync: %s", rep->dir, strerror(errno));
-		goto out;
-	}
-	if (state && (rc = zd__rep_write_atomic(rep, "state.bin", state, state_len)))
-		goto out;
-	m = rep->meta;
-	m.epoch = epoch;
-	m.run = run;
-	m.have_memsum = get_u64(commit + 8) & JC_MEMSUM;
-	m.memsum = m.have_memsum ? get_u64(commit + 16) : 0;
-	if (state)
-		m.state_kind = state_kind;
-	m.commit_wall_ns = get_u64(commit + ZD_JENT_HDR);
-	if ((rc = zd__rep_write_meta(rep, &m)) || (rc = zd__rep_fsync_dir(rep)))
-		goto out;
-	rep->meta = m;
-	/* Done with it: journal.tmp is never applied, so renaming it back
-	 * for reuse is as good as deleting it. */
-	if (renameat(rep->dirfd, "journal", rep->dirfd, "journal.tmp") < 0) {
-		rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal: rename: %s", rep->dir, strerror(errno));
-		goto out;
-	}
-	rc = zd__rep_fsync_dir(rep);
+	rc = apply_finish(rep, epoch, run, get_u64(commit + 8), get_u64(commit + 16),
+			  get_u64(commit + ZD_JENT_HDR), state, state_kind, state_len);
 out:
 	if (j != MAP_FAILED)
 		munmap(j, (size_t)sb.st_size);
@@ -596,12 +672,41 @@ out:
 	return rc;
 }
 
+/* The same from the pages this process decoded and still holds: the
+ * journal's contents, without reading it back. */
+static int apply_kept(struct zd_replica *rep, const struct zd_stage *st)
+{
+	uint64_t ps = rep->meta.page_size;
+	int rc;
+
+	for (size_t k = 0; k < st->nkept; k++) {
+		const uint8_t *data = st->kept[k].pages;
+		const struct zd_pageset *set = &st->kept[k].set;
+
+		for (size_t i = 0; i < set->n; i++) {
+			if ((rc = apply_range(rep, data, set->r[i].first, set->r[i].count)))
+				return rc;
+			data += set->r[i].count * ps;
+		}
+	}
+	return apply_finish(rep, st->epoch, rep->run, st->jflags, st->memsum, st->commit_wall_ns,
+			    st->have_state ? st->state : NULL, st->state_kind, st->state_len);
+}
+
 /* 7. Into memory.img and meta.json. */
 int zd_replica_apply(struct zd_replica *rep)
 {
+	struct zd_stage *kept = rep->applying;
+	int rc;
+
 	if (rep->st)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "apply before commit of epoch %" PRIu64, rep->st->epoch);
-	return apply_journal(rep);
+	if (!kept)
+		return apply_journal(rep);
+	rep->applying = NULL;
+	rc = apply_kept(rep, kept);
+	stage_free(kept);
+	return rc;
 }
 
 int zd_replica_commit(struct zd_replica *rep, const struct zd_rec_commit *c, enum zd_verify verify)
@@ -615,6 +720,8 @@ int zd_replica_commit(struct zd_replica *rep, const struct zd_rec_commit *c, enu
 
 void zd_replica_stage_abort(struct zd_replica *rep)
 {
+	stage_free(rep->applying);	/* committed: the journal has it */
+	rep->applying = NULL;
 	if (!rep->st)
 		return;
 	stage_free(rep->st);
@@ -636,6 +743,7 @@ int zd_replica_recover(struct zd_replica *rep)
 /* Tests only: forget the replica without cleaning up, as a crash would. */
 void zd__replica_crash(struct zd_replica *rep)
 {
+	stage_free(rep->applying);
 	if (rep->st) {
 		stage_free(rep->st);
 		rep->st = NULL;

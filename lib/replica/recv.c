@@ -383,7 +383,7 @@ static const char *const enc_names[] = { "none", "zstd", "delta" };
 _Static_assert(ZD_ARRAY_SIZE(enc_names) == ZD_PENC_DELTA + 1, "enc_names");
 
 /* Decode (compressed, delta), stage, remember a pre-copied page. */
-static int on_pages(struct session *s, const struct zd_rec_pages *in)
+static int on_pages(struct session *s, struct zd_rec_pages *in)
 {
 	struct zd_replica *rep = s->rep;
 	struct zd_rec_pages p;
@@ -410,6 +410,15 @@ static int on_pages(struct session *s, const struct zd_rec_pages *in)
 		return rc;
 	if (p.flags & ZD_PAGES_PRECOPY)
 		overlay_add(&s->ov, rep->meta.page_size, &p);
+	/* The pages stay for the apply after COMMIT: the decoder's buffer,
+	 * or a raw record's own data, taken from it. */
+	uint8_t *buf = zd_wire_dec_take(s->dec);
+
+	if (!buf && in->enc == ZD_PENC_RAW) {
+		buf = in->data;
+		in->data = NULL;
+	}
+	zd_replica_stage_pages_keep(rep, buf, &p);
 	return 0;
 }
 

@@ -49,6 +49,7 @@ struct zd_wire_dec {
 	uint8_t *out;
 	size_t out_cap;
 	const uint8_t **base;	/* per page of the record: its base, NULL = plain */
+	bool filled;		/* out holds the last record's pages */
 };
 
 /* Frame content prepared (encoder) or decoded (decoder) at a time: one
@@ -444,6 +445,18 @@ int zd_wire_decode(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 	return zd_wire_decode_to(d, in, base, arg, NULL, NULL, out, msg, len);
 }
 
+uint8_t *zd_wire_dec_take(struct zd_wire_dec *d)
+{
+	uint8_t *b = d->out;
+
+	if (!d->filled)
+		return NULL;
+	d->out = NULL;
+	d->out_cap = 0;
+	d->filled = false;
+	return b;
+}
+
 static int sunk(char *msg, size_t len)
 {
 	if (msg && len)
@@ -457,6 +470,8 @@ int zd_wire_decode_to(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 {
 	size_t ps = d->page_size, npages = in->set.pages, nb = 0;
 	size_t raw = npages * ps;
+
+	d->filled = false;
 	const char *what = in->enc == ZD_PENC_DELTA ? "delta payload" : "zstd payload";
 
 	if (npages > ZD_PAGES_PER_RECORD)
@@ -562,6 +577,7 @@ int zd_wire_decode_to(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 	if (ib.pos != flen)
 		return fail(msg, len, "%s: %zu bytes after the zstd frame", what, flen - ib.pos);
 whole:
+	d->filled = true;
 	*out = *in;
 	out->enc = ZD_PENC_RAW;
 	out->data = pages;

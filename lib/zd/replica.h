@@ -61,6 +61,9 @@ struct zd_replica {
 	bool sync;		/* fsync at every step (default); off only for benchmarks */
 	uint64_t run;		/* run of the stream being received, 0 if none bound */
 	struct zd_stage *st;	/* the open epoch, NULL between epochs */
+	struct zd_stage *applying;	/* committed, not applied, its pages in
+					 * memory (zd_replica_stage_pages_keep);
+					 * NULL: zd_replica_apply reads the journal */
 	struct zd_pageset reserved;	/* pages of memory.img this process has
 					 * fallocated: their blocks stay, so a
 					 * commit reserves only the others */
@@ -91,6 +94,10 @@ int zd_replica_stage_pages(struct zd_replica *rep, const struct zd_rec_pages *p)
 int zd_replica_stage_pages_begin(struct zd_replica *rep, const struct zd_rec_pages *p);
 int zd_replica_stage_pages_data(struct zd_replica *rep, const uint8_t *data, size_t len);
 int zd_replica_stage_pages_end(struct zd_replica *rep, const struct zd_rec_pages *p);
+/* After end: the replica takes buf (malloc'd, holding p->data, the pages
+ * just staged) and applies the epoch from memory if it gets every PAGES
+ * of it and they fit; frees it otherwise. */
+void zd_replica_stage_pages_keep(struct zd_replica *rep, uint8_t *buf, const struct zd_rec_pages *p);
 int zd_replica_stage_state(struct zd_replica *rep, const struct zd_rec_state *s);
 /* verify: VERIFY_AUTO checks the memory checksum when COMMIT carries one,
  * VERIFY_ALWAYS also refuses a COMMIT without it, VERIFY_NEVER skips it. */

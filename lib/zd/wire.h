@@ -107,6 +107,10 @@ int zd_wire_decode(struct zd_wire_dec *d, const struct zd_rec_pages *in,
  * good only if the decode returns 0. sink returns 0, or nonzero to stop
  * the decode, which then fails with msg empty (the sink knows why). */
 typedef int (*zd_wire_sink_fn)(void *arg, const uint8_t *pages, size_t len);
+/* The buffer the last decode of a compressed record left its pages in,
+ * now the caller's to free (the next decode takes a new one); NULL after
+ * a raw record, whose pages are its own. */
+uint8_t *zd_wire_dec_take(struct zd_wire_dec *d);
 int zd_wire_decode_to(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 		      zd_wire_base_fn base, void *arg, zd_wire_sink_fn sink, void *sink_arg,
 		      struct zd_rec_pages *out, char *msg, size_t len);

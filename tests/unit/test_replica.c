@@ -403,6 +403,66 @@ static void test_damaged_journal(void **state)
 	assert_non_null(strstr(msg, "checksum mismatch (damaged replica)"));
 }
 
+/* Stage like zd-recv: the pages kept for the apply (or not: keep false),
+ * the buffer handed to the replica. */
+static void stage_kept(struct zd_replica *rep, struct fixture *f, uint64_t epoch, uint64_t first,
+		       uint64_t count, uint8_t flags, int copy, bool keep)
+{
+	struct zd_rec_pages p = { .epoch = epoch, .enc = ZD_PENC_RAW, .flags = flags };
+	uint8_t *buf = zd_xmalloc(count * PS + 8);
+
+	zd_pageset_init(&p.set);
+	zd_pageset_add_range(&p.set, first, count);
+	p.data_len = (uint32_t)(count * PS);
+	p.data = buf + 8;	/* the pages need not start the buffer */
+	for (uint64_t i = 0; i < count; i++) {
+		fill(p.data + i * PS, first + i, epoch, copy);
+		memcpy(f->mem + (first + i) * PS, p.data + i * PS, PS);
+	}
+	assert_int_equal(zd_replica_stage_pages(rep, &p), 0);
+	if (keep)
+		zd_replica_stage_pages_keep(rep, buf, &p);
+	else
+		free(buf);
+	zd_pageset_free(&p.set);
+}
+
+/* An epoch applied from the pages held in memory is the one the journal
+ * would give: a pre-copied page overridden by its later copy, STATE, the
+ * meta; one record not kept sends the epoch back to the journal; a crash
+ * between commit and apply recovers from the journal. */
+static void test_apply_from_memory(void **state)
+{
+	struct fixture *f = *state;
+	struct zd_rec_state st = { .epoch = 1, .kind = 3, .len = 5, .data = (uint8_t *)"hello" };
+	struct zd_replica *rep = open_bound(f);
+	struct zd_rec_commit c;
+
+	for (uint64_t e = 1; e <= 3; e++) {
+		assert_int_equal(zd_replica_stage_begin(rep, e), 0);
+		stage_kept(rep, f, e, 10, 2, ZD_PAGES_PRECOPY, 0, true);
+		stage_dirty(rep, 0, 11);
+		stage_kept(rep, f, e, 0, 8, 0, 1, true);
+		stage_kept(rep, f, e, 8, 3, 0, 1, e != 2);	/* pfn 10 again, the copy that wins */
+		st.epoch = e;
+		assert_int_equal(zd_replica_stage_state(rep, &st), 0);
+		c = commit_of(f, e, 11);
+		assert_int_equal(zd_replica_stage_verify(rep, &c, ZD_VERIFY_ALWAYS), 0);
+		assert_int_equal(zd_replica_commit_mark(rep), 0);
+		/* kept whole in epochs 1 and 3, from the journal in 2 */
+		assert_int_equal(rep->applying != NULL, e != 2);
+		if (e == 3) {
+			zd__replica_crash(rep);
+			break;
+		}
+		assert_int_equal(zd_replica_apply(rep), 0);
+		assert_int_equal(rep->meta.epoch, e);
+		assert_int_equal(rep->meta.state_kind, 3);
+		assert_null(rep->applying);
+	}
+	assert_replica(f, 3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -415,6 +475,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bind_and_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_not_a_replica, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_journal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_apply_from_memory, setup, teardown),
 	};
 
 	zd_set_progname("test_replica");
