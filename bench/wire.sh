@@ -17,18 +17,19 @@
 # wants at most 1.0).
 #
 #   BENCH_WIRE_SPEC   synth spec (default 64Ki pages of 4 KiB, 4096 dirty/epoch)
-#   BENCH_WIRE_EPOCHS synth epochs (default 32)
+#   BENCH_WIRE_EPOCHS synth epochs (default 128: 2 GiB of pages, so the
+#                     one-time first touches of shadows and replica weigh little)
 #   BENCH_WIRE_RUNS   runs per setting, the fastest kept (default 3)
 #   BENCH_WIRE_GUEST  1 (default): the zd-vm row where /dev/kvm works; 0: none
-#   BENCH_WIRE_GUEST_EPOCHS  guest epochs of 25 ms (default 100)
+#   BENCH_WIRE_GUEST_EPOCHS  guest epochs of 25 ms (default 400, ~2.4 GB of pages)
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$top/bin:$PATH"
 out=${1:-$top/bench/results/wire.csv}
 spec=${BENCH_WIRE_SPEC:-synth:pages=65536,dirty=4096,hot=0.8,seed=5}
-epochs=${BENCH_WIRE_EPOCHS:-32}
+epochs=${BENCH_WIRE_EPOCHS:-128}
 runs=${BENCH_WIRE_RUNS:-3}
-gepochs=${BENCH_WIRE_GUEST_EPOCHS:-100}
+gepochs=${BENCH_WIRE_GUEST_EPOCHS:-400}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/zd-bench-wire.XXXXXX")
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
 
