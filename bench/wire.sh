@@ -106,7 +106,7 @@ for w in $workloads; do
 		awk -v w="$w" -v e="$enc" -v l="$level" -v n="$n" -v p="$pages" -v r="$raw" -v x="$wire" \
 			-v s="$secs" -v sc="$scpu" -v rc="$rcpu" -v ld="$load" 'BEGIN {
 			m = sc > rc ? sc : rc
-			printf "%s,%s,%s,%d,%d,%d,%d,%.2f,%.3f,%.3f,%.3f,%.2f,%.2f,%.3f,%.2f,%s\n", w, e, l, n, p, r, x, r / x, s,
+			printf "%s,%s,%s,%d,%d,%.0f,%.0f,%.2f,%.3f,%.3f,%.3f,%.2f,%.2f,%.3f,%.2f,%s\n", w, e, l, n, p, r, x, r / x, s,
 				r / s / 1e9, x / s / 1e9, sc, rc, (m > 0 ? r / m / 1e9 : 0), (sc + rc) / (r / 1e9), ld }' >>"$out"
 		tail -1 "$out" | awk -F, '{ printf "bench-wire: %-5s %-5s L%-2s: ratio %6.2fx  %6.3f GB/s raw wall  %6.3f GB/s raw per busier-process CPU (send %s s, recv %s s cpu, %s cpu s/GB; %s s wall, load %s)\n",
 			$1, $2, $3, $8, $10, $14, $12, $13, $15, $9, $16 }' >&2
