@@ -964,13 +964,11 @@ static void test_unknown_records_survive(void **state)
 	free(bin);
 }
 
-static void pipe_small_writes(enum zd_encoding enc)
+/* Write len bytes into a pipe from a child, in pieces of 1..maxk bytes,
+ * and read them back as n records equal to recs. */
+static void trickle_and_read(const uint8_t *bytes, size_t len, size_t maxk,
+			     const struct zd_record *recs, struct zd_record *back, size_t n)
 {
-	/* a writer that trickles bytes: the reader must reassemble */
-	static struct zd_record recs[200], back[200];
-	size_t n = random_stream(recs, 200, 10);
-	uint8_t *bytes;
-	size_t len = write_stream(recs, n, enc, &bytes);
 	int p[2];
 	assert_int_equal(pipe(p), 0);
 	pid_t pid = fork();
@@ -978,7 +976,7 @@ static void pipe_small_writes(enum zd_encoding enc)
 	if (pid == 0) {
 		close(p[0]);
 		for (size_t off = 0; off < len;) {
-			size_t k = 1 + rnd() % 700;
+			size_t k = 1 + rnd() % maxk;
 			if (k > len - off)
 				k = len - off;
 			if (write(p[1], bytes + off, k) != (ssize_t)k)
@@ -989,7 +987,7 @@ static void pipe_small_writes(enum zd_encoding enc)
 	}
 	close(p[1]);
 	struct zd_reader rd;
-	long got = read_all(p[0], &rd, back, 200);
+	long got = read_all(p[0], &rd, back, n);
 	if (got < 0)
 		fail_msg("%s", rd.msg);
 	assert_int_equal(got, n);
@@ -998,10 +996,21 @@ static void pipe_small_writes(enum zd_encoding enc)
 	int st;
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	free_stream(recs, n);
-	free_stream(back, n);
 	zd_reader_free(&rd);
 	close(p[0]);
+}
+
+static void pipe_small_writes(enum zd_encoding enc)
+{
+	/* a writer that trickles bytes: the reader must reassemble */
+	static struct zd_record recs[200], back[200];
+	size_t n = random_stream(recs, 200, 10);
+	uint8_t *bytes;
+	size_t len = write_stream(recs, n, enc, &bytes);
+
+	trickle_and_read(bytes, len, 700, recs, back, n);
+	free_stream(recs, n);
+	free_stream(back, n);
 	free(bytes);
 }
 
@@ -1049,7 +1058,6 @@ static void test_big_pages_direct(void **state)
 	size_t n = big_pages_stream(recs, &bytes);
 	size_t len = ZD_PREAMBLE_LEN;
 	char msg[256];
-	int p[2];
 
 	for (size_t i = 0; i < n; i++) {
 		uint8_t *b;
@@ -1059,34 +1067,7 @@ static void test_big_pages_direct(void **state)
 		len += l;
 	}
 	assert_true(recs[2].u.pages.data_len >= (1u << 20));
-	assert_int_equal(pipe(p), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		close(p[0]);
-		for (size_t off = 0; off < len;) {
-			size_t k = 1 + rnd() % 200000;
-			if (k > len - off)
-				k = len - off;
-			if (write(p[1], bytes + off, k) != (ssize_t)k)
-				_exit(1);
-			off += k;
-		}
-		_exit(0);
-	}
-	close(p[1]);
-	struct zd_reader rd;
-	long got = read_all(p[0], &rd, back, 5);
-	if (got < 0)
-		fail_msg("%s", rd.msg);
-	assert_int_equal(got, n);
-	for (size_t i = 0; i < n; i++)
-		assert_record_equal(&recs[i], &back[i]);
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	zd_reader_free(&rd);
-	close(p[0]);
+	trickle_and_read(bytes, len, 200000, recs, back, n);
 	free_stream(back, n);
 
 	/* cut: inside the data of each big record, and just after its prefix */
