@@ -285,7 +285,8 @@ static int next_pages_direct(struct zd_reader *rd, struct zd_record *r, uint32_t
 		}
 		have += (size_t)n;
 	}
-	int rc = zd_decode_binary_pages(h, plen, data, dlen, crc, rd->have_header ? &rd->hdr : NULL, r, what, sizeof(what));
+	int rc = zd_decode_binary_pages(h, plen, data, dlen, crc, rd->have_header ? &rd->hdr : NULL, r,
+					what, sizeof(what));
 	if (rc < 0)
 		return fail(rd, (enum zd_read_err)-rc, "%s: record %" PRIu64 " (PAGES): %s", where,
 			    rd->nrec + 1, what);

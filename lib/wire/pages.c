@@ -470,9 +470,9 @@ int zd_wire_decode_to(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 {
 	size_t ps = d->page_size, npages = in->set.pages, nb = 0;
 	size_t raw = npages * ps;
+	const char *what = in->enc == ZD_PENC_DELTA ? "delta payload" : "zstd payload";
 
 	d->filled = false;
-	const char *what = in->enc == ZD_PENC_DELTA ? "delta payload" : "zstd payload";
 
 	if (npages > ZD_PAGES_PER_RECORD)
 		return fail(msg, len, "%llu pages in one record (at most %u)",
