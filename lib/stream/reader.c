@@ -177,11 +177,18 @@ int zd_check_order(struct zd_reader *rd, const struct zd_record *r, char *msg, s
 				       "epoch %" PRIu64 " after epoch %" PRIu64 " (epochs must increase)",
 				       r->u.ckpt.epoch, cur);
 		return 0;
+	case ZD_REC_ACK:
+		/* before the first CHECKPOINT, of any: on a resumed stream, an
+		 * ACK the cut swallowed (zd-send relays it upstream, and it
+		 * comes back down before the next CHECKPOINT) */
+		if (cur && r->u.ack.epoch > cur)
+			return zd_fail(msg, msglen, ZD_RERR_ORDER,
+				       "epoch %" PRIu64 " ahead of the current checkpoint %" PRIu64,
+				       r->u.ack.epoch, cur);
+		return 0;
 	case ZD_REC_DIRTY:
 	case ZD_REC_STATE:
-	case ZD_REC_ACK:
-		e = r->type == ZD_REC_DIRTY ? r->u.dirty.epoch
-		    : r->type == ZD_REC_STATE ? r->u.state.epoch : r->u.ack.epoch;
+		e = r->type == ZD_REC_DIRTY ? r->u.dirty.epoch : r->u.state.epoch;
 		if (e > cur)
 			return zd_fail(msg, msglen, ZD_RERR_ORDER,
 				       "epoch %" PRIu64 " ahead of the current checkpoint %" PRIu64, e, cur);

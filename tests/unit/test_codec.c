@@ -684,6 +684,17 @@ static void test_order_rules(void **state)
 	r.u.dirty.epoch = 6;
 	n += append(s + n, &r);
 	expect(s, n, ZD_RERR_ORDER, "record 3 (DIRTY): epoch 6 ahead of the current checkpoint 5");
+	/* an ACK ahead of the checkpoint, too; before the first one, of any
+	 * epoch (a resumed stream: an epoch committed over the lost link) */
+	n = at;
+	zd_record_init(&r, ZD_REC_ACK);
+	r.u.ack.epoch = 6;
+	n += append(s + n, &r);
+	expect(s, n, ZD_RERR_ORDER, "record 3 (ACK): epoch 6 ahead of the current checkpoint 5");
+	uint8_t early[512];
+	size_t en = header_bytes(early, 16);
+	en += append(early + en, &r);
+	assert_int_equal(read_buf(early, en, NULL, 0), 1);
 	n = at;
 	zd_record_init(&r, ZD_REC_COMMIT);
 	r.u.commit.epoch = 4;
