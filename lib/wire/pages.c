@@ -3,20 +3,21 @@
  * Compressed PAGES payloads (zd-stream(5) "COMPRESSED PAGES"):
  *   zstd:  one zstd frame whose content is the pages * page_size raw bytes;
  *   delta: one zstd frame whose content is a bitmap of ceil(pages/8) bytes
- *          (bit i LSB first: page i is XORed with the receiver's copy of its
- *          pfn) followed by the pages, XORed where flagged.
+ *          (bit i LSB first: page i is a delta against the receiver's copy
+ *          of its pfn), then each page: a delta as its changed words
+ *          (words.c: a mask of page_size/64 bytes and the XOR of each
+ *          changed 8-byte word), any other as it is.
  * The frame must declare its content size and carry zstd's content
  * checksum (XXH64), so a damaged payload — bitmap included — is refused
  * rather than applied; it must end the payload. Decoding goes to the
  * decoder's own buffer and is handed out only when whole and checked.
  *
- * Where the time goes (bench/README.md, the wire): a delta record is
- * prepared a chunk of pages at a time (XOR with the shadow and the shadow
- * updated in one pass, 32 bytes at a time with AVX2) and each chunk is
- * handed to zstd's streaming compressor while it is still in the cache,
- * rather than XORing 16 MiB into a scratch buffer and compressing that
- * from memory. The decoder does the same the other way: the frame is
- * decompressed a chunk at a time and each chunk XORed as it comes out.
+ * Where the time goes (bench/README.md, the wire): a delta record's
+ * content is built in one pass over the pages and their shadows (XOR,
+ * changed words out, shadow lines updated), a few words a page for a
+ * guest, so zstd sees a sixteenth of the bytes or less; the decoder
+ * copies each base page and patches its words, handing the pages to its
+ * sink (zd-recv's journal) a chunk at a time while they are in the cache.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,7 +36,8 @@ struct zd_wire_enc {
 	struct zd_wire_opts o;
 	ZSTD_CCtx *cctx;
 	struct zd_shadow shadow;
-	uint8_t *chunk;		/* CHUNK_BYTES of frame content being prepared */
+	uint8_t *content;	/* a delta frame's content, before zstd */
+	size_t content_cap;
 	uint8_t **sh;		/* per page of the record: its shadow, NULL = miss */
 	uint8_t *bitmap;
 	uint8_t *out;		/* the frame */
@@ -48,6 +50,8 @@ struct zd_wire_dec {
 	ZSTD_DCtx *dctx;
 	uint8_t *out;
 	size_t out_cap;
+	uint8_t *content;	/* a delta frame's content */
+	size_t content_cap;
 	const uint8_t **base;	/* per page of the record: its base, NULL = plain */
 	bool filled;		/* out holds the last record's pages */
 };
@@ -125,7 +129,6 @@ int zd_wire_enc_new(struct zd_wire_enc **ep, const struct zd_wire_opts *o, char 
 	if (e->shadow.slots) {
 		e->sh = zd_xcalloc(ZD_PAGES_PER_RECORD, sizeof(*e->sh));
 		e->bitmap = zd_xmalloc(ZD_PAGES_PER_RECORD / 8);
-		e->chunk = zd_xmalloc(ZD_MAX((size_t)CHUNK_BYTES, (size_t)o->page_size));
 	}
 	*ep = e;
 	return 0;
@@ -139,7 +142,7 @@ void zd_wire_enc_free(struct zd_wire_enc *e)
 	zd__shadow_free(&e->shadow);
 	free(e->sh);
 	free(e->bitmap);
-	free(e->chunk);
+	free(e->content);
 	free(e->out);
 	free(e);
 }
@@ -157,87 +160,6 @@ const struct zd_wire_stats *zd_wire_enc_stats(const struct zd_wire_enc *e)
 uint64_t zd_wire_enc_cached(const struct zd_wire_enc *e)
 {
 	return e->shadow.used;
-}
-
-/* dst = a ^ b, n a multiple of 64. */
-__attribute__((target("avx2")))
-static void xor_avx2(uint8_t *dst, const uint8_t *a, const uint8_t *b, size_t n)
-{
-	for (size_t i = 0; i < n; i += 64) {
-		__m256i x0 = _mm256_loadu_si256((const __m256i *)(a + i));
-		__m256i x1 = _mm256_loadu_si256((const __m256i *)(a + i + 32));
-		__m256i y0 = _mm256_loadu_si256((const __m256i *)(b + i));
-		__m256i y1 = _mm256_loadu_si256((const __m256i *)(b + i + 32));
-		_mm256_storeu_si256((__m256i *)(dst + i), _mm256_xor_si256(x0, y0));
-		_mm256_storeu_si256((__m256i *)(dst + i + 32), _mm256_xor_si256(x1, y1));
-	}
-}
-
-/* dst = page ^ sh, then sh = page: a delta and its shadow's update in one
- * pass over both pages. Only the cache lines that changed are stored into
- * the shadow: a guest's page changes a few words at a time, and a line
- * left clean is one not written back to memory, which is what this pass
- * waits for. */
-__attribute__((target("avx2")))
-static void xor_swap_avx2(uint8_t *dst, uint8_t *sh, const uint8_t *page, size_t n)
-{
-	for (size_t i = 0; i < n; i += 64) {
-		__m256i p0 = _mm256_loadu_si256((const __m256i *)(page + i));
-		__m256i p1 = _mm256_loadu_si256((const __m256i *)(page + i + 32));
-		__m256i s0 = _mm256_loadu_si256((const __m256i *)(sh + i));
-		__m256i s1 = _mm256_loadu_si256((const __m256i *)(sh + i + 32));
-		__m256i x0 = _mm256_xor_si256(p0, s0), x1 = _mm256_xor_si256(p1, s1);
-
-		_mm256_storeu_si256((__m256i *)(dst + i), x0);
-		_mm256_storeu_si256((__m256i *)(dst + i + 32), x1);
-		if (!_mm256_testz_si256(_mm256_or_si256(x0, x1), _mm256_or_si256(x0, x1))) {
-			_mm256_storeu_si256((__m256i *)(sh + i), p0);
-			_mm256_storeu_si256((__m256i *)(sh + i + 32), p1);
-		}
-	}
-}
-
-static void xor_scalar(uint8_t *dst, const uint8_t *a, const uint8_t *b, size_t n)
-{
-	/* memcpy keeps it alias- and alignment-safe */
-	for (size_t i = 0; i < n; i += 8) {
-		uint64_t x, y;
-		memcpy(&x, a + i, 8);
-		memcpy(&y, b + i, 8);
-		x ^= y;
-		memcpy(dst + i, &x, 8);
-	}
-}
-
-static bool have_avx2(void)
-{
-	static int v = -1;	/* racing first callers store the same value */
-	int c = __atomic_load_n(&v, __ATOMIC_RELAXED);
-
-	if (c < 0) {
-		c = __builtin_cpu_supports("avx2") ? 1 : 0;
-		__atomic_store_n(&v, c, __ATOMIC_RELAXED);
-	}
-	return c;
-}
-
-/* Page sizes are powers of two >= 512: multiples of 64. */
-static void xor_page(uint8_t *dst, const uint8_t *a, const uint8_t *b, size_t n)
-{
-	if (have_avx2())
-		xor_avx2(dst, a, b, n);
-	else
-		xor_scalar(dst, a, b, n);
-}
-
-static void xor_swap(uint8_t *dst, uint8_t *sh, const uint8_t *page, size_t n)
-{
-	if (have_avx2()) {
-		xor_swap_avx2(dst, sh, page, n);
-	} else {
-		xor_scalar(dst, page, sh, n);
-		memcpy(sh, page, n);
-	}
 }
 
 /* Pass 1: each page's shadow (marked most recent), the bitmap; nothing
@@ -281,69 +203,45 @@ static void delta_misses(struct zd_wire_enc *e, const struct zd_rec_pages *in, b
 	}
 }
 
-/* Hand n bytes of frame content to zstd; end: the frame's last. Returns 0,
- * 1 if the frame outgrew the output buffer (compression did not pay), or
- * -1 on a zstd error. */
-static int feed(struct zd_wire_enc *e, ZSTD_outBuffer *ob, const void *src, size_t n, bool end,
-		char *msg, size_t len)
+/* The largest delta content: the bitmap, and every page a delta whose
+ * every word changed (its mask and all its words). */
+static size_t delta_content_max(size_t np, size_t ps)
 {
-	ZSTD_inBuffer ib = { src, n, 0 };
-	ZSTD_EndDirective mode = end ? ZSTD_e_end : ZSTD_e_continue;
-
-	for (;;) {
-		size_t r = ZSTD_compressStream2(e->cctx, ob, &ib, mode);
-		if (ZSTD_isError(r))
-			return fail(msg, len, "zstd: %s", ZSTD_getErrorName(r));
-		if (ib.pos == ib.size && (!end || r == 0))
-			return 0;
-		if (ob->pos == ob->size)
-			return 1;
-	}
+	return (np + 7) / 8 + np * (ps / 64 + ps);
 }
 
-/* The delta frame: bitmap, then the pages a chunk at a time, each chunk
- * XORed (hits; their shadows updated on the way) or copied (misses) and
- * compressed while in the cache. Returns the frame's size, 0 if it would
- * not be smaller than raw, or -1. */
+/* The delta frame: its content built whole (the hits as their changed
+ * words, their shadows updated on the way; the misses as they are), then
+ * compressed. Returns the frame's size, 0 if it would not be smaller than
+ * raw, or -1. */
 static ssize_t delta_frame(struct zd_wire_enc *e, const struct zd_rec_pages *in, size_t nb,
 			   size_t hits, char *msg, size_t len)
 {
 	size_t ps = e->o.page_size, np = in->set.pages, raw = np * ps;
-	size_t per = ZD_MAX((size_t)1, CHUNK_BYTES / ps);
-	ZSTD_outBuffer ob = { e->out, ZD_MIN(e->out_cap, raw), 0 };
-	bool full = false;
-	int rc;
+	uint8_t *c = e->content;
 
+	memcpy(c, e->bitmap, nb);
+	c += nb;
+	for (size_t i = 0; i < np; i++) {
+		const uint8_t *page = in->data + i * ps;
+
+		if (e->sh[i]) {
+			c += zd__words_pack(c, e->sh[i], page, ps);
+		} else {
+			memcpy(c, page, ps);
+			c += ps;
+		}
+	}
 	ZSTD_CCtx_reset(e->cctx, ZSTD_reset_session_only);
-	/* The literals of an XOR are the words that changed: noise that
-	 * Huffman coding does not shrink (synth: the same ratio, zstd 30 %
-	 * faster at level 1; the zd-vm guest: 0.5 % less ratio). A record
-	 * of mostly plain pages keeps zstd's choice. */
+	/* The literals of a delta are mostly the words that changed: noise
+	 * that Huffman coding does not shrink. A record of mostly plain
+	 * pages keeps zstd's choice. */
 	ZSTD_CCtx_setParameter(e->cctx, ZSTD_c_literalCompressionMode,
 			       hits * 2 >= np ? ZSTD_ps_disable : ZSTD_ps_auto);
-	ZSTD_CCtx_setPledgedSrcSize(e->cctx, nb + raw);
-	if ((rc = feed(e, &ob, e->bitmap, nb, false, msg, len)) < 0)
-		return -1;
-	full = rc;
-	for (size_t i = 0; i < np; i += per) {
-		size_t n = ZD_MIN(per, np - i);
-
-		for (size_t k = 0; k < n; k++) {
-			const uint8_t *page = in->data + (i + k) * ps;
-			uint8_t *dst = e->chunk + k * ps;
-
-			if (e->sh[i + k])
-				xor_swap(dst, e->sh[i + k], page, ps);
-			else
-				memcpy(dst, page, ps);
-		}
-		/* past raw size the record goes raw: the shadows are still
-		 * updated, the compressing stops */
-		if (!full && (rc = feed(e, &ob, e->chunk, n * ps, i + n == np, msg, len)) < 0)
-			return -1;
-		full = full || rc;
-	}
-	return full || ob.pos >= raw ? 0 : (ssize_t)ob.pos;
+	size_t n = ZSTD_compress2(e->cctx, e->out, e->out_cap, e->content, (size_t)(c - e->content));
+	if (ZSTD_isError(n))
+		return fail(msg, len, "zstd: %s", ZSTD_getErrorName(n));
+	return n >= raw ? 0 : (ssize_t)n;
 }
 
 int zd_wire_encode(struct zd_wire_enc *e, const struct zd_rec_pages *in,
@@ -367,13 +265,16 @@ int zd_wire_encode(struct zd_wire_enc *e, const struct zd_rec_pages *in,
 		e->st.wire_bytes += raw;
 		return 0;
 	}
-	size_t nb_max = (in->set.pages + 7) / 8, bound = ZSTD_compressBound(raw + nb_max);
-	grow(&e->out, &e->out_cap, bound);
+	size_t nb_max = (in->set.pages + 7) / 8, bound = ZSTD_compressBound(raw);
 	if (e->o.enc == ZD_PENC_DELTA && e->shadow.slots) {
 		looked_up = true;
-		if ((hits = delta_lookup(e, in, nb_max)))
+		if ((hits = delta_lookup(e, in, nb_max))) {
 			nb = nb_max;
+			grow(&e->content, &e->content_cap, delta_content_max(in->set.pages, ps));
+			bound = ZSTD_compressBound(delta_content_max(in->set.pages, ps));
+		}
 	}
+	grow(&e->out, &e->out_cap, bound);
 	if (nb) {
 		ssize_t fn = delta_frame(e, in, nb, hits, msg, len);
 		if (fn < 0)
@@ -434,6 +335,7 @@ void zd_wire_dec_free(struct zd_wire_dec *d)
 		return;
 	ZSTD_freeDCtx(d->dctx);
 	free(d->out);
+	free(d->content);
 	free(d->base);
 	free(d);
 }
@@ -491,16 +393,16 @@ int zd_wire_decode_to(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 	if (in->enc == ZD_PENC_DELTA)
 		nb = (npages + 7) / 8;
 	const uint8_t *frame = in->data;
-	size_t flen = in->data_len, want = nb + raw;
+	size_t flen = in->data_len, want = nb ? delta_content_max(npages, ps) : raw;
 	ZSTD_frameHeader fh;
 	size_t hr = ZSTD_getFrameHeader(&fh, frame, flen);
 	if (ZSTD_isError(hr) || hr > 0 || fh.frameType != ZSTD_frame)
 		return fail(msg, len, "%s: not a zstd frame", what);
 	if (fh.frameContentSize == ZSTD_CONTENTSIZE_UNKNOWN)
 		return fail(msg, len, "%s: zstd frame without a content size", what);
-	if (fh.frameContentSize != want)
-		return fail(msg, len, "%s: frame holds %llu bytes, want %zu", what,
-			    (unsigned long long)fh.frameContentSize, want);
+	if (nb ? fh.frameContentSize < nb || fh.frameContentSize > want : fh.frameContentSize != want)
+		return fail(msg, len, "%s: frame holds %llu bytes, %s %zu", what,
+			    (unsigned long long)fh.frameContentSize, nb ? "at most" : "want", want);
 	if (!fh.checksumFlag)
 		return fail(msg, len, "%s: zstd frame without a checksum", what);
 	size_t fsz = ZSTD_findFrameCompressedSize(frame, flen);
@@ -508,14 +410,8 @@ int zd_wire_decode_to(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 		return fail(msg, len, "%s: %s", what, ZSTD_getErrorName(fsz));
 	if (fsz != flen)
 		return fail(msg, len, "%s: %zu bytes after the zstd frame", what, flen - fsz);
-	grow(&d->out, &d->out_cap, want ? want : 1);
-	if (nb && !d->base)
-		d->base = zd_xmalloc(ZD_PAGES_PER_RECORD * sizeof(*d->base));
-	/* Decompressed a chunk at a time, each chunk's delta pages XORed
-	 * with their bases while the chunk is in the cache. An error later
-	 * (a missing base, the checksum at the frame's end) leaves a half
-	 * done output, but it is the decoder's until we return 0. */
-	uint8_t *pages = d->out + nb;
+	grow(&d->out, &d->out_cap, raw ? raw : 1);
+	uint8_t *pages = d->out;
 	if (!nb) {
 		size_t n = ZSTD_decompressDCtx(d->dctx, d->out, want, frame, flen);
 		if (ZSTD_isError(n))
@@ -526,56 +422,61 @@ int zd_wire_decode_to(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 			return sunk(msg, len);
 		goto whole;
 	}
-	ZSTD_DCtx_reset(d->dctx, ZSTD_reset_session_only);
-	ZSTD_inBuffer ib = { frame, flen, 0 };
-	ZSTD_outBuffer ob = { d->out, 0, 0 };
-	size_t done = 0, r = 1;	/* bytes of frame content XORed where flagged */
-	while (ob.pos < want || r) {
-		size_t in0 = ib.pos, out0 = ob.pos;
+	/* The content whole (checked against its checksum), then every base
+	 * of the record, then the pages: a delta one copied from its base and
+	 * its words patched in, a plain one copied; handed to the sink a
+	 * chunk at a time. An error part way leaves a half done output, but
+	 * it is the decoder's until we return 0. */
+	size_t clen = (size_t)fh.frameContentSize;
+	grow(&d->content, &d->content_cap, clen);
+	size_t n = ZSTD_decompressDCtx(d->dctx, d->content, clen, frame, flen);
+	if (ZSTD_isError(n))
+		return fail(msg, len, "%s: %s", what, ZSTD_getErrorName(n));
+	if (n != clen)
+		return fail(msg, len, "%s: frame gave %zu bytes, want %zu", what, n, clen);
+	const uint8_t *bitmap = d->content, *c = d->content + nb;
+	size_t left = clen - nb, per = ZD_MAX((size_t)1, CHUNK_BYTES / ps), from = 0;
+	struct zd_pageset_iter it;
+	uint64_t pfn;
+	size_t i = 0;
 
-		ob.size = ZD_MIN(want, ob.pos + CHUNK_BYTES);
-		r = ZSTD_decompressStream(d->dctx, &ob, &ib);
-		if (ZSTD_isError(r))
-			return fail(msg, len, "%s: %s", what, ZSTD_getErrorName(r));
-		if (r && ib.pos == in0 && ob.pos == out0)
-			return fail(msg, len, "%s: frame gave %zu bytes, want %zu", what, ob.pos, want);
-		if (ob.pos < nb)
-			continue;
-		if (!done) {
-			/* the bitmap is out: every base of the record first */
-			const uint8_t *bitmap = d->out;
-			struct zd_pageset_iter it;
-			uint64_t pfn;
-			size_t i = 0;
-
-			if (npages % 8 && bitmap[nb - 1] >> (npages % 8))
-				return fail(msg, len, "%s: bitmap flags pages beyond the %zu of the record",
-					    what, npages);
-			zd_pageset_iter_init(&it, &in->set);
-			while (zd_pageset_iter_next(&it, &pfn)) {
-				d->base[i] = NULL;
-				if (bitmap[i / 8] >> (i % 8) & 1) {
-					d->base[i] = base ? base(arg, pfn) : NULL;
-					if (!d->base[i])
-						return fail(msg, len, "%s: page %zu (pfn %llu): no copy to XOR with",
-							    what, i, (unsigned long long)pfn);
-				}
-				i++;
-			}
-			done = nb;
+	if (npages % 8 && bitmap[nb - 1] >> (npages % 8))
+		return fail(msg, len, "%s: bitmap flags pages beyond the %zu of the record", what, npages);
+	if (!d->base)
+		d->base = zd_xmalloc(ZD_PAGES_PER_RECORD * sizeof(*d->base));
+	zd_pageset_iter_init(&it, &in->set);
+	while (zd_pageset_iter_next(&it, &pfn)) {
+		d->base[i] = NULL;
+		if (bitmap[i / 8] >> (i % 8) & 1) {
+			d->base[i] = base ? base(arg, pfn) : NULL;
+			if (!d->base[i])
+				return fail(msg, len, "%s: page %zu (pfn %llu): no copy to XOR with",
+					    what, i, (unsigned long long)pfn);
 		}
-		/* whole pages out so far */
-		size_t from = done;
-		for (size_t i = (done - nb) / ps; nb + (i + 1) * ps <= ob.pos; i++) {
-			if (d->base[i])
-				xor_page(pages + i * ps, pages + i * ps, d->base[i], ps);
-			done = nb + (i + 1) * ps;
-		}
-		if (sink && done > from && sink(sink_arg, d->out + from, done - from))
-			return sunk(msg, len);
+		i++;
 	}
-	if (ib.pos != flen)
-		return fail(msg, len, "%s: %zu bytes after the zstd frame", what, flen - ib.pos);
+	for (i = 0; i < npages; i++) {
+		size_t used = ps;
+
+		if (d->base[i])
+			used = zd__words_unpack(pages + i * ps, d->base[i], c, left, ps);
+		else if (left >= ps)
+			memcpy(pages + i * ps, c, ps);
+		else
+			used = 0;
+		if (!used)
+			return fail(msg, len, "%s: frame holds %zu bytes, page %zu goes past them", what, clen, i);
+		c += used;
+		left -= used;
+		if ((i + 1) % per == 0 || i + 1 == npages) {
+			if (sink && sink(sink_arg, pages + from * ps, (i + 1 - from) * ps))
+				return sunk(msg, len);
+			from = i + 1;
+		}
+	}
+	if (left)
+		return fail(msg, len, "%s: frame holds %zu bytes, %zu more than its %zu pages", what, clen,
+			    left, npages);
 whole:
 	d->filled = true;
 	*out = *in;

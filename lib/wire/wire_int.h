@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* Inside lib/wire: the sender's shadow cache of pages sent. */
+/* Inside lib/wire: the sender's shadow cache of pages sent, and delta
+ * pages as their changed words. */
 #ifndef ZD_WIRE_INT_H
 #define ZD_WIRE_INT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* pfn -> the page contents last sent, at most `slots` pages, the least
@@ -32,5 +34,14 @@ uint8_t *zd__shadow_get(struct zd_shadow *c, uint64_t pfn);
 /* A slot for pfn, evicting the least recent if full; NULL if the budget
  * holds no page. The caller fills it. */
 uint8_t *zd__shadow_put(struct zd_shadow *c, uint64_t pfn);
+
+/* A delta page as its changed words (words.c): the mask and words of
+ * page against its shadow sh written at out (at most P/64 + P bytes), sh
+ * updated to page; returns the bytes written. Unpack: page = base with
+ * the words at in applied; returns the bytes used, 0 if len is short. */
+size_t zd__words_pack(uint8_t *out, uint8_t *sh, const uint8_t *page, size_t ps);
+size_t zd__words_unpack(uint8_t *page, const uint8_t *base, const uint8_t *in, size_t len, size_t ps);
+/* zd__words_pack's path for CPUs without AVX2 (tests hold the two together). */
+size_t zd__words_pack_scalar(uint8_t *out, uint8_t *sh, const uint8_t *page, size_t ps);
 
 #endif

@@ -41,7 +41,7 @@
 /* The wire's version, announced by zd-recv in its STAT "wire" record
  * (keys "version", "accept": highest PAGES encoding it decodes, "key":
  * 1 if the link is authenticated) right after the HEADER it sends back. */
-#define ZD_WIRE_VERSION 1
+#define ZD_WIRE_VERSION 2	/* 2: delta pages as their changed words */
 #define ZD_WIRE_LEVEL_DEFAULT 1
 #define ZD_WIRE_CACHE_DEFAULT (256ull << 20)	/* --delta-cache default */
 
