@@ -5,7 +5,6 @@
  * ACKs back. The work is in lib/replica/.
  */
 #include <getopt.h>
-#include <malloc.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -237,11 +236,6 @@ int main(int argc, char **argv)
 
 	zd_set_progname(argv[0]);
 	zd_malloc_keep_big();
-	/* Records of up to 16 MiB come and go every epoch: keep them on the
-	 * heap instead of a fresh mmap each time, whose page faults cost more
-	 * than the copy (2x the throughput under nested virtualisation). */
-	mallopt(M_MMAP_THRESHOLD, 32 << 20);
-	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	while ((c = getopt_long(argc, argv, "l:r:vhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l': listen_spec = optarg; break;

@@ -5,7 +5,6 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,11 +100,6 @@ int main(int argc, char **argv)
 
 	zd_set_progname(argv[0]);
 	zd_malloc_keep_big();
-	/* Records of up to 16 MiB come and go every epoch: keep them on the
-	 * heap instead of a fresh mmap each time, whose page faults cost more
-	 * than the copy (2x the throughput under nested virtualisation). */
-	mallopt(M_MMAP_THRESHOLD, 32 << 20);
-	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	while ((c = getopt_long(argc, argv, "jc:vhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j': o.json_log = true; break;
