@@ -543,24 +543,6 @@ static int journal_check(struct zd_replica *rep, const uint8_t *j, size_t len, u
 	return 0;
 }
 
-/* Are the blocks of pages [first, first + count) reserved (fallocated by
- * this process)? rep->reserved is sorted and coalesced. */
-static bool range_reserved(const struct zd_replica *rep, uint64_t first, uint64_t count)
-{
-	const struct zd_pageset *s = &rep->reserved;
-	size_t lo = 0, hi = s->n;
-
-	while (lo < hi) {	/* the first range ending past first */
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (s->r[mid].first + s->r[mid].count <= first)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < s->n && s->r[lo].first <= first && first + count <= s->r[lo].first + s->r[lo].count;
-}
-
 /* Write a range of pages into memory.img. Through a writable mapping
  * where the blocks are reserved (a memcpy: the pages of a guest's epoch
  * are scattered, and a pwrite per range was two thirds of zd-recv's CPU
@@ -570,13 +552,14 @@ static bool range_reserved(const struct zd_replica *rep, uint64_t first, uint64_
 static int apply_range(struct zd_replica *rep, const uint8_t *data, uint64_t first, uint64_t count)
 {
 	uint64_t ps = rep->meta.page_size;
+	bool reserved = zd_pageset_contains_range(&rep->reserved, first, count);
 
-	if (!rep->wmem && range_reserved(rep, first, count)) {
+	if (!rep->wmem && reserved) {
 		/* MAP_FAILED stays: a file system that cannot map is asked once */
 		rep->wmem = mmap(NULL, (size_t)(rep->meta.page_count * ps), PROT_READ | PROT_WRITE, MAP_SHARED,
 				 rep->memfd, 0);
 	}
-	if (rep->wmem && rep->wmem != MAP_FAILED && range_reserved(rep, first, count)) {
+	if (reserved && rep->wmem != MAP_FAILED) {
 		memcpy(rep->wmem + first * ps, data, count * ps);
 		return 0;
 	}

@@ -196,17 +196,23 @@ void zd_pageset_to_bitmap(const struct zd_pageset *s, uint64_t *words,
 	}
 }
 
-bool zd_pageset_contains(const struct zd_pageset *s, uint64_t pfn)
+bool zd_pageset_contains_range(const struct zd_pageset *s, uint64_t first, uint64_t count)
 {
 	size_t lo = 0, hi = s->n;
-	while (lo < hi) {
+	while (lo < hi) {	/* the first range ending past first */
 		size_t mid = lo + (hi - lo) / 2;
-		if (s->r[mid].first + s->r[mid].count <= pfn)
+		if (s->r[mid].first + s->r[mid].count <= first)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return lo < s->n && s->r[lo].first <= pfn;
+	return lo < s->n && s->r[lo].first <= first &&
+	       first + count <= s->r[lo].first + s->r[lo].count;
+}
+
+bool zd_pageset_contains(const struct zd_pageset *s, uint64_t pfn)
+{
+	return zd_pageset_contains_range(s, pfn, 1);
 }
 
 uint64_t zd_pageset_end(const struct zd_pageset *s)

@@ -52,6 +52,8 @@ void zd_pageset_to_bitmap(const struct zd_pageset *s, uint64_t *words,
 			  uint64_t nbits, uint64_t base);
 
 bool zd_pageset_contains(const struct zd_pageset *s, uint64_t pfn);
+/* Is [first, first + count) inside one range of s? */
+bool zd_pageset_contains_range(const struct zd_pageset *s, uint64_t first, uint64_t count);
 static inline uint64_t zd_pageset_count(const struct zd_pageset *s) { return s->pages; }
 static inline bool zd_pageset_empty(const struct zd_pageset *s) { return s->pages == 0; }
 /* One past the highest pfn in the set, 0 for an empty set. */

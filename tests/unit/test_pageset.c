@@ -126,6 +126,12 @@ static void test_ops_against_model(void **state)
 		for (int k = 0; k < 2000; k++) {
 			uint64_t p = rnd() % (NPAGES + 100);
 			assert_int_equal(zd_pageset_contains(&a, p), p < NPAGES && bit(ma, p));
+			/* a run of pages: inside when every one is (ranges are coalesced) */
+			uint64_t n = 1 + rnd() % 40;
+			bool all = true;
+			for (uint64_t q = p; q < p + n; q++)
+				all = all && q < NPAGES && bit(ma, q);
+			assert_int_equal(zd_pageset_contains_range(&a, p, n), all);
 		}
 	}
 	zd_pageset_free(&a);
