@@ -643,31 +643,17 @@ int zd_decode_binary(const uint8_t *buf, size_t len, const struct zd_rec_header 
 int zd_pages_prefix_len(const uint8_t *body, size_t avail, size_t *prefix_len, uint32_t *data_len)
 {
 	struct cur c = { body, body, avail, NULL, NULL, 0 };
-	uint64_t n, v;
+	struct zd_pageset set = ZD_PAGESET_INIT;
+	char msg[8];	/* the whole-record path says what is wrong */
+	int rc;
 
-	if (avail < 11)
-		return -1;
-	c.p += 10;	/* epoch, enc, flags */
-	c.left -= 10;
-	uint8_t kind = get_u8(&c, "kind");
-	if (kind == 0) {
-		if (!get_varint(&c, &n, "range count") || n > c.left / 2)
-			return -1;
-		for (uint64_t i = 0; i < 2 * n; i++)
-			if (!get_varint(&c, &v, "range"))
-				return -1;
-	} else if (kind == 1) {
-		get_u64(&c, "bitmap base");
-		n = get_u64(&c, "bitmap word count");
-		if (c.bad || n > c.left / 8)
-			return -1;
-		c.p += 8 * n;
-		c.left -= 8 * n;
-	} else {
-		return -1;
-	}
+	get_u64(&c, "epoch");
+	get_u8(&c, "enc");
+	get_u8(&c, "flags");
+	rc = c.bad ? -1 : get_set(&c, &set, NULL, msg, sizeof(msg));
+	zd_pageset_free(&set);
 	*data_len = get_u32(&c, "data_len");
-	if (c.bad)
+	if (rc < 0 || c.bad)
 		return -1;
 	*prefix_len = (size_t)(c.p - body);
 	return 0;
