@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <immintrin.h>
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getFrameHeader: exported by the shared library too */
 #include <zstd.h>
 
@@ -56,8 +55,8 @@ struct zd_wire_dec {
 	bool filled;		/* out holds the last record's pages */
 };
 
-/* Frame content prepared (encoder) or decoded (decoder) at a time: one
- * zstd block, small enough to stay in L2 between the two passes over it. */
+/* Decoded pages handed to the sink at a time: small enough to be in the
+ * cache still when the sink (zd-recv's journal write and hash) reads them. */
 #define CHUNK_BYTES (128u << 10)
 
 static int fail(char *msg, size_t len, const char *fmt, ...)
@@ -269,9 +268,11 @@ int zd_wire_encode(struct zd_wire_enc *e, const struct zd_rec_pages *in,
 	if (e->o.enc == ZD_PENC_DELTA && e->shadow.slots) {
 		looked_up = true;
 		if ((hits = delta_lookup(e, in, nb_max))) {
+			size_t cmax = delta_content_max(in->set.pages, ps);
+
 			nb = nb_max;
-			grow(&e->content, &e->content_cap, delta_content_max(in->set.pages, ps));
-			bound = ZSTD_compressBound(delta_content_max(in->set.pages, ps));
+			grow(&e->content, &e->content_cap, cmax);
+			bound = ZSTD_compressBound(cmax);
 		}
 	}
 	grow(&e->out, &e->out_cap, bound);

@@ -8,7 +8,6 @@
  * sixteenth of the input or less, and the receiver patches words instead
  * of XORing whole pages.
  */
-#include <stdbool.h>
 #include <string.h>
 #include <immintrin.h>
 
@@ -85,21 +84,9 @@ size_t zd__words_pack_scalar(uint8_t *out, uint8_t *sh, const uint8_t *page, siz
 	return (size_t)(o - out);
 }
 
-static bool have_avx2(void)
-{
-	static int v = -1;	/* racing first callers store the same value */
-	int c = __atomic_load_n(&v, __ATOMIC_RELAXED);
-
-	if (c < 0) {
-		c = __builtin_cpu_supports("avx2") ? 1 : 0;
-		__atomic_store_n(&v, c, __ATOMIC_RELAXED);
-	}
-	return c;
-}
-
 size_t zd__words_pack(uint8_t *out, uint8_t *sh, const uint8_t *page, size_t ps)
 {
-	return have_avx2() ? pack_avx2(out, sh, page, ps) : zd__words_pack_scalar(out, sh, page, ps);
+	return __builtin_cpu_supports("avx2") ? pack_avx2(out, sh, page, ps) : zd__words_pack_scalar(out, sh, page, ps);
 }
 
 size_t zd__words_unpack(uint8_t *page, const uint8_t *base, const uint8_t *in, size_t len, size_t ps)

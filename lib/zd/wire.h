@@ -83,7 +83,8 @@ const struct zd_wire_stats *zd_wire_enc_stats(const struct zd_wire_enc *e);
 uint64_t zd_wire_enc_cached(const struct zd_wire_enc *e);
 
 /* The receiver's copy of pfn (page_size bytes), or NULL if it has none.
- * The pointer need stay valid only until the next call. */
+ * The decoder asks for every base of a record before it uses them: the
+ * pointers must stay valid until the decode returns. */
 typedef const uint8_t *(*zd_wire_base_fn)(void *arg, uint64_t pfn);
 
 struct zd_wire_dec;
