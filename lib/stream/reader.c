@@ -244,6 +244,15 @@ static int end_of_input(struct zd_reader *rd, const char *where)
 	return 0;
 }
 
+/* The next record's body is cut short: the stream ends at byte end. */
+static int truncated_body(struct zd_reader *rd, const char *where, const char *tname, uint64_t end,
+			  uint32_t blen)
+{
+	return fail(rd, ZD_RERR_TRUNCATED,
+		    "%s: record %" PRIu64 " (%s): truncated: stream ends at byte %" PRIu64 " inside a %u-byte body",
+		    where, rd->nrec + 1, tname, end, blen);
+}
+
 /* A big PAGES record: its prefix through the buffer, its data read from
  * the input straight into the buffer the record keeps. 1: read; -1:
  * failed (rd says why); 0: not this way (the prefix is not where it
@@ -285,10 +294,7 @@ static int next_pages_direct(struct zd_reader *rd, struct zd_record *r, uint32_t
 			if (n < 0)
 				return io_fail(rd);
 			rd->eof = true;
-			return fail(rd, ZD_RERR_TRUNCATED,
-				    "%s: record %" PRIu64 " (PAGES): truncated: stream ends at byte %" PRIu64
-				    " inside a %u-byte body", where, rd->nrec + 1,
-				    rd->offset + ZD_RECHDR_LEN + plen + have, blen);
+			return truncated_body(rd, where, "PAGES", rd->offset + ZD_RECHDR_LEN + plen + have, blen);
 		}
 		have += (size_t)n;
 	}
@@ -340,9 +346,7 @@ static int next_binary(struct zd_reader *rd, struct zd_record *r)
 	if (n < 0)
 		return io_fail(rd);
 	if ((size_t)n < total)
-		return fail(rd, ZD_RERR_TRUNCATED,
-			    "%s: record %" PRIu64 " (%s): truncated: stream ends at byte %" PRIu64
-			    " inside a %u-byte body", where, rec, tname, rd->offset + (uint64_t)n, blen);
+		return truncated_body(rd, where, tname, rd->offset + (uint64_t)n, blen);
 	p = rd->buf + rd->buf_pos;
 	int rc = zd_decode_binary(p, total, rd->have_header ? &rd->hdr : NULL, r, what,
 				  sizeof(what));
