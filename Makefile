@@ -20,6 +20,12 @@ ZD_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -Ilib -msse4.2 \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljansson -lzstd -lxxhash -lisal) -lpthread -lm
 
+# Hardened as Debian builds its packages; the user's CPPFLAGS and LDFLAGS
+# come on top (make CPPFLAGS=... LDFLAGS=...). PIE is gcc's default here.
+ZD_CPPFLAGS := -D_FORTIFY_SOURCE=2 $(CPPFLAGS)
+ZD_CFLAGS += -fstack-protector-strong
+ZD_LDFLAGS := -Wl,-z,relro,-z,now $(LDFLAGS)
+
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 # libzd: every lib/*/*.c. A subsystem needing special rules (the
@@ -49,11 +55,11 @@ all: lib/libzd.a $(TOOLS)
 
 $(BUILD)/obj/%.o: %.c $(wildcard lib/zd/*.h) | deps-ok
 	@mkdir -p $(@D)
-	$(CC) $(ZD_CFLAGS) $(CFLAGS) -MMD -c -o $@ $<
+	$(CC) $(ZD_CPPFLAGS) $(ZD_CFLAGS) $(CFLAGS) -MMD -c -o $@ $<
 
 $(BUILD)/asan/%.o: %.c $(wildcard lib/zd/*.h) | deps-ok
 	@mkdir -p $(@D)
-	$(CC) $(ZD_CFLAGS) -O1 -g $(SAN) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(ZD_CFLAGS) -O1 -g $(SAN) -c -o $@ $<
 
 lib/libzd.a: $(LIB_OBJ) $(EXTRA_OBJ)
 	rm -f $@
@@ -67,7 +73,7 @@ $(BUILD)/libzd-asan.a: $(LIB_ASAN_OBJ) $(EXTRA_OBJ)
 # QEMU guest reads over 9p) keeps its old file instead of seeing it rewritten.
 bin/%: $(BUILD)/obj/cmd/%.o lib/libzd.a
 	@mkdir -p bin
-	$(CC) $(CFLAGS) -o $@.tmp $< lib/libzd.a $(LDLIBS) && mv -f $@.tmp $@
+	$(CC) $(CFLAGS) $(ZD_LDFLAGS) -o $@.tmp $< lib/libzd.a $(LDLIBS) && mv -f $@.tmp $@
 
 bin/%: cmd/%.sh
 	@mkdir -p bin
@@ -76,11 +82,11 @@ bin/%: cmd/%.sh
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o lib/libzd.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $< lib/libzd.a $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) $(ZD_LDFLAGS) -o $@ $< lib/libzd.a $(LDLIBS) -lcmocka
 
 $(BUILD)/tests-asan/%: $(BUILD)/asan/tests/unit/%.o $(BUILD)/libzd-asan.a
 	@mkdir -p $(@D)
-	$(CC) -g $(SAN) -o $@ $< $(BUILD)/libzd-asan.a $(LDLIBS) -lcmocka
+	$(CC) -g $(SAN) $(LDFLAGS) -o $@ $< $(BUILD)/libzd-asan.a $(LDLIBS) -lcmocka
 
 # The build needs these headers; say which package is missing instead of
 # failing deep inside a compile.

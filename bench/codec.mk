@@ -4,7 +4,7 @@ bench: bench-codec
 
 $(BUILD)/bench/codec: $(BUILD)/obj/bench/codec.o lib/libzd.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $< lib/libzd.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(ZD_LDFLAGS) -o $@ $< lib/libzd.a $(LDLIBS)
 
 bench-codec: $(BUILD)/bench/codec
 	@mkdir -p bench/results

@@ -4,7 +4,7 @@ bench: bench-pageset
 
 $(BUILD)/bench/pageset: $(BUILD)/obj/bench/pageset.o lib/libzd.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $< lib/libzd.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(ZD_LDFLAGS) -o $@ $< lib/libzd.a $(LDLIBS)
 
 bench-pageset: $(BUILD)/bench/pageset
 	@mkdir -p bench/results

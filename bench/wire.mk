@@ -6,7 +6,7 @@ bench: bench-wire
 
 $(BUILD)/bench/wire: $(BUILD)/obj/bench/wire.o lib/libzd.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $< lib/libzd.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(ZD_LDFLAGS) -o $@ $< lib/libzd.a $(LDLIBS)
 
 bench-wire-lib: $(BUILD)/bench/wire
 	@mkdir -p bench/results

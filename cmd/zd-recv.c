@@ -18,8 +18,8 @@
 #include "zd/wire.h"
 
 #define USAGE "usage: zd-recv (--listen ADDR:PORT | --stdio) --replica DIR [--verify | --no-verify] [--once]\n" \
-	      "               [--no-fsync] [--compress none|zstd|delta] [--key FILE]\n" \
-	      "               [--heartbeat MS] [--timeout MS] [--fence CMD]\n" \
+	      "               [--no-fsync] [--compress none|zstd|delta] [--key FILE | --insecure]\n" \
+	      "               [--heartbeat MS] [--timeout MS] [--fence CMD] [--fence-timeout MS]\n" \
 	      "               [--on-failover CMD | --no-failover] [-v]\n" \
 	      "       zd-recv --replica DIR --status\n"
 
@@ -32,14 +32,15 @@ static void help(void)
 	       "acknowledged to the sender.\n"
 	       "\n"
 	       "  -l, --listen ADDR:PORT  accept TCP connections (HOST:PORT, :PORT, [V6]:PORT;\n"
-	       "                          port 0 picks a free one and prints it)\n"
+	       "                          port 0 picks a free one and prints it); an address\n"
+	       "                          other than loopback needs --key or --insecure\n"
 	       "      --stdio             read the stream on stdin, write ACKs on stdout (ssh)\n"
 	       "  -r, --replica DIR       the replica directory (created if absent or empty)\n"
 	       "      --verify            require a memory checksum in every COMMIT and check it\n"
 	       "      --no-verify         never hash the memory (default: check the checksum\n"
 	       "                          when a COMMIT carries one)\n"
-	       "      --once              serve one connection and exit with its status\n"
-	       "                          (default: serve connections one after another)\n"
+	       "      --once              serve one primary's stream and exit with its status\n"
+	       "                          (default: serve streams one after another)\n"
 	       "      --no-fsync          do not fsync at each commit: the replica survives\n"
 	       "                          zd-recv dying, not the backup host crashing (as\n"
 	       "                          Remus's in-memory backup) (default: fsync)\n"
@@ -48,7 +49,8 @@ static void help(void)
 	       "                          zstd); zd-send learns it at connect (default: delta)\n"
 	       "      --key FILE          pre-shared key (16..4096 bytes, mode 0600): the\n"
 	       "                          sender must prove it knows it, and every record\n"
-	       "                          carries a MAC (default: none)\n"
+	       "                          is encrypted and authenticated (default: none)\n"
+	       "      --insecure          listen on a non-loopback address without --key\n"
 	       "      --heartbeat MS      send a heartbeat back when nothing else went for MS\n"
 	       "                          (TCP; 0 = never) (default: 100)\n"
 	       "      --timeout MS        the primary is dead after MS without a record or a\n"
@@ -56,10 +58,13 @@ static void help(void)
 	       "                          ends) (default: 500 where a failover command applies,\n"
 	       "                          else 0)\n"
 	       "      --fence CMD         run CMD (sh -c) before taking over; a non-zero exit\n"
-	       "                          stops the takeover (default: none)\n"
+	       "                          stops the takeover (default: none, with a warning)\n"
+	       "      --fence-timeout MS  a fence still running after MS is killed and counts\n"
+	       "                          as failed (0: wait for ever) (default: 10000)\n"
 	       "      --on-failover CMD   when the primary is lost without END: exec CMD (sh -c)\n"
 	       "                          in place of zd-recv (default for kvm replicas:\n"
-	       "                          zd-vm --restore \"$ZD_REPLICA\"; none for others)\n"
+	       "                          \"$ZD_VM\" --restore \"$ZD_REPLICA\", ZD_VM being the\n"
+	       "                          zd-vm beside zd-recv, else zd-vm; none for others)\n"
 	       "      --no-failover       only report the loss (exit 5)\n"
 	       "      --status            print the replica's last committed epoch and the\n"
 	       "                          checksum of its memory, and exit\n"
@@ -67,13 +72,15 @@ static void help(void)
 	       "  -h, --help              this text\n"
 	       "  -V, --version           print the version\n"
 	       "\n"
-	       "CMD and the fence see ZD_REPLICA, ZD_EPOCH, ZD_TARGET, ZD_LAST_HEARD_NS and\n"
-	       "ZD_LOST_NS (CLOCK_REALTIME ns) in their environment.\n"
+	       "Only the loss of the primary whose stream feeds the replica (it sent the\n"
+	       "replica's HEADER, committed epochs, and no END) leads to a takeover.\n"
+	       "CMD and the fence see ZD_REPLICA, ZD_EPOCH, ZD_TARGET, ZD_LAST_HEARD_NS,\n"
+	       "ZD_LOST_NS (CLOCK_REALTIME ns) and ZD_VM in their environment.\n"
 	       "\n"
 	       "Exit status: 0 clean END, 1 runtime error, 2 usage, 3 bad stream data, a\n"
 	       "bad MAC or a refused encoding (the epoch is discarded), 4 DIR is not a\n"
 	       "replica or is damaged, 5 the sender went away mid-stream (and no failover)\n"
-	       "or failed the key handshake, 6 the fence failed: no takeover;\n"
+	       "or failed the key handshake, 6 the fence failed or hung: no takeover;\n"
 	       "after a takeover, that of CMD.\n");
 }
 
@@ -108,96 +115,6 @@ static int status(struct zd_replica *rep)
 	return 0;
 }
 
-#define EXIT_FENCE 6
-
-struct takeover {
-	const char *fence;	/* NULL: none */
-	const char *cmd;	/* NULL: decided by the target; "": none */
-	bool go;		/* exec cmd once the session is over */
-	bool timeout_set;	/* --timeout given */
-	char exec_cmd[512];
-};
-
-static const char *failover_cmd(const struct takeover *t, const struct zd_replica *rep, char *buf, size_t len)
-{
-	if (t->cmd)
-		return *t->cmd ? t->cmd : NULL;
-	/* A zd-vm replica: the VM restarts from it. Others (synth, trace,
-	 * xen) have no default. */
-	if (strncmp(rep->meta.target, "kvm", 3))
-		return NULL;
-	snprintf(buf, len, "exec zd-vm --restore \"$ZD_REPLICA\"");
-	return buf;
-}
-
-/* zd_recv_opts.arm_timeout: by default only where a takeover would follow. */
-static bool arm_timeout(const struct zd_replica *rep, void *arg)
-{
-	struct takeover *t = arg;
-	char buf[64];
-
-	return t->timeout_set || failover_cmd(t, rep, buf, sizeof(buf));
-}
-
-/* zd_recv_opts.on_peer_lost: fence, then decide to take over. */
-static int on_peer_lost(struct zd_replica *rep, void *arg)
-{
-	struct takeover *t = arg;
-	uint64_t now = zd_wall_ns();
-	const char *cmd = failover_cmd(t, rep, t->exec_cmd, sizeof(t->exec_cmd));
-	char msg[600];
-
-	if (!cmd)
-		return ZD_EXIT_PEER;
-	if (rep->meta.epoch == 0) {
-		zd_warnx("primary lost before any epoch was committed: nothing to take over");
-		return ZD_EXIT_PEER;
-	}
-	zd_failover_env(rep, now);
-	zd_warnx("primary lost, last heard %.1f ms ago; taking over at epoch %" PRIu64,
-		 rep->last_heard_wall_ns ? (double)(now - rep->last_heard_wall_ns) / 1e6 : -1.0, rep->meta.epoch);
-	if (t->fence) {
-		zd_warnx("fencing: %s", t->fence);
-		if (zd_failover_fence(t->fence, msg, sizeof(msg)) < 0) {
-			zd_warnx("%s", msg);
-			return EXIT_FENCE;
-		}
-	}
-	if (cmd != t->exec_cmd)
-		snprintf(t->exec_cmd, sizeof(t->exec_cmd), "%s", cmd);
-	t->go = true;
-	return 0;
-}
-
-static int serve(struct zd_replica *rep, const char *listen_spec, bool port0, bool once,
-		 const struct zd_recv_opts *opts)
-{
-	char msg[768], name[128];
-	struct zd_conn conn;
-	int lfd, rc = 0;
-
-	lfd = zd_net_listen(listen_spec, msg, sizeof(msg));
-	if (lfd < 0)
-		zd_diex(ZD_EXIT_FAIL, "%s", msg);
-	zd_net_local_name(lfd, name, sizeof(name));
-	/* With port 0 the caller cannot know the port otherwise. */
-	if (zd_verbose || port0)
-		zd_warnx("listening on %s", name);
-	for (;;) {
-		if (zd_net_accept(lfd, &conn, msg, sizeof(msg)) < 0)
-			zd_diex(ZD_EXIT_FAIL, "%s", msg);
-		zd_debug("%s connected", conn.name);
-		rc = zd_recv_session(rep, &conn, opts, msg, sizeof(msg));
-		zd_conn_close(&conn);
-		if (rc || ((struct takeover *)opts->arg)->go)
-			zd_warnx("%s", msg);
-		if (once || ((struct takeover *)opts->arg)->go)
-			break;
-	}
-	close(lfd);
-	return rc;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -212,6 +129,8 @@ int main(int argc, char **argv)
 		{ "heartbeat", required_argument, NULL, 'H' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "fence", required_argument, NULL, 'f' },
+		{ "fence-timeout", required_argument, NULL, 'W' },
+		{ "insecure", no_argument, NULL, 'I' },
 		{ "on-failover", required_argument, NULL, 'o' },
 		{ "no-failover", no_argument, NULL, 'N' },
 		{ "compress", required_argument, NULL, 'C' },
@@ -224,10 +143,11 @@ int main(int argc, char **argv)
 	const char *listen_spec = NULL, *dir = NULL, *key_path = NULL;
 	static struct zd_auth_key key;
 	bool use_stdio = false, once = false, no_fsync = false, want_status = false, verify = false, no_verify = false;
-	static struct takeover tk;
+	static struct zd_takeover tk = { .fence_timeout_ms = ZD_FENCE_TIMEOUT_MS };
 	struct zd_recv_opts ro = { .verify = ZD_VERIFY_AUTO, .heartbeat_ms = 100, .timeout_ms = 500,
-				   .on_peer_lost = on_peer_lost, .arg = &tk, .arm_timeout = arm_timeout };
-	bool hb_set = false, to_set = false, no_failover = false;
+				   .on_peer_lost = zd_takeover_on_peer_lost, .arg = &tk,
+				   .arm_timeout = zd_takeover_arm_timeout };
+	bool hb_set = false, to_set = false, no_failover = false, insecure = false, fto_set = false;
 	uint64_t v;
 	struct zd_replica *rep = NULL;
 	bool port0 = false;
@@ -256,6 +176,13 @@ int main(int argc, char **argv)
 				ro.timeout_ms = (unsigned)v, to_set = tk.timeout_set = true;
 			break;
 		case 'f': tk.fence = optarg; break;
+		case 'W':
+			if (zd_parse_u64(optarg, &v) < 0 || v > 3600000)
+				usage_error("--fence-timeout: '%s' is not a number of ms in 0..3600000", optarg);
+			tk.fence_timeout_ms = (unsigned)v;
+			fto_set = true;
+			break;
+		case 'I': insecure = true; break;
 		case 'o': tk.cmd = optarg; break;
 		case 'N': no_failover = true; break;
 		case 'C': {
@@ -282,10 +209,15 @@ int main(int argc, char **argv)
 		usage_error("%s--status takes only --replica", "");
 	if (!want_status && !listen_spec == !use_stdio)
 		usage_error("%swant exactly one of --listen ADDR:PORT and --stdio", "");
-	if (want_status && (hb_set || to_set || tk.fence || tk.cmd || no_failover || key_path || ro.accept_set))
+	if (want_status && (hb_set || to_set || tk.fence || tk.cmd || no_failover || key_path || ro.accept_set ||
+			    insecure || fto_set))
 		usage_error("%s--status takes only --replica", "");
-	if (no_failover && (tk.cmd || tk.fence))
-		usage_error("%s--no-failover conflicts with --on-failover and --fence", "");
+	if (no_failover && (tk.cmd || tk.fence || fto_set))
+		usage_error("%s--no-failover conflicts with --on-failover, --fence and --fence-timeout", "");
+	if (fto_set && !tk.fence)
+		usage_error("%s--fence-timeout goes with --fence", "");
+	if (key_path && insecure)
+		usage_error("%s--key and --insecure conflict", "");
 	if (no_failover)
 		tk.cmd = "";
 	if (ro.timeout_ms && ro.heartbeat_ms >= ro.timeout_ms)
@@ -300,6 +232,14 @@ int main(int argc, char **argv)
 		if (zd_net_split(listen_spec, h, sizeof(h), p, sizeof(p), msg, sizeof(msg)) < 0)
 			usage_error("%s", msg);
 		port0 = !strcmp(p, "0");
+		/* Guest memory in the clear, and a takeover anyone who can
+		 * reach the port could steer: only on purpose. */
+		int lo = zd_net_is_loopback(listen_spec, msg, sizeof(msg));
+		if (lo < 0)
+			usage_error("%s", msg);
+		if (!lo && !key_path && !insecure)
+			zd_diex(ZD_EXIT_USAGE, "--listen %s: not a loopback address, and no --key: anyone who reaches it could "
+				"read the guest's memory and steer the replica (give --key FILE, or --insecure)", listen_spec);
 	}
 	ro.verify = verify ? ZD_VERIFY_ALWAYS : no_verify ? ZD_VERIFY_NEVER : ZD_VERIFY_AUTO;
 	if (key_path) {
@@ -307,6 +247,8 @@ int main(int argc, char **argv)
 			zd_diex(ZD_EXIT_USAGE, "--key %s", msg);
 		ro.key = &key;
 	}
+	if (tk.cmd && *tk.cmd && !want_status)
+		zd_takeover_warn_unfenced(&tk, NULL);
 	/* A dead sender shows up as EPIPE on the ACK write, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
 
@@ -323,15 +265,22 @@ int main(int argc, char **argv)
 		if (rc || tk.go)
 			zd_warnx("%s", msg);
 	} else {
-		rc = serve(rep, listen_spec, port0, once, &ro);
+		int lfd = zd_net_listen(listen_spec, msg, sizeof(msg));
+		char name[128];
+
+		if (lfd < 0)
+			zd_diex(ZD_EXIT_FAIL, "%s", msg);
+		zd_net_local_name(lfd, name, sizeof(name));
+		/* With port 0 the caller cannot know the port otherwise. */
+		if (zd_verbose || port0)
+			zd_warnx("listening on %s", name);
+		if ((rc = zd_recv_serve(rep, lfd, &ro, once, &tk.go, msg, sizeof(msg))) && *msg)
+			zd_warnx("%s", msg);
+		close(lfd);
 	}
 	zd_replica_close(rep);
-	if (tk.go) {
-		/* The replica's lock goes with zd-recv: CMD opens it freely. */
-		zd_warnx("failover: %s", tk.exec_cmd);
-		fflush(NULL);
-		execl("/bin/sh", "sh", "-c", tk.exec_cmd, (char *)NULL);
-		zd_die(ZD_EXIT_FAIL, "exec /bin/sh");
-	}
+	/* The replica's lock goes with zd-recv: CMD opens it freely. */
+	if (tk.go && (rc = zd_takeover_exec(&tk, msg, sizeof(msg))))
+		zd_diex(rc, "%s", msg);
 	return rc;
 }

@@ -130,7 +130,7 @@ int zd_net_listen(const char *spec, char *msg, size_t msglen)
 
 				setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
 			}
-			if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4) == 0)
+			if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 16) == 0)
 				break;
 			e = errno;
 			close(fd);
@@ -141,6 +141,37 @@ int zd_net_listen(const char *spec, char *msg, size_t msglen)
 	if (fd < 0)
 		snprintf(msg, msglen, "%s: listen: %s", spec, strerror(e));
 	return fd;
+}
+
+int zd_net_is_loopback(const char *spec, char *msg, size_t msglen)
+{
+	struct addrinfo *res = NULL, *ai;
+	char host[256], port[16];
+	int lo = 1;
+
+	if (zd_net_split(spec, host, sizeof(host), port, sizeof(port), msg, msglen) < 0)
+		return -1;
+	/* ":PORT" is every address */
+	if (!*host)
+		return 0;
+	if (resolve(spec, true, &res, msg, msglen) < 0)
+		return -1;
+	for (ai = res; ai; ai = ai->ai_next) {
+		if (ai->ai_family == AF_INET) {
+			const struct sockaddr_in *a = (const void *)ai->ai_addr;
+
+			lo &= (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+		} else if (ai->ai_family == AF_INET6) {
+			const struct sockaddr_in6 *a = (const void *)ai->ai_addr;
+
+			lo &= IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
+			      (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127);
+		} else {
+			lo = 0;
+		}
+	}
+	freeaddrinfo(res);
+	return lo;
 }
 
 void zd_net_local_name(int fd, char *out, size_t outlen)

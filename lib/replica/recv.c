@@ -36,6 +36,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include "zd/net.h"
 #include "zd/replica.h"
@@ -163,7 +165,53 @@ struct session {
 	uint64_t last_tx_ns;
 	bool hb_running, hb_stop;
 	pthread_t hb;
+	/* Until the HEADER: the watchdog cuts a peer that has not sent one
+	 * by opts->hello_by_ns (it would hold the accept loop). */
+	int raw_fd;		/* the TCP socket itself, under any key relay */
+	bool hello_done, hello_expired, wd_running;
+	pthread_t wd;
 };
+
+static void *hello_watchdog(void *arg)
+{
+	struct session *s = arg;
+	uint64_t wall = zd_wall_ns() + (s->opts->hello_by_ns - ZD_MIN(zd_now_ns(), s->opts->hello_by_ns));
+	struct timespec ts = { .tv_sec = (time_t)(wall / 1000000000u), .tv_nsec = (long)(wall % 1000000000u) };
+
+	pthread_mutex_lock(&s->lock);
+	while (!s->hello_done && !s->hb_stop)
+		if (pthread_cond_timedwait(&s->wake, &s->lock, &ts) == ETIMEDOUT)
+			break;
+	if (!s->hello_done && !s->hb_stop) {
+		s->hello_expired = true;
+		/* Both ways: the key handshake and the reader see the end. */
+		shutdown(s->raw_fd, SHUT_RDWR);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+static void hello_watchdog_stop(struct session *s)
+{
+	if (!s->wd_running)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->hello_done = true;
+	pthread_cond_broadcast(&s->wake);
+	pthread_mutex_unlock(&s->lock);
+	pthread_join(s->wd, NULL);
+	s->wd_running = false;
+}
+
+/* Only the session that owns the replica — it bound the replica's own
+ * run, whose primary has not said END, and at least one of whose epochs
+ * is committed — may have its loss taken for the primary's. */
+static bool owns_replica(const struct session *s)
+{
+	const struct zd_replica *rep = s->rep;
+
+	return s->have_header && rep->run && rep->run == rep->meta.run && rep->meta.epoch > 0 && !rep->meta.ended;
+}
 
 static void *heartbeat_thread(void *arg)
 {
@@ -211,6 +259,19 @@ static void heartbeat_stop(struct session *s)
 	s->hb_running = false;
 }
 
+static void threads_stop(struct session *s)
+{
+	heartbeat_stop(s);
+	if (s->wd_running) {
+		pthread_mutex_lock(&s->lock);
+		s->hb_stop = true;
+		pthread_cond_broadcast(&s->wake);
+		pthread_mutex_unlock(&s->lock);
+		pthread_join(s->wd, NULL);
+		s->wd_running = false;
+	}
+}
+
 /* "discarded epoch 7, replica stays at epoch 6" */
 static void tail(struct session *s, char *buf, size_t len)
 {
@@ -241,9 +302,17 @@ static int peer_lost(struct session *s, const char *what)
 	int rc = ZD_EXIT_PEER;
 
 	tail(s, t, sizeof(t));
-	snprintf(s->msg, s->msglen, "%s%s", what, t);
 	zd_replica_stage_abort(s->rep);
-	heartbeat_stop(s);
+	threads_stop(s);
+	if (!owns_replica(s)) {
+		/* A scanner, a stray client, a late or forged stream: nothing
+		 * of it was applied, and its end is no sign of the primary. */
+		snprintf(s->msg, s->msglen, "%s: %s; replica stays at epoch %" PRIu64 ", no takeover",
+			 what, !s->have_header ? "no HEADER" : s->rep->meta.ended ? "its run had ended"
+			 : "not the replica's owner", s->rep->meta.epoch);
+		return ZD_EXIT_PEER;
+	}
+	snprintf(s->msg, s->msglen, "%s%s", what, t);
 	if (s->opts->on_peer_lost)
 		rc = s->opts->on_peer_lost(s->rep, s->opts->arg);
 	return rc;
@@ -290,6 +359,13 @@ static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 	if ((rc = zd_replica_bind(s->rep, &r->u.header)))
 		return bad_record(s, rc, off, r);
 	s->have_header = true;
+	hello_watchdog_stop(s);
+	if (s->hello_expired) {
+		snprintf(s->rep->err, sizeof(s->rep->err), "HEADER came after the watchdog cut the connection");
+		return bad_record(s, ZD_EXIT_PEER, off, r);
+	}
+	if (s->opts->on_bound)
+		s->opts->on_bound(s->rep, s->conn->name, s->opts->bound_arg);
 	/* What this end decodes, right behind the HEADER (before any
 	 * heartbeat can come between): zd-send checks it before it sends a
 	 * compressed page, so a zd-recv without it is told apart. */
@@ -474,6 +550,8 @@ static int on_record(struct session *s, struct zd_record *r, uint64_t off, bool 
 		 * alive or was stopped on purpose: no takeover. */
 		zd_debug("%s: END from the primary (status %u, %" PRIu64 " epochs): not a failover",
 			 s->rd.name, r->u.end.status, r->u.end.epochs);
+		if ((rc = zd_replica_end_run(rep)))
+			return bad_record(s, rc, off, r);
 		*end = true;
 		return send_back(s, r);
 	default:
@@ -496,12 +574,29 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 	int rc = 0;
 
 	msg[0] = '\0';
+	/* Bound at its HEADER: until then the connection is nobody's. */
+	rep->run = 0;
+	s.raw_fd = conn->rfd;
+	if (opts->hello_by_ns && conn->sock) {
+		if (pthread_create(&s.wd, NULL, hello_watchdog, &s) == 0)
+			s.wd_running = true;
+		else
+			zd_warnx("%s: cannot start the HEADER watchdog", conn->name);
+	}
 	if (opts->key) {
 		char m[256];
+		uint64_t now = zd_now_ns();
+		int ms = opts->hello_by_ns ? (int)((opts->hello_by_ns - ZD_MIN(now, opts->hello_by_ns)) / 1000000u) + 1
+			 : ZD_AUTH_TIMEOUT_MS;
 
 		/* Before any record: a peer without the key gets nothing. */
-		if ((rc = zd_conn_auth(conn, opts->key, true, ZD_AUTH_TIMEOUT_MS, m, sizeof(m)))) {
-			snprintf(msg, msglen, "%s: %s", conn->name, m);
+		if ((rc = zd_conn_auth(conn, opts->key, true, ms, m, sizeof(m)))) {
+			threads_stop(&s);
+			if (s.hello_expired)
+				snprintf(msg, msglen, "%s: no key handshake and HEADER within %u ms: dropped; replica stays at epoch %" PRIu64,
+					 conn->name, opts->hello_ms, rep->meta.epoch);
+			else
+				snprintf(msg, msglen, "%s: %s", conn->name, m);
 			return rc;
 		}
 	}
@@ -540,6 +635,12 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 		    s.rd.buf_len - s.rd.buf_pos >= 7 && !memcmp(s.rd.buf + s.rd.buf_pos, "ZDAUTH1", 7)) {
 			snprintf(msg, msglen, "%s: the peer authenticates with a key (--key) and this zd-recv has none",
 				 conn->name);
+			rc = ZD_EXIT_PEER;
+			break;
+		}
+		if (n <= 0 && s.hello_expired && !s.have_header) {
+			snprintf(msg, msglen, "%s: no HEADER within %u ms: dropped; replica stays at epoch %" PRIu64,
+				 conn->name, opts->hello_ms, rep->meta.epoch);
 			rc = ZD_EXIT_PEER;
 			break;
 		}
@@ -584,8 +685,10 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 		snprintf(why, sizeof(why), "%s: the primary's VM died (END status 3 after epoch %" PRIu64 ")",
 			 s.rd.name, rep->meta.epoch);
 		rc = peer_lost(&s, why);
+		if (zd_replica_end_run(rep) && !rc)
+			snprintf(msg, msglen, "%s", rep->err), rc = ZD_EXIT_FAIL;
 	}
-	heartbeat_stop(&s);
+	threads_stop(&s);
 	/* Tell zd-send why it is cut off, if it can still hear us. */
 	if (rc == ZD_EXIT_DATA && s.back_started && s.ack_ok) {
 		zd_record_init(&r, ZD_REC_END);

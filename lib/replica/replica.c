@@ -87,6 +87,8 @@ int zd__rep_write_meta(struct zd_replica *rep, const struct zd_replica_meta *m)
 	}
 	json_object_set_new(o, "state_kind", json_integer(m->state_kind));
 	json_object_set_new(o, "commit_wall_ns", json_integer((json_int_t)m->commit_wall_ns));
+	if (m->ended)
+		json_object_set_new(o, "ended", json_true());
 	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(o);
 	if (!text)
@@ -144,6 +146,7 @@ static int read_meta(struct zd_replica *rep)
 		goto out;
 	}
 	m->page_size = (uint32_t)ps;
+	m->ended = json_is_true(json_object_get(o, "ended"));
 	if ((v = json_object_get(o, "target")) && json_is_string(v))
 		snprintf(m->target, sizeof(m->target), "%s", json_string_value(v));
 	if ((v = json_object_get(o, "mode")) && json_is_string(v))
@@ -316,6 +319,13 @@ int zd_replica_bind(struct zd_replica *rep, const struct zd_rec_header *hdr)
 					    "replica %s holds another run (started %" PRIu64 " ns, at epoch %" PRIu64
 					    "); a new run needs an empty replica directory",
 					    rep->dir, m->run, m->epoch);
+		/* Its primary said END: whoever sends that run's HEADER now
+		 * is not that primary, and must not move the replica on. */
+		if (m->ended)
+			return zd__rep_fail(rep, ZD_EXIT_DATA,
+					    "the run of replica %s ended (END after epoch %" PRIu64
+					    "): its stream cannot continue",
+					    rep->dir, m->epoch);
 	} else {
 		memset(m, 0, sizeof(*m));
 		m->page_size = hdr->page_size;
@@ -340,6 +350,20 @@ int zd_replica_bind(struct zd_replica *rep, const struct zd_rec_header *hdr)
 			return rc;
 		rep->initialised = true;
 	}
+	return 0;
+}
+
+int zd_replica_end_run(struct zd_replica *rep)
+{
+	struct zd_replica_meta m = rep->meta;
+	int rc;
+
+	if (!rep->initialised || m.ended || m.epoch == 0)
+		return 0;
+	m.ended = true;
+	if ((rc = zd__rep_write_meta(rep, &m)) || (rc = zd__rep_fsync_dir(rep)))
+		return rc;
+	rep->meta = m;
 	return 0;
 }
 

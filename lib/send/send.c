@@ -17,6 +17,7 @@
  * ACK, so `… | zd-send host:port | zd-stat` reports the whole run.
  */
 #include <errno.h>
+#include <poll.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -574,8 +575,14 @@ int zd_send_run(const struct zd_send_opts *o)
 	s.keyed = o->key != NULL;
 	signal(SIGPIPE, SIG_IGN);
 
-	/* Connect before reading anything: a backup that is not there is
-	 * the first thing to report. */
+	/* Connect once the input has begun, before reading it: a backup
+	 * that is not there is the first thing to report, and zd-recv drops
+	 * a connection whose HEADER has not come 2 s after it (a slow
+	 * upstream, a stage started first by hand). */
+	struct pollfd in = { .fd = STDIN_FILENO, .events = POLLIN };
+
+	while (poll(&in, 1, -1) < 0 && errno == EINTR)
+		;
 	if ((rc = send_connect(&s, &s.conn, 0, msg, sizeof(msg))))
 		zd_diex(rc < -1 ? -rc : ZD_EXIT_PEER, "%s", msg);
 	zd_writer_init(&s.wire, s.conn.wfd, s.conn.rfd >= 0 ? ZD_ENC_BINARY : zd_output_encoding(s.conn.wfd, false));

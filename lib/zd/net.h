@@ -35,6 +35,9 @@ int zd_net_split(const char *spec, char *host, size_t hostlen, char *port,
 
 /* Listen on spec (SO_REUSEADDR). Returns the socket or -1 with msg. */
 int zd_net_listen(const char *spec, char *msg, size_t msglen);
+/* Does spec name loopback addresses only? 1 yes, 0 no (":PORT" is every
+ * address), -1 with msg if it does not resolve. */
+int zd_net_is_loopback(const char *spec, char *msg, size_t msglen);
 /* The bound address of a listening socket as "HOST:PORT" (for ":0"). */
 void zd_net_local_name(int fd, char *out, size_t outlen);
 /* Accept one peer. Returns 0, or -1 with msg. */

@@ -46,6 +46,8 @@ struct zd_replica_meta {
 	uint64_t memsum;	/* zd_hash64 of memory.img at `epoch` */
 	uint32_t state_kind;	/* kind of state.bin, 0 = none */
 	uint64_t commit_wall_ns;
+	bool ended;		/* the run's primary sent END: no stream may
+				 * continue it, no loss can take it over */
 };
 
 struct zd_stage;
@@ -84,6 +86,10 @@ void zd_replica_close(struct zd_replica *rep);
  * (sparse memory.img, meta.json at epoch 0), or checks that page size and
  * count match (ZD_EXIT_DATA if not). */
 int zd_replica_bind(struct zd_replica *rep, const struct zd_rec_header *hdr);
+
+/* The primary ended its run cleanly (END): meta.json says so, and a later
+ * HEADER of the same run is refused. No-op before the first epoch. */
+int zd_replica_end_run(struct zd_replica *rep);
 
 /* The epoch state machine; see the comment at the top. */
 int zd_replica_stage_begin(struct zd_replica *rep, uint64_t epoch);
@@ -151,17 +157,69 @@ struct zd_recv_opts {
 	const struct zd_auth_key *key;
 	bool accept_set;
 	uint8_t accept;
+	/* A peer that has not finished the key handshake and sent its HEADER
+	 * by hello_by_ns (CLOCK_MONOTONIC; 0: no bound) is cut off, its
+	 * session ending with ZD_EXIT_PEER; hello_ms is that bound as said
+	 * in the message. */
+	uint64_t hello_by_ns;
+	unsigned hello_ms;
+	/* Called once the HEADER bound the replica (the session may own it). */
+	void (*on_bound)(struct zd_replica *rep, const char *peer, void *bound_arg);
+	void *bound_arg;
 };
 /* Receive one stream from conn into rep until END. Returns 0 after a clean
- * END, else an exit code with msg holding the one-line reason. */
+ * END, else an exit code with msg holding the one-line reason. Only the loss
+ * of a session that owns the replica (it bound the replica's run, which has
+ * committed epochs and no END) reaches on_peer_lost. rep->run is non-zero
+ * afterwards iff the session's HEADER bound the replica. */
 int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 		    const struct zd_recv_opts *opts, char *msg, size_t msglen);
 
+/* Serve connections on the listening socket lfd (lib/replica/serve.c): one
+ * session at a time feeds the replica; a connection that has sent nothing
+ * waits without holding anyone up, one that sends no HEADER within
+ * opts->hello_ms (0: ZD_RECV_HELLO_MS) of its accept is cut off, and while
+ * a session has bound the replica every other connection is refused at
+ * once. Connections that never bound the replica get a line on stderr and
+ * change nothing. Returns after the first bound session if once, or when
+ * *stop is set after a session (a takeover); its exit code, its line
+ * already on stderr; or ZD_EXIT_FAIL with msg if accepting fails. */
+#define ZD_RECV_HELLO_MS 2000
+int zd_recv_serve(struct zd_replica *rep, int lfd, const struct zd_recv_opts *opts, bool once,
+		  const bool *stop, char *msg, size_t msglen);
+
 /* --- takeover (lib/replica/failover.c) --- */
+/* What zd-recv does when the session owning the replica is lost: pass as
+ * zd_recv_opts.arg with on_peer_lost = zd_takeover_on_peer_lost and
+ * arm_timeout = zd_takeover_arm_timeout. */
+#define ZD_EXIT_FENCE 6		/* the fence failed or hung: no takeover */
+#define ZD_FENCE_TIMEOUT_MS 10000
+struct zd_takeover {
+	const char *fence;		/* sh -c before taking over; NULL: none */
+	unsigned fence_timeout_ms;	/* a fence still running is killed: failed (0: no bound) */
+	const char *cmd;		/* NULL: the target's default; "": never take over */
+	bool timeout_set;		/* arm the heartbeat timeout even without a command */
+	bool warned;			/* the no-fence warning was given */
+	bool go;			/* out: take over with exec_cmd */
+	const char *exec_cmd;
+};
+/* The command a takeover would run for this replica, NULL if none. */
+const char *zd_takeover_cmd(const struct zd_takeover *t, const struct zd_replica *rep);
+/* Once: warn that a takeover would run without a fence. */
+void zd_takeover_warn_unfenced(struct zd_takeover *t, const struct zd_replica *rep);
+bool zd_takeover_arm_timeout(const struct zd_replica *rep, void *arg);
+/* Fence, then set go (returns 0), or ZD_EXIT_PEER (nothing to take over)
+ * or ZD_EXIT_FENCE. */
+int zd_takeover_on_peer_lost(struct zd_replica *rep, void *arg);
+/* After go, the replica closed (its lock goes with it): exec the failover
+ * command in place of this process. Returns only if that fails. */
+int zd_takeover_exec(const struct zd_takeover *t, char *msg, size_t msglen);
+
 /* Describe the replica to the fence and failover commands (ZD_REPLICA,
- * ZD_EPOCH, ZD_TARGET, ZD_LAST_HEARD_NS, ZD_LOST_NS). */
+ * ZD_EPOCH, ZD_TARGET, ZD_LAST_HEARD_NS, ZD_LOST_NS, ZD_VM). */
 void zd_failover_env(const struct zd_replica *rep, uint64_t lost_wall_ns);
-/* Run cmd under /bin/sh and wait: 0 if it exited 0, else -1 with msg. */
-int zd_failover_fence(const char *cmd, char *msg, size_t msglen);
+/* Run cmd under /bin/sh and wait up to timeout_ms (0: for ever; then it is
+ * killed with its process group): 0 if it exited 0, else -1 with msg. */
+int zd_failover_fence(const char *cmd, unsigned timeout_ms, char *msg, size_t msglen);
 
 #endif

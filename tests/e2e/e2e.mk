@@ -4,6 +4,6 @@
 # Standalone on purpose: it must say what works even when libzd does not build.
 $(BUILD)/tests/kvm_probe: tests/e2e/kvm_probe.c
 	@mkdir -p $(@D)
-	$(CC) $(ZD_CFLAGS) $(CFLAGS) -o $@ $< -lpthread
+	$(CC) $(ZD_CPPFLAGS) $(ZD_CFLAGS) $(CFLAGS) $(ZD_LDFLAGS) -o $@ $< -lpthread
 
 check check-e2e: $(BUILD)/tests/kvm_probe

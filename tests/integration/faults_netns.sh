@@ -72,8 +72,11 @@ gone() {
 backup() {
 	local name=$1; shift
 	RECV_ERR=$TMP/$name.recv.err
+	# A private namespace pair: no key needed unless the case gives one.
+	local open=--insecure
+	case " $* " in *" --key "*) open= ;; esac
 	# shellcheck disable=SC2086
-	ip netns exec $B zd-recv --listen $IPB:${RECV_AT:-0} --replica "$TMP/$name" ${RECV_ONCE---once} --no-fsync \
+	ip netns exec $B zd-recv --listen $IPB:${RECV_AT:-0} $open --replica "$TMP/$name" ${RECV_ONCE---once} --no-fsync \
 		--no-failover --heartbeat $HB --timeout "${RUN_TO:-$TO}" "$@" 2>>"$RECV_ERR" &
 	RECV_PID=$!
 	live $RECV_PID

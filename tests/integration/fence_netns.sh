@@ -26,7 +26,7 @@ SPEC=synth:pages=16384,dirty=256,hot=0.8,seed=9
 run_cut() {	# NAME FENCE-EXIT: replicate, cut the veth, wait for zd-recv
 	local n=$1 fence_rc=$2 port=7071
 	: >"$TMP/$n.order"
-	ip netns exec $B zd-recv --listen 10.213.77.2:$port --replica "$TMP/$n" --once --no-fsync \
+	ip netns exec $B zd-recv --listen 10.213.77.2:$port --insecure --replica "$TMP/$n" --once --no-fsync \
 		--heartbeat 50 --timeout 300 \
 		--fence "echo fence >>$TMP/$n.order; exit $fence_rc" \
 		--on-failover "echo failover \$ZD_EPOCH >>$TMP/$n.order" 2>"$TMP/$n.recv.err" &

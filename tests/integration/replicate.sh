@@ -144,7 +144,7 @@ for dest in "[::1]" 127.0.0.1; do
 		continue
 	fi
 	rm -rf "$TMP/r7"
-	zd-recv --listen :0 --replica "$TMP/r7" --once 2>"$TMP/r7.err" &
+	zd-recv --listen :0 --insecure --replica "$TMP/r7" --once 2>"$TMP/r7.err" &
 	pid=$!
 	port=
 	for _ in $(seq 100); do

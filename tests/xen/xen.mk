@@ -9,7 +9,7 @@ ifeq ($(ZD_HAVE_XEN),yes)
 XEN_TEST_BIN := $(BUILD)/tests/xen_memcmp $(BUILD)/tests/xen_unlogged $(BUILD)/tests/xen_memaccess
 $(BUILD)/tests/xen_%: $(BUILD)/obj/tests/xen/xen_%.o lib/libzd.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $< lib/libzd.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(ZD_LDFLAGS) -o $@ $< lib/libzd.a $(LDLIBS)
 $(BUILD)/obj/tests/xen/xen_unlogged.o $(BUILD)/obj/tests/xen/xen_memaccess.o: \
 	ZD_CFLAGS += $(shell pkg-config --cflags $(ZD_XEN_PKGS) xenevtchn)
 $(BUILD)/tests/xen_memaccess: LDLIBS += $(shell pkg-config --libs xenevtchn)
