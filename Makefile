@@ -16,7 +16,7 @@ BUILD ?= build
 PKGS := jansson libzstd libxxhash libisal
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes
 CFLAGS ?= -O2 -g
-ZD_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -Ilib -msse4.2 \
+ZD_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -Ilib \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljansson -lzstd -lxxhash -lisal) -lpthread -lm
 
@@ -53,13 +53,20 @@ UNIT_ASAN_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests-asan/%)
 	demo deps install clean
 all: lib/libzd.a $(TOOLS)
 
-$(BUILD)/obj/%.o: %.c $(wildcard lib/zd/*.h) | deps-ok
+# Each object depends on the headers it includes (-MMD .d files, read at
+# the end), not on every header.
+$(BUILD)/obj/%.o: %.c | deps-ok
 	@mkdir -p $(@D)
 	$(CC) $(ZD_CPPFLAGS) $(ZD_CFLAGS) $(CFLAGS) -MMD -c -o $@ $<
 
-$(BUILD)/asan/%.o: %.c $(wildcard lib/zd/*.h) | deps-ok
+$(BUILD)/asan/%.o: %.c | deps-ok
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(ZD_CFLAGS) -O1 -g $(SAN) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(ZD_CFLAGS) -O1 -g $(SAN) -MMD -c -o $@ $<
+
+# The tools' and tests' objects are not intermediates: deleted, they would
+# be rebuilt, and every tool relinked, by the next make.
+.SECONDARY: $(TOOLS_C:bin/%=$(BUILD)/obj/cmd/%.o) $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) \
+	$(UNIT_SRC:%.c=$(BUILD)/asan/%.o)
 
 lib/libzd.a: $(LIB_OBJ) $(EXTRA_OBJ)
 	rm -f $@
@@ -132,11 +139,11 @@ check-e2e: all
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
-		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7 \
+		$(DESTDIR)$(PREFIX)/share/man/man5 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
-	for m in man/*.[157]; do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
+	for m in man/*.[15]; do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
 	for c in completions/bash/*; do [ -f "$$c" ] && install -m 644 $$c $(DESTDIR)$(PREFIX)/share/bash-completion/completions/; done; true
 	for c in completions/zsh/_*; do [ -f "$$c" ] && install -m 644 $$c $(DESTDIR)$(PREFIX)/share/zsh/site-functions/; done; true
 

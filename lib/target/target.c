@@ -11,12 +11,8 @@
 #include "zd/target.h"
 #include "zd/util.h"
 
-/* kvm.c is built only where it exists yet (lib/target/target.mk defines
- * ZD_HAVE_KVM); a weak reference would not pull it out of libzd.a. */
 static const struct zd_target_ops *const table[] = {
-#ifdef ZD_HAVE_KVM
 	&zd_target_kvm,
-#endif
 #ifdef ZD_HAVE_XEN
 	&zd_target_xen,		/* lib/target/xen.mk: where libxen-dev is installed */
 #endif

@@ -9,7 +9,9 @@
  * of XORing whole pages.
  */
 #include <string.h>
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 #include "wire_int.h"
 
@@ -26,6 +28,7 @@ static uint8_t *put_words(uint8_t *o, const uint64_t *line, unsigned m)
 	return o;
 }
 
+#if defined(__x86_64__)
 __attribute__((target("avx2")))
 static size_t pack_avx2(uint8_t *out, uint8_t *sh, const uint8_t *page, size_t ps)
 {
@@ -84,9 +87,15 @@ size_t zd__words_pack_scalar(uint8_t *out, uint8_t *sh, const uint8_t *page, siz
 	return (size_t)(o - out);
 }
 
+#endif
+
 size_t zd__words_pack(uint8_t *out, uint8_t *sh, const uint8_t *page, size_t ps)
 {
-	return __builtin_cpu_supports("avx2") ? pack_avx2(out, sh, page, ps) : zd__words_pack_scalar(out, sh, page, ps);
+#if defined(__x86_64__)
+	if (__builtin_cpu_supports("avx2"))
+		return pack_avx2(out, sh, page, ps);
+#endif
+	return zd__words_pack_scalar(out, sh, page, ps);
 }
 
 size_t zd__words_unpack(uint8_t *page, const uint8_t *base, const uint8_t *in, size_t len, size_t ps)

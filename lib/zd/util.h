@@ -67,8 +67,10 @@ void zd_hash64_update(struct XXH3_state_s *h, const void *buf, size_t len);
  * instruction pays for a merge, and code that uses them ran 4x slower. */
 static inline void zd_vzeroupper(void)
 {
+#if defined(__x86_64__) || defined(__i386__)
 	if (__builtin_cpu_supports("avx"))
 		__asm__ volatile("vzeroupper" ::: "memory");
+#endif
 }
 
 void *zd_xmalloc(size_t n);

@@ -4,7 +4,7 @@
 # The corpus grows in $(BUILD)/fuzz/corpus-*; tests/fuzz/seeds-* start it.
 FUZZ_CC ?= clang
 FUZZ_TIME ?= 60
-FUZZ_FLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -Ilib -msse4.2 \
+FUZZ_FLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -Ilib \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 FUZZ_DECODE_SRC := tests/fuzz/fuzz_decode.c $(sort $(wildcard lib/stream/*.c)) lib/util/util.c

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The tools are built hardened (issue 12): stack protector, FORTIFY_SOURCE,
-# full RELRO (relro + bind now), PIE; and the build takes the user's
-# CPPFLAGS and LDFLAGS.
+# The build: tools hardened (issue 12: stack protector, FORTIFY_SOURCE,
+# full RELRO, PIE), the user's CPPFLAGS and LDFLAGS taken, and a second
+# make after a full one does nothing (issue 13).
 . "$(dirname "$0")/../lib/tap.sh"
 cd "$ZD_TOP" || exit 1
 
@@ -22,5 +22,13 @@ done
 out=$(make -n -B CPPFLAGS=-DZD_PROBE_CPP LDFLAGS=-Wl,--zd-probe-ld bin/zd-recv 2>&1)
 grep -q -- "-DZD_PROBE_CPP" <<<"$out" && grep -q -- "-Wl,--zd-probe-ld" <<<"$out" &&
 	ok "make honours CPPFLAGS and LDFLAGS" || not_ok "make honours CPPFLAGS and LDFLAGS" "$(grep -E 'zd-recv' <<<"$out" | head -3)"
+
+# make check has just built everything: nothing is left to do.
+out=$(make all 2>&1)
+if grep -qE '^(cc|gcc|clang|ar|objcopy) ' <<<"$out"; then
+	not_ok "a second make does nothing" "$(grep -E '^(cc|gcc|clang|ar|objcopy) ' <<<"$out" | head -3)"
+else
+	ok "a second make does nothing"
+fi
 
 done_testing
