@@ -65,7 +65,7 @@ $(BUILD)/asan/%.o: %.c | deps-ok
 
 # The tools' and tests' objects are not intermediates: deleted, they would
 # be rebuilt, and every tool relinked, by the next make.
-.SECONDARY: $(TOOLS_C:bin/%=$(BUILD)/obj/cmd/%.o) $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) \
+.SECONDARY: $(TOOLS_C:bin/%=$(BUILD)/obj/cmd/%.o) $(BUILD)/obj/cmd/opt.o $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) \
 	$(UNIT_SRC:%.c=$(BUILD)/asan/%.o)
 
 lib/libzd.a: $(LIB_OBJ) $(EXTRA_OBJ)
@@ -78,9 +78,10 @@ $(BUILD)/libzd-asan.a: $(LIB_ASAN_OBJ) $(EXTRA_OBJ)
 
 # Link beside, then rename: a tool that is running (a test's, or one a
 # QEMU guest reads over 9p) keeps its old file instead of seeing it rewritten.
-bin/%: $(BUILD)/obj/cmd/%.o lib/libzd.a
+# cmd/opt.c: the command layer the tools share (flags, help, usage errors).
+bin/%: $(BUILD)/obj/cmd/%.o $(BUILD)/obj/cmd/opt.o lib/libzd.a
 	@mkdir -p bin
-	$(CC) $(CFLAGS) $(ZD_LDFLAGS) -o $@.tmp $< lib/libzd.a $(LDLIBS) && mv -f $@.tmp $@
+	$(CC) $(CFLAGS) $(ZD_LDFLAGS) -o $@.tmp $(filter %.o,$^) lib/libzd.a $(LDLIBS) && mv -f $@.tmp $@
 
 bin/%: cmd/%.sh
 	@mkdir -p bin

@@ -8,6 +8,7 @@
 
 #include "zd/client.h"
 #include "zd/util.h"
+#include "opt.h"
 
 #define USAGE                                                                              \
 	"usage: zd-client [--requests N] [--duration MS] [--rate R/s] [--concurrency C]\n"  \
@@ -53,7 +54,7 @@ static uint64_t ms_arg(const char *opt, const char *s, bool zero_ok)
 	uint64_t ns;
 
 	if (zd_parse_duration_ns(s, &ns) < 0 || (!zero_ok && ns == 0))
-		zd_diex(ZD_EXIT_USAGE, "%s '%s': want a duration%s (try --help)", opt, s,
+		zd_usage("%s '%s': want a duration%s", opt, s,
 			zero_ok ? "" : " above 0");
 	return ns;
 }
@@ -63,7 +64,7 @@ static uint64_t count_arg(const char *opt, const char *s)
 	uint64_t v;
 
 	if (zd_parse_u64(s, &v) < 0 || v == 0)
-		zd_diex(ZD_EXIT_USAGE, "%s '%s': want a whole number above 0 (try --help)", opt, s);
+		zd_usage("%s '%s': want a whole number above 0", opt, s);
 	return v;
 }
 
@@ -93,8 +94,8 @@ int main(int argc, char **argv)
 	int c;
 
 	zd_set_progname(argv[0]);
-	opterr = 0;	/* one diagnostic line of our own */
-	while ((c = getopt_long(argc, argv, ":n:d:r:c:t:l:vhV", longopts, NULL)) != -1) {
+	const struct zd_cmd cmd = { .shortopts = "n:d:r:c:t:l:vhV", .longopts = longopts, .help = help };
+	while ((c = zd_getopt(&cmd, argc, argv)) != -1) {
 		switch (c) {
 		case 'n':
 			o.requests = count_arg("--requests", optarg);
@@ -115,8 +116,7 @@ int main(int argc, char **argv)
 			if (len > 2 && !strcmp(buf + len - 2, "/s"))
 				buf[len - 2] = 0;
 			if (zd_parse_double(buf, &o.rate) < 0 || !(o.rate > 0) || o.rate > 1e6)
-				zd_diex(ZD_EXIT_USAGE,
-					"--rate '%s': want requests per second, above 0, at most 1000000 (try --help)",
+				zd_usage("--rate '%s': want requests per second, above 0, at most 1000000",
 					optarg);
 			break;
 		}
@@ -139,33 +139,23 @@ int main(int argc, char **argv)
 			break;
 		case 'l':
 			if (!*optarg)
-				zd_diex(ZD_EXIT_USAGE, "--log: empty file name (try --help)");
+				zd_usage("--log: empty file name");
 			o.log_path = optarg;
 			break;
 		case 'v':
 			zd_verbose = 1;
 			break;
-		case 'h':
-			help();
-			return 0;
-		case 'V':
-			printf("zd-client " ZD_VERSION "\n");
-			return 0;
-		case ':':
-			zd_diex(ZD_EXIT_USAGE, "option '%s' needs a value (try --help)", argv[optind - 1]);
-		default:
-			zd_diex(ZD_EXIT_USAGE, "unknown option '%s' (try --help)", argv[optind - 1]);
 		}
 	}
 	if (have_retry && !o.reconnect)
-		zd_diex(ZD_EXIT_USAGE, "--retry-for needs --reconnect (try --help)");
+		zd_usage("--retry-for needs --reconnect");
 	if (optind == argc)
-		zd_diex(ZD_EXIT_USAGE, "missing ADDR:PORT (try --help)");
+		zd_usage("missing ADDR:PORT");
 	if (argc - optind > 1)
-		zd_diex(ZD_EXIT_USAGE, "unexpected argument '%s' (try --help)", argv[optind + 1]);
+		zd_usage("unexpected argument '%s'", argv[optind + 1]);
 	o.addr = argv[optind];
 	if (!strrchr(o.addr, ':') || !strrchr(o.addr, ':')[1])
-		zd_diex(ZD_EXIT_USAGE, "'%s': want ADDR:PORT (try --help)", o.addr);
+		zd_usage("'%s': want ADDR:PORT", o.addr);
 	if (!have_requests && !o.duration_ns)
 		o.requests = 100;
 	if (!have_conc && o.rate == 0)

@@ -7,6 +7,7 @@
 
 #include "zd/mru.h"
 #include "zd/util.h"
+#include "opt.h"
 
 #define USAGE "usage: zd-mru [--policy mru|lru|lfu|none] [--budget PAGES|PERCENT%] [--json]\n"
 
@@ -48,17 +49,17 @@ int main(int argc, char **argv)
 	int c;
 
 	zd_set_progname(argv[0]);
-	opterr = 0;	/* one diagnostic line of our own */
 	zd_mru_budget_parse(ZD_MRU_DEFAULT_BUDGET, &o.budget);
-	while ((c = getopt_long(argc, argv, ":p:b:jvhV", longopts, NULL)) != -1) {
+	const struct zd_cmd cmd = { .shortopts = "p:b:jvhV", .longopts = longopts, .help = help };
+	while ((c = zd_getopt(&cmd, argc, argv)) != -1) {
 		switch (c) {
 		case 'p':
 			if (zd_mru_policy_parse(optarg, &o.policy) < 0)
-				zd_diex(ZD_EXIT_USAGE, "--policy '%s': want mru, lru, lfu or none (try --help)", optarg);
+				zd_usage("--policy '%s': want mru, lru, lfu or none", optarg);
 			break;
 		case 'b':
 			if (zd_mru_budget_parse(optarg, &o.budget) < 0)
-				zd_diex(ZD_EXIT_USAGE, "--budget '%s': want a page count or a percentage like 50%% (try --help)", optarg);
+				zd_usage("--budget '%s': want a page count or a percentage like 50%%", optarg);
 			break;
 		case 'j':
 			o.json = true;
@@ -66,20 +67,10 @@ int main(int argc, char **argv)
 		case 'v':
 			zd_verbose = 1;
 			break;
-		case 'h':
-			help();
-			return 0;
-		case 'V':
-			printf("zd-mru " ZD_VERSION "\n");
-			return 0;
-		case ':':
-			zd_diex(ZD_EXIT_USAGE, "option '%s' needs a value (try --help)", argv[optind - 1]);
-		default:
-			zd_diex(ZD_EXIT_USAGE, "unknown option '%s' (try --help)", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
-		zd_diex(ZD_EXIT_USAGE, "unexpected argument '%s' (zd-mru reads stdin; try --help)", argv[optind]);
+		zd_usage("unexpected argument '%s' (zd-mru reads stdin)", argv[optind]);
 	signal(SIGPIPE, SIG_IGN);
 	return zd_mru_stage_run(&o);
 }

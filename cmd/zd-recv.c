@@ -16,6 +16,7 @@
 #include "zd/replica.h"
 #include "zd/util.h"
 #include "zd/wire.h"
+#include "opt.h"
 
 #define USAGE "usage: zd-recv (--listen ADDR:PORT | --stdio) --replica DIR [--verify | --no-verify] [--once]\n" \
 	      "               [--no-fsync] [--compress none|zstd|delta] [--key FILE | --insecure]\n" \
@@ -84,14 +85,6 @@ static void help(void)
 	       "after a takeover, that of CMD.\n");
 }
 
-static _Noreturn void usage_error(const char *fmt, const char *arg)
-{
-	char buf[256];
-
-	snprintf(buf, sizeof(buf), fmt, arg);
-	zd_diex(ZD_EXIT_USAGE, "%s (see --help)", buf);
-}
-
 static int status(struct zd_replica *rep)
 {
 	uint64_t sum;
@@ -156,7 +149,8 @@ int main(int argc, char **argv)
 
 	zd_set_progname(argv[0]);
 	zd_malloc_keep_big();
-	while ((c = getopt_long(argc, argv, "l:r:vhV", opts, NULL)) != -1) {
+	const struct zd_cmd cmd = { .shortopts = "l:r:vhV", .longopts = opts, .help = help };
+	while ((c = zd_getopt(&cmd, argc, argv)) != -1) {
 		switch (c) {
 		case 'l': listen_spec = optarg; break;
 		case 's': use_stdio = true; break;
@@ -169,7 +163,7 @@ int main(int argc, char **argv)
 		case 'H':
 		case 'T':
 			if (zd_parse_u64(optarg, &v) < 0 || v > 3600000)
-				usage_error("--heartbeat/--timeout: '%s' is not a number of ms in 0..3600000", optarg);
+				zd_usage("--heartbeat/--timeout: '%s' is not a number of ms in 0..3600000", optarg);
 			if (c == 'H')
 				ro.heartbeat_ms = (unsigned)v, hb_set = true;
 			else
@@ -178,7 +172,7 @@ int main(int argc, char **argv)
 		case 'f': tk.fence = optarg; break;
 		case 'W':
 			if (zd_parse_u64(optarg, &v) < 0 || v > 3600000)
-				usage_error("--fence-timeout: '%s' is not a number of ms in 0..3600000", optarg);
+				zd_usage("--fence-timeout: '%s' is not a number of ms in 0..3600000", optarg);
 			tk.fence_timeout_ms = (unsigned)v;
 			fto_set = true;
 			break;
@@ -189,62 +183,59 @@ int main(int argc, char **argv)
 			enum zd_page_enc e;
 
 			if (zd_wire_enc_parse(optarg, &e) < 0)
-				usage_error("--compress: '%s' is not none, zstd or delta", optarg);
+				zd_usage("--compress: '%s' is not none, zstd or delta", optarg);
 			ro.accept = (uint8_t)e;
 			ro.accept_set = true;
 			break;
 		}
 		case 'K': key_path = optarg; break;
 		case 'v': zd_verbose = 1; break;
-		case 'h': help(); return 0;
-		case 'V': printf("zd-recv " ZD_VERSION "\n"); return 0;
-		default: fputs(USAGE, stderr); return ZD_EXIT_USAGE;
 		}
 	}
 	if (optind < argc)
-		usage_error("unexpected argument '%s'", argv[optind]);
+		zd_usage("unexpected argument '%s'", argv[optind]);
 	if (!dir)
-		usage_error("%s--replica DIR is required", "");
+		zd_usage("--replica DIR is required");
 	if (want_status && (listen_spec || use_stdio || once || verify || no_verify || no_fsync))
-		usage_error("%s--status takes only --replica", "");
+		zd_usage("--status takes only --replica");
 	if (!want_status && !listen_spec == !use_stdio)
-		usage_error("%swant exactly one of --listen ADDR:PORT and --stdio", "");
+		zd_usage("want exactly one of --listen ADDR:PORT and --stdio");
 	if (want_status && (hb_set || to_set || tk.fence || tk.cmd || no_failover || key_path || ro.accept_set ||
 			    insecure || fto_set))
-		usage_error("%s--status takes only --replica", "");
+		zd_usage("--status takes only --replica");
 	if (no_failover && (tk.cmd || tk.fence || fto_set))
-		usage_error("%s--no-failover conflicts with --on-failover, --fence and --fence-timeout", "");
+		zd_usage("--no-failover conflicts with --on-failover, --fence and --fence-timeout");
 	if (fto_set && !tk.fence)
-		usage_error("%s--fence-timeout goes with --fence", "");
+		zd_usage("--fence-timeout goes with --fence");
 	if (key_path && insecure)
-		usage_error("%s--key and --insecure conflict", "");
+		zd_usage("--key and --insecure conflict");
 	if (no_failover)
 		tk.cmd = "";
 	if (ro.timeout_ms && ro.heartbeat_ms >= ro.timeout_ms)
-		usage_error("%s--heartbeat must be shorter than --timeout (or --timeout 0)", "");
+		zd_usage("--heartbeat must be shorter than --timeout (or --timeout 0)");
 	if (use_stdio && once)
-		usage_error("%s--once goes with --listen (--stdio serves one stream)", "");
+		zd_usage("--once goes with --listen (--stdio serves one stream)");
 	if (verify && no_verify)
-		usage_error("%s--verify and --no-verify conflict", "");
+		zd_usage("--verify and --no-verify conflict");
 	if (listen_spec) {
 		char h[256], p[16];
 
 		if (zd_net_split(listen_spec, h, sizeof(h), p, sizeof(p), msg, sizeof(msg)) < 0)
-			usage_error("%s", msg);
+			zd_usage("%s", msg);
 		port0 = !strcmp(p, "0");
 		/* Guest memory in the clear, and a takeover anyone who can
 		 * reach the port could steer: only on purpose. */
 		int lo = zd_net_is_loopback(listen_spec, msg, sizeof(msg));
 		if (lo < 0)
-			usage_error("%s", msg);
+			zd_usage("%s", msg);
 		if (!lo && !key_path && !insecure)
-			zd_diex(ZD_EXIT_USAGE, "--listen %s: not a loopback address, and no --key: anyone who reaches it could "
+			zd_usage("--listen %s: not a loopback address, and no --key: anyone who reaches it could "
 				"read the guest's memory and steer the replica (give --key FILE, or --insecure)", listen_spec);
 	}
 	ro.verify = verify ? ZD_VERIFY_ALWAYS : no_verify ? ZD_VERIFY_NEVER : ZD_VERIFY_AUTO;
 	if (key_path) {
 		if (zd_auth_key_load(&key, key_path, msg, sizeof(msg)) < 0)
-			zd_diex(ZD_EXIT_USAGE, "--key %s", msg);
+			zd_usage("--key %s", msg);
 		ro.key = &key;
 	}
 	if (tk.cmd && *tk.cmd && !want_status)

@@ -14,6 +14,7 @@
 #include "zd/send.h"
 #include "zd/util.h"
 #include "zd/wire.h"
+#include "opt.h"
 
 #define USAGE "usage: zd-send [--compress none|zstd|delta] [--level N] [--delta-cache SIZE]\n" \
 	      "               [--key FILE] [--json-log] [--heartbeat MS] [--timeout MS]\n" \
@@ -100,12 +101,13 @@ int main(int argc, char **argv)
 
 	zd_set_progname(argv[0]);
 	zd_malloc_keep_big();
-	while ((c = getopt_long(argc, argv, "jc:vhV", opts, NULL)) != -1) {
+	const struct zd_cmd cmd = { .shortopts = "jc:vhV", .longopts = opts, .help = help };
+	while ((c = zd_getopt(&cmd, argc, argv)) != -1) {
 		switch (c) {
 		case 'j': o.json_log = true; break;
 		case 'c':
 			if (zd_wire_enc_parse(optarg, &o.wopts.enc) < 0)
-				zd_diex(ZD_EXIT_USAGE, "--compress: '%s' is not none, zstd or delta (see --help)", optarg);
+				zd_usage("--compress: '%s' is not none, zstd or delta", optarg);
 			break;
 		case 'L': {
 			char *end;
@@ -113,7 +115,7 @@ int main(int argc, char **argv)
 			errno = 0;
 			lv = strtoll(optarg, &end, 10);
 			if (errno || !*optarg || *end || lv < ZSTD_minCLevel() || lv > ZSTD_maxCLevel())
-				zd_diex(ZD_EXIT_USAGE, "--level: '%s' is not a zstd level in %d..%d (see --help)",
+				zd_usage("--level: '%s' is not a zstd level in %d..%d",
 					optarg, ZSTD_minCLevel(), ZSTD_maxCLevel());
 			o.wopts.level = (int)lv;
 			level_set = true;
@@ -121,14 +123,14 @@ int main(int argc, char **argv)
 		}
 		case 'D':
 			if (zd_parse_size(optarg, &v) < 0 || v > (1ull << 40))
-				zd_diex(ZD_EXIT_USAGE, "--delta-cache: '%s' is not a size up to 1T (e.g. 512M) (see --help)",
+				zd_usage("--delta-cache: '%s' is not a size up to 1T (e.g. 512M)",
 					optarg);
 			o.wopts.cache_bytes = v;
 			cache_set = true;
 			break;
 		case 'B':
 			if (zd_parse_size(optarg, &v) < 0 || v > (1ull << 40))
-				zd_diex(ZD_EXIT_USAGE, "--resend-buffer: '%s' is not a size up to 1T (e.g. 512M) (see --help)",
+				zd_usage("--resend-buffer: '%s' is not a size up to 1T (e.g. 512M)",
 					optarg);
 			o.resend_bytes = v;
 			resend_set = true;
@@ -138,7 +140,7 @@ int main(int argc, char **argv)
 		case 'T':
 		case 'R':
 			if (zd_parse_u64(optarg, &v) < 0 || v > ZD_SEND_RECONNECT_MAX_MS)
-				zd_diex(ZD_EXIT_USAGE, "--heartbeat/--timeout/--reconnect: '%s' is not a number of ms in 0..3600000 (see --help)",
+				zd_usage("--heartbeat/--timeout/--reconnect: '%s' is not a number of ms in 0..3600000",
 					optarg);
 			if (c == 'H')
 				o.hb_ms = (unsigned)v;
@@ -148,45 +150,42 @@ int main(int argc, char **argv)
 				o.reconnect_ms = (unsigned)v;
 			break;
 		case 'v': zd_verbose = 1; break;
-		case 'h': help(); return 0;
-		case 'V': printf("zd-send " ZD_VERSION "\n"); return 0;
-		default: fputs(USAGE, stderr); return ZD_EXIT_USAGE;
 		}
 	}
 	if (argc - optind != 1)
-		zd_diex(ZD_EXIT_USAGE, "%s (see --help)", optind < argc ? "too many arguments" : "DEST is required");
+		zd_usage("%s", optind < argc ? "too many arguments" : "DEST is required");
 	o.dest = argv[optind];
 	if (o.to_ms && o.hb_ms >= o.to_ms)
-		zd_diex(ZD_EXIT_USAGE, "--heartbeat must be shorter than --timeout (or --timeout 0) (see --help)");
+		zd_usage("--heartbeat must be shorter than --timeout (or --timeout 0)");
 	if (level_set && o.wopts.enc == ZD_PENC_RAW)
-		zd_diex(ZD_EXIT_USAGE, "--level goes with --compress zstd or delta (see --help)");
+		zd_usage("--level goes with --compress zstd or delta");
 	if (cache_set && o.wopts.enc != ZD_PENC_DELTA)
-		zd_diex(ZD_EXIT_USAGE, "--delta-cache goes with --compress delta (see --help)");
+		zd_usage("--delta-cache goes with --compress delta");
 	if (resend_set && !o.reconnect_ms)
-		zd_diex(ZD_EXIT_USAGE, "--resend-buffer goes with --reconnect (see --help)");
+		zd_usage("--resend-buffer goes with --reconnect");
 	if (o.key_path && !strcmp(o.dest, "-"))
-		zd_diex(ZD_EXIT_USAGE, "--key needs a connection both ways: not with DEST - (see --help)");
+		zd_usage("--key needs a connection both ways: not with DEST -");
 	if (o.reconnect_ms && !strcmp(o.dest, "-"))
-		zd_diex(ZD_EXIT_USAGE, "--reconnect needs a connection both ways: not with DEST - (see --help)");
+		zd_usage("--reconnect needs a connection both ways: not with DEST -");
 	if (o.key_path) {
 		if (zd_auth_key_load(&key, o.key_path, msg, sizeof(msg)) < 0)
-			zd_diex(ZD_EXIT_USAGE, "--key %s", msg);
+			zd_usage("--key %s", msg);
 		o.key = &key;
 	}
 	if (!strncmp(o.dest, ZD_SSH_PREFIX, strlen(ZD_SSH_PREFIX))) {
 		char uh[256], path[1024];
 
 		if (zd_net_ssh_split(o.dest, uh, sizeof(uh), path, sizeof(path), msg, sizeof(msg)) < 0)
-			zd_diex(ZD_EXIT_USAGE, "%s", msg);
+			zd_usage("%s", msg);
 	} else if (strcmp(o.dest, "-")) {
 		char h[256], p[16];
 
 		if (zd_net_split(o.dest, h, sizeof(h), p, sizeof(p), msg, sizeof(msg)) < 0)
-			zd_diex(ZD_EXIT_USAGE, "%s", msg);
+			zd_usage("%s", msg);
 		if (!*h)
-			zd_diex(ZD_EXIT_USAGE, "%s: no host to send to", o.dest);
+			zd_usage("%s: no host to send to", o.dest);
 	} else if (o.json_log) {
-		zd_diex(ZD_EXIT_USAGE, "--json-log needs stdout, which DEST - uses for the stream");
+		zd_usage("--json-log needs stdout, which DEST - uses for the stream");
 	}
 	return zd_send_run(&o);
 }

@@ -9,6 +9,7 @@
 
 #include "zd/stat.h"
 #include "zd/util.h"
+#include "opt.h"
 
 #define USAGE                                                                  \
 	"usage: zd-stat [--json | --csv] [--plot FILE.png] [--from EPOCH]\n"      \
@@ -61,8 +62,8 @@ int main(int argc, char **argv)
 	int c, rc;
 
 	zd_set_progname(argv[0]);
-	opterr = 0;	/* one diagnostic line of our own */
-	while ((c = getopt_long(argc, argv, ":jcp:f:o:C:vhV", longopts, NULL)) != -1) {
+	const struct zd_cmd cmd = { .shortopts = "jcp:f:o:C:vhV", .longopts = longopts, .help = help };
+	while ((c = zd_getopt(&cmd, argc, argv)) != -1) {
 		switch (c) {
 		case 'j':
 			json = true;
@@ -72,12 +73,12 @@ int main(int argc, char **argv)
 			break;
 		case 'p':
 			if (!*optarg)
-				zd_diex(ZD_EXIT_USAGE, "--plot: empty file name (try --help)");
+				zd_usage("--plot: empty file name");
 			o.plot = optarg;
 			break;
 		case 'f':
 			if (zd_parse_u64(optarg, &o.from) < 0)
-				zd_diex(ZD_EXIT_USAGE, "--from '%s': want an epoch number (try --help)",
+				zd_usage("--from '%s': want an epoch number",
 					optarg);
 			break;
 		case 'o':
@@ -86,9 +87,9 @@ int main(int argc, char **argv)
 			const char *opt = c == 'o' ? "--output-log" : "--client-log";
 
 			if (*fp)
-				zd_diex(ZD_EXIT_USAGE, "%s given twice (try --help)", opt);
+				zd_usage("%s given twice", opt);
 			if (!*optarg)
-				zd_diex(ZD_EXIT_USAGE, "%s: empty file name (try --help)", opt);
+				zd_usage("%s: empty file name", opt);
 			*fp = fopen(optarg, "re");
 			if (!*fp)
 				zd_die(ZD_EXIT_USAGE, "%s %s", opt, optarg);
@@ -101,23 +102,13 @@ int main(int argc, char **argv)
 		case 'v':
 			zd_verbose = 1;
 			break;
-		case 'h':
-			help();
-			return 0;
-		case 'V':
-			printf("zd-stat " ZD_VERSION "\n");
-			return 0;
-		case ':':
-			zd_diex(ZD_EXIT_USAGE, "option '%s' needs a value (try --help)", argv[optind - 1]);
-		default:
-			zd_diex(ZD_EXIT_USAGE, "unknown option '%s' (try --help)", argv[optind - 1]);
 		}
 	}
 	if (json && csv)
-		zd_diex(ZD_EXIT_USAGE, "--json and --csv: choose one (try --help)");
+		zd_usage("--json and --csv: choose one");
 	o.format = json ? ZD_STAT_JSON : csv ? ZD_STAT_CSV : ZD_STAT_TABLE;
 	if (argc - optind > 1)
-		zd_diex(ZD_EXIT_USAGE, "unexpected argument '%s' (one FILE at most; try --help)",
+		zd_usage("unexpected argument '%s' (one FILE at most)",
 			argv[optind + 1]);
 	if (optind < argc && strcmp(argv[optind], "-") != 0) {
 		o.in_name = argv[optind];

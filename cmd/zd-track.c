@@ -10,6 +10,7 @@
 #include "zd/target.h"
 #include "zd/track.h"
 #include "zd/util.h"
+#include "opt.h"
 
 #define USAGE "usage: zd-track TARGET [--interval MS] [--epochs N] [--mode remus|buffered|zddspt]\n" \
 	      "                [--precopy PERCENT] [--no-guard] [--verify] [--json] [--control PATH]\n" \
@@ -64,14 +65,6 @@ static void help(void)
 	       zd_target_synth.usage, zd_target_trace.usage);
 }
 
-static _Noreturn void usage_error(const char *fmt, const char *arg)
-{
-	char line[512];
-
-	snprintf(line, sizeof(line), fmt, arg);
-	zd_diex(ZD_EXIT_USAGE, "%s (try --help)", line);
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -106,25 +99,25 @@ int main(int argc, char **argv)
 	int c;
 
 	zd_set_progname(argv[0]);
-	opterr = 0;	/* one diagnostic line of our own */
-	while ((c = getopt_long(argc, argv, ":i:n:m:p:jc:t:g:vhV", longopts, NULL)) != -1) {
+	const struct zd_cmd cmd = { .shortopts = "i:n:m:p:jc:t:g:vhV", .longopts = longopts, .help = help };
+	while ((c = zd_getopt(&cmd, argc, argv)) != -1) {
 		switch (c) {
 		case 'i':
 			if (zd_parse_duration_ns(optarg, &o.interval_ns) < 0 ||
 			    o.interval_ns > 3600ull * 1000000000)
-				usage_error("--interval '%s': want a duration up to 1h, e.g. 25 or 25ms", optarg);
+				zd_usage("--interval '%s': want a duration up to 1h, e.g. 25 or 25ms", optarg);
 			break;
 		case 'n':
 			if (zd_parse_u64(optarg, &o.epochs) < 0 || o.epochs == 0)
-				usage_error("--epochs '%s': want a whole number >= 1", optarg);
+				zd_usage("--epochs '%s': want a whole number >= 1", optarg);
 			break;
 		case 'm':
 			if (zd_mode_parse(optarg, &o.mode) < 0)
-				usage_error("--mode '%s': want remus, buffered or zddspt", optarg);
+				zd_usage("--mode '%s': want remus, buffered or zddspt", optarg);
 			break;
 		case 'p':
 			if (zd_parse_u64(optarg, &v) < 0 || v > 99)
-				usage_error("--precopy '%s': want a percentage from 0 to 99", optarg);
+				zd_usage("--precopy '%s': want a percentage from 0 to 99", optarg);
 			o.precopy_pct = (unsigned)v;
 			precopy_given = true;
 			break;
@@ -142,42 +135,32 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			if (zd_parse_duration_ns(optarg, &o.timeout_ns) < 0 || o.timeout_ns == 0)
-				usage_error("--timeout '%s': want a duration > 0, e.g. 10000 or 10s", optarg);
+				zd_usage("--timeout '%s': want a duration > 0, e.g. 10000 or 10s", optarg);
 			break;
 		case 'g':
 			if (zd_parse_duration_ns(optarg, &o.grace_ns) < 0 || o.grace_ns > 3600ull * 1000000000)
-				usage_error("--grace '%s': want a duration up to 1h, e.g. 1000 or 1s", optarg);
+				zd_usage("--grace '%s': want a duration up to 1h, e.g. 1000 or 1s", optarg);
 			grace_given = true;
 			break;
 		case 'M':
 			if (zd_parse_duration_ns(optarg, &o.max_hold_ns) < 0 || o.max_hold_ns > 3600ull * 1000000000)
-				usage_error("--max-hold '%s': want a duration up to 1h, e.g. 2000 or 2s (0 = never)", optarg);
+				zd_usage("--max-hold '%s': want a duration up to 1h, e.g. 2000 or 2s (0 = never)", optarg);
 			break;
 		case 'v':
 			zd_verbose = 1;
 			break;
-		case 'h':
-			help();
-			return 0;
-		case 'V':
-			printf("zd-track " ZD_VERSION "\n");
-			return 0;
-		case ':':
-			usage_error("option '%s' needs a value", argv[optind - 1]);
-		default:
-			usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
 	if (optind == argc)
-		usage_error("missing TARGET%s", "");
+		zd_usage("missing TARGET");
 	if (argc - optind > 1)
-		usage_error("unexpected argument '%s'", argv[optind + 1]);
+		zd_usage("unexpected argument '%s'", argv[optind + 1]);
 	if (precopy_given && o.mode != ZD_MODE_ZDDSPT)
-		usage_error("--precopy needs --mode zddspt%s", "");
+		zd_usage("--precopy needs --mode zddspt");
 	if (o.no_guard && o.mode != ZD_MODE_ZDDSPT)
-		usage_error("--no-guard needs --mode zddspt%s", "");
+		zd_usage("--no-guard needs --mode zddspt");
 	if (grace_given && o.mode != ZD_MODE_REMUS)
-		usage_error("--grace needs --mode remus%s", "");
+		zd_usage("--grace needs --mode remus");
 	o.spec = argv[optind];
 
 	/* A flag and no work in the handler: the loop ends the stream. */

@@ -7,10 +7,11 @@
 
 #include "vm/vm.h"
 #include "zd/util.h"
+#include "opt.h"
 
-static void usage(FILE *f)
+static void help(void)
 {
-	fprintf(f,
+	printf(
 		"usage: zd-vm --control PATH [--mem SIZE] [--workload SPEC] [--serve ADDR:PORT]\n"
 		"             [--no-output-commit] [--output-log FILE] [-v]\n"
 		"       zd-vm --restore DIR [--control PATH] [--serve ADDR:PORT]\n"
@@ -49,6 +50,11 @@ static void usage(FILE *f)
 		"died, or DIR is not a committed replica of a zd-vm guest (or is damaged).\n");
 }
 
+static void version_note(void)
+{
+	printf("kvm: %s\n", zd_vm_kvm_mode());
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option lopts[] = {
@@ -76,12 +82,13 @@ int main(int argc, char **argv)
 
 	zd_set_progname(argv[0]);
 	cfg.wl.hot = 0.8;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+vhV", lopts, NULL)) != -1) {
+	const struct zd_cmd cmd = { .shortopts = "+vhV", .longopts = lopts, .help = help,
+				    .version_note = version_note };
+	while ((c = zd_getopt(&cmd, argc, argv)) != -1) {
 		switch (c) {
 		case 'm':
 			if (zd_parse_size(optarg, &cfg.mem_bytes) < 0)
-				zd_diex(ZD_EXIT_USAGE, "--mem %s: want a size like 256M", optarg);
+				zd_usage("--mem %s: want a size like 256M", optarg);
 			mem_set = true;
 			break;
 		case 'c':
@@ -89,7 +96,7 @@ int main(int argc, char **argv)
 			break;
 		case 'w':
 			if (zd_vm_parse_workload(optarg, &cfg.wl, msg, sizeof(msg)) < 0)
-				zd_diex(ZD_EXIT_USAGE, "--workload %s", msg);
+				zd_usage("--workload %s", msg);
 			wl_set = true;
 			break;
 		case 's':
@@ -106,45 +113,35 @@ int main(int argc, char **argv)
 			break;
 		case 'R':
 			if (!*optarg)
-				zd_diex(ZD_EXIT_USAGE, "--restore: empty directory name");
+				zd_usage("--restore: empty directory name");
 			cfg.restore_dir = optarg;
 			break;
 		case 'v':
 			zd_verbose = 1;
 			break;
-		case 'h':
-			usage(stdout);
-			return ZD_EXIT_OK;
-		case 'V':
-			printf("zd-vm %s\nkvm: %s\n", ZD_VERSION, zd_vm_kvm_mode());
-			return ZD_EXIT_OK;
-		default:
-			/* One line, ours: getopt's own message is silenced. */
-			zd_diex(ZD_EXIT_USAGE, "%s: unknown option or missing value (see --help)",
-				argv[optind - 1]);
 		}
 	}
 	if (ctl) {
 		if (cfg.control_path || mem_set || wl_set || cfg.serve || cfg.output_log ||
 		    !cfg.output_commit || cfg.restore_dir)
-			zd_diex(ZD_EXIT_USAGE, "--ctl takes no VM flags");
+			zd_usage("--ctl takes no VM flags");
 		return zd_vm_ctl_main(ctl, argc - optind, argv + optind);
 	}
 	if (optind < argc)
-		zd_diex(ZD_EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
+		zd_usage("unexpected argument '%s'", argv[optind]);
 	if (cfg.restore_dir && (mem_set || wl_set))
-		zd_diex(ZD_EXIT_USAGE, "--restore takes the memory size and workload from the replica: "
+		zd_usage("--restore takes the memory size and workload from the replica: "
 			"no --mem or --workload");
 	if (cfg.control_path && !*cfg.control_path)
-		zd_diex(ZD_EXIT_USAGE, "--control: empty path");
+		zd_usage("--control: empty path");
 	if (!cfg.control_path && !cfg.restore_dir)
-		zd_diex(ZD_EXIT_USAGE, "--control PATH is required");
+		zd_usage("--control PATH is required");
 	/* A restored VM serves where the primary did: that is checked once
 	 * the replica is read. */
 	if (!cfg.serve && !cfg.restore_dir && (cfg.output_log || !cfg.output_commit))
-		zd_diex(ZD_EXIT_USAGE, "%s needs --serve",
+		zd_usage("%s needs --serve",
 			cfg.output_log ? "--output-log" : "--no-output-commit");
 	if (!cfg.restore_dir && zd_vm_check_config(&cfg, msg, sizeof(msg)) < 0)
-		zd_diex(ZD_EXIT_USAGE, "%s", msg);
+		zd_usage("%s", msg);
 	return zd_vm_main(&cfg);
 }

@@ -114,4 +114,9 @@ const struct zd_pageset *zd_capture_dirty(const struct zd_capture *c);
  * guard's owner (zd_capture_own_guard); every other filter reads. */
 const struct zd_drain_ops *zd_capture_drain_for(const struct zd_rec_header *hdr);
 
+/* zd-swap's stage: records from in_fd to out_fd, pages captured for each
+ * epoch that lacks them (lib/capture/swap.c). Diagnostics on stderr;
+ * returns 0 after END, else an exit code. */
+int zd_swap_run(int in_fd, int out_fd, bool json, uint64_t drain_delay_ns);
+
 #endif
