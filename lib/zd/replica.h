@@ -10,6 +10,10 @@
  *                     kept between epochs so its blocks are reused)
  *   DIR/journal       an epoch committed but maybe not yet applied
  *
+ * DIR is 0700 and its files 0600, each opened with O_NOFOLLOW by
+ * zd_replica_open_file: guest memory is its owner's alone. The lock is a
+ * flock on DIR itself, not a file.
+ *
  * One epoch is applied atomically, in the order the functions below run:
  *
  *   stage_begin → stage_dirty / stage_pages / stage_state … (journal.tmp)
@@ -79,6 +83,11 @@ struct zd_replica {
  * that are not a replica's is refused with ZD_EXIT_TARGET. */
 int zd_replica_open(struct zd_replica **rep, const char *dir, char *msg, size_t msglen);
 void zd_replica_close(struct zd_replica *rep);
+
+/* Open DIR/name (O_NOFOLLOW, 0600 if created): 0 with *fd, or an exit
+ * code with rep->err (ZD_EXIT_TARGET for a symbolic link, a file that is
+ * not regular or has other hard links) and errno that of the failure. */
+int zd_replica_open_file(struct zd_replica *rep, const char *name, int flags, int *fd);
 
 /* Bind a stream to the replica at its HEADER: initialises a new replica
  * (sparse memory.img, meta.json at epoch 0), or checks that page size and
