@@ -33,6 +33,8 @@ struct zd_stage {
 	XXH3_state_t *h;	/* over every byte written so far */
 	uint64_t off;
 	uint64_t data_off;	/* where the pages of the PAGES being staged start */
+	uint8_t *jmap;		/* journal.tmp mapped read-only (zd_replica_stage_map) */
+	size_t jmap_len;
 	struct zd_pageset dirty;	/* union of the epoch's DIRTY records */
 	struct zd_pageset covered;	/* union of its PAGES */
 	struct zd_pageset final_set;	/* PAGES not marked pre-copy: sent for good */
@@ -79,6 +81,8 @@ static void stage_free(struct zd_stage *st)
 		return;
 	if (st->fd >= 0)
 		close(st->fd);
+	if (st->jmap)
+		munmap(st->jmap, st->jmap_len);
 	XXH3_freeState(st->h);
 	zd_pageset_free(&st->dirty);
 	zd_pageset_free(&st->covered);
@@ -246,6 +250,39 @@ int zd_replica_stage_pages_begin(struct zd_replica *rep, const struct zd_rec_pag
 	free(h);
 	st->data_off = st->off;
 	return rc;
+}
+
+uint64_t zd_replica_stage_pages_at(const struct zd_replica *rep)
+{
+	return rep->st ? rep->st->data_off : 0;
+}
+
+/* A mapping, not a read into a buffer: the pages come straight from the
+ * page cache the writes just filled. It may reach past the end of the
+ * file (grown by doubling, so a long epoch maps a few times, not once
+ * per record); only the bytes staged are ever read through it. */
+int zd_replica_stage_map(struct zd_replica *rep, const uint8_t **map)
+{
+	struct zd_stage *st = rep->st;
+
+	if (!st)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "journal mapped outside an epoch");
+	if (st->off > st->jmap_len) {
+		size_t len = (size_t)ZD_MAX(st->off, 2 * (uint64_t)st->jmap_len);
+		void *m;
+
+		if (st->jmap)
+			munmap(st->jmap, st->jmap_len);
+		st->jmap = NULL;
+		st->jmap_len = 0;
+		m = mmap(NULL, len, PROT_READ, MAP_SHARED, st->fd, 0);
+		if (m == MAP_FAILED)
+			return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: mmap: %s", rep->dir, strerror(errno));
+		st->jmap = m;
+		st->jmap_len = len;
+	}
+	*map = st->jmap;
+	return 0;
 }
 
 int zd_replica_stage_pages_data(struct zd_replica *rep, const uint8_t *data, size_t len)

@@ -103,6 +103,12 @@ int zd_replica_stage_pages(struct zd_replica *rep, const struct zd_rec_pages *p)
 int zd_replica_stage_pages_begin(struct zd_replica *rep, const struct zd_rec_pages *p);
 int zd_replica_stage_pages_data(struct zd_replica *rep, const uint8_t *data, size_t len);
 int zd_replica_stage_pages_end(struct zd_replica *rep, const struct zd_rec_pages *p);
+/* After begin: the offset in journal.tmp of the first page of p. */
+uint64_t zd_replica_stage_pages_at(const struct zd_replica *rep);
+/* journal.tmp as staged so far, mapped read-only: a page staged earlier in
+ * the epoch is *map + its offset. Valid until the next call or the end of
+ * the stage. */
+int zd_replica_stage_map(struct zd_replica *rep, const uint8_t **map);
 /* After end: the replica takes buf (malloc'd, holding p->data, the pages
  * just staged) and applies the epoch from memory if it gets every PAGES
  * of it and they fit; frees it otherwise. */

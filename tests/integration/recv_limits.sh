@@ -74,6 +74,48 @@ cp "$TMP/e1.json" "$TMP/thrice.json"
 expect_fail "a third copy of a page: exit 3" 3 "PAGES repeat pfn 0 in epoch 2" \
 	zd-recv --stdio --replica "$TMP/thrice" <"$TMP/thrice.json"
 
+# Deltas against a page pre-copied earlier in the epoch decode against that
+# copy, read back from journal.tmp (not held in memory): pre-copies of pfn
+# 3, 5 (raw), a final delta of 3, a pre-copy of 7, then deltas of 5 and 7
+# in one record (the journal mapped again, grown). Each delta flips word 0.
+python3 - "$TMP" <<'PY'
+import base64, json, subprocess, sys
+tmp = sys.argv[1]
+PS = 4096
+def zst(b):
+    return subprocess.run(["zstd", "-q", "-c", "--stream-size=%d" % len(b)], input=b,
+                          stdout=subprocess.PIPE, check=True).stdout
+def pages(flags, pfns, enc, data):
+    ranges = [[p, 1] for p in pfns]
+    return {"type": "pages", "epoch": 1, "enc": enc, "flags": flags, "pages": len(pfns),
+            "ranges": ranges, "data": base64.b64encode(data).decode()}
+def delta(n):
+    bitmap = bytes([(1 << n) - 1])
+    page = bytes([1]) + bytes(PS // 64 - 1) + b"\xff" * 8
+    return zst(bitmap + page * n)
+recs = [{"type": "header", "version": "1.0", "page_size": PS, "page_count": 16, "mode": "zddspt",
+         "interval_us": 0, "start_ns": 1, "target": "crafted", "control": ""},
+        pages(1, [3], "raw", bytes([0x33]) * PS), pages(1, [5], "raw", bytes([0x55]) * PS),
+        {"type": "checkpoint", "epoch": 1, "t0_ns": 0, "t1_ns": 0, "resume_ns": 0, "pause_ns": 0, "flags": 0},
+        {"type": "dirty", "epoch": 1, "pages": 3, "ranges": [[3, 1], [5, 1], [7, 1]]},
+        pages(0, [3], "delta", delta(1)), pages(1, [7], "raw", bytes([0x77]) * PS),
+        pages(0, [5, 7], "delta", delta(2)),
+        {"type": "commit", "epoch": 1, "pages": 3, "flags": 0, "memsum": "0x0"},
+        {"type": "end", "epochs": 1, "status": 0}]
+with open(tmp + "/precopy_delta.json", "w") as f:
+    for r in recs:
+        f.write(json.dumps(r) + "\n")
+PY
+check "deltas against pre-copied pages replicate" \
+	bash -c 'zd-recv --stdio --replica "$1" <"$2" >/dev/null' _ "$TMP/pdelta" "$TMP/precopy_delta.json"
+got=$(python3 -c '
+import sys
+m = open(sys.argv[1], "rb").read()
+print(" ".join(m[p * 4096:p * 4096 + 10].hex() for p in (3, 5, 7)))' "$TMP/pdelta/memory.img")
+want="cccccccccccccccc3333 aaaaaaaaaaaaaaaa5555 88888888888888887777"
+[ "$got" = "$want" ] && ok "... each the pre-copy with its word flipped" ||
+	not_ok "... each the pre-copy with its word flipped" "got $got, want $want"
+
 # 2. A second STATE in an epoch (each one went to the journal).
 jq -c 'if .type == "state" and .epoch == 1 then ., . else . end' "$TMP/e1.json" >"$TMP/state2.json"
 expect_fail "a second STATE in one epoch: exit 3" 3 "\(STATE\): a second STATE in epoch 1 \(one an epoch\)" \
