@@ -299,9 +299,10 @@ static int open_memory(struct zd_replica *rep)
  * to them with a warning rather than refused: refusing would stop the
  * standby over a mode bit, and what others could read before is beyond
  * repair either way. A DIR owned by someone else is refused: its owner
- * can swap the files under zd-recv whatever the mode. Run only once DIR
- * is known to be a replica or empty: someone else's directory is left as
- * it is. */
+ * can swap the files under zd-recv whatever the mode. Run only on a DIR
+ * known to be a replica, or an empty one about to become a replica (at
+ * bind): someone else's directory, or an empty one only looked at (zd-vm
+ * --restore, --status), is left as it is. */
 static int check_dir_access(struct zd_replica *rep)
 {
 	struct stat st;
@@ -346,7 +347,7 @@ int zd_replica_open(struct zd_replica **out, const char *dir, char *msg, size_t 
 		goto fail;
 	}
 	if (!zd__rep_exists(rep, "meta.json")) {
-		if ((rc = check_fresh(rep)) || (rc = check_dir_access(rep)))
+		if ((rc = check_fresh(rep)))
 			goto fail;
 	} else {
 		rep->initialised = true;
@@ -421,7 +422,7 @@ int zd_replica_bind(struct zd_replica *rep, const struct zd_rec_header *hdr)
 	if (!rep->initialised) {
 		/* meta.json first: a crash before memory.img exists leaves a
 		 * replica at epoch 0, which open_memory() completes. */
-		if ((rc = zd__rep_write_meta(rep, m)) || (rc = zd__rep_fsync_dir(rep)) ||
+		if ((rc = check_dir_access(rep)) || (rc = zd__rep_write_meta(rep, m)) || (rc = zd__rep_fsync_dir(rep)) ||
 		    (rc = open_memory(rep)) || (rc = zd__rep_fsync_dir(rep)))
 			return rc;
 		rep->initialised = true;
