@@ -51,19 +51,19 @@ int zd__rep_fsync_dir(struct zd_replica *rep)
 int zd_replica_open_file(struct zd_replica *rep, const char *name, int flags, int *fdp)
 {
 	struct stat st;
-	int fd, e;
+	int fd, e, rc;
 
 	*fdp = -1;
 	fd = openat(rep->dirfd, name, (flags & ~O_TRUNC) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		e = errno;
+		rc = e == ELOOP || e == ENOENT ? ZD_EXIT_TARGET : ZD_EXIT_FAIL;
 		if (e == ELOOP)
-			zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/%s: a symbolic link: refusing to follow it", rep->dir, name);
+			zd__rep_fail(rep, rc, "%s/%s: a symbolic link: refusing to follow it", rep->dir, name);
 		else
-			zd__rep_fail(rep, e == ENOENT ? ZD_EXIT_TARGET : ZD_EXIT_FAIL, "%s/%s: %s", rep->dir, name,
-				     strerror(e));
+			zd__rep_fail(rep, rc, "%s/%s: %s", rep->dir, name, strerror(e));
 		errno = e;
-		return e == ELOOP || e == ENOENT ? ZD_EXIT_TARGET : ZD_EXIT_FAIL;
+		return rc;
 	}
 	if (fstat(fd, &st) < 0) {
 		e = errno;
@@ -72,10 +72,10 @@ int zd_replica_open_file(struct zd_replica *rep, const char *name, int flags, in
 	}
 	if (!S_ISREG(st.st_mode) || st.st_nlink > 1) {
 		close(fd);
-		errno = EPERM;
 		if (!S_ISREG(st.st_mode))
 			return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/%s: not a regular file: refusing it", rep->dir, name);
-		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/%s: has %ju hard links: refusing to write through it",
+		return zd__rep_fail(rep, ZD_EXIT_TARGET,
+				    "%s/%s: has %ju hard links: refusing it (the others could be anywhere)",
 				    rep->dir, name, (uintmax_t)st.st_nlink);
 	}
 	if ((flags & O_ACCMODE) != O_RDONLY && (st.st_mode & 077) && fchmod(fd, st.st_mode & 0700) < 0) {
@@ -422,8 +422,8 @@ int zd_replica_bind(struct zd_replica *rep, const struct zd_rec_header *hdr)
 	if (!rep->initialised) {
 		/* meta.json first: a crash before memory.img exists leaves a
 		 * replica at epoch 0, which open_memory() completes. */
-		if ((rc = check_dir_access(rep)) || (rc = zd__rep_write_meta(rep, m)) || (rc = zd__rep_fsync_dir(rep)) ||
-		    (rc = open_memory(rep)) || (rc = zd__rep_fsync_dir(rep)))
+		if ((rc = check_dir_access(rep)) || (rc = zd__rep_write_meta(rep, m)) ||
+		    (rc = zd__rep_fsync_dir(rep)) || (rc = open_memory(rep)) || (rc = zd__rep_fsync_dir(rep)))
 			return rc;
 		rep->initialised = true;
 	}
