@@ -33,9 +33,12 @@ struct zd_stage {
 	XXH3_state_t *h;	/* over every byte written so far */
 	uint64_t off;
 	uint64_t data_off;	/* where the pages of the PAGES being staged start */
+	uint8_t *jmap;		/* journal.tmp mapped read-only (zd_replica_stage_map) */
+	size_t jmap_len;
 	struct zd_pageset dirty;	/* union of the epoch's DIRTY records */
 	struct zd_pageset covered;	/* union of its PAGES */
 	struct zd_pageset final_set;	/* PAGES not marked pre-copy: sent for good */
+	struct zd_pageset precopied;	/* PAGES marked pre-copy */
 	struct jidx *idx;
 	size_t nidx, cap;
 	bool have_state;
@@ -78,10 +81,13 @@ static void stage_free(struct zd_stage *st)
 		return;
 	if (st->fd >= 0)
 		close(st->fd);
+	if (st->jmap)
+		munmap(st->jmap, st->jmap_len);
 	XXH3_freeState(st->h);
 	zd_pageset_free(&st->dirty);
 	zd_pageset_free(&st->covered);
 	zd_pageset_free(&st->final_set);
+	zd_pageset_free(&st->precopied);
 	free(st->idx);
 	drop_kept(st);
 	free(st->state);
@@ -128,6 +134,7 @@ int zd_replica_stage_begin(struct zd_replica *rep, uint64_t epoch)
 {
 	struct zd_stage *st;
 	uint8_t h[ZD_JOURNAL_HDR];
+	int rc;
 
 	if (!rep->initialised)
 		return zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 " before HEADER", epoch);
@@ -146,15 +153,13 @@ int zd_replica_stage_begin(struct zd_replica *rep, uint64_t epoch)
 	zd_pageset_init(&st->dirty);
 	zd_pageset_init(&st->covered);
 	zd_pageset_init(&st->final_set);
+	zd_pageset_init(&st->precopied);
 	/* journal.tmp is the last epoch's journal, renamed back after it was
 	 * applied: overwriting its blocks is several times faster than
 	 * allocating new ones. commit_mark cuts it to this epoch's length. */
-	st->fd = openat(rep->dirfd, "journal.tmp", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (st->fd < 0) {
-		int e = errno;
-
+	if ((rc = zd_replica_open_file(rep, "journal.tmp", O_RDWR | O_CREAT, &st->fd))) {
 		stage_free(st);
-		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: %s", rep->dir, strerror(e));
+		return rc;
 	}
 	rep->st = st;
 	memcpy(h, ZD_JOURNAL_MAGIC, 4);
@@ -183,6 +188,12 @@ int zd_replica_stage_dirty(struct zd_replica *rep, const struct zd_pageset *set)
 
 /* 3. Page contents, appended range by range. A page may come twice only if
  * its first copy was pre-copied (ZD_PAGES_PRECOPY): the later copy wins.
+ * That is all a sender does (zddspt pre-copies a page once, at T0, and
+ * sends it again at T1 if it was written since), and it bounds an epoch:
+ * at most two copies of each of the run's pages reach the journal, so a
+ * stream that repeats pre-copies (tiny when compressed) cannot fill the
+ * disk or the apply window. Checked before a byte of the record is
+ * decoded or written.
  * In three steps, so a decoder can write the pages as they come out
  * (zd-recv: zd_wire_decode_to): the entry's header and ranges, the pages
  * in pieces, then the index. p->data is not read by begin and end. */
@@ -210,6 +221,19 @@ int zd_replica_stage_pages_begin(struct zd_replica *rep, const struct zd_rec_pag
 		zd_pageset_free(&u);
 		return rc;
 	}
+	if ((p->flags & ZD_PAGES_PRECOPY) && zd_pageset_intersect_count(&p->set, &st->precopied)) {
+		zd_pageset_intersect(&u, &p->set, &st->precopied);
+		rc = zd__rep_fail(rep, ZD_EXIT_DATA, "PAGES pre-copy pfn %" PRIu64 " again in epoch %" PRIu64
+				  " (a page is pre-copied at most once an epoch)", u.r[0].first, st->epoch);
+		zd_pageset_free(&u);
+		return rc;
+	}
+	/* Nothing to keep: no entry, so that empty records cannot grow the
+	 * journal (or the apply window's list) either. */
+	if (!p->set.pages) {
+		st->data_off = st->off;
+		return 0;
+	}
 	/* One entry per record: header and range list in one write. */
 	size_t hlen = ZD_JENT_HDR + p->set.n * 16;
 	uint8_t *h = zd_xmalloc(hlen);
@@ -226,6 +250,39 @@ int zd_replica_stage_pages_begin(struct zd_replica *rep, const struct zd_rec_pag
 	free(h);
 	st->data_off = st->off;
 	return rc;
+}
+
+uint64_t zd_replica_stage_pages_at(const struct zd_replica *rep)
+{
+	return rep->st ? rep->st->data_off : 0;
+}
+
+/* A mapping, not a read into a buffer: the pages come straight from the
+ * page cache the writes just filled. It may reach past the end of the
+ * file (grown by doubling, so a long epoch maps a few times, not once
+ * per record); only the bytes staged are ever read through it. */
+int zd_replica_stage_map(struct zd_replica *rep, const uint8_t **map)
+{
+	struct zd_stage *st = rep->st;
+
+	if (!st)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "journal mapped outside an epoch");
+	if (st->off > st->jmap_len) {
+		size_t len = (size_t)ZD_MAX(st->off, 2 * (uint64_t)st->jmap_len);
+		void *m;
+
+		if (st->jmap)
+			munmap(st->jmap, st->jmap_len);
+		st->jmap = NULL;
+		st->jmap_len = 0;
+		m = mmap(NULL, len, PROT_READ, MAP_SHARED, st->fd, 0);
+		if (m == MAP_FAILED)
+			return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: mmap: %s", rep->dir, strerror(errno));
+		st->jmap = m;
+		st->jmap_len = len;
+	}
+	*map = st->jmap;
+	return 0;
 }
 
 int zd_replica_stage_pages_data(struct zd_replica *rep, const uint8_t *data, size_t len)
@@ -246,6 +303,8 @@ int zd_replica_stage_pages_end(struct zd_replica *rep, const struct zd_rec_pages
 	if (st->off - st->data_off != p->data_len)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "PAGES of epoch %" PRIu64 ": %" PRIu64 " of %u bytes staged",
 				    st->epoch, st->off - st->data_off, p->data_len);
+	if (!p->set.pages)
+		return 0;
 	if (st->nidx + p->set.pages > st->cap) {
 		st->cap = ZD_MAX(st->cap * 2, st->nidx + p->set.pages);
 		st->idx = zd_xrealloc(st->idx, st->cap * sizeof(*st->idx));
@@ -266,6 +325,9 @@ int zd_replica_stage_pages_end(struct zd_replica *rep, const struct zd_rec_pages
 	if (!(p->flags & ZD_PAGES_PRECOPY)) {
 		zd_pageset_union(&u, &st->final_set, &p->set);
 		zd_pageset_swap(&u, &st->final_set);
+	} else {
+		zd_pageset_union(&u, &st->precopied, &p->set);
+		zd_pageset_swap(&u, &st->precopied);
 	}
 	zd_pageset_free(&u);
 	return 0;
@@ -286,6 +348,10 @@ void zd_replica_stage_pages_keep(struct zd_replica *rep, uint8_t *buf, const str
 	struct zd_stage *st = rep->st;
 	uint64_t len = p->set.pages * rep->meta.page_size;
 
+	if (st && !p->set.pages) {	/* staged nothing (stage_pages_begin) */
+		free(buf);
+		return;
+	}
 	if (!st || st->nkept + 1 != st->npages_recs || st->kept_bytes + len > KEEP_MAX) {
 		free(buf);
 		if (st)
@@ -305,13 +371,17 @@ void zd_replica_stage_pages_keep(struct zd_replica *rep, uint8_t *buf, const str
 	st->kept_bytes += len;
 }
 
-/* 4. Device state; the last STATE of the epoch is the one kept. */
+/* 4. Device state, once an epoch (a sender captures it once, at the
+ * pause): more would grow the journal without bound. */
 int zd_replica_stage_state(struct zd_replica *rep, const struct zd_rec_state *s)
 {
 	int rc;
 
 	if (!rep->st || s->epoch != rep->st->epoch)
 		return no_stage(rep, "STATE", s->epoch);
+	if (rep->st->have_state)
+		return zd__rep_fail(rep, ZD_EXIT_DATA, "a second STATE in epoch %" PRIu64 " (one an epoch)",
+				    s->epoch);
 	if ((rc = jentry(rep, JE_STATE, 0, s->kind, s->len)) || (rc = jwrite(rep, s->data, s->len)))
 		return rc;
 	rep->st->have_state = true;
@@ -612,9 +682,8 @@ static int apply_journal(struct zd_replica *rep)
 	struct stat sb;
 	int fd, rc;
 
-	fd = openat(rep->dirfd, "journal", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal: %s", rep->dir, strerror(errno));
+	if ((rc = zd_replica_open_file(rep, "journal", O_RDONLY, &fd)))
+		return rc;
 	if (fstat(fd, &sb) < 0 || sb.st_size == 0 ||
 	    (j = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0)) == MAP_FAILED) {
 		rc = zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: %s", rep->dir,
@@ -718,7 +787,7 @@ int zd_replica_recover(struct zd_replica *rep)
 	 * (its blocks are reused by the next stage_begin). */
 	unlinkat(rep->dirfd, "meta.json.tmp", 0);
 	unlinkat(rep->dirfd, "state.bin.tmp", 0);
-	if (faccessat(rep->dirfd, "journal", F_OK, 0) == 0)
+	if (zd__rep_exists(rep, "journal"))
 		return apply_journal(rep);
 	return 0;
 }

@@ -46,19 +46,23 @@
 #include "zd/wire.h"
 
 /* Pages pre-copied in the open epoch, by pfn: a later copy of the same
- * page in the epoch may be a delta against them. Open addressing. */
+ * page in the epoch may be a delta against them. Where each one's staged
+ * copy is in journal.tmp, not a copy of it: the pre-copy set can be the
+ * whole guest, and a copy of every pre-copied page in memory (four of
+ * them, with the table's slack) let a small stream of compressed
+ * pre-copies claim gigabytes. Open addressing. */
 struct overlay {
 	uint64_t epoch;		/* the epoch the pages belong to, 0 = none */
-	uint32_t page_size;
 	size_t n, slots;	/* pages held; table size (power of two) */
 	uint64_t *pfn;		/* per slot, UINT64_MAX = empty */
-	uint8_t *pages;		/* per slot */
+	uint64_t *off;		/* per slot: the page's offset in journal.tmp */
+	const uint8_t *jmap;	/* journal.tmp mapped for the decode under way */
 };
 
 static void overlay_free(struct overlay *o)
 {
 	free(o->pfn);
-	free(o->pages);
+	free(o->off);
 	memset(o, 0, sizeof(*o));
 }
 
@@ -71,17 +75,18 @@ static size_t overlay_find(const struct overlay *o, uint64_t pfn)
 	return i;
 }
 
-static const uint8_t *overlay_get(const struct overlay *o, uint64_t epoch, uint64_t pfn)
+/* The journal offset of pfn's pre-copy in epoch, or UINT64_MAX. */
+static uint64_t overlay_get(const struct overlay *o, uint64_t epoch, uint64_t pfn)
 {
 	if (!o->n || o->epoch != epoch)
-		return NULL;
+		return UINT64_MAX;
 	size_t i = overlay_find(o, pfn);
-	return o->pfn[i] == pfn ? o->pages + i * o->page_size : NULL;
+	return o->pfn[i] == pfn ? o->off[i] : UINT64_MAX;
 }
 
 static void overlay_grow(struct overlay *o, size_t want)
 {
-	struct overlay b = { .epoch = o->epoch, .page_size = o->page_size, .slots = 64 };
+	struct overlay b = { .epoch = o->epoch, .slots = 64 };
 
 	while (b.slots < 2 * want)
 		b.slots *= 2;
@@ -89,34 +94,31 @@ static void overlay_grow(struct overlay *o, size_t want)
 		return;
 	b.pfn = zd_xmalloc(b.slots * sizeof(*b.pfn));
 	memset(b.pfn, 0xff, b.slots * sizeof(*b.pfn));
-	b.pages = zd_xmalloc(b.slots * b.page_size);
+	b.off = zd_xmalloc(b.slots * sizeof(*b.off));
 	for (size_t i = 0; i < o->slots; i++) {
 		if (o->pfn[i] == UINT64_MAX)
 			continue;
 		size_t j = overlay_find(&b, o->pfn[i]);
 		b.pfn[j] = o->pfn[i];
-		memcpy(b.pages + j * b.page_size, o->pages + i * b.page_size, b.page_size);
+		b.off[j] = o->off[i];
 		b.n++;
 	}
 	overlay_free(o);
 	*o = b;
 }
 
-/* Keep the raw pages of a pre-copy record staged in epoch. */
-static void overlay_add(struct overlay *o, uint32_t page_size, const struct zd_rec_pages *p)
+/* Remember a pre-copy record, its pages staged in journal.tmp from offset
+ * at on. */
+static void overlay_add(struct overlay *o, uint32_t page_size, const struct zd_rec_pages *p, uint64_t at)
 {
 	struct zd_pageset_iter it;
 	uint64_t pfn;
-	size_t k = 0;
 
-	if (o->epoch != p->epoch || o->page_size != page_size) {
-		if (o->page_size != page_size)
-			overlay_free(o);
-		else if (o->n)
+	if (o->epoch != p->epoch) {
+		if (o->n)
 			memset(o->pfn, 0xff, o->slots * sizeof(*o->pfn));
 		o->n = 0;
 		o->epoch = p->epoch;
-		o->page_size = page_size;
 	}
 	overlay_grow(o, o->n + p->set.pages);
 	zd_pageset_iter_init(&it, &p->set);
@@ -126,8 +128,8 @@ static void overlay_add(struct overlay *o, uint32_t page_size, const struct zd_r
 			o->pfn[i] = pfn;
 			o->n++;
 		}
-		memcpy(o->pages + i * page_size, p->data + k * page_size, page_size);
-		k++;
+		o->off[i] = at;
+		at += page_size;
 	}
 }
 
@@ -438,9 +440,9 @@ static int ensure_open(struct session *s, uint64_t epoch)
 static const uint8_t *delta_base(void *arg, uint64_t pfn)
 {
 	struct session *s = arg;
-	const uint8_t *p = overlay_get(&s->ov, zd_replica_open_epoch(s->rep), pfn);
+	uint64_t off = overlay_get(&s->ov, zd_replica_open_epoch(s->rep), pfn);
 
-	return p ? p : zd_replica_base(s->rep, pfn);
+	return off != UINT64_MAX && s->ov.jmap ? s->ov.jmap + off : zd_replica_base(s->rep, pfn);
 }
 
 struct stage_sink {
@@ -480,12 +482,18 @@ static int on_pages(struct session *s, struct zd_rec_pages *in)
 	shape.data_len = (uint32_t)ZD_MIN(in->set.pages * rep->meta.page_size, (uint64_t)UINT32_MAX);
 	if ((rc = zd_replica_stage_pages_begin(rep, &shape)))
 		return rc;
+	uint64_t at = zd_replica_stage_pages_at(rep);
+
+	s->ov.jmap = NULL;
+	if (in->enc == ZD_PENC_DELTA && s->ov.n && s->ov.epoch == in->epoch &&
+	    (rc = zd_replica_stage_map(rep, &s->ov.jmap)))
+		return rc;
 	if (zd_wire_decode_to(s->dec, in, delta_base, s, stage_data, &k, &p, m, sizeof(m)) < 0)
 		return k.rc ? k.rc : zd__recv_fail(rep, "%s", m);
 	if ((rc = zd_replica_stage_pages_end(rep, &shape)))
 		return rc;
 	if (p.flags & ZD_PAGES_PRECOPY)
-		overlay_add(&s->ov, rep->meta.page_size, &p);
+		overlay_add(&s->ov, rep->meta.page_size, &p, at);
 	/* The pages stay for the apply after COMMIT: the decoder's buffer,
 	 * or a raw record's own data, taken from it. */
 	uint8_t *buf = zd_wire_dec_take(s->dec);

@@ -39,18 +39,75 @@ int zd__rep_fsync_dir(struct zd_replica *rep)
 	return 0;
 }
 
+/* Guest memory and vCPU state are the owner's alone (0600), and a name in
+ * DIR is the file itself: zd-recv runs as root, so a symbolic link or a
+ * second hard link planted there would have it write, or truncate, a file
+ * anywhere. Hence O_NOFOLLOW and no O_TRUNC here (the check comes first;
+ * callers that want the file empty cut it after). O_NONBLOCK: a FIFO
+ * planted under the name must not hang the open. A file left more open
+ * by an older zd-recv (0644) is closed to others when it is opened for
+ * writing (a file only read may not be a replica's yet: meta.json is read
+ * before DIR is known to be one). */
+int zd_replica_open_file(struct zd_replica *rep, const char *name, int flags, int *fdp)
+{
+	struct stat st;
+	int fd, e, rc;
+
+	*fdp = -1;
+	fd = openat(rep->dirfd, name, (flags & ~O_TRUNC) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		e = errno;
+		rc = e == ELOOP || e == ENOENT ? ZD_EXIT_TARGET : ZD_EXIT_FAIL;
+		if (e == ELOOP)
+			zd__rep_fail(rep, rc, "%s/%s: a symbolic link: refusing to follow it", rep->dir, name);
+		else
+			zd__rep_fail(rep, rc, "%s/%s: %s", rep->dir, name, strerror(e));
+		errno = e;
+		return rc;
+	}
+	if (fstat(fd, &st) < 0) {
+		e = errno;
+		close(fd);
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/%s: %s", rep->dir, name, strerror(e));
+	}
+	if (!S_ISREG(st.st_mode) || st.st_nlink > 1) {
+		close(fd);
+		if (!S_ISREG(st.st_mode))
+			return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/%s: not a regular file: refusing it", rep->dir, name);
+		return zd__rep_fail(rep, ZD_EXIT_TARGET,
+				    "%s/%s: has %ju hard links: refusing it (the others could be anywhere)",
+				    rep->dir, name, (uintmax_t)st.st_nlink);
+	}
+	if ((flags & O_ACCMODE) != O_RDONLY && (st.st_mode & 077) && fchmod(fd, st.st_mode & 0700) < 0) {
+		e = errno;
+		close(fd);
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/%s: mode %04o, cannot make it private: %s", rep->dir, name,
+				    (unsigned)(st.st_mode & 07777), strerror(e));
+	}
+	*fdp = fd;
+	return 0;
+}
+
+/* Is name in DIR, as itself: a symbolic link counts (opening it is then
+ * refused with its name) instead of reading as absent. */
+bool zd__rep_exists(struct zd_replica *rep, const char *name)
+{
+	struct stat st;
+
+	return fstatat(rep->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
 /* Write name atomically: NAME.tmp, fsync, rename over NAME. The caller
  * fsyncs the directory once after all renames of a step. */
 int zd__rep_write_atomic(struct zd_replica *rep, const char *name, const void *buf, size_t len)
 {
 	char tmp[64];
-	int fd, e;
+	int fd, e, rc;
 
 	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-	fd = openat(rep->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/%s: %s", rep->dir, tmp, strerror(errno));
-	if (zd_write_full(fd, buf, len) < 0 || (rep->sync && fsync(fd) < 0)) {
+	if ((rc = zd_replica_open_file(rep, tmp, O_WRONLY | O_CREAT, &fd)))
+		return rc;
+	if (ftruncate(fd, 0) < 0 || zd_write_full(fd, buf, len) < 0 || (rep->sync && fsync(fd) < 0)) {
 		e = errno;
 		close(fd);
 		unlinkat(rep->dirfd, tmp, 0);
@@ -120,9 +177,9 @@ static int read_meta(struct zd_replica *rep)
 	uint64_t ps, ver, kind;
 	int fd, rc = ZD_EXIT_TARGET;
 
-	fd = openat(rep->dirfd, "meta.json", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/meta.json: %s", rep->dir, strerror(errno));
+	if ((rc = zd_replica_open_file(rep, "meta.json", O_RDONLY, &fd)))
+		return rc;
+	rc = ZD_EXIT_TARGET;
 	o = json_loadfd(fd, 0, &jerr);
 	close(fd);
 	if (!o)
@@ -220,13 +277,13 @@ static int open_memory(struct zd_replica *rep)
 {
 	struct stat st;
 	uint64_t size = rep->meta.page_count * rep->meta.page_size;
+	int rc;
 
-	rep->memfd = openat(rep->dirfd, "memory.img", O_RDWR | O_CLOEXEC);
-	if (rep->memfd < 0 && errno == ENOENT && rep->meta.epoch == 0)
-		rep->memfd = openat(rep->dirfd, "memory.img", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (rep->memfd < 0)
-		return zd__rep_fail(rep, errno == ENOENT ? ZD_EXIT_TARGET : ZD_EXIT_FAIL,
-				    "%s/memory.img: %s", rep->dir, strerror(errno));
+	/* Created only at epoch 0: a committed replica without its image is
+	 * damaged, not new. */
+	if ((rc = zd_replica_open_file(rep, "memory.img", O_RDWR | (rep->meta.epoch == 0 ? O_CREAT : 0),
+				       &rep->memfd)))
+		return rc;
 	if (fstat(rep->memfd, &st) < 0)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: %s", rep->dir, strerror(errno));
 	if ((uint64_t)st.st_size != size) {
@@ -240,6 +297,36 @@ static int open_memory(struct zd_replica *rep)
 	return 0;
 }
 
+/* DIR holds guest memory: its owner's alone. One that others can enter
+ * (made so by hand, or by an older zd-recv, which made it 0755) is closed
+ * to them with a warning rather than refused: refusing would stop the
+ * standby over a mode bit, and what others could read before is beyond
+ * repair either way. A DIR owned by someone else is refused: its owner
+ * can swap the files under zd-recv whatever the mode. Run only on a DIR
+ * known to be a replica, or an empty one about to become a replica (at
+ * bind): someone else's directory, or an empty one only looked at (zd-vm
+ * --restore, --status), is left as it is. */
+static int check_dir_access(struct zd_replica *rep)
+{
+	struct stat st;
+
+	if (fstat(rep->dirfd, &st) < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s: %s", rep->dir, strerror(errno));
+	if (st.st_uid != geteuid())
+		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s: owned by uid %ju, not by this user (uid %ju): "
+				    "its owner could change the replica under zd-recv", rep->dir,
+				    (uintmax_t)st.st_uid, (uintmax_t)geteuid());
+	if (!(st.st_mode & 077))
+		return 0;
+	if (fchmod(rep->dirfd, st.st_mode & 07700) < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s: mode %04o lets other users read guest memory, "
+				    "and it cannot be made 0700: %s", rep->dir, (unsigned)(st.st_mode & 07777),
+				    strerror(errno));
+	zd_warnx("%s: mode %04o let other users read guest memory: now %04o", rep->dir,
+		 (unsigned)(st.st_mode & 07777), (unsigned)(st.st_mode & 07700));
+	return 0;
+}
+
 int zd_replica_open(struct zd_replica **out, const char *dir, char *msg, size_t msglen)
 {
 	struct zd_replica *rep = zd_xcalloc(1, sizeof(*rep));
@@ -248,7 +335,7 @@ int zd_replica_open(struct zd_replica **out, const char *dir, char *msg, size_t 
 	rep->dir = zd_xstrdup(dir);
 	rep->dirfd = rep->memfd = -1;
 	rep->sync = true;
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
 		rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s: %s", dir, strerror(errno));
 		goto fail;
 	}
@@ -262,13 +349,13 @@ int zd_replica_open(struct zd_replica **out, const char *dir, char *msg, size_t 
 		rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s: in use by another zd-recv", dir);
 		goto fail;
 	}
-	if (faccessat(rep->dirfd, "meta.json", F_OK, 0) < 0) {
-		rc = check_fresh(rep);
-		if (rc)
+	if (!zd__rep_exists(rep, "meta.json")) {
+		if ((rc = check_fresh(rep)))
 			goto fail;
 	} else {
 		rep->initialised = true;
-		if ((rc = read_meta(rep)) || (rc = open_memory(rep)) || (rc = zd_replica_recover(rep)))
+		if ((rc = read_meta(rep)) || (rc = check_dir_access(rep)) || (rc = open_memory(rep)) ||
+		    (rc = zd_replica_recover(rep)))
 			goto fail;
 	}
 	*out = rep;
@@ -345,8 +432,8 @@ int zd_replica_bind(struct zd_replica *rep, const struct zd_rec_header *hdr)
 	if (!rep->initialised) {
 		/* meta.json first: a crash before memory.img exists leaves a
 		 * replica at epoch 0, which open_memory() completes. */
-		if ((rc = zd__rep_write_meta(rep, m)) || (rc = zd__rep_fsync_dir(rep)) ||
-		    (rc = open_memory(rep)) || (rc = zd__rep_fsync_dir(rep)))
+		if ((rc = check_dir_access(rep)) || (rc = zd__rep_write_meta(rep, m)) ||
+		    (rc = zd__rep_fsync_dir(rep)) || (rc = open_memory(rep)) || (rc = zd__rep_fsync_dir(rep)))
 			return rc;
 		rep->initialised = true;
 	}

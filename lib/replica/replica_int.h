@@ -26,6 +26,7 @@ enum { JE_PAGES = 1, JE_STATE = 2, JE_COMMIT = 3 };
 int zd__rep_fail(struct zd_replica *rep, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int zd__rep_fsync_dir(struct zd_replica *rep);
+bool zd__rep_exists(struct zd_replica *rep, const char *name);
 int zd__rep_write_atomic(struct zd_replica *rep, const char *name, const void *buf, size_t len);
 int zd__rep_write_meta(struct zd_replica *rep, const struct zd_replica_meta *m);
 /* The largest guest memory a replica takes (a sparse memory.img of this

@@ -71,12 +71,13 @@ void zd_vm_restore_free(struct zd_vm_restore *r)
 
 static int read_state(struct zd_vm_restore *r, const char *dir, size_t *len, char *msg, size_t msglen)
 {
-	int fd = openat(r->rep->dirfd, "state.bin", O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	ssize_t n;
+	int fd;
 
-	if (fd < 0) {
-		snprintf(msg, msglen, "%s/state.bin: %s", dir, strerror(errno));
+	/* Not followed if a link: the replica's own file or nothing. */
+	if (zd_replica_open_file(r->rep, "state.bin", O_RDONLY, &fd)) {
+		snprintf(msg, msglen, "%s", r->rep->err);
 		return ZD_EXIT_TARGET;
 	}
 	if (fstat(fd, &st) < 0 || st.st_size > STATE_MAX) {

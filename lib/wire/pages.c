@@ -391,6 +391,12 @@ int zd_wire_decode_to(struct zd_wire_dec *d, const struct zd_rec_pages *in,
 	}
 	if (in->enc != ZD_PENC_ZSTD && in->enc != ZD_PENC_DELTA)
 		return fail(msg, len, "unknown page encoding %u", in->enc);
+	/* A sender compresses records it could send raw, so no frame decodes
+	 * to more than a raw record's limit: with large pages, 4096 of them
+	 * would otherwise be gigabytes from a frame of a few hundred bytes. */
+	if (raw > ZD_REC_MAX)
+		return fail(msg, len, "%s: %zu pages of %zu bytes, more than a record holds raw (%u bytes)",
+			    what, npages, ps, ZD_REC_MAX);
 	if (in->enc == ZD_PENC_DELTA)
 		nb = (npages + 7) / 8;
 	const uint8_t *frame = in->data;

@@ -10,6 +10,10 @@
  *                     kept between epochs so its blocks are reused)
  *   DIR/journal       an epoch committed but maybe not yet applied
  *
+ * DIR is 0700 and its files 0600, each opened with O_NOFOLLOW by
+ * zd_replica_open_file: guest memory is its owner's alone. The lock is a
+ * flock on DIR itself, not a file.
+ *
  * One epoch is applied atomically, in the order the functions below run:
  *
  *   stage_begin → stage_dirty / stage_pages / stage_state … (journal.tmp)
@@ -82,6 +86,11 @@ struct zd_replica {
 int zd_replica_open(struct zd_replica **rep, const char *dir, char *msg, size_t msglen);
 void zd_replica_close(struct zd_replica *rep);
 
+/* Open DIR/name (O_NOFOLLOW, 0600 if created): 0 with *fd, or an exit
+ * code with rep->err (ZD_EXIT_TARGET for a symbolic link, a file that is
+ * not regular or has other hard links) and errno that of the failure. */
+int zd_replica_open_file(struct zd_replica *rep, const char *name, int flags, int *fd);
+
 /* Bind a stream to the replica at its HEADER: initialises a new replica
  * (sparse memory.img, meta.json at epoch 0), or checks that page size and
  * count match (ZD_EXIT_DATA if not). */
@@ -100,6 +109,12 @@ int zd_replica_stage_pages(struct zd_replica *rep, const struct zd_rec_pages *p)
 int zd_replica_stage_pages_begin(struct zd_replica *rep, const struct zd_rec_pages *p);
 int zd_replica_stage_pages_data(struct zd_replica *rep, const uint8_t *data, size_t len);
 int zd_replica_stage_pages_end(struct zd_replica *rep, const struct zd_rec_pages *p);
+/* After begin: the offset in journal.tmp of the first page of p. */
+uint64_t zd_replica_stage_pages_at(const struct zd_replica *rep);
+/* journal.tmp as staged so far, mapped read-only: a page staged earlier in
+ * the epoch is *map + its offset. Valid until the next call or the end of
+ * the stage. */
+int zd_replica_stage_map(struct zd_replica *rep, const uint8_t **map);
 /* After end: the replica takes buf (malloc'd, holding p->data, the pages
  * just staged) and applies the epoch from memory if it gets every PAGES
  * of it and they fit; frees it otherwise. */

@@ -288,11 +288,12 @@ fi
 fi
 
 if [ -z "${ZD_FAULTS_ONLY:-}" ] || [ "$ZD_FAULTS_ONLY" = disk ]; then
-# 4. The replica's disk fills up: an 8 MiB tmpfs as the replica directory,
-# 32 MiB of guest memory. zd-recv must stop with one line naming ENOSPC
+# 4. The replica's disk fills up: an 8 MiB tmpfs as the replica directory
+# (0700: a replica DIR open to others gets a warning line), 32 MiB of
+# guest memory. zd-recv must stop with one line naming ENOSPC
 # (exit 1, "writing the replica") and leave the last committed epoch whole.
 mkdir "$TMP/nospc"
-if mount -t tmpfs -o size=8m zd-faults "$TMP/nospc" 2>"$TMP/mount.err"; then
+if mount -t tmpfs -o size=8m,mode=0700 zd-faults "$TMP/nospc" 2>"$TMP/mount.err"; then
 	at_exit "umount -l $TMP/nospc"
 	backup nospc
 	now; t0=$NOW

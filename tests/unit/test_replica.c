@@ -463,6 +463,142 @@ static void test_apply_from_memory(void **state)
 	assert_replica(f, 3);
 }
 
+/* An epoch holds at most two copies of a page, a pre-copy and the final
+ * one, and one STATE: what a stream can make the journal grow by is
+ * bounded by the run's page count. Refused before anything is written. */
+static void test_epoch_bounds(void **state)
+{
+	struct fixture *f = *state;
+	struct zd_rec_state st = { .epoch = 2, .kind = 3, .len = 5, .data = (uint8_t *)"hello" };
+	struct zd_rec_pages empty = { .epoch = 2, .enc = ZD_PENC_RAW, .flags = ZD_PAGES_PRECOPY };
+	struct zd_replica *rep;
+	struct zd_rec_commit c;
+	struct stat sb;
+	char path[128];
+	off_t size;
+
+	good_epoch(f, 1, 0, 8);
+	rep = open_bound(f);
+	snprintf(path, sizeof(path), "%s/journal.tmp", f->dir);
+	assert_int_equal(zd_replica_stage_begin(rep, 2), 0);
+	assert_int_equal(stage_pages(rep, f, 2, 20, 4, ZD_PAGES_PRECOPY, 0, false), 0);
+	assert_int_equal(stat(path, &sb), 0);
+	size = sb.st_size;
+	/* pfn 23 pre-copied again: refused, nothing of it in the journal */
+	assert_int_equal(stage_pages(rep, f, 2, 23, 2, ZD_PAGES_PRECOPY, 1, false), ZD_EXIT_DATA);
+	assert_non_null(strstr(rep->err, "PAGES pre-copy pfn 23 again in epoch 2"));
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_size, size);
+	/* empty PAGES leave no entry either */
+	zd_pageset_init(&empty.set);
+	assert_int_equal(zd_replica_stage_pages(rep, &empty), 0);
+	zd_replica_stage_pages_keep(rep, NULL, &empty);
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_size, size);
+	/* the final copy of a pre-copied page is the second, and the last */
+	assert_int_equal(stage_pages(rep, f, 2, 22, 2, 0, 1, false), 0);
+	assert_int_equal(stage_pages(rep, f, 2, 23, 1, ZD_PAGES_PRECOPY, 2, false), ZD_EXIT_DATA);
+	assert_non_null(strstr(rep->err, "PAGES repeat pfn 23 in epoch 2"));
+	assert_int_equal(stage_pages(rep, f, 2, 23, 1, 0, 2, false), ZD_EXIT_DATA);
+	/* one STATE an epoch */
+	assert_int_equal(zd_replica_stage_state(rep, &st), 0);
+	assert_int_equal(zd_replica_stage_state(rep, &st), ZD_EXIT_DATA);
+	assert_non_null(strstr(rep->err, "a second STATE in epoch 2"));
+	zd_replica_stage_abort(rep);
+	/* the same epoch again, whole: the bounds are the epoch's, not the run's */
+	assert_int_equal(zd_replica_stage_begin(rep, 2), 0);
+	assert_int_equal(stage_pages(rep, f, 2, 20, 4, ZD_PAGES_PRECOPY, 0, true), 0);
+	stage_dirty(rep, 22, 2);
+	assert_int_equal(stage_pages(rep, f, 2, 22, 2, 0, 1, true), 0);
+	assert_int_equal(zd_replica_stage_state(rep, &st), 0);
+	c = commit_of(f, 2, 2);
+	assert_int_equal(zd_replica_commit(rep, &c, ZD_VERIFY_ALWAYS), 0);
+	zd_pageset_free(&empty.set);
+	zd_replica_close(rep);
+	assert_replica(f, 2);
+}
+
+static unsigned mode_of(const char *dir, const char *name)
+{
+	char path[160];
+	struct stat sb;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	assert_int_equal(lstat(path, &sb), 0);
+	return sb.st_mode & 07777;
+}
+
+/* Guest memory is the owner's alone: DIR 0700, files 0600 whatever the
+ * umask; a DIR left open to others is closed when opened. */
+static void test_modes(void **state)
+{
+	struct fixture *f = *state;
+	struct zd_rec_state st = { .epoch = 1, .kind = 3, .len = 5, .data = (uint8_t *)"hello" };
+	static const char *const files[] = { "meta.json", "memory.img", "state.bin", "journal.tmp" };
+	struct zd_replica *rep;
+	struct zd_rec_commit c;
+	char sub[96];
+	mode_t old = umask(0);
+
+	/* DIR made by zd_replica_open */
+	assert_int_equal(rmdir(f->dir), 0);
+	rep = open_bound(f);
+	assert_int_equal(zd_replica_stage_begin(rep, 1), 0);
+	stage_dirty(rep, 0, 4);
+	assert_int_equal(stage_pages(rep, f, 1, 0, 4, 0, 0, true), 0);
+	assert_int_equal(zd_replica_stage_state(rep, &st), 0);
+	c = commit_of(f, 1, 4);
+	assert_int_equal(zd_replica_commit(rep, &c, ZD_VERIFY_ALWAYS), 0);
+	zd_replica_close(rep);
+	assert_int_equal(mode_of(f->dir, "."), 0700);
+	for (size_t i = 0; i < ZD_ARRAY_SIZE(files); i++)
+		assert_int_equal(mode_of(f->dir, files[i]), 0600);
+	/* as an older zd-recv left it */
+	assert_int_equal(chmod(f->dir, 0755), 0);
+	snprintf(sub, sizeof(sub), "%s/memory.img", f->dir);
+	assert_int_equal(chmod(sub, 0644), 0);
+	rep = open_bound(f);
+	zd_replica_close(rep);
+	assert_int_equal(mode_of(f->dir, "."), 0700);
+	assert_int_equal(mode_of(f->dir, "memory.img"), 0600);
+	umask(old);
+	assert_replica(f, 1);
+}
+
+/* A link planted under a replica file's name is refused with the name,
+ * never written through (zd-recv runs as root). */
+static void test_links_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct zd_replica *rep;
+	char lnk[128], target[128], msg[256];
+
+	good_epoch(f, 1, 0, 8);
+	snprintf(lnk, sizeof(lnk), "%s/journal.tmp", f->dir);
+	snprintf(target, sizeof(target), "%s.target", f->dir);
+	assert_int_equal(unlink(lnk), 0);
+	assert_int_equal(symlink(target, lnk), 0);
+	rep = open_bound(f);
+	assert_int_equal(zd_replica_stage_begin(rep, 2), ZD_EXIT_TARGET);
+	assert_non_null(strstr(rep->err, "journal.tmp: a symbolic link: refusing to follow it"));
+	assert_int_equal(access(target, F_OK), -1);	/* not created through it */
+	zd_replica_close(rep);
+	/* meta.json: the replica is not opened at all */
+	assert_int_equal(unlink(lnk), 0);
+	snprintf(lnk, sizeof(lnk), "%s/meta.json", f->dir);
+	assert_int_equal(rename(lnk, target), 0);
+	assert_int_equal(symlink(target, lnk), 0);
+	assert_int_equal(zd_replica_open(&rep, f->dir, msg, sizeof(msg)), ZD_EXIT_TARGET);
+	assert_non_null(strstr(msg, "meta.json: a symbolic link"));
+	/* a second hard link */
+	assert_int_equal(unlink(lnk), 0);
+	assert_int_equal(link(target, lnk), 0);
+	assert_int_equal(zd_replica_open(&rep, f->dir, msg, sizeof(msg)), ZD_EXIT_TARGET);
+	assert_non_null(strstr(msg, "meta.json: has 2 hard links"));
+	assert_int_equal(unlink(target), 0);
+	assert_replica(f, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -476,6 +612,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_not_a_replica, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_journal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_apply_from_memory, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_epoch_bounds, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_modes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_links_refused, setup, teardown),
 	};
 
 	zd_set_progname("test_replica");

@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include "vm/vm_impl.h"
+#include "zd/replica.h"
+#include "zd/util.h"
 
 struct blob {
 	uint8_t b[16384];
@@ -324,6 +326,55 @@ static void replay_match_prefix(void **state)
 	assert_string_equal(got(f, 1), "seq 3\n");
 }
 
+/* The replica's state.bin is read as itself: a symbolic link planted in
+ * its place (zd-vm runs as root) is refused, not followed. */
+static void restore_state_link_refused(void **state)
+{
+	struct zd_rec_header h = { .page_size = ZDG_PAGE, .page_count = 16, .start_ns = 1,
+				   .target = "kvm:/run/zd/test.sock", .control = "" };
+	struct zd_rec_state st = { .epoch = 1, .kind = 1, .len = 5, .data = (uint8_t *)"state" };
+	struct zd_rec_pages p = { .epoch = 1, .enc = ZD_PENC_RAW };
+	struct zd_rec_commit c = { .epoch = 1, .pages = 1 };
+	struct zd_vm_config cfg = { 0 };
+	struct zd_vm_restore *r = NULL;
+	struct zd_replica *rep;
+	char dir[64], path[96], target[96], msg[512];
+	uint8_t page[ZDG_PAGE] = { 1 };
+	FILE *fp;
+
+	snprintf(dir, sizeof(dir), "/tmp/zd-test-restore.XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(zd_replica_open(&rep, dir, msg, sizeof(msg)), 0);
+	assert_int_equal(zd_replica_bind(rep, &h), 0);
+	assert_int_equal(zd_replica_stage_begin(rep, 1), 0);
+	zd_pageset_init(&p.set);
+	zd_pageset_add_range(&p.set, 0, 1);
+	p.data = page;
+	p.data_len = sizeof(page);
+	assert_int_equal(zd_replica_stage_dirty(rep, &p.set), 0);
+	assert_int_equal(zd_replica_stage_pages(rep, &p), 0);
+	assert_int_equal(zd_replica_stage_state(rep, &st), 0);
+	assert_int_equal(zd_replica_commit(rep, &c, ZD_VERIFY_NEVER), 0);
+	zd_replica_close(rep);
+	zd_pageset_free(&p.set);
+
+	snprintf(path, sizeof(path), "%s/state.bin", dir);
+	snprintf(target, sizeof(target), "%s.target", dir);
+	fp = fopen(target, "w");
+	assert_non_null(fp);
+	fputs("precious", fp);
+	fclose(fp);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(symlink(target, path), 0);
+	cfg.restore_dir = dir;
+	assert_int_equal(zd_vm_restore_prepare(&cfg, &r, msg, sizeof(msg)), ZD_EXIT_TARGET);
+	assert_null(r);
+	assert_non_null(strstr(msg, "state.bin: a symbolic link: refusing to follow it"));
+
+	snprintf(msg, sizeof(msg), "rm -rf %s %s", dir, target);
+	assert_int_equal(system(msg), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -336,6 +387,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(replay_skips_received, setup, teardown),
 		cmocka_unit_test_setup_teardown(replay_window_closes, setup, teardown),
 		cmocka_unit_test_setup_teardown(replay_match_prefix, setup, teardown),
+		cmocka_unit_test(restore_state_link_refused),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

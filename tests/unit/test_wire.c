@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zstd.h>
 
 #include "zd/stream.h"
 #include "zd/util.h"
@@ -383,6 +384,51 @@ static void test_corrupt_payload(void **state)
 	model_free(&m);
 }
 
+/* A compressed record decodes to no more than a raw record can carry
+ * (ZD_REC_MAX): 4096 pages of 64 KiB would be 256 MiB from a frame of a
+ * few KB. Refused before the frame is looked at; 64 MiB still decode. */
+static void test_record_max(void **state)
+{
+	(void)state;
+	enum { BIG = 65536 };
+	struct zd_wire_dec *d;
+	struct zd_rec_pages in = { .epoch = 1, .enc = ZD_PENC_ZSTD }, out;
+	uint8_t junk[64] = { 0 };
+	char msg[256];
+	size_t raw = (size_t)ZD_REC_MAX, cap = ZSTD_compressBound(raw);
+	uint8_t *zeros = zd_xcalloc(1, raw), *frame = zd_xmalloc(cap);
+
+	assert_int_equal(zd_wire_dec_new(&d, BIG, msg, sizeof(msg)), 0);
+	zd_pageset_init(&in.set);
+	zd_pageset_add_range(&in.set, 0, ZD_PAGES_PER_RECORD);
+	in.data = junk;
+	in.data_len = sizeof(junk);
+	for (int e = ZD_PENC_ZSTD; e <= ZD_PENC_DELTA; e++) {
+		in.enc = (uint8_t)e;
+		assert_int_equal(zd_wire_decode(d, &in, NULL, NULL, &out, msg, sizeof(msg)), -1);
+		assert_non_null(strstr(msg, "4096 pages of 65536 bytes, more than a record holds raw (67108864 bytes)"));
+	}
+	/* exactly at the limit: 1024 pages of 64 KiB */
+	ZSTD_CCtx *c = ZSTD_createCCtx();
+	ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1);
+	ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+	size_t n = ZSTD_compress2(c, frame, cap, zeros, raw);
+	assert_false(ZSTD_isError(n));
+	zd_pageset_free(&in.set);
+	zd_pageset_init(&in.set);
+	zd_pageset_add_range(&in.set, 0, raw / BIG);
+	in.enc = ZD_PENC_ZSTD;
+	in.data = frame;
+	in.data_len = (uint32_t)n;
+	assert_int_equal(zd_wire_decode(d, &in, NULL, NULL, &out, msg, sizeof(msg)), 0);
+	assert_int_equal(out.data_len, raw);
+	ZSTD_freeCCtx(c);
+	zd_pageset_free(&in.set);
+	zd_wire_dec_free(d);
+	free(zeros);
+	free(frame);
+}
+
 static void test_bad_options(void **state)
 {
 	(void)state;
@@ -547,6 +593,7 @@ int main(void)
 		cmocka_unit_test(test_incompressible_goes_raw),
 		cmocka_unit_test(test_corrupt_payload),
 		cmocka_unit_test(test_words),
+		cmocka_unit_test(test_record_max),
 		cmocka_unit_test(test_bad_options),
 		cmocka_unit_test(test_pipe),
 		cmocka_unit_test(test_pipe_emit_fails),
