@@ -1,21 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * buffered: Remus as published (NSDI'08): copy while paused, send while
- * running. The cycle, in the order it runs (buffered_round):
+ * running. The cycle, in the order it runs, each step the function
+ * buffered_round calls:
  *
- *   run_until_t1     the VM runs until T1 (track_run_until)
- *   pause            T1 (track_pause)
- *   harvest          the dirty log, re-armed for the next epoch
- *                    (track_harvest_all)
- *   copy_dirty       the dirty pages into a local buffer
- *   save_state       vCPU state, [memsum] (track_save_state)
- *   resume           (track_resume)
- *   send_checkpoint  CHECKPOINT (PAGES_INLINE), DIRTY, PAGES…, STATE,
- *                    COMMIT, while the VM runs
- *   report_epoch     STAT "track"
- *   release_output   when the epoch's ACK comes back on the feedback
- *                    socket (track.c release_output_on_ack, on the
- *                    feedback thread: the loop does not wait for it)
+ *   track_run_until        the VM runs until T1
+ *   track_pause            T1
+ *   track_harvest_all      the dirty log, re-armed for the next epoch
+ *   copy_dirty             the dirty pages into a local buffer
+ *   track_save_state       vCPU state, [memsum]
+ *   track_resume           the VM runs again
+ *   track_send_checkpoint  CHECKPOINT (PAGES_INLINE), DIRTY, PAGES…,
+ *                          STATE, COMMIT, while the VM runs
+ *   report_epoch           STAT "track"
+ *   release_output_on_ack  (track.c, on the feedback thread) the epoch's
+ *                          output goes out when its ACK comes back; the
+ *                          loop does not wait for it
  */
 #include "track_int.h"
 #include "zd/util.h"

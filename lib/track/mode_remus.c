@@ -1,22 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * remus: stop-and-copy, as the ZDDSPT paper describes Remus. The cycle, in
- * the order it runs (remus_round):
+ * the order it runs, each step the function remus_round calls:
  *
- *   run_until_t1     the VM runs until T1 (track_run_until)
- *   pause            T1 (track_pause)
- *   harvest          the dirty log, re-armed for the next epoch
- *                    (track_harvest_all)
- *   save_state       vCPU state, [memsum] (track_save_state)
- *   send_checkpoint  CHECKPOINT, DIRTY, STATE, COMMIT; no pages: the stage
- *                    downstream, zd-swap or zd-send, copies them from the
- *                    paused VM
- *   wait_for_backup  ACK via zd-send, else DRAINED via zd-swap, else open
- *                    loop (track_wait_backup)
- *   resume           (track_resume)
- *   report_epoch     STAT "track"
- *   release_output   on the ACK (track.c release_output_on_ack), which the
- *                    wait above has already seen
+ *   track_run_until        the VM runs until T1
+ *   track_pause            T1
+ *   track_harvest_all      the dirty log, re-armed for the next epoch
+ *   track_save_state       vCPU state, [memsum]
+ *   send_checkpoint        CHECKPOINT, DIRTY, STATE, COMMIT; no pages: the
+ *                          stage downstream, zd-swap or zd-send, copies
+ *                          them from the paused VM
+ *   track_wait_backup      until the backup has the epoch: ACK via
+ *                          zd-send, else DRAINED via zd-swap, else open loop
+ *   track_resume           the VM runs again
+ *   report_epoch           STAT "track"
+ *   release_output_on_ack  (track.c, on the feedback thread) the epoch's
+ *                          output goes out on its ACK, which the wait
+ *                          above has already seen
  *
  * Before epoch 1 it gives the stages after it --grace (1 s) to connect to
  * the feedback socket (they do once they read the HEADER).

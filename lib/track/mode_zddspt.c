@@ -4,30 +4,33 @@
  * The main table is the target's dirty log; the frozen table F is what
  * the harvest at T1 takes out of it (k->dirty), kept as it was at T1 by
  * write-protection until zd-swap has drained it. The cycle, in the order
- * it runs (zddspt_round):
+ * it runs, each step the function zddspt_round calls:
  *
- *   run_until_t0     the VM runs until T0 = T1 - precopy% of the interval
- *   precopy          T0..T1: P = dirty so far ∩ the standby set (STANDBY
- *                    from zd-mru on the feedback socket, else last epoch's
- *                    pages); re-arm exactly P (a later write to it is seen
- *                    again at T1); copy P and send it as PAGES (PRECOPY)
- *                    while the VM runs
- *   run_until_t1     the VM runs on until T1
- *   choose_guard     protect F, or copy it at the pause (enum fallback
- *                    says why); waits for the previous epoch's DRAINED
- *   pause            T1 (track_pause)
- *   harvest_frozen   the main table's pages become the frozen set F
- *   protect_frozen   the copy-on-write guard over F, or F copied now
- *   swap_tables      re-arm all: the other table is main for the next
- *                    epoch (after protect, as in the paper: F goes
- *                    read-only, then the VM writes to the new table)
- *   save_state       vCPU state, [memsum] (track_save_state)
- *   resume           (track_resume)
- *   send_checkpoint  CHECKPOINT, DIRTY = F, [PAGES of F], STATE, COMMIT
- *   report_epoch     STAT "track"; P ∪ F is the next epoch's fallback hint
- *   drain            zd-swap saves F while the VM runs, un-protects it,
- *                    says DRAINED (lib/capture/drain_uffd.c uffd_drain)
- *   release_output   on the backup's ACK (track.c release_output_on_ack)
+ *   run_until_t0           the VM runs until T0 = T1 - precopy% of the
+ *                          interval
+ *   precopy                T0..T1: P = dirty so far ∩ the standby set
+ *                          (STANDBY from zd-mru on the feedback socket,
+ *                          else last epoch's pages); re-arm exactly P (a
+ *                          later write to it is seen again at T1); copy P
+ *                          and send it as PAGES (PRECOPY) while the VM runs
+ *   run_until_t1           the VM runs on until T1
+ *   choose_guard           protect F, or copy it at the pause (enum
+ *                          fallback says why); waits for the previous
+ *                          epoch's DRAINED
+ *   track_pause            T1
+ *   harvest_frozen         the main table's pages become the frozen set F
+ *   protect_frozen         the copy-on-write guard over F, or F copied now
+ *   swap_tables            re-arm all: the other table is main for the next
+ *                          epoch (after protect, as in the paper: F goes
+ *                          read-only, then the VM writes to the new table)
+ *   track_save_state       vCPU state, [memsum]
+ *   track_resume           the VM runs again
+ *   send_checkpoint        CHECKPOINT, DIRTY = F, [PAGES of F], STATE, COMMIT
+ *   report_epoch           STAT "track"; P ∪ F is the next epoch's hint
+ *   uffd_drain             (zd-swap, lib/capture/drain_uffd.c) saves F
+ *                          while the VM runs, un-protects it, says DRAINED
+ *   release_output_on_ack  (track.c, on the feedback thread) the epoch's
+ *                          output goes out on the backup's ACK
  *
  * No page is copied while the VM is stopped. DIRTY carries only F, the
  * pages still to capture at checkpoint time; a page of P that is not in F

@@ -138,6 +138,8 @@ int track_protect(struct zd_track *k, const struct zd_pageset *set)
 {
 	int r;
 
+	if (!k->t->ops->protect)
+		return 1;
 	pthread_mutex_lock(&k->tlock);
 	r = k->t->ops->protect(k->t, set);
 	pthread_mutex_unlock(&k->tlock);

@@ -25,8 +25,8 @@ struct zd_track {
 	volatile sig_atomic_t *stop;
 	struct zd_target *t;
 	/* Target calls come from the loop and from the feedback thread
-	 * (release_output on ACK, export_fds on MEMORY); one at a time. run_until is outside:
-	 * the VM runs while it waits. */
+	 * (release_output on ACK, export_fds on MEMORY); one at a time.
+	 * run_until is outside: the VM runs while it waits. */
 	pthread_mutex_t tlock;
 	struct zd_fbserver *fb;
 	struct zd_writer w;
