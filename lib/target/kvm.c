@@ -12,8 +12,8 @@
  * the tracker's feedback socket (ZD_FB_MEMORY), since a downstream stage
  * knows the tracker, not zd-vm.
  *
- * The fbserver thread may call commit while the tracker's loop runs, so
- * every request/reply pair holds mu.
+ * The fbserver thread may call release_output while the tracker's loop
+ * runs, so every request/reply pair holds mu.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -365,7 +365,8 @@ static int kvm_memsum(struct zd_target *t, uint64_t *sum)
 	return 0;
 }
 
-static int kvm_commit(struct zd_target *t, uint64_t epoch)
+/* zd-vm holds the guest's answers until the COMMIT of their epoch. */
+static int kvm_release_output(struct zd_target *t, uint64_t epoch)
 {
 	struct zd_vmctl_rep rep;
 
@@ -502,7 +503,7 @@ const struct zd_target_ops zd_target_kvm = {
 	.read_pages = kvm_read_pages,
 	.get_state = kvm_get_state,
 	.memsum = kvm_memsum,
-	.commit = kvm_commit,
+	.release_output = kvm_release_output,
 	/* With zd-vm's uffd guard the frozen set is write-protected at T1
 	 * and drained by zd-swap while the VM runs; without it (.protect
 	 * returns 1) zddspt copies it while paused, as on xen:. */

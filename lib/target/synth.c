@@ -4,7 +4,7 @@
  * every stage without one.
  *
  *   synth:pages=N,dirty=D[,hot=H][,seed=S][,write=W][,drift=R]
- *         [,hotset=K][,pagesize=P]
+ *         [,hotset=K][,pagesize=P][,protect_fail=N]
  *
  * Each epoch writes D distinct pages: round(H*D) from a hot window of K
  * pages (default 2*D) whose start moves R pages per epoch, the rest
@@ -18,6 +18,13 @@
  * Within an epoch the first SYNTH_EARLY of the writes happen before the
  * first deadline (zddspt's T0); the rest before the next deadline or the
  * pause, whichever comes first.
+ *
+ * Since any epoch's pages can be regenerated, zddspt neither protects nor
+ * copies synth's frozen set (t->replays_pages). protect_fail=N makes synth
+ * a stand-in for zd-vm's write-protect guard instead, so the guarded path
+ * runs without KVM: protect succeeds, protecting nothing (regeneration
+ * still gives zd-swap the checkpoint's pages), except the Nth call, which
+ * fails as a broken guard would.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -46,6 +53,7 @@ struct synth {
 	int runs;		/* run_until calls this epoch */
 	uint8_t *image;		/* whole memory, once memsum asked for it */
 	bool tracker;		/* opened (not attached) */
+	uint64_t protects;	/* protect calls, for protect_fail= */
 };
 
 /* splitmix64's finaliser: a good 64-bit mixer. */
@@ -151,8 +159,12 @@ int zd_synth_parse(const char *args, struct zd_synth_params *p, char *msg, size_
 			if (zd_parse_size(val, &v) < 0 || v < 512 || v > 65536 || (v & (v - 1)))
 				rc = bad(msg, len, "%s=%s: want a power of two from 512 to 64K", kv, val);
 			p->page_size = (uint32_t)v;
+		} else if (!strcmp(kv, "protect_fail")) {
+			if (zd_parse_u64(val, &v) < 0)
+				rc = bad(msg, len, "%s=%s: not a number", kv, val);
+			p->protect_fail = v;
 		} else {
-			rc = bad(msg, len, "unknown key '%s'%s (want pages, dirty, hot, seed, write, drift, hotset, pagesize)", kv, "");
+			rc = bad(msg, len, "unknown key '%s'%s (want pages, dirty, hot, seed, write, drift, hotset, pagesize, protect_fail)", kv, "");
 		}
 	}
 	free(dup);
@@ -272,6 +284,7 @@ static int common_open(struct zd_target *t, const char *args, bool tracker)
 	t->page_size = s->p.page_size;
 	t->page_count = s->p.pages;
 	s->tracker = tracker;
+	t->replays_pages = s->p.protect_fail == 0;
 	if (tracker) {
 		s->last = zd_xcalloc(s->p.pages, sizeof(*s->last));
 		s->mark = zd_xcalloc(s->p.pages, sizeof(*s->mark));
@@ -460,14 +473,21 @@ static int synth_memsum(struct zd_target *t, uint64_t *sum)
 	return 0;
 }
 
-static int synth_commit(struct zd_target *t, uint64_t epoch)
+/* Only with protect_fail= (replays_pages is false then): see the top. */
+static int synth_protect(struct zd_target *t, const struct zd_pageset *set)
 {
-	return 0;
+	struct synth *s = S(t);
+
+	if (++s->protects != s->p.protect_fail)
+		return 0;
+	snprintf(t->err, sizeof(t->err), "protect %llu fails (protect_fail=%llu)",
+		 (unsigned long long)s->protects, (unsigned long long)s->p.protect_fail);
+	return -1;
 }
 
 const struct zd_target_ops zd_target_synth = {
 	.scheme = "synth",
-	.usage = "synth:pages=N,dirty=D[,hot=H][,seed=S][,write=W][,drift=R][,hotset=K][,pagesize=P]",
+	.usage = "synth:pages=N,dirty=D[,hot=H][,seed=S][,write=W][,drift=R][,hotset=K][,pagesize=P][,protect_fail=N]",
 	.open = synth_open,
 	.attach = synth_attach,
 	.close = synth_close,
@@ -479,5 +499,5 @@ const struct zd_target_ops zd_target_synth = {
 	.read_pages = synth_read_pages,
 	.get_state = synth_get_state,
 	.memsum = synth_memsum,
-	.commit = synth_commit,
+	.protect = synth_protect,
 };

@@ -214,6 +214,7 @@ static int trace_open(struct zd_target *t, const char *args)
 		trace_close(t);
 		return -1;
 	}
+	t->replays_pages = true;	/* the trace recorded every epoch's pages */
 	return 0;
 }
 
@@ -368,11 +369,6 @@ static int trace_memsum(struct zd_target *t, uint64_t *sum)
 	return rc;
 }
 
-static int trace_commit(struct zd_target *t, uint64_t epoch)
-{
-	return 0;
-}
-
 const struct zd_target_ops zd_target_trace = {
 	.scheme = "trace",
 	.usage = "trace:FILE",
@@ -387,5 +383,4 @@ const struct zd_target_ops zd_target_trace = {
 	.read_pages = trace_read_pages,
 	.get_state = trace_get_state,
 	.memsum = trace_memsum,
-	.commit = trace_commit,
 };

@@ -1,70 +1,74 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * buffered: Remus as published (NSDI'08) — copy while paused, send while
- * running.
+ * buffered: Remus as published (NSDI'08): copy while paused, send while
+ * running. The cycle, in the order it runs, each step the function
+ * buffered_round calls:
  *
- *   run until T1 → pause → harvest → re-arm all → copy dirty pages to a
- *   local buffer → vCPU state → [memsum] → resume
- *   → CHECKPOINT (PAGES_INLINE), DIRTY, PAGES…, STATE, COMMIT while the
- *   VM runs
- *
- * Output of the epoch is released when its ACK comes back on the
- * feedback socket (the feedback thread calls the target's commit).
+ *   track_run_until        the VM runs until T1
+ *   track_pause            T1
+ *   track_harvest_all      the dirty log, re-armed for the next epoch
+ *   copy_dirty             the dirty pages into a local buffer
+ *   track_save_state       vCPU state, [memsum]
+ *   track_resume           the VM runs again
+ *   track_send_checkpoint  CHECKPOINT (PAGES_INLINE), DIRTY, PAGES…,
+ *                          STATE, COMMIT, while the VM runs
+ *   report_epoch           STAT "track"
+ *   release_output_on_ack  (track.c, on the feedback thread) the epoch's
+ *                          output goes out when its ACK comes back; the
+ *                          loop does not wait for it
  */
 #include "track_int.h"
 #include "zd/util.h"
 
+struct buffered_round {
+	struct track_round base;
+	uint64_t copy_ns;
+};
+
+static int copy_dirty(struct zd_track *k, struct buffered_round *rd)
+{
+	uint64_t t0 = zd_now_ns();
+
+	if (track_read_pages(k, &k->dirty) < 0)
+		return -1;
+	rd->copy_ns = zd_now_ns() - t0;
+	return 0;
+}
+
+static int report_epoch(struct zd_track *k, const struct buffered_round *rd)
+{
+	static const char *const keys[] = { "pause_ns", "harvest_ns", "copy_ns", "dirty" };
+	double vals[] = { (double)rd->base.c.pause_ns, (double)rd->base.harvest_ns,
+			  (double)rd->copy_ns, (double)zd_pageset_count(&k->prev) };
+
+	return emit_stat(k, keys, vals, 4);
+}
+
 static int buffered_round(struct zd_track *k)
 {
-	struct zd_rec_checkpoint c = { .flags = ZD_CKPT_PAGES_INLINE };
-	struct zd_record state, commit;
-	uint64_t harvest_ns, copy_ns;
-	int r;
+	struct buffered_round rd = { .base.c.flags = ZD_CKPT_PAGES_INLINE };
+	struct zd_rec_checkpoint *c = &rd.base.c;
+	int rc;
 
-	r = track_run_until(k, track_deadline(k, 100));
-	if (r)
-		return r > 0 ? 1 : -1;
-
-	if (track_pause(k, &c.t1_ns) < 0)
+	rc = track_run_until(k, track_deadline(k, 100));
+	if (rc)
+		return rc;
+	if (track_pause(k, &c->t1_ns) < 0)
 		return -1;
-	harvest_ns = zd_now_ns();
-	if (track_harvest(k, &k->dirty) < 0 || track_rearm(k, NULL) < 0)
-		goto fail_paused;
-	track_full_if_asked(k, &k->dirty, &c);
-	copy_ns = zd_now_ns();
-	harvest_ns = copy_ns - harvest_ns;
-	if (track_read_pages(k, &k->dirty) < 0)
-		goto fail_paused;
-	copy_ns = zd_now_ns() - copy_ns;
-	if (track_get_state(k, &state) < 0)
-		goto fail_paused;
-	init_commit(k, &commit, zd_pageset_count(&k->dirty));
-	if (track_memsum(k, &commit) < 0)
-		goto fail_state;
-	if (track_resume(k, &c.resume_ns) < 0)
-		goto fail_state;
-	c.pause_ns = c.resume_ns - c.t1_ns;
-
-	r = 0;
-	if (emit_checkpoint(k, &c) < 0 || emit_set(k, ZD_REC_DIRTY, &k->dirty) < 0 ||
-	    emit_pages(k, &k->dirty, 0) < 0 || emit_record(k, &state) < 0 ||
-	    emit_record(k, &commit) < 0)
-		r = -1;
-	zd_record_free(&state);
+	if (track_harvest_all(k, &rd.base) < 0 || copy_dirty(k, &rd) < 0 ||
+	    track_save_state(k, &rd.base) < 0 || track_resume(k, &c->resume_ns) < 0) {
+		track_resume_quietly(k);
+		track_round_free(&rd.base);
+		return -1;
+	}
+	c->pause_ns = c->resume_ns - c->t1_ns;
+	rc = track_send_checkpoint(k, &rd.base, true);
+	track_round_free(&rd.base);
+	/* The next round harvests into k->dirty; prev keeps this epoch's set. */
 	zd_pageset_swap(&k->prev, &k->dirty);
-	if (r < 0)
+	if (rc < 0)
 		return -1;
-
-	static const char *const keys[] = { "pause_ns", "harvest_ns", "copy_ns", "dirty" };
-	double vals[] = { (double)c.pause_ns, (double)harvest_ns, (double)copy_ns,
-			  (double)zd_pageset_count(&k->prev) };
-	return emit_stat(k, keys, vals, 4);
-
-fail_state:
-	zd_record_free(&state);
-fail_paused:
-	track_resume_quietly(k);
-	return -1;
+	return report_epoch(k, &rd);
 }
 
 const struct zd_mode_ops zd_mode_buffered = {

@@ -1,12 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * remus: stop-and-copy, as the ZDDSPT paper describes Remus.
+ * remus: stop-and-copy, as the ZDDSPT paper describes Remus. The cycle, in
+ * the order it runs, each step the function remus_round calls:
  *
- *   run until T1 → pause → harvest → re-arm all → vCPU state → [memsum]
- *   → CHECKPOINT, DIRTY, STATE, COMMIT (no pages: the stage downstream,
- *   zd-swap or zd-send, captures them from the paused VM)
- *   → wait for the backup (ACK via zd-send, else DRAINED via zd-swap,
- *   else open loop) → resume
+ *   track_run_until        the VM runs until T1
+ *   track_pause            T1
+ *   track_harvest_all      the dirty log, re-armed for the next epoch
+ *   track_save_state       vCPU state, [memsum]
+ *   send_checkpoint        CHECKPOINT, DIRTY, STATE, COMMIT; no pages: the
+ *                          stage downstream, zd-swap or zd-send, copies
+ *                          them from the paused VM
+ *   track_wait_backup      until the backup has the epoch: ACK via
+ *                          zd-send, else DRAINED via zd-swap, else open loop
+ *   track_resume           the VM runs again
+ *   report_epoch           STAT "track"
+ *   release_output_on_ack  (track.c, on the feedback thread) the epoch's
+ *                          output goes out on its ACK, which the wait
+ *                          above has already seen
  *
  * Before epoch 1 it gives the stages after it --grace (1 s) to connect to
  * the feedback socket (they do once they read the HEADER).
@@ -17,53 +27,46 @@
 #include "track_int.h"
 #include "zd/util.h"
 
+/* The backup copies from the paused VM: flushed now, or it waits for us. */
+static int send_checkpoint(struct zd_track *k, const struct track_round *rd)
+{
+	if (track_send_checkpoint(k, rd, false) < 0)
+		return -1;
+	return emit_flush(k);
+}
+
+static int report_epoch(struct zd_track *k, const struct track_round *rd, uint64_t resume_ns)
+{
+	static const char *const keys[] = { "pause_ns", "harvest_ns", "dirty" };
+	double vals[] = { (double)(resume_ns - rd->c.t1_ns), (double)rd->harvest_ns,
+			  (double)zd_pageset_count(&k->prev) };
+
+	return emit_stat(k, keys, vals, 3);
+}
+
 static int remus_round(struct zd_track *k)
 {
-	struct zd_rec_checkpoint c = { 0 };
-	struct zd_record state, commit;
-	uint64_t harvest_ns;
-	int r;
-
-	r = track_run_until(k, track_deadline(k, 100));
-	if (r)
-		return r > 0 ? 1 : -1;
-
-	if (track_pause(k, &c.t1_ns) < 0)
-		return -1;
-	harvest_ns = zd_now_ns();
-	if (track_harvest(k, &k->dirty) < 0 || track_rearm(k, NULL) < 0)
-		goto fail_paused;
-	track_full_if_asked(k, &k->dirty, &c);
-	harvest_ns = zd_now_ns() - harvest_ns;
-	if (track_get_state(k, &state) < 0)
-		goto fail_paused;
-	init_commit(k, &commit, zd_pageset_count(&k->dirty));
-	if (track_memsum(k, &commit) < 0)
-		goto fail_state;
-
-	if (emit_checkpoint(k, &c) < 0 || emit_set(k, ZD_REC_DIRTY, &k->dirty) < 0 ||
-	    emit_record(k, &state) < 0 || emit_record(k, &commit) < 0 || emit_flush(k) < 0)
-		goto fail_state;
-	zd_record_free(&state);
-
-	if (track_wait_backup(k) < 0)
-		goto fail_paused;
+	struct track_round rd = { 0 };
 	uint64_t resume_ns;
+	int rc;
 
+	rc = track_run_until(k, track_deadline(k, 100));
+	if (rc)
+		return rc;
+	if (track_pause(k, &rd.c.t1_ns) < 0)
+		return -1;
+	if (track_harvest_all(k, &rd) < 0 || track_save_state(k, &rd) < 0 ||
+	    send_checkpoint(k, &rd) < 0 || track_wait_backup(k) < 0) {
+		track_resume_quietly(k);
+		track_round_free(&rd);
+		return -1;
+	}
+	track_round_free(&rd);
 	if (track_resume(k, &resume_ns) < 0)
 		return -1;
+	/* The next round harvests into k->dirty; prev keeps this epoch's set. */
 	zd_pageset_swap(&k->prev, &k->dirty);
-
-	static const char *const keys[] = { "pause_ns", "harvest_ns", "dirty" };
-	double vals[] = { (double)(resume_ns - c.t1_ns), (double)harvest_ns,
-			  (double)zd_pageset_count(&k->prev) };
-	return emit_stat(k, keys, vals, 3);
-
-fail_state:
-	zd_record_free(&state);
-fail_paused:
-	track_resume_quietly(k);
-	return -1;
+	return report_epoch(k, &rd, resume_ns);
 }
 
 /* Remus stops the VM for the backup: it waits for one to be there. */

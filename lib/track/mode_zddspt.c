@@ -1,15 +1,36 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * zddspt: the double-table method of the paper, first cut.
+ * zddspt: the double-shadow-page-table method of the paper, first cut.
+ * The main table is the target's dirty log; the frozen table F is what
+ * the harvest at T1 takes out of it (k->dirty), kept as it was at T1 by
+ * write-protection until zd-swap has drained it. The cycle, in the order
+ * it runs, each step the function zddspt_round calls:
  *
- *   run until T0 (= T1 - precopy% of the interval)
- *   → harvest → pre-copy set P = dirty so far ∩ the standby set (STANDBY
- *     from zd-mru on the feedback socket, else last epoch's pages)
- *   → re-arm exactly P (a later write to it is seen again at T1)
- *   → copy P and emit PAGES (PRECOPY) while the VM runs
- *   → run until T1 → pause → harvest the frozen set F → write-protect F
- *     (where the target can) → re-arm all → vCPU state → [memsum] → resume
- *   → CHECKPOINT, DIRTY = F, STATE, COMMIT (pages = |F|)
+ *   run_until_t0           the VM runs until T0 = T1 - precopy% of the
+ *                          interval
+ *   precopy                T0..T1: P = dirty so far ∩ the standby set
+ *                          (STANDBY from zd-mru on the feedback socket,
+ *                          else last epoch's pages); re-arm exactly P (a
+ *                          later write to it is seen again at T1); copy P
+ *                          and send it as PAGES (PRECOPY) while the VM runs
+ *   run_until_t1           the VM runs on until T1
+ *   choose_guard           protect F, or copy it at the pause (enum
+ *                          fallback says why); waits for the previous
+ *                          epoch's DRAINED
+ *   track_pause            T1
+ *   harvest_frozen         the main table's pages become the frozen set F
+ *   protect_frozen         the copy-on-write guard over F, or F copied now
+ *   swap_tables            re-arm all: the other table is main for the next
+ *                          epoch (after protect, as in the paper: F goes
+ *                          read-only, then the VM writes to the new table)
+ *   track_save_state       vCPU state, [memsum]
+ *   track_resume           the VM runs again
+ *   send_checkpoint        CHECKPOINT, DIRTY = F, [PAGES of F], STATE, COMMIT
+ *   report_epoch           STAT "track"; P ∪ F is the next epoch's hint
+ *   uffd_drain             (zd-swap, lib/capture/drain_uffd.c) saves F
+ *                          while the VM runs, un-protects it, says DRAINED
+ *   release_output_on_ack  (track.c, on the feedback thread) the epoch's
+ *                          output goes out on the backup's ACK
  *
  * No page is copied while the VM is stopped. DIRTY carries only F, the
  * pages still to capture at checkpoint time; a page of P that is not in F
@@ -21,6 +42,8 @@
  * inline (PAGES_INLINE): pre-copy only, the pause shrinks by what P took.
  * Neither can a run without zd-swap: only zd-swap un-protects (drain_uffd),
  * a protected page nobody serves would stop the guest for good.
+ *
+ * A protect that fails (-1) fails the epoch: see protect_frozen.
  *
  * One protected generation at a time: before protecting F(k), epoch k-1
  * must be DRAINED (every page of F(k-1) saved and un-protected), so a
@@ -37,12 +60,43 @@
 #include "track_int.h"
 #include "zd/util.h"
 
-static int precopy(struct zd_track *k, struct zd_pageset *p, uint64_t *t0_ns)
+/* Why an epoch copied its frozen set while paused (STAT "fallback"). */
+enum fallback {
+	FB_NONE = 0,		/* protected (or a target that replays pages) */
+	FB_NO_GUARD = 1,	/* the target cannot write-protect (xen:, zd-vm without uffd) */
+	FB_NO_SWAP = 2,		/* no zd-swap on the control socket to drain */
+	FB_LATE_DRAIN = 3,	/* the previous epoch's DRAINED did not come in time */
+	FB_DISABLED = 4,	/* --no-guard */
+};
+
+struct zddspt_round {
+	struct track_round base;
+	struct zd_pageset precopied;	/* P */
+	/* The target gives F back after the fact (synth:, trace:): nothing
+	 * to protect or copy. */
+	bool replay;
+	enum fallback why;		/* FB_NONE: F is guarded (or replayed) */
+	uint64_t protect_ns;
+};
+
+/* F is copied at the pause and sent inline. */
+static bool copies_frozen(const struct zddspt_round *rd)
+{
+	return !rd->replay && rd->why != FB_NONE;
+}
+
+static int run_until_t0(struct zd_track *k)
+{
+	return track_run_until(k, track_deadline(k, 100 - k->o->precopy_pct));
+}
+
+static int precopy(struct zd_track *k, struct zddspt_round *rd)
 {
 	struct zd_pageset hint = ZD_PAGESET_INIT, sofar = ZD_PAGESET_INIT;
+	struct zd_pageset *p = &rd->precopied;
 	int rc = -1;
 
-	*t0_ns = zd_now_ns();
+	rd->base.c.t0_ns = zd_now_ns();
 	if (zd_fbserver_standby(k->fb, &hint) == 0 && zd_pageset_copy(&hint, &k->prev) < 0)
 		goto out;
 	if (track_harvest(k, &sofar) < 0)
@@ -59,49 +113,15 @@ out:
 	return rc;
 }
 
-/* synth: and trace: give any epoch's pages back after the fact (they are
- * a function of the epoch, or recorded): nothing to protect or copy. */
-static bool replayable(const struct zd_track *k)
+/* A target that ends during the epoch (1) still gets this checkpoint. */
+static int run_until_t1(struct zd_track *k)
 {
-	return !k->t->ops->protect && !k->t->ops->copy_frozen_paused;
-}
-
-/* Why an epoch copied its frozen set while paused (STAT "fallback"). */
-enum fallback {
-	FB_NONE = 0,		/* protected (or a replayable target) */
-	FB_NO_GUARD = 1,	/* the target cannot write-protect (xen:, zd-vm without uffd) */
-	FB_NO_SWAP = 2,		/* no zd-swap on the control socket to drain */
-	FB_LATE_DRAIN = 3,	/* the previous epoch's DRAINED did not come in time */
-	FB_DISABLED = 4,	/* --no-guard */
-};
-
-static void say_fallback(struct zd_track *k, enum fallback why)
-{
-	static bool said[5];
-	static const char *const text[] = {
-		[FB_NO_GUARD] = "the target cannot write-protect",
-		[FB_NO_SWAP] = "no zd-swap is connected to drain the frozen set",
-		[FB_LATE_DRAIN] = "the previous epoch was not DRAINED in time",
-		[FB_DISABLED] = "--no-guard",
-	};
-
-	if (why == FB_NONE || why == FB_DISABLED || said[why])
-		return;
-	said[why] = true;
-	/* Expected, and in the man page: xen: never protects, and a pipeline
-	 * without zd-swap (zd-track | zd-send) has nobody to drain. */
-	if (why == FB_NO_SWAP || (why == FB_NO_GUARD && k->t->ops->copy_frozen_paused)) {
-		zd_debug("epoch %llu: copying the frozen set while paused: %s (STAT fallback=%d)",
-			 (unsigned long long)k->epoch, text[why], (int)why);
-		return;
-	}
-	zd_warnx("epoch %llu: copying the frozen set while paused: %s (STAT fallback=%d)",
-		 (unsigned long long)k->epoch, text[why], (int)why);
+	return track_run_until(k, track_deadline(k, 100)) < 0 ? -1 : 0;
 }
 
 /* Can this round protect instead of copying? Waits for the previous
  * epoch's DRAINED (see above). */
-static enum fallback guarded(struct zd_track *k)
+static enum fallback guard_available(struct zd_track *k)
 {
 	uint64_t deadline = zd_now_ns() + k->o->timeout_ns;
 
@@ -130,97 +150,132 @@ static enum fallback guarded(struct zd_track *k)
 	}
 }
 
-/* 0 protected, 1 cannot (copy instead), -1 failed. */
-static int protect(struct zd_track *k, const struct zd_pageset *set)
+/* Before the pause: the wait for DRAINED is spent while the VM runs. */
+static void choose_guard(struct zd_track *k, struct zddspt_round *rd)
 {
-	int r;
+	rd->replay = k->t->replays_pages;
+	if (!rd->replay)
+		rd->why = guard_available(k);
+}
 
-	pthread_mutex_lock(&k->tlock);
-	r = k->t->ops->protect(k->t, set);
-	pthread_mutex_unlock(&k->tlock);
-	if (r < 0)
-		return track_protect(k, set);	/* says why, the same way */
-	return r;
+static int harvest_frozen(struct zd_track *k, struct zddspt_round *rd)
+{
+	if (track_harvest(k, &k->dirty) < 0)
+		return -1;
+	track_full_if_asked(k, &k->dirty, &rd->base.c);
+	return 0;
+}
+
+/*
+ * The copy-on-write guard over F, or, where the round cannot have it, F
+ * copied now. A target that says it cannot protect (1) protected nothing:
+ * F is copied instead (FB_NO_GUARD). A protect that fails (-1) fails the
+ * epoch, with the VM resumed and the run ended (exit 4): zd-vm protects F
+ * range by range, so part of it may be protected, and nothing here can
+ * undo that. Copying F instead would leave those pages protected in an
+ * epoch zd-swap never drains (PAGES_INLINE): a later write fault would
+ * save a stale pre-image that the next guarded epoch sends as its own.
+ * Nor is it tried again: a retry that succeeds would call F guarded
+ * whatever the first attempt left behind.
+ */
+static int protect_frozen(struct zd_track *k, struct zddspt_round *rd)
+{
+	uint64_t t0 = zd_now_ns();
+	int rc;
+
+	if (rd->replay)
+		return 0;
+	if (rd->why == FB_NONE) {
+		rc = track_protect(k, &k->dirty);
+		if (rc < 0)
+			return -1;
+		if (rc > 0)
+			rd->why = FB_NO_GUARD;
+		rd->protect_ns = zd_now_ns() - t0;
+	}
+	return copies_frozen(rd) ? track_read_pages(k, &k->dirty) : 0;
+}
+
+/* The emptied main table records the next epoch; F stays as harvested. */
+static int swap_tables(struct zd_track *k)
+{
+	return track_rearm(k, NULL);
+}
+
+static int send_checkpoint(struct zd_track *k, struct zddspt_round *rd)
+{
+	if (copies_frozen(rd))
+		rd->base.c.flags |= ZD_CKPT_PAGES_INLINE;
+	return track_send_checkpoint(k, &rd->base, copies_frozen(rd));
+}
+
+static void say_fallback(struct zd_track *k, enum fallback why)
+{
+	static const char *const text[] = {
+		[FB_NO_GUARD] = "the target cannot write-protect",
+		[FB_NO_SWAP] = "no zd-swap is connected to drain the frozen set",
+		[FB_LATE_DRAIN] = "the previous epoch was not DRAINED in time",
+		[FB_DISABLED] = "--no-guard",
+	};
+
+	if (why == FB_NONE || why == FB_DISABLED || (k->said_fallback & (1u << why)))
+		return;
+	k->said_fallback |= 1u << why;
+	/* Expected, and in the man page: xen: never protects, and a pipeline
+	 * without zd-swap (zd-track | zd-send) has nobody to drain. */
+	if (why == FB_NO_SWAP || (why == FB_NO_GUARD && k->t->ops->copy_frozen_paused)) {
+		zd_debug("epoch %llu: copying the frozen set while paused: %s (STAT fallback=%d)",
+			 (unsigned long long)k->epoch, text[why], (int)why);
+		return;
+	}
+	zd_warnx("epoch %llu: copying the frozen set while paused: %s (STAT fallback=%d)",
+		 (unsigned long long)k->epoch, text[why], (int)why);
+}
+
+static int report_epoch(struct zd_track *k, const struct zddspt_round *rd)
+{
+	static const char *const keys[] = { "pause_ns", "protect_ns", "precopy",
+					    "precopy_redirtied", "frozen", "guarded", "fallback" };
+	double vals[] = { (double)rd->base.c.pause_ns, (double)rd->protect_ns,
+			  (double)zd_pageset_count(&rd->precopied),
+			  (double)zd_pageset_intersect_count(&rd->precopied, &k->dirty),
+			  (double)zd_pageset_count(&k->dirty), copies_frozen(rd) ? 0.0 : 1.0,
+			  (double)rd->why };
+
+	return emit_stat(k, keys, vals, 7);
 }
 
 static int zddspt_round(struct zd_track *k)
 {
-	struct zd_rec_checkpoint c = { 0 };
-	struct zd_pageset p = ZD_PAGESET_INIT;
-	struct zd_record state, commit;
-	uint64_t protect_ns = 0;
-	enum fallback why = FB_NONE;
-	bool copy_frozen = true;
-	int r;
+	struct zddspt_round rd = { .precopied = ZD_PAGESET_INIT };
+	struct zd_rec_checkpoint *c = &rd.base.c;
+	int rc;
 
-	r = track_run_until(k, track_deadline(k, 100 - k->o->precopy_pct));
-	if (r)
-		return r > 0 ? 1 : -1;
-	if (precopy(k, &p, &c.t0_ns) < 0)
-		goto fail;
-	r = track_run_until(k, track_deadline(k, 100));
-	if (r < 0)
-		goto fail;
-	bool replay = replayable(k);
-
-	if (!replay)
-		why = guarded(k);
-	copy_frozen = !replay && why != FB_NONE;
-
-	if (track_pause(k, &c.t1_ns) < 0)
-		goto fail;
-	if (track_harvest(k, &k->dirty) < 0)
-		goto fail_paused;
-	track_full_if_asked(k, &k->dirty, &c);
-	if (!replay && !copy_frozen) {
-		protect_ns = zd_now_ns();
-		if ((r = protect(k, &k->dirty)) < 0)
-			goto fail_paused;
-		copy_frozen = r > 0;
-		if (copy_frozen)
-			why = FB_NO_GUARD;
-		protect_ns = zd_now_ns() - protect_ns;
+	rc = run_until_t0(k);
+	if (rc)
+		return rc;
+	rc = -1;
+	if (precopy(k, &rd) < 0 || run_until_t1(k) < 0)
+		goto out;
+	choose_guard(k, &rd);
+	if (track_pause(k, &c->t1_ns) < 0)
+		goto out;
+	if (harvest_frozen(k, &rd) < 0 || protect_frozen(k, &rd) < 0 || swap_tables(k) < 0 ||
+	    track_save_state(k, &rd.base) < 0 || track_resume(k, &c->resume_ns) < 0) {
+		track_resume_quietly(k);
+		goto out;
 	}
-	if (copy_frozen && track_read_pages(k, &k->dirty) < 0)
-		goto fail_paused;
-	if (track_rearm(k, NULL) < 0 || track_get_state(k, &state) < 0)
-		goto fail_paused;
-	init_commit(k, &commit, zd_pageset_count(&k->dirty));
-	if (track_memsum(k, &commit) < 0)
-		goto fail_state;
-	if (track_resume(k, &c.resume_ns) < 0)
-		goto fail_state;
-	c.pause_ns = c.resume_ns - c.t1_ns;
-
-	r = 0;
-	if (copy_frozen)
-		c.flags |= ZD_CKPT_PAGES_INLINE;
-	if (emit_checkpoint(k, &c) < 0 || emit_set(k, ZD_REC_DIRTY, &k->dirty) < 0 ||
-	    (copy_frozen && emit_pages(k, &k->dirty, 0) < 0) ||
-	    emit_record(k, &state) < 0 || emit_record(k, &commit) < 0)
-		r = -1;
-	zd_record_free(&state);
-	say_fallback(k, why);
-
-	/* Next epoch's fallback hint: every page this epoch changed. */
-	static const char *const keys[] = { "pause_ns", "protect_ns", "precopy",
-					    "precopy_redirtied", "frozen", "guarded", "fallback" };
-	double vals[] = { (double)c.pause_ns, (double)protect_ns, (double)zd_pageset_count(&p),
-			  (double)zd_pageset_intersect_count(&p, &k->dirty),
-			  (double)zd_pageset_count(&k->dirty), copy_frozen ? 0.0 : 1.0, (double)why };
-	zd_pageset_union(&k->prev, &p, &k->dirty);
-	zd_pageset_free(&p);
-	if (r < 0)
-		return -1;
-	return emit_stat(k, keys, vals, 7);
-
-fail_state:
-	zd_record_free(&state);
-fail_paused:
-	track_resume_quietly(k);
-fail:
-	zd_pageset_free(&p);
-	return -1;
+	c->pause_ns = c->resume_ns - c->t1_ns;
+	rc = send_checkpoint(k, &rd);
+	say_fallback(k, rd.why);
+	if (rc == 0)
+		rc = report_epoch(k, &rd);
+	/* The next epoch's fallback hint: every page this epoch changed. */
+	zd_pageset_union(&k->prev, &rd.precopied, &k->dirty);
+out:
+	track_round_free(&rd.base);
+	zd_pageset_free(&rd.precopied);
+	return rc;
 }
 
 const struct zd_mode_ops zd_mode_zddspt = {

@@ -4,14 +4,15 @@
  *
  *   open target → serve feedback socket → HEADER
  *   for epoch = 1, 2, …:   mode->round()   (mode_remus.c, mode_buffered.c,
- *                          mode_zddspt.c: run, pause, harvest, re-arm,
- *                          state, resume, emit — each in its own order)
+ *                          mode_zddspt.c: each lists its steps, in the
+ *                          order they run, at its top)
  *                          then any ACK records the feedback thread queued
  *   END (0 done, 1 interrupted, 2 failed) → stop feedback → close target
  *
- * The steps a round is made of are below, in the order a round uses them;
+ * The steps the rounds share are below, in the order a round uses them;
  * each wraps one target op, takes the target lock and turns a failure
- * into one diagnostic and an exit code.
+ * into one diagnostic and an exit code. The last step of every mode,
+ * release_output_on_ack, runs on the feedback thread.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -122,16 +123,29 @@ int track_rearm(struct zd_track *k, const struct zd_pageset *set)
 	return r < 0 ? target_fail(k, "re-arm dirty log") : 0;
 }
 
+int track_harvest_all(struct zd_track *k, struct track_round *rd)
+{
+	uint64_t t0 = zd_now_ns();
+
+	if (track_harvest(k, &k->dirty) < 0 || track_rearm(k, NULL) < 0)
+		return -1;
+	track_full_if_asked(k, &k->dirty, &rd->c);
+	rd->harvest_ns = zd_now_ns() - t0;
+	return 0;
+}
+
 int track_protect(struct zd_track *k, const struct zd_pageset *set)
 {
 	int r;
 
 	if (!k->t->ops->protect)
-		return 0;
+		return 1;
 	pthread_mutex_lock(&k->tlock);
 	r = k->t->ops->protect(k->t, set);
 	pthread_mutex_unlock(&k->tlock);
-	return r < 0 ? target_fail(k, "write-protect") : 0;
+	if (r < 0)
+		return target_fail(k, "write-protect the frozen set");
+	return r > 0 ? 1 : 0;
 }
 
 int track_read_pages(struct zd_track *k, const struct zd_pageset *set)
@@ -152,7 +166,7 @@ int track_read_pages(struct zd_track *k, const struct zd_pageset *set)
 	return r < 0 ? target_fail(k, "read pages") : 0;
 }
 
-int track_get_state(struct zd_track *k, struct zd_record *state)
+static int get_state(struct zd_track *k, struct zd_record *state)
 {
 	int r;
 
@@ -165,14 +179,7 @@ int track_get_state(struct zd_track *k, struct zd_record *state)
 	return r < 0 ? target_fail(k, "vCPU state") : 0;
 }
 
-void init_commit(struct zd_track *k, struct zd_record *commit, uint64_t pages)
-{
-	zd_record_init(commit, ZD_REC_COMMIT);
-	commit->u.commit.epoch = k->epoch;
-	commit->u.commit.pages = pages;
-}
-
-int track_memsum(struct zd_track *k, struct zd_record *commit)
+static int memsum(struct zd_track *k, struct zd_record *commit)
 {
 	int r;
 
@@ -185,6 +192,17 @@ int track_memsum(struct zd_track *k, struct zd_record *commit)
 		return target_fail(k, "memory checksum");
 	commit->u.commit.flags |= ZD_COMMIT_HAS_MEMSUM;
 	return 0;
+}
+
+int track_save_state(struct zd_track *k, struct track_round *rd)
+{
+	if (get_state(k, &rd->state) < 0)
+		return -1;
+	rd->have_state = true;
+	zd_record_init(&rd->commit, ZD_REC_COMMIT);
+	rd->commit.u.commit.epoch = k->epoch;
+	rd->commit.u.commit.pages = zd_pageset_count(&k->dirty);
+	return memsum(k, &rd->commit);
 }
 
 int track_resume(struct zd_track *k, uint64_t *resume_ns)
@@ -207,6 +225,22 @@ void track_resume_quietly(struct zd_track *k)
 	pthread_mutex_lock(&k->tlock);
 	(void)k->t->ops->resume(k->t);
 	pthread_mutex_unlock(&k->tlock);
+}
+
+int track_send_checkpoint(struct zd_track *k, const struct track_round *rd, bool with_pages)
+{
+	if (emit_checkpoint(k, &rd->c) < 0 || emit_set(k, ZD_REC_DIRTY, &k->dirty) < 0 ||
+	    (with_pages && emit_pages(k, &k->dirty, 0) < 0) ||
+	    emit_record(k, &rd->state) < 0 || emit_record(k, &rd->commit) < 0)
+		return -1;
+	return 0;
+}
+
+void track_round_free(struct track_round *rd)
+{
+	if (rd->have_state)
+		zd_record_free(&rd->state);
+	rd->have_state = false;
 }
 
 /* --- emitting --- */
@@ -319,14 +353,16 @@ static int emit_acks(struct zd_track *k)
 
 /* --- feedback callbacks (feedback thread) --- */
 
-static void on_ack(void *ctx, uint64_t epoch, uint64_t wall_ns)
+/* The last step of every mode's cycle: the backup holds the epoch, so the
+ * output the VM produced before its pause may reach the clients now. */
+static void release_output_on_ack(void *ctx, uint64_t epoch, uint64_t wall_ns)
 {
 	struct zd_track *k = ctx;
 	uint64_t now;
 	int r;
 
 	pthread_mutex_lock(&k->tlock);
-	r = k->t->ops->commit ? k->t->ops->commit(k->t, epoch) : 0;
+	r = k->t->ops->release_output ? k->t->ops->release_output(k->t, epoch) : 0;
 	pthread_mutex_unlock(&k->tlock);
 	if (r < 0)
 		zd_warnx("%s: release output of epoch %llu: %s", k->t->spec,
@@ -529,7 +565,7 @@ static int loop(struct zd_track *k, const struct zd_mode_ops *mode)
 int zd_track_run(const struct zd_track_opts *o, volatile sig_atomic_t *stop)
 {
 	struct zd_track k = { .o = o, .stop = stop };
-	struct zd_fbserver_ops fbops = { .ctx = &k, .ack = on_ack, .memory = on_memory };
+	struct zd_fbserver_ops fbops = { .ctx = &k, .ack = release_output_on_ack, .memory = on_memory };
 	char msg[512], path[256];
 	int rc;
 

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Inside the checkpoint loop: the tracker's state, the steps a round is
- * made of (track.c), and one struct zd_mode_ops per mode (mode_*.c).
+ * made of (track.c), and one struct zd_mode_ops per mode (mode_*.c). Each
+ * mode file lists its round's steps, in the order they run, at its top.
  */
 #ifndef ZD_TRACK_INT_H
 #define ZD_TRACK_INT_H
@@ -23,9 +24,9 @@ struct zd_track {
 	const struct zd_track_opts *o;
 	volatile sig_atomic_t *stop;
 	struct zd_target *t;
-	/* Target calls come from the loop and from the feedback thread (commit
-	 * on ACK, export_fds on MEMORY); one at a time. run_until is outside:
-	 * the VM runs while it waits. */
+	/* Target calls come from the loop and from the feedback thread
+	 * (release_output on ACK, export_fds on MEMORY); one at a time.
+	 * run_until is outside: the VM runs while it waits. */
 	pthread_mutex_t tlock;
 	struct zd_fbserver *fb;
 	struct zd_writer w;
@@ -41,6 +42,7 @@ struct zd_track {
 	bool had_backup;	/* remus: a zd-send or zd-swap waited on once */
 	bool hold_warned;	/* --max-hold exceeded, said so */
 	uint64_t hold_since_ns;	/* T1 of the oldest epoch held then */
+	uint32_t said_fallback;	/* zddspt: a bit per fallback reason told on stderr */
 
 	pthread_mutex_t amu;		/* the two fields below */
 	struct { uint64_t epoch, t1_ns; } t1[T1_RING];
@@ -62,6 +64,14 @@ extern const struct zd_mode_ops zd_mode_remus;
 extern const struct zd_mode_ops zd_mode_buffered;
 extern const struct zd_mode_ops zd_mode_zddspt;
 
+/* What a round gathered while the VM was paused, to send once it runs. */
+struct track_round {
+	struct zd_rec_checkpoint c;	/* times and flags of the CHECKPOINT */
+	struct zd_record state, commit;
+	bool have_state;		/* state holds a blob to free */
+	uint64_t harvest_ns;		/* track_harvest_all's time */
+};
+
 /* --- steps, in the order a round uses them (track.c) --- */
 int track_fail(struct zd_track *k, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -71,12 +81,21 @@ int track_pause(struct zd_track *k, uint64_t *t1_ns);
 int track_harvest(struct zd_track *k, struct zd_pageset *set);
 void track_full_if_asked(struct zd_track *k, struct zd_pageset *set, struct zd_rec_checkpoint *c);
 int track_rearm(struct zd_track *k, const struct zd_pageset *set);
+/* remus, buffered: the whole dirty log into k->dirty, re-armed for the next
+ * epoch, [FULL], timed in rd->harvest_ns. */
+int track_harvest_all(struct zd_track *k, struct track_round *rd);
+/* 0 protected, 1 the target cannot after all (nothing was protected),
+ * -1 failed (k->rc set): never retried, see mode_zddspt.c protect_frozen. */
 int track_protect(struct zd_track *k, const struct zd_pageset *set);
 int track_read_pages(struct zd_track *k, const struct zd_pageset *set);	/* into k->buf */
-int track_get_state(struct zd_track *k, struct zd_record *state);
-int track_memsum(struct zd_track *k, struct zd_record *commit);
+/* vCPU state and the COMMIT (pages = |k->dirty|, [memsum]) into rd. */
+int track_save_state(struct zd_track *k, struct track_round *rd);
 int track_resume(struct zd_track *k, uint64_t *resume_ns);
 void track_resume_quietly(struct zd_track *k);	/* after a failure while paused */
+/* CHECKPOINT, DIRTY (k->dirty), PAGES of it from k->buf if with_pages,
+ * STATE, COMMIT: the epoch as the stages downstream read it. */
+int track_send_checkpoint(struct zd_track *k, const struct track_round *rd, bool with_pages);
+void track_round_free(struct track_round *rd);
 
 int emit_checkpoint(struct zd_track *k, const struct zd_rec_checkpoint *c);
 int emit_set(struct zd_track *k, uint16_t type, const struct zd_pageset *set);
@@ -84,7 +103,6 @@ int emit_pages(struct zd_track *k, const struct zd_pageset *set, uint8_t flags);
 int emit_record(struct zd_track *k, const struct zd_record *r);
 int emit_stat(struct zd_track *k, const char *const *keys, const double *vals, unsigned n);
 int emit_flush(struct zd_track *k);
-void init_commit(struct zd_track *k, struct zd_record *commit, uint64_t pages);
 
 /* remus: wait for the backup before resuming. 0, or -1 (k->rc set). */
 int track_wait_backup(struct zd_track *k);

@@ -19,6 +19,7 @@ struct zd_synth_params {
 	uint64_t drift;		/* drift= pages the hot window moves per epoch (1) */
 	uint64_t hotset;	/* hotset= hot window size (2*dirty, at most pages) */
 	uint32_t page_size;	/* pagesize= (4096) */
+	uint64_t protect_fail;	/* protect_fail= Nth protect fails; 0: no guard (0) */
 };
 
 /* Parse the part of the spec after "synth:". -1 with msg on a bad key. */

@@ -62,13 +62,16 @@ struct zd_target_ops {
 	/* zd_hash64 of the whole memory; only meaningful while paused. NULL if
 	 * the target cannot (then --verify is refused). */
 	int (*memsum)(struct zd_target *t, uint64_t *sum);
-	/* The backup acknowledged this epoch: release its held output. */
-	int (*commit)(struct zd_target *t, uint64_t epoch);
+	/* The last step of the cycle: the backup acknowledged this epoch, so
+	 * the output the VM produced before its pause goes out now. Called
+	 * from the feedback thread; NULL if the target holds no output. */
+	int (*release_output)(struct zd_target *t, uint64_t epoch);
 
 	/* Optional (zddspt): write-protect these pages so the VM's next write
 	 * to each is trapped; NULL if the target cannot. Returns 1 when this
-	 * instance cannot after all (kvm: zd-vm has no uffd guard): the caller
-	 * then copies the frozen set while paused. */
+	 * instance cannot after all (kvm: zd-vm has no uffd guard), having
+	 * protected nothing: the caller then copies the frozen set while
+	 * paused. -1 may leave part of the set protected. */
 	int (*protect)(struct zd_target *t, const struct zd_pageset *set);
 
 	/* Optional: file descriptors a downstream stage needs (memfd of guest
@@ -101,6 +104,10 @@ struct zd_target {
 	/* The VM died under us (not stopped): the backup should take over
 	 * (END status 3). Set with err by the op that found out. */
 	bool vm_died;
+	/* read_pages gives any past epoch's pages back after the fact
+	 * (synth: computes them, trace: recorded them): zddspt need neither
+	 * protect nor copy its frozen set. Set by open. */
+	bool replays_pages;
 };
 
 extern const struct zd_target_ops zd_target_synth;

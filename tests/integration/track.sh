@@ -43,6 +43,16 @@ check "zddspt: pre-copy PAGES (flag PRECOPY) precede their CHECKPOINT" test "$(j
 check "zddspt: some pages pre-copied (last epoch's set as the hint)" jq -s -e '[.[]|select(.type=="pages")|.pages]|add > 0' "$TMP/z.json"
 check "zddspt: no page copied while paused (no PAGES_INLINE)" jqall "$TMP/z.json" 'select(.type=="checkpoint")|.flags%2==0 and .t0_ns < .t1_ns'
 
+# A failed write-protect is never taken for success: it used to be tried
+# again, and a retry that worked called the frozen set guarded whatever the
+# first attempt left behind. synth's stand-in guard (protect_fail=N)
+# protects N-1 times, then fails; a zd-swap stand-in drains each epoch.
+# Epochs to spare: the stand-in may connect late on a busy machine.
+expect_fail "zddspt: a failed write-protect fails the run: exit 4" 4 '^zd-track: synth:.*: write-protect the frozen set: protect 3 fails \(protect_fail=3\)$' \
+	bash -o pipefail -c "zd-track '$SPEC,protect_fail=3' --mode zddspt --epochs 500 --interval 10 --json | $PEER '$TMP/pf.json' drained 0"
+check "zddspt: the epochs before the failed protect were guarded, none after" test "$(jq -c 'select(.type=="stat" and .source=="track" and .values.guarded==1)|.epoch' "$TMP/pf.json" | wc -l)" = 2
+check "zddspt: the failed epoch has no COMMIT, END says failed" test "$(jq -s -c '[([.[]|select(.type=="commit")]|length) == ([.[]|select(.type=="stat" and .source=="track")]|length), (.[-1]|.type,.status)]' "$TMP/pf.json")" = '[true,"end",2]'
+
 # --verify: synth's checksum (from its generator) equals the checksum the
 # trace: target computes from the page contents recorded in the stream.
 zd-track $SPEC --epochs 5 --interval 0 --mode buffered --verify >"$TMP/v.bin" 2>/dev/null

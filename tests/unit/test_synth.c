@@ -60,6 +60,30 @@ static void test_parse_errors(void **state)
 	expect_bad("pages=10,dirty=1,pagesize=1000", "pagesize=1000");
 	expect_bad("pages=10,dirty=1,seed", "not key=value");
 	expect_bad("pages=10,dirty=1,write=0", "write=0");
+	expect_bad("pages=10,dirty=1,protect_fail=-1", "protect_fail=-1");
+}
+
+/* Replayed pages need no guard; protect_fail= asks for the stand-in guard,
+ * whose Nth protect fails and says which. */
+static void test_protect_fail(void **state)
+{
+	struct zd_pageset set = ZD_PAGESET_INIT;
+	struct zd_target *t;
+	char msg[256];
+
+	assert_int_equal(zd_target_open(&t, SPEC, msg, sizeof(msg)), 0);
+	assert_true(t->replays_pages);
+	zd_target_close(t);
+
+	assert_int_equal(zd_target_open(&t, SPEC ",protect_fail=2", msg, sizeof(msg)), 0);
+	assert_false(t->replays_pages);
+	zd_pageset_add_range(&set, 3, 5);
+	assert_int_equal(t->ops->protect(t, &set), 0);
+	assert_int_equal(t->ops->protect(t, &set), -1);
+	assert_string_equal(t->err, "protect 2 fails (protect_fail=2)");
+	assert_int_equal(t->ops->protect(t, &set), 0);
+	zd_target_close(t);
+	zd_pageset_free(&set);
 }
 
 static void test_epoch_pages(void **state)
@@ -285,6 +309,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_defaults),
 		cmocka_unit_test(test_parse_errors),
+		cmocka_unit_test(test_protect_fail),
 		cmocka_unit_test(test_epoch_pages),
 		cmocka_unit_test(test_page_contents),
 		cmocka_unit_test(test_target_rounds),
