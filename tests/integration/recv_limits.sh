@@ -17,10 +17,10 @@ SPEC=synth:pages=$NP,dirty=64,hot=0.8,seed=5
 zd-track "$SPEC" --epochs 6 --interval 0 --verify 2>/dev/null | zd-swap --json >"$TMP/s.json" 2>/dev/null
 [ "$(jq -s '[.[] | select(.type == "commit")] | length' "$TMP/s.json")" = 6 ] ||
 	{ echo "Bail out! no reference stream"; exit 1; }
-# part A: the HEADER and epochs 1-3; part B: the same run's epochs 4-6 (as a
+# part A: the HEADER and epochs 1-3, cut there (an END would end the run for
+# good); part B: the same run's epochs 4-6 (as a
 # reconnecting zd-send resends them); "epoch 1" alone for the crafted tails.
 jq -c 'select(.type != "end" and (.epoch == null or .epoch <= 3))' "$TMP/s.json" >"$TMP/a.json"
-jq -c 'select(.type == "end") | .epochs = 3' "$TMP/s.json" >>"$TMP/a.json"
 jq -c 'select(.type == "header" or .type == "end" or (.epoch != null and .epoch >= 4))' "$TMP/s.json" >"$TMP/b.json"
 jq -c 'select(.type != "end" and (.epoch == null or .epoch <= 1))' "$TMP/s.json" >"$TMP/e1.json"
 
