@@ -537,7 +537,8 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 			}
 		}
 		if (n < 0 && s.rd.err == ZD_RERR_MAGIC && s.rd.nrec == 0 && !opts->key &&
-		    s.rd.buf_len - s.rd.buf_pos >= 7 && !memcmp(s.rd.buf + s.rd.buf_pos, "ZDAUTH1", 7)) {
+		    s.rd.buf_len - s.rd.buf_pos >= ZD_AUTH_HELLO_ANY_LEN &&
+		    !memcmp(s.rd.buf + s.rd.buf_pos, ZD_AUTH_HELLO_ANY, ZD_AUTH_HELLO_ANY_LEN)) {
 			snprintf(msg, msglen, "%s: the peer authenticates with a key (--key) and this zd-recv has none",
 				 conn->name);
 			rc = ZD_EXIT_PEER;

@@ -185,6 +185,10 @@ int zd_resend_replay(struct zd_resend *l, const struct zd_rec_header *hdr,
 #define ZD_AUTH_LEN 4			/* clear length before each unit */
 #define ZD_AUTH_NONCE 32
 #define ZD_AUTH_TIMEOUT_MS 10000	/* zd-send/zd-recv: the handshake's bound */
+/* What every version's hello starts with: a keyless end that reads it
+ * where a stream's magic belongs can say the peer has a key. */
+#define ZD_AUTH_HELLO_ANY "ZDAUTH"
+#define ZD_AUTH_HELLO_ANY_LEN 6
 /* Argon2id's cost for stretching a key file: ~0.1 s on this project's
  * hosts; both ends must use the same (a change is a new "zd-key-vN"). */
 #define ZD_AUTH_KDF_OPS 2
