@@ -48,7 +48,7 @@ static void help(void)
 	       "                          zstd); zd-send learns it at connect (default: delta)\n"
 	       "      --key FILE          pre-shared key (16..4096 bytes, mode 0600): the\n"
 	       "                          sender must prove it knows it, and every record\n"
-	       "                          carries a MAC (default: none)\n"
+	       "                          is encrypted and authenticated (default: none)\n"
 	       "      --heartbeat MS      send a heartbeat back when nothing else went for MS\n"
 	       "                          (TCP; 0 = never) (default: 100)\n"
 	       "      --timeout MS        the primary is dead after MS without a record or a\n"
