@@ -206,10 +206,12 @@ int zd_auth_handshake(const struct zd_auth_key *key, enum zd_auth_role role,
 	if ((rc = read_exact(rfd, theirs, HELLO_LEN, deadline, "hello", true, msg, len)))
 		return rc;
 	if (memcmp(theirs, HELLO, HELLO_LEN)) {
-		if (!memcmp(theirs, HELLO, HELLO_LEN - 2) && theirs[HELLO_LEN - 1] == '\n')
+		uint8_t v = theirs[HELLO_LEN - 2];
+		if (!memcmp(theirs, HELLO, HELLO_LEN - 2) && v >= '0' && v <= '9' &&
+		    theirs[HELLO_LEN - 1] == '\n')
 			return fail(msg, len, ZD_EXIT_PEER,
 				    "peer speaks key handshake version %c, this end %c (update zd on both ends)",
-				    theirs[HELLO_LEN - 2], HELLO[HELLO_LEN - 2]);
+				    v, HELLO[HELLO_LEN - 2]);
 		return fail(msg, len, ZD_EXIT_PEER,
 			    "peer does not speak the key handshake (no --key there?)");
 	}
