@@ -13,7 +13,7 @@
  *   STAT "heartbeat"  nothing to do: any record is a sign of life
  *
  * The wire (zd/wire.h): with a key the connection starts with the key
- * handshake and every record in and out passes a MAC relay (lib/net/
+ * handshake and every record in and out passes a sealing relay (lib/net/
  * link.c); after its HEADER zd-recv announces in a STAT "wire" record the
  * PAGES encodings it takes, and compressed PAGES are decoded here, XOR
  * deltas against the replica's committed page (zd_replica_base) or, for a

@@ -453,7 +453,7 @@ static void *ack_thread(void *arg)
 	pthread_mutex_lock(&s->lock);
 	bool done = s->done;
 	pthread_mutex_unlock(&s->lock);
-	/* The link's MAC relay stopped at a bad record: that is the reason. */
+	/* The link's opening relay stopped at a bad record: that is the reason. */
 	if (n <= 0 && !end && s->conn.auth && (n == 0 || rd.err == ZD_RERR_TRUNCATED)) {
 		int arc = zd_conn_auth_status(&s->conn, m, sizeof(m));
 
