@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/wire.sh [CSV]: the wire through the real tools on loopback, per
-# --compress and workload: a recorded stream (pages inline) is replayed into
+# --compress, --key (none, or a key: the link encrypted) and workload: a
+# recorded stream (pages inline) is replayed into
 # zd-send → TCP 127.0.0.1 → zd-recv --no-fsync, and zd-send's STAT "send"
 # records give raw and wire bytes. Two workloads:
 #   synth  zd-track synth:… | zd-swap, to a file;
@@ -19,7 +20,9 @@
 #   BENCH_WIRE_SPEC   synth spec (default 64Ki pages of 4 KiB, 4096 dirty/epoch)
 #   BENCH_WIRE_EPOCHS synth epochs (default 128: 2 GiB of pages, so the
 #                     one-time first touches of shadows and replica weigh little)
-#   BENCH_WIRE_RUNS   runs per setting, the fastest kept (default 3)
+#   BENCH_WIRE_RUNS   runs per setting, the fastest kept (default 3); a
+#                     setting with and without --key runs interleaved
+#   BENCH_WIRE_KEY    1 (default): --key rows for none and delta 1; 0: none
 #   BENCH_WIRE_GUEST  1 (default): the zd-vm row where /dev/kvm works; 0: none
 #   BENCH_WIRE_GUEST_EPOCHS  guest epochs of 25 ms (default 400, ~2.4 GB of pages)
 set -u
@@ -32,6 +35,7 @@ runs=${BENCH_WIRE_RUNS:-3}
 gepochs=${BENCH_WIRE_GUEST_EPOCHS:-400}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/zd-bench-wire.XXXXXX")
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
+head -c 64 /dev/urandom >"$tmp/key" && chmod 600 "$tmp/key"
 
 zd-track "$spec" --epochs "$epochs" --interval 0 --mode buffered 2>/dev/null | zd-swap >"$tmp/synth.bin" 2>"$tmp/swap.err" ||
 	{ echo "bench-wire: recording the synth stream failed: $(cat "$tmp/swap.err")" >&2; exit 1; }
@@ -62,13 +66,14 @@ guest() {
 }
 guest && workloads="synth zd-vm"
 
-echo "workload,enc,level,epochs,pages,raw_bytes,wire_bytes,ratio,seconds,raw_gbps,wire_gbps,send_cpu_s,recv_cpu_s,raw_gbps_cpu,cpu_s_per_gb,loadavg" >"$out"
+echo "workload,enc,level,key,epochs,pages,raw_bytes,wire_bytes,ratio,seconds,raw_gbps,wire_gbps,send_cpu_s,recv_cpu_s,raw_gbps_cpu,cpu_s_per_gb,loadavg" >"$out"
 TIMEFORMAT='%U %S'
-one() {	# STREAM ENC LEVEL: one run; prints "seconds raw wire pages send-cpu recv-cpu"
-	local stream=$1 enc=$2 level=$3 port t0 t1 lv=()
+one() {	# STREAM ENC LEVEL KEY: one run; prints "seconds raw wire pages send-cpu recv-cpu"
+	local stream=$1 enc=$2 level=$3 port t0 t1 lv=() kv=()
 	[ "$enc" != none ] && lv=(--level "$level")
+	[ "$4" = 1 ] && kv=(--key "$tmp/key")
 	rm -rf "$tmp/r" "$tmp/recv.err"
-	{ time zd-recv --listen 127.0.0.1:0 --replica "$tmp/r" --once --no-fsync 2>"$tmp/recv.err"; } 2>"$tmp/recv.cpu" &
+	{ time zd-recv --listen 127.0.0.1:0 --replica "$tmp/r" --once --no-fsync "${kv[@]}" 2>"$tmp/recv.err"; } 2>"$tmp/recv.cpu" &
 	local rp=$!
 	for _ in $(seq 100); do
 		port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/recv.err" 2>/dev/null)
@@ -76,7 +81,7 @@ one() {	# STREAM ENC LEVEL: one run; prints "seconds raw wire pages send-cpu rec
 		sleep 0.05
 	done
 	t0=$(date +%s%N)
-	{ time zd-send --compress "$enc" "${lv[@]}" --json-log --timeout 0 127.0.0.1:"$port" <"$stream" \
+	{ time zd-send --compress "$enc" "${lv[@]}" "${kv[@]}" --json-log --timeout 0 127.0.0.1:"$port" <"$stream" \
 		>"$tmp/log.json" 2>"$tmp/send.err"; } 2>"$tmp/send.cpu" ||
 		{ echo "bench-wire: zd-send --compress $enc failed: $(cat "$tmp/send.err")" >&2; kill $rp; return 1; }
 	t1=$(date +%s%N)
@@ -89,26 +94,37 @@ one() {	# STREAM ENC LEVEL: one run; prints "seconds raw wire pages send-cpu rec
 		-r "$tmp/log.json" | tr '\n' ' '
 	echo "$sc $rc"
 }
+# Settings in a group run round-robin, run by run: a --key row and the
+# row without it see the same moments of this host's drifting speed.
+groups=("none:0:0 none:0:1" "zstd:1:0" "delta:1:0 delta:1:1" "delta:3:0" "delta:-1:0")
+[ "${BENCH_WIRE_KEY:-1}" = 1 ] || groups=("none:0:0" "zstd:1:0" "delta:1:0" "delta:3:0" "delta:-1:0")
 for w in $workloads; do
 	n=$epochs
 	[ "$w" = zd-vm ] && n=$gepochs
-	for setting in none:0 zstd:1 delta:1 delta:3 delta:-1; do
-		enc=${setting%:*} level=${setting#*:}
-		best=
+	for group in "${groups[@]}"; do
+		declare -A best=()
 		for _ in $(seq "$runs"); do
-			r=$(one "$tmp/$w.bin" "$enc" "$level") || exit 1
-			if [ -z "$best" ] || awk -v a="${r%% *}" -v b="${best%% *}" 'BEGIN { exit !(a < b) }'; then
-				best=$r
-			fi
+			for setting in $group; do
+				IFS=: read -r enc level key <<<"$setting"
+				r=$(one "$tmp/$w.bin" "$enc" "$level" "$key") || exit 1
+				b=${best[$setting]:-}
+				if [ -z "$b" ] || awk -v a="${r%% *}" -v b="${b%% *}" 'BEGIN { exit !(a < b) }'; then
+					best[$setting]=$r
+				fi
+			done
 		done
-		read -r secs raw wire pages scpu rcpu <<<"$best"
-		load=$(cut -d' ' -f1 /proc/loadavg)
-		awk -v w="$w" -v e="$enc" -v l="$level" -v n="$n" -v p="$pages" -v r="$raw" -v x="$wire" \
-			-v s="$secs" -v sc="$scpu" -v rc="$rcpu" -v ld="$load" 'BEGIN {
-			m = sc > rc ? sc : rc
-			printf "%s,%s,%s,%d,%d,%.0f,%.0f,%.2f,%.3f,%.3f,%.3f,%.2f,%.2f,%.3f,%.2f,%s\n", w, e, l, n, p, r, x, r / x, s,
-				r / s / 1e9, x / s / 1e9, sc, rc, (m > 0 ? r / m / 1e9 : 0), (sc + rc) / (r / 1e9), ld }' >>"$out"
-		tail -1 "$out" | awk -F, '{ printf "bench-wire: %-5s %-5s L%-2s: ratio %6.2fx  %6.3f GB/s raw wall  %6.3f GB/s raw per busier-process CPU (send %s s, recv %s s cpu, %s cpu s/GB; %s s wall, load %s)\n",
-			$1, $2, $3, $8, $10, $14, $12, $13, $15, $9, $16 }' >&2
+		for setting in $group; do
+			IFS=: read -r enc level key <<<"$setting"
+			read -r secs raw wire pages scpu rcpu <<<"${best[$setting]}"
+			load=$(cut -d' ' -f1 /proc/loadavg)
+			awk -v w="$w" -v e="$enc" -v l="$level" -v k="$key" -v n="$n" -v p="$pages" -v r="$raw" -v x="$wire" \
+				-v s="$secs" -v sc="$scpu" -v rc="$rcpu" -v ld="$load" 'BEGIN {
+				m = sc > rc ? sc : rc
+				printf "%s,%s,%s,%s,%d,%d,%.0f,%.0f,%.2f,%.3f,%.3f,%.3f,%.2f,%.2f,%.3f,%.2f,%s\n", w, e, l, k, n, p, r, x, r / x, s,
+					r / s / 1e9, x / s / 1e9, sc, rc, (m > 0 ? r / m / 1e9 : 0), (sc + rc) / (r / 1e9), ld }' >>"$out"
+			tail -1 "$out" | awk -F, '{ printf "bench-wire: %-5s %-5s L%-2s %-6s: ratio %6.2fx  %6.3f GB/s raw wall  %6.3f GB/s raw per busier-process CPU (send %s s, recv %s s cpu, %s cpu s/GB; %s s wall, load %s)\n",
+				$1, $2, $3, ($4 == 1 ? "key" : "no key"), $9, $11, $15, $13, $14, $16, $10, $17 }' >&2
+		done
+		unset best
 	done
 done

@@ -1,12 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * An authenticated connection (zd-send/zd-recv --key): the handshake of
- * zd/wire.h on the raw descriptors, then two relay threads between the
- * stream and the peer, so the zd-stream reader and writer above need not
- * know:
+ * A keyed connection (zd-send/zd-recv --key): the handshake of zd/wire.h
+ * on the raw descriptors, then two relay threads between the stream and
+ * the peer, so the zd-stream reader and writer above need not know:
  *
- *   writer -> sock[0] ~ SIGN relay -> net_wfd      records + tags out
- *   reader <- sock[0] ~ VERIFY relay <- net_rfd    only records whose tag is good
+ *   writer -> sock[0] ~ SIGN relay -> net_wfd      records sealed (encrypted + tag)
+ *   reader <- sock[0] ~ VERIFY relay <- net_rfd    only records that opened
  *
  * The relays' stream ends are sockets (socketpair), so SO_RCVTIMEO, the
  * heartbeat timeout, works on them as it did on the TCP socket.

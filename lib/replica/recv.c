@@ -13,7 +13,7 @@
  *   STAT "heartbeat"  nothing to do: any record is a sign of life
  *
  * The wire (zd/wire.h): with a key the connection starts with the key
- * handshake and every record in and out passes a MAC relay (lib/net/
+ * handshake and every record in and out passes a sealing relay (lib/net/
  * link.c); after its HEADER zd-recv announces in a STAT "wire" record the
  * PAGES encodings it takes, and compressed PAGES are decoded here, XOR
  * deltas against the replica's committed page (zd_replica_base) or, for a
@@ -640,7 +640,8 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 			}
 		}
 		if (n < 0 && s.rd.err == ZD_RERR_MAGIC && s.rd.nrec == 0 && !opts->key &&
-		    s.rd.buf_len - s.rd.buf_pos >= 7 && !memcmp(s.rd.buf + s.rd.buf_pos, "ZDAUTH1", 7)) {
+		    s.rd.buf_len - s.rd.buf_pos >= ZD_AUTH_HELLO_ANY_LEN &&
+		    !memcmp(s.rd.buf + s.rd.buf_pos, ZD_AUTH_HELLO_ANY, ZD_AUTH_HELLO_ANY_LEN)) {
 			snprintf(msg, msglen, "%s: the peer authenticates with a key (--key) and this zd-recv has none",
 				 conn->name);
 			rc = ZD_EXIT_PEER;

@@ -454,7 +454,7 @@ static void *ack_thread(void *arg)
 	pthread_mutex_lock(&s->lock);
 	bool done = s->done;
 	pthread_mutex_unlock(&s->lock);
-	/* The link's MAC relay stopped at a bad record: that is the reason. */
+	/* The link's opening relay stopped at a bad record: that is the reason. */
 	if (n <= 0 && !end && s->conn.auth && (n == 0 || rd.err == ZD_RERR_TRUNCATED)) {
 		int arc = zd_conn_auth_status(&s->conn, m, sizeof(m));
 
@@ -469,8 +469,8 @@ static void *ack_thread(void *arg)
 	if (n < 0 && !end && (!done || s->resend)) {
 		/* Nothing at all came back: the peer is not a zd-recv, or it
 		 * died before answering the HEADER. */
-		if (rd.nrec == 0 && rd.err == ZD_RERR_MAGIC && !s->keyed && rd.buf_len - rd.buf_pos >= 7 &&
-		    !memcmp(rd.buf + rd.buf_pos, "ZDAUTH1", 7))
+		if (rd.nrec == 0 && rd.err == ZD_RERR_MAGIC && !s->keyed && rd.buf_len - rd.buf_pos >= ZD_AUTH_HELLO_ANY_LEN &&
+		    !memcmp(rd.buf + rd.buf_pos, ZD_AUTH_HELLO_ANY, ZD_AUTH_HELLO_ANY_LEN))
 			send_die(ZD_EXIT_PEER, "%s: zd-recv wants a key (--key) and this zd-send has none", name, "");
 		else if (rd.nrec == 0 && rd.err == ZD_RERR_TRUNCATED)
 			snprintf(m, sizeof(m), "%s: connection closed before any reply", name);

@@ -1,20 +1,40 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Pre-shared-key authentication of the zd-send <-> zd-recv link.
+ * Pre-shared-key authentication and encryption of the zd-send <-> zd-recv
+ * link (zd-stream(5) "KEYED LINK").
  *
- * Handshake, each way at once:  "ZDAUTH1\n" nonce[32]   then   proof[32]
- *   proof(role) = BLAKE2b-256 keyed with K over
- *                 "zd-auth-proof" role nonce_C nonce_S
- * (role 'C' = the connecting side, 'S' = the accepting side; the role byte
- * keeps a proof from being reflected back). Fresh nonces from both sides
- * make every proof single-use.
- * Session MAC keys, one per direction (sender's role):
- *   BLAKE2b-256 keyed with K over "zd-auth-mac" role nonce_C nonce_S
- * Every unit of the stream — the 8-byte preamble as unit 0, then record N
- * (12-byte header + body) as unit N — is followed by
- *   tag = BLAKE2b-256 keyed with the direction's key over u64le(N) unit
- * so the receiver, counting units itself, refuses a changed, reordered,
- * replayed or dropped one.
+ * Key. The key file's bytes are stretched once, at load time:
+ *   K = Argon2id(bytes, salt = BLAKE2b-128("zd-key-v2"),
+ *                ops ZD_AUTH_KDF_OPS, mem ZD_AUTH_KDF_MEM) -> 32 bytes
+ * The salt is fixed (both ends must reach the same K with nothing
+ * exchanged) and names the version, so a changed KDF is a new label. What
+ * it buys: the handshake below lets an eavesdropper check a guessed key
+ * offline, and with Argon2id each guess costs ~0.1 s and 64 MiB here, not
+ * one BLAKE2b.
+ *
+ * Handshake, each way at once:
+ *   hello = "ZDAUTH2\n" nonce[32] cipher[1]    then    proof[32]
+ *   cipher: 'A' this end can do AES-256-GCM fast (AES-NI and PCLMUL:
+ *           crypto_aead_aes256gcm_is_available), 'X' it cannot;
+ *           AES-256-GCM when both said 'A', else XChaCha20-Poly1305-IETF.
+ *   master = BLAKE2b-256 keyed with K over "zd-session-v2" hello_C hello_S
+ *   crypto_kdf_derive_from_key(32, id, "zd-wire2", master):
+ *     id 1: proof_C   id 2: proof_S   id 3: key C->S   id 4: key S->C
+ * (C = the connecting side, zd-send; S = the accepting side.) Both hellos,
+ * fresh nonces and the cipher offers included, go into every derived key:
+ * a proof is single-use, cannot be reflected (C's and S's differ), and a
+ * changed offer fails the proofs. A wrong key fails at the proof, before
+ * any stream byte is sent.
+ *
+ * Units. The 8-byte preamble is unit 0, record N (12-byte header + body)
+ * unit N. Each goes as
+ *   len u32le | ciphertext[len] | tag[16]
+ *   AEAD(key of the direction, nonce = u64le(N) zero-padded, AD = len)
+ * The length stays in the clear so the receiver can frame a unit before
+ * opening it; it is authenticated as the AD. The receiver counts units
+ * itself, so a changed, reordered, replayed or dropped unit, or a changed
+ * length, fails to open. Every session has its own keys (fresh nonces),
+ * so the counter never repeats a nonce under one key.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,8 +52,15 @@
 #include "zd/util.h"
 #include "zd/wire.h"
 
-#define HELLO "ZDAUTH1\n"
+#define HELLO "ZDAUTH2\n"
 #define HELLO_LEN 8
+#define HELLO_ALL (HELLO_LEN + ZD_AUTH_NONCE + 1)
+#define KDF_CTX "zd-wire2"	/* crypto_kdf_CONTEXTBYTES: 8 */
+#define LEN_BYTES 4		/* a unit's clear length */
+
+_Static_assert(ZD_AUTH_TAG == crypto_aead_aes256gcm_ABYTES, "tag size");
+_Static_assert(ZD_AUTH_TAG == crypto_aead_xchacha20poly1305_ietf_ABYTES, "tag size");
+_Static_assert(sizeof(KDF_CTX) - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
 
 static int fail(char *msg, size_t len, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -49,17 +76,29 @@ static int fail(char *msg, size_t len, int code, const char *fmt, ...)
 	return code;
 }
 
-static void init_sodium(void)
+static int init_sodium(char *msg, size_t len)
 {
 	/* idempotent and thread-safe after the first call */
 	if (sodium_init() < 0)
-		zd_die(ZD_EXIT_FAIL, "libsodium: cannot initialise");
+		return fail(msg, len, -1, "libsodium: cannot initialise");
+	return 0;
 }
 
-void zd_auth_key_from_bytes(struct zd_auth_key *key, const void *bytes, size_t n)
+int zd_auth_key_from_bytes(struct zd_auth_key *key, const void *bytes, size_t n,
+			   char *msg, size_t len)
 {
-	init_sodium();
-	crypto_generichash(key->k, sizeof(key->k), bytes, n, NULL, 0);
+	static const char label[] = "zd-key-v2";
+	uint8_t salt[crypto_pwhash_SALTBYTES];
+
+	if (init_sodium(msg, len) < 0)
+		return -1;
+	memset(key, 0, sizeof(*key));
+	crypto_generichash(salt, sizeof(salt), (const uint8_t *)label, sizeof(label) - 1, NULL, 0);
+	if (crypto_pwhash(key->k, sizeof(key->k), bytes, n, salt, ZD_AUTH_KDF_OPS,
+			  ZD_AUTH_KDF_MEM, crypto_pwhash_ALG_ARGON2ID13) != 0)
+		return fail(msg, len, -1, "cannot stretch the key (Argon2id, %u MiB): out of memory",
+			    (unsigned)(ZD_AUTH_KDF_MEM >> 20));
+	return 0;
 }
 
 int zd_auth_key_load(struct zd_auth_key *key, const char *path, char *msg, size_t len)
@@ -88,27 +127,17 @@ int zd_auth_key_load(struct zd_auth_key *key, const char *path, char *msg, size_
 	if (n < ZD_AUTH_KEY_MIN)
 		return fail(msg, len, -1, "%s: %zd bytes, a key needs at least %d", path, n,
 			    ZD_AUTH_KEY_MIN);
-	zd_auth_key_from_bytes(key, buf, (size_t)n);
+	char why[128];
+	int rc = zd_auth_key_from_bytes(key, buf, (size_t)n, why, sizeof(why));
 	sodium_memzero(buf, sizeof(buf));
+	if (rc < 0)
+		return fail(msg, len, -1, "%s: %s", path, why);
 	return 0;
-}
-
-static void derive(uint8_t out[32], const struct zd_auth_key *key, const char *label,
-		   uint8_t role, const uint8_t nc[ZD_AUTH_NONCE], const uint8_t ns[ZD_AUTH_NONCE])
-{
-	crypto_generichash_state h;
-
-	crypto_generichash_init(&h, key->k, sizeof(key->k), 32);
-	crypto_generichash_update(&h, (const uint8_t *)label, strlen(label));
-	crypto_generichash_update(&h, &role, 1);
-	crypto_generichash_update(&h, nc, ZD_AUTH_NONCE);
-	crypto_generichash_update(&h, ns, ZD_AUTH_NONCE);
-	crypto_generichash_final(&h, out, 32);
 }
 
 /* Read exactly n bytes within the deadline. 0, or an exit code. */
 static int read_exact(int fd, uint8_t *buf, size_t n, uint64_t deadline, const char *what,
-		      char *msg, size_t len)
+		      bool first, char *msg, size_t len)
 {
 	size_t got = 0;
 
@@ -129,7 +158,7 @@ static int read_exact(int fd, uint8_t *buf, size_t n, uint64_t deadline, const c
 		if (r < 0)
 			return fail(msg, len, ZD_EXIT_PEER, "key handshake: %s", strerror(errno));
 		if (r == 0)
-			return fail(msg, len, ZD_EXIT_PEER, got || strcmp(what, "hello")
+			return fail(msg, len, ZD_EXIT_PEER, got || !first
 				    ? "peer closed during the key handshake (does it have the key?)"
 				    : "peer closed at the key handshake (no --key there?)");
 		got += (size_t)r;
@@ -159,71 +188,135 @@ int zd_auth_handshake(const struct zd_auth_key *key, enum zd_auth_role role,
 		      int rfd, int wfd, int timeout_ms, struct zd_auth *a,
 		      char *msg, size_t len)
 {
-	uint8_t mine[HELLO_LEN + ZD_AUTH_NONCE], theirs[HELLO_LEN + ZD_AUTH_NONCE];
-	uint8_t proof[32], want[32];
-	uint8_t peer = role == ZD_AUTH_CLIENT ? ZD_AUTH_SERVER : ZD_AUTH_CLIENT;
+	uint8_t mine[HELLO_ALL], theirs[HELLO_ALL];
+	uint8_t master[crypto_kdf_KEYBYTES], proof[32], want[32];
 	uint64_t deadline = timeout_ms > 0 ? zd_now_ns() + (uint64_t)timeout_ms * 1000000 : 0;
+	bool client = role == ZD_AUTH_CLIENT;
 	int rc;
 
-	init_sodium();
 	memset(a, 0, sizeof(*a));
+	if (init_sodium(msg, len) < 0)
+		return ZD_EXIT_FAIL;
 	memcpy(mine, HELLO, HELLO_LEN);
 	randombytes_buf(mine + HELLO_LEN, ZD_AUTH_NONCE);
+	mine[HELLO_ALL - 1] = !key->no_aes && crypto_aead_aes256gcm_is_available() ? 'A' : 'X';
 	if (write_all(wfd, mine, sizeof(mine)) < 0)
 		return fail(msg, len, ZD_EXIT_PEER, "key handshake: %s", strerror(errno));
-	if ((rc = read_exact(rfd, theirs, sizeof(theirs), deadline, "hello", msg, len)))
+	/* the version first: an older or keyless peer gets named, not waited for */
+	if ((rc = read_exact(rfd, theirs, HELLO_LEN, deadline, "hello", true, msg, len)))
 		return rc;
-	if (memcmp(theirs, HELLO, HELLO_LEN))
+	if (memcmp(theirs, HELLO, HELLO_LEN)) {
+		uint8_t v = theirs[HELLO_LEN - 2];
+		if (!memcmp(theirs, HELLO, HELLO_LEN - 2) && v >= '0' && v <= '9' &&
+		    theirs[HELLO_LEN - 1] == '\n')
+			return fail(msg, len, ZD_EXIT_PEER,
+				    "peer speaks key handshake version %c, this end %c (update zd on both ends)",
+				    v, HELLO[HELLO_LEN - 2]);
 		return fail(msg, len, ZD_EXIT_PEER,
 			    "peer does not speak the key handshake (no --key there?)");
+	}
+	if ((rc = read_exact(rfd, theirs + HELLO_LEN, HELLO_ALL - HELLO_LEN, deadline, "hello",
+			     false, msg, len)))
+		return rc;
 	if (!memcmp(theirs + HELLO_LEN, mine + HELLO_LEN, ZD_AUTH_NONCE))
 		return fail(msg, len, ZD_EXIT_PEER, "key handshake: the peer echoed our nonce");
-	const uint8_t *nc = role == ZD_AUTH_CLIENT ? mine + HELLO_LEN : theirs + HELLO_LEN;
-	const uint8_t *ns = role == ZD_AUTH_CLIENT ? theirs + HELLO_LEN : mine + HELLO_LEN;
+	uint8_t offer = theirs[HELLO_ALL - 1];
+	if (offer != 'A' && offer != 'X')
+		return fail(msg, len, ZD_EXIT_PEER, "key handshake: unknown cipher offer 0x%02x", offer);
 
-	derive(proof, key, "zd-auth-proof", (uint8_t)role, nc, ns);
-	if (write_all(wfd, proof, sizeof(proof)) < 0)
-		return fail(msg, len, ZD_EXIT_PEER, "key handshake: %s", strerror(errno));
-	if ((rc = read_exact(rfd, proof, sizeof(proof), deadline, "proof", msg, len)))
-		return rc;
-	derive(want, key, "zd-auth-proof", peer, nc, ns);
-	if (sodium_memcmp(proof, want, sizeof(want)) != 0)
-		return fail(msg, len, ZD_EXIT_PEER, "peer does not know the key");
-	derive(a->send_key, key, "zd-auth-mac", (uint8_t)role, nc, ns);
-	derive(a->recv_key, key, "zd-auth-mac", peer, nc, ns);
-	return 0;
-}
-
-static void tag_of(const uint8_t key[32], uint64_t seq, const void *rec, size_t len,
-		   uint8_t tag[ZD_AUTH_TAG])
-{
 	crypto_generichash_state h;
-	uint8_t s[8];
+	static const char label[] = "zd-session-v2";
+	crypto_generichash_init(&h, key->k, sizeof(key->k), sizeof(master));
+	crypto_generichash_update(&h, (const uint8_t *)label, sizeof(label) - 1);
+	crypto_generichash_update(&h, client ? mine : theirs, HELLO_ALL);
+	crypto_generichash_update(&h, client ? theirs : mine, HELLO_ALL);
+	crypto_generichash_final(&h, master, sizeof(master));
 
-	for (int i = 0; i < 8; i++)
-		s[i] = (uint8_t)(seq >> (8 * i));
-	crypto_generichash_init(&h, key, 32, ZD_AUTH_TAG);
-	crypto_generichash_update(&h, s, sizeof(s));
-	crypto_generichash_update(&h, rec, len);
-	crypto_generichash_final(&h, tag, ZD_AUTH_TAG);
-}
-
-void zd_auth_mac(struct zd_auth *a, const void *rec, size_t len, uint8_t tag[ZD_AUTH_TAG])
-{
-	tag_of(a->send_key, a->send_seq++, rec, len, tag);
-}
-
-int zd_auth_verify(struct zd_auth *a, const void *rec, size_t len,
-		   const uint8_t tag[ZD_AUTH_TAG], char *msg, size_t msglen)
-{
-	uint8_t want[ZD_AUTH_TAG];
-
-	tag_of(a->recv_key, a->recv_seq, rec, len, want);
-	if (sodium_memcmp(want, tag, ZD_AUTH_TAG) != 0) {
-		if (a->recv_seq == 0)
-			return fail(msg, msglen, -1, "preamble: bad MAC");
-		return fail(msg, msglen, -1, "record %llu: bad MAC", (unsigned long long)a->recv_seq);
+	crypto_kdf_derive_from_key(proof, sizeof(proof), client ? 1 : 2, KDF_CTX, master);
+	if (write_all(wfd, proof, sizeof(proof)) < 0) {
+		rc = fail(msg, len, ZD_EXIT_PEER, "key handshake: %s", strerror(errno));
+		goto out;
 	}
+	if ((rc = read_exact(rfd, proof, sizeof(proof), deadline, "proof", false, msg, len)))
+		goto out;
+	crypto_kdf_derive_from_key(want, sizeof(want), client ? 2 : 1, KDF_CTX, master);
+	if (sodium_memcmp(proof, want, sizeof(want)) != 0) {
+		rc = fail(msg, len, ZD_EXIT_PEER, "peer does not know the key");
+		goto out;
+	}
+	crypto_kdf_derive_from_key(a->send_key, sizeof(a->send_key), client ? 3 : 4, KDF_CTX, master);
+	crypto_kdf_derive_from_key(a->recv_key, sizeof(a->recv_key), client ? 4 : 3, KDF_CTX, master);
+	a->aes = mine[HELLO_ALL - 1] == 'A' && offer == 'A';
+out:
+	sodium_memzero(master, sizeof(master));
+	return rc;
+}
+
+const char *zd_auth_cipher(const struct zd_auth *a)
+{
+	return a->aes ? "aes256gcm" : "xchacha20poly1305";
+}
+
+/* nonce = u64le(unit counter), zero-padded to the cipher's size */
+static void nonce_of(uint8_t n[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES], uint64_t seq)
+{
+	memset(n, 0, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
+	for (int i = 0; i < 8; i++)
+		n[i] = (uint8_t)(seq >> (8 * i));
+}
+
+static void put_len(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_len(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+size_t zd_auth_seal(struct zd_auth *a, uint8_t *frame, size_t len)
+{
+	uint8_t n[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
+	uint8_t *m = frame + ZD_AUTH_LEN;
+
+	put_len(frame, (uint32_t)len);
+	nonce_of(n, a->send_seq++);
+	if (a->aes)
+		crypto_aead_aes256gcm_encrypt_detached(m, m + len, NULL, m, len, frame, ZD_AUTH_LEN,
+						       NULL, n, a->send_key);
+	else
+		crypto_aead_xchacha20poly1305_ietf_encrypt_detached(m, m + len, NULL, m, len, frame,
+								     ZD_AUTH_LEN, NULL, n, a->send_key);
+	return ZD_AUTH_LEN + len + ZD_AUTH_TAG;
+}
+
+static int bad_unit(const struct zd_auth *a, char *msg, size_t msglen)
+{
+	if (a->recv_seq == 0)
+		return fail(msg, msglen, -1, "preamble: bad MAC");
+	return fail(msg, msglen, -1, "record %llu: bad MAC", (unsigned long long)a->recv_seq);
+}
+
+int zd_auth_open(struct zd_auth *a, uint8_t *frame, size_t flen, char *msg, size_t msglen)
+{
+	uint8_t n[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
+	uint8_t *c = frame + ZD_AUTH_LEN;
+	int r;
+
+	if (flen < ZD_AUTH_LEN + ZD_AUTH_TAG || get_len(frame) != flen - ZD_AUTH_LEN - ZD_AUTH_TAG)
+		return bad_unit(a, msg, msglen);
+	size_t len = flen - ZD_AUTH_LEN - ZD_AUTH_TAG;
+	nonce_of(n, a->recv_seq);
+	if (a->aes)
+		r = crypto_aead_aes256gcm_decrypt_detached(c, NULL, c, len, c + len, frame, ZD_AUTH_LEN,
+							   n, a->recv_key);
+	else
+		r = crypto_aead_xchacha20poly1305_ietf_decrypt_detached(c, NULL, c, len, c + len, frame,
+									 ZD_AUTH_LEN, n, a->recv_key);
+	if (r != 0)
+		return bad_unit(a, msg, msglen);
 	a->recv_seq++;
 	return 0;
 }
@@ -239,7 +332,7 @@ struct zd_auth_relay {
 	pthread_t thread;
 	int code;
 	char err[256];
-	uint8_t *buf;
+	uint8_t *buf;		/* a frame: clear length, unit, tag; sealed and opened in place */
 	size_t cap;
 };
 
@@ -252,60 +345,100 @@ static int get(int fd, uint8_t *buf, size_t n)
 	return r == (ssize_t)n ? 1 : -1;
 }
 
-/* One unit (preamble or record) into rl->buf; its length, 0 at a clean end,
- * or -1 with rl->err set. */
-static ssize_t read_unit(struct zd_auth_relay *rl, uint64_t seq, bool with_tag)
+/* Room for a frame of a unit of len bytes, keeping the first keep bytes. */
+static void room(struct zd_auth_relay *rl, size_t len, size_t keep)
 {
-	/* t: tag bytes to read; the buffer always has room for a tag, which
-	 * the signing relay appends */
-	size_t t = with_tag ? ZD_AUTH_TAG : 0, need;
+	size_t need = ZD_AUTH_LEN + len + ZD_AUTH_TAG;
+
+	if (rl->cap >= need)
+		return;
+	size_t cap = need < (1u << 16) ? 1u << 16 : need;
+	uint8_t *nb = zd_xmalloc(cap);
+	if (keep)
+		memcpy(nb, rl->buf, keep);
+	free(rl->buf);
+	rl->buf = nb;
+	rl->cap = cap;
+}
+
+static uint32_t body_len(const uint8_t *hdr)
+{
+	return get_len(hdr + 4);
+}
+
+/* SIGN: one clear unit (preamble or record) from the stream into rl->buf
+ * after the length's room; its length, 0 at a clean end, or -1 with rl->err. */
+static ssize_t read_clear(struct zd_auth_relay *rl, uint64_t seq)
+{
+	size_t head = seq == 0 ? ZD_PREAMBLE_LEN : ZD_RECHDR_LEN, len;
 	int r;
 
-	if (rl->cap < ZD_RECHDR_LEN + ZD_AUTH_TAG) {
-		rl->cap = 1 << 16;
-		rl->buf = zd_xmalloc(rl->cap);
-	}
+	room(rl, ZD_RECHDR_LEN, 0);
+	if ((r = get(rl->in, rl->buf + ZD_AUTH_LEN, head)) <= 0)
+		goto short_read;
 	if (seq == 0) {
-		if ((r = get(rl->in, rl->buf, ZD_PREAMBLE_LEN)) <= 0)
-			goto short_read;
-		if (rl->buf[0] == '{') {
+		if (rl->buf[ZD_AUTH_LEN] == '{') {
 			rl->code = ZD_EXIT_DATA;
 			snprintf(rl->err, sizeof(rl->err), "authenticated streams are binary, not JSON");
 			return -1;
 		}
-		need = ZD_PREAMBLE_LEN;
-	} else {
-		if ((r = get(rl->in, rl->buf, ZD_RECHDR_LEN)) <= 0)
-			goto short_read;
-		uint32_t body = (uint32_t)rl->buf[4] | (uint32_t)rl->buf[5] << 8 |
-				(uint32_t)rl->buf[6] << 16 | (uint32_t)rl->buf[7] << 24;
-		if (body > ZD_REC_MAX) {
-			rl->code = ZD_EXIT_DATA;
-			snprintf(rl->err, sizeof(rl->err), "record %llu: %u bytes, over the limit",
-				 (unsigned long long)seq, body);
-			return -1;
-		}
-		need = ZD_RECHDR_LEN + body;
+		return ZD_PREAMBLE_LEN;
 	}
-	if (rl->cap < need + ZD_AUTH_TAG) {
-		uint8_t *nb = zd_xmalloc(need + ZD_AUTH_TAG);
-		memcpy(nb, rl->buf, ZD_RECHDR_LEN);
-		free(rl->buf);
-		rl->buf = nb;
-		rl->cap = need + ZD_AUTH_TAG;
+	uint32_t body = body_len(rl->buf + ZD_AUTH_LEN);
+	if (body > ZD_REC_MAX) {
+		rl->code = ZD_EXIT_DATA;
+		snprintf(rl->err, sizeof(rl->err), "record %llu: %u bytes, over the limit",
+			 (unsigned long long)seq, body);
+		return -1;
 	}
-	size_t have = seq == 0 ? ZD_PREAMBLE_LEN : ZD_RECHDR_LEN;
-	if (need + t > have && get(rl->in, rl->buf + have, need + t - have) != 1) {
+	len = ZD_RECHDR_LEN + body;
+	room(rl, len, ZD_AUTH_LEN + ZD_RECHDR_LEN);
+	if (body && get(rl->in, rl->buf + ZD_AUTH_LEN + ZD_RECHDR_LEN, body) != 1) {
 		r = -1;
 		goto short_read;
 	}
-	return (ssize_t)need;
+	return (ssize_t)len;
 short_read:
 	if (r == 0)
 		return 0;
-	rl->code = rl->dir == ZD_AUTH_VERIFY ? ZD_EXIT_PEER : ZD_EXIT_DATA;
+	rl->code = ZD_EXIT_DATA;
 	snprintf(rl->err, sizeof(rl->err), "%s %llu: cut short",
 		 seq ? "record" : "preamble", (unsigned long long)seq);
+	return -1;
+}
+
+/* VERIFY: one frame from the peer into rl->buf; its length, 0 at a clean
+ * end, or -1 with rl->err. The clear length is checked against what the
+ * unit may hold before anything is allocated for it. */
+static ssize_t read_frame(struct zd_auth_relay *rl, uint64_t seq)
+{
+	int r;
+
+	room(rl, ZD_RECHDR_LEN, 0);
+	if ((r = get(rl->in, rl->buf, ZD_AUTH_LEN)) <= 0)
+		goto short_read;
+	uint32_t len = get_len(rl->buf);
+	if (seq == 0 ? len != ZD_PREAMBLE_LEN : len < ZD_RECHDR_LEN || len - ZD_RECHDR_LEN > ZD_REC_MAX) {
+		rl->code = ZD_EXIT_DATA;
+		if (seq)
+			snprintf(rl->err, sizeof(rl->err), "record %llu: bad MAC (a length of %u bytes)",
+				 (unsigned long long)seq, len);
+		else
+			snprintf(rl->err, sizeof(rl->err), "preamble: bad MAC (a length of %u bytes)", len);
+		return -1;
+	}
+	room(rl, len, ZD_AUTH_LEN);
+	if (get(rl->in, rl->buf + ZD_AUTH_LEN, len + ZD_AUTH_TAG) != 1) {
+		r = -1;
+		goto short_read;
+	}
+	return (ssize_t)(ZD_AUTH_LEN + len + ZD_AUTH_TAG);
+short_read:
+	if (r == 0)
+		return 0;
+	rl->code = ZD_EXIT_PEER;
+	snprintf(rl->err, sizeof(rl->err), "%s %llu: cut short", seq ? "record" : "preamble",
+		 (unsigned long long)seq);
 	return -1;
 }
 
@@ -315,20 +448,29 @@ static void *relay_main(void *arg)
 	bool verify = rl->dir == ZD_AUTH_VERIFY;
 
 	for (uint64_t seq = 0;; seq++) {
-		ssize_t n = read_unit(rl, seq, verify);
+		ssize_t n = verify ? read_frame(rl, seq) : read_clear(rl, seq);
+		const uint8_t *p = rl->buf;
 		if (n <= 0)
 			break;
 		if (verify) {
-			if (zd_auth_verify(rl->a, rl->buf, (size_t)n, rl->buf + n, rl->err,
-					   sizeof(rl->err)) < 0) {
+			if (zd_auth_open(rl->a, rl->buf, (size_t)n, rl->err, sizeof(rl->err)) < 0) {
 				rl->code = ZD_EXIT_DATA;
 				break;
 			}
+			p += ZD_AUTH_LEN;
+			n -= ZD_AUTH_LEN + ZD_AUTH_TAG;
+			/* sealed by a peer with the key: a record whose header
+			 * disagrees with its frame is that peer's bug, still refused */
+			if (seq && body_len(p) != (size_t)n - ZD_RECHDR_LEN) {
+				rl->code = ZD_EXIT_DATA;
+				snprintf(rl->err, sizeof(rl->err), "record %llu: its header says %u bytes, its unit holds %zd",
+					 (unsigned long long)seq, body_len(p), n - ZD_RECHDR_LEN);
+				break;
+			}
 		} else {
-			zd_auth_mac(rl->a, rl->buf, (size_t)n, rl->buf + n);
-			n += ZD_AUTH_TAG;
+			n = (ssize_t)zd_auth_seal(rl->a, rl->buf, (size_t)n);
 		}
-		if (write_all(rl->out, rl->buf, (size_t)n) < 0) {
+		if (write_all(rl->out, p, (size_t)n) < 0) {
 			rl->code = verify ? ZD_EXIT_FAIL : ZD_EXIT_PEER;
 			snprintf(rl->err, sizeof(rl->err), "%s: %s", verify ? "relay" : "send",
 				 strerror(errno));
@@ -359,7 +501,7 @@ int zd_auth_relay_start(struct zd_auth_relay **out, struct zd_auth *a, enum zd_a
 		close(sv[0]);
 		close(sv[1]);
 		free(rl);
-		return fail(msg, len, ZD_EXIT_FAIL, "cannot start the MAC relay thread");
+		return fail(msg, len, ZD_EXIT_FAIL, "cannot start the encryption relay thread");
 	}
 	*fd = sv[0];
 	*out = rl;

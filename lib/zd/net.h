@@ -26,7 +26,7 @@ struct zd_conn {
 	bool sock;		/* the peer is a socket (TCP): timeouts and
 				 * half-close work on it */
 	pid_t child;		/* ssh: the ssh process, reaped by close; 0 if none */
-	struct zd_conn_auth *auth;	/* --key: rfd/wfd are MAC relays' ends */
+	struct zd_conn_auth *auth;	/* --key: rfd/wfd are the sealing relays' ends */
 };
 
 /* Split an address into host ("" for ":PORT") and port. 0 or -1 with msg. */
@@ -64,8 +64,8 @@ int zd_net_ssh(const char *spec, const char *const *args, struct zd_conn *c, cha
 
 /* Authenticate the connection with a pre-shared key (zd/wire.h): the
  * challenge-response handshake on the raw descriptors, then rfd/wfd are
- * replaced by the ends of two relay threads that tag every record going
- * out and pass on only records whose tag is good (lib/net/link.c).
+ * replaced by the ends of two relay threads that encrypt and seal every
+ * record going out and pass on only records that opened (lib/net/link.c).
  * key is a struct zd_auth_key. Returns 0, or an exit code with msg
  * (ZD_EXIT_PEER: the peer lacks the key or the handshake). */
 struct zd_auth_key;

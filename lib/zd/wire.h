@@ -21,11 +21,13 @@
  *
  * An encoder or decoder is one thread's: no global state, one per worker.
  *
- * Authentication (lib/wire/auth.c). Both ends hold a key file; at connect
- * each proves it knows the key (keyed BLAKE2b over both ends' fresh nonces),
- * and every binary record then travels followed by a 32-byte tag: keyed
- * BLAKE2b, per direction, over a record sequence number and the record's
- * bytes, so a changed, dropped, replayed or reordered record is refused.
+ * Keyed link (lib/wire/auth.c). Both ends hold a key file, stretched with
+ * Argon2id; at connect each proves it knows the key over both ends' fresh
+ * nonces, and every binary unit (preamble, record) then travels encrypted
+ * and authenticated (AES-256-GCM where both CPUs have it, else
+ * XChaCha20-Poly1305) under a per-direction session key with the unit's
+ * number as nonce, so a changed, dropped, replayed or reordered record is
+ * refused and no stream byte is readable on the wire.
  */
 #ifndef ZD_WIRE_H
 #define ZD_WIRE_H
@@ -175,58 +177,78 @@ int zd_resend_replay(struct zd_resend *l, const struct zd_rec_header *hdr,
 		     char *msg, size_t len);
 
 /* ------------------------------------------------------------------ */
-/* Authentication                                                      */
+/* Keyed link: authentication and encryption                           */
 
 #define ZD_AUTH_KEY_MIN 16		/* bytes a key file must hold at least */
 #define ZD_AUTH_KEY_FILE_MAX 4096
-#define ZD_AUTH_TAG 32			/* tag bytes after each record */
+#define ZD_AUTH_TAG 16			/* AEAD tag after each unit */
+#define ZD_AUTH_LEN 4			/* clear length before each unit */
 #define ZD_AUTH_NONCE 32
 #define ZD_AUTH_TIMEOUT_MS 10000	/* zd-send/zd-recv: the handshake's bound */
+/* What every version's hello starts with: a keyless end that reads it
+ * where a stream's magic belongs can say the peer has a key. */
+#define ZD_AUTH_HELLO_ANY "ZDAUTH"
+#define ZD_AUTH_HELLO_ANY_LEN 6
+/* Argon2id's cost for stretching a key file: ~0.1 s on this project's
+ * hosts; both ends must use the same (a change is a new "zd-key-vN"). */
+#define ZD_AUTH_KDF_OPS 2
+#define ZD_AUTH_KDF_MEM (64u << 20)
 
 struct zd_auth_key {
-	uint8_t k[32];			/* BLAKE2b-256 of the key file's bytes */
+	uint8_t k[32];			/* Argon2id of the key file's bytes */
+	bool no_aes;			/* offer XChaCha20-Poly1305 only (tests) */
 };
 
-/* Read --key FILE. 0, or -1 with msg ("KEY: shorter than 16 bytes", "KEY:
- * readable by others (chmod 600)"...). */
+/* Read --key FILE and stretch it. 0, or -1 with msg ("KEY: 5 bytes, a key
+ * needs at least 16", "KEY: readable by others (chmod 600 it)"...). */
 int zd_auth_key_load(struct zd_auth_key *key, const char *path, char *msg, size_t len);
-void zd_auth_key_from_bytes(struct zd_auth_key *key, const void *bytes, size_t n);
+/* The same from bytes in memory; costs one Argon2id (~0.1 s, 64 MiB), so
+ * a test program makes its keys once. 0, or -1 with msg (out of memory). */
+int zd_auth_key_from_bytes(struct zd_auth_key *key, const void *bytes, size_t n,
+			   char *msg, size_t len);
 
 enum zd_auth_role { ZD_AUTH_CLIENT = 'C', ZD_AUTH_SERVER = 'S' };	/* zd-send, zd-recv */
 
-/* Session: per-direction MAC keys and sequence numbers. */
+/* Session: per-direction keys, the cipher, unit counters. */
 struct zd_auth {
 	uint8_t send_key[32], recv_key[32];
-	uint64_t send_seq, recv_seq;	/* records tagged / verified so far */
+	uint64_t send_seq, recv_seq;	/* units sealed / opened so far */
+	bool aes;			/* AES-256-GCM, else XChaCha20-Poly1305-IETF */
 };
 
 /* The handshake, the first bytes each way on a fresh connection (before
- * the stream's preamble). Both ends send "ZDAUTH1\n" + 32-byte nonce, then
- * a 32-byte proof; each checks the other's. rfd/wfd may be the same
- * socket. timeout_ms bounds the wait for the peer (0: none).
+ * the stream's preamble). Both ends send "ZDAUTH2\n" + 32-byte nonce + a
+ * cipher offer, then a 32-byte proof; each checks the other's. rfd/wfd may
+ * be the same socket. timeout_ms bounds the wait for the peer (0: none).
  * Returns 0, or an exit code with msg: ZD_EXIT_PEER "peer does not know
  * the key" / "peer closed during the key handshake" / "peer does not speak
- * the key handshake (no --key there?)", ZD_EXIT_FAIL for I/O errors. */
+ * the key handshake (no --key there?)" / "peer speaks key handshake
+ * version 1, this end 2 (...)", ZD_EXIT_FAIL for I/O errors. */
 int zd_auth_handshake(const struct zd_auth_key *key, enum zd_auth_role role,
 		      int rfd, int wfd, int timeout_ms, struct zd_auth *a,
 		      char *msg, size_t len);
+/* "aes256gcm" or "xchacha20poly1305": what the handshake chose. */
+const char *zd_auth_cipher(const struct zd_auth *a);
 
-/* Tag one record's bytes (binary: 12-byte header + body) as the next one
- * sent; advances send_seq. */
-void zd_auth_mac(struct zd_auth *a, const void *rec, size_t len, uint8_t tag[ZD_AUTH_TAG]);
-/* Check the next received record's tag; advances recv_seq only when good.
- * 0, or -1 with msg "record N: bad MAC" (N counts from 1). */
-int zd_auth_verify(struct zd_auth *a, const void *rec, size_t len,
-		   const uint8_t tag[ZD_AUTH_TAG], char *msg, size_t msglen);
+/* A frame on the wire: u32le len | unit[len] encrypted | tag[16].
+ * Seal the next unit sent, in place: frame holds the clear unit at
+ * frame + ZD_AUTH_LEN and room for the tag after it; writes the length and
+ * the tag, advances send_seq and returns the frame's length. */
+size_t zd_auth_seal(struct zd_auth *a, uint8_t *frame, size_t len);
+/* Open the next received frame of flen bytes in place (the clear unit at
+ * frame + ZD_AUTH_LEN); advances recv_seq only when good. 0, or -1 with msg
+ * "preamble: bad MAC" / "record N: bad MAC" (N counts from 1); a refused
+ * frame's bytes are not kept. */
+int zd_auth_open(struct zd_auth *a, uint8_t *frame, size_t flen, char *msg, size_t msglen);
 
 /* Relays for tools that read and write the stream with zd_reader and
  * zd_writer on an fd. zd_auth_relay_start starts a thread and returns a
  * pipe end in *fd:
  *   ZD_AUTH_SIGN:   write the binary stream (preamble + records) to *fd;
- *                   the thread tags each record and writes it to net_fd.
- *   ZD_AUTH_VERIFY: read the verified stream from *fd; the thread reads
- *                   records + tags from net_fd and passes on only whole
- *                   records whose tag is good. At a bad tag it stops and
+ *                   the thread seals each unit and writes it to net_fd.
+ *   ZD_AUTH_VERIFY: read the opened stream from *fd; the thread reads
+ *                   frames from net_fd and passes on only whole records
+ *                   that opened. At one that does not it stops and
  *                   closes its end: the reader sees an end of input
  *                   between records, and zd_auth_relay_error says
  *                   "record N: bad MAC". Nothing unverified is passed on.

@@ -3,14 +3,14 @@
  * libFuzzer harness for zd-recv's record handling: zd_recv_session over a
  * connection, into a real replica directory, with its decoding of
  * compressed and XOR-delta PAGES against the replica and, on an
- * authenticated link, the key handshake and the MAC relays in front.
+ * keyed link, the key handshake and the decrypting relay in front.
  *
  * Input: byte 0 is flags, the rest a binary zd-stream (preamble, records).
  *   bit 0  authenticated: a peer thread does the client side of the key
  *          handshake on a socketpair, then sends the stream
- *   bit 1  (authenticated) tag every unit properly, so the records behind
- *          the MAC check are reached; else the stream goes as it is and
- *          its bytes are taken for tags
+ *   bit 1  (authenticated) seal every unit properly, so the records
+ *          behind the AEAD check are reached; else the stream goes as it
+ *          is and its bytes are taken for frames
  * The harness sets each record's CRC32C right (a fuzzer cannot), so the
  * mutations reach the record decoders, the epoch state machine and the
  * page decoder rather than dying at the CRC; a length field beyond the
@@ -87,13 +87,12 @@ static void send_all(int fd, const void *p, size_t n)
 	}
 }
 
-/* zd-send's side: handshake, then the stream, tagged unit by unit or not. */
+/* zd-send's side: handshake, then the stream, sealed unit by unit or not. */
 static void *peer_main(void *arg)
 {
 	struct peer *pe = arg;
 	struct zd_auth a;
 	char msg[256];
-	uint8_t tag[ZD_AUTH_TAG];
 
 	if (zd_auth_handshake(&key, ZD_AUTH_CLIENT, pe->fd, pe->fd, 2000, &a, msg, sizeof(msg)))
 		goto out;
@@ -112,9 +111,10 @@ static void *peer_main(void *arg)
 		}
 		if (u > pe->n - off)
 			u = pe->n - off;
-		zd_auth_mac(&a, pe->s + off, u, tag);
-		send_all(pe->fd, pe->s + off, u);
-		send_all(pe->fd, tag, sizeof(tag));
+		uint8_t *frame = malloc(ZD_AUTH_LEN + u + ZD_AUTH_TAG);
+		memcpy(frame + ZD_AUTH_LEN, pe->s + off, u);
+		send_all(pe->fd, frame, zd_auth_seal(&a, frame, u));
+		free(frame);
 		off += u;
 	}
 out:
@@ -161,7 +161,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int rc;
 
 	if (!init) {
-		zd_auth_key_from_bytes(&key, "fuzz_recv key, sixteen bytes+", 29);
+		if (zd_auth_key_from_bytes(&key, "fuzz_recv key, sixteen bytes+", 29, msg, sizeof(msg)) < 0)
+			abort();
 		init = true;
 	}
 	if (size < 1)

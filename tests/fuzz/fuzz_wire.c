@@ -2,7 +2,7 @@
 /*
  * libFuzzer harness for what zd-recv does with bytes from the wire before
  * anything is applied: zd_wire_decode of zstd/delta PAGES payloads, and
- * MAC verification of authenticated units.
+ * opening of sealed units (zd_auth_open, --key).
  *
  * Input: byte 0 picks the page encoding (1 zstd, 2 delta, else raw) and
  * byte 1 the page count (1..64) of a record over pfns 0,2,4,...; the rest
@@ -11,8 +11,8 @@
  *   - a failing decode leaves the output record untouched;
  *   - for every input that decodes, encoding the decoded pages again and
  *     decoding that gives the same pages (the codec's round trip);
- *   - the same bytes as an authenticated unit with a random tag are refused
- *     and do not advance the sequence number.
+ *   - the same bytes as a sealed frame (length, unit, tag) do not open,
+ *     with either cipher, and do not advance the unit counter.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -52,7 +52,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (zd_wire_dec_new(&d, PS, msg, sizeof(msg)) < 0)
 			abort();
 		struct zd_auth_key k;
-		zd_auth_key_from_bytes(&k, "fuzz key", 8);
+		if (zd_auth_key_from_bytes(&k, "fuzz key", 8, msg, sizeof(msg)) < 0)
+			abort();
 		memcpy(auth.recv_key, k.k, sizeof(auth.recv_key));
 	}
 	if (size < 2)
@@ -103,12 +104,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(!memcmp(&out, &sentinel, sizeof(out)));
 		CHECK(msg[0]);
 	}
-	/* as an authenticated unit: the last 32 bytes are its tag */
-	if (size >= 2 + ZD_AUTH_TAG) {
+	/* as a sealed frame (clear length, unit, tag), with either cipher:
+	 * nothing forged opens, and a refused one does not count */
+	{
+		uint8_t *frame = malloc(size);
+		memcpy(frame, data, size);
 		uint64_t seq = auth.recv_seq;
-		int rc = zd_auth_verify(&auth, data, size - ZD_AUTH_TAG, data + size - ZD_AUTH_TAG,
-					msg, sizeof(msg));
-		CHECK(rc == -1 && auth.recv_seq == seq);
+		auth.aes = data[1] & 1;
+		int rc = zd_auth_open(&auth, frame, size, msg, sizeof(msg));
+		CHECK(rc == -1 && auth.recv_seq == seq && msg[0]);
+		free(frame);
 	}
 	zd_pageset_free(&in.set);
 	free(in.data);

@@ -88,7 +88,7 @@ fi
 # 3. Keys. A replica at epoch N is the target of every refused run: it
 # must come out unchanged.
 replicate k_good "--key $TMP/key" "--key $TMP/key"
-replica_ok "--key on both ends (MAC on every record)" "$TMP/k_good"
+replica_ok "--key on both ends (every record encrypted and authenticated)" "$TMP/k_good"
 status() { zd-recv --replica "$1" --status 2>&1 | grep -E '^(epoch|memsum) '; }
 before=$(status "$TMP/k_good")
 

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The transports around the wire: ssh: destinations split as the man page
- * says, and an authenticated zd_conn pair (lib/net/link.c) carries a stream
- * both ways through its MAC relays, reports a clean end as clean and a
- * changed byte as bad data.
+ * says, and a keyed zd_conn pair (lib/net/link.c) carries a stream both
+ * ways through its encrypting relays, reports a clean end as clean, a
+ * changed byte as bad data, and puts no clear record on the wire.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,6 +42,9 @@ static void test_ssh_split(void **state)
 		assert_int_equal(zd_net_ssh_split(bad[i], uh, sizeof(uh), path, sizeof(path), msg, sizeof(msg)), -1);
 }
 
+/* one Argon2id for the whole program */
+static struct zd_auth_key the_key;
+
 struct side {
 	struct zd_conn c;
 	struct zd_auth_key key;
@@ -67,8 +70,8 @@ static void pair(struct side *a, struct side *b)
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	memset(a, 0, sizeof(*a));
 	memset(b, 0, sizeof(*b));
-	zd_auth_key_from_bytes(&a->key, "a key of sixteen bytes or more", 30);
-	b->key = a->key;
+	a->key = the_key;
+	b->key = the_key;
 	a->c = (struct zd_conn){ .rfd = sv[0], .wfd = sv[0], .owned = true, .sock = true, .name = "a" };
 	b->c = (struct zd_conn){ .rfd = sv[1], .wfd = sv[1], .owned = true, .sock = true, .name = "b" };
 	b->server = true;
@@ -158,8 +161,7 @@ static void test_auth_link_tampered(void **state)
 	 * test flips a byte and passes the rest to the server's raw socket. */
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, mid), 0);
-	struct zd_auth_key key;
-	zd_auth_key_from_bytes(&key, "a key of sixteen bytes or more", 30);
+	struct zd_auth_key key = the_key;
 	struct side srv = { .key = key, .server = true,
 			    .c = { .rfd = sv[1], .wfd = sv[1], .owned = true, .sock = true, .name = "b" } };
 	pthread_t t;
@@ -185,7 +187,10 @@ static void test_auth_link_tampered(void **state)
 	}
 	close(mid[0]);
 	assert_true(total > 300);
-	all[total - 40] ^= 1;	/* inside END's body, before its tag */
+	/* the records' magic and the HEADER's target string are not in the clear */
+	assert_null(memmem(all, total, ZD_STREAM_MAGIC, 4));
+	assert_null(memmem(all, total, "synth:pages=16", 14));
+	all[total - 24] ^= 1;	/* inside END's body, before its tag */
 	assert_int_equal(zd_write_full(sv[0], all, total), 0);
 	shutdown(sv[0], SHUT_WR);
 	zd_reader_init(&rd, srv.c.rfd, "b");
@@ -203,6 +208,11 @@ static void test_auth_link_tampered(void **state)
 
 int main(void)
 {
+	char msg[256];
+	if (zd_auth_key_from_bytes(&the_key, "a key of sixteen bytes or more", 30, msg, sizeof(msg)) < 0) {
+		fprintf(stderr, "%s\n", msg);
+		return 1;
+	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ssh_split),
 		cmocka_unit_test(test_auth_link),
