@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# zd — the driver: assembles the zd-* tools into the pipelines of DESIGN.md.
-# Thin on purpose: every figure and every check is in the tools; this file
-# only starts them, wires them and waits. See zd(1).
+# zd — the driver: assembles the zd-* tools into a protected VM's pipeline
+# (zd-track | zd-mru | zd-swap | zd-send → zd-recv). Thin on purpose: every
+# figure and every check is in the tools; this file only starts them, wires
+# them and waits. zd measure and zd demo are zd-measure and zd-demo beside
+# it. See zd(1).
 #
 #   zd run [--mode M] [--interval MS] [--epochs N] [--verify] [--precopy P]
 #          [--policy P] [--timeout MS] [--heartbeat MS] [--peer-timeout MS]
@@ -62,8 +64,9 @@ a backup (zd-track | zd-mru | zd-swap | zd-send → zd-recv).
                              (default 10000)
              --heartbeat MS, --peer-timeout MS
                              zd-send's (and with local:, zd-recv's)
-                             --heartbeat and --timeout (their defaults:
-                             100 and 500; 0 = only a closed connection)
+                             --heartbeat and --timeout (defaults: heartbeat
+                             100; timeout 2000 for zd-send, 500 for
+                             zd-recv; 0 = only a closed connection)
              --no-failover   local: zd-recv only reports a lost primary
              --reconnect MS  zd-send reconnects a lost link for up to MS and
                              resends what the backup lost (man zd-send)
@@ -99,31 +102,19 @@ need_value() { [ $# -ge 2 ] || usage_die "option '$1' needs a value"; }
 is_count() { case $1 in '' | *[!0-9]*) return 1 ;; esac; [ "$1" -gt 0 ] 2>/dev/null; }
 check_mode() { case $1 in remus | buffered | zddspt) ;; *) usage_die "--mode '$1': want remus, buffered or zddspt" ;; esac; }
 
-# ---- kvm: here, or inside the QEMU harness -------------------------------
-
-kvm_here() { [ -c /dev/kvm ] && { : <>/dev/kvm; } 2>/dev/null; }
-
-# in_kvm SUBCOMMAND ARGS...: return where /dev/kvm works; else re-run this
-# subcommand inside tests/lib/vmhost.sh and exit with its status.
-in_kvm() {
-	kvm_here && return 0
-	[ -n "${ZD_VMHOST_GUEST:-}" ] && die 4 "$1: no usable /dev/kvm, even inside the QEMU harness"
-	[ -n "$src_top" ] || die 4 "$1: needs /dev/kvm (or a zd source tree, whose tests/lib/vmhost.sh brings KVM nested in QEMU)"
-	say "no /dev/kvm here: running '$1' inside QEMU TCG with nested KVM (tests/lib/vmhost.sh); timings are emulated, compare ratios only"
-	local rc
-	ZD_VMHOST_ENV="${ZD_VMHOST_ENV:-} ZD_DEMO_SECONDS BENCH_QUICK BENCH_DIRTY BENCH_INTERVALS BENCH_EPOCHS BENCH_OUT" \
-		"$src_top/tests/lib/vmhost.sh" run --timeout "${ZD_VMHOST_TIMEOUT:-3600}" -- "$self" "$@"
-	rc=$?
-	[ $rc = 77 ] && die 4 "$1: no /dev/kvm and no QEMU to bring one"
-	exit $rc
-}
-
-emulated() { grep -q 'QEMU Virtual CPU\|QEMU TCG' /proc/cpuinfo 2>/dev/null; }
-
 # ---- zd run -----------------------------------------------------------------
 
+# With local:, the zd-recv started in the background and its log. A
+# background job ignores SIGINT: when the pipeline dies of Ctrl-C, or the
+# run fails before its wait, the script stops that zd-recv on its way out.
+recv_pid='' rlog=''
+run_cleanup() {
+	[ -n "$recv_pid" ] && kill -TERM "$recv_pid" 2>/dev/null && wait "$recv_pid" 2>/dev/null
+	[ -n "$rlog" ] && rm -f "$rlog"
+}
+
 cmd_run() {
-	local mode=remus interval=25 epochs= verify= precopy= policy=mru timeout= json= verbose=
+	local mode=remus interval=25 epochs='' verify='' precopy='' policy=mru timeout='' json='' verbose=''
 	local hb=() local_extra=() send_extra=()
 	while [ $# -gt 0 ]; do
 		case $1 in
@@ -146,17 +137,17 @@ cmd_run() {
 		esac
 	done
 	[ $# -eq 2 ] || usage_die "run: want VM_CONTROL_SOCKET BACKUP, got $# arguments"
-	local sock=$1 backup=$2 dest recv_pid= rdir= rlog=
+	local sock=$1 backup=$2 dest rdir=
 	[ -S "$sock" ] || die 4 "run: $sock: not a socket (is zd-vm --control $sock running?)"
 	case $backup in
 	local:?*)
 		rdir=${backup#local:}
 		rlog=$(mktemp "${TMPDIR:-/tmp}/zd-recv.XXXXXX") || die 1 "run: mktemp failed"
+		trap run_cleanup EXIT
 		zd-recv --listen 127.0.0.1:0 --replica "$rdir" --once $verify $verbose \
 			"${hb[@]+"${hb[@]}"}" "${local_extra[@]+"${local_extra[@]}"}" 2>"$rlog" &
 		recv_pid=$!
-		local i
-		for i in $(seq 200); do
+		for _ in $(seq 200); do
 			dest=$(grep -o '127\.0\.0\.1:[0-9]*' "$rlog" | head -1)
 			[ -n "$dest" ] && break
 			kill -0 $recv_pid 2>/dev/null || break
@@ -186,6 +177,7 @@ cmd_run() {
 	if [ -n "$recv_pid" ]; then
 		wait $recv_pid
 		c=$?
+		recv_pid=
 		[ $c != 0 ] && { sed 's/^/  /' "$rlog" | tail -3 >&2; [ $rc = 0 ] && rc=$c; }
 		rm -f "$rlog"
 	fi
@@ -204,340 +196,6 @@ cmd_failover() {
 	shift
 	# zd-vm checks the replica and its own flags (one line, exit 2-4).
 	exec zd-vm --restore "$dir" "$@"
-}
-
-# ---- zd measure: one protected run with a client ----------------------------
-
-# wait_until SECONDS CMD...: poll CMD every 0.1 s (a deadline, not a count:
-# under QEMU TCG starting sleep(1) alone takes a while).
-wait_until() {
-	local end=$((SECONDS + $1)); shift
-	while [ $SECONDS -le $end ]; do "$@" && return 0; sleep 0.1; done
-	return 1
-}
-# sock_up SOCK PID: zd-vm serves SOCK, or has died.
-sock_up() { [ -S "$1" ] || ! kill -0 "$2" 2>/dev/null; }
-recv_up() { grep -q '127\.0\.0\.1:' "$1" || ! kill -0 "$2" 2>/dev/null; }
-vm_committed() { zd-vm --ctl "$1" stats 2>/dev/null | sed -n 's/^committed=//p'; }
-# first_commit_or_gone SOCK PID: the first checkpoint is committed, or the
-# replication already ended.
-first_commit_or_gone() { local c; c=$(vm_committed "$1"); [ "${c:-0}" -ge 1 ] || ! kill -0 "$2" 2>/dev/null; }
-committed_or_gone() { local c; c=$(vm_committed "$1"); [ "${c:-0}" -ge "$2" ] || ! kill -0 "$3" 2>/dev/null; }
-
-cmd_measure() {
-	local mode=remus interval=25 epochs=100 mem=32M dirty=4000 hot=0.2 oc= dir
-	while [ $# -gt 0 ]; do
-		case $1 in
-		--mode) need_value "$@"; check_mode "$2"; mode=$2; shift 2 ;;
-		--interval) need_value "$@"; is_count "$2" || usage_die "--interval '$2': want milliseconds above 0"; interval=$2; shift 2 ;;
-		--epochs) need_value "$@"; is_count "$2" && [ "$2" -ge 2 ] || usage_die "--epochs '$2': want 2 or more"; epochs=$2; shift 2 ;;
-		--mem) need_value "$@"; mem=$2; shift 2 ;;
-		--dirty) need_value "$@"; is_count "$2" || usage_die "--dirty '$2': want pages per second above 0"; dirty=$2; shift 2 ;;
-		--hot) need_value "$@"; hot=$2; shift 2 ;;
-		--no-output-commit) oc=--no-output-commit; shift ;;
-		-*) usage_die "measure: unknown option '$1'" ;;
-		*) break ;;
-		esac
-	done
-	[ $# -eq 1 ] || usage_die "measure: want DIR"
-	dir=$1
-	in_kvm measure --mode "$mode" --interval "$interval" --epochs "$epochs" --mem "$mem" \
-		--dirty "$dirty" --hot "$hot" $oc "$dir"
-	mkdir -p "$dir" || die 1 "measure: cannot create $dir"
-	rm -rf "$dir/replica" "$dir"/*.log "$dir"/*.err "$dir"/*.json "$dir/vm.sock"
-	measure_one "$mode" "$interval" "$epochs" "$mem" "$dirty" "$hot" "$oc" "$dir"
-}
-
-# measure_one MODE INTERVAL EPOCHS MEM DIRTY HOT OC DIR: prints one JSON line.
-measure_one() {
-	local mode=$1 interval=$2 epochs=$3 mem=$4 dirty=$5 hot=$6 oc=$7 d=$8
-	local vm recv cl sp bp rc=0 track_rc sock
-	# The control socket lives in a local directory: a Unix socket cannot
-	# be bound on every file system (9p in the QEMU harness), and its path
-	# must stay short.
-	sock=$(mktemp -d "${TMPDIR:-/tmp}/zd-vm.XXXXXX")/vm.sock || die 1 "measure: mktemp failed"
-	# The backup here is for measuring: no takeover when the primary ends,
-	# and no heartbeat verdicts (under QEMU TCG a stage can stall longer
-	# than the default 500 ms); a closed connection still counts.
-	zd-recv --listen 127.0.0.1:0 --replica "$d/replica" --once --no-fsync \
-		--timeout 0 --no-failover 2>"$d/recv.err" &
-	recv=$!
-	zd-vm --control "$sock" --mem "$mem" --workload "dirty=$dirty,hot=$hot" \
-		--serve 127.0.0.1:0 $oc --output-log "$d/out.log" 2>"$d/vm.err" &
-	vm=$!
-	wait_until 300 sock_up "$sock" $vm
-	wait_until 30 recv_up "$d/recv.err" $recv
-	if ! [ -S "$sock" ] || ! grep -q '127\.0\.0\.1:' "$d/recv.err"; then
-		kill $vm $recv 2>/dev/null
-		wait $vm $recv 2>/dev/null
-		die 1 "measure: zd-vm or zd-recv did not start: $(tail -n 2 "$d/vm.err" "$d/recv.err" | tr '\n' ' ')"
-	fi
-	bp=$(grep -o '127\.0\.0\.1:[0-9]*' "$d/recv.err" | head -1)
-	sp=$(zd-vm --ctl "$sock" info | sed -n 's/^serve=//p')
-	# The client asks from the start; the replication runs in the
-	# background for WARM + EPOCHS epochs. The figures are those of the
-	# steady state: the epochs from the one running when the first
-	# checkpoint (the whole memory) was committed, and the answers those
-	# epochs produced (zd-vm's output log gives each answer's epoch).
-	# Buffered mode runs ahead of its commits while the first copy is
-	# sent (under QEMU TCG for tens of epochs): WARM covers that.
-	# (Stopping zd-track with SIGINT instead ends the stream with END
-	# status 1, which zd-recv echoes and zd-send takes for a refusal.)
-	local warm=${ZD_WARM_EPOCHS:-10} run from last
-	emulated && warm=${ZD_WARM_EPOCHS:-80}
-	# remus commits each epoch before the next: nothing runs ahead.
-	[ "$mode" = remus ] && warm=2
-	last=$((warm + epochs))
-	# Like the paper's ping: requests at a steady rate (ZD_CLIENT_RATE per
-	# second, default 100; 0 = closed loop), not a flood: a closed loop
-	# answered at once keeps the guest busy serving, not dirtying pages.
-	local rate=${ZD_CLIENT_RATE:-100} rate_opt=()
-	[ "$rate" != 0 ] && rate_opt=(--rate "$rate")
-	zd-client --duration 3600s --timeout 600s "${rate_opt[@]+"${rate_opt[@]}"}" --log "$d/client.log" "$sp" >"$d/client.json" 2>"$d/client.err" &
-	cl=$!
-	"$self" run --mode "$mode" --interval "$interval" --epochs "$last" --timeout 600000 --peer-timeout 0 \
-		"$sock" "$bp" >"$d/send.log" 2>"$d/run.err" &
-	run=$!
-	# Guest throughput: zd-vm's count of the workload's page writes,
-	# sampled about five times a second with the epoch then running (the
-	# rate is taken over the measured epochs' samples below).
-	guest_sample() {
-		zd-vm --ctl "$sock" stats 2>/dev/null |
-			awk -F= -v t="$(date +%s%N)" '$1 == "epoch" {e = $2} $1 == "guest_pages" {g = $2} END {if (e != "") print t, e, g}'
-	}
-	(while kill -0 $run 2>/dev/null; do
-		guest_sample
-		sleep 0.2
-	done) >>"$d/guest.log" 2>/dev/null &
-	local sampler=$!
-	wait_until 900 first_commit_or_gone "$sock" $run
-	from=$(zd-vm --ctl "$sock" stats 2>/dev/null | sed -n 's/^epoch=//p')
-	from=${from:-2}
-	# remus commits epoch 1 before epoch 2 runs: the steady state starts
-	# there, however late our polling saw it.
-	[ "$mode" = remus ] && from=2
-	[ "$from" -ge 2 ] || from=2
-	# (and one sample at each end of the measured epochs, however slow
-	# the periodic ones are)
-	guest_sample >>"$d/guest.log"
-	wait $run
-	track_rc=$?
-	guest_sample >>"$d/guest.log"
-	wait $sampler
-	kill -TERM $cl 2>/dev/null
-	wait $cl
-	local cl_rc=$?
-	zd-vm --ctl "$sock" stop >/dev/null 2>&1
-	wait $vm
-	# zd-recv --once ends with its connection; a run that failed before
-	# connecting leaves it listening.
-	[ $track_rc != 0 ] && kill $recv 2>/dev/null
-	wait $recv
-	rm -rf "$(dirname "$sock")"
-	if [ $track_rc != 0 ]; then
-		# Recorded, not fatal: a mode the target cannot do (zddspt before
-		# zd-vm has userfaultfd write-protect) is a result too.
-		local why
-		why=$(grep -v '^ ' "$d/run.err" | head -1)
-		[ -n "$why" ] || why="zd run: exit $track_rc with no message (stderr: $(tail -c 200 "$d/run.err" | tr '\n' ' '))"
-		jq -cn --arg mode "$mode" --argjson interval "$interval" --argjson rate "$dirty" \
-			--arg oc "${oc:+off}" --arg why "$why" --argjson rc "$track_rc" \
-			'{mode: $mode, interval_ms: $interval, dirty_rate: $rate, output_commit: ($oc != "off"),
-			  failed: true, exit: $rc, reason: $why}'
-		return 0
-	fi
-	# Answers of the protected epochs only: without output commit the
-	# guest keeps answering after the run's last checkpoint.
-	awk -v from="$from" -v last="$last" '$2 >= from && $2 <= last' "$d/out.log" >"$d/out.steady.log"
-	[ -f "$d/client.log" ] || : >"$d/client.log"
-	awk 'NR == FNR {ep[$1] = $2; next} ($1 in ep) && ep[$1] >= from && ep[$1] <= last' from="$from" last="$last" \
-		"$d/out.log" "$d/client.log" >"$d/client.steady.log"
-	zd-stat --json --from "$from" --output-log "$d/out.steady.log" --client-log "$d/client.steady.log" \
-		"$d/send.log" >"$d/stat.json" 2>"$d/stat.err" ||
-		die 1 "measure: zd-stat: $(head -1 "$d/stat.err")"
-	# pages written per second of wall time from the first sample in a
-	# measured epoch to the last one (null with fewer than two); the one
-	# right after the run is in epoch last + 1
-	local gps
-	gps=$(awk -v from="$from" -v last="$last" '$2 >= from && $2 <= last + 1 {
-			if (t0 == "" || $1 < t0) {t0 = $1; g0 = $3} if (t1 == "" || $1 > t1) {t1 = $1; g1 = $3}}
-		END {if (t1 > t0) printf "{\"pages_per_s\": %.1f, \"window_s\": %.2f}", (g1 - g0) * 1e9 / (t1 - t0), (t1 - t0) / 1e9; else printf "null"}' \
-		"$d/guest.log")
-	jq -c --arg mode "$mode" --argjson interval "$interval" --argjson rate "$dirty" --arg mem "$mem" \
-		--arg oc "${oc:+off}" --argjson cl_rc "$cl_rc" --slurpfile c "$d/client.json" \
-		--argjson steady "$(wc -l <"$d/client.steady.log")" --argjson gps "$gps" \
-		'. + {interval_ms: $interval, dirty_rate: $rate, mem: $mem, output_commit: ($oc != "off"),
-		      mode: $mode, answers: $steady, answers_total: ($c[0].count // 0), client_errors: ($c[0].errors // 0),
-		      guest_pages_per_s: ($gps.pages_per_s // null), guest_window_s: ($gps.window_s // null),
-		      from_epoch: '"$from"',
-		      client_exit: $cl_rc, failed: false}' "$d/stat.json"
-}
-
-# ---- zd demo ----------------------------------------------------------------
-
-# The demo is a list of steps.
-demo_steps=(demo_intro demo_protect demo_compare demo_failover)
-
-demo_intro() {
-	local how="real KVM"
-	emulated && how="KVM nested in QEMU TCG (emulated CPU: timings are slow; compare ratios)"
-	echo "== zd demo: a VM under zd-vm ($how)"
-	echo "   workload: $DEMO_MEM RAM, guest writes $DEMO_DIRTY pages/s; a client asks its service"
-	echo "   (closed loop); replicated to a zd-recv on loopback for $DEMO_EPOCHS epochs of"
-	echo "   ${DEMO_INTERVAL} ms in each mode: ${DEMO_MODES[*]}"
-}
-
-demo_protect() {
-	local m
-	for m in "${DEMO_MODES[@]}"; do
-		echo "== protect in $m mode: zd-track kvm:vm.sock --mode $m | zd-mru | zd-swap | zd-send → zd-recv"
-		mkdir -p "$DEMO_DIR/$m"
-		measure_one "$m" "$DEMO_INTERVAL" "$DEMO_EPOCHS" "$DEMO_MEM" "$DEMO_DIRTY" 0.2 "" "$DEMO_DIR/$m" >"$DEMO_DIR/$m.json"
-		if jq -e '.failed' "$DEMO_DIR/$m.json" >/dev/null; then
-			echo "   $m: not measured: $(jq -r .reason "$DEMO_DIR/$m.json")"
-		else
-			jq -r '"   \(.epochs) epochs measured, \(.answers) answers to the client"' "$DEMO_DIR/$m.json"
-			zd-recv --replica "$DEMO_DIR/$m/replica" --status | tr '\n' ' ' | sed 's/^/   the replica: /; s/ $/\n/'
-		fi
-	done
-}
-
-demo_compare() {
-	local m cols=() f
-	for m in "${DEMO_MODES[@]}"; do jq -e '.failed | not' "$DEMO_DIR/$m.json" >/dev/null && cols+=("$m"); done
-	echo "== zd-stat, side by side (the epochs while the client ran, after the first full copy)"
-	[ ${#cols[@]} -gt 0 ] || { echo "   no mode could be measured"; return 1; }
-	printf '   %-34s' "figure"; printf '%14s' "${cols[@]}"; echo
-	for f in "epochs:.epochs:%d" "dirty pages/epoch (mean):.dirty_mean:%.0f" \
-		"pause p50 (us):.pause_ns.p50/1e3:%.0f" "pause p99 (us):.pause_ns.p99/1e3:%.0f" \
-		"latency T1->ACK p50 (ms):.latency_ns.p50/1e6:%.1f" "latency T1->ACK p99 (ms):.latency_ns.p99/1e6:%.1f" \
-		"output delay p50 (ms):.output_delay_ns.p50/1e6:%.1f" \
-		"response delay p50 (ms):.response_delay_ns.p50/1e6:%.1f" \
-		"response delay p99 (ms):.response_delay_ns.p99/1e6:%.1f" \
-		"response delay mean (ms):.response_delay_ns.mean/1e6:%.1f" \
-		"answers:.answers:%d" "client errors:.client_errors:%d" \
-		"wire bytes/epoch (mean):.wire_bytes_per_epoch.mean:%.0f"; do
-		local label=${f%%:*} rest=${f#*:} expr fmt v
-		expr=${rest%:*} fmt=${rest##*:%}
-		printf '   %-34s' "$label"
-		for m in "${cols[@]}"; do
-			v=$(jq -r "($expr) // \"-\"" "$DEMO_DIR/$m.json" 2>/dev/null)
-			if [ "$v" = - ] || [ -z "$v" ]; then printf '%14s' -; else printf "%14$fmt" "$v"; fi
-		done
-		echo
-	done
-}
-
-# demo_failover: issue 5's story. A protected VM with a client talking to
-# it; SIGKILL of the primary zd-vm; zd-recv takes over with its default
-# action (zd-vm --restore) on the same address; the client carries on.
-lines_at_least() { [ "$(wc -l <"$1")" -ge "$2" ]; }
-commits_at_least() { [ "$(grep -c 'epoch [0-9]* committed' "$1")" -ge "$2" ] || ! kill -0 "$3" 2>/dev/null; }
-demo_failover() {
-	local d=$DEMO_DIR/failover mode=${ZD_DEMO_FAILOVER_MODE:-remus} sock vm recv run cl bp sp line
-	local n=$((DEMO_EPOCHS / 2 + 2)) before hb=() send_hb=()
-	mkdir -p "$d"
-	echo "== failover: a $mode-protected VM, a client talking to it, SIGKILL of the primary"
-	sock=$(mktemp -d "${TMPDIR:-/tmp}/zd-vm.XXXXXX")/vm.sock || die 1 "demo: mktemp failed"
-	# Real KVM: zd-recv's defaults (heartbeat 100 ms, dead after 500 ms).
-	# Under TCG a checkpoint stretches past them and a live primary would be
-	# taken over; the kill closes the connection, which is seen at once.
-	if emulated; then
-		hb=(--heartbeat 1000 --timeout 30000)
-		send_hb=(--heartbeat 1000 --peer-timeout 0)
-	fi
-	zd-recv --listen 127.0.0.1:0 --replica "$d/replica" --no-fsync -v "${hb[@]+"${hb[@]}"}" 2>"$d/recv.err" &
-	recv=$!
-	zd-vm --control "$sock" --mem "$DEMO_MEM" --workload "dirty=$DEMO_DIRTY,hot=0.2" \
-		--serve 127.0.0.1:0 2>"$d/vm.err" &
-	vm=$!
-	wait_until 60 sock_up "$sock" $vm
-	wait_until 30 recv_up "$d/recv.err" $recv
-	if ! [ -S "$sock" ] || ! grep -q '127\.0\.0\.1:' "$d/recv.err"; then
-		kill $vm $recv 2>/dev/null
-		echo "   zd-vm or zd-recv did not start: $(tail -n 2 "$d/vm.err" "$d/recv.err" | tr '\n' ' ')"
-		return 1
-	fi
-	bp=$(grep -o '127\.0\.0\.1:[0-9]*' "$d/recv.err" | head -1)
-	sp=$(zd-vm --ctl "$sock" info | sed -n 's/^serve=//p')
-	zd-client --reconnect --retry-for 60000 --timeout 600s --duration 3600s --log "$d/client.log" \
-		"$sp" >"$d/client.json" 2>"$d/client.err" &
-	cl=$!
-	# The primary's pipeline in a session of its own, so that the kill
-	# takes the whole primary side at once, as a crash of its host would.
-	setsid "$self" run --mode "$mode" --interval "$DEMO_INTERVAL" --timeout 600000 --json "${send_hb[@]+"${send_hb[@]}"}" \
-		"$sock" "$bp" >"$d/send.log" 2>"$d/run.err" &
-	run=$!
-	echo "   primary: zd-vm on $sp, replicated to zd-recv on $bp (default failover: zd-vm --restore)"
-	if ! wait_until 900 commits_at_least "$d/recv.err" "$n" $recv; then
-		kill -KILL -- $vm -$run 2>/dev/null
-		kill $cl $recv 2>/dev/null
-		echo "   the backup did not commit $n epochs: $(tail -n 2 "$d/run.err" "$d/recv.err" | tr '\n' ' ')"
-		return 1
-	fi
-	before=$(tail -n 1 "$d/client.log" | cut -d' ' -f1)
-	kill -KILL -- $vm -$run
-	wait $vm 2>/dev/null	# reaped here: bash would say "Killed" on the terminal
-	echo "   SIGKILL to the primary (zd-vm and its pipeline) after $n committed epochs; the client had seq ${before:-none}"
-	wait $run 2>/dev/null
-	if ! wait_until 600 grep -q 'restored VM answered' "$d/recv.err"; then
-		kill $cl $recv 2>/dev/null
-		echo "   no takeover: $(grep -v committed "$d/recv.err" | tail -n 4 | tr '\n' ' ')"
-		return 1
-	fi
-	grep -E 'primary lost|restored .* at epoch' "$d/recv.err" | sed 's/^[^:]*: /   /'
-	line=$(grep 'restored VM answered' "$d/recv.err" | head -1)
-	echo "   failover time: ${line#*: }"
-	# The replication figures up to the kill (the stream stops mid-epoch:
-	# zd-stat wants a whole stream, so the copy is closed with END).
-	(grep -v '^[^{]' "$d/send.log" | sed '$d'; echo '{"type":"end","epochs":0,"status":1}') >"$d/send.closed"
-	echo "   replication before the kill:"
-	zd-stat "$d/send.closed" 2>&1 | sed -n '/^$/,$p' | sed '/^$/d; s/^/     /'
-	# The client carries on with the restored VM for a few answers.
-	local got
-	got=$(wc -l <"$d/client.log")
-	wait_until 120 lines_at_least "$d/client.log" $((got + 5))
-	kill -TERM $cl
-	wait $cl
-	local crc=$?
-	jq -r --argjson crc $crc '"   the client carried on: \(.count) answers, seq \(.first_seq)..\(.last_seq), " +
-		"\(.reconnects) reconnect(s), \(.gaps) gaps, \(.errors) contradictions (exit \($crc))"' "$d/client.json"
-	zd-vm --ctl "$sock" stop >/dev/null 2>&1
-	wait $recv 2>/dev/null
-	[ $crc = 0 ]
-}
-
-cmd_demo() {
-	local seconds=${ZD_DEMO_SECONDS:-5} keep=
-	while [ $# -gt 0 ]; do
-		case $1 in
-		--seconds) need_value "$@"; is_count "$2" || usage_die "--seconds '$2': want a whole number above 0"; seconds=$2; shift 2 ;;
-		--keep) need_value "$@"; keep=$2; shift 2 ;;
-		*) usage_die "demo: unknown argument '$1'" ;;
-		esac
-	done
-	in_kvm demo --seconds "$seconds" ${keep:+--keep "$keep"}
-	DEMO_INTERVAL=25 DEMO_MODES=(remus buffered zddspt)
-	if emulated; then
-		# TCG runs the guest and the pipeline ~20-50x slower: a smaller
-		# VM and rate keep buffered mode's asynchronous send ahead of the
-		# guest (else each epoch grows until it spans the whole memory).
-		DEMO_MEM=${ZD_DEMO_MEM:-16M} DEMO_DIRTY=${ZD_DEMO_DIRTY:-500}
-		DEMO_EPOCHS=$((seconds * 10))
-	else
-		DEMO_MEM=${ZD_DEMO_MEM:-128M} DEMO_DIRTY=${ZD_DEMO_DIRTY:-40000}
-		DEMO_EPOCHS=$((seconds * 1000 / DEMO_INTERVAL))
-	fi
-	if [ -n "$keep" ]; then
-		DEMO_DIR=$keep
-		mkdir -p "$DEMO_DIR" || die 1 "demo: cannot create $keep"
-	else
-		DEMO_DIR=$(mktemp -d "${TMPDIR:-/tmp}/zd-demo.XXXXXX") || die 1 "demo: mktemp failed"
-	fi
-	local s rc=0
-	for s in "${demo_steps[@]}"; do "$s" || { rc=1; break; }; done
-	[ -z "$keep" ] && rm -rf "$DEMO_DIR"
-	return $rc
 }
 
 cmd_bench() {
@@ -559,8 +217,7 @@ case $cmd in
 run) cmd_run "$@" ;;
 status) cmd_status "$@" ;;
 failover) cmd_failover "$@" ;;
-measure) cmd_measure "$@" ;;
-demo) cmd_demo "$@" ;;
+measure | demo) exec "$here/zd-$cmd" "$@" ;;
 bench) cmd_bench "$@" ;;
 -h | --help | help) usage ;;
 -V | --version) echo "zd $ZD_VERSION" ;;

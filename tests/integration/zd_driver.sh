@@ -1,13 +1,30 @@
 #!/usr/bin/env bash
 # The zd driver script: syntax, --help/--version, argument errors (one line,
-# exit 2), a missing VM socket (exit 4), zd status on a real replica; and
-# bash -n over every shell script we ship (driver, bench, completions).
+# exit 2), a missing VM socket (exit 4), zd status on a real replica; bash -n
+# and shellcheck over every shell script we ship (driver, zd-measure, zd-demo,
+# bench, completions); and that SIGINT to zd measure or zd demo leaves none
+# of the processes they started behind.
 . "$(dirname "$0")/../lib/tap.sh"
 
-for f in "$ZD_TOP/cmd/zd.sh" "$ZD_TOP/bench/table1.sh" "$ZD_TOP/completions/bash/zd" \
-	"$ZD_TOP/completions/bash/zd-client"; do
+scripts=("$ZD_TOP"/cmd/*.sh "$ZD_TOP/bench/table1.sh" "$ZD_TOP"/completions/bash/*)
+for f in "${scripts[@]}"; do
 	check "bash -n ${f#"$ZD_TOP"/}" bash -n "$f"
 done
+# shellcheck's warnings and errors (not its style notes) over what make
+# install ships: zd-demo sources zd-measure (-x follows it).
+# The completions follow bash-completion's idiom: _init_completion sets
+# cur prev words cword, whether used or not (SC2034), and COMPREPLY=($(compgen
+# ...)) splits words that hold no blanks (SC2207).
+if command -v shellcheck >/dev/null; then
+	for f in "$ZD_TOP"/cmd/*.sh; do
+		check "shellcheck ${f#"$ZD_TOP"/}" shellcheck -x -S warning "$f"
+	done
+	for f in "$ZD_TOP"/completions/bash/*; do
+		check "shellcheck ${f#"$ZD_TOP"/}" shellcheck -s bash -S warning -e SC2034,SC2207 "$f"
+	done
+else
+	skip "shellcheck" "no shellcheck (Debian package shellcheck)"
+fi
 out=$(zd --help)
 [ $? = 0 ] && [[ $out == "usage: zd run [--mode M]"* ]] && ok "--help: usage on stdout" || not_ok "--help" "$out"
 [ "$(zd --version)" = "zd 0.1.0" ] && ok "--version" || not_ok "--version" "$(zd --version)"
@@ -53,7 +70,79 @@ if [ -c /dev/kvm ]; then
 	skip "installed zd without /dev/kvm: demo exits 4" "this host has /dev/kvm"
 else
 	mkdir -p "$TMP/inst/bin"
-	cp "$ZD_TOP/bin/zd" "$TMP/inst/bin/zd"
+	cp "$ZD_TOP/bin/zd" "$ZD_TOP/bin/zd-measure" "$ZD_TOP/bin/zd-demo" "$TMP/inst/bin/"
 	expect_fail "installed zd without /dev/kvm: demo exits 4" 4 "demo: needs /dev/kvm" "$TMP/inst/bin/zd" demo
+fi
+# SIGINT to zd measure / zd demo, as Ctrl-C on a terminal sends it (to the
+# command's process group) and as kill -INT or timeout -s INT do (to the
+# script alone). The script's own background jobs ignore SIGINT and its zd
+# run is in a session of its own, so it is the script's trap that must stop
+# them: nothing it started may outlive it. Every process it starts inherits
+# ZD_TEST_TAG, which is how they are found.
+# tagged TAG: PIDs of the live processes whose environment has TAG.
+tagged() {
+	local e p
+	for e in /proc/[0-9]*/environ; do
+		p=${e#/proc/}; p=${p%/environ}
+		{ tr '\0' '\n' <"$e"; } 2>/dev/null | grep -qx "ZD_TEST_TAG=$1" && echo "$p"
+	done
+	return 0
+}
+# interrupt WHAT TAG TO READY_FILE READY_PATTERN CMD...: start CMD, wait
+# until READY_FILE matches READY_PATTERN (its background jobs run), SIGINT
+# it: TO group, its process group; TO script, the script alone.
+interrupt() {
+	local what=$1 tag=$2 to=$3 file=$4 pat=$5 pid left rc
+	shift 5
+	# Job control: the command gets a process group of its own, and SIGINT
+	# is not ignored in it (as in any background job of a script).
+	set -m
+	ZD_TEST_TAG=$tag "$@" >"$TMP/$tag.out" 2>"$TMP/$tag.err" &
+	pid=$!
+	set +m
+	at_exit "for p in \$(tagged $tag); do kill -KILL \$p; done"
+	for _ in $(seq 600); do
+		grep -qE "$pat" "$file" 2>/dev/null && break
+		kill -0 $pid 2>/dev/null || break
+		sleep 0.1
+	done
+	if ! grep -qE "$pat" "$file" 2>/dev/null; then
+		not_ok "$what" "never ready: $(tail -n 3 "$TMP/$tag.err")"
+		kill -KILL $pid 2>/dev/null
+		return
+	fi
+	if [ "$to" = group ]; then kill -INT -- -$pid; else kill -INT $pid; fi
+	for _ in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+	if kill -0 $pid 2>/dev/null; then
+		not_ok "$what" "still running 30 s after SIGINT: $(tail -n 3 "$TMP/$tag.err")"
+		kill -KILL -- -$pid 2>/dev/null
+		return
+	fi
+	wait $pid
+	rc=$?
+	for _ in $(seq 100); do
+		left=$(tagged "$tag")
+		[ -z "$left" ] && break
+		sleep 0.1
+	done
+	if [ -n "$left" ]; then
+		not_ok "$what" "still running: $(for p in $left; do tr '\0' ' ' <"/proc/$p/cmdline"; echo; done)"
+	elif [ $rc != 130 ]; then
+		not_ok "$what" "exit $rc, want 130; stderr: $(tail -n 3 "$TMP/$tag.err")"
+	else
+		ok "$what"
+	fi
+}
+if have_kvm; then
+	interrupt "Ctrl-C to zd measure mid-run: none of its processes left" zdm$$ group \
+		"$TMP/m2/send.log" . zd measure --epochs 100000 "$TMP/m2"
+	interrupt "SIGINT to zd measure's script mid-run: none of its processes left" zdm2$$ script \
+		"$TMP/m3/send.log" . zd measure --epochs 100000 "$TMP/m3"
+	interrupt "Ctrl-C to zd demo at the failover: none of its processes left" zdd$$ group \
+		"$TMP/d/failover/recv.err" "epoch [0-9]* committed" zd demo --seconds 1 --keep "$TMP/d"
+	interrupt "SIGINT to zd demo's script at the failover: none of its processes left" zdd2$$ script \
+		"$TMP/d2/failover/recv.err" "epoch [0-9]* committed" zd demo --seconds 1 --keep "$TMP/d2"
+else
+	skip "SIGINT to zd measure / zd demo" "no /dev/kvm here (under QEMU they would take minutes)"
 fi
 done_testing

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# zd demo: protect a VM in each mode while a client talks to it, show the
+# figures side by side, then kill the primary and show the backup take over
+# (zd(1)). Run by the driver (zd demo ...) and by make demo.
+#
+#   zd-demo [--seconds S] [--keep DIR]
+set -u
+# measure_one, the helpers, and the traps that stop every background job
+# on exit or Ctrl-C.
+# shellcheck source-path=SCRIPTDIR source=zd-measure.sh
+. "$(dirname "$(readlink -f "$0")")/zd-measure" || exit 1
+
+# The demo is a list of steps.
+demo_steps=(demo_intro demo_protect demo_compare demo_failover)
+
+demo_intro() {
+	local how="real KVM"
+	emulated && how="KVM nested in QEMU TCG (emulated CPU: timings are slow; compare ratios)"
+	echo "== zd demo: a VM under zd-vm ($how)"
+	echo "   workload: $DEMO_MEM RAM, guest writes $DEMO_DIRTY pages/s; a client asks its service"
+	echo "   (closed loop); replicated to a zd-recv on loopback for $DEMO_EPOCHS epochs of"
+	echo "   ${DEMO_INTERVAL} ms in each mode: ${DEMO_MODES[*]}"
+}
+
+demo_protect() {
+	local m
+	for m in "${DEMO_MODES[@]}"; do
+		echo "== protect in $m mode: zd-track kvm:vm.sock --mode $m | zd-mru | zd-swap | zd-send → zd-recv"
+		mkdir -p "$DEMO_DIR/$m"
+		measure_one "$m" "$DEMO_INTERVAL" "$DEMO_EPOCHS" "$DEMO_MEM" "$DEMO_DIRTY" 0.2 "" "$DEMO_DIR/$m" >"$DEMO_DIR/$m.json"
+		if jq -e '.failed' "$DEMO_DIR/$m.json" >/dev/null; then
+			echo "   $m: not measured: $(jq -r .reason "$DEMO_DIR/$m.json")"
+		else
+			jq -r '"   \(.epochs) epochs measured, \(.answers) answers to the client"' "$DEMO_DIR/$m.json"
+			zd-recv --replica "$DEMO_DIR/$m/replica" --status | tr '\n' ' ' | sed 's/^/   the replica: /; s/ $/\n/'
+		fi
+	done
+}
+
+demo_compare() {
+	local m cols=() f
+	for m in "${DEMO_MODES[@]}"; do jq -e '.failed | not' "$DEMO_DIR/$m.json" >/dev/null && cols+=("$m"); done
+	echo "== zd-stat, side by side (the epochs while the client ran, after the first full copy)"
+	[ ${#cols[@]} -gt 0 ] || { echo "   no mode could be measured"; return 1; }
+	printf '   %-34s' "figure"; printf '%14s' "${cols[@]}"; echo
+	for f in "epochs:.epochs:%d" "dirty pages/epoch (mean):.dirty_mean:%.0f" \
+		"pause p50 (us):.pause_ns.p50/1e3:%.0f" "pause p99 (us):.pause_ns.p99/1e3:%.0f" \
+		"latency T1->ACK p50 (ms):.latency_ns.p50/1e6:%.1f" "latency T1->ACK p99 (ms):.latency_ns.p99/1e6:%.1f" \
+		"output delay p50 (ms):.output_delay_ns.p50/1e6:%.1f" \
+		"response delay p50 (ms):.response_delay_ns.p50/1e6:%.1f" \
+		"response delay p99 (ms):.response_delay_ns.p99/1e6:%.1f" \
+		"response delay mean (ms):.response_delay_ns.mean/1e6:%.1f" \
+		"answers:.answers:%d" "client errors:.client_errors:%d" \
+		"wire bytes/epoch (mean):.wire_bytes_per_epoch.mean:%.0f"; do
+		local label=${f%%:*} rest=${f#*:} expr fmt v
+		expr=${rest%:*} fmt=${rest##*:%}
+		printf '   %-34s' "$label"
+		for m in "${cols[@]}"; do
+			v=$(jq -r "($expr) // \"-\"" "$DEMO_DIR/$m.json" 2>/dev/null)
+			if [ "$v" = - ] || [ -z "$v" ]; then printf '%14s' -; else printf "%14$fmt" "$v"; fi
+		done
+		echo
+	done
+}
+
+# demo_failover: the takeover, end to end. A protected VM with a client talking to
+# it; SIGKILL of the primary zd-vm; zd-recv takes over with its default
+# action (zd-vm --restore) on the same address; the client carries on.
+lines_at_least() { [ "$(wc -l <"$1")" -ge "$2" ]; }
+commits_at_least() { [ "$(grep -c 'epoch [0-9]* committed' "$1")" -ge "$2" ] || ! kill -0 "$3" 2>/dev/null; }
+demo_failover() {
+	local d=$DEMO_DIR/failover mode=${ZD_DEMO_FAILOVER_MODE:-remus} sock vm recv run cl bp sp line
+	local n=$((DEMO_EPOCHS / 2 + 2)) before hb=() send_hb=()
+	mkdir -p "$d"
+	echo "== failover: a $mode-protected VM, a client talking to it, SIGKILL of the primary"
+	sock=$(mktemp -d "${TMPDIR:-/tmp}/zd-vm.XXXXXX")/vm.sock || die 1 "demo: mktemp failed"
+	bg_tmp+=("$(dirname "$sock")")
+	# The primary's socket, then the restored VM's (the same path).
+	bg_vm_sock=$sock
+	# Real KVM: zd-recv's defaults (heartbeat 100 ms, dead after 500 ms).
+	# Under TCG a checkpoint stretches past them and a live primary would be
+	# taken over; the kill closes the connection, which is seen at once.
+	if emulated; then
+		hb=(--heartbeat 1000 --timeout 30000)
+		send_hb=(--heartbeat 1000 --peer-timeout 0)
+	fi
+	zd-recv --listen 127.0.0.1:0 --replica "$d/replica" --no-fsync -v "${hb[@]+"${hb[@]}"}" 2>"$d/recv.err" &
+	recv=$!
+	started $recv
+	zd-vm --control "$sock" --mem "$DEMO_MEM" --workload "dirty=$DEMO_DIRTY,hot=0.2" \
+		--serve 127.0.0.1:0 2>"$d/vm.err" &
+	vm=$!
+	started $vm
+	wait_until 60 sock_up "$sock" $vm
+	wait_until 30 recv_up "$d/recv.err" $recv
+	if ! [ -S "$sock" ] || ! grep -q '127\.0\.0\.1:' "$d/recv.err"; then
+		kill $vm $recv 2>/dev/null
+		echo "   zd-vm or zd-recv did not start: $(tail -n 2 "$d/vm.err" "$d/recv.err" | tr '\n' ' ')"
+		return 1
+	fi
+	bp=$(grep -o '127\.0\.0\.1:[0-9]*' "$d/recv.err" | head -1)
+	sp=$(zd-vm --ctl "$sock" info | sed -n 's/^serve=//p')
+	zd-client --reconnect --retry-for 60000 --timeout 600s --duration 3600s --log "$d/client.log" \
+		"$sp" >"$d/client.json" 2>"$d/client.err" &
+	cl=$!
+	started $cl
+	# The primary's pipeline in a session of its own, so that the kill
+	# takes the whole primary side at once, as a crash of its host would.
+	setsid zd run --mode "$mode" --interval "$DEMO_INTERVAL" --timeout 600000 --json "${send_hb[@]+"${send_hb[@]}"}" \
+		"$sock" "$bp" >"$d/send.log" 2>"$d/run.err" &
+	run=$!
+	started -$run
+	echo "   primary: zd-vm on $sp, replicated to zd-recv on $bp (default failover: zd-vm --restore)"
+	if ! wait_until 900 commits_at_least "$d/recv.err" "$n" $recv; then
+		kill -KILL -- $vm -$run 2>/dev/null
+		kill $cl $recv 2>/dev/null
+		echo "   the backup did not commit $n epochs: $(tail -n 2 "$d/run.err" "$d/recv.err" | tr '\n' ' ')"
+		return 1
+	fi
+	before=$(tail -n 1 "$d/client.log" | cut -d' ' -f1)
+	kill -KILL -- $vm -$run
+	wait $vm 2>/dev/null	# reaped here: bash would say "Killed" on the terminal
+	echo "   SIGKILL to the primary (zd-vm and its pipeline) after $n committed epochs; the client had seq ${before:-none}"
+	wait $run 2>/dev/null
+	if ! wait_until 600 grep -q 'restored VM answered' "$d/recv.err"; then
+		kill $cl $recv 2>/dev/null
+		echo "   no takeover: $(grep -v committed "$d/recv.err" | tail -n 4 | tr '\n' ' ')"
+		return 1
+	fi
+	grep -E 'primary lost|restored .* at epoch' "$d/recv.err" | sed 's/^[^:]*: /   /'
+	line=$(grep 'restored VM answered' "$d/recv.err" | head -1)
+	echo "   failover time: ${line#*: }"
+	# The replication figures up to the kill (the stream stops mid-epoch:
+	# zd-stat wants a whole stream, so the copy is closed with END).
+	(grep -v '^[^{]' "$d/send.log" | sed '$d'; echo '{"type":"end","epochs":0,"status":1}') >"$d/send.closed"
+	echo "   replication before the kill:"
+	zd-stat "$d/send.closed" 2>&1 | sed -n '/^$/,$p' | sed '/^$/d; s/^/     /'
+	# The client carries on with the restored VM for a few answers.
+	local got
+	got=$(wc -l <"$d/client.log")
+	wait_until 120 lines_at_least "$d/client.log" $((got + 5))
+	kill -TERM $cl
+	wait $cl
+	local crc=$?
+	jq -r --argjson crc $crc '"   the client carried on: \(.count) answers, seq \(.first_seq)..\(.last_seq), " +
+		"\(.reconnects) reconnect(s), \(.gaps) gaps, \(.errors) contradictions (exit \($crc))"' "$d/client.json"
+	zd-vm --ctl "$sock" stop >/dev/null 2>&1
+	wait $recv 2>/dev/null
+	settled
+	[ $crc = 0 ]
+}
+
+cmd_demo() {
+	local seconds=${ZD_DEMO_SECONDS:-5} keep=
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--seconds) need_value "$@"; is_count "$2" || usage_die "--seconds '$2': want a whole number above 0"; seconds=$2; shift 2 ;;
+		--keep) need_value "$@"; keep=$2; shift 2 ;;
+		*) usage_die "demo: unknown argument '$1'" ;;
+		esac
+	done
+	in_kvm demo --seconds "$seconds" ${keep:+--keep "$keep"}
+	DEMO_INTERVAL=25 DEMO_MODES=(remus buffered zddspt)
+	if emulated; then
+		# TCG runs the guest and the pipeline ~20-50x slower: a smaller
+		# VM and rate keep buffered mode's asynchronous send ahead of the
+		# guest (else each epoch grows until it spans the whole memory).
+		DEMO_MEM=${ZD_DEMO_MEM:-16M} DEMO_DIRTY=${ZD_DEMO_DIRTY:-500}
+		DEMO_EPOCHS=$((seconds * 10))
+	else
+		DEMO_MEM=${ZD_DEMO_MEM:-128M} DEMO_DIRTY=${ZD_DEMO_DIRTY:-40000}
+		DEMO_EPOCHS=$((seconds * 1000 / DEMO_INTERVAL))
+	fi
+	if [ -n "$keep" ]; then
+		DEMO_DIR=$keep
+		mkdir -p "$DEMO_DIR" || die 1 "demo: cannot create $keep"
+	else
+		DEMO_DIR=$(mktemp -d "${TMPDIR:-/tmp}/zd-demo.XXXXXX") || die 1 "demo: mktemp failed"
+		bg_tmp+=("$DEMO_DIR")
+	fi
+	local s rc=0
+	for s in "${demo_steps[@]}"; do "$s" || { rc=1; break; }; done
+	[ -z "$keep" ] && rm -rf "$DEMO_DIR"
+	return $rc
+}
+
+cmd_demo "$@"
