@@ -335,7 +335,7 @@ plots() {
 		[ -s "$f" ] && cmds+=("'$f' using 1:2 with linespoints title 'ours: zddspt / remus, output commit $oc'")
 	done
 	cmds+=("'$tmp/paper-ratio.dat' using 1:2 with linespoints lw 3 lc rgb 'black' title 'paper: zddspt / remus-no-net'")
-	cmds+=("0.2 with lines dashtype 3 title 'issue 4 target at 1024 pages: 0.2'")
+	cmds+=("0.2 with lines dashtype 3 title 'target at 1024 pages: 0.2'")
 	gp "$out/table1.ratio.png" "Response delay, zddspt / remus, 25 ms (Table 1)" \
 		"dirty pages per epoch (target)" "ratio of mean response delays" xy "${cmds[@]}"
 	# Pause by dirty pages reached, every series (25 ms and the longer
