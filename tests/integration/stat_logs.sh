@@ -50,7 +50,7 @@ printf '1 100 300 150\n' >"$TMP/cl.log"
 expect_fail "client log: a delay that is not received - sent" 3 "cl.log: line 1: times out of order" \
 	zd-stat --client-log "$TMP/cl.log" "$TMP/s.zds"
 printf '1 100 x 150\n' >"$TMP/cl2.log"
-expect_fail "client log: not a number" 3 "cl2.log: line 1: want 'SEQ SENT_NS RECEIVED_NS DELAY_NS'" \
+expect_fail "client log: not a number" 3 "cl2.log: line 1: want 'SEQ SENT_NS RECEIVED_NS DELAY_NS \[FAILOVER_NS\]'" \
 	zd-stat --client-log "$TMP/cl2.log" "$TMP/s.zds"
 expect_fail "a log that does not exist: exit 2" 2 "--output-log $TMP/none.log: No such file" \
 	zd-stat --output-log "$TMP/none.log" "$TMP/s.zds"
