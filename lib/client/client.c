@@ -91,7 +91,7 @@ struct client {
 	double *failover;
 	size_t nfailover, capfailover;
 	/* connections the peer accepted and dropped before any answer */
-	uint64_t conn_answers, conn_sent, resets;
+	uint64_t conn_answers, resets;
 };
 
 static bool sending_done(const struct client *c, uint64_t now)
@@ -180,7 +180,7 @@ static int connect_peer(struct client *c, bool again)
 	fcntl(c->fd, F_SETFL, flags | O_NONBLOCK);
 	c->linelen = 0;
 	c->line_long = false;
-	c->conn_answers = c->conn_sent = 0;
+	c->conn_answers = 0;
 	zd_debug("connected to %s", c->o->addr);
 	return 0;
 }
@@ -195,7 +195,7 @@ static int lost(struct client *c, const char *why, bool by_peer)
 	/* A server that accepts a connection and drops it before answering
 	 * what was sent on it (a dying listener's backlog, a restored VM not
 	 * ready) costs the client a round trip and hides the real outage. */
-	if (by_peer && c->conn_sent && !c->conn_answers) {
+	if (by_peer && !c->conn_answers) {
 		c->resets++;
 		zd_debug("%s: the connection was dropped before any answer", c->o->addr);
 	}
@@ -355,7 +355,6 @@ static int send_due(struct client *c, uint64_t now)
 		}
 		q_push(c, k, now);
 		c->sent++;
-		c->conn_sent++;
 		if (period)
 			c->next_due += period;
 	}
