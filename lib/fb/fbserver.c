@@ -69,11 +69,16 @@ static void reply(int fd, uint32_t op, uint64_t epoch, uint64_t a, uint64_t b,
 	(void)zd_fb_send(fd, &m, NULL, fds, nfds);
 }
 
+static int count_role(struct zd_fbserver *s, int role);
+
 static void drop_client(struct zd_fbserver *s, int i)
 {
 	zd_debug("feedback: client role %d left", s->cl[i].role);
 	close(s->cl[i].fd);
 	s->cl[i] = s->cl[--s->ncl];
+	/* A zd-send that joins later says LINK 1 itself, or never (zd-send -). */
+	if (count_role(s, ZD_ROLE_SEND) == 0)
+		s->link_said_up = false;
 	pthread_cond_broadcast(&s->cv);
 }
 
