@@ -91,7 +91,7 @@ if [ -z "${ZD_KVM_INNER:-}" ]; then
 	else ok "a refused restore binds nothing"; fi
 	expect_fail "zd-vm --restore takes no --mem" 2 '^zd-vm: --restore takes the memory size and workload from the replica' \
 		zd-vm --restore "$TMP/junk" --mem 64M
-	expect_fail "zd-vm --ctl takes no --restore" 2 '^zd-vm: --ctl takes no VM flags$' \
+	expect_fail "zd-vm --ctl takes no --restore" 2 '^zd-vm: --ctl takes no VM flags \(try --help\)$' \
 		zd-vm --ctl "$TMP/s" --restore "$TMP/junk" info
 
 	# The kill cycles passed 20/20 once, then in the last run before this
