@@ -336,12 +336,10 @@ static int send_back(struct session *s, const struct zd_record *r)
 	s->last_tx_ns = zd_now_ns();
 	pthread_mutex_unlock(&s->lock);
 	if (bad) {
-		/* The primary is gone (or no longer reads us). What it sent
-		 * before it went may still be in the socket: read on, commit
-		 * every whole epoch, and let the end of the input decide the
-		 * loss, once. Declaring it here, mid-stream, took over with
-		 * whole epochs still unread and ran the fence again at the
-		 * input's end. */
+		/* The primary is gone (or no longer reads us). Read on to the
+		 * end of the input, which decides the loss, once (declaring it
+		 * here, mid-stream, ran the fence again at the input's end);
+		 * what is read from here on is not applied (on_record). */
 		zd_debug("%s: sending %s: %s: no more ACKs; reading what is left", s->rd.name,
 			 zd_rec_type_name(r->type), strerror(s->ack.err));
 		s->ack_ok = false;
