@@ -143,7 +143,8 @@ demo_failover() {
 	wait $cl
 	local crc=$?
 	jq -r --argjson crc $crc '"   the client carried on: \(.count) answers, seq \(.first_seq)..\(.last_seq), " +
-		"\(.reconnects) reconnect(s), \(.gaps) gaps, \(.errors) contradictions (exit \($crc))"' "$d/client.json"
+		"\(.reconnects) reconnect(s), \(.gaps) gaps, \(.errors) contradictions (exit \($crc))" +
+		(if (.failovers // 0) > 0 then "\n   the client waited \(.failover_ns.max / 1e6 | floor) ms from its last answer before the kill to its first after (\(.resets) connection(s) reset)" else "" end)' "$d/client.json"
 	zd-vm --ctl "$sock" stop >/dev/null 2>&1
 	wait $recv 2>/dev/null
 	settled

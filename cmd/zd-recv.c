@@ -81,8 +81,8 @@ static void help(void)
 	       "Exit status: 0 clean END, 1 runtime error, 2 usage, 3 bad stream data, a\n"
 	       "bad MAC or a refused encoding (the epoch is discarded), 4 DIR is not a\n"
 	       "replica or is damaged, 5 the sender went away mid-stream (and no failover)\n"
-	       "or failed the key handshake, 6 the fence failed or hung: no takeover;\n"
-	       "after a takeover, that of CMD.\n");
+	       "or (--stdio) failed the key handshake, 6 the fence failed or hung: no\n"
+	       "takeover; after a takeover, that of CMD.\n");
 }
 
 static int status(struct zd_replica *rep)

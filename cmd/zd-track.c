@@ -14,7 +14,7 @@
 
 #define USAGE "usage: zd-track TARGET [--interval MS] [--epochs N] [--mode remus|buffered|zddspt]\n" \
 	      "                [--precopy PERCENT] [--no-guard] [--verify] [--json] [--control PATH]\n" \
-	      "                [--timeout MS] [--grace MS] [--max-hold MS] [-v]\n"
+	      "                [--timeout MS] [--grace MS] [--max-hold MS] [--window N] [-v]\n"
 
 static volatile sig_atomic_t stop_flag;
 
@@ -57,6 +57,10 @@ static void help(void)
 	       "                         to connect before running open loop (default 1000)\n"
 	       "      --max-hold MS      warn loudly when output has waited MS for the backup's\n"
 	       "                         ACK (zd-send reconnecting); 0 = never (default 2000)\n"
+	       "  -w, --window N         buffered, zddspt: take a checkpoint only while fewer\n"
+	       "                         than N epochs wait for the backup's ACK (the VM runs\n"
+	       "                         on meanwhile; at most --timeout); 0 = no limit\n"
+	       "                         (default 1)\n"
 	       "  -v, --verbose          log every epoch on stderr\n"
 	       "  -h, --help             this text\n"
 	       "  -V, --version          print the version\n"
@@ -79,6 +83,7 @@ int main(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 't' },
 		{ "grace", required_argument, NULL, 'g' },
 		{ "max-hold", required_argument, NULL, 'M' },
+		{ "window", required_argument, NULL, 'w' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -91,6 +96,7 @@ int main(int argc, char **argv)
 		.timeout_ns = ZD_TRACK_DEFAULT_TIMEOUT_NS,
 		.grace_ns = ZD_TRACK_DEFAULT_GRACE_NS,
 		.max_hold_ns = ZD_TRACK_DEFAULT_MAX_HOLD_NS,
+		.window = ZD_TRACK_DEFAULT_WINDOW,
 		.out_fd = STDOUT_FILENO,
 	};
 	bool precopy_given = false, grace_given = false;
@@ -99,7 +105,7 @@ int main(int argc, char **argv)
 	int c;
 
 	zd_set_progname(argv[0]);
-	const struct zd_cmd cmd = { .shortopts = "i:n:m:p:jc:t:g:vhV", .longopts = longopts, .help = help };
+	const struct zd_cmd cmd = { .shortopts = "i:n:m:p:jc:t:g:w:vhV", .longopts = longopts, .help = help };
 	while ((c = zd_getopt(&cmd, argc, argv)) != -1) {
 		switch (c) {
 		case 'i':
@@ -145,6 +151,10 @@ int main(int argc, char **argv)
 		case 'M':
 			if (zd_parse_duration_ns(optarg, &o.max_hold_ns) < 0 || o.max_hold_ns > 3600ull * 1000000000)
 				zd_usage("--max-hold '%s': want a duration up to 1h, e.g. 2000 or 2s (0 = never)", optarg);
+			break;
+		case 'w':
+			if (zd_parse_u64(optarg, &o.window) < 0 || o.window > 1000000)
+				zd_usage("--window '%s': want a number of epochs, 0 (no limit) to 1000000", optarg);
 			break;
 		case 'v':
 			zd_verbose = 1;

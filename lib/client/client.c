@@ -13,6 +13,12 @@
  *
  * Times are CLOCK_MONOTONIC, the clock of zd-vm's --output-log, so both
  * logs of one host can be joined.
+ *
+ * A loss's failover time is what a user of the service waited: from the
+ * last answer before the connection was lost to the first answer after
+ * it, whatever happened between (refused attempts, connections accepted
+ * and dropped, resent requests). The servers' own figures start later
+ * (when the backup noticed) and end earlier (when it wrote the answer).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,7 +35,14 @@
 #include "zd/stat.h"
 #include "zd/util.h"
 
-#define RETRY_STEP_NS 20000000ull	/* between connection attempts */
+/* Between connection attempts while nobody listens: a refused connect on
+ * a LAN costs the server side next to nothing, and every step is time the
+ * client adds to its failover after the restored VM is listening. */
+#define RETRY_STEP_NS 2000000ull
+/* One attempt's longest wait: a SYN to a host that is down goes
+ * unanswered, and the kernel's own retries (1 s, 3 s, 7 s, ...) would
+ * outlast the takeover of its address by far. */
+#define CONNECT_WAIT_MS 1000u
 
 /* SIGINT/SIGTERM end the run early: the summary of what was got is still
  * worth having (the demo and the bench stop the client this way). */
@@ -70,6 +83,15 @@ struct client {
 	size_t ndelay, capdelay;
 	uint64_t sent, reconnects, resent, gaps, contradictions;
 	bool contradicted;
+	/* failover: last_answer_ns is when the latest answer came; a loss
+	 * opens a failover timed from it, the next answer closes it */
+	uint64_t last_answer_ns;
+	bool in_failover;
+	uint64_t failover_from_ns, refused;
+	double *failover;
+	size_t nfailover, capfailover;
+	/* connections the peer accepted and dropped before any answer */
+	uint64_t conn_answers, resets;
 };
 
 static bool sending_done(const struct client *c, uint64_t now)
@@ -134,8 +156,14 @@ static int connect_peer(struct client *c, bool again)
 	int flags;
 
 	for (;;) {
-		if (zd_net_connect(c->o->addr, &conn, msg, sizeof(msg)) == 0)
+		uint64_t left = c->o->retry_for_ns - ZD_MIN(c->o->retry_for_ns, zd_now_ns() - t0);
+		unsigned wait_ms = again ? (unsigned)ZD_MIN((left + 999999) / 1000000, CONNECT_WAIT_MS) : 0;
+
+		if (zd_net_connect_within(c->o->addr, again ? ZD_MAX(wait_ms, 1u) : 0, &conn, msg,
+					  sizeof(msg)) == 0)
 			break;
+		if (again)
+			c->refused++;
 		if (!(again && c->o->reconnect) || zd_now_ns() - t0 >= c->o->retry_for_ns ||
 		    stop_requested) {
 			if (again)
@@ -152,16 +180,29 @@ static int connect_peer(struct client *c, bool again)
 	fcntl(c->fd, F_SETFL, flags | O_NONBLOCK);
 	c->linelen = 0;
 	c->line_long = false;
+	c->conn_answers = 0;
 	zd_debug("connected to %s", c->o->addr);
 	return 0;
 }
 
 /* The connection is gone: give up, or connect again and queue the
- * unanswered requests to be sent first. */
-static int lost(struct client *c, const char *why)
+ * unanswered requests to be sent first. by_peer: the peer closed or reset
+ * it (not our --timeout). */
+static int lost(struct client *c, const char *why, bool by_peer)
 {
 	close(c->fd);
 	c->fd = -1;
+	/* A server that accepts a connection and drops it before answering
+	 * what was sent on it (a dying listener's backlog, a restored VM not
+	 * ready) costs the client a round trip and hides the real outage. */
+	if (by_peer && !c->conn_answers) {
+		c->resets++;
+		zd_debug("%s: the connection was dropped before any answer", c->o->addr);
+	}
+	if (!c->in_failover) {
+		c->in_failover = true;
+		c->failover_from_ns = c->last_answer_ns ? c->last_answer_ns : c->start_ns;
+	}
 	if (!c->o->reconnect) {
 		zd_warnx("%s: %s after %zu answers", c->o->addr, why, c->ndelay);
 		return -1;
@@ -181,13 +222,13 @@ static int lost(struct client *c, const char *why)
 	return 0;
 }
 
-static void push_delay(struct client *c, double v)
+static void push(double **a, size_t *n, size_t *cap, double v)
 {
-	if (c->ndelay == c->capdelay) {
-		c->capdelay = c->capdelay ? 2 * c->capdelay : 1024;
-		c->delay = zd_xrealloc(c->delay, c->capdelay * sizeof(*c->delay));
+	if (*n == *cap) {
+		*cap = *cap ? 2 * *cap : 1024;
+		*a = zd_xrealloc(*a, *cap * sizeof(**a));
 	}
-	c->delay[c->ndelay++] = v;
+	(*a)[(*n)++] = v;
 }
 
 static bool parse_seq(const char *s, uint64_t *seq)
@@ -232,7 +273,24 @@ static int answer(struct client *c, uint64_t now)
 		c->last_seq = seq;
 	c->have_last = true;
 	c->after_reconnect = false;
-	push_delay(c, (double)(now - r.sent_ns));
+	c->conn_answers++;
+	c->last_answer_ns = now;
+	push(&c->delay, &c->ndelay, &c->capdelay, (double)(now - r.sent_ns));
+	if (c->in_failover) {
+		uint64_t f = now - c->failover_from_ns;
+
+		c->in_failover = false;
+		push(&c->failover, &c->nfailover, &c->capfailover, (double)f);
+		zd_debug("%s: answered again %.1f ms after the last answer before the loss "
+			 "(seq %llu; %llu connection attempts failed, %llu connections dropped "
+			 "unanswered so far)", c->o->addr, (double)f / 1e6, (unsigned long long)seq,
+			 (unsigned long long)c->refused, (unsigned long long)c->resets);
+		if (c->log && fprintf(c->log, "%llu %llu %llu %llu %llu\n", (unsigned long long)seq,
+				      (unsigned long long)r.sent_ns, (unsigned long long)now,
+				      (unsigned long long)(now - r.sent_ns), (unsigned long long)f) < 0)
+			return -1;
+		return 0;
+	}
 	if (c->log && fprintf(c->log, "%llu %llu %llu %llu\n", (unsigned long long)seq,
 			      (unsigned long long)r.sent_ns, (unsigned long long)now,
 			      (unsigned long long)(now - r.sent_ns)) < 0)
@@ -331,6 +389,18 @@ static void summary(struct client *c, uint64_t end)
 	json_object_set_new(o, "reconnects", json_integer((json_int_t)c->reconnects));
 	json_object_set_new(o, "resent", json_integer((json_int_t)c->resent));
 	json_object_set_new(o, "gaps", json_integer((json_int_t)c->gaps));
+	/* After the others: readers that know the first fields keep working. */
+	json_object_set_new(o, "failovers", json_integer((json_int_t)c->nfailover));
+	if (c->nfailover) {
+		json_t *f = json_object();
+
+		json_object_set_new(f, "p50", json_integer((json_int_t)zd_stat_percentile(c->failover, c->nfailover, 50)));
+		json_object_set_new(f, "max", json_integer((json_int_t)c->failover[c->nfailover - 1]));
+		json_object_set_new(f, "min", json_integer((json_int_t)c->failover[0]));
+		json_object_set_new(o, "failover_ns", f);
+	}
+	json_object_set_new(o, "resets", json_integer((json_int_t)c->resets));
+	json_object_set_new(o, "refused", json_integer((json_int_t)c->refused));
 	json_object_set_new(o, "elapsed_ns", json_integer((json_int_t)(end - c->start_ns)));
 	json_dumpf(o, stdout, JSON_PRESERVE_ORDER | JSON_COMPACT);
 	fputc('\n', stdout);
@@ -379,7 +449,7 @@ int zd_client_run(const struct zd_client_opts *o)
 			snprintf(why, sizeof(why), "no answer to request %llu in %llu ms",
 				 (unsigned long long)c.q[c.qhead].k,
 				 (unsigned long long)(o->timeout_ns / 1000000));
-			if (lost(&c, why) < 0 || connect_peer(&c, true) < 0) {
+			if (lost(&c, why, false) < 0 || connect_peer(&c, true) < 0) {
 				rc = ZD_EXIT_PEER;
 				break;
 			}
@@ -388,7 +458,7 @@ int zd_client_run(const struct zd_client_opts *o)
 			continue;
 		}
 		if (r == 1) {
-			if (lost(&c, "connection lost") < 0 || connect_peer(&c, true) < 0) {
+			if (lost(&c, "connection lost", true) < 0 || connect_peer(&c, true) < 0) {
 				rc = ZD_EXIT_PEER;
 				break;
 			}
@@ -422,7 +492,7 @@ int zd_client_run(const struct zd_client_opts *o)
 		if (r == 1) {
 			if (run_done(&c, zd_now_ns()))
 				break;
-			if (lost(&c, "connection closed by the peer") < 0 || connect_peer(&c, true) < 0) {
+			if (lost(&c, "connection closed by the peer", true) < 0 || connect_peer(&c, true) < 0) {
 				rc = ZD_EXIT_PEER;
 				break;
 			}
@@ -451,5 +521,6 @@ out:
 	free(c.q);
 	free(c.resend);
 	free(c.delay);
+	free(c.failover);
 	return rc;
 }

@@ -45,6 +45,7 @@ struct zd_fbserver {
 	uint64_t standby_epoch;
 	uint64_t acked, drained;
 	bool link_down;		/* zd-send is reconnecting to the backup */
+	bool link_said_up;	/* zd-send said LINK 1: it has a backup that ACKs */
 	bool resync;		/* zd-send asked for a FULL checkpoint */
 
 	uint8_t *buf;		/* receive buffer, ZD_FB_MAX_MSG */
@@ -68,11 +69,16 @@ static void reply(int fd, uint32_t op, uint64_t epoch, uint64_t a, uint64_t b,
 	(void)zd_fb_send(fd, &m, NULL, fds, nfds);
 }
 
+static int count_role(struct zd_fbserver *s, int role);
+
 static void drop_client(struct zd_fbserver *s, int i)
 {
 	zd_debug("feedback: client role %d left", s->cl[i].role);
 	close(s->cl[i].fd);
 	s->cl[i] = s->cl[--s->ncl];
+	/* A zd-send that joins later says LINK 1 itself, or never (zd-send -). */
+	if (count_role(s, ZD_ROLE_SEND) == 0)
+		s->link_said_up = false;
 	pthread_cond_broadcast(&s->cv);
 }
 
@@ -150,6 +156,8 @@ static int handle(struct zd_fbserver *s, int i)
 	case ZD_FB_LINK:
 		pthread_mutex_lock(&s->mu);
 		s->link_down = m.a == 0;
+		if (m.a)
+			s->link_said_up = true;
 		pthread_cond_broadcast(&s->cv);
 		pthread_mutex_unlock(&s->mu);
 		zd_debug("feedback: backup link %s", m.a ? "up" : "down");
@@ -409,6 +417,16 @@ bool zd_fbserver_link_down(struct zd_fbserver *s)
 	down = s->link_down && count_role(s, ZD_ROLE_SEND) > 0;
 	pthread_mutex_unlock(&s->mu);
 	return down;
+}
+
+bool zd_fbserver_acks_expected(struct zd_fbserver *s)
+{
+	bool yes;
+
+	pthread_mutex_lock(&s->mu);
+	yes = s->link_said_up && !s->link_down && count_role(s, ZD_ROLE_SEND) > 0;
+	pthread_mutex_unlock(&s->mu);
+	return yes;
 }
 
 bool zd_fbserver_take_resync(struct zd_fbserver *s)

@@ -151,6 +151,8 @@ struct session {
 	struct zd_reader rd;
 	struct zd_writer ack;
 	bool ack_ok;		/* the peer can take ACKs (rfd of zd-send) */
+	bool acks_lost;		/* an ACK write failed: the peer is gone */
+	uint64_t unacked_skipped;	/* whole epochs read after that, not applied */
 	bool have_header;
 	bool back_started;	/* our HEADER went back */
 	bool vm_died;		/* END status 3: the primary's VM died */
@@ -300,10 +302,13 @@ static int bad_record(struct session *s, int rc, uint64_t off, const struct zd_r
 /* what: the whole reason, starting with the connection's name. */
 static int peer_lost(struct session *s, const char *what)
 {
-	char t[128];
+	char t[128], u[96] = "";
 	int rc = ZD_EXIT_PEER;
 
 	tail(s, t, sizeof(t));
+	if (s->unacked_skipped)
+		snprintf(u, sizeof(u), " (%" PRIu64 " whole epoch%s after the last ACK not applied)",
+			 s->unacked_skipped, s->unacked_skipped == 1 ? "" : "s");
 	zd_replica_stage_abort(s->rep);
 	threads_stop(s);
 	if (!owns_replica(s)) {
@@ -314,7 +319,7 @@ static int peer_lost(struct session *s, const char *what)
 			 : "not the replica's owner", s->rep->meta.epoch);
 		return ZD_EXIT_PEER;
 	}
-	snprintf(s->msg, s->msglen, "%s%s", what, t);
+	snprintf(s->msg, s->msglen, "%s%s%s", what, t, u);
 	if (s->opts->on_peer_lost)
 		rc = s->opts->on_peer_lost(s->rep, s->opts->arg);
 	return rc;
@@ -331,15 +336,14 @@ static int send_back(struct session *s, const struct zd_record *r)
 	s->last_tx_ns = zd_now_ns();
 	pthread_mutex_unlock(&s->lock);
 	if (bad) {
-		/* The primary is gone (or no longer reads us). What it sent
-		 * before it went may still be in the socket: read on, commit
-		 * every whole epoch, and let the end of the input decide the
-		 * loss, once. Declaring it here, mid-stream, took over with
-		 * whole epochs still unread and ran the fence again at the
-		 * input's end. */
+		/* The primary is gone (or no longer reads us). Read on to the
+		 * end of the input, which decides the loss, once (declaring it
+		 * here, mid-stream, ran the fence again at the input's end);
+		 * what is read from here on is not applied (on_record). */
 		zd_debug("%s: sending %s: %s: no more ACKs; reading what is left", s->rd.name,
 			 zd_rec_type_name(r->type), strerror(s->ack.err));
 		s->ack_ok = false;
+		s->acks_lost = true;
 	}
 	return 0;
 }
@@ -515,6 +519,20 @@ static int on_record(struct session *s, struct zd_record *r, uint64_t off, bool 
 		snprintf(rep->err, sizeof(rep->err), "stream does not start with HEADER");
 		return bad_record(s, ZD_EXIT_DATA, off, r);
 	}
+	/* With the ACKs lost no epoch read from here on was acknowledged, so
+	 * none released its output: taking over at the last acknowledged one
+	 * is as correct. Applying them (decode, write, verify, fsync) held
+	 * the takeover back by whatever the socket buffers had let the
+	 * primary run ahead, seconds under load, and the clients waited that
+	 * long. The rest is only read for its END (no takeover then). */
+	if (s->acks_lost && r->type != ZD_REC_END && r->type != ZD_REC_HEADER) {
+		if (r->type == ZD_REC_COMMIT)
+			s->unacked_skipped++;
+		return 0;
+	}
+	if (s->acks_lost && r->type == ZD_REC_END && r->u.end.status != ZD_END_VM_DIED &&
+	    zd_replica_open_epoch(rep))
+		zd_replica_stage_abort(rep);
 	switch (r->type) {
 	case ZD_REC_HEADER:
 		return on_header(s, r, off);

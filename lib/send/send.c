@@ -611,6 +611,10 @@ int zd_send_run(const struct zd_send_opts *o)
 			s.fb = fb;
 			pthread_mutex_unlock(&s.lock);
 			zd_capture_set_fb(cap, fb);
+			/* ACKs will come (zd-track's --window waits for them);
+			 * a reconnecting link says so itself when it is up. */
+			if (s.conn.rfd >= 0 && !__atomic_load_n(&s.link_down, __ATOMIC_ACQUIRE))
+				send_fb(&s, ZD_FB_LINK, 1);
 		}
 		if (r.type == ZD_REC_CHECKPOINT) {
 			pthread_mutex_lock(&s.lock);

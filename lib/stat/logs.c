@@ -13,25 +13,26 @@
 #include "stat_int.h"
 #include "zd/util.h"
 
-/* Split a line into exactly n unsigned numbers. */
-static int fields(char *line, uint64_t *v, int n)
+/* Split a line into n unsigned numbers, or up to max where a log has
+ * optional trailing fields. */
+static int fields(char *line, uint64_t *v, int n, int max)
 {
 	char *save = NULL, *tok;
 	int i = 0;
 
 	line[strcspn(line, "\r\n")] = 0;
 	for (tok = strtok_r(line, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
-		if (i == n || zd_parse_u64(tok, &v[i]) < 0)
+		if (i == max || zd_parse_u64(tok, &v[i]) < 0)
 			return -1;
 		i++;
 	}
-	return i == n ? 0 : -1;
+	return i >= n ? 0 : -1;
 }
 
 /* Read every line of f: n numbers each; sample(v) gives the value, or -1
  * when the numbers contradict each other. The samples go to *out only if
  * the whole file is good. */
-static int read_log(FILE *f, const char *name, int n, const char *want,
+static int read_log(FILE *f, const char *name, int n, int max, const char *want,
 		    double (*sample)(const uint64_t *v), double **out, size_t *nout,
 		    size_t *capout, char *msg, size_t msglen)
 {
@@ -46,7 +47,7 @@ static int read_log(FILE *f, const char *name, int n, const char *want,
 		double x;
 
 		lineno++;
-		if (fields(line, v, n) < 0) {
+		if (fields(line, v, n, max) < 0) {
 			snprintf(msg, msglen, "%s: line %" PRIu64 ": want '%s'", name, lineno, want);
 			rc = -1;
 			break;
@@ -76,7 +77,7 @@ static double output_delay(const uint64_t *v)
 	return v[3] < v[2] ? -1 : (double)(v[3] - v[2]);
 }
 
-/* SEQ SENT_NS RECEIVED_NS DELAY_NS */
+/* SEQ SENT_NS RECEIVED_NS DELAY_NS [FAILOVER_NS] */
 static double response_delay(const uint64_t *v)
 {
 	return v[2] < v[1] || v[2] - v[1] != v[3] ? -1 : (double)v[3];
@@ -85,13 +86,15 @@ static double response_delay(const uint64_t *v)
 int zd_stat_read_output_log(struct zd_stat *s, FILE *f, const char *name, char *msg,
 			    size_t msglen)
 {
-	return read_log(f, name, 5, "SEQ EPOCH PRODUCED_NS RELEASED_NS RELEASED_WALL_NS",
+	return read_log(f, name, 5, 5, "SEQ EPOCH PRODUCED_NS RELEASED_NS RELEASED_WALL_NS",
 			output_delay, &s->delay, &s->ndelay, &s->capdelay, msg, msglen);
 }
 
 int zd_stat_read_client_log(struct zd_stat *s, FILE *f, const char *name, char *msg,
 			    size_t msglen)
 {
-	return read_log(f, name, 4, "SEQ SENT_NS RECEIVED_NS DELAY_NS", response_delay,
+	/* The first answer after a lost connection carries the failover
+	 * time as a fifth number. */
+	return read_log(f, name, 4, 5, "SEQ SENT_NS RECEIVED_NS DELAY_NS [FAILOVER_NS]", response_delay,
 			&s->resp, &s->nresp, &s->capresp, msg, msglen);
 }

@@ -476,6 +476,41 @@ static void check_hold(struct zd_track *k)
 	}
 }
 
+/* Buffered and zddspt send an epoch while the VM runs on, and nothing but
+ * the pipes and socket buffers bounded how far the primary ran ahead of a
+ * slower backup: tens of MB under load, up to seconds of epochs whose
+ * answers output commit held from the clients, and that a backup taking
+ * over first had to read. So the next checkpoint waits, the VM running,
+ * until at most --window epochs (this one included) are unacknowledged;
+ * the epoch grows meanwhile, and fewer, larger epochs let the backup
+ * catch up. Only while a zd-send with a backup (one that said LINK 1) is
+ * connected and its link is up: without ACKs there is nothing to wait for,
+ * and a reconnecting zd-send holds the epochs itself. 0 = go on, 1 if the
+ * target ended, -1. */
+static int wait_window(struct zd_track *k)
+{
+	uint64_t want, deadline = zd_now_ns() + k->o->timeout_ns;
+
+	if (!k->o->window || k->o->mode == ZD_MODE_REMUS || k->epoch <= k->o->window)
+		return 0;
+	want = k->epoch - k->o->window;
+	while (zd_fbserver_acked(k->fb) < want && !*k->stop) {
+		uint64_t now = zd_now_ns();
+		int r;
+
+		if (now >= deadline || !zd_fbserver_acks_expected(k->fb))
+			return 0;
+		if (zd_fbserver_wait(k->fb, ZD_FB_ACK, ZD_ROLE_SEND, want,
+				     ZD_MIN(deadline, now + 20 * 1000000ull)) != ZD_FBWAIT_TIMEOUT)
+			continue;
+		/* A slow backup: look at the VM meanwhile (its death is
+		 * a loss the backup must hear of now, not after the wait). */
+		if ((r = track_run_until(k, zd_now_ns() + 1000000)) != 0)
+			return r;
+	}
+	return 0;
+}
+
 /* The stages after zd-track connect once they have read the HEADER: give
  * them a moment, so the first epochs are not taken open loop for want of
  * a few milliseconds. */
@@ -536,7 +571,9 @@ static int loop(struct zd_track *k, const struct zd_mode_ops *mode)
 			status = 1;
 			break;
 		}
-		r = mode->round(k);
+		r = wait_window(k);
+		if (r == 0)
+			r = mode->round(k);
 		if (r == 1)
 			break;
 		if (r < 0 || emit_acks(k) < 0 || emit_flush(k) < 0) {

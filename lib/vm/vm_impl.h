@@ -242,7 +242,9 @@ void zd_vm_replay_free(struct zd_vm *vm);
 void zd_vm_restore_first_answer(struct zd_vm *vm, uint64_t seq);
 
 /* vm_service.c */
+/* open binds the --serve address; listen starts taking connections. */
 int zd_vm_service_open(struct zd_vm *vm, char *msg, size_t msglen);
+int zd_vm_service_listen(struct zd_vm *vm, char *msg, size_t msglen);
 void zd_vm_service_close(struct zd_vm *vm);
 /* Poll integration: fill pfds from *n, return how many added. */
 int zd_vm_service_pollfds(struct zd_vm *vm, struct pollfd *pfds, int max);

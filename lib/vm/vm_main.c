@@ -4,7 +4,10 @@
  * control socket, start the vCPU, then serve events until STOP, a signal,
  * or the guest's death. With --restore the guest comes from a replica
  * instead (vm_restore.c) and the rest is the same. The control socket is bound last, so its
- * existence tells a waiting script that the VM is running.
+ * existence tells a waiting script that the VM is running; only the
+ * service's listen() follows it, at once, so that no client connection is
+ * taken by a zd-vm that could still fail to start (its exit would reset
+ * it).
  */
 #include <errno.h>
 #include <signal.h>
@@ -217,7 +220,8 @@ int zd_vm_main(const struct zd_vm_config *cfg_in)
 	rc = ZD_EXIT_FAIL;
 	if (zd_vm_service_open(vm, msg, sizeof(msg)) < 0 ||
 	    zd_vm_start(vm, msg, sizeof(msg)) < 0 ||
-	    zd_vm_ctl_open(vm, msg, sizeof(msg)) < 0) {
+	    zd_vm_ctl_open(vm, msg, sizeof(msg)) < 0 ||
+	    zd_vm_service_listen(vm, msg, sizeof(msg)) < 0) {
 		zd_warnx("%s", msg);
 		goto out;
 	}

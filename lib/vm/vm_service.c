@@ -84,8 +84,12 @@ int zd_vm_service_open(struct zd_vm *vm, char *msg, size_t msglen)
 		return -1;
 	}
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	/* Bound now, so a taken address fails before anything starts;
+	 * listening only in zd_vm_service_listen, when nothing can fail any
+	 * more: a connection the kernel accepted for a zd-vm that then
+	 * exits is reset, and a client took it for the VM's answer. */
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 64) < 0) {
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
 		snprintf(msg, msglen, "--serve %s: %s", vm->cfg.serve, strerror(errno));
 		if (fd >= 0)
 			close(fd);
@@ -102,9 +106,44 @@ int zd_vm_service_open(struct zd_vm *vm, char *msg, size_t msglen)
 			snprintf(vm->serve_addr, sizeof(vm->serve_addr), "%s%s%s:%s",
 				 strchr(h, ':') ? "[" : "", h, strchr(h, ':') ? "]" : "", p);
 	}
+	return 0;
+}
+
+int zd_vm_service_listen(struct zd_vm *vm, char *msg, size_t msglen)
+{
+	if (vm->svc_lfd < 0)
+		return 0;
+	if (listen(vm->svc_lfd, 64) < 0) {
+		snprintf(msg, msglen, "--serve %s: %s", vm->cfg.serve, strerror(errno));
+		return -1;
+	}
 	zd_debug("service on %s, output commit %s", vm->serve_addr,
 		 vm->cfg.output_commit ? "on" : "off");
 	return 0;
+}
+
+/* Keep the listening socket's descriptor above every client's. A killed
+ * process's files are released last descriptor first (the kernel defers
+ * each close to task work, a LIFO list): with the listener below its
+ * clients, a client whose connection had just closed reconnected in the
+ * microseconds before the listener went, the kernel completed the
+ * handshake, and the connection was reset a moment later. Released first,
+ * the listener refuses the reconnection instead, and the client's next
+ * attempt reaches whoever takes the address over. */
+static void listener_on_top(struct zd_vm *vm, int client_fd)
+{
+	int nfd;
+
+	if (client_fd < vm->svc_lfd)
+		return;
+	nfd = fcntl(vm->svc_lfd, F_DUPFD_CLOEXEC, client_fd + 1);
+	if (nfd < 0) {
+		zd_debug("service: cannot move the listener above descriptor %d: %s", client_fd,
+			 strerror(errno));
+		return;
+	}
+	close(vm->svc_lfd);
+	vm->svc_lfd = nfd;
 }
 
 static void drop_client(struct zd_vm *vm, size_t i)
@@ -240,6 +279,7 @@ void zd_vm_service_events(struct zd_vm *vm, const struct pollfd *pfds, int n)
 			vm->cl[vm->ncl].fd = fd;
 			vm->cl[vm->ncl].id = ++vm->next_client;
 			vm->ncl++;
+			listener_on_top(vm, fd);
 		}
 	}
 	/* Walk the clients that were polled, backwards so drop_client's

@@ -51,6 +51,10 @@ uint64_t zd_fbserver_acked(struct zd_fbserver *s);
 uint64_t zd_fbserver_drained(struct zd_fbserver *s);
 /* zd-send said (LINK 0) that it is reconnecting to the backup. */
 bool zd_fbserver_link_down(struct zd_fbserver *s);
+/* A zd-send is connected, said its backup link is up (LINK 1: it relays
+ * ACKs; zd-send - has no backup and never says so), and it is not
+ * reconnecting. */
+bool zd_fbserver_acks_expected(struct zd_fbserver *s);
 /* Has a RESYNC come since the last call? */
 bool zd_fbserver_take_resync(struct zd_fbserver *s);
 

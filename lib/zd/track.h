@@ -26,6 +26,7 @@ struct zd_track_opts {
 	uint64_t timeout_ns;		/* remus: longest wait for ACK/DRAINED */
 	uint64_t grace_ns;		/* remus: wait at the start for a backup stage */
 	uint64_t max_hold_ns;		/* warn when output waits longer for an ACK, 0 = never */
+	uint64_t window;		/* buffered, zddspt: most epochs unacknowledged, 0 = no limit */
 	int out_fd;			/* where the stream goes (1) */
 };
 
@@ -34,6 +35,7 @@ struct zd_track_opts {
 #define ZD_TRACK_DEFAULT_TIMEOUT_NS (10ull * 1000000000)
 #define ZD_TRACK_DEFAULT_GRACE_NS (1000ull * 1000000)
 #define ZD_TRACK_DEFAULT_MAX_HOLD_NS (2000ull * 1000000)
+#define ZD_TRACK_DEFAULT_WINDOW 1
 
 /* Run the whole tracker; *stop is set (by a signal handler) to end the run
  * after the current round with END status 1. Prints its own diagnostics;

@@ -33,6 +33,18 @@
 # answer to a client, as zd-vm --restore reports it) is printed as p50/max
 # and written to $BUILD/kvm_failover.csv; under QEMU TCG it is emulated and
 # not asserted against the issue's targets.
+# The client's failover time (issue 12, item 7: its last answer before the
+# loss -> its first answer after, zd-client reconnecting at once, as
+# zd-client --log reports it) is written there too, per kill, and printed
+# per mode; asserted: one client failover per kill, and no connection the
+# peer accepted was dropped unanswered (zd-client's resets: the dying
+# primary's listener, a restored VM). Its bounds (1 s with zd-recv's
+# defaults, 300 ms with --timeout 100) are asserted by
+# kvm_failover_client.sh on a workload the backup keeps up with: here the
+# epochs are ~24 MB on purpose, and output commit alone holds an answer
+# for one or two of those epochs' transfer, fsync and commit (p50 ~0.2-0.65
+# s, max ~0.9 s in buffered here), which is the workload's, not the
+# failover's.
 # Outside the guest: --restore's refusals of missing, empty, half-written,
 # foreign and malformed replicas (they need no KVM: the replica is checked
 # before /dev/kvm is opened).
@@ -79,7 +91,7 @@ if [ -z "${ZD_KVM_INNER:-}" ]; then
 	else ok "a refused restore binds nothing"; fi
 	expect_fail "zd-vm --restore takes no --mem" 2 '^zd-vm: --restore takes the memory size and workload from the replica' \
 		zd-vm --restore "$TMP/junk" --mem 64M
-	expect_fail "zd-vm --ctl takes no --restore" 2 '^zd-vm: --ctl takes no VM flags$' \
+	expect_fail "zd-vm --ctl takes no --restore" 2 '^zd-vm: --ctl takes no VM flags \(try --help\)$' \
 		zd-vm --ctl "$TMP/s" --restore "$TMP/junk" info
 
 	# The kill cycles passed 20/20 once, then in the last run before this
@@ -107,7 +119,7 @@ KILLS=${ZD_FAILOVER_KILLS:-20}
 CSV=${BUILD:-$ZD_TOP/build}/kvm_failover.csv
 [ "${CSV#/}" = "$CSV" ] && CSV=$ZD_TOP/$CSV
 mkdir -p "$(dirname "$CSV")"
-echo "mode,kill,epoch_taken_over,epoch_discarded,last_heard_ms,lost_ms,restore_ms,emulated" >"$CSV"
+echo "mode,kill,epoch_taken_over,epoch_discarded,last_heard_ms,lost_ms,restore_ms,emulated,client_ms" >"$CSV"
 
 # Heartbeats: zd-recv's defaults (100 ms / 500 ms) assume real time. Under
 # TCG a checkpoint pause, a full first copy or a memory checksum stretch
@@ -139,6 +151,10 @@ at_least() { [ "$(commits "$1")" -ge "$2" ] || gone "$3"; }
 # answered LOG PID: the restored VM answered a client, or PID (zd-recv,
 # then the restored zd-vm) ended.
 more_answers() { [ "$(wc -l <"$1")" -ge "$2" ]; }
+# zd-client --log: the first answer after a loss carries a fifth number,
+# that loss's failover time in ns.
+failovers() { awk 'NF == 5' "$1" 2>/dev/null | wc -l; }
+client_back() { [ "$(failovers "$1")" -ge "$2" ] || gone "$3"; }
 answered() { grep -q 'restored VM answered' "$1" || gone "$2"; }
 
 # cycle MODE K DIR: protect the running VM (pid $VM) with a new pipeline
@@ -149,7 +165,7 @@ cycle() {
 	# lost by the heartbeat timeout alone, and fenced (here: SIGKILL of
 	# its processes, as a power-off would) before the takeover: the
 	# stopped zd-vm still holds the service address.
-	local hb=$HB_MS to=$TO_MS fence=() send_hb=
+	local hb=$HB_MS to=$TO_MS fence=() send_hb= nfo cms
 	if [ -n "${SILENT:-}" ]; then
 		hb=20 to=100 send_hb="--heartbeat 20"
 		# Like a power switch, the fence returns once the node is off:
@@ -206,6 +222,7 @@ cycle() {
 	# end the stream itself; killing the pipeline first let the restored
 	# VM find the old one still bound to the address ("Address already
 	# in use"). VMONLY kills zd-vm alone: the host and pipeline live on.
+	nfo=$(failovers "$d/client.log")
 	crash() {
 		kill -STOP -- "-$PIPE"
 		kill -KILL "$VM"
@@ -237,6 +254,13 @@ cycle() {
 		return 1
 	fi
 	VM=$RECV
+	# The client's side of it: its first answer from the restored VM.
+	if ! wait_for 120 client_back "$d/client.log" $((nfo + 1)) "$VM" ||
+		[ "$(failovers "$d/client.log")" -le "$nfo" ]; then
+		not_ok "$label kill $k: the client gets an answer again" "$(tail -n 3 "$d/client.err")"
+		return 1
+	fi
+	cms=$(awk 'NF == 5 {v = $5} END {printf "%.1f", v / 1e6}' "$d/client.log")
 	# The VM alone died: the pipeline said so (END status 3) and ended by
 	# itself; zd-recv took over on that word, not on a broken connection.
 	if [ -n "${VMONLY:-}" ]; then
@@ -258,8 +282,8 @@ cycle() {
 	heard=$(echo "$line" | sed -n 's/.*: \([0-9.-]*\) ms after the primary was last heard.*/\1/p')
 	lost=$(echo "$line" | sed -n 's/.* \([0-9.-]*\) ms after it was declared lost.*/\1/p')
 	rest=$(echo "$line" | sed -n 's/.* \([0-9.-]*\) ms after zd-vm --restore began.*/\1/p')
-	echo "$mode${SILENT:+-silent}${VMONLY:+-vmonly},$k,$took,${disc:-},$heard,$lost,$rest,$emulated" >>"$CSV"
-	echo "# $label kill $k: $how after $want commit(s) + ${delay}$([ $aimed = no ] && echo ' s'); taken over at epoch $took${disc:+ (epoch $disc in flight discarded)}; first answer ${heard} ms after the primary was last heard"
+	echo "$mode${SILENT:+-silent}${VMONLY:+-vmonly},$k,$took,${disc:-},$heard,$lost,$rest,$emulated,$cms" >>"$CSV"
+	echo "# $label kill $k: $how after $want commit(s) + ${delay}$([ $aimed = no ] && echo ' s'); taken over at epoch $took${disc:+ (epoch $disc in flight discarded)}; first answer ${heard} ms after the primary was last heard; the client answered again $cms ms after its last answer"
 	TAKEN=$((TAKEN + 1))
 	[ -n "$disc" ] && INFLIGHT=$((INFLIGHT + 1))
 	return 0
@@ -310,13 +334,15 @@ run_mode() {
 	local crc=$?
 	sum=$(cat "$d/client.json")
 	echo "# $label client: $sum"
-	local errors gaps reconnects count first lastseq
+	local errors gaps reconnects count first lastseq resets nfail
 	errors=$(echo "$sum" | jq -r '.errors // "x"')
 	gaps=$(echo "$sum" | jq -r '.gaps // "x"')
 	reconnects=$(echo "$sum" | jq -r '.reconnects // "x"')
 	count=$(echo "$sum" | jq -r '.count // 0')
 	first=$(echo "$sum" | jq -r '.first_seq // 0')
 	lastseq=$(echo "$sum" | jq -r '.last_seq // 0')
+	resets=$(echo "$sum" | jq -r '.resets // "x"')
+	nfail=$(echo "$sum" | jq -r '.failovers // "x"')
 	if [ "$crc" -eq 0 ] && [ "$errors" = 0 ] && [ "$gaps" = 0 ]; then
 		ok "$label: the client's $count answers over $reconnects reconnects: none contradicted, none skipped"
 	else
@@ -329,6 +355,16 @@ run_mode() {
 	else
 		not_ok "$label: the answers received are consecutive" "$(cat "$d/seqcheck") (count $count, first $first, last $lastseq)"
 	fi
+	# Each kill is one outage for the client, and no server (the dying
+	# primary, the restored VM) accepted its reconnection only to drop it.
+	if [ "$resets" = 0 ] && [ "$nfail" = "$TAKEN" ]; then
+		ok "$label: the client saw $nfail failovers for $TAKEN takeovers, no connection reset unanswered"
+	else
+		not_ok "$label: one client failover per takeover, no connection reset unanswered" \
+			"failovers $nfail for $TAKEN takeovers, resets $resets; $(grep -i 'dropped' "$d/client.err" | head -3)"
+	fi
+	echo "# $label: the client's failover time $(awk -F, -v m="$mode${SILENT:+-silent}${VMONLY:+-vmonly}" 'NR > 1 && $1 == m && $9 != "" {print $9}' "$CSV" | sort -n |
+		awk '{a[NR] = $1} END {if (NR) printf "p50 %.0f ms, max %.0f ms over %d", a[int((NR + 1) / 2)], a[NR], NR}')"
 	# Nothing the client received is lost: the VM now running continues
 	# after the last answer. The requests the client had outstanding when
 	# it was stopped may have been executed (their answers went to a closed
@@ -433,5 +469,10 @@ echo "# failover time, primary last heard -> restored VM answers: $(col_stats 5)
 echo "# failover time, loss declared by zd-recv -> restored VM answers: $(col_stats 6)"
 echo "# restore alone (zd-vm --restore start -> first answer): $(col_stats 7)"
 echo "# silent primary (--timeout 100), last heard -> restored VM answers: $(col_stats 5 silent)"
+for m in $MODES; do
+	echo "# client failover time, $m (last answer before the loss -> first after): $(awk -F, -v m="$m" 'NR > 1 && $1 == m && $9 != "" {print $9}' "$CSV" | sort -n |
+		awk '{a[NR] = $1} END {if (NR) printf "p50 %.0f ms, max %.0f ms over %d kills", a[int((NR + 1) / 2)], a[NR], NR; else printf "none measured"}')"
+done
+echo "# client failover time, silent primary (--timeout 100): $(col_stats 9 silent)"
 echo "# per takeover: $CSV"
 done_testing

@@ -13,7 +13,7 @@
 cd "$ZD_TOP" || exit 1
 
 if [ -z "${ZD_KVM_INNER:-}" ]; then
-	expect_fail "zd-vm: --control is required" 2 '^zd-vm: --control PATH is required$' zd-vm
+	expect_fail "zd-vm: --control is required" 2 '^zd-vm: --control PATH is required \(try --help\)$' zd-vm
 	expect_fail "zd-vm: --mem must be 2M-aligned" 2 '^zd-vm: --mem 7340032: want a multiple of 2M' \
 		zd-vm --control "$TMP/s" --mem 7M
 	expect_fail "zd-vm: --mem must be a size" 2 '^zd-vm: --mem lots: ' zd-vm --control "$TMP/s" --mem lots
@@ -23,7 +23,7 @@ if [ -z "${ZD_KVM_INNER:-}" ]; then
 		zd-vm --control "$TMP/s" --workload dirty=10,hot=1.5
 	expect_fail "zd-vm: span larger than RAM" 2 '^zd-vm: --workload span=.*larger than' \
 		zd-vm --control "$TMP/s" --mem 16M --workload dirty=10,span=64M
-	expect_fail "zd-vm: --output-log needs --serve" 2 '^zd-vm: --output-log needs --serve$' \
+	expect_fail "zd-vm: --output-log needs --serve" 2 '^zd-vm: --output-log needs --serve \(try --help\)$' \
 		zd-vm --control "$TMP/s" --output-log "$TMP/log"
 	expect_fail "zd-vm: unknown flag" 2 "^zd-vm: unknown option '--fast' \\(try --help\\)" zd-vm --fast
 	expect_fail "zd-vm --ctl: missing socket" 4 "^zd-vm: $TMP/none: cannot connect: No such file or directory$" \

@@ -82,6 +82,23 @@ rc=$?
 got=$(jq -c '[.count, .reconnects, .errors, .first_seq, .last_seq]' "$TMP/c8.json")
 [ $rc = 0 ] && [ "$got" = "[25,2,0,1,25]" ] && ok "--reconnect: two closes, 25 answers seq 1..25 (resent $(jq .resent "$TMP/c8.json"))" ||
 	not_ok "--reconnect: two closes, 25 answers seq 1..25" "exit $rc $got: $(cat "$TMP/c8.err")"
+# Each loss is one failover, timed on the client from its last answer
+# before it to its first after: the log's fifth number, the summary's count.
+got=$(awk 'NF == 5 {n++; if ($3 - p != $5) bad = NR} {p = $3} END {print n + 0, bad + 0}' "$TMP/c8.log")
+[ "$got" = "2 0" ] && [ "$(jq -c '[.failovers, .resets]' "$TMP/c8.json")" = "[2,0]" ] &&
+	[ "$(jq '.failover_ns.max >= .failover_ns.p50 and .failover_ns.p50 >= .failover_ns.min and .failover_ns.min > 0' "$TMP/c8.json")" = true ] &&
+	ok "--reconnect: two failovers, each timed in the log (last answer before -> first after) and the summary" ||
+	not_ok "--reconnect: two failovers timed" "log (count, bad line) $got; $(jq -c '[.failovers, .resets, .failover_ns]' "$TMP/c8.json")"
+# A reconnection the server accepts and drops unanswered is a reset, and
+# part of the same failover.
+serve s8d --close-after 5 --drop 1 --sessions 2
+zd-client --reconnect --requests 10 --log "$TMP/c8d.log" -v 127.0.0.1:"$PORT" >"$TMP/c8d.json" 2>"$TMP/c8d.err"
+rc=$?
+got=$(jq -c '[.count, .reconnects, .failovers, .resets, .errors]' "$TMP/c8d.json")
+[ $rc = 0 ] && [ "$got" = "[10,2,1,1,0]" ] && [ "$(awk 'NF == 5' "$TMP/c8d.log" | wc -l)" = 1 ] &&
+	grep -q "dropped before any answer" "$TMP/c8d.err" && grep -q "answered again .* ms after the last answer before the loss" "$TMP/c8d.err" &&
+	ok "--reconnect: a reconnection dropped unanswered is counted in resets, one failover" ||
+	not_ok "--reconnect: a reconnection dropped unanswered is a reset" "exit $rc $got: $(cat "$TMP/c8d.err")"
 # After a reconnect the new peer may be ahead (answers lost in flight), never behind.
 serve s9 --close-after 5 --sessions 2 --skip-at 6
 zd-client --reconnect --requests 10 127.0.0.1:"$PORT" >"$TMP/c9.json" 2>"$TMP/c9.err"

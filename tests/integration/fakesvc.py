@@ -2,14 +2,16 @@
 """A stand-in for zd-vm's line service, for zd-client's tests.
 
 fakesvc.py PORTFILE [--start N] [--skip-at K] [--back-at K] [--garbage-at K]
-           [--close-after K] [--delay-ms D] [--sessions S]
+           [--close-after K] [--drop D] [--delay-ms D] [--sessions S]
 
 Listens on 127.0.0.1 (a free port, written to PORTFILE), and answers each
 line "req ..." with "seq N", N counting from --start across connections
 (like the guest's counter). The faults act on the K-th answer of the run:
 --skip-at answers N+1 instead of N, --back-at answers N-2, --garbage-at
 answers "hello". --close-after K closes the connection after K answers
-(the next connection carries on). --sessions S serves S connections, then
+(the next connection carries on); with --drop D the D connections after
+each such close are accepted and closed unanswered (a server that drops a
+reconnection). --sessions S serves S connections, then
 exits. Real sockets: what zd-client sees is what a TCP peer does.
 """
 import argparse
@@ -23,6 +25,9 @@ for f in ("skip-at", "back-at", "garbage-at", "close-after"):
     ap.add_argument("--" + f, type=int, default=0)
 ap.add_argument("--delay-ms", type=float, default=0)
 ap.add_argument("--sessions", type=int, default=1)
+# after each --close-after close, accept this many connections and close
+# them unanswered (a server that drops a reconnection)
+ap.add_argument("--drop", type=int, default=0)
 a = ap.parse_args()
 
 ls = socket.socket()
@@ -64,3 +69,7 @@ for _ in range(a.sessions):
                 closed = True
                 break
     c.close()
+    if closed:
+        for _ in range(a.drop):
+            d, _addr = ls.accept()
+            d.close()

@@ -50,8 +50,19 @@ printf '1 100 300 150\n' >"$TMP/cl.log"
 expect_fail "client log: a delay that is not received - sent" 3 "cl.log: line 1: times out of order" \
 	zd-stat --client-log "$TMP/cl.log" "$TMP/s.zds"
 printf '1 100 x 150\n' >"$TMP/cl2.log"
-expect_fail "client log: not a number" 3 "cl2.log: line 1: want 'SEQ SENT_NS RECEIVED_NS DELAY_NS'" \
+expect_fail "client log: not a number" 3 "cl2.log: line 1: want 'SEQ SENT_NS RECEIVED_NS DELAY_NS \[FAILOVER_NS\]'" \
 	zd-stat --client-log "$TMP/cl2.log" "$TMP/s.zds"
+# zd-client --reconnect puts the failover time on the first answer after
+# a loss: a fifth number, taken; a sixth is not.
+printf '1 100 300 200\n2 900 1000 100 700\n' >"$TMP/cl5.log"
+if zd-stat --json --client-log "$TMP/cl5.log" "$TMP/s.zds" >"$TMP/cl5.json" 2>"$TMP/cl5.err"; then
+	ok "client log: the failover time after a loss (a fifth number) is read"
+else
+	not_ok "client log: the failover time after a loss is read" "$(cat "$TMP/cl5.err")"
+fi
+printf '1 100 300 200 5 6\n' >"$TMP/cl6.log"
+expect_fail "client log: six numbers" 3 "cl6.log: line 1: want 'SEQ SENT_NS RECEIVED_NS DELAY_NS \\[FAILOVER_NS\\]'" \
+	zd-stat --client-log "$TMP/cl6.log" "$TMP/s.zds"
 expect_fail "a log that does not exist: exit 2" 2 "--output-log $TMP/none.log: No such file" \
 	zd-stat --output-log "$TMP/none.log" "$TMP/s.zds"
 expect_fail "--client-log twice" 2 "--client-log given twice" \
