@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/failover: the failover time as a client of the protected VM sees
-# it (issue 12, item 7): zd-client's last answer before the primary is
+# it: zd-client's last answer before the primary is
 # lost -> its first answer after (it reconnects at once), over many losses
 # per mode, with zd-recv's default heartbeat/timeout (100/500 ms) and with
 # --timeout 100 (--heartbeat 20 on both ends).

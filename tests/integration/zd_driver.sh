@@ -25,6 +25,39 @@ if command -v shellcheck >/dev/null; then
 else
 	skip "shellcheck" "no shellcheck (Debian package shellcheck)"
 fi
+# Bash completion of words with a colon (kvm:PATH, local:DIR, ADDR:PORT):
+# readline splits them at the colon (COMP_WORDBREAKS), so what a
+# completion offers must be what follows the last colon.
+# complete_line FUNC LINE: COMPREPLY for the last word of LINE, split as
+# readline splits it.
+complete_line() (
+	. /usr/share/bash-completion/bash_completion
+	for c in "$ZD_TOP"/completions/bash/*; do . "$c"; done
+	local w x
+	read -ra w <<<"$2"
+	COMP_LINE=$2 COMP_POINT=${#2} COMP_WORDS=()
+	for x in "${w[@]}"; do
+		while [[ $x == *:* ]]; do COMP_WORDS+=("${x%%:*}" ":"); x=${x#*:}; done
+		COMP_WORDS+=("$x")
+	done
+	COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+	"$1" "${COMP_WORDS[0]}" "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}" 2>/dev/null
+	echo "${COMPREPLY[*]}"
+)
+if [ -f /usr/share/bash-completion/bash_completion ]; then
+	mkdir -p "$TMP/comp/replica" && : >"$TMP/comp/vm.sock"
+	out=$(complete_line _zd_track "zd-track kvm:$TMP/comp/vm")
+	[ "$out" = "$TMP/comp/vm.sock" ] && ok "completion: zd-track kvm:PATH" || not_ok "completion: zd-track kvm:PATH" "got '$out'"
+	out=$(complete_line _zd_track "zd-track kv")
+	[ "$out" = "kvm:" ] && ok "completion: zd-track's schemes" || not_ok "completion: zd-track's schemes" "got '$out'"
+	out=$(complete_line _zd "zd run local:$TMP/comp/rep")
+	[ "$out" = "$TMP/comp/replica" ] && ok "completion: zd run local:DIR" || not_ok "completion: zd run local:DIR" "got '$out'"
+	out=$(complete_line _zd_recv "zd-recv --listen 127.0")
+	[ "$out" = "127.0.0.1:" ] && ok "completion: zd-recv --listen ADDR:" || not_ok "completion: zd-recv --listen ADDR:" "got '$out'"
+else
+	skip "bash completion of kvm:PATH and local:DIR" "no bash-completion (Debian package bash-completion)"
+fi
+
 out=$(zd --help)
 [ $? = 0 ] && [[ $out == "usage: zd run [--mode M]"* ]] && ok "--help: usage on stdout" || not_ok "--help" "$out"
 [ "$(zd --version)" = "zd 0.1.0" ] && ok "--version" || not_ok "--version" "$(zd --version)"
