@@ -17,8 +17,11 @@ demo_intro() {
 	local how="real KVM"
 	emulated && how="KVM nested in QEMU TCG (emulated CPU: timings are slow; compare ratios)"
 	echo "== zd demo: a VM under zd-vm ($how)"
+	# measure_one's client asks at ZD_CLIENT_RATE (0: closed loop).
+	local rate="${ZD_CLIENT_RATE:-100} requests/s"
+	[ "${ZD_CLIENT_RATE:-100}" = 0 ] && rate="closed loop"
 	echo "   workload: $DEMO_MEM RAM, guest writes $DEMO_DIRTY pages/s; a client asks its service"
-	echo "   (closed loop); replicated to a zd-recv on loopback for $DEMO_EPOCHS epochs of"
+	echo "   ($rate); replicated to a zd-recv on loopback for $DEMO_EPOCHS epochs of"
 	echo "   ${DEMO_INTERVAL} ms in each mode: ${DEMO_MODES[*]}"
 }
 
