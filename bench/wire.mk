@@ -15,7 +15,7 @@ bench-wire-lib: $(BUILD)/bench/wire
 
 $(BUILD)/bench/wire_key: $(BUILD)/obj/bench/wire_key.o lib/libzd.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $< lib/libzd.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(ZD_LDFLAGS) -o $@ $< lib/libzd.a $(LDLIBS)
 
 bench-wire-key: $(BUILD)/bench/wire_key
 	@mkdir -p bench/results
