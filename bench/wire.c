@@ -184,7 +184,9 @@ static void run_pipe(struct workload *w, const struct zd_wire_opts *o, double *p
 		struct count c = { 0 };
 		uint64_t t0 = zd_now_ns();
 		if (pass == 0) {
-			struct zd_wire_pipe *p = zd_wire_pipe_new(e, 4, count_emit, &c);
+			struct zd_wire_pipe *p;
+			if (zd_wire_pipe_new(&p, e, 4, count_emit, &c, msg, sizeof(msg)) < 0)
+				zd_diex(ZD_EXIT_FAIL, "%s", msg);
 			for (size_t i = w->nwarm; i < w->nrec; i++)
 				zd_wire_pipe_put(p, &w->rec[i]);
 			if (zd_wire_pipe_finish(p, msg, sizeof(msg)) < 0)

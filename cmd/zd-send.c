@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,8 +99,8 @@ int main(int argc, char **argv)
 	bool level_set = false, cache_set = false, resend_set = false;
 	int64_t lv;
 	uint64_t v;
-	char msg[300];
-	int c;
+	char msg[1024];
+	int c, rc;
 
 	zd_set_progname(argv[0]);
 	zd_malloc_keep_big();
@@ -189,5 +190,8 @@ int main(int argc, char **argv)
 	} else if (o.json_log) {
 		zd_usage("--json-log needs stdout, which DEST - uses for the stream");
 	}
-	return zd_send_run(&o);
+	signal(SIGPIPE, SIG_IGN);
+	if ((rc = zd_send_run(&o, msg, sizeof(msg))))
+		zd_warnx("%s", msg);
+	return rc;
 }

@@ -145,15 +145,18 @@ int zd_replica_stage_begin(struct zd_replica *rep, uint64_t epoch)
 		return zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 " is already committed (replica at epoch %" PRIu64 ")",
 				    epoch, rep->meta.epoch);
 	st = zd_xcalloc(1, sizeof(*st));
+	st->fd = -1;
 	st->epoch = epoch;
-	st->h = XXH3_createState();
-	if (!st->h)
-		zd_diex(ZD_EXIT_FAIL, "out of memory");
-	XXH3_64bits_reset(st->h);
 	zd_pageset_init(&st->dirty);
 	zd_pageset_init(&st->covered);
 	zd_pageset_init(&st->final_set);
 	zd_pageset_init(&st->precopied);
+	st->h = XXH3_createState();
+	if (!st->h) {
+		stage_free(st);
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "out of memory");
+	}
+	XXH3_64bits_reset(st->h);
 	/* journal.tmp is the last epoch's journal, renamed back after it was
 	 * applied: overwriting its blocks is several times faster than
 	 * allocating new ones. commit_mark cuts it to this epoch's length. */

@@ -497,7 +497,7 @@ int zd_replica_memsum(struct zd_replica *rep, uint64_t *sum)
 		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s: replica has no memory yet", rep->dir);
 	h = XXH3_createState();
 	if (!h)
-		zd_diex(ZD_EXIT_FAIL, "out of memory");
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "out of memory");
 	buf = zd_xmalloc(ZD_REP_HASH_BUF);
 	XXH3_64bits_reset(h);
 	rc = zd__rep_hash_image(rep, h, buf, 0, rep->meta.page_count * rep->meta.page_size);

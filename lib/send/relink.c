@@ -31,8 +31,6 @@
 #define BACKOFF_MAX_MS 1000
 #define ATTEMPT_MAX_MS 2000	/* one connect + handshake + answer at most */
 
-static pthread_t link_tid;
-
 void send_link_lost(struct sender *s, unsigned gen, const char *why)
 {
 	bool first;
@@ -58,7 +56,7 @@ void send_link_lost(struct sender *s, unsigned gen, const char *why)
 	pthread_mutex_unlock(&s->wlock);
 }
 
-bool send_link_admit(struct sender *s, const struct zd_record *r)
+int send_link_admit(struct sender *s, const struct zd_record *r)
 {
 	if (s->resync) {
 		if (r->type == ZD_REC_CHECKPOINT && (r->u.ckpt.flags & ZD_CKPT_FULL)) {
@@ -73,10 +71,11 @@ bool send_link_admit(struct sender *s, const struct zd_record *r)
 			send_fb(s, ZD_FB_LINK, 1);
 		} else if (r->type == ZD_REC_CHECKPOINT || r->type == ZD_REC_DIRTY || r->type == ZD_REC_PAGES ||
 			   r->type == ZD_REC_STATE || r->type == ZD_REC_COMMIT) {
-			return false;
+			return 0;
 		}
 	}
-	zd_resend_keep(s->resend, r, s->wire.page_size ? s->wire.page_size : s->header.u.header.page_size);
+	if (zd_resend_keep(s->resend, r, s->wire.page_size ? s->wire.page_size : s->header.u.header.page_size) < 0)
+		return -1;
 	return !s->link_down;
 }
 
@@ -104,7 +103,7 @@ static void drop_conn(struct sender *s)
 }
 
 /* One attempt: connect, HEADER, zd-recv's answer, resend or ask for a
- * resync. 0 when the link is up again, -1 with msg. */
+ * resync. 0 when the link is up again, -1 with msg (or the run stopped). */
 static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *resent, uint64_t *bytes,
 		   char *msg, size_t len)
 {
@@ -114,6 +113,11 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 
 	if (send_connect(s, &nc, ms, msg, len))
 		return -1;
+	/* Made as the run stopped: send_fail() aborted the one before. */
+	if (send_stopped(s)) {
+		zd_conn_close(&nc);
+		return -1;
+	}
 	pthread_mutex_lock(&s->wlock);
 	pthread_mutex_lock(&s->conn_lock);
 	s->conn = nc;
@@ -122,7 +126,8 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 	zd_writer_init(&s->wire, nc.wfd, ZD_ENC_BINARY);
 	rc = zd_writer_put(&s->wire, &s->header) < 0 || zd_writer_flush(&s->wire) < 0;
 	pthread_mutex_unlock(&s->wlock);
-	send_start_ack_thread(s);
+	if (send_start_ack_thread(s) < 0)
+		goto fail;
 	if (rc) {
 		snprintf(msg, len, "%s: write: %s", nc.name, strerror(s->wire.err));
 		goto fail;
@@ -131,7 +136,7 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 	 * still busy with the old connection (until its --timeout). */
 	deadline = zd_now_ns() + (uint64_t)ms * 1000000u;
 	pthread_mutex_lock(&s->lock);
-	while (!s->peer_wire && zd_now_ns() < deadline) {
+	while (!s->peer_wire && zd_now_ns() < deadline && !send_stopped(s)) {
 		uint64_t wall = zd_wall_ns() + 20000000u;
 		struct timespec ts = { .tv_sec = (time_t)(wall / 1000000000u), .tv_nsec = (long)(wall % 1000000000u) };
 
@@ -141,6 +146,8 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 	acc = s->peer_accept;
 	*committed = s->peer_committed;
 	pthread_mutex_unlock(&s->lock);
+	if (send_stopped(s))
+		goto fail;
 	if (pw == 0) {
 		snprintf(msg, len, "%s: no answer to the HEADER within %u ms", nc.name, ms);
 		goto fail;
@@ -149,8 +156,8 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 		snprintf(msg, len, "%s: closed before answering the HEADER", nc.name);
 		goto fail;
 	}
-	if (s->wopts.enc != ZD_PENC_RAW)
-		send_check_accept(s, pw, acc);
+	if (s->wopts.enc != ZD_PENC_RAW && send_check_accept(s, pw, acc) < 0)
+		goto fail;
 
 	pthread_mutex_lock(&s->wlock);
 	if (!s->resync && zd_resend_covers(s->resend, *committed)) {
@@ -164,7 +171,7 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 		if (rc) {
 			pthread_mutex_unlock(&s->wlock);
 			if (rc == -1 && !s->wire.err)
-				send_die(ZD_EXIT_FAIL, "resend log: %s%s", m, "");
+				send_fail(s, ZD_EXIT_FAIL, "resend log: %s", m);
 			snprintf(msg, len, "%s: resending: %s", nc.name, strerror(s->wire.err));
 			goto fail;
 		}
@@ -172,11 +179,9 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 		*resent = SIZE_MAX;
 		if (s->done) {
 			pthread_mutex_unlock(&s->wlock);
-			char m[300];
-
-			snprintf(m, sizeof(m), "%s: the input ended before the backup (at epoch %" PRIu64
-				 ") could be resynced: it keeps that epoch", nc.name, *committed);
-			send_die(ZD_EXIT_PEER, "%s%s", m, "");
+			send_fail(s, ZD_EXIT_PEER, "%s: the input ended before the backup (at epoch %" PRIu64
+				  ") could be resynced: it keeps that epoch", nc.name, *committed);
+			goto fail;
 		}
 		if (!s->resync) {
 			s->resync = true;
@@ -235,16 +240,18 @@ static void relink(struct sender *s, const char *why)
 		if (stop)
 			return;
 		if (now >= deadline) {
-			char m[900];
-
-			snprintf(m, sizeof(m), "%s: link lost (%s) and not back within %u ms (--reconnect); last try: %s",
-				 name, why, s->o->reconnect_ms, last);
-			send_die(ZD_EXIT_PEER, "%s%s", m, "");
+			send_fail(s, ZD_EXIT_PEER, "%s: link lost (%s) and not back within %u ms (--reconnect); last try: %s",
+				  name, why, s->o->reconnect_ms, last);
+			return;
 		}
 		unsigned left = (unsigned)((deadline - now) / 1000000u) + 1;
 
-		if (attempt(s, ZD_MIN(left, (unsigned)ATTEMPT_MAX_MS), &committed, &resent, &bytes,
-			    last, sizeof(last)) == 0) {
+		int rc = attempt(s, ZD_MIN(left, (unsigned)ATTEMPT_MAX_MS), &committed, &resent, &bytes,
+				 last, sizeof(last));
+
+		if (send_stopped(s))
+			return;
+		if (rc == 0) {
 			uint64_t down_ms = (zd_now_ns() - t0) / 1000000u;
 
 			s->reconnects++;
@@ -276,9 +283,11 @@ static void relink(struct sender *s, const char *why)
 				zd_warnx("%s: reconnected after %" PRIu64 " ms (attempt %u): the backup is at epoch %" PRIu64
 					 ", older than the resend log (--resend-buffer): asking zd-track for a full checkpoint",
 					 name, down_ms, n, committed);
-				if (send_fb(s, ZD_FB_RESYNC, 0) < 0 || s->fb < 0)
-					send_die(ZD_EXIT_PEER, "%s: the backup needs a full resync and no zd-track is on the control socket to make one%s",
-						 name, "");
+				if (send_fb(s, ZD_FB_RESYNC, 0) < 0 || s->fb < 0) {
+					send_fail(s, ZD_EXIT_PEER, "%s: the backup needs a full resync and no zd-track is on the control socket to make one",
+						  name);
+					return;
+				}
 			}
 			link_stat(s, down_ms, committed, resent, bytes);
 			return;
@@ -313,17 +322,22 @@ static void *link_thread(void *arg)
 	return NULL;
 }
 
-void send_link_start(struct sender *s)
+int send_link_start(struct sender *s)
 {
-	if (pthread_create(&link_tid, NULL, link_thread, s))
-		send_die(ZD_EXIT_FAIL, "cannot start the link thread%s%s", "", "");
+	if (pthread_create(&s->link_tid, NULL, link_thread, s))
+		return send_fail(s, ZD_EXIT_FAIL, "cannot start the link thread");
+	s->link_running = true;
+	return 0;
 }
 
 void send_link_stop(struct sender *s)
 {
+	if (!s->link_running)
+		return;
 	pthread_mutex_lock(&s->wlock);
 	s->link_stop = true;
 	pthread_cond_broadcast(&s->link_cv);
 	pthread_mutex_unlock(&s->wlock);
-	pthread_join(link_tid, NULL);
+	pthread_join(s->link_tid, NULL);
+	s->link_running = false;
 }

@@ -19,24 +19,82 @@
 #include <errno.h>
 #include <poll.h>
 #include <inttypes.h>
-#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 
 #include "send_int.h"
 #include "zd/capture.h"
 #include "zd/fb.h"
 #include "zd/util.h"
 
-static pthread_mutex_t die_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* From any thread: one line, exit. */
-_Noreturn void send_die(int code, const char *fmt, const char *a, const char *b)
+int send_failed(const struct sender *s)
 {
-	pthread_mutex_lock(&die_lock);
-	zd_diex(code, fmt, a, b);
+	return __atomic_load_n(&s->fail_code, __ATOMIC_ACQUIRE);
+}
+
+bool send_stopped(const struct sender *s)
+{
+	return __atomic_load_n(&s->stopped, __ATOMIC_ACQUIRE);
+}
+
+/* The first error is the run's; true if stop was set now, not before. */
+static bool record_error(struct sender *s, bool stop, int code, const char *fmt, va_list ap)
+{
+	bool first_stop;
+
+	pthread_mutex_lock(&s->fail_lock);
+	if (!s->fail_code) {
+		vsnprintf(s->fail_msg, sizeof(s->fail_msg), fmt, ap);
+		__atomic_store_n(&s->fail_code, code, __ATOMIC_RELEASE);
+	}
+	first_stop = stop && !s->stopped;
+	if (stop)
+		__atomic_store_n(&s->stopped, true, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&s->fail_lock);
+	return first_stop;
+}
+
+void send_error(struct sender *s, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	record_error(s, false, code, fmt, ap);
+	va_end(ap);
+}
+
+int send_fail(struct sender *s, int code, const char *fmt, ...)
+{
+	uint64_t one = 1;
+	va_list ap;
+	bool first;
+
+	va_start(ap, fmt);
+	first = record_error(s, true, code, fmt, ap);
+	va_end(ap);
+	if (!first)
+		return -1;
+	/* Each wait below re-checks send_stopped() under its own lock, and
+	 * stopped is set before these broadcasts: no wake-up is lost. */
+	if (write(s->stop_fd, &one, sizeof(one)) < 0)
+		zd_debug("stop eventfd: %s", strerror(errno));
+	pthread_mutex_lock(&s->conn_lock);
+	zd_conn_abort(&s->conn);
+	pthread_mutex_unlock(&s->conn_lock);
+	pthread_mutex_lock(&s->wlock);
+	s->hb_stop = true;
+	s->link_stop = true;
+	pthread_cond_broadcast(&s->wake);
+	pthread_cond_broadcast(&s->link_cv);
+	pthread_mutex_unlock(&s->wlock);
+	pthread_mutex_lock(&s->lock);
+	pthread_cond_broadcast(&s->wire_cv);
+	pthread_mutex_unlock(&s->lock);
+	return -1;
 }
 
 static bool log_type(uint16_t t)
@@ -95,7 +153,8 @@ static uint64_t wire_pos(const struct sender *s)
 	return s->wire_prev + s->wire.bytes + s->wire.buf_len;
 }
 
-/* A write to the wire of generation gen failed. */
+/* A write to the wire of generation gen failed: to the link thread with
+ * --reconnect, else the run's end. */
 static void wire_failed(struct sender *s, unsigned gen, int err)
 {
 	char m[300];
@@ -115,29 +174,25 @@ static void wire_failed(struct sender *s, unsigned gen, int err)
 			break;
 		zd_sleep_ns(10000000);
 	}
-	send_die(ZD_EXIT_PEER, "%s: %s", s->conn.name, m);
+	send_fail(s, ZD_EXIT_PEER, "%s: %s", s->conn.name, m);
 }
 
 static const char *const enc_names[] = { "none", "zstd", "delta" };
 _Static_assert(ZD_ARRAY_SIZE(enc_names) == ZD_PENC_DELTA + 1, "enc_names");
 
 /* zd-recv took our HEADER and announced what it decodes: can it take
- * what we send? Dies with the reason if not. */
-void send_check_accept(struct sender *s, int pw, int acc)
+ * what we send? */
+int send_check_accept(struct sender *s, int pw, int acc)
 {
-	char m[300];
-
 	if (pw == 1 && acc >= (int)s->wopts.enc)
-		return;
+		return 0;
 	if (pw == 1)
-		snprintf(m, sizeof(m), "%s: zd-recv takes PAGES compressed at most as %s (its --compress): "
-			 "run zd-send with --compress %s", s->conn.name,
-			 acc >= 0 && acc <= ZD_PENC_DELTA ? enc_names[acc] : "?",
-			 acc >= 0 && acc <= ZD_PENC_DELTA ? enc_names[acc] : "none");
-	else
-		snprintf(m, sizeof(m), "%s: zd-recv does not announce compressed pages (an older zd-recv?): "
+		return send_fail(s, ZD_EXIT_PEER, "%s: zd-recv takes PAGES compressed at most as %s (its --compress): "
+				 "run zd-send with --compress %s", s->conn.name,
+				 acc >= 0 && acc <= ZD_PENC_DELTA ? enc_names[acc] : "?",
+				 acc >= 0 && acc <= ZD_PENC_DELTA ? enc_names[acc] : "none");
+	return send_fail(s, ZD_EXIT_PEER, "%s: zd-recv does not announce compressed pages (an older zd-recv?): "
 			 "run zd-send with --compress none", s->conn.name);
-	send_die(ZD_EXIT_PEER, "%s%s", m, "");
 }
 
 static bool link_is_down(struct sender *s)
@@ -146,8 +201,8 @@ static bool link_is_down(struct sender *s)
 }
 
 /* Before the first record after the HEADER: zd-recv announced (STAT "wire", right
- * behind its HEADER) that it decodes what we send. */
-static void check_peer_wire(struct sender *s)
+ * behind its HEADER) that it decodes what we send. 0 or -1 (failed). */
+static int check_peer_wire(struct sender *s)
 {
 	/* As long as an ACK may take (--timeout 0: until the connection
 	 * ends, as under emulation), at least 10 s. */
@@ -155,7 +210,7 @@ static void check_peer_wire(struct sender *s)
 	uint64_t deadline = ms ? zd_now_ns() + ms * 1000000u : UINT64_MAX;
 
 	pthread_mutex_lock(&s->lock);
-	while (!s->peer_wire && zd_now_ns() < deadline && !link_is_down(s)) {
+	while (!s->peer_wire && zd_now_ns() < deadline && !link_is_down(s) && !send_stopped(s)) {
 		struct timespec ts;
 		uint64_t wall = zd_wall_ns() + 50000000u;
 
@@ -165,49 +220,57 @@ static void check_peer_wire(struct sender *s)
 	}
 	int pw = s->peer_wire, acc = s->peer_accept;
 	pthread_mutex_unlock(&s->lock);
+	if (send_stopped(s))
+		return -1;
 	/* Lost before it answered: the link thread checks the next peer. */
-	if (link_is_down(s)) {
-		s->wire_checked = true;
-		return;
-	}
-	send_check_accept(s, pw, acc);
+	if (!link_is_down(s) && send_check_accept(s, pw, acc) < 0)
+		return -1;
 	s->wire_checked = true;
+	return 0;
 }
 
 static void epoch_stat(struct sender *s, uint64_t epoch);
 
 /* Records as they go on the wire (PAGES encoded): from the wire worker,
  * or from the main thread without compression. raw_bytes counts what the
- * records would take with raw pages, wire_bytes what they take. */
+ * records would take with raw pages, wire_bytes what they take. 0, or
+ * -1 once the run failed. */
 static int emit(void *arg, const struct zd_record *r)
 {
 	struct sender *s = arg;
 	uint64_t before, grew;
 	bool bulk = r->type == ZD_REC_CHECKPOINT || r->type == ZD_REC_DIRTY || r->type == ZD_REC_PAGES ||
 		    r->type == ZD_REC_STATE || r->type == ZD_REC_STANDBY;
-	bool now = true;
+	int now = 1;
 	unsigned gen;
 	int err = 0;
 
+	if (send_stopped(s))
+		return -1;
 	/* Before anything follows the HEADER: an epoch must not start that
 	 * the backup cannot decode. */
-	if (r->type != ZD_REC_HEADER && s->wopts.enc != ZD_PENC_RAW && !s->wire_checked && s->conn.rfd >= 0)
-		check_peer_wire(s);
+	if (r->type != ZD_REC_HEADER && s->wopts.enc != ZD_PENC_RAW && !s->wire_checked && s->conn.rfd >= 0 &&
+	    check_peer_wire(s) < 0)
+		return -1;
 	pthread_mutex_lock(&s->wlock);
 	if (r->type == ZD_REC_HEADER && !s->have_header) {
 		/* a deep copy: each new connection starts with it */
-		uint8_t *b;
+		uint8_t *b = NULL;
 		size_t n;
 		char m[128];
+		int rc = zd_encode_binary(r, 0, &b, &n) < 0 ? -1 : zd_decode_binary(b, n, NULL, &s->header, m, sizeof(m));
 
-		if (zd_encode_binary(r, 0, &b, &n) < 0 ||
-		    zd_decode_binary(b, n, NULL, &s->header, m, sizeof(m)) < 0)
-			send_die(ZD_EXIT_FAIL, "cannot keep a copy of the HEADER%s%s", "", "");
 		free(b);
+		if (rc < 0) {
+			pthread_mutex_unlock(&s->wlock);
+			return send_fail(s, ZD_EXIT_FAIL, "cannot keep a copy of the HEADER");
+		}
 		s->have_header = true;
 	}
-	if (s->resend)
-		now = send_link_admit(s, r);
+	if (s->resend && (now = send_link_admit(s, r)) < 0) {
+		pthread_mutex_unlock(&s->wlock);
+		return send_fail(s, ZD_EXIT_FAIL, "resend log: cannot copy a %s record", zd_rec_type_name(r->type));
+	}
 	gen = s->link_gen;
 	before = wire_pos(s);
 	if (now && (zd_writer_put(&s->wire, r) < 0 || (!bulk && zd_writer_flush(&s->wire) < 0)))
@@ -220,6 +283,8 @@ static int emit(void *arg, const struct zd_record *r)
 	pthread_mutex_unlock(&s->wlock);
 	if (err)
 		wire_failed(s, gen, err);
+	if (send_stopped(s))
+		return -1;
 	s->ep_raw += grew;
 	if (r->type == ZD_REC_PAGES) {
 		s->ep_pages += r->u.pages.set.pages;
@@ -246,18 +311,23 @@ static int ship(void *arg, const struct zd_record *r)
 
 	if (r->type == ZD_REC_HEADER && s->wopts.enc != ZD_PENC_RAW && !s->pipe) {
 		s->wopts.page_size = r->u.header.page_size;
-		if (zd_wire_enc_new(&s->enc, &s->wopts, m, sizeof(m)) < 0)
-			send_die(ZD_EXIT_DATA, "stdin: HEADER: %s%s", m, "");
+		if (zd_wire_enc_new(&s->enc, &s->wopts, m, sizeof(m)) < 0) {
+			/* EINVAL: the HEADER asks for what the encoder cannot do */
+			if (errno == EINVAL)
+				return send_fail(s, ZD_EXIT_DATA, "stdin: HEADER: %s", m);
+			return send_fail(s, ZD_EXIT_FAIL, "%s", m);
+		}
 		/* depth 4: capture runs up to four records ahead of the
 		 * encoder, a few 16 MiB buffers */
-		s->pipe = zd_wire_pipe_new(s->enc, 4, emit, s);
+		if (zd_wire_pipe_new(&s->pipe, s->enc, 4, emit, s, m, sizeof(m)) < 0)
+			return send_fail(s, ZD_EXIT_FAIL, "%s", m);
 	}
 	if (!s->pipe)
 		return emit(s, r);
 	/* The record read from stdin is ours to give away: its pages move
 	 * to the worker instead of being copied (captured ones are copied). */
 	if (r == s->cur ? zd_wire_pipe_take(s->pipe, s->cur) < 0 : zd_wire_pipe_put(s->pipe, r) < 0)
-		send_die(ZD_EXIT_FAIL, "wire: %s%s", zd_wire_pipe_error(s->pipe), "");
+		return send_fail(s, ZD_EXIT_FAIL, "wire: %s", zd_wire_pipe_error(s->pipe));
 	return 0;
 }
 
@@ -308,8 +378,12 @@ static void final_flush(struct sender *s)
 		int rc, err;
 
 		pthread_mutex_lock(&s->wlock);
-		while (s->resend && s->link_down)
+		while (s->resend && s->link_down && !send_stopped(s))
 			pthread_cond_wait(&s->link_cv, &s->wlock);
+		if (send_stopped(s)) {
+			pthread_mutex_unlock(&s->wlock);
+			return;
+		}
 		gen = s->link_gen;
 		rc = zd_writer_flush(&s->wire);
 		err = s->wire.err ? s->wire.err : EIO;
@@ -366,13 +440,14 @@ static void *heartbeat_thread(void *arg)
 	return NULL;
 }
 
-/* The ack thread's end: fatal reasons die here; a lost link goes to the
- * link thread with --reconnect. */
+/* The ack thread's end: the run's without --reconnect, else the link
+ * thread's to mend. */
 static void ack_lost(struct sender *s, unsigned gen, const char *m)
 {
 	if (!s->resend)
-		send_die(ZD_EXIT_PEER, "%s%s", m, "");
-	send_link_lost(s, gen, m);
+		send_fail(s, ZD_EXIT_PEER, "%s", m);
+	else
+		send_link_lost(s, gen, m);
 }
 
 /* The back direction: zd-recv's HEADER, ACKs, END. */
@@ -420,7 +495,8 @@ static void *ack_thread(void *arg)
 			pthread_mutex_lock(&s->lock);
 			if (e > s->sent) {
 				pthread_mutex_unlock(&s->lock);
-				send_die(ZD_EXIT_PEER, "%s: %s", name, "ACK for an epoch never sent");
+				send_fail(s, ZD_EXIT_PEER, "%s: ACK for an epoch never sent", name);
+				goto fatal;
 			}
 			if (s->t1[e % T1_RING].epoch == e && s->t1[e % T1_RING].t1)
 				r.u.ack.latency_ns = now - s->t1[e % T1_RING].t1;
@@ -446,8 +522,10 @@ static void *ack_thread(void *arg)
 			 * said why) comes back as it went: not a refusal. */
 			if (r.u.end.status == 2 && echo)
 				zd_debug("%s: the failed stream's END echoed", name);
-			else if (r.u.end.status == 2)
-				send_die(ZD_EXIT_PEER, "%s: %s", name, "zd-recv refused the stream (see its log)");
+			else if (r.u.end.status == 2) {
+				send_fail(s, ZD_EXIT_PEER, "%s: zd-recv refused the stream (see its log)", name);
+				goto fatal;
+			}
 		}
 		zd_record_free(&r);
 	}
@@ -458,8 +536,11 @@ static void *ack_thread(void *arg)
 	if (n <= 0 && !end && s->conn.auth && (n == 0 || rd.err == ZD_RERR_TRUNCATED)) {
 		int arc = zd_conn_auth_status(&s->conn, m, sizeof(m));
 
-		if (arc == ZD_EXIT_DATA)
-			send_die(ZD_EXIT_PEER, "%s%s", m, "");
+		if (arc == ZD_EXIT_DATA) {
+			send_fail(s, ZD_EXIT_PEER, "%s", m);
+			zd_reader_free(&rd);
+			goto over;
+		}
 		if (arc && !done) {
 			zd_reader_free(&rd);
 			ack_lost(s, gen, m);
@@ -470,9 +551,11 @@ static void *ack_thread(void *arg)
 		/* Nothing at all came back: the peer is not a zd-recv, or it
 		 * died before answering the HEADER. */
 		if (rd.nrec == 0 && rd.err == ZD_RERR_MAGIC && !s->keyed && rd.buf_len - rd.buf_pos >= ZD_AUTH_HELLO_ANY_LEN &&
-		    !memcmp(rd.buf + rd.buf_pos, ZD_AUTH_HELLO_ANY, ZD_AUTH_HELLO_ANY_LEN))
-			send_die(ZD_EXIT_PEER, "%s: zd-recv wants a key (--key) and this zd-send has none", name, "");
-		else if (rd.nrec == 0 && rd.err == ZD_RERR_TRUNCATED)
+		    !memcmp(rd.buf + rd.buf_pos, ZD_AUTH_HELLO_ANY, ZD_AUTH_HELLO_ANY_LEN)) {
+			send_fail(s, ZD_EXIT_PEER, "%s: zd-recv wants a key (--key) and this zd-send has none", name);
+			zd_reader_free(&rd);
+			goto over;
+		} else if (rd.nrec == 0 && rd.err == ZD_RERR_TRUNCATED)
 			snprintf(m, sizeof(m), "%s: connection closed before any reply", name);
 		else if (rd.err == ZD_RERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK) && s->to_ms)
 			snprintf(m, sizeof(m), "%s: no ACK or heartbeat for %u ms (--timeout): backup lost",
@@ -491,6 +574,10 @@ static void *ack_thread(void *arg)
 		goto over;
 	}
 	zd_reader_free(&rd);
+	goto over;
+fatal:
+	zd_record_free(&r);
+	zd_reader_free(&rd);
 over:
 	pthread_mutex_lock(&s->lock);
 	s->ack_over = true;
@@ -501,16 +588,21 @@ over:
 	return NULL;
 }
 
-void send_start_ack_thread(struct sender *s)
+int send_start_ack_thread(struct sender *s)
 {
 	pthread_mutex_lock(&s->lock);
 	s->ack_over = false;
 	s->peer_wire = 0;
 	s->peer_committed = 0;	/* a zd-recv that does not say: nothing to resume */
-	if (pthread_create(&s->ack_tid, NULL, ack_thread, s))
-		send_die(ZD_EXIT_FAIL, "cannot start the ACK thread%s%s", "", "");
+	if (pthread_create(&s->ack_tid, NULL, ack_thread, s)) {
+		s->ack_over = true;
+		s->peer_wire = -1;
+		pthread_mutex_unlock(&s->lock);
+		return send_fail(s, ZD_EXIT_FAIL, "cannot start the ACK thread");
+	}
 	s->ack_running = true;
 	pthread_mutex_unlock(&s->lock);
+	return 0;
 }
 
 void send_join_ack_thread(struct sender *s)
@@ -553,102 +645,103 @@ int send_connect(struct sender *s, struct zd_conn *c, unsigned timeout_ms, char 
 	return 0;
 }
 
-int zd_send_run(const struct zd_send_opts *o)
+/* One per run: everything the threads share. */
+static struct sender *sender_new(const struct zd_send_opts *o, char *err, size_t errlen)
 {
-	static struct sender s = { .fb = -1, .end_sent_status = -1, .lock = PTHREAD_MUTEX_INITIALIZER,
-				   .wlock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
-				   .wire_cv = PTHREAD_COND_INITIALIZER, .link_cv = PTHREAD_COND_INITIALIZER,
-				   .conn_lock = PTHREAD_MUTEX_INITIALIZER, .lost_gen = ~0u };
-	pthread_t hb_tid;
-	bool have_hb = false;
-	struct zd_capture *cap;
-	struct zd_reader rd;
-	struct zd_record r;
-	bool ended = false, stdout_dest = !strcmp(o->dest, "-");
-	char msg[300];
-	int n, rc = 0;
+	struct sender *s = zd_xcalloc(1, sizeof(*s));
 
-	s.o = o;
-	s.wopts = o->wopts;
-	s.hb_ms = o->hb_ms;
-	s.to_ms = o->to_ms;
-	s.keyed = o->key != NULL;
-	signal(SIGPIPE, SIG_IGN);
-
-	/* Connect once the input has begun, before reading it: a backup
-	 * that is not there is the first thing to report, and zd-recv drops
-	 * a connection whose HEADER has not come 2 s after it (a slow
-	 * upstream, a stage started first by hand). */
-	struct pollfd in = { .fd = STDIN_FILENO, .events = POLLIN };
-
-	while (poll(&in, 1, -1) < 0 && errno == EINTR)
-		;
-	if ((rc = send_connect(&s, &s.conn, 0, msg, sizeof(msg))))
-		zd_diex(rc < -1 ? -rc : ZD_EXIT_PEER, "%s", msg);
-	zd_writer_init(&s.wire, s.conn.wfd, s.conn.rfd >= 0 ? ZD_ENC_BINARY : zd_output_encoding(s.conn.wfd, false));
-	s.have_log = !stdout_dest && (o->json_log || !isatty(STDOUT_FILENO));
-	zd_writer_init(&s.log, STDOUT_FILENO, o->json_log ? ZD_ENC_JSON : ZD_ENC_BINARY);
-	if (s.conn.rfd >= 0) {
-		if (o->reconnect_ms) {
-			s.resend = zd_resend_new(o->resend_bytes);
-			send_link_start(&s);
-		}
-		send_start_ack_thread(&s);
-		if (s.hb_ms) {
-			if (pthread_create(&hb_tid, NULL, heartbeat_thread, &s))
-				zd_diex(ZD_EXIT_FAIL, "cannot start the heartbeat thread");
-			have_hb = true;
-		}
+	s->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (s->stop_fd < 0) {
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		free(s);
+		return NULL;
 	}
+	s->o = o;
+	s->wopts = o->wopts;
+	s->hb_ms = o->hb_ms;
+	s->to_ms = o->to_ms;
+	s->keyed = o->key != NULL;
+	s->fb = -1;
+	s->end_sent_status = -1;
+	s->lost_gen = ~0u;
+	s->conn.rfd = s->conn.wfd = -1;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->wlock, NULL);
+	pthread_mutex_init(&s->conn_lock, NULL);
+	pthread_mutex_init(&s->fail_lock, NULL);
+	pthread_cond_init(&s->wake, NULL);
+	pthread_cond_init(&s->wire_cv, NULL);
+	pthread_cond_init(&s->link_cv, NULL);
+	return s;
+}
 
-	zd_reader_init(&rd, STDIN_FILENO, "stdin");
-	cap = zd_capture_new(ship, &s, -1);
-	while ((n = zd_reader_next(&rd, (zd_record_init(&r, 0), &r))) > 0) {
-		if (r.type == ZD_REC_HEADER && s.fb < 0) {
+static void sender_free(struct sender *s)
+{
+	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->wlock);
+	pthread_mutex_destroy(&s->conn_lock);
+	pthread_mutex_destroy(&s->fail_lock);
+	pthread_cond_destroy(&s->wake);
+	pthread_cond_destroy(&s->wire_cv);
+	pthread_cond_destroy(&s->link_cv);
+	close(s->stop_fd);
+	free(s);
+}
+
+/* stdin to the wire until END or the run fails; true if END came. */
+static bool ship_input(struct sender *s, struct zd_reader *rd, struct zd_capture *cap)
+{
+	struct zd_record r;
+	bool ended = false;
+	int n, rc;
+
+	while ((n = zd_reader_next(rd, (zd_record_init(&r, 0), &r))) > 0) {
+		if (r.type == ZD_REC_HEADER && s->fb < 0) {
 			int fb = zd_fb_join(&r.u.header, ZD_ROLE_SEND);
 
-			pthread_mutex_lock(&s.lock);
-			s.fb = fb;
-			pthread_mutex_unlock(&s.lock);
+			pthread_mutex_lock(&s->lock);
+			s->fb = fb;
+			pthread_mutex_unlock(&s->lock);
 			zd_capture_set_fb(cap, fb);
 			/* ACKs will come (zd-track's --window waits for them);
 			 * a reconnecting link says so itself when it is up. */
-			if (s.conn.rfd >= 0 && !__atomic_load_n(&s.link_down, __ATOMIC_ACQUIRE))
-				send_fb(&s, ZD_FB_LINK, 1);
+			if (s->conn.rfd >= 0 && !__atomic_load_n(&s->link_down, __ATOMIC_ACQUIRE))
+				send_fb(s, ZD_FB_LINK, 1);
 		}
 		if (r.type == ZD_REC_CHECKPOINT) {
-			pthread_mutex_lock(&s.lock);
-			s.t1[r.u.ckpt.epoch % T1_RING].epoch = r.u.ckpt.epoch;
-			s.t1[r.u.ckpt.epoch % T1_RING].t1 = r.u.ckpt.t1_ns;
-			pthread_mutex_unlock(&s.lock);
+			pthread_mutex_lock(&s->lock);
+			s->t1[r.u.ckpt.epoch % T1_RING].epoch = r.u.ckpt.epoch;
+			s->t1[r.u.ckpt.epoch % T1_RING].t1 = r.u.ckpt.t1_ns;
+			pthread_mutex_unlock(&s->lock);
 		}
 		if (r.type == ZD_REC_COMMIT) {
 			/* Before the COMMIT can reach the wire (the capture
 			 * filter or a full buffer may flush it): its ACK may
 			 * come back before this thread runs again. */
-			pthread_mutex_lock(&s.lock);
-			s.sent = r.u.commit.epoch;
-			pthread_mutex_unlock(&s.lock);
+			pthread_mutex_lock(&s->lock);
+			s->sent = r.u.commit.epoch;
+			pthread_mutex_unlock(&s->lock);
 		}
 		if (r.type == ZD_REC_END) {
-			pthread_mutex_lock(&s.lock);
-			s.done = true;	/* the peer may answer END and close */
-			s.end_sent_status = (int)r.u.end.status;
-			pthread_mutex_unlock(&s.lock);
+			pthread_mutex_lock(&s->lock);
+			s->done = true;	/* the peer may answer END and close */
+			s->end_sent_status = (int)r.u.end.status;
+			pthread_mutex_unlock(&s->lock);
 			/* No heartbeat after END: zd-recv --once closes on END and
 			 * a late heartbeat would fail the run with EPIPE. */
-			pthread_mutex_lock(&s.wlock);
-			s.hb_stop = true;
-			pthread_cond_signal(&s.wake);
-			pthread_mutex_unlock(&s.wlock);
+			pthread_mutex_lock(&s->wlock);
+			s->hb_stop = true;
+			pthread_cond_signal(&s->wake);
+			pthread_mutex_unlock(&s->wlock);
 		}
-		s.cur = &r;
+		s->cur = &r;
 		rc = zd_capture_feed(cap, &r);
-		s.cur = NULL;
+		s->cur = NULL;
 		if (rc) {
-			zd_warnx("%s", zd_capture_error(cap));
+			/* a failed ship() said why first */
+			send_error(s, rc, "%s", zd_capture_error(cap));
 			zd_record_free(&r);
-			break;
+			return false;
 		}
 		if (r.type == ZD_REC_COMMIT) {
 			const struct zd_capture_stats *st = zd_capture_stats(cap);
@@ -658,83 +751,142 @@ int zd_send_run(const struct zd_send_opts *o)
 			if (st->captured) {
 				struct zd_fb_msg m = { .op = ZD_FB_DRAINED, .epoch = st->epoch, .a = st->captured };
 
-				pthread_mutex_lock(&s.lock);
-				if (s.fb >= 0)
-					zd_fb_send(s.fb, &m, NULL, NULL, 0);
-				pthread_mutex_unlock(&s.lock);
+				pthread_mutex_lock(&s->lock);
+				if (s->fb >= 0)
+					zd_fb_send(s->fb, &m, NULL, NULL, 0);
+				pthread_mutex_unlock(&s->lock);
 			}
 		}
 		ended = r.type == ZD_REC_END;
 		zd_record_free(&r);
 	}
-	if (n < 0) {
-		zd_warnx("%s", rd.msg);
-		rc = rd.err == ZD_RERR_IO ? ZD_EXIT_FAIL : ZD_EXIT_DATA;
-	} else if (!rc && !ended) {
-		zd_warnx("stdin: input ended without END: the backup keeps its last committed epoch");
-		rc = ZD_EXIT_DATA;
+	/* a reader stopped by stop_fd: the failure is said already */
+	if (n < 0)
+		send_error(s, rd->err == ZD_RERR_IO ? ZD_EXIT_FAIL : ZD_EXIT_DATA, "%s", rd->msg);
+	else if (!ended)
+		send_error(s, ZD_EXIT_DATA, "stdin: input ended without END: the backup keeps its last committed epoch");
+	return ended;
+}
+
+/* Connect, start the threads, ship stdin, wait for the last ACKs, stop
+ * the threads. The first failure is in s. */
+static void run(struct sender *s)
+{
+	const struct zd_send_opts *o = s->o;
+	pthread_t hb_tid;
+	bool have_hb = false, ended = false;
+	struct zd_capture *cap = NULL;
+	struct zd_reader rd;
+	char msg[300];
+	int rc;
+
+	/* Connect once the input has begun, before reading it: a backup
+	 * that is not there is the first thing to report, and zd-recv drops
+	 * a connection whose HEADER has not come 2 s after it (a slow
+	 * upstream, a stage started first by hand). */
+	struct pollfd in = { .fd = STDIN_FILENO, .events = POLLIN };
+
+	while (poll(&in, 1, -1) < 0 && errno == EINTR)
+		;
+	if ((rc = send_connect(s, &s->conn, 0, msg, sizeof(msg)))) {
+		send_fail(s, rc < -1 ? -rc : ZD_EXIT_PEER, "%s", msg);
+		return;
 	}
-	if (s.pipe && zd_wire_pipe_finish(s.pipe, msg, sizeof(msg)) < 0 && !rc)
-		send_die(ZD_EXIT_FAIL, "wire: %s%s", msg, "");
-	s.pipe = NULL;
-	if (!rc)
-		final_flush(&s);
+	zd_writer_init(&s->wire, s->conn.wfd, s->conn.rfd >= 0 ? ZD_ENC_BINARY : zd_output_encoding(s->conn.wfd, false));
+	s->have_log = strcmp(o->dest, "-") && (o->json_log || !isatty(STDOUT_FILENO));
+	zd_writer_init(&s->log, STDOUT_FILENO, o->json_log ? ZD_ENC_JSON : ZD_ENC_BINARY);
+	if (s->conn.rfd >= 0) {
+		if (o->reconnect_ms) {
+			s->resend = zd_resend_new(o->resend_bytes);
+			send_link_start(s);
+		}
+		send_start_ack_thread(s);
+		if (s->hb_ms && !send_stopped(s)) {
+			if (pthread_create(&hb_tid, NULL, heartbeat_thread, s))
+				send_fail(s, ZD_EXIT_FAIL, "cannot start the heartbeat thread");
+			else
+				have_hb = true;
+		}
+	}
+
+	zd_reader_init(&rd, STDIN_FILENO, "stdin");
+	rd.stop_fd = s->stop_fd;
+	if (!send_stopped(s)) {
+		cap = zd_capture_new(ship, s, -1);
+		ended = ship_input(s, &rd, cap);
+	}
+	if (s->pipe && zd_wire_pipe_finish(s->pipe, msg, sizeof(msg)) < 0)
+		send_fail(s, ZD_EXIT_FAIL, "wire: %s", msg);
+	s->pipe = NULL;
+	if (!send_failed(s))
+		final_flush(s);
 	if (have_hb) {
-		pthread_mutex_lock(&s.wlock);
-		s.hb_stop = true;
-		pthread_cond_signal(&s.wake);
-		pthread_mutex_unlock(&s.wlock);
+		pthread_mutex_lock(&s->wlock);
+		s->hb_stop = true;
+		pthread_cond_signal(&s->wake);
+		pthread_mutex_unlock(&s->wlock);
 		pthread_join(hb_tid, NULL);
 	}
-	pthread_mutex_lock(&s.lock);
-	s.done = true;
-	pthread_mutex_unlock(&s.lock);
+	pthread_mutex_lock(&s->lock);
+	s->done = true;
+	pthread_mutex_unlock(&s->lock);
 	/* FIN forward, then wait for the last ACKs and zd-recv's END; with
 	 * --reconnect through as many links as it takes. */
-	pthread_mutex_lock(&s.wlock);
-	zd_conn_shutdown_write(&s.conn);
-	pthread_mutex_unlock(&s.wlock);
-	if (s.resend && ended && !rc) {
-		pthread_mutex_lock(&s.lock);
-		while (!s.end_echoed)
-			pthread_cond_wait(&s.wire_cv, &s.lock);
-		pthread_mutex_unlock(&s.lock);
+	pthread_mutex_lock(&s->wlock);
+	zd_conn_shutdown_write(&s->conn);
+	pthread_mutex_unlock(&s->wlock);
+	if (s->resend && ended && !send_failed(s)) {
+		pthread_mutex_lock(&s->lock);
+		while (!s->end_echoed && !send_stopped(s))
+			pthread_cond_wait(&s->wire_cv, &s->lock);
+		pthread_mutex_unlock(&s->lock);
 	}
-	if (s.resend && s.resync && !rc) {
-		zd_warnx("%s: the input ended before the backup's full resync: it keeps its last committed epoch",
-			 s.conn.name);
-		rc = ZD_EXIT_PEER;
+	if (s->resend && s->resync)
+		send_error(s, ZD_EXIT_PEER,
+			  "%s: the input ended before the backup's full resync: it keeps its last committed epoch",
+			  s->conn.name);
+	send_link_stop(s);
+	if (s->resend || send_stopped(s)) {
+		pthread_mutex_lock(&s->conn_lock);
+		zd_conn_abort(&s->conn);
+		pthread_mutex_unlock(&s->conn_lock);
 	}
-	if (s.resend) {
-		send_link_stop(&s);
-		pthread_mutex_lock(&s.conn_lock);
-		zd_conn_abort(&s.conn);
-		pthread_mutex_unlock(&s.conn_lock);
-	}
-	send_join_ack_thread(&s);
+	send_join_ack_thread(s);
 	zd_capture_free(cap);
 	zd_reader_free(&rd);
-	if (ended) {
+	/* The END goes on the log unless a failure cut the run short. */
+	if (ended && !send_stopped(s)) {
 		struct zd_record e;
 
 		zd_record_init(&e, ZD_REC_END);
-		e.u.end = s.end;
-		send_log_put(&s, &e);
+		e.u.end = s->end;
+		send_log_put(s, &e);
 	}
-	if (s.have_log && zd_writer_flush(&s.log) < 0 && !rc) {
-		zd_warnx("stdout: write: %s", strerror(s.log.err));
-		rc = ZD_EXIT_FAIL;
-	}
-	pthread_mutex_lock(&s.lock);
-	if (s.fb >= 0)
-		close(s.fb);
-	pthread_mutex_unlock(&s.lock);
-	zd_writer_free(&s.log);
-	zd_writer_free(&s.wire);
-	zd_wire_enc_free(s.enc);
-	zd_conn_close(&s.conn);
-	zd_resend_free(s.resend);
-	if (s.have_header)
-		zd_record_free(&s.header);
+	if (s->have_log && zd_writer_flush(&s->log) < 0)
+		send_error(s, ZD_EXIT_FAIL, "stdout: write: %s", strerror(s->log.err));
+}
+
+int zd_send_run(const struct zd_send_opts *o, char *err, size_t errlen)
+{
+	struct sender *s = sender_new(o, err, errlen);
+	int rc;
+
+	if (!s)
+		return ZD_EXIT_FAIL;
+	run(s);
+	pthread_mutex_lock(&s->lock);
+	if (s->fb >= 0)
+		close(s->fb);
+	pthread_mutex_unlock(&s->lock);
+	zd_writer_free(&s->log);
+	zd_writer_free(&s->wire);
+	zd_wire_enc_free(s->enc);
+	zd_conn_close(&s->conn);
+	zd_resend_free(s->resend);
+	if (s->have_header)
+		zd_record_free(&s->header);
+	rc = send_failed(s);
+	snprintf(err, errlen, "%s", rc ? s->fail_msg : "");
+	sender_free(s);
 	return rc;
 }

@@ -72,9 +72,30 @@ struct sender {
 	struct zd_record header;	/* the HEADER, sent again on each connection */
 	bool have_header;
 	uint64_t reconnects;
+	pthread_t link_tid;
+	bool link_running;		/* link_tid is to be joined */
+	/* The run's first error, from whichever thread met it: what
+	 * zd_send_run() returns. */
+	pthread_mutex_t fail_lock;
+	int fail_code;			/* 0 none yet; read atomically */
+	char fail_msg[1024];
+	bool stopped;			/* send_fail(): every thread is to stop */
+	int stop_fd;			/* eventfd: readable once stopped, ends the wait on stdin */
 };
 
-_Noreturn void send_die(int code, const char *fmt, const char *a, const char *b);
+/* Record the run's error (the first one only) and stop the run: wake
+ * every thread that waits, so that each returns (the main thread's read
+ * of stdin, writes and reads on the link, the heartbeat, the link
+ * thread). For what ends the run at once, from any thread. Call with none
+ * of the sender's locks held. Returns -1. */
+int send_fail(struct sender *s, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Record the run's error (the first one only) and go on: the main
+ * thread's, which winds the run down in order (what was queued still
+ * goes, the last ACKs are still relayed). */
+void send_error(struct sender *s, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The first error's exit code, 0 while there is none. */
+int send_failed(const struct sender *s);
+bool send_stopped(const struct sender *s);
 void send_log_put(struct sender *s, const struct zd_record *r);
 /* Relay an ACK of epoch e to zd-track (s->lock held). */
 void send_relay_ack(struct sender *s, uint64_t e, uint64_t wall_ns);
@@ -82,22 +103,25 @@ int send_fb(struct sender *s, enum zd_fb_op op, uint64_t a);
 /* Connect to o->dest and prove the key (timeout_ms 0: no bound of ours):
  * 0, -1 with msg, or -code for a key refusal. */
 int send_connect(struct sender *s, struct zd_conn *c, unsigned timeout_ms, char *msg, size_t len);
-/* Dies with the reason unless zd-recv (peer_wire, accept) takes our PAGES. */
-void send_check_accept(struct sender *s, int peer_wire, int accept);
-/* Start the ack thread on s->conn. */
-void send_start_ack_thread(struct sender *s);
+/* 0 if zd-recv (peer_wire, accept) takes our PAGES, else send_fail()
+ * with the reason. */
+int send_check_accept(struct sender *s, int peer_wire, int accept);
+/* Start the ack thread on s->conn: 0, or send_fail(). */
+int send_start_ack_thread(struct sender *s);
 /* Join it (after zd_conn_abort or the peer's close). */
 void send_join_ack_thread(struct sender *s);
 
 /* relink.c */
-/* The link of generation gen failed (why): exit 5 without --reconnect,
- * else hand it to the link thread. Any thread; idempotent per gen. */
+/* The link of generation gen failed (why): hand it to the link thread
+ * (--reconnect). Any thread; idempotent per gen. */
 void send_link_lost(struct sender *s, unsigned gen, const char *why);
 /* Under wlock: what emit() does with a record while relinking (keep it
- * for resending; drop it while waiting for a FULL checkpoint). Returns
- * true if the record is to be written now. */
-bool send_link_admit(struct sender *s, const struct zd_record *r);
-void send_link_start(struct sender *s);
+ * for resending; drop it while waiting for a FULL checkpoint). 1 if the
+ * record is to be written now, 0 if not, -1 if the resend log cannot
+ * keep it. */
+int send_link_admit(struct sender *s, const struct zd_record *r);
+/* 0, or send_fail(). */
+int send_link_start(struct sender *s);
 void send_link_stop(struct sender *s);
 
 #endif

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@ void zd_reader_init(struct zd_reader *rd, int fd, const char *name)
 	rd->fd = fd;
 	rd->name = name ? name : "input";
 	rd->line = 1;
+	rd->stop_fd = -1;
 }
 
 void zd_reader_free(struct zd_reader *rd)
@@ -59,6 +61,22 @@ static int fail(struct zd_reader *rd, enum zd_read_err err, const char *fmt, ...
 	return -1;
 }
 
+/* read(2), unless stop_fd becomes readable first. */
+static ssize_t rd_read(struct zd_reader *rd, void *buf, size_t len)
+{
+	struct pollfd p[2] = { { .fd = rd->fd, .events = POLLIN }, { .fd = rd->stop_fd, .events = POLLIN } };
+
+	if (rd->stop_fd >= 0) {
+		if (poll(p, 2, -1) < 0)
+			return -1;
+		if (p[1].revents) {
+			errno = ECANCELED;
+			return -1;
+		}
+	}
+	return read(rd->fd, buf, len);
+}
+
 /* Make want bytes available from buf_pos; returns how many are (fewer
  * only at EOF) or -1 on a read error. Never grows past want plus a chunk,
  * and want is bounded by the caller's length checks. */
@@ -80,7 +98,7 @@ static ssize_t fill(struct zd_reader *rd, size_t want)
 		}
 		size_t ask = ZD_MIN(rd->buf_cap - rd->buf_len,
 				    ZD_MAX(want - (rd->buf_len - rd->buf_pos), (size_t)READ_AHEAD));
-		ssize_t n = read(rd->fd, rd->buf + rd->buf_len, ask);
+		ssize_t n = rd_read(rd, rd->buf + rd->buf_len, ask);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -284,7 +302,7 @@ static int next_pages_direct(struct zd_reader *rd, struct zd_record *r, uint32_t
 	memcpy(data, body + plen, have);
 	/* the CRC of each piece as it comes in, while it is in the cache */
 	while (have < dlen) {
-		n = read(rd->fd, data + have, ZD_MIN(dlen - have, (size_t)DIRECT_PIECE));
+		n = rd_read(rd, data + have, ZD_MIN(dlen - have, (size_t)DIRECT_PIECE));
 		if (n > 0)
 			crc = zd_crc32c(crc, data + have, (size_t)n);
 		if (n < 0 && errno == EINTR)

@@ -19,6 +19,7 @@
  * copies each base page and patches its words, handing the pages to its
  * sink (zd-recv's journal) a chunk at a time while they are in the cache.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,12 +60,14 @@ struct zd_wire_dec {
  * cache still when the sink (zd-recv's journal write and hash) reads them. */
 #define CHUNK_BYTES (128u << 10)
 
+/* -1 with msg, and errno EINVAL: what the caller asked for is wrong. */
 static int fail(char *msg, size_t len, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static int fail(char *msg, size_t len, const char *fmt, ...)
 {
 	va_list ap;
 
+	errno = EINVAL;
 	if (msg && len) {
 		va_start(ap, fmt);
 		vsnprintf(msg, len, fmt, ap);
@@ -118,13 +121,23 @@ int zd_wire_enc_new(struct zd_wire_enc **ep, const struct zd_wire_opts *o, char 
 		e->cctx = ZSTD_createCCtx();
 		if (!e->cctx) {
 			free(e);
-			return fail(msg, len, "zstd: cannot make a compression context");
+			snprintf(msg, len, "zstd: cannot make a compression context");
+			errno = ENOMEM;
+			return -1;
 		}
 		ZSTD_CCtx_setParameter(e->cctx, ZSTD_c_compressionLevel, o->level);
 		ZSTD_CCtx_setParameter(e->cctx, ZSTD_c_contentSizeFlag, 1);
 		ZSTD_CCtx_setParameter(e->cctx, ZSTD_c_checksumFlag, 1);
 	}
-	zd__shadow_init(&e->shadow, o->page_size, o->enc == ZD_PENC_DELTA ? o->cache_bytes : 0);
+	if (zd__shadow_init(&e->shadow, o->page_size, o->enc == ZD_PENC_DELTA ? o->cache_bytes : 0) < 0) {
+		int err = errno;
+
+		snprintf(msg, len, "delta cache: cannot map %zu bytes: %s", e->shadow.bytes, strerror(err));
+		ZSTD_freeCCtx(e->cctx);
+		free(e);
+		errno = err;
+		return -1;
+	}
 	if (e->shadow.slots) {
 		e->sh = zd_xcalloc(ZD_PAGES_PER_RECORD, sizeof(*e->sh));
 		e->bitmap = zd_xmalloc(ZD_PAGES_PER_RECORD / 8);

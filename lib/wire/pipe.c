@@ -109,10 +109,11 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-struct zd_wire_pipe *zd_wire_pipe_new(struct zd_wire_enc *e, unsigned depth,
-				      zd_wire_emit emit, void *arg)
+int zd_wire_pipe_new(struct zd_wire_pipe **pp, struct zd_wire_enc *e, unsigned depth,
+		     zd_wire_emit emit, void *arg, char *msg, size_t len)
 {
 	struct zd_wire_pipe *p = zd_xcalloc(1, sizeof(*p));
+	int rc;
 
 	p->enc = e;
 	p->emit = emit;
@@ -125,9 +126,21 @@ struct zd_wire_pipe *zd_wire_pipe_new(struct zd_wire_enc *e, unsigned depth,
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->more, NULL);
 	pthread_cond_init(&p->room, NULL);
-	if (pthread_create(&p->thread, NULL, worker, p))
-		zd_die(ZD_EXIT_FAIL, "wire pipeline: cannot start its thread");
-	return p;
+	if ((rc = pthread_create(&p->thread, NULL, worker, p))) {
+		snprintf(msg, len, "wire pipeline: cannot start its thread: %s", strerror(rc));
+		pthread_mutex_destroy(&p->lock);
+		pthread_cond_destroy(&p->more);
+		pthread_cond_destroy(&p->room);
+		free(p->taken);
+		free(p->cap);
+		free(p->buf);
+		free(p->q);
+		free(p);
+		*pp = NULL;
+		return -1;
+	}
+	*pp = p;
+	return 0;
 }
 
 /* Wait for a free slot; UINT_MAX once the worker failed. */

@@ -86,7 +86,7 @@ int zd_resend_keep(struct zd_resend *l, const struct zd_record *r, uint32_t page
 	if (epoch != UINT64_MAX && epoch <= l->base)
 		return 0;	/* acknowledged already (a late pre-copy) */
 	if (zd_encode_binary(r, page_size, &en.bin, &en.len) < 0)
-		zd_diex(ZD_EXIT_FAIL, "resend log: cannot copy a %s record", zd_rec_type_name(r->type));
+		return -1;
 	if (l->bytes + en.len > l->cap) {
 		free(en.bin);
 		drop_all(l);

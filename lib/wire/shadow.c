@@ -20,7 +20,7 @@ static uint64_t slot_hash(uint64_t pfn)
 	return pfn;
 }
 
-void zd__shadow_init(struct zd_shadow *c, uint32_t page_size, uint64_t budget)
+int zd__shadow_init(struct zd_shadow *c, uint32_t page_size, uint64_t budget)
 {
 	uint64_t slots = page_size ? budget / page_size : 0;
 	uint64_t tsize = 2;
@@ -32,7 +32,7 @@ void zd__shadow_init(struct zd_shadow *c, uint32_t page_size, uint64_t budget)
 	c->slots = (uint32_t)slots;
 	c->head = c->tail = ZD_SHADOW_NONE;
 	if (!slots)
-		return;
+		return 0;
 	while (tsize < 2 * slots)
 		tsize *= 2;
 	c->mask = tsize - 1;
@@ -42,13 +42,19 @@ void zd__shadow_init(struct zd_shadow *c, uint32_t page_size, uint64_t budget)
 	 * page sent, the dearest part of a miss in a VM. */
 	c->bytes = (size_t)slots * page_size;
 	c->pages = mmap(NULL, c->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (c->pages == MAP_FAILED)
-		zd_die(ZD_EXIT_FAIL, "delta cache: cannot map %zu bytes", c->bytes);
+	if (c->pages == MAP_FAILED) {
+		size_t bytes = c->bytes;
+
+		memset(c, 0, sizeof(*c));
+		c->bytes = bytes;
+		return -1;
+	}
 	madvise(c->pages, c->bytes, MADV_HUGEPAGE);
 	c->pfn = zd_xmalloc(slots * sizeof(*c->pfn));
 	c->prev = zd_xmalloc(slots * sizeof(*c->prev));
 	c->next = zd_xmalloc(slots * sizeof(*c->next));
 	c->table = zd_xcalloc(tsize, sizeof(*c->table));
+	return 0;
 }
 
 void zd__shadow_free(struct zd_shadow *c)

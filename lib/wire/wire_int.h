@@ -26,7 +26,9 @@ struct zd_shadow {
 
 #define ZD_SHADOW_NONE UINT32_MAX
 
-void zd__shadow_init(struct zd_shadow *c, uint32_t page_size, uint64_t budget);
+/* 0, or -1 with errno when the cache cannot be mapped (c is left empty
+ * but for bytes, what it wanted). */
+int zd__shadow_init(struct zd_shadow *c, uint32_t page_size, uint64_t budget);
 void zd__shadow_free(struct zd_shadow *c);
 void zd__shadow_clear(struct zd_shadow *c);
 /* The shadow of pfn (marked most recent), or NULL. */

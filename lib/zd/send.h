@@ -23,9 +23,10 @@ struct zd_send_opts {
 	uint64_t resend_bytes;		/* the resend log's budget */
 };
 
-/* Connect, ship stdin until END, wait for the last ACKs. Prints its own
- * diagnostics; returns the exit code (or exits from a worker thread with
- * one line, as the man page says). */
-int zd_send_run(const struct zd_send_opts *o);
+/* Connect, ship stdin until END, wait for the last ACKs. Returns 0, or
+ * the exit code with err saying why, from whichever thread failed first
+ * (notes along the way go to stderr). The caller ignores SIGPIPE: a
+ * closed peer is a failed write, not the end of the process. */
+int zd_send_run(const struct zd_send_opts *o, char *err, size_t errlen);
 
 #endif

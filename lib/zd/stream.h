@@ -205,6 +205,9 @@ struct zd_reader {
 	uint64_t last_epoch;	/* highest CHECKPOINT epoch seen */
 	enum zd_read_err err;
 	char msg[256];
+	/* -1, or an fd that, once readable, ends a read waiting on fd
+	 * (ZD_RERR_IO, ECANCELED): another thread's way to stop this one */
+	int stop_fd;
 	/* buffering, private */
 	uint8_t *buf;
 	size_t buf_len, buf_pos, buf_cap;

@@ -68,7 +68,9 @@ struct zd_wire_stats {
 
 struct zd_wire_enc;
 
-/* 0, or -1 with msg (a bad level, page size or encoding). */
+/* 0, or -1 with msg: errno EINVAL for a bad level, page size or
+ * encoding, else (ENOMEM) the memory it needs (--delta-cache) is not to
+ * be had. */
 int zd_wire_enc_new(struct zd_wire_enc **e, const struct zd_wire_opts *o, char *msg, size_t len);
 void zd_wire_enc_free(struct zd_wire_enc *e);
 /* Forget every shadow: the receiver's copy is no longer known. */
@@ -127,9 +129,10 @@ int zd_wire_enc_parse(const char *s, enum zd_page_enc *enc);
 typedef int (*zd_wire_emit)(void *arg, const struct zd_record *r);
 struct zd_wire_pipe;
 /* depth: records queued at most before put blocks (>= 1). The encoder is
- * the pipeline's until zd_wire_pipe_finish. */
-struct zd_wire_pipe *zd_wire_pipe_new(struct zd_wire_enc *e, unsigned depth,
-				      zd_wire_emit emit, void *arg);
+ * the pipeline's until zd_wire_pipe_finish. 0, or -1 with msg (its thread
+ * cannot start). */
+int zd_wire_pipe_new(struct zd_wire_pipe **p, struct zd_wire_enc *e, unsigned depth,
+		     zd_wire_emit emit, void *arg, char *msg, size_t len);
 /* 0, or -1 once the worker failed (emit returned non-zero, or an encode
  * error: zd_wire_pipe_error says which); later puts fail at once. */
 int zd_wire_pipe_put(struct zd_wire_pipe *p, const struct zd_record *r);
@@ -159,7 +162,8 @@ struct zd_resend *zd_resend_new(uint64_t cap_bytes);
 void zd_resend_free(struct zd_resend *l);
 /* Keep a copy of r if it is an epoch record of an epoch not acknowledged.
  * 1 if it did not fit: the log drops everything and is lost (a gap); it
- * keeps again from the next epoch on. 0 otherwise. */
+ * keeps again from the next epoch on. -1 if r cannot be encoded (nothing
+ * kept). 0 otherwise. */
 int zd_resend_keep(struct zd_resend *l, const struct zd_record *r, uint32_t page_size);
 /* The backup committed every epoch up to `epoch`: drop them. */
 void zd_resend_acked(struct zd_resend *l, uint64_t epoch);

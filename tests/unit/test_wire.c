@@ -495,7 +495,8 @@ static void run_pipe(int fail_at)
 	model_init(&m);
 	assert_int_equal(zd_wire_enc_new(&e, &o, msg, sizeof(msg)), 0);
 	assert_int_equal(zd_wire_dec_new(&s.d, PS, msg, sizeof(msg)), 0);
-	struct zd_wire_pipe *p = zd_wire_pipe_new(e, 3, sink_emit, &s);
+	struct zd_wire_pipe *p;
+	assert_int_equal(zd_wire_pipe_new(&p, e, 3, sink_emit, &s, msg, sizeof(msg)), 0);
 	int failed = 0;
 	for (uint64_t ep = 1; ep <= 8; ep++) {
 		struct zd_record c;
