@@ -31,7 +31,7 @@
 #define BACKOFF_MAX_MS 1000
 #define ATTEMPT_MAX_MS 2000	/* one connect + handshake + answer at most */
 
-void send_link_lost(struct sender *s, unsigned gen, const char *why)
+void zd__send_link_lost(struct sender *s, unsigned gen, const char *why)
 {
 	bool first;
 
@@ -56,7 +56,7 @@ void send_link_lost(struct sender *s, unsigned gen, const char *why)
 	pthread_mutex_unlock(&s->wlock);
 }
 
-int send_link_admit(struct sender *s, const struct zd_record *r)
+int zd__send_link_admit(struct sender *s, const struct zd_record *r)
 {
 	if (s->resync) {
 		if (r->type == ZD_REC_CHECKPOINT && (r->u.ckpt.flags & ZD_CKPT_FULL)) {
@@ -68,7 +68,7 @@ int send_link_admit(struct sender *s, const struct zd_record *r)
 				zd_wire_enc_reset(s->enc);
 			zd_warnx("epoch %" PRIu64 ": the full checkpoint goes to the backup", r->u.ckpt.epoch);
 			/* remus may wait for ACKs again: they will come */
-			send_fb(s, ZD_FB_LINK, 1);
+			zd__send_fb(s, ZD_FB_LINK, 1);
 		} else if (r->type == ZD_REC_CHECKPOINT || r->type == ZD_REC_DIRTY || r->type == ZD_REC_PAGES ||
 			   r->type == ZD_REC_STATE || r->type == ZD_REC_COMMIT) {
 			return 0;
@@ -92,7 +92,7 @@ static void drop_conn(struct sender *s)
 	pthread_mutex_lock(&s->conn_lock);
 	zd_conn_abort(&s->conn);
 	pthread_mutex_unlock(&s->conn_lock);
-	send_join_ack_thread(s);
+	zd__send_join_ack_thread(s);
 	pthread_mutex_lock(&s->wlock);
 	pthread_mutex_lock(&s->conn_lock);
 	s->wire_prev += s->wire.bytes;
@@ -111,10 +111,10 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 	uint64_t deadline;
 	int pw, acc, rc;
 
-	if (send_connect(s, &nc, ms, msg, len))
+	if (zd__send_connect(s, &nc, ms, msg, len))
 		return -1;
-	/* Made as the run stopped: send_fail() aborted the one before. */
-	if (send_stopped(s)) {
+	/* Made as the run stopped: zd__send_fail() aborted the one before. */
+	if (zd__send_stopped(s)) {
 		zd_conn_close(&nc);
 		return -1;
 	}
@@ -126,7 +126,7 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 	zd_writer_init(&s->wire, nc.wfd, ZD_ENC_BINARY);
 	rc = zd_writer_put(&s->wire, &s->header) < 0 || zd_writer_flush(&s->wire) < 0;
 	pthread_mutex_unlock(&s->wlock);
-	if (send_start_ack_thread(s) < 0)
+	if (zd__send_start_ack_thread(s) < 0)
 		goto fail;
 	if (rc) {
 		snprintf(msg, len, "%s: write: %s", nc.name, strerror(s->wire.err));
@@ -136,7 +136,7 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 	 * still busy with the old connection (until its --timeout). */
 	deadline = zd_now_ns() + (uint64_t)ms * 1000000u;
 	pthread_mutex_lock(&s->lock);
-	while (!s->peer_wire && zd_now_ns() < deadline && !send_stopped(s)) {
+	while (!s->peer_wire && zd_now_ns() < deadline && !zd__send_stopped(s)) {
 		uint64_t wall = zd_wall_ns() + 20000000u;
 		struct timespec ts = { .tv_sec = (time_t)(wall / 1000000000u), .tv_nsec = (long)(wall % 1000000000u) };
 
@@ -146,7 +146,7 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 	acc = s->peer_accept;
 	*committed = s->peer_committed;
 	pthread_mutex_unlock(&s->lock);
-	if (send_stopped(s))
+	if (zd__send_stopped(s))
 		goto fail;
 	if (pw == 0) {
 		snprintf(msg, len, "%s: no answer to the HEADER within %u ms", nc.name, ms);
@@ -156,7 +156,7 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 		snprintf(msg, len, "%s: closed before answering the HEADER", nc.name);
 		goto fail;
 	}
-	if (s->wopts.enc != ZD_PENC_RAW && send_check_accept(s, pw, acc) < 0)
+	if (s->wopts.enc != ZD_PENC_RAW && zd__send_check_accept(s, pw, acc) < 0)
 		goto fail;
 
 	pthread_mutex_lock(&s->wlock);
@@ -171,7 +171,7 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 		if (rc) {
 			pthread_mutex_unlock(&s->wlock);
 			if (rc == -1 && !s->wire.err)
-				send_fail(s, ZD_EXIT_FAIL, "resend log: %s", m);
+				zd__send_fail(s, ZD_EXIT_FAIL, "resend log: %s", m);
 			snprintf(msg, len, "%s: resending: %s", nc.name, strerror(s->wire.err));
 			goto fail;
 		}
@@ -179,7 +179,7 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 		*resent = SIZE_MAX;
 		if (s->done) {
 			pthread_mutex_unlock(&s->wlock);
-			send_fail(s, ZD_EXIT_PEER, "%s: the input ended before the backup (at epoch %" PRIu64
+			zd__send_fail(s, ZD_EXIT_PEER, "%s: the input ended before the backup (at epoch %" PRIu64
 				  ") could be resynced: it keeps that epoch", nc.name, *committed);
 			goto fail;
 		}
@@ -216,7 +216,7 @@ static void link_stat(struct sender *s, uint64_t down_ms, uint64_t committed, si
 		st.u.stat.kv[i].value = vals[i];
 	}
 	st.u.stat.n = ZD_ARRAY_SIZE(keys);
-	send_log_put(s, &st);
+	zd__send_log_put(s, &st);
 }
 
 static void relink(struct sender *s, const char *why)
@@ -227,7 +227,7 @@ static void relink(struct sender *s, const char *why)
 
 	snprintf(name, sizeof(name), "%s", s->conn.name);
 	zd_warnx("%s: link lost: %s; reconnecting for up to %u ms (--reconnect)", name, why, s->o->reconnect_ms);
-	if (send_fb(s, ZD_FB_LINK, 0) < 0)
+	if (zd__send_fb(s, ZD_FB_LINK, 0) < 0)
 		zd_debug("control socket: LINK: %s", strerror(errno));
 	drop_conn(s);
 	for (unsigned n = 1;; n++) {
@@ -240,7 +240,7 @@ static void relink(struct sender *s, const char *why)
 		if (stop)
 			return;
 		if (now >= deadline) {
-			send_fail(s, ZD_EXIT_PEER, "%s: link lost (%s) and not back within %u ms (--reconnect); last try: %s",
+			zd__send_fail(s, ZD_EXIT_PEER, "%s: link lost (%s) and not back within %u ms (--reconnect); last try: %s",
 				  name, why, s->o->reconnect_ms, last);
 			return;
 		}
@@ -249,16 +249,16 @@ static void relink(struct sender *s, const char *why)
 		int rc = attempt(s, ZD_MIN(left, (unsigned)ATTEMPT_MAX_MS), &committed, &resent, &bytes,
 				 last, sizeof(last));
 
-		if (send_stopped(s))
+		if (zd__send_stopped(s))
 			return;
 		if (rc == 0) {
 			uint64_t down_ms = (zd_now_ns() - t0) / 1000000u;
 
 			s->reconnects++;
 			/* a resync: LINK 1 once the full checkpoint goes out
-			 * (send_link_admit), since no ACK comes before it */
+			 * (zd__send_link_admit), since no ACK comes before it */
 			if (resent != SIZE_MAX)
-				send_fb(s, ZD_FB_LINK, 1);
+				zd__send_fb(s, ZD_FB_LINK, 1);
 			/* the backup committed it but its ACK was lost: relayed,
 			 * and logged as the ACK it stands for (what zd-vm
 			 * releases on it must show an ACK before it), at the
@@ -272,10 +272,10 @@ static void relink(struct sender *s, const char *why)
 			pthread_mutex_lock(&s->lock);
 			bool relay = committed > s->acked;
 			if (relay)
-				send_relay_ack(s, committed, 0);
+				zd__send_relay_ack(s, committed, 0);
 			pthread_mutex_unlock(&s->lock);
 			if (relay)
-				send_log_put(s, &lost);
+				zd__send_log_put(s, &lost);
 			if (resent != SIZE_MAX) {
 				zd_warnx("%s: reconnected after %" PRIu64 " ms (attempt %u): the backup is at epoch %" PRIu64
 					 "; resent %zu records (%" PRIu64 " bytes)", name, down_ms, n, committed, resent, bytes);
@@ -283,8 +283,8 @@ static void relink(struct sender *s, const char *why)
 				zd_warnx("%s: reconnected after %" PRIu64 " ms (attempt %u): the backup is at epoch %" PRIu64
 					 ", older than the resend log (--resend-buffer): asking zd-track for a full checkpoint",
 					 name, down_ms, n, committed);
-				if (send_fb(s, ZD_FB_RESYNC, 0) < 0 || s->fb < 0) {
-					send_fail(s, ZD_EXIT_PEER, "%s: the backup needs a full resync and no zd-track is on the control socket to make one",
+				if (zd__send_fb(s, ZD_FB_RESYNC, 0) < 0 || s->fb < 0) {
+					zd__send_fail(s, ZD_EXIT_PEER, "%s: the backup needs a full resync and no zd-track is on the control socket to make one",
 						  name);
 					return;
 				}
@@ -322,15 +322,15 @@ static void *link_thread(void *arg)
 	return NULL;
 }
 
-int send_link_start(struct sender *s)
+int zd__send_link_start(struct sender *s)
 {
 	if (pthread_create(&s->link_tid, NULL, link_thread, s))
-		return send_fail(s, ZD_EXIT_FAIL, "cannot start the link thread");
+		return zd__send_fail(s, ZD_EXIT_FAIL, "cannot start the link thread");
 	s->link_running = true;
 	return 0;
 }
 
-void send_link_stop(struct sender *s)
+void zd__send_link_stop(struct sender *s)
 {
 	if (!s->link_running)
 		return;

@@ -31,12 +31,12 @@
 #include "zd/fb.h"
 #include "zd/util.h"
 
-int send_failed(const struct sender *s)
+int zd__send_failed(const struct sender *s)
 {
 	return __atomic_load_n(&s->fail_code, __ATOMIC_ACQUIRE);
 }
 
-bool send_stopped(const struct sender *s)
+bool zd__send_stopped(const struct sender *s)
 {
 	return __atomic_load_n(&s->stopped, __ATOMIC_ACQUIRE);
 }
@@ -58,7 +58,7 @@ static bool record_error(struct sender *s, bool stop, int code, const char *fmt,
 	return first_stop;
 }
 
-void send_error(struct sender *s, int code, const char *fmt, ...)
+void zd__send_error(struct sender *s, int code, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -67,7 +67,7 @@ void send_error(struct sender *s, int code, const char *fmt, ...)
 	va_end(ap);
 }
 
-int send_fail(struct sender *s, int code, const char *fmt, ...)
+int zd__send_fail(struct sender *s, int code, const char *fmt, ...)
 {
 	uint64_t one = 1;
 	va_list ap;
@@ -78,7 +78,7 @@ int send_fail(struct sender *s, int code, const char *fmt, ...)
 	va_end(ap);
 	if (!first)
 		return -1;
-	/* Each wait below re-checks send_stopped() under its own lock, and
+	/* Each wait below re-checks zd__send_stopped() under its own lock, and
 	 * stopped is set before these broadcasts: no wake-up is lost. */
 	if (write(s->stop_fd, &one, sizeof(one)) < 0)
 		zd_debug("stop eventfd: %s", strerror(errno));
@@ -102,7 +102,7 @@ static bool log_type(uint16_t t)
 	return t != ZD_REC_PAGES && t != ZD_REC_STATE;
 }
 
-void send_log_put(struct sender *s, const struct zd_record *r)
+void zd__send_log_put(struct sender *s, const struct zd_record *r)
 {
 	if (!s->have_log)
 		return;
@@ -116,7 +116,7 @@ void send_log_put(struct sender *s, const struct zd_record *r)
 	pthread_mutex_unlock(&s->lock);
 }
 
-int send_fb(struct sender *s, enum zd_fb_op op, uint64_t a)
+int zd__send_fb(struct sender *s, enum zd_fb_op op, uint64_t a)
 {
 	struct zd_fb_msg m = { .op = op, .a = a };
 	int rc = 0;
@@ -128,7 +128,7 @@ int send_fb(struct sender *s, enum zd_fb_op op, uint64_t a)
 	return rc;
 }
 
-void send_relay_ack(struct sender *s, uint64_t e, uint64_t wall_ns)
+void zd__send_relay_ack(struct sender *s, uint64_t e, uint64_t wall_ns)
 {
 	struct zd_fb_msg m = { .op = ZD_FB_ACK, .epoch = e, .a = wall_ns };
 
@@ -161,7 +161,7 @@ static void wire_failed(struct sender *s, unsigned gen, int err)
 
 	snprintf(m, sizeof(m), "write: %s", strerror(err));
 	if (s->resend) {
-		send_link_lost(s, gen, m);
+		zd__send_link_lost(s, gen, m);
 		return;
 	}
 	/* A peer that closed on us usually said why on the way back (a
@@ -174,7 +174,7 @@ static void wire_failed(struct sender *s, unsigned gen, int err)
 			break;
 		zd_sleep_ns(10000000);
 	}
-	send_fail(s, ZD_EXIT_PEER, "%s: %s", s->conn.name, m);
+	zd__send_fail(s, ZD_EXIT_PEER, "%s: %s", s->conn.name, m);
 }
 
 static const char *const enc_names[] = { "none", "zstd", "delta" };
@@ -182,16 +182,16 @@ _Static_assert(ZD_ARRAY_SIZE(enc_names) == ZD_PENC_DELTA + 1, "enc_names");
 
 /* zd-recv took our HEADER and announced what it decodes: can it take
  * what we send? */
-int send_check_accept(struct sender *s, int pw, int acc)
+int zd__send_check_accept(struct sender *s, int pw, int acc)
 {
 	if (pw == 1 && acc >= (int)s->wopts.enc)
 		return 0;
 	if (pw == 1)
-		return send_fail(s, ZD_EXIT_PEER, "%s: zd-recv takes PAGES compressed at most as %s (its --compress): "
+		return zd__send_fail(s, ZD_EXIT_PEER, "%s: zd-recv takes PAGES compressed at most as %s (its --compress): "
 				 "run zd-send with --compress %s", s->conn.name,
 				 acc >= 0 && acc <= ZD_PENC_DELTA ? enc_names[acc] : "?",
 				 acc >= 0 && acc <= ZD_PENC_DELTA ? enc_names[acc] : "none");
-	return send_fail(s, ZD_EXIT_PEER, "%s: zd-recv does not announce compressed pages (an older zd-recv?): "
+	return zd__send_fail(s, ZD_EXIT_PEER, "%s: zd-recv does not announce compressed pages (an older zd-recv?): "
 			 "run zd-send with --compress none", s->conn.name);
 }
 
@@ -210,7 +210,7 @@ static int check_peer_wire(struct sender *s)
 	uint64_t deadline = ms ? zd_now_ns() + ms * 1000000u : UINT64_MAX;
 
 	pthread_mutex_lock(&s->lock);
-	while (!s->peer_wire && zd_now_ns() < deadline && !link_is_down(s) && !send_stopped(s)) {
+	while (!s->peer_wire && zd_now_ns() < deadline && !link_is_down(s) && !zd__send_stopped(s)) {
 		struct timespec ts;
 		uint64_t wall = zd_wall_ns() + 50000000u;
 
@@ -220,10 +220,10 @@ static int check_peer_wire(struct sender *s)
 	}
 	int pw = s->peer_wire, acc = s->peer_accept;
 	pthread_mutex_unlock(&s->lock);
-	if (send_stopped(s))
+	if (zd__send_stopped(s))
 		return -1;
 	/* Lost before it answered: the link thread checks the next peer. */
-	if (!link_is_down(s) && send_check_accept(s, pw, acc) < 0)
+	if (!link_is_down(s) && zd__send_check_accept(s, pw, acc) < 0)
 		return -1;
 	s->wire_checked = true;
 	return 0;
@@ -245,7 +245,7 @@ static int emit(void *arg, const struct zd_record *r)
 	unsigned gen;
 	int err = 0;
 
-	if (send_stopped(s))
+	if (zd__send_stopped(s))
 		return -1;
 	/* Before anything follows the HEADER: an epoch must not start that
 	 * the backup cannot decode. */
@@ -263,13 +263,13 @@ static int emit(void *arg, const struct zd_record *r)
 		free(b);
 		if (rc < 0) {
 			pthread_mutex_unlock(&s->wlock);
-			return send_fail(s, ZD_EXIT_FAIL, "cannot keep a copy of the HEADER");
+			return zd__send_fail(s, ZD_EXIT_FAIL, "cannot keep a copy of the HEADER");
 		}
 		s->have_header = true;
 	}
-	if (s->resend && (now = send_link_admit(s, r)) < 0) {
+	if (s->resend && (now = zd__send_link_admit(s, r)) < 0) {
 		pthread_mutex_unlock(&s->wlock);
-		return send_fail(s, ZD_EXIT_FAIL, "resend log: cannot copy a %s record", zd_rec_type_name(r->type));
+		return zd__send_fail(s, ZD_EXIT_FAIL, "resend log: cannot copy a %s record", zd_rec_type_name(r->type));
 	}
 	gen = s->link_gen;
 	before = wire_pos(s);
@@ -283,7 +283,7 @@ static int emit(void *arg, const struct zd_record *r)
 	pthread_mutex_unlock(&s->wlock);
 	if (err)
 		wire_failed(s, gen, err);
-	if (send_stopped(s))
+	if (zd__send_stopped(s))
 		return -1;
 	s->ep_raw += grew;
 	if (r->type == ZD_REC_PAGES) {
@@ -294,7 +294,7 @@ static int emit(void *arg, const struct zd_record *r)
 	 * on the log are the ones this stage relays (with their latency),
 	 * not an upstream copy. */
 	if (log_type(r->type) && r->type != ZD_REC_END && r->type != ZD_REC_ACK)
-		send_log_put(s, r);
+		zd__send_log_put(s, r);
 	else if (r->type == ZD_REC_END)
 		s->end = r->u.end;
 	if (r->type == ZD_REC_COMMIT)
@@ -314,20 +314,20 @@ static int ship(void *arg, const struct zd_record *r)
 		if (zd_wire_enc_new(&s->enc, &s->wopts, m, sizeof(m)) < 0) {
 			/* EINVAL: the HEADER asks for what the encoder cannot do */
 			if (errno == EINVAL)
-				return send_fail(s, ZD_EXIT_DATA, "stdin: HEADER: %s", m);
-			return send_fail(s, ZD_EXIT_FAIL, "%s", m);
+				return zd__send_fail(s, ZD_EXIT_DATA, "stdin: HEADER: %s", m);
+			return zd__send_fail(s, ZD_EXIT_FAIL, "%s", m);
 		}
 		/* depth 4: capture runs up to four records ahead of the
 		 * encoder, a few 16 MiB buffers */
 		if (zd_wire_pipe_new(&s->pipe, s->enc, 4, emit, s, m, sizeof(m)) < 0)
-			return send_fail(s, ZD_EXIT_FAIL, "%s", m);
+			return zd__send_fail(s, ZD_EXIT_FAIL, "%s", m);
 	}
 	if (!s->pipe)
 		return emit(s, r);
 	/* The record read from stdin is ours to give away: its pages move
 	 * to the worker instead of being copied (captured ones are copied). */
 	if (r == s->cur ? zd_wire_pipe_take(s->pipe, s->cur) < 0 : zd_wire_pipe_put(s->pipe, r) < 0)
-		return send_fail(s, ZD_EXIT_FAIL, "wire: %s", zd_wire_pipe_error(s->pipe));
+		return zd__send_fail(s, ZD_EXIT_FAIL, "wire: %s", zd_wire_pipe_error(s->pipe));
 	return 0;
 }
 
@@ -362,7 +362,7 @@ static void epoch_stat(struct sender *s, uint64_t epoch)
 		s->ep_delta = ws->delta_pages;
 		s->ep_miss = ws->miss_pages;
 	}
-	send_log_put(s, &st);
+	zd__send_log_put(s, &st);
 	zd_debug("epoch %" PRIu64 ": %" PRIu64 " pages, %" PRIu64 " bytes raw, %" PRIu64 " on the wire",
 		 epoch, s->ep_pages, s->ep_raw, wire);
 	s->ep_pages = s->ep_raw = 0;
@@ -378,9 +378,9 @@ static void final_flush(struct sender *s)
 		int rc, err;
 
 		pthread_mutex_lock(&s->wlock);
-		while (s->resend && s->link_down && !send_stopped(s))
+		while (s->resend && s->link_down && !zd__send_stopped(s))
 			pthread_cond_wait(&s->link_cv, &s->wlock);
-		if (send_stopped(s)) {
+		if (zd__send_stopped(s)) {
 			pthread_mutex_unlock(&s->wlock);
 			return;
 		}
@@ -424,7 +424,7 @@ static void *heartbeat_thread(void *arg)
 						break;
 					unsigned gen = s->link_gen;
 					pthread_mutex_unlock(&s->wlock);
-					send_link_lost(s, gen, "heartbeat: write failed");
+					zd__send_link_lost(s, gen, "heartbeat: write failed");
 					pthread_mutex_lock(&s->wlock);
 				}
 			}
@@ -445,9 +445,9 @@ static void *heartbeat_thread(void *arg)
 static void ack_lost(struct sender *s, unsigned gen, const char *m)
 {
 	if (!s->resend)
-		send_fail(s, ZD_EXIT_PEER, "%s", m);
+		zd__send_fail(s, ZD_EXIT_PEER, "%s", m);
 	else
-		send_link_lost(s, gen, m);
+		zd__send_link_lost(s, gen, m);
 }
 
 /* The back direction: zd-recv's HEADER, ACKs, END. */
@@ -495,12 +495,12 @@ static void *ack_thread(void *arg)
 			pthread_mutex_lock(&s->lock);
 			if (e > s->sent) {
 				pthread_mutex_unlock(&s->lock);
-				send_fail(s, ZD_EXIT_PEER, "%s: ACK for an epoch never sent", name);
+				zd__send_fail(s, ZD_EXIT_PEER, "%s: ACK for an epoch never sent", name);
 				goto fatal;
 			}
 			if (s->t1[e % T1_RING].epoch == e && s->t1[e % T1_RING].t1)
 				r.u.ack.latency_ns = now - s->t1[e % T1_RING].t1;
-			send_relay_ack(s, e, r.u.ack.commit_wall_ns);
+			zd__send_relay_ack(s, e, r.u.ack.commit_wall_ns);
 			pthread_mutex_unlock(&s->lock);
 			if (s->resend) {
 				pthread_mutex_lock(&s->wlock);
@@ -508,7 +508,7 @@ static void *ack_thread(void *arg)
 				pthread_mutex_unlock(&s->wlock);
 			}
 			zd_debug("epoch %" PRIu64 " acknowledged", e);
-			send_log_put(s, &r);
+			zd__send_log_put(s, &r);
 		} else if (r.type == ZD_REC_END) {
 			end = true;
 			/* zd-recv echoes the primary's END (status 1 when the
@@ -523,7 +523,7 @@ static void *ack_thread(void *arg)
 			if (r.u.end.status == 2 && echo)
 				zd_debug("%s: the failed stream's END echoed", name);
 			else if (r.u.end.status == 2) {
-				send_fail(s, ZD_EXIT_PEER, "%s: zd-recv refused the stream (see its log)", name);
+				zd__send_fail(s, ZD_EXIT_PEER, "%s: zd-recv refused the stream (see its log)", name);
 				goto fatal;
 			}
 		}
@@ -537,7 +537,7 @@ static void *ack_thread(void *arg)
 		int arc = zd_conn_auth_status(&s->conn, m, sizeof(m));
 
 		if (arc == ZD_EXIT_DATA) {
-			send_fail(s, ZD_EXIT_PEER, "%s", m);
+			zd__send_fail(s, ZD_EXIT_PEER, "%s", m);
 			zd_reader_free(&rd);
 			goto over;
 		}
@@ -552,7 +552,7 @@ static void *ack_thread(void *arg)
 		 * died before answering the HEADER. */
 		if (rd.nrec == 0 && rd.err == ZD_RERR_MAGIC && !s->keyed && rd.buf_len - rd.buf_pos >= ZD_AUTH_HELLO_ANY_LEN &&
 		    !memcmp(rd.buf + rd.buf_pos, ZD_AUTH_HELLO_ANY, ZD_AUTH_HELLO_ANY_LEN)) {
-			send_fail(s, ZD_EXIT_PEER, "%s: zd-recv wants a key (--key) and this zd-send has none", name);
+			zd__send_fail(s, ZD_EXIT_PEER, "%s: zd-recv wants a key (--key) and this zd-send has none", name);
 			zd_reader_free(&rd);
 			goto over;
 		} else if (rd.nrec == 0 && rd.err == ZD_RERR_TRUNCATED)
@@ -588,7 +588,7 @@ over:
 	return NULL;
 }
 
-int send_start_ack_thread(struct sender *s)
+int zd__send_start_ack_thread(struct sender *s)
 {
 	pthread_mutex_lock(&s->lock);
 	s->ack_over = false;
@@ -598,14 +598,14 @@ int send_start_ack_thread(struct sender *s)
 		s->ack_over = true;
 		s->peer_wire = -1;
 		pthread_mutex_unlock(&s->lock);
-		return send_fail(s, ZD_EXIT_FAIL, "cannot start the ACK thread");
+		return zd__send_fail(s, ZD_EXIT_FAIL, "cannot start the ACK thread");
 	}
 	s->ack_running = true;
 	pthread_mutex_unlock(&s->lock);
 	return 0;
 }
 
-void send_join_ack_thread(struct sender *s)
+void zd__send_join_ack_thread(struct sender *s)
 {
 	pthread_t t;
 
@@ -621,7 +621,7 @@ void send_join_ack_thread(struct sender *s)
 }
 
 /* Connect to o->dest (and prove the key): 0, or -1 with msg. */
-int send_connect(struct sender *s, struct zd_conn *c, unsigned timeout_ms, char *msg, size_t len)
+int zd__send_connect(struct sender *s, struct zd_conn *c, unsigned timeout_ms, char *msg, size_t len)
 {
 	const struct zd_send_opts *o = s->o;
 	char m[300];
@@ -706,7 +706,7 @@ static bool ship_input(struct sender *s, struct zd_reader *rd, struct zd_capture
 			/* ACKs will come (zd-track's --window waits for them);
 			 * a reconnecting link says so itself when it is up. */
 			if (s->conn.rfd >= 0 && !__atomic_load_n(&s->link_down, __ATOMIC_ACQUIRE))
-				send_fb(s, ZD_FB_LINK, 1);
+				zd__send_fb(s, ZD_FB_LINK, 1);
 		}
 		if (r.type == ZD_REC_CHECKPOINT) {
 			pthread_mutex_lock(&s->lock);
@@ -739,7 +739,7 @@ static bool ship_input(struct sender *s, struct zd_reader *rd, struct zd_capture
 		s->cur = NULL;
 		if (rc) {
 			/* a failed ship() said why first */
-			send_error(s, rc, "%s", zd_capture_error(cap));
+			zd__send_error(s, rc, "%s", zd_capture_error(cap));
 			zd_record_free(&r);
 			return false;
 		}
@@ -762,9 +762,9 @@ static bool ship_input(struct sender *s, struct zd_reader *rd, struct zd_capture
 	}
 	/* a reader stopped by stop_fd: the failure is said already */
 	if (n < 0)
-		send_error(s, rd->err == ZD_RERR_IO ? ZD_EXIT_FAIL : ZD_EXIT_DATA, "%s", rd->msg);
+		zd__send_error(s, rd->err == ZD_RERR_IO ? ZD_EXIT_FAIL : ZD_EXIT_DATA, "%s", rd->msg);
 	else if (!ended)
-		send_error(s, ZD_EXIT_DATA, "stdin: input ended without END: the backup keeps its last committed epoch");
+		zd__send_error(s, ZD_EXIT_DATA, "stdin: input ended without END: the backup keeps its last committed epoch");
 	return ended;
 }
 
@@ -788,8 +788,8 @@ static void run(struct sender *s)
 
 	while (poll(&in, 1, -1) < 0 && errno == EINTR)
 		;
-	if ((rc = send_connect(s, &s->conn, 0, msg, sizeof(msg)))) {
-		send_fail(s, rc < -1 ? -rc : ZD_EXIT_PEER, "%s", msg);
+	if ((rc = zd__send_connect(s, &s->conn, 0, msg, sizeof(msg)))) {
+		zd__send_fail(s, rc < -1 ? -rc : ZD_EXIT_PEER, "%s", msg);
 		return;
 	}
 	zd_writer_init(&s->wire, s->conn.wfd, s->conn.rfd >= 0 ? ZD_ENC_BINARY : zd_output_encoding(s->conn.wfd, false));
@@ -798,12 +798,12 @@ static void run(struct sender *s)
 	if (s->conn.rfd >= 0) {
 		if (o->reconnect_ms) {
 			s->resend = zd_resend_new(o->resend_bytes);
-			send_link_start(s);
+			zd__send_link_start(s);
 		}
-		send_start_ack_thread(s);
-		if (s->hb_ms && !send_stopped(s)) {
+		zd__send_start_ack_thread(s);
+		if (s->hb_ms && !zd__send_stopped(s)) {
 			if (pthread_create(&hb_tid, NULL, heartbeat_thread, s))
-				send_fail(s, ZD_EXIT_FAIL, "cannot start the heartbeat thread");
+				zd__send_fail(s, ZD_EXIT_FAIL, "cannot start the heartbeat thread");
 			else
 				have_hb = true;
 		}
@@ -811,14 +811,14 @@ static void run(struct sender *s)
 
 	zd_reader_init(&rd, STDIN_FILENO, "stdin");
 	rd.stop_fd = s->stop_fd;
-	if (!send_stopped(s)) {
+	if (!zd__send_stopped(s)) {
 		cap = zd_capture_new(ship, s, -1);
 		ended = ship_input(s, &rd, cap);
 	}
 	if (s->pipe && zd_wire_pipe_finish(s->pipe, msg, sizeof(msg)) < 0)
-		send_fail(s, ZD_EXIT_FAIL, "wire: %s", msg);
+		zd__send_fail(s, ZD_EXIT_FAIL, "wire: %s", msg);
 	s->pipe = NULL;
-	if (!send_failed(s))
+	if (!zd__send_failed(s))
 		final_flush(s);
 	if (have_hb) {
 		pthread_mutex_lock(&s->wlock);
@@ -835,35 +835,35 @@ static void run(struct sender *s)
 	pthread_mutex_lock(&s->wlock);
 	zd_conn_shutdown_write(&s->conn);
 	pthread_mutex_unlock(&s->wlock);
-	if (s->resend && ended && !send_failed(s)) {
+	if (s->resend && ended && !zd__send_failed(s)) {
 		pthread_mutex_lock(&s->lock);
-		while (!s->end_echoed && !send_stopped(s))
+		while (!s->end_echoed && !zd__send_stopped(s))
 			pthread_cond_wait(&s->wire_cv, &s->lock);
 		pthread_mutex_unlock(&s->lock);
 	}
 	if (s->resend && s->resync)
-		send_error(s, ZD_EXIT_PEER,
+		zd__send_error(s, ZD_EXIT_PEER,
 			  "%s: the input ended before the backup's full resync: it keeps its last committed epoch",
 			  s->conn.name);
-	send_link_stop(s);
-	if (s->resend || send_stopped(s)) {
+	zd__send_link_stop(s);
+	if (s->resend || zd__send_stopped(s)) {
 		pthread_mutex_lock(&s->conn_lock);
 		zd_conn_abort(&s->conn);
 		pthread_mutex_unlock(&s->conn_lock);
 	}
-	send_join_ack_thread(s);
+	zd__send_join_ack_thread(s);
 	zd_capture_free(cap);
 	zd_reader_free(&rd);
 	/* The END goes on the log unless a failure cut the run short. */
-	if (ended && !send_stopped(s)) {
+	if (ended && !zd__send_stopped(s)) {
 		struct zd_record e;
 
 		zd_record_init(&e, ZD_REC_END);
 		e.u.end = s->end;
-		send_log_put(s, &e);
+		zd__send_log_put(s, &e);
 	}
 	if (s->have_log && zd_writer_flush(&s->log) < 0)
-		send_error(s, ZD_EXIT_FAIL, "stdout: write: %s", strerror(s->log.err));
+		zd__send_error(s, ZD_EXIT_FAIL, "stdout: write: %s", strerror(s->log.err));
 }
 
 int zd_send_run(const struct zd_send_opts *o, char *err, size_t errlen)
@@ -885,7 +885,7 @@ int zd_send_run(const struct zd_send_opts *o, char *err, size_t errlen)
 	zd_resend_free(s->resend);
 	if (s->have_header)
 		zd_record_free(&s->header);
-	rc = send_failed(s);
+	rc = zd__send_failed(s);
 	snprintf(err, errlen, "%s", rc ? s->fail_msg : "");
 	sender_free(s);
 	return rc;

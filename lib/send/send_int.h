@@ -62,11 +62,11 @@ struct sender {
 	unsigned hb_ms, to_ms;
 	/* --reconnect (relink.c), under wlock */
 	struct zd_resend *resend;	/* NULL without --reconnect */
-	pthread_mutex_t conn_lock;	/* conn's swap (with wlock) and its abort by send_link_lost */
+	pthread_mutex_t conn_lock;	/* conn's swap (with wlock) and its abort by zd__send_link_lost */
 	pthread_cond_t link_cv;		/* link_down set or cleared, link_stop */
 	bool link_down, link_stop;
 	unsigned link_gen;		/* connections made so far */
-	unsigned lost_gen;		/* conn_lock: the generation send_link_lost took */
+	unsigned lost_gen;		/* conn_lock: the generation zd__send_link_lost took */
 	char down_why[300];		/* conn_lock: why it was lost */
 	bool resync;			/* dropping records until a FULL checkpoint */
 	struct zd_record header;	/* the HEADER, sent again on each connection */
@@ -79,7 +79,7 @@ struct sender {
 	pthread_mutex_t fail_lock;
 	int fail_code;			/* 0 none yet; read atomically */
 	char fail_msg[1024];
-	bool stopped;			/* send_fail(): every thread is to stop */
+	bool stopped;			/* zd__send_fail(): every thread is to stop */
 	int stop_fd;			/* eventfd: readable once stopped, ends the wait on stdin */
 };
 
@@ -88,40 +88,40 @@ struct sender {
  * of stdin, writes and reads on the link, the heartbeat, the link
  * thread). For what ends the run at once, from any thread. Call with none
  * of the sender's locks held. Returns -1. */
-int send_fail(struct sender *s, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int zd__send_fail(struct sender *s, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Record the run's error (the first one only) and go on: the main
  * thread's, which winds the run down in order (what was queued still
  * goes, the last ACKs are still relayed). */
-void send_error(struct sender *s, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void zd__send_error(struct sender *s, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The first error's exit code, 0 while there is none. */
-int send_failed(const struct sender *s);
-bool send_stopped(const struct sender *s);
-void send_log_put(struct sender *s, const struct zd_record *r);
+int zd__send_failed(const struct sender *s);
+bool zd__send_stopped(const struct sender *s);
+void zd__send_log_put(struct sender *s, const struct zd_record *r);
 /* Relay an ACK of epoch e to zd-track (s->lock held). */
-void send_relay_ack(struct sender *s, uint64_t e, uint64_t wall_ns);
-int send_fb(struct sender *s, enum zd_fb_op op, uint64_t a);
+void zd__send_relay_ack(struct sender *s, uint64_t e, uint64_t wall_ns);
+int zd__send_fb(struct sender *s, enum zd_fb_op op, uint64_t a);
 /* Connect to o->dest and prove the key (timeout_ms 0: no bound of ours):
  * 0, -1 with msg, or -code for a key refusal. */
-int send_connect(struct sender *s, struct zd_conn *c, unsigned timeout_ms, char *msg, size_t len);
-/* 0 if zd-recv (peer_wire, accept) takes our PAGES, else send_fail()
+int zd__send_connect(struct sender *s, struct zd_conn *c, unsigned timeout_ms, char *msg, size_t len);
+/* 0 if zd-recv (peer_wire, accept) takes our PAGES, else zd__send_fail()
  * with the reason. */
-int send_check_accept(struct sender *s, int peer_wire, int accept);
-/* Start the ack thread on s->conn: 0, or send_fail(). */
-int send_start_ack_thread(struct sender *s);
+int zd__send_check_accept(struct sender *s, int peer_wire, int accept);
+/* Start the ack thread on s->conn: 0, or zd__send_fail(). */
+int zd__send_start_ack_thread(struct sender *s);
 /* Join it (after zd_conn_abort or the peer's close). */
-void send_join_ack_thread(struct sender *s);
+void zd__send_join_ack_thread(struct sender *s);
 
 /* relink.c */
 /* The link of generation gen failed (why): hand it to the link thread
  * (--reconnect). Any thread; idempotent per gen. */
-void send_link_lost(struct sender *s, unsigned gen, const char *why);
+void zd__send_link_lost(struct sender *s, unsigned gen, const char *why);
 /* Under wlock: what emit() does with a record while relinking (keep it
  * for resending; drop it while waiting for a FULL checkpoint). 1 if the
  * record is to be written now, 0 if not, -1 if the resend log cannot
  * keep it. */
-int send_link_admit(struct sender *s, const struct zd_record *r);
-/* 0, or send_fail(). */
-int send_link_start(struct sender *s);
-void send_link_stop(struct sender *s);
+int zd__send_link_admit(struct sender *s, const struct zd_record *r);
+/* 0, or zd__send_fail(). */
+int zd__send_link_start(struct sender *s);
+void zd__send_link_stop(struct sender *s);
 
 #endif

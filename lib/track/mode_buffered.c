@@ -4,18 +4,18 @@
  * running. The cycle, in the order it runs, each step the function
  * buffered_round calls:
  *
- *   track_run_until        the VM runs until T1
- *   track_pause            T1
- *   track_harvest_all      the dirty log, re-armed for the next epoch
- *   copy_dirty             the dirty pages into a local buffer
- *   track_save_state       vCPU state, [memsum]
- *   track_resume           the VM runs again
- *   track_send_checkpoint  CHECKPOINT (PAGES_INLINE), DIRTY, PAGES…,
- *                          STATE, COMMIT, while the VM runs
- *   report_epoch           STAT "track"
- *   release_output_on_ack  (track.c, on the feedback thread) the epoch's
- *                          output goes out when its ACK comes back; the
- *                          loop does not wait for it
+ *   zd__track_run_until        the VM runs until T1
+ *   zd__track_pause            T1
+ *   zd__track_harvest_all      the dirty log, re-armed for the next epoch
+ *   copy_dirty                 the dirty pages into a local buffer
+ *   zd__track_save_state       vCPU state, [memsum]
+ *   zd__track_resume           the VM runs again
+ *   zd__track_send_checkpoint  CHECKPOINT (PAGES_INLINE), DIRTY, PAGES…,
+ *                              STATE, COMMIT, while the VM runs
+ *   report_epoch               STAT "track"
+ *   release_output_on_ack      (track.c, on the feedback thread) the epoch's
+ *                              output goes out when its ACK comes back; the
+ *                              loop does not wait for it
  */
 #include "track_int.h"
 #include "zd/util.h"
@@ -29,7 +29,7 @@ static int copy_dirty(struct zd_track *k, struct buffered_round *rd)
 {
 	uint64_t t0 = zd_now_ns();
 
-	if (track_read_pages(k, &k->dirty) < 0)
+	if (zd__track_read_pages(k, &k->dirty) < 0)
 		return -1;
 	rd->copy_ns = zd_now_ns() - t0;
 	return 0;
@@ -41,7 +41,7 @@ static int report_epoch(struct zd_track *k, const struct buffered_round *rd)
 	double vals[] = { (double)rd->base.c.pause_ns, (double)rd->base.harvest_ns,
 			  (double)rd->copy_ns, (double)zd_pageset_count(&k->prev) };
 
-	return emit_stat(k, keys, vals, 4);
+	return zd__emit_stat(k, keys, vals, 4);
 }
 
 static int buffered_round(struct zd_track *k)
@@ -50,20 +50,20 @@ static int buffered_round(struct zd_track *k)
 	struct zd_rec_checkpoint *c = &rd.base.c;
 	int rc;
 
-	rc = track_run_until(k, track_deadline(k, 100));
+	rc = zd__track_run_until(k, zd__track_deadline(k, 100));
 	if (rc)
 		return rc;
-	if (track_pause(k, &c->t1_ns) < 0)
+	if (zd__track_pause(k, &c->t1_ns) < 0)
 		return -1;
-	if (track_harvest_all(k, &rd.base) < 0 || copy_dirty(k, &rd) < 0 ||
-	    track_save_state(k, &rd.base) < 0 || track_resume(k, &c->resume_ns) < 0) {
-		track_resume_quietly(k);
-		track_round_free(&rd.base);
+	if (zd__track_harvest_all(k, &rd.base) < 0 || copy_dirty(k, &rd) < 0 ||
+	    zd__track_save_state(k, &rd.base) < 0 || zd__track_resume(k, &c->resume_ns) < 0) {
+		zd__track_resume_quietly(k);
+		zd__track_round_free(&rd.base);
 		return -1;
 	}
 	c->pause_ns = c->resume_ns - c->t1_ns;
-	rc = track_send_checkpoint(k, &rd.base, true);
-	track_round_free(&rd.base);
+	rc = zd__track_send_checkpoint(k, &rd.base, true);
+	zd__track_round_free(&rd.base);
 	/* The next round harvests into k->dirty; prev keeps this epoch's set. */
 	zd_pageset_swap(&k->prev, &k->dirty);
 	if (rc < 0)

@@ -3,20 +3,20 @@
  * remus: stop-and-copy, as the ZDDSPT paper describes Remus. The cycle, in
  * the order it runs, each step the function remus_round calls:
  *
- *   track_run_until        the VM runs until T1
- *   track_pause            T1
- *   track_harvest_all      the dirty log, re-armed for the next epoch
- *   track_save_state       vCPU state, [memsum]
- *   send_checkpoint        CHECKPOINT, DIRTY, STATE, COMMIT; no pages: the
- *                          stage downstream, zd-swap or zd-send, copies
- *                          them from the paused VM
- *   track_wait_backup      until the backup has the epoch: ACK via
- *                          zd-send, else DRAINED via zd-swap, else open loop
- *   track_resume           the VM runs again
- *   report_epoch           STAT "track"
- *   release_output_on_ack  (track.c, on the feedback thread) the epoch's
- *                          output goes out on its ACK, which the wait
- *                          above has already seen
+ *   zd__track_run_until        the VM runs until T1
+ *   zd__track_pause            T1
+ *   zd__track_harvest_all      the dirty log, re-armed for the next epoch
+ *   zd__track_save_state       vCPU state, [memsum]
+ *   send_checkpoint            CHECKPOINT, DIRTY, STATE, COMMIT; no pages: the
+ *                              stage downstream, zd-swap or zd-send, copies
+ *                              them from the paused VM
+ *   zd__track_wait_backup      until the backup has the epoch: ACK via
+ *                              zd-send, else DRAINED via zd-swap, else open loop
+ *   zd__track_resume           the VM runs again
+ *   report_epoch               STAT "track"
+ *   release_output_on_ack      (track.c, on the feedback thread) the epoch's
+ *                              output goes out on its ACK, which the wait
+ *                              above has already seen
  *
  * Before epoch 1 it gives the stages after it --grace (1 s) to connect to
  * the feedback socket (they do once they read the HEADER).
@@ -30,9 +30,9 @@
 /* The backup copies from the paused VM: flushed now, or it waits for us. */
 static int send_checkpoint(struct zd_track *k, const struct track_round *rd)
 {
-	if (track_send_checkpoint(k, rd, false) < 0)
+	if (zd__track_send_checkpoint(k, rd, false) < 0)
 		return -1;
-	return emit_flush(k);
+	return zd__emit_flush(k);
 }
 
 static int report_epoch(struct zd_track *k, const struct track_round *rd, uint64_t resume_ns)
@@ -41,7 +41,7 @@ static int report_epoch(struct zd_track *k, const struct track_round *rd, uint64
 	double vals[] = { (double)(resume_ns - rd->c.t1_ns), (double)rd->harvest_ns,
 			  (double)zd_pageset_count(&k->prev) };
 
-	return emit_stat(k, keys, vals, 3);
+	return zd__emit_stat(k, keys, vals, 3);
 }
 
 static int remus_round(struct zd_track *k)
@@ -50,19 +50,19 @@ static int remus_round(struct zd_track *k)
 	uint64_t resume_ns;
 	int rc;
 
-	rc = track_run_until(k, track_deadline(k, 100));
+	rc = zd__track_run_until(k, zd__track_deadline(k, 100));
 	if (rc)
 		return rc;
-	if (track_pause(k, &rd.c.t1_ns) < 0)
+	if (zd__track_pause(k, &rd.c.t1_ns) < 0)
 		return -1;
-	if (track_harvest_all(k, &rd) < 0 || track_save_state(k, &rd) < 0 ||
-	    send_checkpoint(k, &rd) < 0 || track_wait_backup(k) < 0) {
-		track_resume_quietly(k);
-		track_round_free(&rd);
+	if (zd__track_harvest_all(k, &rd) < 0 || zd__track_save_state(k, &rd) < 0 ||
+	    send_checkpoint(k, &rd) < 0 || zd__track_wait_backup(k) < 0) {
+		zd__track_resume_quietly(k);
+		zd__track_round_free(&rd);
 		return -1;
 	}
-	track_round_free(&rd);
-	if (track_resume(k, &resume_ns) < 0)
+	zd__track_round_free(&rd);
+	if (zd__track_resume(k, &resume_ns) < 0)
 		return -1;
 	/* The next round harvests into k->dirty; prev keeps this epoch's set. */
 	zd_pageset_swap(&k->prev, &k->dirty);
@@ -72,7 +72,7 @@ static int remus_round(struct zd_track *k)
 /* Remus stops the VM for the backup: it waits for one to be there. */
 static int remus_start(struct zd_track *k)
 {
-	track_wait_connect(k, k->o->grace_ns);
+	zd__track_wait_connect(k, k->o->grace_ns);
 	return 0;
 }
 

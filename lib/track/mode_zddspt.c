@@ -6,31 +6,31 @@
  * write-protection until zd-swap has drained it. The cycle, in the order
  * it runs, each step the function zddspt_round calls:
  *
- *   run_until_t0           the VM runs until T0 = T1 - precopy% of the
- *                          interval
- *   precopy                T0..T1: P = dirty so far ∩ the standby set
- *                          (STANDBY from zd-mru on the feedback socket,
- *                          else last epoch's pages); re-arm exactly P (a
- *                          later write to it is seen again at T1); copy P
- *                          and send it as PAGES (PRECOPY) while the VM runs
- *   run_until_t1           the VM runs on until T1
- *   choose_guard           protect F, or copy it at the pause (enum
- *                          fallback says why); waits for the previous
- *                          epoch's DRAINED
- *   track_pause            T1
- *   harvest_frozen         the main table's pages become the frozen set F
- *   protect_frozen         the copy-on-write guard over F, or F copied now
- *   swap_tables            re-arm all: the other table is main for the next
- *                          epoch (after protect, as in the paper: F goes
- *                          read-only, then the VM writes to the new table)
- *   track_save_state       vCPU state, [memsum]
- *   track_resume           the VM runs again
- *   send_checkpoint        CHECKPOINT, DIRTY = F, [PAGES of F], STATE, COMMIT
- *   report_epoch           STAT "track"; P ∪ F is the next epoch's hint
- *   uffd_drain             (zd-swap, lib/capture/drain_uffd.c) saves F
- *                          while the VM runs, un-protects it, says DRAINED
- *   release_output_on_ack  (track.c, on the feedback thread) the epoch's
- *                          output goes out on the backup's ACK
+ *   run_until_t0               the VM runs until T0 = T1 - precopy% of the
+ *                              interval
+ *   precopy                    T0..T1: P = dirty so far ∩ the standby set
+ *                              (STANDBY from zd-mru on the feedback socket,
+ *                              else last epoch's pages); re-arm exactly P (a
+ *                              later write to it is seen again at T1); copy P
+ *                              and send it as PAGES (PRECOPY) while the VM runs
+ *   run_until_t1               the VM runs on until T1
+ *   choose_guard               protect F, or copy it at the pause (enum
+ *                              fallback says why); waits for the previous
+ *                              epoch's DRAINED
+ *   zd__track_pause            T1
+ *   harvest_frozen             the main table's pages become the frozen set F
+ *   protect_frozen             the copy-on-write guard over F, or F copied now
+ *   swap_tables                re-arm all: the other table is main for the next
+ *                              epoch (after protect, as in the paper: F goes
+ *                              read-only, then the VM writes to the new table)
+ *   zd__track_save_state       vCPU state, [memsum]
+ *   zd__track_resume           the VM runs again
+ *   send_checkpoint            CHECKPOINT, DIRTY = F, [PAGES of F], STATE, COMMIT
+ *   report_epoch               STAT "track"; P ∪ F is the next epoch's hint
+ *   uffd_drain                 (zd-swap, lib/capture/drain_uffd.c) saves F
+ *                              while the VM runs, un-protects it, says DRAINED
+ *   release_output_on_ack      (track.c, on the feedback thread) the epoch's
+ *                              output goes out on the backup's ACK
  *
  * No page is copied while the VM is stopped. DIRTY carries only F, the
  * pages still to capture at checkpoint time; a page of P that is not in F
@@ -87,7 +87,7 @@ static bool copies_frozen(const struct zddspt_round *rd)
 
 static int run_until_t0(struct zd_track *k)
 {
-	return track_run_until(k, track_deadline(k, 100 - k->o->precopy_pct));
+	return zd__track_run_until(k, zd__track_deadline(k, 100 - k->o->precopy_pct));
 }
 
 static int precopy(struct zd_track *k, struct zddspt_round *rd)
@@ -99,14 +99,14 @@ static int precopy(struct zd_track *k, struct zddspt_round *rd)
 	rd->base.c.t0_ns = zd_now_ns();
 	if (zd_fbserver_standby(k->fb, &hint) == 0 && zd_pageset_copy(&hint, &k->prev) < 0)
 		goto out;
-	if (track_harvest(k, &sofar) < 0)
+	if (zd__track_harvest(k, &sofar) < 0)
 		goto out;
 	zd_pageset_intersect(p, &sofar, &hint);
-	if (track_rearm(k, p) < 0 || track_read_pages(k, p) < 0)
+	if (zd__track_rearm(k, p) < 0 || zd__track_read_pages(k, p) < 0)
 		goto out;
-	rc = emit_pages(k, p, ZD_PAGES_PRECOPY);
+	rc = zd__emit_pages(k, p, ZD_PAGES_PRECOPY);
 	if (rc == 0)
-		rc = emit_flush(k);
+		rc = zd__emit_flush(k);
 out:
 	zd_pageset_free(&hint);
 	zd_pageset_free(&sofar);
@@ -116,7 +116,7 @@ out:
 /* A target that ends during the epoch (1) still gets this checkpoint. */
 static int run_until_t1(struct zd_track *k)
 {
-	return track_run_until(k, track_deadline(k, 100)) < 0 ? -1 : 0;
+	return zd__track_run_until(k, zd__track_deadline(k, 100)) < 0 ? -1 : 0;
 }
 
 /* Can this round protect instead of copying? Waits for the previous
@@ -160,9 +160,9 @@ static void choose_guard(struct zd_track *k, struct zddspt_round *rd)
 
 static int harvest_frozen(struct zd_track *k, struct zddspt_round *rd)
 {
-	if (track_harvest(k, &k->dirty) < 0)
+	if (zd__track_harvest(k, &k->dirty) < 0)
 		return -1;
-	track_full_if_asked(k, &k->dirty, &rd->base.c);
+	zd__track_full_if_asked(k, &k->dirty, &rd->base.c);
 	return 0;
 }
 
@@ -186,27 +186,27 @@ static int protect_frozen(struct zd_track *k, struct zddspt_round *rd)
 	if (rd->replay)
 		return 0;
 	if (rd->why == FB_NONE) {
-		rc = track_protect(k, &k->dirty);
+		rc = zd__track_protect(k, &k->dirty);
 		if (rc < 0)
 			return -1;
 		if (rc > 0)
 			rd->why = FB_NO_GUARD;
 		rd->protect_ns = zd_now_ns() - t0;
 	}
-	return copies_frozen(rd) ? track_read_pages(k, &k->dirty) : 0;
+	return copies_frozen(rd) ? zd__track_read_pages(k, &k->dirty) : 0;
 }
 
 /* The emptied main table records the next epoch; F stays as harvested. */
 static int swap_tables(struct zd_track *k)
 {
-	return track_rearm(k, NULL);
+	return zd__track_rearm(k, NULL);
 }
 
 static int send_checkpoint(struct zd_track *k, struct zddspt_round *rd)
 {
 	if (copies_frozen(rd))
 		rd->base.c.flags |= ZD_CKPT_PAGES_INLINE;
-	return track_send_checkpoint(k, &rd->base, copies_frozen(rd));
+	return zd__track_send_checkpoint(k, &rd->base, copies_frozen(rd));
 }
 
 static void say_fallback(struct zd_track *k, enum fallback why)
@@ -242,7 +242,7 @@ static int report_epoch(struct zd_track *k, const struct zddspt_round *rd)
 			  (double)zd_pageset_count(&k->dirty), copies_frozen(rd) ? 0.0 : 1.0,
 			  (double)rd->why };
 
-	return emit_stat(k, keys, vals, 7);
+	return zd__emit_stat(k, keys, vals, 7);
 }
 
 static int zddspt_round(struct zd_track *k)
@@ -258,11 +258,11 @@ static int zddspt_round(struct zd_track *k)
 	if (precopy(k, &rd) < 0 || run_until_t1(k) < 0)
 		goto out;
 	choose_guard(k, &rd);
-	if (track_pause(k, &c->t1_ns) < 0)
+	if (zd__track_pause(k, &c->t1_ns) < 0)
 		goto out;
 	if (harvest_frozen(k, &rd) < 0 || protect_frozen(k, &rd) < 0 || swap_tables(k) < 0 ||
-	    track_save_state(k, &rd.base) < 0 || track_resume(k, &c->resume_ns) < 0) {
-		track_resume_quietly(k);
+	    zd__track_save_state(k, &rd.base) < 0 || zd__track_resume(k, &c->resume_ns) < 0) {
+		zd__track_resume_quietly(k);
 		goto out;
 	}
 	c->pause_ns = c->resume_ns - c->t1_ns;
@@ -273,7 +273,7 @@ static int zddspt_round(struct zd_track *k)
 	/* The next epoch's fallback hint: every page this epoch changed. */
 	zd_pageset_union(&k->prev, &rd.precopied, &k->dirty);
 out:
-	track_round_free(&rd.base);
+	zd__track_round_free(&rd.base);
 	zd_pageset_free(&rd.precopied);
 	return rc;
 }

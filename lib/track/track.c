@@ -31,7 +31,7 @@ static const struct zd_mode_ops *const modes[] = {
 };
 _Static_assert(ZD_ARRAY_SIZE(modes) == ZD_MODE_MAX, "one ops table per mode");
 
-int track_fail(struct zd_track *k, int code, const char *fmt, ...)
+int zd__track_fail(struct zd_track *k, int code, const char *fmt, ...)
 {
 	char line[512];
 	va_list ap;
@@ -49,16 +49,16 @@ int track_fail(struct zd_track *k, int code, const char *fmt, ...)
 
 static int target_fail(struct zd_track *k, const char *op)
 {
-	return track_fail(k, ZD_EXIT_TARGET, "%s: %s: %s", k->t->spec, op,
+	return zd__track_fail(k, ZD_EXIT_TARGET, "%s: %s: %s", k->t->spec, op,
 			  k->t->err[0] ? k->t->err : "failed");
 }
 
-uint64_t track_deadline(const struct zd_track *k, unsigned pct)
+uint64_t zd__track_deadline(const struct zd_track *k, unsigned pct)
 {
 	return k->run_start_ns + k->o->interval_ns * pct / 100;
 }
 
-int track_run_until(struct zd_track *k, uint64_t deadline_ns)
+int zd__track_run_until(struct zd_track *k, uint64_t deadline_ns)
 {
 	int r = k->t->ops->run_until(k->t, deadline_ns);
 
@@ -67,7 +67,7 @@ int track_run_until(struct zd_track *k, uint64_t deadline_ns)
 	return r ? 1 : 0;
 }
 
-int track_pause(struct zd_track *k, uint64_t *t1_ns)
+int zd__track_pause(struct zd_track *k, uint64_t *t1_ns)
 {
 	int r;
 
@@ -84,7 +84,7 @@ int track_pause(struct zd_track *k, uint64_t *t1_ns)
 	return 0;
 }
 
-int track_harvest(struct zd_track *k, struct zd_pageset *set)
+int zd__track_harvest(struct zd_track *k, struct zd_pageset *set)
 {
 	int r;
 
@@ -94,7 +94,7 @@ int track_harvest(struct zd_track *k, struct zd_pageset *set)
 	if (r < 0)
 		return target_fail(k, "harvest dirty log");
 	if (zd_pageset_end(set) > k->t->page_count)
-		return track_fail(k, ZD_EXIT_TARGET, "%s: dirty log names pfn %llu beyond %llu pages",
+		return zd__track_fail(k, ZD_EXIT_TARGET, "%s: dirty log names pfn %llu beyond %llu pages",
 				  k->t->spec, (unsigned long long)zd_pageset_end(set) - 1,
 				  (unsigned long long)k->t->page_count);
 	return 0;
@@ -103,7 +103,7 @@ int track_harvest(struct zd_track *k, struct zd_pageset *set)
 /* zd-send asked for a resync (its backup lost epochs it cannot send
  * again): this checkpoint's set becomes every page, flagged FULL, so the
  * backup is whole again once it commits it. Right after the T1 harvest. */
-void track_full_if_asked(struct zd_track *k, struct zd_pageset *set, struct zd_rec_checkpoint *c)
+void zd__track_full_if_asked(struct zd_track *k, struct zd_pageset *set, struct zd_rec_checkpoint *c)
 {
 	if (!zd_fbserver_take_resync(k->fb))
 		return;
@@ -113,7 +113,7 @@ void track_full_if_asked(struct zd_track *k, struct zd_pageset *set, struct zd_r
 		 (unsigned long long)k->epoch, (unsigned long long)k->t->page_count);
 }
 
-int track_rearm(struct zd_track *k, const struct zd_pageset *set)
+int zd__track_rearm(struct zd_track *k, const struct zd_pageset *set)
 {
 	int r;
 
@@ -123,18 +123,18 @@ int track_rearm(struct zd_track *k, const struct zd_pageset *set)
 	return r < 0 ? target_fail(k, "re-arm dirty log") : 0;
 }
 
-int track_harvest_all(struct zd_track *k, struct track_round *rd)
+int zd__track_harvest_all(struct zd_track *k, struct track_round *rd)
 {
 	uint64_t t0 = zd_now_ns();
 
-	if (track_harvest(k, &k->dirty) < 0 || track_rearm(k, NULL) < 0)
+	if (zd__track_harvest(k, &k->dirty) < 0 || zd__track_rearm(k, NULL) < 0)
 		return -1;
-	track_full_if_asked(k, &k->dirty, &rd->c);
+	zd__track_full_if_asked(k, &k->dirty, &rd->c);
 	rd->harvest_ns = zd_now_ns() - t0;
 	return 0;
 }
 
-int track_protect(struct zd_track *k, const struct zd_pageset *set)
+int zd__track_protect(struct zd_track *k, const struct zd_pageset *set)
 {
 	int r;
 
@@ -148,7 +148,7 @@ int track_protect(struct zd_track *k, const struct zd_pageset *set)
 	return r > 0 ? 1 : 0;
 }
 
-int track_read_pages(struct zd_track *k, const struct zd_pageset *set)
+int zd__track_read_pages(struct zd_track *k, const struct zd_pageset *set)
 {
 	size_t need = (size_t)zd_pageset_count(set) * k->t->page_size;
 	int r;
@@ -158,7 +158,7 @@ int track_read_pages(struct zd_track *k, const struct zd_pageset *set)
 		k->buf = malloc(need);
 		k->buf_cap = k->buf ? need : 0;
 		if (!k->buf)
-			return track_fail(k, ZD_EXIT_FAIL, "no memory for %zu bytes of pages", need);
+			return zd__track_fail(k, ZD_EXIT_FAIL, "no memory for %zu bytes of pages", need);
 	}
 	pthread_mutex_lock(&k->tlock);
 	r = k->t->ops->read_pages(k->t, k->epoch, set, k->buf);
@@ -194,7 +194,7 @@ static int memsum(struct zd_track *k, struct zd_record *commit)
 	return 0;
 }
 
-int track_save_state(struct zd_track *k, struct track_round *rd)
+int zd__track_save_state(struct zd_track *k, struct track_round *rd)
 {
 	if (get_state(k, &rd->state) < 0)
 		return -1;
@@ -205,7 +205,7 @@ int track_save_state(struct zd_track *k, struct track_round *rd)
 	return memsum(k, &rd->commit);
 }
 
-int track_resume(struct zd_track *k, uint64_t *resume_ns)
+int zd__track_resume(struct zd_track *k, uint64_t *resume_ns)
 {
 	int r;
 
@@ -219,7 +219,7 @@ int track_resume(struct zd_track *k, uint64_t *resume_ns)
 	return 0;
 }
 
-void track_resume_quietly(struct zd_track *k)
+void zd__track_resume_quietly(struct zd_track *k)
 {
 	/* A failed round must not leave the guest stopped: best effort. */
 	pthread_mutex_lock(&k->tlock);
@@ -227,16 +227,16 @@ void track_resume_quietly(struct zd_track *k)
 	pthread_mutex_unlock(&k->tlock);
 }
 
-int track_send_checkpoint(struct zd_track *k, const struct track_round *rd, bool with_pages)
+int zd__track_send_checkpoint(struct zd_track *k, const struct track_round *rd, bool with_pages)
 {
-	if (emit_checkpoint(k, &rd->c) < 0 || emit_set(k, ZD_REC_DIRTY, &k->dirty) < 0 ||
-	    (with_pages && emit_pages(k, &k->dirty, 0) < 0) ||
-	    emit_record(k, &rd->state) < 0 || emit_record(k, &rd->commit) < 0)
+	if (zd__emit_checkpoint(k, &rd->c) < 0 || zd__emit_set(k, ZD_REC_DIRTY, &k->dirty) < 0 ||
+	    (with_pages && zd__emit_pages(k, &k->dirty, 0) < 0) ||
+	    zd__emit_record(k, &rd->state) < 0 || zd__emit_record(k, &rd->commit) < 0)
 		return -1;
 	return 0;
 }
 
-void track_round_free(struct track_round *rd)
+void zd__track_round_free(struct track_round *rd)
 {
 	if (rd->have_state)
 		zd_record_free(&rd->state);
@@ -247,20 +247,20 @@ void track_round_free(struct track_round *rd)
 
 static int out_fail(struct zd_track *k)
 {
-	return track_fail(k, ZD_EXIT_FAIL, "stdout: %s", strerror(k->w.err ? k->w.err : EIO));
+	return zd__track_fail(k, ZD_EXIT_FAIL, "stdout: %s", strerror(k->w.err ? k->w.err : EIO));
 }
 
-int emit_record(struct zd_track *k, const struct zd_record *r)
+int zd__emit_record(struct zd_track *k, const struct zd_record *r)
 {
 	return zd_writer_put(&k->w, r) < 0 ? out_fail(k) : 0;
 }
 
-int emit_flush(struct zd_track *k)
+int zd__emit_flush(struct zd_track *k)
 {
 	return zd_writer_flush(&k->w) < 0 ? out_fail(k) : 0;
 }
 
-int emit_checkpoint(struct zd_track *k, const struct zd_rec_checkpoint *c)
+int zd__emit_checkpoint(struct zd_track *k, const struct zd_rec_checkpoint *c)
 {
 	struct zd_record r;
 
@@ -269,10 +269,10 @@ int emit_checkpoint(struct zd_track *k, const struct zd_rec_checkpoint *c)
 	r.u.ckpt.epoch = k->epoch;
 	if (k->o->epochs && k->epoch == k->o->epochs)
 		r.u.ckpt.flags |= ZD_CKPT_FINAL;
-	return emit_record(k, &r);
+	return zd__emit_record(k, &r);
 }
 
-int emit_set(struct zd_track *k, uint16_t type, const struct zd_pageset *set)
+int zd__emit_set(struct zd_track *k, uint16_t type, const struct zd_pageset *set)
 {
 	struct zd_record r;
 
@@ -280,17 +280,17 @@ int emit_set(struct zd_track *k, uint16_t type, const struct zd_pageset *set)
 	r.u.dirty.epoch = k->epoch;
 	/* Borrowed, not copied: the record is not freed. */
 	r.u.dirty.set = *set;
-	return emit_record(k, &r);
+	return zd__emit_record(k, &r);
 }
 
-int emit_pages(struct zd_track *k, const struct zd_pageset *set, uint8_t flags)
+int zd__emit_pages(struct zd_track *k, const struct zd_pageset *set, uint8_t flags)
 {
 	struct zd_pageset rest = ZD_PAGESET_INIT, part = ZD_PAGESET_INIT;
 	const uint8_t *data = k->buf;
 	int rc = 0;
 
 	if (zd_pageset_copy(&rest, set) < 0)
-		return track_fail(k, ZD_EXIT_FAIL, "out of memory");
+		return zd__track_fail(k, ZD_EXIT_FAIL, "out of memory");
 	/* Bounded records: a reader never holds more than one in memory. */
 	while (rc == 0 && !zd_pageset_empty(&rest)) {
 		struct zd_record r;
@@ -304,14 +304,14 @@ int emit_pages(struct zd_track *k, const struct zd_pageset *set, uint8_t flags)
 		r.u.pages.data_len = (uint32_t)(zd_pageset_count(&part) * k->t->page_size);
 		r.u.pages.data = (uint8_t *)data;
 		data += r.u.pages.data_len;
-		rc = emit_record(k, &r);
+		rc = zd__emit_record(k, &r);
 	}
 	zd_pageset_free(&rest);
 	zd_pageset_free(&part);
 	return rc;
 }
 
-int emit_stat(struct zd_track *k, const char *const *keys, const double *vals, unsigned n)
+int zd__emit_stat(struct zd_track *k, const char *const *keys, const double *vals, unsigned n)
 {
 	struct zd_record r;
 
@@ -323,7 +323,7 @@ int emit_stat(struct zd_track *k, const char *const *keys, const double *vals, u
 		r.u.stat.kv[i].value = vals[i];
 	}
 	r.u.stat.n = n;
-	return emit_record(k, &r);
+	return zd__emit_record(k, &r);
 }
 
 /* ACKs the feedback thread queued: logged forward so zd-stat sees the
@@ -346,7 +346,7 @@ static int emit_acks(struct zd_track *k)
 		r.u.ack.epoch = acks[i].epoch;
 		r.u.ack.commit_wall_ns = acks[i].wall_ns;
 		r.u.ack.latency_ns = acks[i].latency_ns;
-		rc = emit_record(k, &r);
+		rc = zd__emit_record(k, &r);
 	}
 	return rc;
 }
@@ -396,7 +396,7 @@ static int on_memory(void *ctx, int *fds, uint64_t *base)
 
 /* --- remus's wait for the backup --- */
 
-int track_wait_backup(struct zd_track *k)
+int zd__track_wait_backup(struct zd_track *k)
 {
 	enum zd_fb_op op;
 	enum zd_fb_role role;
@@ -411,7 +411,7 @@ int track_wait_backup(struct zd_track *k)
 		/* A backup that was there and left is a broken pipeline, not
 		 * an open-loop run: stop, once, rather than run on unprotected
 		 * and fail a moment later on the broken stdout. */
-		return track_fail(k, ZD_EXIT_PEER,
+		return zd__track_fail(k, ZD_EXIT_PEER,
 				  "control socket: the zd-send and zd-swap clients left before epoch %llu's ACK",
 				  (unsigned long long)k->epoch);
 	} else {
@@ -433,7 +433,7 @@ int track_wait_backup(struct zd_track *k)
 		case ZD_FBWAIT_OK:
 			return 0;
 		case ZD_FBWAIT_GONE:
-			return track_fail(k, ZD_EXIT_PEER,
+			return zd__track_fail(k, ZD_EXIT_PEER,
 					  "control socket: the %s client left before epoch %llu's %s",
 					  role == ZD_ROLE_SEND ? "zd-send" : "zd-swap",
 					  (unsigned long long)k->epoch, what);
@@ -443,7 +443,7 @@ int track_wait_backup(struct zd_track *k)
 		if (*k->stop)
 			return 0;
 		if (zd_now_ns() >= deadline)
-			return track_fail(k, ZD_EXIT_PEER, "control socket: no %s for epoch %llu within %llu ms",
+			return zd__track_fail(k, ZD_EXIT_PEER, "control socket: no %s for epoch %llu within %llu ms",
 					  what, (unsigned long long)k->epoch,
 					  (unsigned long long)(k->o->timeout_ns / 1000000));
 	}
@@ -505,7 +505,7 @@ static int wait_window(struct zd_track *k)
 			continue;
 		/* A slow backup: look at the VM meanwhile (its death is
 		 * a loss the backup must hear of now, not after the wait). */
-		if ((r = track_run_until(k, zd_now_ns() + 1000000)) != 0)
+		if ((r = zd__track_run_until(k, zd_now_ns() + 1000000)) != 0)
 			return r;
 	}
 	return 0;
@@ -514,7 +514,7 @@ static int wait_window(struct zd_track *k)
 /* The stages after zd-track connect once they have read the HEADER: give
  * them a moment, so the first epochs are not taken open loop for want of
  * a few milliseconds. */
-void track_wait_connect(struct zd_track *k, uint64_t grace_ns)
+void zd__track_wait_connect(struct zd_track *k, uint64_t grace_ns)
 {
 	uint64_t deadline = zd_now_ns() + grace_ns;
 
@@ -539,9 +539,9 @@ static int write_header(struct zd_track *k)
 	r.u.header.start_ns = zd_wall_ns();
 	r.u.header.target = k->t->spec;
 	r.u.header.control = (char *)zd_fbserver_path(k->fb);
-	if (emit_record(k, &r) < 0)
+	if (zd__emit_record(k, &r) < 0)
 		return -1;
-	return emit_flush(k);
+	return zd__emit_flush(k);
 }
 
 static int write_end(struct zd_track *k, uint64_t epochs, uint32_t status)
@@ -551,9 +551,9 @@ static int write_end(struct zd_track *k, uint64_t epochs, uint32_t status)
 	zd_record_init(&r, ZD_REC_END);
 	r.u.end.epochs = epochs;
 	r.u.end.status = status;
-	if (emit_record(k, &r) < 0)
+	if (zd__emit_record(k, &r) < 0)
 		return -1;
-	return emit_flush(k);
+	return zd__emit_flush(k);
 }
 
 static int loop(struct zd_track *k, const struct zd_mode_ops *mode)
@@ -576,7 +576,7 @@ static int loop(struct zd_track *k, const struct zd_mode_ops *mode)
 			r = mode->round(k);
 		if (r == 1)
 			break;
-		if (r < 0 || emit_acks(k) < 0 || emit_flush(k) < 0) {
+		if (r < 0 || emit_acks(k) < 0 || zd__emit_flush(k) < 0) {
 			/* A VM that died is the loss the backup exists for:
 			 * END says so, and zd-recv takes over. */
 			status = k->t->vm_died ? ZD_END_VM_DIED : ZD_END_ERROR;

@@ -69,44 +69,44 @@ struct track_round {
 	struct zd_rec_checkpoint c;	/* times and flags of the CHECKPOINT */
 	struct zd_record state, commit;
 	bool have_state;		/* state holds a blob to free */
-	uint64_t harvest_ns;		/* track_harvest_all's time */
+	uint64_t harvest_ns;		/* zd__track_harvest_all's time */
 };
 
 /* --- steps, in the order a round uses them (track.c) --- */
-int track_fail(struct zd_track *k, int code, const char *fmt, ...)
+int zd__track_fail(struct zd_track *k, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-int track_run_until(struct zd_track *k, uint64_t deadline_ns);	/* 0, 1 = ended, -1 */
-uint64_t track_deadline(const struct zd_track *k, unsigned pct);	/* run_start + pct% of interval */
-int track_pause(struct zd_track *k, uint64_t *t1_ns);
-int track_harvest(struct zd_track *k, struct zd_pageset *set);
-void track_full_if_asked(struct zd_track *k, struct zd_pageset *set, struct zd_rec_checkpoint *c);
-int track_rearm(struct zd_track *k, const struct zd_pageset *set);
+int zd__track_run_until(struct zd_track *k, uint64_t deadline_ns);	/* 0, 1 = ended, -1 */
+uint64_t zd__track_deadline(const struct zd_track *k, unsigned pct);	/* run_start + pct% of interval */
+int zd__track_pause(struct zd_track *k, uint64_t *t1_ns);
+int zd__track_harvest(struct zd_track *k, struct zd_pageset *set);
+void zd__track_full_if_asked(struct zd_track *k, struct zd_pageset *set, struct zd_rec_checkpoint *c);
+int zd__track_rearm(struct zd_track *k, const struct zd_pageset *set);
 /* remus, buffered: the whole dirty log into k->dirty, re-armed for the next
  * epoch, [FULL], timed in rd->harvest_ns. */
-int track_harvest_all(struct zd_track *k, struct track_round *rd);
+int zd__track_harvest_all(struct zd_track *k, struct track_round *rd);
 /* 0 protected, 1 the target cannot after all (nothing was protected),
  * -1 failed (k->rc set): never retried, see mode_zddspt.c protect_frozen. */
-int track_protect(struct zd_track *k, const struct zd_pageset *set);
-int track_read_pages(struct zd_track *k, const struct zd_pageset *set);	/* into k->buf */
+int zd__track_protect(struct zd_track *k, const struct zd_pageset *set);
+int zd__track_read_pages(struct zd_track *k, const struct zd_pageset *set);	/* into k->buf */
 /* vCPU state and the COMMIT (pages = |k->dirty|, [memsum]) into rd. */
-int track_save_state(struct zd_track *k, struct track_round *rd);
-int track_resume(struct zd_track *k, uint64_t *resume_ns);
-void track_resume_quietly(struct zd_track *k);	/* after a failure while paused */
+int zd__track_save_state(struct zd_track *k, struct track_round *rd);
+int zd__track_resume(struct zd_track *k, uint64_t *resume_ns);
+void zd__track_resume_quietly(struct zd_track *k);	/* after a failure while paused */
 /* CHECKPOINT, DIRTY (k->dirty), PAGES of it from k->buf if with_pages,
  * STATE, COMMIT: the epoch as the stages downstream read it. */
-int track_send_checkpoint(struct zd_track *k, const struct track_round *rd, bool with_pages);
-void track_round_free(struct track_round *rd);
+int zd__track_send_checkpoint(struct zd_track *k, const struct track_round *rd, bool with_pages);
+void zd__track_round_free(struct track_round *rd);
 
-int emit_checkpoint(struct zd_track *k, const struct zd_rec_checkpoint *c);
-int emit_set(struct zd_track *k, uint16_t type, const struct zd_pageset *set);
-int emit_pages(struct zd_track *k, const struct zd_pageset *set, uint8_t flags);	/* from k->buf */
-int emit_record(struct zd_track *k, const struct zd_record *r);
-int emit_stat(struct zd_track *k, const char *const *keys, const double *vals, unsigned n);
-int emit_flush(struct zd_track *k);
+int zd__emit_checkpoint(struct zd_track *k, const struct zd_rec_checkpoint *c);
+int zd__emit_set(struct zd_track *k, uint16_t type, const struct zd_pageset *set);
+int zd__emit_pages(struct zd_track *k, const struct zd_pageset *set, uint8_t flags);	/* from k->buf */
+int zd__emit_record(struct zd_track *k, const struct zd_record *r);
+int zd__emit_stat(struct zd_track *k, const char *const *keys, const double *vals, unsigned n);
+int zd__emit_flush(struct zd_track *k);
 
 /* remus: wait for the backup before resuming. 0, or -1 (k->rc set). */
-int track_wait_backup(struct zd_track *k);
+int zd__track_wait_backup(struct zd_track *k);
 /* Wait up to grace_ns for a backup stage (zd-send, zd-swap) to connect. */
-void track_wait_connect(struct zd_track *k, uint64_t grace_ns);
+void zd__track_wait_connect(struct zd_track *k, uint64_t grace_ns);
 
 #endif
