@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vm/vm.h"
+#include "zd/vm.h"
 #include "zd/util.h"
 #include "opt.h"
 

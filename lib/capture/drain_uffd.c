@@ -61,7 +61,7 @@
 #include "zd/capture.h"
 #include "zd/target.h"
 #include "zd/util.h"
-#include "zd/vmctl.h"
+#include "vm/vmctl.h"
 
 enum { PG_NONE = 0, PG_SAVED = 1, PG_DONE = 2 };
 

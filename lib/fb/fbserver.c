@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The tracker's feedback server (zd/fbserver.h): one thread polls the
+ * The tracker's feedback server (fb/fbserver.h): one thread polls the
  * listening socket, a stop eventfd and every client.
  */
 #include <errno.h>
@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "zd/fbserver.h"
+#include "fb/fbserver.h"
 #include "zd/util.h"
 
 #define MAX_CLIENTS 16

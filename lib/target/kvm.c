@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * kvm:PATH — a VM run by zd-vm on this host, PATH being its control socket
- * (zd/vmctl.h, zd-vm(1)).
+ * (vm/vmctl.h, zd-vm(1)).
  *
  * Tracker role: connect, INFO (which hands over guest RAM's memfd and the
  * shared dirty-bitmap area), map both, then one control request per step

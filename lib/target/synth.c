@@ -32,7 +32,7 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "zd/synth.h"
+#include "target/synth.h"
 #include "zd/target.h"
 #include "zd/util.h"
 

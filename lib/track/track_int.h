@@ -8,7 +8,7 @@
 #define ZD_TRACK_INT_H
 
 #include <pthread.h>
-#include "zd/fbserver.h"
+#include "fb/fbserver.h"
 #include "zd/stream.h"
 #include "zd/target.h"
 #include "zd/track.h"

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "vm/vm.h"
+#include "zd/vm.h"
 #include "vm/vmctl_client.h"
 #include "zd/util.h"
 

@@ -23,9 +23,9 @@
 #include <poll.h>
 #include <stdio.h>
 
-#include "vm/vm.h"
+#include "zd/vm.h"
 #include "vm/guest/abi.h"
-#include "zd/vmctl.h"
+#include "vm/vmctl.h"
 
 struct zd_vm_req {
 	struct zd_vm_req *next;

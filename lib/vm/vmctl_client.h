@@ -7,7 +7,7 @@
 #define ZD_VM_VMCTL_CLIENT_H
 
 #include <stddef.h>
-#include "zd/vmctl.h"
+#include "vm/vmctl.h"
 
 /* Connect to PATH. Returns fd or -1 (errno). */
 int zd_vmctl_connect(const char *path);

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "zd/fb.h"
-#include "zd/fbserver.h"
+#include "fb/fbserver.h"
 #include "zd/util.h"
 
 static void test_set_codec(void **state)

@@ -10,7 +10,7 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "vm/vm.h"
+#include "zd/vm.h"
 
 static void workload_full(void **state)
 {
