@@ -26,11 +26,6 @@ static const char *const names[] = {
 };
 _Static_assert(ZD_ARRAY_SIZE(names) == ZD_MRU_POLICY_MAX, "a name per policy");
 
-const char *zd_mru_policy_name(enum zd_mru_policy p)
-{
-	return p < ZD_MRU_POLICY_MAX ? names[p] : "?";
-}
-
 int zd_mru_policy_parse(const char *s, enum zd_mru_policy *p)
 {
 	for (int i = 0; i < ZD_MRU_POLICY_MAX; i++)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * zddspt: the double-shadow-page-table method of the paper, first cut.
+ * zddspt: the double-shadow-page-table method of the paper.
  * The main table is the target's dirty log; the frozen table F is what
  * the harvest at T1 takes out of it (k->dirty), kept as it was at T1 by
  * write-protection until zd-swap has drained it. The cycle, in the order

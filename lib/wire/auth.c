@@ -508,11 +508,6 @@ int zd_auth_relay_start(struct zd_auth_relay **out, struct zd_auth *a, enum zd_a
 	return 0;
 }
 
-const char *zd_auth_relay_error(struct zd_auth_relay *rl)
-{
-	return rl->code ? rl->err : NULL;
-}
-
 int zd_auth_relay_join(struct zd_auth_relay *rl, char *msg, size_t len)
 {
 	pthread_join(rl->thread, NULL);

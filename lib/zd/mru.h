@@ -27,7 +27,6 @@
 
 enum zd_mru_policy { ZD_MRU_MRU = 0, ZD_MRU_LRU, ZD_MRU_LFU, ZD_MRU_NONE, ZD_MRU_POLICY_MAX };
 
-const char *zd_mru_policy_name(enum zd_mru_policy p);
 int zd_mru_policy_parse(const char *s, enum zd_mru_policy *p);	/* 0 or -1 */
 
 struct zd_mru;

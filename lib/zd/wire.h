@@ -254,18 +254,16 @@ int zd_auth_open(struct zd_auth *a, uint8_t *frame, size_t flen, char *msg, size
  *                   frames from net_fd and passes on only whole records
  *                   that opened. At one that does not it stops and
  *                   closes its end: the reader sees an end of input
- *                   between records, and zd_auth_relay_error says
+ *                   between records, and zd_auth_relay_join says
  *                   "record N: bad MAC". Nothing unverified is passed on.
  * The relay owns neither net_fd nor, after stop, *fd's peer end. */
 enum zd_auth_dir { ZD_AUTH_SIGN, ZD_AUTH_VERIFY };
 struct zd_auth_relay;
 int zd_auth_relay_start(struct zd_auth_relay **rl, struct zd_auth *a, enum zd_auth_dir dir,
 			int net_fd, int *fd, char *msg, size_t len);
-/* NULL while all is well (also at a clean end), else why the relay stopped. */
-const char *zd_auth_relay_error(struct zd_auth_relay *rl);
 /* Wait for the thread (SIGN: after the caller closed *fd) and free. Returns
- * 0, or an exit code: ZD_EXIT_DATA for a bad MAC or a malformed record,
- * ZD_EXIT_PEER for I/O on net_fd; msg as zd_auth_relay_error. */
+ * 0, or an exit code with msg saying why the relay stopped: ZD_EXIT_DATA
+ * for a bad MAC or a malformed record, ZD_EXIT_PEER for I/O on net_fd. */
 int zd_auth_relay_join(struct zd_auth_relay *rl, char *msg, size_t len);
 
 #endif
