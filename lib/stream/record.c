@@ -283,17 +283,21 @@ void zd_b64_encode(char *out, const uint8_t *in, size_t n)
 	}
 }
 
-static int8_t unb64[256];
-static int unb64_ready;
+/* Each base64 digit's value plus one: 0 is not a digit. Constant, so
+ * that decoders on any thread share it without a first-use race. */
+static const uint8_t unb64[256] = {
+	['A'] = 1, ['B'] = 2, ['C'] = 3, ['D'] = 4, ['E'] = 5, ['F'] = 6, ['G'] = 7, ['H'] = 8,
+	['I'] = 9, ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16,
+	['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
+	['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32,
+	['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
+	['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
+	['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
+	['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
+};
 
 long zd_b64_decode(uint8_t *out, const char *in, size_t n)
 {
-	if (!__atomic_load_n(&unb64_ready, __ATOMIC_ACQUIRE)) {
-		memset(unb64, -1, sizeof(unb64));
-		for (int i = 0; i < 64; i++)
-			unb64[(uint8_t)b64[i]] = (int8_t)i;
-		__atomic_store_n(&unb64_ready, 1, __ATOMIC_RELEASE);
-	}
 	if (n % 4)
 		return -1;
 	size_t pad = 0;
@@ -302,9 +306,9 @@ long zd_b64_decode(uint8_t *out, const char *in, size_t n)
 	uint8_t *o = out;
 	for (size_t i = 0; i < n; i += 4) {
 		bool last = i + 4 == n;
-		int8_t a = unb64[(uint8_t)in[i]], b = unb64[(uint8_t)in[i + 1]];
-		int8_t c = last && pad == 2 ? 0 : unb64[(uint8_t)in[i + 2]];
-		int8_t d = last && pad >= 1 ? 0 : unb64[(uint8_t)in[i + 3]];
+		int a = unb64[(uint8_t)in[i]] - 1, b = unb64[(uint8_t)in[i + 1]] - 1;
+		int c = last && pad == 2 ? 0 : unb64[(uint8_t)in[i + 2]] - 1;
+		int d = last && pad >= 1 ? 0 : unb64[(uint8_t)in[i + 3]] - 1;
 		if ((a | b | c | d) < 0)
 			return -1;
 		uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
