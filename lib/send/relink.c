@@ -180,7 +180,7 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 		if (s->done) {
 			pthread_mutex_unlock(&s->wlock);
 			zd__send_fail(s, ZD_EXIT_PEER, "%s: the input ended before the backup (at epoch %" PRIu64
-				  ") could be resynced: it keeps that epoch", nc.name, *committed);
+				      ") could be resynced: it keeps that epoch", nc.name, *committed);
 			goto fail;
 		}
 		if (!s->resync) {
@@ -241,7 +241,7 @@ static void relink(struct sender *s, const char *why)
 			return;
 		if (now >= deadline) {
 			zd__send_fail(s, ZD_EXIT_PEER, "%s: link lost (%s) and not back within %u ms (--reconnect); last try: %s",
-				  name, why, s->o->reconnect_ms, last);
+				      name, why, s->o->reconnect_ms, last);
 			return;
 		}
 		unsigned left = (unsigned)((deadline - now) / 1000000u) + 1;
@@ -285,7 +285,7 @@ static void relink(struct sender *s, const char *why)
 					 name, down_ms, n, committed);
 				if (zd__send_fb(s, ZD_FB_RESYNC, 0) < 0 || s->fb < 0) {
 					zd__send_fail(s, ZD_EXIT_PEER, "%s: the backup needs a full resync and no zd-track is on the control socket to make one",
-						  name);
+						      name);
 					return;
 				}
 			}

@@ -188,11 +188,11 @@ int zd__send_check_accept(struct sender *s, int pw, int acc)
 		return 0;
 	if (pw == 1)
 		return zd__send_fail(s, ZD_EXIT_PEER, "%s: zd-recv takes PAGES compressed at most as %s (its --compress): "
-				 "run zd-send with --compress %s", s->conn.name,
-				 acc >= 0 && acc <= ZD_PENC_DELTA ? enc_names[acc] : "?",
-				 acc >= 0 && acc <= ZD_PENC_DELTA ? enc_names[acc] : "none");
+				     "run zd-send with --compress %s", s->conn.name,
+				     acc >= 0 && acc <= ZD_PENC_DELTA ? enc_names[acc] : "?",
+				     acc >= 0 && acc <= ZD_PENC_DELTA ? enc_names[acc] : "none");
 	return zd__send_fail(s, ZD_EXIT_PEER, "%s: zd-recv does not announce compressed pages (an older zd-recv?): "
-			 "run zd-send with --compress none", s->conn.name);
+			     "run zd-send with --compress none", s->conn.name);
 }
 
 static bool link_is_down(struct sender *s)

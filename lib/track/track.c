@@ -50,7 +50,7 @@ int zd__track_fail(struct zd_track *k, int code, const char *fmt, ...)
 static int target_fail(struct zd_track *k, const char *op)
 {
 	return zd__track_fail(k, ZD_EXIT_TARGET, "%s: %s: %s", k->t->spec, op,
-			  k->t->err[0] ? k->t->err : "failed");
+			      k->t->err[0] ? k->t->err : "failed");
 }
 
 uint64_t zd__track_deadline(const struct zd_track *k, unsigned pct)
@@ -95,8 +95,8 @@ int zd__track_harvest(struct zd_track *k, struct zd_pageset *set)
 		return target_fail(k, "harvest dirty log");
 	if (zd_pageset_end(set) > k->t->page_count)
 		return zd__track_fail(k, ZD_EXIT_TARGET, "%s: dirty log names pfn %llu beyond %llu pages",
-				  k->t->spec, (unsigned long long)zd_pageset_end(set) - 1,
-				  (unsigned long long)k->t->page_count);
+				      k->t->spec, (unsigned long long)zd_pageset_end(set) - 1,
+				      (unsigned long long)k->t->page_count);
 	return 0;
 }
 
@@ -412,8 +412,8 @@ int zd__track_wait_backup(struct zd_track *k)
 		 * an open-loop run: stop, once, rather than run on unprotected
 		 * and fail a moment later on the broken stdout. */
 		return zd__track_fail(k, ZD_EXIT_PEER,
-				  "control socket: the zd-send and zd-swap clients left before epoch %llu's ACK",
-				  (unsigned long long)k->epoch);
+				      "control socket: the zd-send and zd-swap clients left before epoch %llu's ACK",
+				      (unsigned long long)k->epoch);
 	} else {
 		if (!k->said_open_loop)
 			zd_warnx("no backup connected: running open loop");
@@ -434,9 +434,9 @@ int zd__track_wait_backup(struct zd_track *k)
 			return 0;
 		case ZD_FBWAIT_GONE:
 			return zd__track_fail(k, ZD_EXIT_PEER,
-					  "control socket: the %s client left before epoch %llu's %s",
-					  role == ZD_ROLE_SEND ? "zd-send" : "zd-swap",
-					  (unsigned long long)k->epoch, what);
+					      "control socket: the %s client left before epoch %llu's %s",
+					      role == ZD_ROLE_SEND ? "zd-send" : "zd-swap",
+					      (unsigned long long)k->epoch, what);
 		case ZD_FBWAIT_TIMEOUT:
 			break;
 		}
@@ -444,8 +444,8 @@ int zd__track_wait_backup(struct zd_track *k)
 			return 0;
 		if (zd_now_ns() >= deadline)
 			return zd__track_fail(k, ZD_EXIT_PEER, "control socket: no %s for epoch %llu within %llu ms",
-					  what, (unsigned long long)k->epoch,
-					  (unsigned long long)(k->o->timeout_ns / 1000000));
+					      what, (unsigned long long)k->epoch,
+					      (unsigned long long)(k->o->timeout_ns / 1000000));
 	}
 }
 
