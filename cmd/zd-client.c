@@ -2,6 +2,7 @@
 /* zd-client: requests to zd-vm's guest service, response delays, sequence
  * check. Parses flags; lib/client/ does the rest. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,14 @@ static uint64_t count_arg(const char *opt, const char *s)
 	if (zd_parse_u64(s, &v) < 0 || v == 0)
 		zd_usage("%s '%s': want a whole number above 0", opt, s);
 	return v;
+}
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop_flag = 1;
 }
 
 int main(int argc, char **argv)
@@ -161,5 +170,14 @@ int main(int argc, char **argv)
 		o.requests = 100;
 	if (!have_conc && o.rate == 0)
 		o.concurrency = 1;
-	return zd_client_run(&o);
+	/* SIGINT/SIGTERM end the run early: the summary of what was got is
+	 * still worth having (the demo and the bench stop the client so). No
+	 * SA_RESTART: the client's poll returns. */
+	struct sigaction sa = { .sa_handler = on_stop };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	return zd_client_run(&o, &stop_flag);
 }

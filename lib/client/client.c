@@ -44,16 +44,6 @@
  * outlast the takeover of its address by far. */
 #define CONNECT_WAIT_MS 1000u
 
-/* SIGINT/SIGTERM end the run early: the summary of what was got is still
- * worth having (the demo and the bench stop the client this way). */
-static volatile sig_atomic_t stop_requested;
-
-static void on_stop(int sig)
-{
-	(void)sig;
-	stop_requested = 1;
-}
-
 struct req {
 	uint64_t k;		/* the client's request number */
 	uint64_t sent_ns;
@@ -61,6 +51,7 @@ struct req {
 
 struct client {
 	const struct zd_client_opts *o;
+	const volatile sig_atomic_t *stop;	/* set by the tool's SIGINT/SIGTERM */
 	int fd;
 	FILE *log;
 	/* outstanding requests, FIFO (a ring) */
@@ -165,7 +156,7 @@ static int connect_peer(struct client *c, bool again)
 		if (again)
 			c->refused++;
 		if (!(again && c->o->reconnect) || zd_now_ns() - t0 >= c->o->retry_for_ns ||
-		    stop_requested) {
+		    *c->stop) {
 			if (again)
 				zd_warnx("%s (reconnecting for %llu ms)", msg,
 					 (unsigned long long)(c->o->retry_for_ns / 1000000));
@@ -407,18 +398,12 @@ static void summary(struct client *c, uint64_t end)
 	json_decref(o);
 }
 
-int zd_client_run(const struct zd_client_opts *o)
+int zd_client_run(const struct zd_client_opts *o, const volatile sig_atomic_t *stop)
 {
-	struct client c = { .o = o, .fd = -1, .next_k = 1 };
+	struct client c = { .o = o, .stop = stop, .fd = -1, .next_k = 1 };
 	int rc = ZD_EXIT_OK;
 	bool connected = false;
 
-	struct sigaction sa = { .sa_handler = on_stop };
-
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);	/* no SA_RESTART: poll() returns */
-	sigaction(SIGTERM, &sa, NULL);
 	if (o->log_path) {
 		c.log = fopen(o->log_path, "w");
 		if (!c.log) {
@@ -440,7 +425,7 @@ int zd_client_run(const struct zd_client_opts *o)
 		struct pollfd p;
 		int r, t;
 
-		if (run_done(&c, now) || stop_requested)
+		if (run_done(&c, now) || *c.stop)
 			break;
 		r = send_due(&c, now);
 		if (r == 0 && c.qlen && now - c.q[c.qhead].sent_ns >= o->timeout_ns) {

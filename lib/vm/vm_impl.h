@@ -197,8 +197,6 @@ void zd_vm_stop_vcpu(struct zd_vm *vm);
 int64_t zd_vm_pause(struct zd_vm *vm, uint64_t epoch);
 int64_t zd_vm_resume(struct zd_vm *vm);
 bool zd_vm_is_paused(struct zd_vm *vm);
-/* Wake the vCPU if it is idle (a request arrived). */
-void zd_vm_kick(struct zd_vm *vm);
 /* A request was queued: make a running vCPU leave KVM_RUN to take it. */
 void zd_vm_kick_for_request(struct zd_vm *vm);
 

@@ -390,11 +390,3 @@ void zd_vm_kick_for_request(struct zd_vm *vm)
 	if (kick)
 		pthread_kill(vm->thr, SIGUSR1);
 }
-
-void zd_vm_kick(struct zd_vm *vm)
-{
-	pthread_mutex_lock(&vm->mu);
-	vm->wake = true;
-	pthread_cond_broadcast(&vm->cv);
-	pthread_mutex_unlock(&vm->mu);
-}

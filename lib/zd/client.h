@@ -24,6 +24,7 @@
 #ifndef ZD_CLIENT_H
 #define ZD_CLIENT_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -40,8 +41,10 @@ struct zd_client_opts {
 	const char *log_path;		/* one line per answer, or NULL */
 };
 
-/* Run the client; prints the JSON summary on stdout and returns the exit
- * code (0 ok, 1 runtime failure, 3 contradiction, 5 peer). */
-int zd_client_run(const struct zd_client_opts *o);
+/* Run the client until done or *stop is set (the tool sets it from its
+ * SIGINT/SIGTERM handler, installed without SA_RESTART so a wait returns);
+ * prints the JSON summary on stdout and returns the exit code (0 ok, 1
+ * runtime failure, 3 contradiction, 5 peer). */
+int zd_client_run(const struct zd_client_opts *o, const volatile sig_atomic_t *stop);
 
 #endif
