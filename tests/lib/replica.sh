@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # RECV_PORT, RECV_EXIT...: set for the caller
 # Helpers for the replication tests (source after tap.sh).
 #
 #   start_recv NAME ARGS...   zd-recv --listen 127.0.0.1:0 ARGS in the

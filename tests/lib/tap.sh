@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell test helpers: source this from tests/*/NAME.sh.
 #
 #   ok "what"                 / not_ok "what" "why"
@@ -74,7 +75,7 @@ done_testing() {
 # plan is checked here, as tests/run checks ours: an inner run that stopped
 # half way with exit 0 must not look complete.
 tap_relay() {
-	local what=$1 rc=$2 tap=$3 err=$4 line w plan= n=0
+	local what=$1 rc=$2 tap=$3 err=$4 line w plan="" n=0
 	while IFS= read -r line; do
 		case $line in
 		"ok "*"# SKIP"*) w=${line#ok * - }; skip "${w%% # SKIP*}" "${w#* # SKIP }"; n=$((n + 1)) ;;
