@@ -22,6 +22,8 @@
 
 #include "zd/stream.h"
 #include "zd/util.h"
+#define TESTLIB_RNG_SEED 0x2545F4914F6CDD1Dull
+#include "../tests/unit/testlib.h"
 
 /* CPU time of this thread (user + system, so read(2) copies count): the
  * bench machines are shared, and wall time would measure the neighbours. */
@@ -37,15 +39,6 @@ static uint64_t cpu_ns(void)
 #define DIRTY 1024u
 #define EPOCHS 24u
 #define PASSES 5
-
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-static uint64_t rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
 
 struct epoch_recs {
 	struct zd_record r[4];	/* CHECKPOINT, DIRTY, PAGES, COMMIT */

@@ -15,6 +15,8 @@
 
 #include "zd/pageset.h"
 #include "zd/util.h"
+#define TESTLIB_RNG_SEED 0x853c49e6748fea9bull
+#include "../tests/unit/testlib.h"
 
 /* CPU time of this thread (user + system, so read(2) copies count): the
  * bench machines are shared, and wall time would measure the neighbours. */
@@ -27,15 +29,6 @@ static uint64_t cpu_ns(void)
 
 #define NPAGES (1u << 20)
 #define NWORDS (NPAGES / 64)
-
-static uint64_t rng = 0x853c49e6748fea9bull;
-static uint64_t rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
 
 static void shape(uint64_t *m, const char *name)
 {

@@ -28,6 +28,8 @@
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$top/bin:$PATH"
+# shellcheck source=../tests/lib/wait.sh
+. "$top/tests/lib/wait.sh"	# read_port, wait_for
 out=${1:-$top/bench/results/wire.csv}
 spec=${BENCH_WIRE_SPEC:-synth:pages=65536,dirty=4096,hot=0.8,seed=5}
 epochs=${BENCH_WIRE_EPOCHS:-128}
@@ -53,7 +55,7 @@ guest() {
 	fi
 	zd-vm --control "$S" --mem 32M --workload dirty=200000,hot=0.2,span=24M 2>"$tmp/vm.err" &
 	vm=$!
-	for i in $(seq 100); do [ -S "$S" ] && break; sleep 0.1; done
+	wait_for 10 test -S "$S"
 	zd-track "kvm:$S" --mode buffered --interval 25 --epochs "$gepochs" 2>"$tmp/gtrack.err" |
 		zd-swap >"$tmp/zd-vm.bin" 2>"$tmp/gswap.err"
 	local rc="${PIPESTATUS[*]}"
@@ -72,14 +74,12 @@ one() {	# STREAM ENC LEVEL KEY: one run; prints "seconds raw wire pages send-cpu
 	local stream=$1 enc=$2 level=$3 port t0 t1 lv=() kv=()
 	[ "$enc" != none ] && lv=(--level "$level")
 	[ "$4" = 1 ] && kv=(--key "$tmp/key")
-	rm -rf "$tmp/r" "$tmp/recv.err"
-	{ time zd-recv --listen 127.0.0.1:0 --replica "$tmp/r" --once --no-fsync "${kv[@]}" 2>"$tmp/recv.err"; } 2>"$tmp/recv.cpu" &
+	rm -rf "$tmp/r" "$tmp/recv.err" "$tmp/recv.port"
+	{ time zd-recv --listen 127.0.0.1:0 --port-file "$tmp/recv.port" --replica "$tmp/r" --once --no-fsync "${kv[@]}" \
+		2>"$tmp/recv.err"; } 2>"$tmp/recv.cpu" &
 	local rp=$!
-	for _ in $(seq 100); do
-		port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/recv.err" 2>/dev/null)
-		[ -n "$port" ] && break
-		sleep 0.05
-	done
+	# $rp is the subshell that times zd-recv: it ends when zd-recv does.
+	port=$(read_port "$tmp/recv.port" $rp 5)
 	t0=$(date +%s%N)
 	{ time zd-send --compress "$enc" "${lv[@]}" "${kv[@]}" --json-log --timeout 0 127.0.0.1:"$port" <"$stream" \
 		>"$tmp/log.json" 2>"$tmp/send.err"; } 2>"$tmp/send.cpu" ||

@@ -21,6 +21,7 @@
 set -u
 export PATH="$ZD_BIN:$PATH"
 . "$ZD_TOP/tests/xen/xenlib.sh" 2>/dev/null || { echo "no tests/xen/xenlib.sh" >&2; exit 1; }
+. "$ZD_TOP/tests/lib/wait.sh" 2>/dev/null || { echo "no tests/lib/wait.sh" >&2; exit 1; }
 TMP=$(mktemp -d)
 W=${ZD_XEN_BENCH_SECONDS:-20}
 INTERVALS=${ZD_XEN_BENCH_INTERVALS:-200 100 50}
@@ -71,10 +72,10 @@ run_zd() { # run_zd MODE INTERVAL
 	local mode=$1 iv=$2 d=$TMP/$1.$2 P RECV TRACK i e t0
 	mkdir -p "$d"
 	t0=$(triples)
-	zd-recv --listen 127.0.0.1:0 --replica "$d/replica" --once --timeout 0 --no-fsync 2>"$d/recv.err" &
+	zd-recv --listen 127.0.0.1:0 --port-file "$d/recv.port" --replica "$d/replica" --once --timeout 0 --no-fsync \
+		2>"$d/recv.err" &
 	RECV=$!
-	for i in $(seq 100); do grep -q '127\.0\.0\.1:' "$d/recv.err" 2>/dev/null && break; sleep 0.1; done
-	P=$(grep -o '127\.0\.0\.1:[0-9]*' "$d/recv.err" | head -1)
+	P=127.0.0.1:$(read_port "$d/recv.port" $RECV 10)
 	local remus_opts=()
 	[ "$mode" = remus ] && remus_opts=(--timeout 300000 --grace 5000)
 	(zd-track -v xen:$G --mode "$mode" --interval "$iv" "${remus_opts[@]}" 2>"$d/track.err" |

@@ -35,6 +35,8 @@ static void help(void)
 	       "  -l, --listen ADDR:PORT  accept TCP connections (HOST:PORT, :PORT, [V6]:PORT;\n"
 	       "                          port 0 picks a free one and prints it); an address\n"
 	       "                          other than loopback needs --key or --insecure\n"
+	       "      --port-file FILE    once listening, write the port to FILE (atomically:\n"
+	       "                          a reader sees no file or the whole port)\n"
 	       "      --stdio             read the stream on stdin, write ACKs on stdout (ssh)\n"
 	       "  -r, --replica DIR       the replica directory (created if absent or empty)\n"
 	       "      --verify            require a memory checksum in every COMMIT and check it\n"
@@ -112,6 +114,7 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, 'l' },
+		{ "port-file", required_argument, NULL, 'P' },
 		{ "stdio", no_argument, NULL, 's' },
 		{ "replica", required_argument, NULL, 'r' },
 		{ "verify", no_argument, NULL, 'y' },
@@ -133,7 +136,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *listen_spec = NULL, *dir = NULL, *key_path = NULL;
+	const char *listen_spec = NULL, *dir = NULL, *key_path = NULL, *port_file = NULL;
 	static struct zd_auth_key key;
 	bool use_stdio = false, once = false, no_fsync = false, want_status = false, verify = false, no_verify = false;
 	static struct zd_takeover tk = { .fence_timeout_ms = ZD_FENCE_TIMEOUT_MS };
@@ -153,6 +156,7 @@ int main(int argc, char **argv)
 	while ((c = zd_getopt(&cmd, argc, argv)) != -1) {
 		switch (c) {
 		case 'l': listen_spec = optarg; break;
+		case 'P': port_file = optarg; break;
 		case 's': use_stdio = true; break;
 		case 'r': dir = optarg; break;
 		case 'y': verify = true; break;
@@ -213,6 +217,8 @@ int main(int argc, char **argv)
 		tk.cmd = "";
 	if (ro.timeout_ms && ro.heartbeat_ms >= ro.timeout_ms)
 		zd_usage("--heartbeat must be shorter than --timeout (or --timeout 0)");
+	if (port_file && !listen_spec)
+		zd_usage("--port-file goes with --listen");
 	if (use_stdio && once)
 		zd_usage("--once goes with --listen (--stdio serves one stream)");
 	if (verify && no_verify)
@@ -265,6 +271,9 @@ int main(int argc, char **argv)
 		/* With port 0 the caller cannot know the port otherwise. */
 		if (zd_verbose || port0)
 			zd_warnx("listening on %s", name);
+		/* After listen(): a script that sees the file can connect. */
+		if (port_file && zd_net_write_port_file(lfd, port_file, msg, sizeof(msg)) < 0)
+			zd_diex(ZD_EXIT_FAIL, "%s", msg);
 		if ((rc = zd_recv_serve(rep, lfd, &ro, once, &tk.go, msg, sizeof(msg))) && *msg)
 			zd_warnx("%s", msg);
 		close(lfd);

@@ -185,6 +185,52 @@ void zd_net_local_name(int fd, char *out, size_t outlen)
 		name_of((struct sockaddr *)&ss, len, out, outlen);
 }
 
+int zd_net_write_port_file(int fd, const char *path, char *msg, size_t msglen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	unsigned port;
+	char tmp[4096], line[16];
+	int n, tfd;
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+		snprintf(msg, msglen, "--port-file: getsockname: %s", strerror(errno));
+		return -1;
+	}
+	if (ss.ss_family == AF_INET6)
+		port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	else
+		port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	/* The temporary beside path (same file system: rename is atomic),
+	 * named by the PID so that two writers do not share one. */
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp)) {
+		snprintf(msg, msglen, "--port-file %s: name too long", path);
+		return -1;
+	}
+	n = snprintf(line, sizeof(line), "%u\n", port);
+	tfd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (tfd < 0) {
+		snprintf(msg, msglen, "--port-file %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	int w = zd_write_full(tfd, line, (size_t)n);
+	int e = errno;
+
+	if (close(tfd) < 0 && w == 0)
+		w = -1, e = errno;
+	if (w < 0) {
+		snprintf(msg, msglen, "--port-file %s: %s", tmp, strerror(e));
+		unlink(tmp);
+		return -1;
+	}
+	if (rename(tmp, path) < 0) {
+		snprintf(msg, msglen, "--port-file %s: %s", path, strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
 /* Checkpoints are latency-bound: an ACK or the tail of an epoch must not
  * wait for Nagle. */
 static void tune(int fd)

@@ -40,6 +40,10 @@ int zd_net_listen(const char *spec, char *msg, size_t msglen);
 int zd_net_is_loopback(const char *spec, char *msg, size_t msglen);
 /* The bound address of a listening socket as "HOST:PORT" (for ":0"). */
 void zd_net_local_name(int fd, char *out, size_t outlen);
+/* Write the bound port of a listening socket to path as digits and a
+ * newline, atomically (a temporary file renamed over path): a reader sees
+ * no file or the whole port. 0, or -1 with msg. */
+int zd_net_write_port_file(int fd, const char *path, char *msg, size_t msglen);
 /* Accept one peer. Returns 0, or -1 with msg. */
 int zd_net_accept(int lfd, struct zd_conn *c, char *msg, size_t msglen);
 /* Connect to spec ("-": stdout only, rfd = -1). Returns 0, or -1 with msg

@@ -26,6 +26,7 @@
 # (--timeout 300000: the first epoch copies and hashes all 64 MiB).
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/kvmouter.sh"
+. "$(dirname "$0")/../lib/wait.sh"
 cd "$ZD_TOP" || exit 1
 EPOCHS=${ZD_KVM_EPOCHS:-200}
 
@@ -36,18 +37,6 @@ fi
 # ---- inside: a working /dev/kvm ----
 emulated=no
 grep -q 'QEMU Virtual CPU\|QEMU TCG' /proc/cpuinfo && emulated=yes
-
-wait_for() { # wait_for FILE-TEST PATH
-	local i
-	for i in $(seq 600); do test "$1" "$2" && return 0; sleep 0.1; done
-	return 1
-}
-
-# json_num FILE TYPE FIELD: "epoch value" per record of that type.
-json_num() {
-	grep "\"type\":\"$2\"" "$1" |
-		sed -n "s/.*\"epoch\":\([0-9]*\).*\"$3\":\"\{0,1\}\([0-9a-fx.]*\).*/\1 \2/p"
-}
 
 run_mode() {
 	local mode=$1 fault=${2:-} d=$TMP/$1${2:+-$2} S P SP VM RECV CL rc once=--once
@@ -61,19 +50,20 @@ run_mode() {
 	# otherwise take the guest's CPU (buffered sends while the VM runs),
 	# where a production host gives the VM cores of its own.
 	# shellcheck disable=SC2086
-	nice -n 10 zd-recv --listen 127.0.0.1:0 --replica "$d/replica" $once --verify --no-failover --timeout 0 -v 2>"$d/recv.err" &
+	rm -f "$d/recv.port"	# an earlier run in $d may have left one: not this zd-recv's port
+	nice -n 10 zd-recv --listen 127.0.0.1:0 --port-file "$d/recv.port" --replica "$d/replica" $once --verify \
+		--no-failover --timeout 0 -v 2>"$d/recv.err" &
 	RECV=$!
 	at_exit "kill $RECV"
 	zd-vm -v --control "$S" --mem 32M --workload dirty=200000,hot=0.2,span=24M \
 		--serve 127.0.0.1:0 --output-log "$d/out.log" 2>"$d/vm.err" &
 	VM=$!
 	at_exit "kill $VM"
-	if ! wait_for -S "$S" || ! wait_for -s "$d/recv.err"; then
+	if ! wait_for 60 test -S "$S" || ! P=127.0.0.1:$(read_port "$d/recv.port" "$RECV" 60); then
 		not_ok "$mode: zd-vm and zd-recv start" "$(tail -n 3 "$d/vm.err" "$d/recv.err")"
 		return
 	fi
 	sleep 0.5
-	P=$(grep -o '127\.0\.0\.1:[0-9]*' "$d/recv.err" | head -1)
 	SP=$(zd-vm --ctl "$S" info | sed -n 's/^serve=.*://p')
 
 	# A client asks the guest's service all along the run.
@@ -110,7 +100,7 @@ run_mode() {
 	touch "$d/stop-client"
 	if [ -n "$fault" ]; then
 		wait "$RECV" 2>/dev/null
-		wait_for -s "$d/recv2.rc"
+		wait_for 60 test -s "$d/recv2.rc"
 		if grep -q 'reconnected after' "$d/send.err" && [ "$(cat "$d/recv2.rc" 2>/dev/null)" = 0 ]; then
 			ok "$what: zd-send reconnected: $(sed -n 's/.*\(reconnected after .*\)/\1/p' "$d/send.err")"
 		else

@@ -10,6 +10,7 @@
 # with nested SVM) and is skipped with its reason when it exits 77.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/kvmouter.sh"
+. "$(dirname "$0")/../lib/wait.sh"
 cd "$ZD_TOP" || exit 1
 
 if [ -z "${ZD_KVM_INNER:-}" ]; then
@@ -47,16 +48,11 @@ fi
 S=$TMP/vm.sock
 ctl() { zd-vm --ctl "$S" "$@"; }
 val() { ctl "$1" ${2:+"$2"} | sed -n "s/^$3=//p"; }
-wait_sock() {
-	local i
-	for i in $(seq 300); do [ -S "$1" ] && return 0; sleep 0.1; done
-	return 1
-}
 start_vm() {
 	zd-vm -v --control "$S" "$@" 2>>"$TMP/vm.err" &
 	VM=$!
 	at_exit "kill $VM"
-	wait_sock "$S"
+	wait_for 30 test -S "$S"
 }
 
 if start_vm --mem 64M --workload dirty=2000,hot=0.8,span=16M --serve 127.0.0.1:0 \

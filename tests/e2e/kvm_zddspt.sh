@@ -24,6 +24,7 @@
 # faults cost 7.6 ms with 2 vCPUs and 0.43 ms with one).
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/kvmouter.sh"
+. "$(dirname "$0")/../lib/wait.sh"
 cd "$ZD_TOP" || exit 1
 EPOCHS=${ZD_ZDDSPT_EPOCHS:-200}
 CMP_EPOCHS=${ZD_ZDDSPT_CMP_EPOCHS:-20}
@@ -40,18 +41,6 @@ fi
 emulated=no
 grep -q 'QEMU Virtual CPU\|QEMU TCG' /proc/cpuinfo && emulated=yes
 
-wait_for() { # wait_for FILE-TEST PATH
-	local i
-	for i in $(seq 600); do test "$1" "$2" && return 0; sleep 0.1; done
-	return 1
-}
-
-# json_num FILE TYPE FIELD: "epoch value" per record of that type.
-json_num() {
-	grep "\"type\":\"$2\"" "$1" |
-		sed -n "s/.*\"epoch\":\([0-9]*\).*\"$3\":\"\{0,1\}\([0-9a-fx.]*\).*/\1 \2/p"
-}
-
 # stat_sum FILE SOURCE KEY: sum of KEY over the STAT records of SOURCE.
 stat_vals() {
 	grep "\"source\":\"$2\"" "$1" | sed -n "s/.*\"$3\":\([0-9.e+]*\).*/\1/p"
@@ -67,18 +56,19 @@ run_mode() {
 	mkdir -p "$d"
 	local started=$SECONDS
 	S=$d/vm.sock
-	zd-recv --listen 127.0.0.1:0 --replica "$d/replica" --once --verify --timeout 600000 2>"$d/recv.err" &
+	rm -f "$d/recv.port"	# an earlier run in $d may have left one: not this zd-recv's port
+	zd-recv --listen 127.0.0.1:0 --port-file "$d/recv.port" --replica "$d/replica" --once --verify --timeout 600000 \
+		2>"$d/recv.err" &
 	RECV=$!
 	at_exit "kill $RECV"
 	env "$vmenv" zd-vm --control "$S" --mem "$MEM" --workload "$wl" 2>"$d/vm.err" &
 	VM=$!
 	at_exit "kill $VM"
-	if ! wait_for -S "$S" || ! wait_for -s "$d/recv.err"; then
+	if ! wait_for 60 test -S "$S" || ! P=127.0.0.1:$(read_port "$d/recv.port" "$RECV" 60); then
 		not_ok "$name: zd-vm and zd-recv start" "$(tail -n 3 "$d/vm.err" "$d/recv.err")"
 		return
 	fi
 	sleep 0.5
-	P=$(grep -o '127\.0\.0\.1:[0-9]*' "$d/recv.err" | head -1)
 	timeout 1500 zd-track "kvm:$S" --mode "$mode" --verify --interval 25 --epochs "$epochs" --timeout 300000 ${ZD_ZDDSPT_TRACK_OPTS:-} 2>"$d/track.err" |
 		timeout 1500 zd-swap ${SWAP_OPTS:-} 2>"$d/swap.err" |
 		timeout 1500 zd-send "$P" --timeout 600000 --json-log >"$d/send.log" 2>"$d/send.err"

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The xen: target against a real Xen: boots Xen 4.17 + dom0 in QEMU TCG
-# (tests/lib/xenhost.sh) and runs tests/xen/replicate.sh in dom0 — remus,
-# buffered and zddspt replicating a PVH guest through zd-track | zd-swap |
-# zd-send to zd-recv, checksums and a byte-for-byte compare at the last
-# checkpoint, no dirty pages while paused, PV guests refused. Skipped, with
+# (tests/lib/xenhost.sh) and runs tests/xen/all.sh in dom0: replicate.sh —
+# remus, buffered and zddspt replicating a PVH guest through zd-track |
+# zd-swap | zd-send to zd-recv, checksums and a byte-for-byte compare at the
+# last checkpoint, no dirty pages while paused, PV guests refused — then
+# unlogged.sh (the frames changed without a log-dirty bit are the few Xen
+# writes itself). Skipped, with
 # the reason, where QEMU or the Xen packages are missing, or where this
 # build has no xen: target (libxen-dev missing).
 # ZD_XEN_EPOCHS (default 50), ZD_XEN_INTERVAL (ms, default 100) and
@@ -21,26 +23,12 @@ if ! "$ZD_BIN/zd-track" xen: --epochs 1 2>&1 | grep -q 'want xen:NAME'; then
 	skip "replication of a Xen guest" "this build has no xen: target (install libxen-dev and rebuild)"
 	done_testing
 fi
-"$ZD_TOP/tests/lib/xenhost.sh" run --timeout "${XENHOST_TIMEOUT:-1200}" -- tests/xen/replicate.sh \
+"$ZD_TOP/tests/lib/xenhost.sh" run --timeout "${XENHOST_TIMEOUT:-1200}" -- tests/xen/all.sh \
 	>"$TMP/inner" 2>"$TMP/inner.err"
 rc=$?
 if [ $rc -eq 77 ]; then
 	skip "replication of a Xen guest" "$(head -1 "$TMP/inner")"
 	done_testing
 fi
-while IFS= read -r line; do
-	case $line in
-	"ok "*"# SKIP"*) w=${line#ok * - }; skip "${w%% # SKIP*}" "${w#* # SKIP }" ;;
-	"ok "*) ok "${line#ok * - }" ;;
-	"not ok "*) not_ok "${line#not ok * - }" ;;
-	"#"*) echo "$line" ;;
-	1..*) ;;
-	*) echo "#   $line" ;;
-	esac
-done <"$TMP/inner"
-if [ $rc -ne 0 ] && ! grep -q '^not ok' "$TMP/inner"; then
-	not_ok "the Xen part exits 0" "exit $rc; $(tail -15 "$TMP/inner.err")"
-elif [ $rc -ne 0 ]; then
-	echo "# stderr of the Xen part:"; tail -30 "$TMP/inner.err" | sed 's/^/#   /'
-fi
+tap_relay "the Xen part" $rc "$TMP/inner" "$TMP/inner.err"
 done_testing

@@ -6,6 +6,7 @@
 # reconnect that carries on), an unreachable address, a late answer, bad
 # flags. zd-client against the real zd-vm runs in the KVM tests and the demo.
 . "$(dirname "$0")/../lib/tap.sh"
+. "$(dirname "$0")/../lib/wait.sh"
 FAKE="$ZD_TOP/tests/integration/fakesvc.py"
 
 # serve NAME ARGS...: start a fake service; its port in $PORT.
@@ -13,8 +14,7 @@ serve() {
 	local name=$1 i; shift
 	python3 "$FAKE" "$TMP/$name.port" "$@" 2>"$TMP/$name.err" &
 	at_exit "kill $!"
-	for i in $(seq 100); do [ -s "$TMP/$name.port" ] && break; sleep 0.05; done
-	PORT=$(cat "$TMP/$name.port")
+	PORT=$(read_port "$TMP/$name.port" $! 5)
 }
 
 # 1. Closed loop: every answer counted, logged and timed.

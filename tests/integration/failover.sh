@@ -12,15 +12,6 @@ SPEC=synth:pages=16384,dirty=256,hot=0.8,seed=5
 # The hook records what it was told; the test then compares with the replica.
 HOOK='echo "$ZD_EPOCH $ZD_LAST_HEARD_NS $ZD_LOST_NS $ZD_REPLICA" >"$OUT"; exit 0'
 
-wait_epoch() {	# DIR N: the replica has committed at least N epochs
-	for _ in $(seq 400); do
-		e=$(jq -r .epoch "$1/meta.json" 2>/dev/null)
-		[ -n "$e" ] && [ "$e" -ge "$2" ] && return 0
-		sleep 0.05
-	done
-	return 1
-}
-
 primary() {	# start zd-track | zd-send in the background; PIDs in TRACK_PID, SEND_PID
 	local extra=$1
 	rm -f "$TMP/pp"; mkfifo "$TMP/pp"

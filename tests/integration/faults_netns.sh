@@ -59,13 +59,9 @@ at_exit kill_live
 # NOW = milliseconds, without a subshell (the polling loops stay cheap).
 now() { NOW=${EPOCHREALTIME/./}; NOW=$((NOW / 1000)); }
 
-# A child is gone once it has no /proc entry (bash reaps it) or is a zombie.
-gone() {
-	local s
-	read -r s 2>/dev/null <"/proc/$1/stat" || return 0
-	s=${s##*) }
-	[ "${s%% *}" = Z ]
-}
+# A child is gone once it has no /proc entry (bash reaps it) or is a zombie
+# (wait.sh's alive).
+gone() { ! alive "$1"; }
 
 # backup NAME ARGS...: zd-recv in B, replica $TMP/NAME, on a free port;
 # sets RECV_PID, RECV_PORT, RECV_ERR.
@@ -76,17 +72,15 @@ backup() {
 	local open=--insecure
 	case " $* " in *" --key "*) open= ;; esac
 	# shellcheck disable=SC2086
-	ip netns exec $B zd-recv --listen $IPB:${RECV_AT:-0} $open --replica "$TMP/$name" ${RECV_ONCE---once} --no-fsync \
-		--no-failover --heartbeat $HB --timeout "${RUN_TO:-$TO}" "$@" 2>>"$RECV_ERR" &
+	# A restart (RECV_AT) appends to the first one's stderr, and its port
+	# file is written again: remove it first, so that it says this one
+	# listens.
+	rm -f "$TMP/$name.port"
+	ip netns exec $B zd-recv --listen $IPB:${RECV_AT:-0} --port-file "$TMP/$name.port" $open --replica "$TMP/$name" \
+		${RECV_ONCE---once} --no-fsync --no-failover --heartbeat $HB --timeout "${RUN_TO:-$TO}" "$@" 2>>"$RECV_ERR" &
 	RECV_PID=$!
 	live $RECV_PID
-	RECV_PORT=
-	for _ in $(seq $((DEADLINE * 20))); do
-		RECV_PORT=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\)$/\1/p' "$RECV_ERR" 2>/dev/null | tail -1)
-		[ -n "$RECV_PORT" ] && return 0
-		gone $RECV_PID && break
-		sleep 0.05
-	done
+	RECV_PORT=$(read_port "$TMP/$name.port" $RECV_PID "$DEADLINE") && return 0
 	not_ok "zd-recv listens in the backup namespace" "$(cat "$RECV_ERR")"
 	done_testing
 }
@@ -111,20 +105,6 @@ primary() {
 	PID[send]=$!
 	PID[recv]=$RECV_PID
 	live "${PID[@]}"
-}
-
-epoch_of() { jq -r '.epoch // empty' "$1/meta.json" 2>/dev/null; }
-
-# wait_epoch DIR N: the replica has committed epoch N or later.
-wait_epoch() {
-	local e
-	for _ in $(seq $((DEADLINE * 20))); do
-		e=$(epoch_of "$1")
-		[ -n "$e" ] && [ "$e" -ge "$2" ] && return 0
-		gone "$RECV_PID" && return 1
-		sleep 0.05
-	done
-	return 1
 }
 
 # finish T0: wait until every process of the run has exited (DEADLINE at
@@ -242,13 +222,13 @@ fi
 RUN_TO=$CUT_TO backup cut
 now; t0=$NOW
 RUN_TO=$CUT_TO primary cut remus --interval 20 --epochs 60
-if wait_epoch "$TMP/cut" 5; then
+if wait_epoch "$TMP/cut" 5 "$DEADLINE" "$RECV_PID"; then
 	ip -n $A link set $VA down
 	# Read after the cut: an epoch whose pages had all crossed before it
 	# may still commit (its ACK cannot come back), no later one.
-	e1=$(epoch_of "$TMP/cut")
+	e1=$(replica_epoch "$TMP/cut")
 	sleep 1		# the fault itself, not a synchronisation
-	e2=$(epoch_of "$TMP/cut")
+	e2=$(replica_epoch "$TMP/cut")
 	ip -n $A link set $VA up
 	[ "$e2" -le $((e1 + 1)) ] && ok "nothing committed while the link was down (epoch $e1 → $e2)" ||
 		not_ok "nothing committed while the link was down" "epoch $e1 → $e2: the cut did not cut"
@@ -347,7 +327,7 @@ for run in remus:mru remus:swap remus:send zddspt:mru zddspt:send; do
 	mode=${run%%:*} victim=${run#*:} name=kill_${run/:/_}
 	backup $name
 	primary $name $mode --interval 20
-	if ! wait_epoch "$TMP/$name" 5; then
+	if ! wait_epoch "$TMP/$name" 5 "$DEADLINE" "$RECV_PID"; then
 		not_ok "$mode, SIGKILL zd-$victim: replication started" "$(diag $name)"
 		finish 0
 		continue
@@ -440,7 +420,7 @@ done
 # through every stage; a clean end for all, the replica at END's epoch.
 backup term
 primary term zddspt --interval 20
-if wait_epoch "$TMP/term" 5; then
+if wait_epoch "$TMP/term" 5 "$DEADLINE" "$RECV_PID"; then
 	kill -TERM "${PID[track]}"
 	now; t0=$NOW
 	finish $t0
@@ -479,7 +459,7 @@ reconnect_run() {
 	now; local t0=$NOW
 	RUN_TO=$RTO SEND_OPTS="--reconnect 20000 ${5:-} ${KEY_OPTS:-}" \
 		primary "$name" "$mode" --interval 20 --epochs "$epochs" --max-hold 500
-	if ! wait_epoch "$TMP/$name" 5; then
+	if ! wait_epoch "$TMP/$name" 5 "$DEADLINE" "$RECV_PID"; then
 		not_ok "$name: replication started" "$(diag "$name")"
 		finish $t0; return 1
 	fi

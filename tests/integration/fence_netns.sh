@@ -39,11 +39,7 @@ run_cut() {	# NAME FENCE-EXIT: replicate, cut the veth, wait for zd-recv
 		exec zd-send --heartbeat 50 --timeout 3000 10.213.77.2:$port >/dev/null 2>$TMP/$n.send.err" &
 	PRIM=$!
 	at_exit "kill $RECV_PID $PRIM"
-	for _ in $(seq 400); do
-		e=$(jq -r .epoch "$TMP/$n/meta.json" 2>/dev/null)
-		[ -n "$e" ] && [ "$e" -ge 5 ] && break
-		sleep 0.05
-	done
+	wait_epoch "$TMP/$n" 5
 	ip -n $A link set zdva$$ down
 	RECV_EXIT=0
 	wait "$RECV_PID" || RECV_EXIT=$?

@@ -118,6 +118,8 @@ expect_fail "both --listen and --stdio: exit 2" 2 "exactly one of --listen" zd-r
 expect_fail "--status with --stdio: exit 2" 2 "--status takes only --replica" zd-recv --status --stdio --replica "$TMP/u"
 expect_fail "--verify with --no-verify: exit 2" 2 "conflict" zd-recv --stdio --verify --no-verify --replica "$TMP/u"
 expect_fail "bad port: exit 2" 2 "bad port" zd-recv --listen 127.0.0.1:http --replica "$TMP/u"
+expect_fail "--port-file without --listen: exit 2" 2 "port-file goes with --listen" \
+	zd-recv --stdio --port-file "$TMP/p" --replica "$TMP/u"
 expect_fail "IPv6 without brackets: exit 2" 2 "write IPv6 as \[V6\]:PORT" zd-recv --listen ::1:7070 --replica "$TMP/u"
 expect_fail "extra argument: exit 2" 2 "unexpected argument" zd-recv --stdio --replica "$TMP/u" extra
 [ ! -e "$TMP/u" ] && ok "usage errors touch nothing" || not_ok "usage errors touch nothing"

@@ -59,11 +59,7 @@ for after in 2 5 9; do
 	zd-track "$SPEC2" --epochs 10000 --interval 20 --mode buffered 2>/dev/null |
 		zd-swap 2>/dev/null | zd-send 127.0.0.1:"$RECV_PORT" >/dev/null 2>"$TMP/send.err" &
 	sendpid=$!
-	for _ in $(seq 600); do
-		e=$(jq -r .epoch "$dir/meta.json" 2>/dev/null)
-		[ -n "$e" ] && [ "$e" -ge $after ] && break
-		sleep 0.05
-	done
+	wait_epoch "$dir" $after 30
 	sleep "0.0$((RANDOM % 10))"
 	kill -9 "$RECV_PID"; wait_recv
 	wait $sendpid

@@ -129,9 +129,9 @@ open(sys.argv[1], "w").write(str(s.getsockname()[1]))
 c, _ = s.accept(); c.recv(65536); c.close()
 EOF
 pypid=$!
-for _ in $(seq 100); do [ -s "$TMP/port6" ] && break; sleep 0.05; done
+port6=$(read_port "$TMP/port6" $pypid 5)
 zd-track "$SPEC2" --epochs 1000 --interval 0 --mode buffered 2>/dev/null |
-	zd-send 127.0.0.1:"$(cat "$TMP/port6")" >/dev/null 2>"$TMP/send6.err"
+	zd-send 127.0.0.1:"$port6" >/dev/null 2>"$TMP/send6.err"
 rc=${PIPESTATUS[1]}
 wait $pypid
 [ "$rc" = 5 ] && [ "$(grep -c . "$TMP/send6.err")" = 1 ] && ok "zd-send: peer gone mid-stream → one line, exit 5 ($(cat "$TMP/send6.err"))" ||
@@ -144,14 +144,10 @@ for dest in "[::1]" 127.0.0.1; do
 		continue
 	fi
 	rm -rf "$TMP/r7"
-	zd-recv --listen :0 --insecure --replica "$TMP/r7" --once 2>"$TMP/r7.err" &
+	rm -f "$TMP/r7.port"
+	zd-recv --listen :0 --port-file "$TMP/r7.port" --insecure --replica "$TMP/r7" --once 2>"$TMP/r7.err" &
 	pid=$!
-	port=
-	for _ in $(seq 100); do
-		port=$(sed -n 's/.*listening on .*:\([0-9][0-9]*\)$/\1/p' "$TMP/r7.err")
-		[ -n "$port" ] && break
-		sleep 0.05
-	done
+	port=$(read_port "$TMP/r7.port" $pid 5)
 	zd-track "$SPEC2" --epochs 3 --interval 0 --verify 2>/dev/null | zd-send "$dest:$port" >/dev/null 2>&1
 	src=$?
 	wait $pid

@@ -4,6 +4,7 @@
 # peer), bytes per epoch, --from; bad log lines and bad flags: one line,
 # exit 3 or 2, no report.
 . "$(dirname "$0")/../lib/tap.sh"
+. "$(dirname "$0")/../lib/wait.sh"
 
 zd-track synth:pages=4096,dirty=64,seed=3 --epochs 20 --interval 0 --grace 0 2>/dev/null >"$TMP/s.zds"
 # An output log as zd-vm writes it: SEQ EPOCH PRODUCED RELEASED WALL.
@@ -12,8 +13,7 @@ for i in $(seq 10); do echo "$i 2 $((1000 * i)) $((1000 * i + 500 * i)) 17"; don
 # A client log from zd-client against a real peer.
 python3 "$ZD_TOP/tests/integration/fakesvc.py" "$TMP/port" --delay-ms 1 &
 at_exit "kill $!"
-for i in $(seq 100); do [ -s "$TMP/port" ] && break; sleep 0.05; done
-zd-client --requests 30 --log "$TMP/client.log" 127.0.0.1:"$(cat "$TMP/port")" >"$TMP/client.json"
+zd-client --requests 30 --log "$TMP/client.log" 127.0.0.1:"$(read_port "$TMP/port" $! 5)" >"$TMP/client.json"
 
 zd-stat --json --output-log "$TMP/out.log" --client-log "$TMP/client.log" "$TMP/s.zds" >"$TMP/j" 2>"$TMP/err"
 rc=$?

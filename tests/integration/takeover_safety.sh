@@ -20,14 +20,6 @@
 
 SPEC=synth:pages=256,dirty=16,seed=9
 
-wait_line() {	# FILE PATTERN: wait up to 5 s for a line
-	for _ in $(seq 100); do
-		grep -qE -- "$2" "$1" 2>/dev/null && return 0
-		sleep 0.05
-	done
-	return 1
-}
-
 feed() {	# FILE PORT: send FILE as one connection, read the replies to the end
 	python3 - "$1" "$2" <<'PY'
 import socket, sys

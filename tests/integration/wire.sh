@@ -157,11 +157,7 @@ EOF
 start_relay() {	# PORT: prints the relay's port
 	python3 "$TMP/relay.py" "$1" "$FLIP" >"$TMP/relay.port" 2>"$TMP/relay.err" &
 	at_exit "kill $!"
-	for _ in $(seq 100); do
-		[ -s "$TMP/relay.port" ] && break
-		sleep 0.05
-	done
-	cat "$TMP/relay.port"
+	read_port "$TMP/relay.port" $! 5
 }
 FLIP=9000000	# about half way: the first epoch is ~4 MB, later ones ~0.7 MB
 tampered() {	# WHAT NAME REGEX

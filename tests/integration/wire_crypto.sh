@@ -69,8 +69,7 @@ run() {	# NAME SEND-ARGS RECV-ARGS
 	python3 "$TMP/record.py" "$RECV_PORT" "$TMP/$name.cap" >"$TMP/$name.port" 2>"$TMP/$name.relay.err" &
 	rp=$!
 	at_exit "kill $rp"
-	for _ in $(seq 100); do [ -s "$TMP/$name.port" ] && break; sleep 0.05; done
-	port=$(cat "$TMP/$name.port")
+	port=$(read_port "$TMP/$name.port" "$rp" 5)
 	# shellcheck disable=SC2086
 	timeout 120 zd-track "$SPEC" --epochs $N --interval 0 --mode buffered --timeout 20000 2>"$TMP/$name.track.err" |
 		timeout 120 zd-swap 2>"$TMP/$name.swap.err" |

@@ -89,11 +89,9 @@ expect_fail "demo: --seconds 0" 2 "--seconds '0'" zd demo --seconds 0
 expect_fail "bench: unknown argument" 2 "bench: unknown argument 'x'" zd bench x
 
 # zd status on a replica made by a real synth run.
-zd-recv --listen 127.0.0.1:0 --replica "$TMP/rep" --once --no-fsync 2>"$TMP/recv.err" &
-at_exit "kill $!"
-rp=
-for i in $(seq 100); do rp=$(grep -o '127\.0\.0\.1:[0-9]*' "$TMP/recv.err" | head -1); [ -n "$rp" ] && break; sleep 0.05; done
-zd-track synth:pages=1024,dirty=16,seed=1 --epochs 5 --interval 0 --grace 0 2>/dev/null | zd-send "$rp" >/dev/null 2>&1
+. "$(dirname "$0")/../lib/replica.sh"
+start_recv recv --replica "$TMP/rep" --once --no-fsync
+zd-track synth:pages=1024,dirty=16,seed=1 --epochs 5 --interval 0 --grace 0 2>/dev/null | zd-send "127.0.0.1:$RECV_PORT" >/dev/null 2>&1
 wait
 out=$(zd status "$TMP/rep")
 [[ $out == *"epoch 5"* ]] && ok "zd status DIR: the replica's epoch" || not_ok "zd status DIR" "$out"

@@ -14,7 +14,7 @@
 # A second death is a failure, with the console's tail as its diagnostics.
 # A timeout (124) is never retried: a hang may well be ours.
 kvm_outer() {
-	local script=$1 rc attempt line w
+	local script=$1 rc attempt
 	shift
 	for attempt in 1 2; do
 		ZD_KVM_INNER=1 "$ZD_TOP/tests/lib/vmhost.sh" run "$@" -- bash "$script" \
@@ -32,20 +32,6 @@ kvm_outer() {
 		skip "$(basename "$script" .sh): needs /dev/kvm" "$(head -1 "$TMP/inner")"
 		done_testing
 	fi
-	while IFS= read -r line; do
-		case $line in
-		"ok "*"# SKIP"*) w=${line#ok * - }; skip "${w%% # SKIP*}" "${w#* # SKIP }" ;;
-		"ok "*) ok "${line#ok * - }" ;;
-		"not ok "*) not_ok "${line#not ok * - }" ;;
-		"1.."*) ;;
-		"#"*) echo "$line" ;;
-		*) echo "#   $line" ;;
-		esac
-	done <"$TMP/inner"
-	if [ $rc -ne 0 ] && ! grep -q '^not ok' "$TMP/inner"; then
-		not_ok "the KVM part exits 0" "exit $rc; $(tail -15 "$TMP/inner.err")"
-	elif [ $rc -ne 0 ]; then
-		echo "# stderr of the KVM part:"; tail -30 "$TMP/inner.err" | sed 's/^/#   /'
-	fi
+	tap_relay "the KVM part" $rc "$TMP/inner" "$TMP/inner.err"
 	done_testing
 }

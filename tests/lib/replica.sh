@@ -1,26 +1,34 @@
+# shellcheck shell=bash disable=SC2034 # RECV_PORT, RECV_EXIT...: set for the caller
 # Helpers for the replication tests (source after tap.sh).
 #
 #   start_recv NAME ARGS...   zd-recv --listen 127.0.0.1:0 ARGS in the
-#                             background; sets RECV_PID, RECV_PORT and
-#                             RECV_ERR (its stderr, $TMP/NAME.err)
+#                             background; sets RECV_PID, RECV_PORT (read
+#                             from --port-file $TMP/NAME.port) and RECV_ERR
+#                             (its stderr, $TMP/NAME.err)
 #   wait_recv                 wait for it; its exit code in RECV_EXIT
 #   synth_memsum SPEC EPOCHS EPOCH
 #                             the primary's memory checksum at EPOCH, from an
 #                             independent zd-track --verify run
 #   replica_field DIR KEY     a line of zd-recv --status (epoch, memsum, …)
+#   replica_epoch DIR         the epoch DIR/meta.json says is committed
+#                             (nothing before the first commit)
+#   wait_epoch DIR N [SECONDS [PID]]
+#                             the replica has committed epoch N or later (0);
+#                             1 after SECONDS (default 20), or once PID (the
+#                             zd-recv) has ended
+
+# start_recv waits with read_port.
+# shellcheck source=wait.sh
+. "$(dirname "${BASH_SOURCE[0]}")/wait.sh"
 
 start_recv() {
 	local name=$1; shift
 	RECV_ERR=$TMP/$name.err
-	zd-recv --listen 127.0.0.1:0 "$@" 2>"$RECV_ERR" &
+	rm -f "$TMP/$name.port"
+	zd-recv --listen 127.0.0.1:0 --port-file "$TMP/$name.port" "$@" 2>"$RECV_ERR" &
 	RECV_PID=$!
 	at_exit "kill $RECV_PID"
-	RECV_PORT=
-	for _ in $(seq 100); do
-		RECV_PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$RECV_ERR")
-		[ -n "$RECV_PORT" ] && return 0
-		sleep 0.05
-	done
+	RECV_PORT=$(read_port "$TMP/$name.port" "$RECV_PID" 5) && return 0
 	echo "# zd-recv did not start: $(cat "$RECV_ERR")"
 	return 1
 }
@@ -37,4 +45,19 @@ synth_memsum() {
 
 replica_field() {
 	zd-recv --replica "$1" --status | awk -v k="$2" '$1 == k { print $2 }'
+}
+
+# meta.json, not zd-recv --status: it is read while zd-recv holds the
+# replica, and polled (no checksum of the memory each time).
+replica_epoch() { jq -r '.epoch // empty' "$1/meta.json" 2>/dev/null; }
+_epoch_reached() {
+	local e
+	e=$(replica_epoch "$1")
+	[ -n "$e" ] && [ "$e" -ge "$2" ] && return 0
+	[ -n "$3" ] && ! alive "$3"
+}
+wait_epoch() {
+	wait_for "${3:-20}" _epoch_reached "$1" "$2" "${4:-}" || return 1
+	# It stopped waiting: for the epoch, or because PID ended.
+	_epoch_reached "$1" "$2" ""
 }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell test helpers: source this from tests/*/NAME.sh.
 #
 #   ok "what"                 / not_ok "what" "why"
@@ -7,6 +8,9 @@
 #                             matching PATTERN (grep -E)
 #   skip "what" "why"
 #   done_testing              print the plan, exit 1 if anything failed
+#   tap_relay WHAT RC TAP ERR report the TAP an inner run printed (in a QEMU
+#                             guest: tests/lib/kvmouter.sh, xen_replicate.sh)
+#                             as this test's own results
 set -u
 ZD_TOP=${ZD_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 ZD_BIN=${ZD_BIN:-$ZD_TOP/bin}
@@ -63,6 +67,34 @@ done_testing() {
 	echo "1..$_tap_n"
 	[ "$_tap_failed" -eq 0 ]
 	exit $?
+}
+
+# tap_relay WHAT RC TAP ERR: the results in file TAP, which an inner run
+# (WHAT, e.g. "the Xen part") printed before it exited RC with stderr in
+# file ERR, become this test's own, renumbered into its plan. The inner
+# plan is checked here, as tests/run checks ours: an inner run that stopped
+# half way with exit 0 must not look complete.
+tap_relay() {
+	local what=$1 rc=$2 tap=$3 err=$4 line w plan="" n=0
+	while IFS= read -r line; do
+		case $line in
+		"ok "*"# SKIP"*) w=${line#ok * - }; skip "${w%% # SKIP*}" "${w#* # SKIP }"; n=$((n + 1)) ;;
+		"ok "*) ok "${line#ok * - }"; n=$((n + 1)) ;;
+		"not ok "*) not_ok "${line#not ok * - }"; n=$((n + 1)) ;;
+		"1.."*) w=${line#1..}; plan=$((${plan:-0} + ${w%%[!0-9]*})) ;;
+		"#"*) echo "$line" ;;
+		*) echo "#   $line" ;;
+		esac
+	done <"$tap"
+	if [ "$rc" -ne 0 ] && ! grep -q '^not ok' "$tap"; then
+		not_ok "$what exits 0" "exit $rc; $(tail -15 "$err")"
+	elif [ "$rc" -ne 0 ]; then
+		echo "# stderr of $what:"; tail -30 "$err" | sed 's/^/#   /'
+	elif [ -z "$plan" ]; then
+		not_ok "$what prints its plan" "no 1..N line; $(tail -15 "$err")"
+	elif [ "$plan" -ne "$n" ]; then
+		not_ok "$what ran its plan" "planned $plan, ran $n; $(tail -15 "$err")"
+	fi
 }
 
 # last_words DIR NAME...: each DIR/NAME.err's last two lines, one line a

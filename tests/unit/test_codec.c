@@ -21,15 +21,8 @@
 #include <unistd.h>
 
 #include "zd/stream.h"
-
-static uint64_t rng = 42;
-static uint64_t rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
+#define TESTLIB_RNG_SEED 42
+#include "testlib.h"
 
 #define PAGE 512u
 #define NPAGES 5000u
@@ -447,7 +440,7 @@ static void test_binary_json_binary_identical(void **state)
 static size_t small_stream(enum zd_encoding enc, uint8_t **out, size_t *ends, size_t *nends)
 {
 	static struct zd_record recs[64];
-	rng = 7;	/* the same few-KiB stream every run */
+	rnd_seed(7);	/* the same few-KiB stream every run */
 	size_t n = random_stream(recs, 64, 2);
 	size_t len = write_stream(recs, n, enc, out);
 	size_t off = enc == ZD_ENC_BINARY ? ZD_PREAMBLE_LEN : 0;

@@ -12,18 +12,10 @@
 #include <string.h>
 
 #include "zd/pageset.h"
+#include "testlib.h"
 
 #define NPAGES (1u << 20)
 #define NWORDS (NPAGES / 64)
-
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint64_t rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
 
 static bool bit(const uint64_t *m, uint64_t i) { return m[i / 64] >> (i % 64) & 1; }
 

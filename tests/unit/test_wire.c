@@ -20,18 +20,10 @@
 #include "zd/util.h"
 #include "zd/wire.h"
 #include "wire/wire_int.h"
+#include "testlib.h"
 
 #define PS 4096u
 #define NPAGES 2048u
-
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint64_t rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
 
 struct model {
 	uint8_t *prim, *recv;

@@ -22,6 +22,7 @@
 # see below) runs again on a new guest, up to ZD_XEN_TRIES (3) times.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/xenlib.sh"
+. "$(dirname "$0")/../lib/wait.sh"
 EPOCHS=${ZD_XEN_EPOCHS:-50}
 INTERVAL=${ZD_XEN_INTERVAL:-100}
 MEMCMP=$ZD_TOP/$BUILD/tests/xen_memcmp
@@ -44,17 +45,6 @@ expect_fail "an unknown domain name is refused" 4 "^zd-track: xen:nosuch: no dom
 expect_fail "a bad domid is a usage error" 2 '^zd-track: xen:99999: domid 99999 out of range' \
 	zd-track xen:99999 --epochs 1
 
-wait_for() { # wait_for FILE-TEST PATH
-	local i
-	for i in $(seq 600); do test "$1" "$2" && return 0; sleep 0.1; done
-	return 1
-}
-
-json_num() { # json_num LOG TYPE FIELD: "epoch value" lines
-	grep "\"type\":\"$2\"" "$1" |
-		sed -n "s/.*\"epoch\":\([0-9]*\).*\"$3\":\"\{0,1\}\([0-9a-fx.]*\).*/\1 \2/p"
-}
-
 # Pause the guest once zd-track passed checkpoint $1 (its -v line "epoch
 # N: ..."; buffered and zddspt run ahead of the replica); record the last
 # checkpoint zd-track had taken.
@@ -75,15 +65,15 @@ run_mode() {
 	local mode=$1 d=$TMP/$1 P RECV PA rc
 	mkdir -p "$d"
 	# Under TCG one epoch can take seconds: no failure detection by time here.
-	zd-recv --listen 127.0.0.1:0 --replica "$d/replica" --once --verify --timeout 0 --no-fsync -v 2>"$d/recv.err" &
+	rm -f "$d/recv.port"	# a try before this one wrote it
+	zd-recv --listen 127.0.0.1:0 --port-file "$d/recv.port" --replica "$d/replica" --once --verify --timeout 0 \
+		--no-fsync -v 2>"$d/recv.err" &
 	RECV=$!
 	at_exit "kill $RECV"
-	if ! wait_for -s "$d/recv.err"; then
+	if ! P=127.0.0.1:$(read_port "$d/recv.port" "$RECV" 60); then
 		not_ok "$mode: zd-recv listens" "$(tail -n 3 "$d/recv.err")"
 		return
 	fi
-	sleep 0.3
-	P=$(grep -o '127\.0\.0\.1:[0-9]*' "$d/recv.err" | head -1)
 	pause_after $((EPOCHS - 10)) "$d" &
 	PA=$!
 	local remus_opts=()

@@ -10,6 +10,7 @@
  * monitor off. Prints what worked and the first error, with errno.
  * Exit 0 write events arrived and were answered, 1 not, 4 setup failed.
  * Written after Xen's tools/tests/xen-access (its ring handling).
+ * Built by `make xen-probes`; run by tools/xen/memaccess.sh.
  */
 #include <errno.h>
 #include <inttypes.h>

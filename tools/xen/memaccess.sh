@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Runs in dom0 (tests/lib/xenhost.sh): does mem_access + vm_event trap the
-# PVH test guest's writes on this Xen (tests/xen/xen_memaccess)? A
-# feasibility check for zddspt's copy-on-write guard on Xen, not in
-# `make check`:
-#   tests/lib/xenhost.sh run -- tests/xen/memaccess.sh [MS]
+# PVH test guest's writes on this Xen (tools/xen/xen_memaccess)? A
+# feasibility check for zddspt's copy-on-write guard on Xen, not a test
+# (tools/xen/README.md):
+#   make xen-probes && tests/lib/xenhost.sh run -- tools/xen/memaccess.sh [MS]
 # Result here (2026-12-06, Xen 4.17 on QEMU TCG's AMD SVM/NPT): the monitor
 # ring comes up, xc_set_mem_access fails with EINVAL: Xen 4.17 allows
 # mem_access on x86 only with VT-x/EPT (p2m_mem_access_sanity_check).
-. "$(dirname "$0")/../lib/tap.sh"
-. "$(dirname "$0")/xenlib.sh"
+. "$(dirname "$0")/../../tests/lib/tap.sh"
+. "$(dirname "$0")/../../tests/xen/xenlib.sh"
 if ! xen_guest_up zdguest; then
 	not_ok "a PVH guest boots and writes memory" "$(tail -5 /var/log/xen/guest-zdguest.log 2>&1)"
 	done_testing
