@@ -155,6 +155,7 @@ pump(a, b, flip)
 t.join()
 EOF
 start_relay() {	# PORT: prints the relay's port
+	rm -f "$TMP/relay.port"
 	python3 "$TMP/relay.py" "$1" "$FLIP" >"$TMP/relay.port" 2>"$TMP/relay.err" &
 	at_exit "kill $!"
 	read_port "$TMP/relay.port" $! 5

@@ -52,9 +52,10 @@ _wait_grep() { grep -qE -- "$2" "$1" 2>/dev/null; }
 wait_line() { wait_for "${3:-5}" _wait_grep "$1" "$2"; }
 
 # zd-recv writes the port with a rename (man zd-recv, --port-file), the test
-# servers with one write: once the file is not empty it holds the whole
-# port, and the server is listening.
-_port_ready() { [ -s "$1" ] || { [ -n "$2" ] && ! alive "$2"; }; }
+# servers with one write: once the file holds a line of digits the server
+# is listening. (Not merely "not empty": a file a shell redirection has
+# just truncated, for a server not yet started, is not ready.)
+_port_ready() { grep -qx '[0-9][0-9]*' "$1" 2>/dev/null || { [ -n "$2" ] && ! alive "$2"; }; }
 read_port() {
 	local file=$1 pid=${2:-} port
 	wait_for "${3:-10}" _port_ready "$file" "$pid" || return 1
