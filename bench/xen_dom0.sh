@@ -6,7 +6,7 @@
 #   none      the guest unprotected, for its progress;
 #   remus, buffered, zddspt
 #             zd-track xen: --mode M | zd-swap | zd-send -> zd-recv (dom0);
-#   xl-remus  Xen's own Remus: xl remus -i MS to the same host (XEN-NOTES).
+#   xl-remus  Xen's own Remus: xl remus -i MS to the same host.
 # Each run is measured over a window of ZD_XEN_BENCH_SECONDS (20) once it
 # is past its initial full copy. Prints one "CSV ..." line a run:
 #   method,interval_ms,window_s,checkpoints,pause_p50_ms,pause_p99_ms,

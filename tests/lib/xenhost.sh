@@ -4,8 +4,8 @@
 #   tests/lib/xenhost.sh run [--timeout SEC] -- SCRIPT [ARG...]
 #
 # The xen: target needs a Xen hypervisor, dom0 and a guest domain. Our
-# build and CI machines have none, so this harness boots one (the recipe of
-# ../shared/XEN-NOTES.md, all Debian packages):
+# build and CI machines have none, so this harness boots one (all Debian
+# packages):
 #
 #   QEMU (TCG, -cpu qemu64 + SVM + NPT) ── Xen 4.17 (/boot/xen-4.17-amd64.gz)
 #       └── dom0: Debian's kernel + an initramfs built here, holding

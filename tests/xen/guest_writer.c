@@ -22,7 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define WS (8u << 20)		/* 8 MiB, as in XEN-NOTES' xl remus runs */
+#define WS (8u << 20)		/* 8 MiB, as in our xl remus runs */
 #define GAP_MS 10
 
 static int64_t now_ms(void)

@@ -86,8 +86,8 @@ run_mode() {
 	kill "$PA" 2>/dev/null
 	wait "$PA" 2>/dev/null
 	# The guest stopped by itself: under QEMU TCG the PVH guest now and
-	# then triple-faults while log-dirty is on (XEN-NOTES: in every xl
-	# remus run; bench-xen: under zd's modes too; here about one mode run
+	# then triple-faults while log-dirty is on (seen in earlier runs of xl
+	# remus too; bench-xen: under zd's modes too; here about one mode run
 	# in eight). zd only reads the guest and pauses it. Say what Xen and
 	# the guest said and run the mode again on a new guest, up to
 	# ZD_XEN_TRIES (3) times in all; then it fails.
