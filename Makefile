@@ -102,7 +102,7 @@ $(BUILD)/tests-asan/%: $(BUILD)/asan/tests/unit/%.o $(BUILD)/libzd-asan.a
 .PHONY: deps-ok
 deps-ok:
 	@if ! { command -v pkg-config >/dev/null && pkg-config --exists $(PKGS); }; then \
-		if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory deps; \
+		if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory deps-build; \
 		else echo "zd: missing build dependencies; run 'make deps' as root" >&2; exit 1; fi; \
 	fi
 
@@ -110,14 +110,34 @@ DEB_BUILD := build-essential pkg-config libjansson-dev libzstd-dev libxxhash-dev
 	libcmocka-dev libxen-dev libsodium-dev jq gnuplot-nox
 DEB_TEST := iproute2 nftables openssh-server openssh-client procps psmisc python3 clang libclang-rt-14-dev shellcheck bash-completion \
 	qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod xen-hypervisor-4.17-amd64 xen-utils-4.17
-deps:
-	@missing=""; for p in $(DEB_BUILD) $(DEB_TEST); do \
+# $(call apt_install,PACKAGES): install those not installed yet.
+define apt_install
+	@missing=""; for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "zd: installing:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else echo "zd: build dependencies present"; fi
+endef
+
+deps:
+	$(call apt_install,$(DEB_BUILD) $(DEB_TEST))
+
+# What `make` alone installs: the build's packages, nothing else.
+.PHONY: deps-build
+deps-build:
+	$(call apt_install,$(DEB_BUILD))
+
+# make demo installs only what the demo runs with: never a kernel, a
+# hypervisor or a server (DEB_TEST's linux-image, Xen and sshd are for the
+# tests' QEMU hosts; a host without /dev/kvm gets QEMU and busybox, and
+# boots the Debian kernel it already has, if any: tests/lib/vmhost.sh).
+DEB_DEMO := procps psmisc
+DEB_DEMO_NOKVM := qemu-system-x86 busybox-static cpio xz-utils zstd kmod
+.PHONY: deps-demo
+deps-demo:
+	$(call apt_install,$(DEB_BUILD) $(DEB_DEMO) $(if $(wildcard /dev/kvm),,$(DEB_DEMO_NOKVM)))
 
 # One summary line over all suites: tests/run collects TAP from each.
 check: test-deps all $(UNIT_BIN) $(UNIT_ASAN_BIN)
