@@ -160,6 +160,8 @@ cmd_demo() {
 		case $1 in
 		--seconds) need_value "$@"; is_count "$2" || usage_die "--seconds '$2': want a whole number above 0"; seconds=$2; shift 2 ;;
 		--keep) need_value "$@"; keep=$2; shift 2 ;;
+		-h | --help) man_see zd-demo; exit 0 ;;
+		-V | --version) echo "zd-demo $ZD_VERSION"; exit 0 ;;
 		*) usage_die "demo: unknown argument '$1'" ;;
 		esac
 	done

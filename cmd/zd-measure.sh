@@ -16,6 +16,11 @@ usage_die() { die 2 "$1 (try 'zd --help')"; }
 say() { echo "zd: $*" >&2; }
 need_value() { [ $# -ge 2 ] || usage_die "option '$1' needs a value"; }
 is_count() { case $1 in '' | *[!0-9]*) return 1 ;; esac; [ "$1" -gt 0 ] 2>/dev/null; }
+ZD_VERSION=0.1.0
+man_see() { # man_see TOOL: the usage, and where the rest is
+	sed -n 's/^#   \{0,1\}//p' "$self" | sed -n '/^'"$1"' \[/,/^$/p'
+	echo "(man $1; the driver's own page: man zd)"
+}
 check_mode() { case $1 in remus | buffered | zddspt) ;; *) usage_die "--mode '$1': want remus, buffered or zddspt" ;; esac; }
 
 # The tools next to this script come first: bin/zd-measure runs bin/zd-*.
@@ -122,6 +127,8 @@ cmd_measure() {
 		--dirty) need_value "$@"; is_count "$2" || usage_die "--dirty '$2': want pages per second above 0"; dirty=$2; shift 2 ;;
 		--hot) need_value "$@"; hot=$2; shift 2 ;;
 		--no-output-commit) oc=--no-output-commit; shift ;;
+		-h | --help) man_see zd-measure; exit 0 ;;
+		-V | --version) echo "zd-measure $ZD_VERSION"; exit 0 ;;
 		-*) usage_die "measure: unknown option '$1'" ;;
 		*) break ;;
 		esac
