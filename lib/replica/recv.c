@@ -179,8 +179,7 @@ struct session {
 static void *hello_watchdog(void *arg)
 {
 	struct session *s = arg;
-	uint64_t wall = zd_wall_ns() + (s->opts->hello_by_ns - ZD_MIN(zd_now_ns(), s->opts->hello_by_ns));
-	struct timespec ts = { .tv_sec = (time_t)(wall / 1000000000u), .tv_nsec = (long)(wall % 1000000000u) };
+	struct timespec ts = zd_cond_deadline(s->opts->hello_by_ns - ZD_MIN(zd_now_ns(), s->opts->hello_by_ns));
 
 	pthread_mutex_lock(&s->lock);
 	while (!s->hello_done && !s->hb_stop)
@@ -239,12 +238,8 @@ static void *heartbeat_thread(void *arg)
 			s->last_tx_ns = now;
 			due = now + period;
 		}
-		struct timespec ts;
-		uint64_t wall = zd_wall_ns() + (due - now);
+		struct timespec ts = zd_cond_deadline(due - now);
 
-		/* cond clocks are CLOCK_REALTIME by default */
-		ts.tv_sec = (time_t)(wall / 1000000000u);
-		ts.tv_nsec = (long)(wall % 1000000000u);
 		pthread_cond_timedwait(&s->wake, &s->lock, &ts);
 	}
 	pthread_mutex_unlock(&s->lock);

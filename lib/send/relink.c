@@ -137,8 +137,7 @@ static int attempt(struct sender *s, unsigned ms, uint64_t *committed, size_t *r
 	deadline = zd_now_ns() + (uint64_t)ms * 1000000u;
 	pthread_mutex_lock(&s->lock);
 	while (!s->peer_wire && zd_now_ns() < deadline && !zd__send_stopped(s)) {
-		uint64_t wall = zd_wall_ns() + 20000000u;
-		struct timespec ts = { .tv_sec = (time_t)(wall / 1000000000u), .tv_nsec = (long)(wall % 1000000000u) };
+		struct timespec ts = zd_cond_deadline(20000000u);
 
 		pthread_cond_timedwait(&s->wire_cv, &s->lock, &ts);
 	}

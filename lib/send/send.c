@@ -211,11 +211,8 @@ static int check_peer_wire(struct sender *s)
 
 	pthread_mutex_lock(&s->lock);
 	while (!s->peer_wire && zd_now_ns() < deadline && !link_is_down(s) && !zd__send_stopped(s)) {
-		struct timespec ts;
-		uint64_t wall = zd_wall_ns() + 50000000u;
+		struct timespec ts = zd_cond_deadline(50000000u);
 
-		ts.tv_sec = (time_t)(wall / 1000000000u);
-		ts.tv_nsec = (long)(wall % 1000000000u);
 		pthread_cond_timedwait(&s->wire_cv, &s->lock, &ts);
 	}
 	int pw = s->peer_wire, acc = s->peer_accept;
@@ -408,7 +405,6 @@ static void *heartbeat_thread(void *arg)
 	while (!s->hb_stop) {
 		uint64_t now = zd_now_ns(), due = s->last_tx + period;
 		struct timespec ts;
-		uint64_t wall;
 
 		if (now >= due) {
 			if (s->header_out && !s->link_down) {
@@ -431,9 +427,7 @@ static void *heartbeat_thread(void *arg)
 			s->last_tx = now;
 			due = now + period;
 		}
-		wall = zd_wall_ns() + (due - now);
-		ts.tv_sec = (time_t)(wall / 1000000000u);
-		ts.tv_nsec = (long)(wall % 1000000000u);
+		ts = zd_cond_deadline(due - now);
 		pthread_cond_timedwait(&s->wake, &s->wlock, &ts);
 	}
 	pthread_mutex_unlock(&s->wlock);

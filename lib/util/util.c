@@ -159,6 +159,13 @@ void zd_sleep_ns(uint64_t ns)
 		;
 }
 
+struct timespec zd_cond_deadline(uint64_t ns)
+{
+	uint64_t wall = zd_wall_ns() + ns;
+
+	return (struct timespec){ .tv_sec = (time_t)(wall / 1000000000u), .tv_nsec = (long)(wall % 1000000000u) };
+}
+
 int zd_parse_u64(const char *s, uint64_t *out)
 {
 	char *end;

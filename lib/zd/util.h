@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdbool.h>
 #include <sys/types.h>
+#include <time.h>
 
 #define ZD_VERSION "0.1.0"
 
@@ -47,6 +48,9 @@ ssize_t zd_read_full(int fd, void *buf, size_t len);
 int zd_write_full(int fd, const void *buf, size_t len);
 
 uint64_t zd_now_ns(void);	/* CLOCK_MONOTONIC */
+/* The time ns from now as pthread_cond_timedwait takes it for a condition
+ * variable of the default clock (CLOCK_REALTIME). */
+struct timespec zd_cond_deadline(uint64_t ns);
 uint64_t zd_wall_ns(void);	/* CLOCK_REALTIME, for cross-host timestamps */
 void zd_sleep_ns(uint64_t ns);
 
