@@ -9,6 +9,9 @@
 #define ZD_CMD_OPT_H
 
 #include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 struct zd_cmd {
 	const char *shortopts;		/* getopt's, without the leading ':' */
@@ -25,5 +28,22 @@ int zd_getopt(const struct zd_cmd *cmd, int argc, char *const argv[]);
 
 /* "zd-TOOL: <fmt...> (try --help)" on stderr, exit 2. */
 _Noreturn void zd_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A flag's value, checked: each ends the tool through zd_usage, naming
+ * opt, when arg is not one. */
+unsigned zd_opt_ms(const char *opt, const char *arg, unsigned max);	/* whole ms, 0..max */
+uint64_t zd_opt_size(const char *opt, const char *arg);		/* bytes up to 1T: 512M, 2G */
+uint64_t zd_opt_count(const char *opt, const char *arg);		/* a whole number >= 1 */
+
+/* The end of a tool whose main() made its one call into libzd: rc is its
+ * exit status and msg its reason. ZD_EXIT_USAGE ends through zd_usage;
+ * another rc with a message prints "zd-TOOL: msg". Returns rc. */
+int zd_cmd_exit(int rc, const char *msg);
+
+/* SIGINT and SIGTERM set zd_cmd_stop, without SA_RESTART so that a wait
+ * returns and the run ends cleanly (a flag and no work in the handler);
+ * SIGPIPE is ignored: a reader that went away is a failed write. */
+extern volatile sig_atomic_t zd_cmd_stop;
+void zd_cmd_catch_stop(void);
 
 #endif

@@ -91,6 +91,16 @@ void zd_diex(int code, const char *fmt, ...)
 	exit(code);
 }
 
+int zd_msg(int rc, char *msg, size_t msglen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, msglen, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
 void zd_debug(const char *fmt, ...)
 {
 	va_list ap;

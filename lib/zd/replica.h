@@ -237,4 +237,37 @@ void zd_failover_env(const struct zd_replica *rep, uint64_t lost_wall_ns);
  * killed with its process group): 0 if it exited 0, else -1 with msg. */
 int zd_failover_fence(const char *cmd, unsigned timeout_ms, char *msg, size_t msglen);
 
+/* --- zd-recv as a whole (lib/replica/tool.c) --- */
+/* What zd-recv's flags ask for: cmd/zd-recv.c fills it in and calls
+ * zd_recv_main. A new flag is a field here, an entry in cmd/zd-recv.c's
+ * option table and, if it conflicts with others, a line in
+ * zd_recv_check. */
+struct zd_recv_args {
+	const char *listen;		/* ADDR:PORT, or NULL */
+	const char *port_file;		/* with listen: the port, once listening */
+	bool stdio;			/* the stream on stdin, ACKs on stdout */
+	const char *dir;		/* the replica */
+	bool status;			/* print the replica's state and exit */
+	bool verify, no_verify;		/* ZD_VERIFY_ALWAYS, ZD_VERIFY_NEVER */
+	bool once, no_fsync, insecure;
+	const char *key_path;		/* NULL: no key */
+	unsigned heartbeat_ms, timeout_ms;
+	bool heartbeat_set, timeout_set;
+	bool accept_set;		/* --compress: the highest encoding taken */
+	uint8_t accept;
+	const char *fence;		/* NULL: none */
+	unsigned fence_timeout_ms;
+	bool fence_timeout_set;
+	const char *on_failover;	/* NULL: the target's default */
+	bool no_failover;
+};
+#define ZD_RECV_ARGS_INIT { .heartbeat_ms = 100, .timeout_ms = 500, .fence_timeout_ms = ZD_FENCE_TIMEOUT_MS }
+/* ZD_EXIT_USAGE with msg if the flags conflict. */
+int zd_recv_check(const struct zd_recv_args *a, char *msg, size_t msglen);
+/* Check, then run zd-recv: print the status, or serve until the end of
+ * the stream(s), then take over if the primary was lost. Returns the exit
+ * status with msg holding the reason (lines along the way went to stderr);
+ * after a takeover it does not return. */
+int zd_recv_main(const struct zd_recv_args *a, char *msg, size_t msglen);
+
 #endif
