@@ -87,12 +87,22 @@ uint64_t zd_opt_count(const char *opt, const char *arg)
 	return v;
 }
 
+uint64_t zd_opt_duration_ns(const char *opt, const char *arg, bool zero_ok)
+{
+	uint64_t ns;
+
+	if (zd_parse_duration_ns(arg, &ns) < 0 || (!zero_ok && ns == 0))
+		zd_usage("%s '%s': want a duration%s", opt, arg, zero_ok ? "" : " above 0");
+	return ns;
+}
+
 int zd_cmd_exit(int rc, const char *msg)
 {
-	if (rc == ZD_EXIT_USAGE)
-		zd_usage("%s", msg);
-	if (rc && msg && *msg)
+	if (rc && msg && *msg) {
+		if (rc == ZD_EXIT_USAGE)
+			zd_usage("%s", msg);
 		zd_warnx("%s", msg);
+	}
 	return rc;
 }
 

@@ -34,10 +34,13 @@ _Noreturn void zd_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2
 unsigned zd_opt_ms(const char *opt, const char *arg, unsigned max);	/* whole ms, 0..max */
 uint64_t zd_opt_size(const char *opt, const char *arg);		/* bytes up to 1T: 512M, 2G */
 uint64_t zd_opt_count(const char *opt, const char *arg);		/* a whole number >= 1 */
+uint64_t zd_opt_duration_ns(const char *opt, const char *arg, bool zero_ok); /* 25, 25ms, 1s */
 
 /* The end of a tool whose main() made its one call into libzd: rc is its
- * exit status and msg its reason. ZD_EXIT_USAGE ends through zd_usage;
- * another rc with a message prints "zd-TOOL: msg". Returns rc. */
+ * exit status and msg its reason. ZD_EXIT_USAGE with a msg ends through
+ * zd_usage;
+ * another rc prints "zd-TOOL: msg"; an empty msg, nothing (the library
+ * said it already). Returns rc. */
 int zd_cmd_exit(int rc, const char *msg);
 
 /* SIGINT and SIGTERM set zd_cmd_stop, without SA_RESTART so that a wait
