@@ -35,7 +35,8 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_ASAN_OBJ := $(LIB_SRC:%.c=$(BUILD)/asan/%.o)
 EXTRA_OBJ :=
 
-# Tools: cmd/zd-NAME.c (C) or cmd/zd-NAME.sh / cmd/zd (scripts).
+# Tools: cmd/zd-NAME.c (C) or cmd/zd-NAME.sh / cmd/zd (scripts). The
+# scripts source cmd/zd-common.bash, installed in PREFIX/share/zd.
 TOOLS_C := $(patsubst cmd/%.c,bin/%,$(wildcard cmd/zd-*.c))
 TOOLS_SH := $(patsubst cmd/%.sh,bin/%,$(wildcard cmd/*.sh))
 TOOLS := $(TOOLS_C) $(TOOLS_SH)
@@ -162,8 +163,9 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 		$(DESTDIR)$(PREFIX)/share/man/man5 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
-		$(DESTDIR)$(PREFIX)/share/zsh/site-functions
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/zd
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 cmd/zd-common.bash $(DESTDIR)$(PREFIX)/share/zd/
 	for m in man/*.[15]; do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
 	for c in completions/bash/*; do [ -f "$$c" ] && install -m 644 $$c $(DESTDIR)$(PREFIX)/share/bash-completion/completions/; done; true
 	for c in completions/zsh/_*; do [ -f "$$c" ] && install -m 644 $$c $(DESTDIR)$(PREFIX)/share/zsh/site-functions/; done; true

@@ -14,24 +14,12 @@
 #   zd demo [--seconds S] [--keep DIR]
 #   zd bench [--quick]
 set -u
-ZD_VERSION=0.1.0
-prog=zd
-
-die() { # die CODE MESSAGE
-	echo "$prog: $2" >&2
-	exit "$1"
-}
-usage_die() { die 2 "$1 (try 'zd --help')"; }
-say() { echo "zd: $*" >&2; }
-
-# The tools next to this script come first: bin/zd runs bin/zd-*.
-self=$(readlink -f "$0")
-here=$(dirname "$self")
-case ":$PATH:" in *":$here:"*) ;; *) PATH="$here:$PATH" ;; esac
-export PATH
-# A source tree (bin/zd inside it) has the QEMU harness and the bench.
-src_top=
-[ -x "$here/../tests/lib/vmhost.sh" ] && [ -f "$here/../Makefile" ] && src_top=$(cd "$here/.." && pwd)
+# die, usage_die, need_value, wait_until, recv_port ...: cmd/zd-common.bash,
+# installed in PREFIX/share/zd.
+zd_lib=$(dirname "$(readlink -f "$0")")/../share/zd/zd-common.bash
+[ -f "$zd_lib" ] || zd_lib=${zd_lib%/share/zd/*}/cmd/zd-common.bash
+# shellcheck source-path=SCRIPTDIR source=zd-common.bash
+. "$zd_lib" || exit 1
 
 usage() {
 	cat <<'EOF'
@@ -98,19 +86,16 @@ zd-send, zd-recv: 1 runtime, 3 bad stream, 4 target, 5 peer); 2 usage;
 EOF
 }
 
-need_value() { [ $# -ge 2 ] || usage_die "option '$1' needs a value"; }
-is_count() { case $1 in '' | *[!0-9]*) return 1 ;; esac; [ "$1" -gt 0 ] 2>/dev/null; }
-check_mode() { case $1 in remus | buffered | zddspt) ;; *) usage_die "--mode '$1': want remus, buffered or zddspt" ;; esac; }
-
 # ---- zd run -----------------------------------------------------------------
 
-# With local:, the zd-recv started in the background and its log. A
-# background job ignores SIGINT: when the pipeline dies of Ctrl-C, or the
-# run fails before its wait, the script stops that zd-recv on its way out.
-recv_pid='' rlog=''
+# With local:, the zd-recv started in the background, and a directory for
+# its log and port file. A background job ignores SIGINT: when the pipeline
+# dies of Ctrl-C, or the run fails before its wait, the script stops that
+# zd-recv on its way out.
+recv_pid='' rtmp=''
 run_cleanup() {
 	[ -n "$recv_pid" ] && kill -TERM "$recv_pid" 2>/dev/null && wait "$recv_pid" 2>/dev/null
-	[ -n "$rlog" ] && rm -f "$rlog"
+	[ -n "$rtmp" ] && rm -rf "$rtmp"
 }
 
 cmd_run() {
@@ -137,25 +122,19 @@ cmd_run() {
 		esac
 	done
 	[ $# -eq 2 ] || usage_die "run: want VM_CONTROL_SOCKET BACKUP, got $# arguments"
-	local sock=$1 backup=$2 dest rdir=
+	local sock=$1 backup=$2 dest rdir='' rlog=''
 	[ -S "$sock" ] || die 4 "run: $sock: not a socket (is zd-vm --control $sock running?)"
 	case $backup in
 	local:?*)
 		rdir=${backup#local:}
-		rlog=$(mktemp "${TMPDIR:-/tmp}/zd-recv.XXXXXX") || die 1 "run: mktemp failed"
+		rtmp=$(mktemp -d "${TMPDIR:-/tmp}/zd-recv.XXXXXX") || die 1 "run: mktemp failed"
+		rlog=$rtmp/recv.err
 		trap run_cleanup EXIT
-		zd-recv --listen 127.0.0.1:0 --replica "$rdir" --once $verify $verbose \
+		zd-recv --listen 127.0.0.1:0 --port-file "$rtmp/port" --replica "$rdir" --once $verify $verbose \
 			"${hb[@]+"${hb[@]}"}" "${local_extra[@]+"${local_extra[@]}"}" 2>"$rlog" &
 		recv_pid=$!
-		for _ in $(seq 200); do
-			dest=$(grep -o '127\.0\.0\.1:[0-9]*' "$rlog" | head -1)
-			[ -n "$dest" ] && break
-			kill -0 $recv_pid 2>/dev/null || break
-			sleep 0.05
-		done
-		if [ -z "$dest" ]; then
+		if ! dest=127.0.0.1:$(recv_port "$rtmp/port" $recv_pid); then
 			cat "$rlog" >&2
-			rm -f "$rlog"
 			die 1 "run: zd-recv for $rdir did not start"
 		fi
 		;;
@@ -179,7 +158,8 @@ cmd_run() {
 		c=$?
 		recv_pid=
 		[ $c != 0 ] && { sed 's/^/  /' "$rlog" | tail -3 >&2; [ $rc = 0 ] && rc=$c; }
-		rm -f "$rlog"
+		rm -rf "$rtmp"
+		rtmp=
 	fi
 	return $rc
 }

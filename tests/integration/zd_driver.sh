@@ -6,7 +6,7 @@
 # of the processes they started behind.
 . "$(dirname "$0")/../lib/tap.sh"
 
-scripts=("$ZD_TOP"/cmd/*.sh "$ZD_TOP/bench/table1.sh" "$ZD_TOP"/completions/bash/*)
+scripts=("$ZD_TOP"/cmd/*.sh "$ZD_TOP"/cmd/*.bash "$ZD_TOP/bench/table1.sh" "$ZD_TOP"/completions/bash/*)
 for f in "${scripts[@]}"; do
 	check "bash -n ${f#"$ZD_TOP"/}" bash -n "$f"
 done
@@ -100,8 +100,7 @@ out=$(zd status "$TMP/rep")
 if [ -c /dev/kvm ]; then
 	skip "installed zd without /dev/kvm: demo exits 4" "this host has /dev/kvm"
 else
-	mkdir -p "$TMP/inst/bin"
-	cp "$ZD_TOP/bin/zd" "$ZD_TOP/bin/zd-measure" "$ZD_TOP/bin/zd-demo" "$TMP/inst/bin/"
+	make -C "$ZD_TOP" --no-print-directory -s install PREFIX=/ DESTDIR="$TMP/inst" >/dev/null
 	expect_fail "installed zd without /dev/kvm: demo exits 4" 4 "demo: needs /dev/kvm" "$TMP/inst/bin/zd" demo
 fi
 # SIGINT to zd measure / zd demo, as Ctrl-C on a terminal sends it (to the
