@@ -151,13 +151,13 @@ struct zd_conn;
 struct zd_auth_key;
 struct zd_recv_opts {
 	enum zd_verify verify;
-	/* Failover hook (issue 5): called when the primary is gone — the
+	/* Failover hook: called when the primary is gone — the
 	 * connection ended without END, or timed out — after the open epoch
 	 * was discarded. The replica is at its last committed epoch. Returns
 	 * the exit code the session ends with. NULL: end with ZD_EXIT_PEER. */
 	int (*on_peer_lost)(struct zd_replica *rep, void *arg);
 	void *arg;
-	/* Heartbeats (issue 5), TCP only, armed once the HEADER came: a STAT
+	/* Heartbeats, TCP only, armed once the HEADER came: a STAT
 	 * "heartbeat" record goes back when nothing else did for heartbeat_ms;
 	 * timeout_ms without a byte from the primary is its death. 0 = off. */
 	unsigned heartbeat_ms, timeout_ms;
@@ -165,7 +165,7 @@ struct zd_recv_opts {
 	 * A timeout that nothing acts on only turns a slow primary into a
 	 * lost one. */
 	bool (*arm_timeout)(const struct zd_replica *rep, void *arg);
-	/* The wire (issue 7). key: authenticate the connection and every
+	/* The wire. key: authenticate the connection and every
 	 * record (struct zd_auth_key of zd/wire.h; NULL: none). accept: the
 	 * highest PAGES encoding taken (ZD_PENC_*), announced to zd-send
 	 * after the HEADER, if accept_set (unset, the zero default: all). */

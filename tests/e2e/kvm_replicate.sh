@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 3's end-to-end test on real KVM: zd-vm runs a workload, zd-track
+# End to end on real KVM: zd-vm runs a workload, zd-track
 # checkpoints it every 25 ms through zd-swap and zd-send to zd-recv, 200
 # epochs with --verify, in remus and then buffered mode. Proves that
 #   - the replica's memory equals the primary's at the last committed

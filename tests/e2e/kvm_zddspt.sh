@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4's correctness test of zddspt on real KVM: zd-vm's uffd guard
+# The correctness test of zddspt on real KVM: zd-vm's uffd guard
 # write-protects the frozen set at each checkpoint, zd-swap (drain_uffd)
 # saves pre-images on the guest's write faults and drains the rest while
 # the VM runs. With --verify, for $ZD_ZDDSPT_EPOCHS epochs (default 200):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fault injection on a real link (issue 7, point 4). The primary pipeline
+# Fault injection on a real link. The primary pipeline
 #   zd-track synth:… | zd-mru | zd-swap | zd-send
 # runs in one network namespace, zd-recv in another, joined by a veth pair
 # with addresses that exist only inside the two namespaces. Our kernel has

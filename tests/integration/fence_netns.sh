@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fencing with the network cut (issue 5): primary (zd-track synth | zd-send)
+# Fencing with the network cut: primary (zd-track synth | zd-send)
 # in one network namespace, zd-recv in another, joined by a veth pair with
 # addresses that exist only inside the two namespaces. Taking the veth down
 # leaves both sides alive but deaf: zd-recv's heartbeat timeout fires, the

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Only the loss of the primary that owns a replica may start the backup VM
-# (issue 12). Real zd-recv processes on loopback TCP, real connections:
+# Only the loss of the primary that owns a replica may start the backup VM.
+# Real zd-recv processes on loopback TCP, real connections:
 #   - a bare connect (port scan) after END, and before any HEADER, and a
 #     connection that sends junk: one line each, replica unchanged, no
 #     takeover;
