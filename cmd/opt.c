@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The command layer every zd tool shares; see opt.h. */
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -7,6 +8,32 @@
 
 #include "opt.h"
 #include "zd/util.h"
+
+void zd_die(int code, const char *fmt, ...)
+{
+	int e = errno;
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	errno = e;
+	zd_warn("%s", line);
+	exit(code);
+}
+
+void zd_diex(int code, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	zd_warnx("%s", line);
+	exit(code);
+}
 
 void zd_usage(const char *fmt, ...)
 {

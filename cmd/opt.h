@@ -26,6 +26,11 @@ struct zd_cmd {
  * options (optind: the first operand). */
 int zd_getopt(const struct zd_cmd *cmd, int argc, char *const argv[]);
 
+/* err(3) and errx(3) of the tools: "zd-TOOL: <fmt...>[: strerror(errno)]"
+ * on stderr, exit code. Here, not in libzd: the library never exits. */
+_Noreturn void zd_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+_Noreturn void zd_diex(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* "zd-TOOL: <fmt...> (try --help)" on stderr, exit 2. */
 _Noreturn void zd_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -35,8 +35,6 @@ void zd_set_progname(const char *argv0);
 void zd_malloc_keep_big(void);
 void zd_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void zd_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-_Noreturn void zd_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-_Noreturn void zd_diex(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Write the reason into msg (msglen bytes) and return rc: the way a libzd
  * call hands its exit status and one-line reason to the tool. */
 int zd_msg(int rc, char *msg, size_t msglen, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
