@@ -5,6 +5,7 @@
  * replica directory, ACK it, and take over when the primary is lost.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 
 #include "zd/replica.h"
@@ -128,5 +129,7 @@ int main(int argc, char **argv)
 	}
 	if (optind < argc)
 		zd_usage("unexpected argument '%s'", argv[optind]);
+	/* A dead sender shows up as EPIPE on the ACK write, not a signal. */
+	signal(SIGPIPE, SIG_IGN);
 	return zd_cmd_exit(zd_recv_main(&a, msg, sizeof(msg)), msg);
 }

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <zstd.h>
@@ -108,5 +109,7 @@ int main(int argc, char **argv)
 	if (argc - optind != 1)
 		zd_usage("%s", optind < argc ? "too many arguments" : "DEST is required");
 	o.dest = argv[optind];
+	/* A closed peer is a failed write, not the end of the process. */
+	signal(SIGPIPE, SIG_IGN);
 	return zd_cmd_exit(zd_send_main(&o, msg, sizeof(msg)), msg);
 }

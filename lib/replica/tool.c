@@ -6,7 +6,6 @@
  * takeover. cmd/zd-recv.c only reads the flags into a struct zd_recv_args.
  */
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -138,9 +137,6 @@ int zd_recv_main(const struct zd_recv_args *a, char *msg, size_t msglen)
 	}
 	if (tk.cmd && *tk.cmd && !a->status)
 		zd_takeover_warn_unfenced(&tk, NULL);
-	/* A dead sender shows up as EPIPE on the ACK write, not a signal. */
-	signal(SIGPIPE, SIG_IGN);
-
 	if ((rc = zd_replica_open(&rep, a->dir, msg, msglen)))
 		return rc;
 	rep->sync = !a->no_fsync;

@@ -3,7 +3,6 @@
  * zd-send as a whole: which flags go together, where DEST points, the key;
  * then zd_send_run (send.c). cmd/zd-send.c only reads the flags.
  */
-#include <signal.h>
 #include <string.h>
 
 #include "zd/net.h"
@@ -62,7 +61,5 @@ int zd_send_main(struct zd_send_opts *o, char *err, size_t errlen)
 			return zd_msg(ZD_EXIT_USAGE, err, errlen, "--key %s", why);
 		o->key = &key;
 	}
-	/* A closed peer is a failed write, not the end of the process. */
-	signal(SIGPIPE, SIG_IGN);
 	return zd_send_run(o, err, errlen);
 }

@@ -267,7 +267,8 @@ int zd_recv_check(const struct zd_recv_args *a, char *msg, size_t msglen);
 /* Check, then run zd-recv: print the status, or serve until the end of
  * the stream(s), then take over if the primary was lost. Returns the exit
  * status with msg holding the reason (lines along the way went to stderr);
- * after a takeover it does not return. */
+ * after a takeover it does not return. The caller ignores SIGPIPE: a dead
+ * sender is a failed ACK write. */
 int zd_recv_main(const struct zd_recv_args *a, char *msg, size_t msglen);
 
 #endif

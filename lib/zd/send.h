@@ -32,8 +32,8 @@ struct zd_send_opts {
 int zd_send_run(const struct zd_send_opts *o, char *err, size_t errlen);
 
 /* zd-send as a whole (lib/send/tool.c): check which flags go together and
- * DEST (ZD_EXIT_USAGE with err), load the key, ignore SIGPIPE, then
- * zd_send_run. o->key is set here from o->key_path. */
+ * DEST (ZD_EXIT_USAGE with err), load the key, then zd_send_run (whose
+ * caller ignores SIGPIPE). o->key is set here from o->key_path. */
 int zd_send_main(struct zd_send_opts *o, char *err, size_t errlen);
 
 #endif

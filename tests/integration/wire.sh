@@ -225,12 +225,8 @@ EOF
 	"$SSHD" -D -e -f "$TMP/sshd_config" 2>"$TMP/sshd.log" &
 	at_exit "kill $!"
 	SSHC="ssh -i $TMP/id -p $SSHPORT -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
-	up=
-	for _ in $(seq 100); do
-		$SSHC root@127.0.0.1 true 2>/dev/null && up=1 && break
-		sleep 0.1
-	done
-	if [ -z "$up" ]; then
+	# shellcheck disable=SC2086 # SSHC: a command and its words
+	if ! wait_for 10 $SSHC root@127.0.0.1 true 2>/dev/null; then
 		not_ok "sshd on loopback starts" "$(tail -5 "$TMP/sshd.log")"
 	else
 		ssh_run s_sshd "$SSHC" "ssh:root@127.0.0.1:$TMP/s_sshd"

@@ -10,7 +10,7 @@ scripts=("$ZD_TOP"/cmd/*.sh "$ZD_TOP"/cmd/*.bash "$ZD_TOP/bench/table1.sh" "$ZD_
 for f in "${scripts[@]}"; do
 	check "bash -n ${f#"$ZD_TOP"/}" bash -n "$f"
 done
-# shellcheck's warnings and errors (not its style notes) over what make
+# The warnings and errors of shellcheck (not its style notes) over what make
 # install ships: zd-demo sources zd-measure (-x follows it).
 # The completions follow bash-completion's idiom: _init_completion sets
 # cur prev words cword, whether used or not (SC2034), and COMPREPLY=($(compgen
@@ -118,6 +118,9 @@ tagged() {
 	done
 	return 0
 }
+none_tagged() { [ -z "$(tagged "$1")" ]; }
+# ready_or_gone FILE PATTERN PID: FILE matches PATTERN, or PID ended.
+ready_or_gone() { grep -qE "$2" "$1" 2>/dev/null || gone "$3"; }
 # interrupt WHAT TAG TO READY_FILE READY_PATTERN CMD...: start CMD, wait
 # until READY_FILE matches READY_PATTERN (its background jobs run), SIGINT
 # it: TO group, its process group; TO script, the script alone.
@@ -131,30 +134,22 @@ interrupt() {
 	pid=$!
 	set +m
 	at_exit "for p in \$(tagged $tag); do kill -KILL \$p; done"
-	for _ in $(seq 600); do
-		grep -qE "$pat" "$file" 2>/dev/null && break
-		kill -0 $pid 2>/dev/null || break
-		sleep 0.1
-	done
+	wait_for 60 ready_or_gone "$file" "$pat" $pid
 	if ! grep -qE "$pat" "$file" 2>/dev/null; then
 		not_ok "$what" "never ready: $(tail -n 3 "$TMP/$tag.err")"
 		kill -KILL $pid 2>/dev/null
 		return
 	fi
 	if [ "$to" = group ]; then kill -INT -- -$pid; else kill -INT $pid; fi
-	for _ in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
-	if kill -0 $pid 2>/dev/null; then
+	if ! wait_for 30 gone $pid; then
 		not_ok "$what" "still running 30 s after SIGINT: $(tail -n 3 "$TMP/$tag.err")"
 		kill -KILL -- -$pid 2>/dev/null
 		return
 	fi
 	wait $pid
 	rc=$?
-	for _ in $(seq 100); do
-		left=$(tagged "$tag")
-		[ -z "$left" ] && break
-		sleep 0.1
-	done
+	wait_for 10 none_tagged "$tag"
+	left=$(tagged "$tag")
 	if [ -n "$left" ]; then
 		not_ok "$what" "still running: $(for p in $left; do tr '\0' ' ' <"/proc/$p/cmdline"; echo; done)"
 	elif [ $rc != 130 ]; then

@@ -19,7 +19,6 @@
 . "$(dirname "${BASH_SOURCE[0]}")/replica.sh"
 
 _replicate_swap() { if [ -n "${SWAP:-}" ]; then timeout 120 zd-swap; else cat; fi; }
-_ended() { ! alive "$1"; }
 
 replicate() {
 	local name=$1 sargs=$2 rargs=$3 mode=${4:-remus} port
@@ -38,7 +37,7 @@ replicate() {
 	SEND_EXIT=${PIPESTATUS[2]}
 	# A sender refused at the handshake never bound the replica: zd-recv,
 	# even with --once, says so in a line and serves on ("running").
-	if [ "$SEND_EXIT" != 0 ] && ! wait_for 3 _ended "$RECV_PID"; then
+	if [ "$SEND_EXIT" != 0 ] && ! wait_for 3 gone "$RECV_PID"; then
 		kill "$RECV_PID"
 		wait "$RECV_PID" 2>/dev/null
 		RECV_EXIT=running
@@ -47,7 +46,7 @@ replicate() {
 	fi
 	# The relay ends with both its connections.
 	if [ -n "$RELAY_PID" ]; then
-		wait_for 30 _ended "$RELAY_PID" || kill "$RELAY_PID" 2>/dev/null
+		wait_for 30 gone "$RELAY_PID" || kill "$RELAY_PID" 2>/dev/null
 		wait "$RELAY_PID" 2>/dev/null
 	fi
 	return 0

@@ -2,9 +2,8 @@
 # What the KVM failover test (tests/e2e/kvm_failover.sh) and bench
 # (bench/failover.sh) read off zd-recv -v's log and zd-client --log while a
 # primary is killed and the backup takes over. Sources wait.sh (wait_for,
-# read_port).
+# read_port, gone).
 #
-#   gone PID                  PID has ended
 #   commits LOG               epochs committed so far ("epoch N committed")
 #   at_least LOG N PID        N epochs committed, or the pipeline PID ended
 #   answered LOG PID          the restored VM answered a client, or PID
@@ -18,7 +17,6 @@
 # shellcheck source=wait.sh
 . "$(dirname "${BASH_SOURCE[0]}")/wait.sh"
 
-gone() { ! kill -0 "$1" 2>/dev/null; }
 commits() { grep -c 'epoch [0-9]* committed' "$1" 2>/dev/null || true; }
 at_least() { [ "$(commits "$1")" -ge "$2" ] || gone "$3"; }
 answered() { grep -q 'restored VM answered' "$1" || gone "$2"; }
