@@ -87,6 +87,21 @@ int zd_getopt(const struct zd_cmd *cmd, int argc, char *const argv[])
 	}
 }
 
+const char *zd_cmd_operand(int argc, char *const argv[], const char *name)
+{
+	if (optind == argc)
+		zd_usage("missing %s", name);
+	if (argc - optind > 1)
+		zd_usage("unexpected argument '%s'", argv[optind + 1]);
+	return argv[optind];
+}
+
+void zd_cmd_no_operands(int argc, char *const argv[])
+{
+	if (optind < argc)
+		zd_usage("unexpected argument '%s'", argv[optind]);
+}
+
 unsigned zd_opt_ms(const char *opt, const char *arg, unsigned max)
 {
 	uint64_t v;

@@ -20,6 +20,13 @@ struct zd_cmd {
 	void (*version_note)(void);	/* lines after "zd-TOOL VERSION", or NULL */
 };
 
+/* The end of every tool's option table: -v, -h, -V. */
+#define ZD_CMD_COMMON_OPTS                              \
+	{ "verbose", no_argument, NULL, 'v' },          \
+	{ "help", no_argument, NULL, 'h' },             \
+	{ "version", no_argument, NULL, 'V' },          \
+	{ NULL, 0, NULL, 0 }
+
 /* getopt_long over argv, where -h (help, exit 0) and -V (version, exit 0)
  * are answered here, and an unknown option or a missing value ends the
  * tool through zd_usage. Returns the next option, or -1 at the end of the
@@ -33,6 +40,12 @@ _Noreturn void zd_diex(int code, const char *fmt, ...) __attribute__((format(pri
 
 /* "zd-TOOL: <fmt...> (try --help)" on stderr, exit 2. */
 _Noreturn void zd_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* After the options (optind): the one operand, which name names in
+ * "missing NAME"; or no operand at all. Anything else ends the tool
+ * through zd_usage. */
+const char *zd_cmd_operand(int argc, char *const argv[], const char *name);
+void zd_cmd_no_operands(int argc, char *const argv[]);
 
 /* A flag's value, checked: each ends the tool through zd_usage, naming
  * opt, when arg is not one. */

@@ -67,10 +67,7 @@ int main(int argc, char **argv)
 		{ "retry-for", required_argument, NULL, OPT_RETRY_FOR },
 		{ "shared", no_argument, NULL, OPT_SHARED },
 		{ "log", required_argument, NULL, 'l' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ 0 },
+		ZD_CMD_COMMON_OPTS,
 	};
 	struct zd_client_opts o = {
 		.timeout_ns = 30000000000ull,
@@ -108,11 +105,7 @@ int main(int argc, char **argv)
 		case 'v': zd_verbose = 1; break;
 		}
 	}
-	if (optind == argc)
-		zd_usage("missing ADDR:PORT");
-	if (argc - optind > 1)
-		zd_usage("unexpected argument '%s'", argv[optind + 1]);
-	o.addr = argv[optind];
+	o.addr = zd_cmd_operand(argc, argv, "ADDR:PORT");
 	/* SIGINT/SIGTERM end the run early: the summary of what was got is
 	 * still worth having (the demo and the bench stop the client so). */
 	zd_cmd_catch_stop();

@@ -77,10 +77,7 @@ int main(int argc, char **argv)
 		{ "no-failover", no_argument, NULL, NO_FAILOVER },
 		{ "compress", required_argument, NULL, COMPRESS },
 		{ "key", required_argument, NULL, KEY },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		ZD_CMD_COMMON_OPTS,
 	};
 	const struct zd_cmd cmd = { .shortopts = "l:r:vhV", .longopts = opts, .help = help };
 	struct zd_recv_args a = ZD_RECV_ARGS_INIT;
@@ -127,8 +124,7 @@ int main(int argc, char **argv)
 		case 'v': zd_verbose = 1; break;
 		}
 	}
-	if (optind < argc)
-		zd_usage("unexpected argument '%s'", argv[optind]);
+	zd_cmd_no_operands(argc, argv);
 	/* A dead sender shows up as EPIPE on the ACK write, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
 	return zd_cmd_exit(zd_recv_main(&a, msg, sizeof(msg)), msg);

@@ -57,10 +57,7 @@ int main(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "reconnect", required_argument, NULL, 'R' },
 		{ "resend-buffer", required_argument, NULL, 'B' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		ZD_CMD_COMMON_OPTS,
 	};
 	struct zd_send_opts o = { .hb_ms = 100, .to_ms = 2000, .resend_bytes = ZD_RESEND_DEFAULT,
 				  .wopts = { .enc = ZD_PENC_DELTA, .level = ZD_WIRE_LEVEL_DEFAULT,
@@ -106,9 +103,7 @@ int main(int argc, char **argv)
 		case 'v': zd_verbose = 1; break;
 		}
 	}
-	if (argc - optind != 1)
-		zd_usage("%s", optind < argc ? "too many arguments" : "DEST is required");
-	o.dest = argv[optind];
+	o.dest = zd_cmd_operand(argc, argv, "DEST");
 	/* A closed peer is a failed write, not the end of the process. */
 	signal(SIGPIPE, SIG_IGN);
 	return zd_cmd_exit(zd_send_main(&o, msg, sizeof(msg)), msg);

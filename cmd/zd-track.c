@@ -59,10 +59,7 @@ int main(int argc, char **argv)
 		{ "grace", required_argument, NULL, 'g' },
 		{ "max-hold", required_argument, NULL, 'M' },
 		{ "window", required_argument, NULL, 'w' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ 0 },
+		ZD_CMD_COMMON_OPTS,
 	};
 	struct zd_track_opts o = {
 		.interval_ns = ZD_TRACK_DEFAULT_INTERVAL_NS,
@@ -125,11 +122,7 @@ int main(int argc, char **argv)
 		case 'v': zd_verbose = 1; break;
 		}
 	}
-	if (optind == argc)
-		zd_usage("missing TARGET");
-	if (argc - optind > 1)
-		zd_usage("unexpected argument '%s'", argv[optind + 1]);
-	o.spec = argv[optind];
+	o.spec = zd_cmd_operand(argc, argv, "TARGET");
 
 	zd_cmd_catch_stop();
 	return zd_cmd_exit(zd_track_main(&o, &zd_cmd_stop, msg, sizeof(msg)), msg);

@@ -66,10 +66,7 @@ int main(int argc, char **argv)
 		{ "output-log", required_argument, NULL, 'o' },
 		{ "ctl", required_argument, NULL, 'C' },
 		{ "restore", required_argument, NULL, 'R' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		ZD_CMD_COMMON_OPTS,
 	};
 	struct zd_vm_config cfg = {
 		.mem_bytes = ZD_VM_DEFAULT_MEM,
@@ -127,8 +124,7 @@ int main(int argc, char **argv)
 			zd_usage("--ctl takes no VM flags");
 		return zd_vm_ctl_main(ctl, argc - optind, argv + optind);
 	}
-	if (optind < argc)
-		zd_usage("unexpected argument '%s'", argv[optind]);
+	zd_cmd_no_operands(argc, argv);
 	if (cfg.restore_dir && (mem_set || wl_set))
 		zd_usage("--restore takes the memory size and workload from the replica: "
 			"no --mem or --workload");
