@@ -106,10 +106,20 @@ deps-ok:
 		else echo "zd: missing build dependencies; run 'make deps' as root" >&2; exit 1; fi; \
 	fi
 
+# The one package list: `make deps` (which .ci/run and `make check` run)
+# installs DEB_BUILD and DEB_TEST; plain `make` only DEB_BUILD, `make demo`
+# DEB_BUILD and DEB_DEMO. None of them holds a kernel, a hypervisor or a
+# server: the kernel, Xen and sshd that the tests' QEMU hosts boot and run
+# are unpacked into $(BUILD)/debroot by tests/lib/debroot.sh (dpkg-deb -x,
+# no maintainer scripts), never installed (tests/integration/deps.sh checks
+# it). DEB_TEST's libyajl2, libncurses6 and libwrap0 are what the unpacked
+# xl and sshd link against.
 DEB_BUILD := build-essential pkg-config libjansson-dev libzstd-dev libxxhash-dev libisal-dev \
 	libcmocka-dev libxen-dev libsodium-dev jq gnuplot-nox
-DEB_TEST := iproute2 nftables openssh-server openssh-client procps psmisc python3 clang libclang-rt-14-dev shellcheck bash-completion \
-	qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod xen-hypervisor-4.17-amd64 xen-utils-4.17
+DEB_TEST := iproute2 nftables openssh-client procps psmisc python3 clang libclang-rt-14-dev shellcheck bash-completion \
+	qemu-system-x86 busybox-static cpio xz-utils zstd kmod libyajl2 libncurses6 libwrap0
+DEB_DEMO := procps psmisc
+DEB_DEMO_NOKVM := qemu-system-x86 busybox-static cpio xz-utils zstd kmod
 # $(call apt_install,PACKAGES): install those not installed yet.
 define apt_install
 	@missing=""; for p in $(1); do \
@@ -117,27 +127,29 @@ define apt_install
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "zd: installing:$$missing"; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	else echo "zd: build dependencies present"; fi
 endef
 
+.PHONY: deps deps-build deps-demo print-deps
 deps:
 	$(call apt_install,$(DEB_BUILD) $(DEB_TEST))
+	@bash tests/lib/debroot.sh unpack
 
 # What `make` alone installs: the build's packages, nothing else.
-.PHONY: deps-build
 deps-build:
 	$(call apt_install,$(DEB_BUILD))
 
-# make demo installs only what the demo runs with: never a kernel, a
-# hypervisor or a server (DEB_TEST's linux-image, Xen and sshd are for the
-# tests' QEMU hosts; a host without /dev/kvm gets QEMU and busybox, and
-# boots the Debian kernel it already has, if any: tests/lib/vmhost.sh).
-DEB_DEMO := procps psmisc
-DEB_DEMO_NOKVM := qemu-system-x86 busybox-static cpio xz-utils zstd kmod
-.PHONY: deps-demo
+# A host without /dev/kvm runs the demo in QEMU: QEMU and busybox, and
+# Debian's kernel unpacked, not installed.
 deps-demo:
 	$(call apt_install,$(DEB_BUILD) $(DEB_DEMO) $(if $(wildcard /dev/kvm),,$(DEB_DEMO_NOKVM)))
+	$(if $(wildcard /dev/kvm),,@bash tests/lib/debroot.sh unpack kernel)
+
+# print-deps LIST=build|test|demo: the list, for tests/integration/deps.sh.
+print-deps:
+	@echo $(DEB_BUILD) $(if $(filter test,$(LIST)),$(DEB_TEST)) \
+		$(if $(filter demo,$(LIST)),$(DEB_DEMO) $(DEB_DEMO_NOKVM))
 
 # One summary line over all suites: tests/run collects TAP from each.
 check: test-deps all $(UNIT_BIN) $(UNIT_ASAN_BIN)
@@ -176,4 +188,4 @@ clean:
 # includes now.
 %.h: ;
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -path $(BUILD)/debroot -prune -o -name '*.d' -type f -print 2>/dev/null)
