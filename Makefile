@@ -13,12 +13,12 @@ DESTDIR ?=
 CC ?= cc
 BUILD ?= build
 
-PKGS := jansson libzstd libxxhash libisal
+PKGS := jansson libzstd libxxhash libisal libsystemd
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes
 CFLAGS ?= -O2 -g
 ZD_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -Ilib \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljansson -lzstd -lxxhash -lisal) -lpthread -lm
+LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljansson -lzstd -lxxhash -lisal -lsystemd) -lpthread -lm
 
 # Hardened as Debian builds its packages; the user's CPPFLAGS and LDFLAGS
 # come on top (make CPPFLAGS=... LDFLAGS=...). PIE is gcc's default here.
@@ -115,7 +115,7 @@ deps-ok:
 # it). DEB_TEST's libyajl2, libncurses6 and libwrap0 are what the unpacked
 # xl and sshd link against.
 DEB_BUILD := build-essential pkg-config libjansson-dev libzstd-dev libxxhash-dev libisal-dev \
-	libcmocka-dev libxen-dev libsodium-dev jq gnuplot-nox
+	libcmocka-dev libxen-dev libsodium-dev libsystemd-dev jq gnuplot-nox
 DEB_TEST := iproute2 nftables openssh-client procps psmisc python3 clang libclang-rt-14-dev shellcheck bash-completion \
 	qemu-system-x86 busybox-static cpio xz-utils zstd kmod libyajl2 libncurses6 libwrap0
 DEB_DEMO := procps psmisc
@@ -170,15 +170,36 @@ check-integration: all
 check-e2e: all
 	@tests/run e2e
 
+# Installs the tools, man pages, completions and the systemd units (not
+# enabled); uninstall removes exactly those.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+UNITS := $(wildcard systemd/*.service)
+MANS := $(wildcard man/*.[1-9])
+BASH_COMPL := $(wildcard completions/bash/*)
+ZSH_COMPL := $(wildcard completions/zsh/_*)
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 		$(DESTDIR)$(PREFIX)/share/man/man5 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
-		$(DESTDIR)$(PREFIX)/share/zsh/site-functions
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/doc/zd
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
-	for m in man/*.[15]; do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
-	for c in completions/bash/*; do [ -f "$$c" ] && install -m 644 $$c $(DESTDIR)$(PREFIX)/share/bash-completion/completions/; done; true
-	for c in completions/zsh/_*; do [ -f "$$c" ] && install -m 644 $$c $(DESTDIR)$(PREFIX)/share/zsh/site-functions/; done; true
+	for m in $(MANS); do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
+	for c in $(BASH_COMPL); do install -m 644 $$c $(DESTDIR)$(PREFIX)/share/bash-completion/completions/; done
+	for c in $(ZSH_COMPL); do install -m 644 $$c $(DESTDIR)$(PREFIX)/share/zsh/site-functions/; done
+	for u in $(UNITS); do sed 's|@BINDIR@|$(PREFIX)/bin|g' $$u >$(DESTDIR)$(UNITDIR)/$${u##*/} && \
+		chmod 644 $(DESTDIR)$(UNITDIR)/$${u##*/}; done
+	install -m 644 systemd/zd.conf.example $(DESTDIR)$(PREFIX)/share/doc/zd/
+
+.PHONY: uninstall
+uninstall:
+	rm -f $(TOOLS:bin/%=$(DESTDIR)$(PREFIX)/bin/%)
+	for m in $(MANS); do rm -f $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}/$${m##*/}; done
+	rm -f $(BASH_COMPL:completions/bash/%=$(DESTDIR)$(PREFIX)/share/bash-completion/completions/%)
+	rm -f $(ZSH_COMPL:completions/zsh/%=$(DESTDIR)$(PREFIX)/share/zsh/site-functions/%)
+	rm -f $(UNITS:systemd/%=$(DESTDIR)$(UNITDIR)/%)
+	rm -f $(DESTDIR)$(PREFIX)/share/doc/zd/zd.conf.example
+	-rmdir $(DESTDIR)$(PREFIX)/share/doc/zd 2>/dev/null
 
 clean:
 	rm -rf $(BUILD) bin lib/libzd.a

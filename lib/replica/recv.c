@@ -174,6 +174,7 @@ struct session {
 	int raw_fd;		/* the TCP socket itself, under any key relay */
 	bool hello_done, hello_expired, wd_running;
 	pthread_t wd;
+	uint64_t notified_ns;	/* last STATUS= to a service manager */
 };
 
 static void *hello_watchdog(void *arg)
@@ -411,6 +412,8 @@ static int on_commit(struct session *s, struct zd_record *r, uint64_t off)
 	if ((rc = zd_replica_commit(s->rep, &r->u.commit, s->opts->verify)))
 		return bad_record(s, rc, off, r);
 	zd_debug("epoch %" PRIu64 " committed (%" PRIu64 " pages)", r->u.commit.epoch, r->u.commit.pages);
+	zd_notify_status(&s->notified_ns, "epoch %" PRIu64 " committed, from %s", r->u.commit.epoch,
+			 s->conn->name);
 	/* The back stream is a zd-stream any tool can read: each ACK
 	 * follows the CHECKPOINT it acknowledges. */
 	zd_record_init(&ack, ZD_REC_CHECKPOINT);

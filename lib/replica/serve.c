@@ -171,8 +171,11 @@ int zd_recv_serve(struct zd_replica *rep, int lfd, const struct zd_recv_opts *op
 		  const bool *stop, char *msg, size_t msglen)
 {
 	struct listener l = { .lfd = lfd, .hello_ms = opts->hello_ms ? opts->hello_ms : ZD_RECV_HELLO_MS };
+	char ready[96];
 	int rc = 0;
 
+	snprintf(ready, sizeof(ready), "listening; replica at epoch %" PRIu64, rep->meta.epoch);
+	zd_notify_ready(ready);
 	for (;;) {
 		int i = next_ready(&l, msg, msglen);
 

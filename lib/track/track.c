@@ -15,6 +15,7 @@
  * release_output_on_ack, runs on the feedback thread.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -361,6 +362,9 @@ static void release_output_on_ack(void *ctx, uint64_t epoch, uint64_t wall_ns)
 	uint64_t now;
 	int r;
 
+	if (!k->notified_ns)
+		zd_notify_ready("protected: the backup holds a checkpoint");
+	zd_notify_status(&k->notified_ns, "epoch %" PRIu64 " acknowledged by the backup", epoch);
 	pthread_mutex_lock(&k->tlock);
 	r = k->t->ops->release_output ? k->t->ops->release_output(k->t, epoch) : 0;
 	pthread_mutex_unlock(&k->tlock);

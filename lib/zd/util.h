@@ -40,6 +40,10 @@ _Noreturn void zd_diex(int code, const char *fmt, ...) __attribute__((format(pri
 /* Verbose log (enabled by -v / ZD_DEBUG=1): goes to stderr with a timestamp. */
 extern int zd_verbose;
 void zd_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* sd_notify(3) for a service manager: READY=1 with a status line; then a
+ * STATUS= line, at most once a second (*last_ns: the caller's last one). */
+void zd_notify_ready(const char *status);
+void zd_notify_status(uint64_t *last_ns, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Read exactly len bytes. Returns len, 0 on EOF before any byte, or the
  * number of bytes read before EOF (short), or -1 with errno. */
