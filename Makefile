@@ -117,7 +117,8 @@ deps-ok:
 DEB_BUILD := build-essential pkg-config libjansson-dev libzstd-dev libxxhash-dev libisal-dev \
 	libcmocka-dev libxen-dev libsodium-dev libsystemd-dev jq gnuplot-nox
 DEB_TEST := iproute2 nftables openssh-client procps psmisc python3 clang libclang-rt-14-dev shellcheck bash-completion \
-	qemu-system-x86 busybox-static cpio xz-utils zstd kmod libyajl2 libncurses6 libwrap0
+	qemu-system-x86 busybox-static cpio xz-utils zstd kmod libyajl2 libncurses6 libwrap0 \
+	libxml2-utils bc gawk
 DEB_DEMO := procps psmisc
 DEB_DEMO_NOKVM := qemu-system-x86 busybox-static cpio xz-utils zstd kmod
 # $(call apt_install,PACKAGES): install those not installed yet.
@@ -173,6 +174,9 @@ check-e2e: all
 # Installs the tools, man pages, completions and the systemd units (not
 # enabled); uninstall removes exactly those.
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+# Pacemaker reads agents from /usr/lib/ocf/resource.d only: OCFDIR= that
+# (or a link to it) for a cluster.
+OCFDIR ?= $(PREFIX)/lib/ocf/resource.d/zd
 UNITS := $(wildcard systemd/*.service)
 MANS := $(wildcard man/*.[1-9])
 BASH_COMPL := $(wildcard completions/bash/*)
@@ -182,14 +186,16 @@ install: all
 		$(DESTDIR)$(PREFIX)/share/man/man5 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
-		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/doc/zd
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/doc/zd $(DESTDIR)$(OCFDIR)
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
-	for m in $(MANS); do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
+	for m in $(MANS); do install -D -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}/$${m##*/}; done
 	for c in $(BASH_COMPL); do install -m 644 $$c $(DESTDIR)$(PREFIX)/share/bash-completion/completions/; done
 	for c in $(ZSH_COMPL); do install -m 644 $$c $(DESTDIR)$(PREFIX)/share/zsh/site-functions/; done
 	for u in $(UNITS); do sed 's|@BINDIR@|$(PREFIX)/bin|g' $$u >$(DESTDIR)$(UNITDIR)/$${u##*/} && \
 		chmod 644 $(DESTDIR)$(UNITDIR)/$${u##*/}; done
 	install -m 644 systemd/zd.conf.example $(DESTDIR)$(PREFIX)/share/doc/zd/
+	sed 's|^: "$${OCF_RESKEY_bindir:=/usr/local/bin}"|: "$${OCF_RESKEY_bindir:=$(PREFIX)/bin}"|' ocf/zd \
+		>$(DESTDIR)$(OCFDIR)/zd && chmod 755 $(DESTDIR)$(OCFDIR)/zd
 
 .PHONY: uninstall
 uninstall:
@@ -199,7 +205,8 @@ uninstall:
 	rm -f $(ZSH_COMPL:completions/zsh/%=$(DESTDIR)$(PREFIX)/share/zsh/site-functions/%)
 	rm -f $(UNITS:systemd/%=$(DESTDIR)$(UNITDIR)/%)
 	rm -f $(DESTDIR)$(PREFIX)/share/doc/zd/zd.conf.example
-	-rmdir $(DESTDIR)$(PREFIX)/share/doc/zd 2>/dev/null
+	rm -f $(DESTDIR)$(OCFDIR)/zd
+	-rmdir $(DESTDIR)$(PREFIX)/share/doc/zd $(DESTDIR)$(OCFDIR) $(DESTDIR)$(PREFIX)/share/man/man7 2>/dev/null
 
 clean:
 	rm -rf $(BUILD) bin lib/libzd.a

@@ -2,9 +2,9 @@
 # debroot.sh — the Debian packages our QEMU test hosts boot, unpacked into
 # the build tree instead of installed on this machine.
 #
-#   tests/lib/debroot.sh unpack [kernel|xen|sshd]...
+#   tests/lib/debroot.sh unpack [kernel|xen|sshd|ocf]...
 #                                  fetch (apt-get download) and unpack them
-#                                  (default: all three)
+#                                  (default: all four)
 #   tests/lib/debroot.sh root       print the unpacked tree's path, or fail
 #
 # tests/lib/vmhost.sh boots a Debian kernel in QEMU, tests/lib/xenhost.sh
@@ -22,7 +22,9 @@
 # unpacked:
 #   linux-image-amd64's kernel package (its depmod runs here, on the tree),
 #   xen-hypervisor-4.17-amd64, xen-utils-4.17, xen-utils-common,
-#   openssh-server.
+#   openssh-server, resource-agents (ocf-tester and ocf-shellfuncs for
+#   tests/e2e/ocf_agent.sh: its cluster-glue dependency would start a
+#   daemon).
 # A package is fetched again only when apt's candidate version changes
 # (a stamp in $BUILD/debroot/stamps names the version unpacked).
 #
@@ -47,7 +49,7 @@ debroot_kernel_pkg() {
 # debroot_pkgs [kernel|xen|sshd]...: the packages of those parts.
 debroot_pkgs() {
 	local k part
-	[ $# -gt 0 ] || set -- kernel xen sshd
+	[ $# -gt 0 ] || set -- kernel xen sshd ocf
 	for part in "$@"; do
 		case $part in
 		kernel)
@@ -56,7 +58,8 @@ debroot_pkgs() {
 			echo "$k" ;;
 		xen) echo xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common ;;
 		sshd) echo openssh-server ;;
-		*) debroot_err "unknown part '$part': want kernel, xen or sshd"; return 2 ;;
+		ocf) echo resource-agents ;;
+		*) debroot_err "unknown part '$part': want kernel, xen, sshd or ocf"; return 2 ;;
 		esac
 	done
 }
@@ -97,6 +100,7 @@ debroot_unpack() {
 	# The kernel package's postinst would run depmod; the harnesses read
 	# modules.dep.
 	for v in "$DEBROOT_ROOT"/lib/modules/*/; do
+		[ -d "$v" ] || continue
 		v=$(basename "$v")
 		[ -e "$DEBROOT_ROOT/lib/modules/$v/modules.dep" ] && [ "$DEBROOT_ROOT/lib/modules/$v/modules.dep" -nt "$DEBROOT_ROOT/boot/vmlinuz-$v" ] && continue
 		/sbin/depmod -b "$DEBROOT_ROOT" "$v" || { debroot_err "depmod $v failed"; return 1; }
@@ -112,6 +116,6 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
 	case ${1:-} in
 	unpack) shift; debroot_unpack "$@"; exit $? ;;
 	root) debroot_root; exit $? ;;
-	*) debroot_err "usage: debroot.sh unpack [kernel|xen|sshd]... | root"; exit 2 ;;
+	*) debroot_err "usage: debroot.sh unpack [kernel|xen|sshd|ocf]... | root"; exit 2 ;;
 	esac
 fi
