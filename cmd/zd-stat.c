@@ -21,7 +21,7 @@ static void help(void)
 	printf("\n"
 	       "Read a zd-stream(5) from FILE or stdin and report per-epoch figures (dirty,\n"
 	       "pre-copied and standby pages, standby precision and recall, pause, checkpoint\n"
-	       "latency, pages sent, stream bytes) and a summary: pause, latency, output\n"
+	       "latency, pages sent (zd-send's STAT, else PAGES), stream bytes) and a summary: pause, latency, output\n"
 	       "and response delay as p50/p99/max/mean, bytes per epoch.\n"
 	       "\n"
 	       "Options:\n"

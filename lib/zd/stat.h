@@ -10,7 +10,9 @@
  *   pause       CHECKPOINT pause_ns, else STAT "track" pause_ns (remus
  *               resumes after the CHECKPOINT went out)
  *   latency     ACK latency_ns (T1 → ACK at the primary)
- *   pages sent  pages in PAGES records of the epoch
+ *   pages sent  STAT "send" pages of the epoch (what zd-send put on the
+ *               wire; its log leaves PAGES out), else the pages in the
+ *               epoch's PAGES records
  *   bytes       stream bytes of the records naming the epoch
  *   wire bytes  STAT "send" wire_bytes
  *   output delay  every STAT "vm" output_delay_ns value, and RELEASED_NS -
@@ -38,6 +40,7 @@ struct zd_stat_row {
 	double standby, precision, recall, pause_ns, latency_ns, wire_bytes;
 	bool has_standby, has_precision, has_recall, has_pause, has_latency, has_wire;
 	bool has_mru_standby;
+	bool has_send_pages;	/* pages_sent is STAT "send" pages, not PAGES */
 	double ckpt_pause_ns;
 	/* zd-track's STAT "precopy"/"precopy_redirtied" (zddspt): the
 	 * epoch's pre-copy where the stream carries no PAGES (zd-send's
