@@ -83,6 +83,10 @@ void zd_stat_print_json(struct zd_stat *s, FILE *out);
  * Returns 0, or -1 with msg. */
 int zd_stat_plot(struct zd_stat *s, const char *png, char *msg, size_t msglen);
 
+/* One --follow line of the figures so far (epochs from `from` on): text,
+ * or a JSON object with "follow": true. */
+void zd_stat_print_follow(struct zd_stat *s, FILE *out, bool json, uint64_t from, double elapsed_s);
+
 enum zd_stat_format { ZD_STAT_TABLE, ZD_STAT_JSON, ZD_STAT_CSV };
 struct zd_stat_opts {
 	enum zd_stat_format format;
@@ -92,8 +96,17 @@ struct zd_stat_opts {
 	FILE *output_log, *client_log;	/* side inputs or NULL */
 	uint64_t from;			/* report epochs >= from (0: all) */
 	const char *output_log_name, *client_log_name;
+	/* --follow: a line of the figures so far every follow_ns of run
+	 * time, or every follow_epochs epochs (at most one of them set) */
+	uint64_t follow_ns, follow_epochs;
 };
-/* Read the whole stream, print the report on stdout; returns the exit code. */
+/* --follow's EVERY: "1s", "500ms" (a duration with its unit) or
+ * "epochs:N". 0, or -1 with msg. */
+int zd_stat_parse_follow(const char *every, struct zd_stat_opts *o, char *msg, size_t msglen);
+/* Read the whole stream, print the report on stdout; returns the exit
+ * code. A truncated stream gets the report of what came before its cut
+ * (exit 3); SIGINT and SIGTERM end the reading and get the report so far
+ * (exit 128 + the signal's number, as a shell's). */
 int zd_stat_run(const struct zd_stat_opts *o);
 
 #endif
