@@ -36,9 +36,11 @@ static void on_signal(int sig)
 
 /* SA_RESTART: a write to stdout (a follow line into a full pipe) goes on
  * after the signal instead of failing; the reader's ppoll() is never
- * restarted, so the wait for input still ends. */
-static void catch_signals(sigset_t *set, struct sigaction *old_int, struct sigaction *old_term)
+ * restarted, so the wait for input still ends. A signal ignored when we
+ * started (a shell's background job ignores SIGINT) stays ignored. */
+static void catch_signals(sigset_t *set, struct sigaction old[2])
 {
+	static const int sigs[2] = { SIGINT, SIGTERM };
 	struct sigaction sa;
 
 	memset(&sa, 0, sizeof(sa));
@@ -46,11 +48,20 @@ static void catch_signals(sigset_t *set, struct sigaction *old_int, struct sigac
 	sa.sa_flags = SA_RESTART;
 	sigemptyset(&sa.sa_mask);
 	sigemptyset(set);
-	sigaddset(set, SIGINT);
-	sigaddset(set, SIGTERM);
 	stop_sig = 0;
-	sigaction(SIGINT, &sa, old_int);
-	sigaction(SIGTERM, &sa, old_term);
+	for (int i = 0; i < 2; i++) {
+		sigaction(sigs[i], NULL, &old[i]);
+		if (old[i].sa_handler == SIG_IGN)
+			continue;
+		sigaction(sigs[i], &sa, NULL);
+		sigaddset(set, sigs[i]);
+	}
+}
+
+static void restore_signals(const struct sigaction old[2])
+{
+	sigaction(SIGINT, &old[0], NULL);
+	sigaction(SIGTERM, &old[1], NULL);
 }
 
 int zd_stat_parse_follow(const char *every, struct zd_stat_opts *o, char *msg, size_t msglen)
@@ -152,7 +163,7 @@ int zd_stat_run(const struct zd_stat_opts *o)
 	struct zd_record r;
 	struct zd_stat *s = zd_stat_new();
 	struct follow f = { .s = s, .o = o };
-	struct sigaction old_int, old_term;
+	struct sigaction old_sig[2];
 	char msg[512];
 	int rc = ZD_EXIT_OK, got = 0;
 	uint64_t before = 0;
@@ -169,7 +180,7 @@ int zd_stat_run(const struct zd_stat_opts *o)
 		zd_stat_free(s);
 		return ZD_EXIT_DATA;
 	}
-	catch_signals(&rd.stop_sigs, &old_int, &old_term);
+	catch_signals(&rd.stop_sigs, old_sig);
 	rd.stop_flag = &stop_sig;
 	f.start = zd_now_ns();
 	f.due = f.start + o->follow_ns;
@@ -186,8 +197,7 @@ int zd_stat_run(const struct zd_stat_opts *o)
 	}
 	/* From here a signal kills as usual: a second Ctrl-C is not held up
 	 * by a report stuck on a full stdout. */
-	sigaction(SIGINT, &old_int, NULL);
-	sigaction(SIGTERM, &old_term, NULL);
+	restore_signals(old_sig);
 	if (stop_sig) {
 		zd_warnx("%s: %s %llu: after record %llu: %s: the report covers what came before",
 			 rd.name, rd.enc == ZD_ENC_JSON ? "line" : "byte",
