@@ -76,10 +76,11 @@ int zd_stat_parse_follow(const char *every, struct zd_stat_opts *o, char *msg, s
 		}
 		return 0;
 	}
-	/* A unit is required: a bare "2" would be 2 ms to zd's parser. */
+	/* A unit is required: a bare "2" would be 2 ms to zd's parser. At
+	 * most a day: the next line's time stays far from overflowing. */
 	if (!n || every[n - 1] != 's' || zd_parse_duration_ns(every, &o->follow_ns) < 0 ||
-	    o->follow_ns < 1000000) {
-		snprintf(msg, msglen, "--follow=%s: want a duration of 1ms or more with its unit "
+	    o->follow_ns < 1000000 || o->follow_ns > 86400ull * 1000000000) {
+		snprintf(msg, msglen, "--follow=%s: want a duration from 1ms to 86400s with its unit "
 			 "(500ms, 2s) or epochs:N", every);
 		return -1;
 	}

@@ -19,7 +19,7 @@ python3 "$ZD_TOP/tests/lib/zdrecords.py" "$TMP/s.zds" >"$TMP/s.recs"
 # the epoch a follow line names: "[   1.0s] epoch 12: ..." -> 12
 line_epoch() { sed -n 's/^\[[^]]*\] epoch \([0-9]*\):.*/\1/p' "$1" | tail -n "${2:-1}" | head -1; }
 lines() { grep -cE -- "$2" "$1" 2>/dev/null; }
-_has_lines() { [ "$(lines "$1" "$2")" -ge "$3" ]; }
+_has_lines() { local n; n=$(lines "$1" "$2"); [ "${n:-0}" -ge "$3" ]; }
 
 # 1. A live run: zd-track into a FIFO, zd-stat --follow reading it. A line
 # must come while both still run (the old zd-stat printed nothing before
@@ -232,6 +232,8 @@ grep -qE "; sent $sent\$" "$TMP/send.txt" && grep -qE '^stream bytes: [0-9]+, on
 expect_fail "--follow=2: a duration wants its unit" 2 "^zd-stat: --follow=2: want a duration" zd-stat --follow=2 "$TMP/s.zds"
 expect_fail "--follow=epochs:0" 2 "^zd-stat: --follow=epochs:0: want epochs:N, N >= 1" zd-stat --follow=epochs:0 "$TMP/s.zds"
 expect_fail "--follow=1h" 2 "^zd-stat: --follow=1h: want a duration" zd-stat --follow=1h "$TMP/s.zds"
+expect_fail "--follow=86401s: over a day" 2 "^zd-stat: --follow=86401s: want a duration from 1ms to 86400s" \
+	zd-stat --follow=86401s "$TMP/s.zds"
 expect_fail "--follow with --csv" 2 "^zd-stat: --follow and --csv: choose one" zd-stat --csv --follow "$TMP/s.zds"
 zd-stat --help | grep -q -- '--follow\[=EVERY\]' && zd-stat --help | grep -q '130 SIGINT' &&
 	ok "--help: --follow and the exit status of a signal" || not_ok "--help: --follow and 130" "$(zd-stat --help)"
