@@ -8,12 +8,14 @@
 #include <unistd.h>
 
 #include "zd/stat.h"
+#include "zd/status.h"
 #include "zd/util.h"
 #include "opt.h"
 
 #define USAGE                                                                  \
 	"usage: zd-stat [--json | --csv] [--follow[=EVERY]] [--plot FILE.png]\n"  \
-	"               [--from EPOCH] [--output-log FILE] [--client-log FILE] [FILE]\n"
+	"               [--from EPOCH] [--output-log FILE] [--client-log FILE] [FILE]\n"  \
+	"       zd-stat --live [--json]\n"
 
 static void help(void)
 {
@@ -32,8 +34,9 @@ static void help(void)
 	       "                         every EVERY: a duration with its unit (500ms, 2s) or\n"
 	       "                         epochs:N (default 1s); a JSON object with --json;\n"
 	       "                         not with --csv\n"
-	       "  -p, --plot FILE.png    also draw dirty pages, standby hits and pause per\n"
-	       "                         epoch with gnuplot\n"
+	       "  -p, --plot FILE.png    also draw dirty, standby hits, pause (gnuplot)\n"
+	       "  -L, --live             the live status of every zd-recv and zd-track running\n"
+	       "                         here (their status sockets; JSON array with --json)\n"
 	       "  -f, --from EPOCH       leave out the epochs before EPOCH (e.g. 2: not the\n"
 	       "                         first checkpoint, which copies all memory) (default 1)\n"
 	       "  -o, --output-log FILE  zd-vm's --output-log: output delay of every released\n"
@@ -58,6 +61,7 @@ int main(int argc, char **argv)
 		{ "csv", no_argument, NULL, 'c' },
 		{ "follow", optional_argument, NULL, 'F' },
 		{ "plot", required_argument, NULL, 'p' },
+		{ "live", no_argument, NULL, 'L' },
 		{ "from", required_argument, NULL, 'f' },
 		{ "output-log", required_argument, NULL, 'o' },
 		{ "client-log", required_argument, NULL, 'C' },
@@ -67,12 +71,12 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	struct zd_stat_opts o = { .format = ZD_STAT_TABLE, .in_fd = 0, .in_name = "stdin" };
-	bool json = false, csv = false, follow = false;
+	bool json = false, csv = false, follow = false, live = false;
 	char msg[256];
 	int c, rc;
 
 	zd_set_progname(argv[0]);
-	const struct zd_cmd cmd = { .shortopts = "jcF::p:f:o:C:vhV", .longopts = longopts, .help = help };
+	const struct zd_cmd cmd = { .shortopts = "jcF::p:Lf:o:C:vhV", .longopts = longopts, .help = help };
 	while ((c = zd_getopt(&cmd, argc, argv)) != -1) {
 		switch (c) {
 		case 'j':
@@ -114,6 +118,9 @@ int main(int argc, char **argv)
 				o.client_log_name = optarg;
 			break;
 		}
+		case 'L':
+			live = true;
+			break;
 		case 'v':
 			zd_verbose = 1;
 			break;
@@ -121,6 +128,8 @@ int main(int argc, char **argv)
 	}
 	if (json && csv)
 		zd_usage("--json and --csv: choose one");
+	if (live)	/* what runs here now, not a stream */
+		return zd_status_query_all(stdout, json) >= 0 ? 0 : ZD_EXIT_FAIL;
 	if (follow && csv)
 		zd_usage("--follow and --csv: choose one (a follow line is no CSV row)");
 	o.format = json ? ZD_STAT_JSON : csv ? ZD_STAT_CSV : ZD_STAT_TABLE;

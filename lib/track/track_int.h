@@ -49,6 +49,7 @@ struct zd_track {
 	struct pending_ack acks[MAX_PENDING_ACKS];
 	size_t nacks;
 	uint64_t notified_ns;		/* last STATUS= to a service manager (feedback thread) */
+	struct zd_status *status;	/* live status (zd/status.h), or NULL */
 };
 
 /* One round per epoch. Returns 0 when the epoch's records are written,
