@@ -13,12 +13,12 @@ DESTDIR ?=
 CC ?= cc
 BUILD ?= build
 
-PKGS := jansson libzstd libxxhash libisal
+PKGS := jansson libzstd libxxhash libisal libsystemd
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes
 CFLAGS ?= -O2 -g
 ZD_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -Ilib \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljansson -lzstd -lxxhash -lisal) -lpthread -lm
+LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljansson -lzstd -lxxhash -lisal -lsystemd) -lpthread -lm
 
 # Hardened as Debian builds its packages; the user's CPPFLAGS and LDFLAGS
 # come on top (make CPPFLAGS=... LDFLAGS=...). PIE is gcc's default here.
@@ -107,10 +107,21 @@ deps-ok:
 		else echo "zd: missing build dependencies; run 'make deps' as root" >&2; exit 1; fi; \
 	fi
 
+# The one package list: `make deps` (which .ci/run and `make check` run)
+# installs DEB_BUILD and DEB_TEST; plain `make` only DEB_BUILD, `make demo`
+# DEB_BUILD and DEB_DEMO. None of them holds a kernel, a hypervisor or a
+# server: the kernel, Xen and sshd that the tests' QEMU hosts boot and run
+# are unpacked into $(BUILD)/debroot by tests/lib/debroot.sh (dpkg-deb -x,
+# no maintainer scripts), never installed (tests/integration/deps.sh checks
+# it). DEB_TEST's libyajl2, libncurses6 and libwrap0 are what the unpacked
+# xl and sshd link against.
 DEB_BUILD := build-essential pkg-config libjansson-dev libzstd-dev libxxhash-dev libisal-dev \
-	libcmocka-dev libxen-dev libsodium-dev jq gnuplot-nox
-DEB_TEST := iproute2 nftables openssh-server openssh-client procps psmisc python3 clang libclang-rt-14-dev shellcheck bash-completion \
-	qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod xen-hypervisor-4.17-amd64 xen-utils-4.17
+	libcmocka-dev libxen-dev libsodium-dev libsystemd-dev jq gnuplot-nox
+DEB_TEST := iproute2 nftables openssh-client procps psmisc python3 clang libclang-rt-14-dev shellcheck bash-completion \
+	qemu-system-x86 busybox-static cpio xz-utils zstd kmod libyajl2 libncurses6 libwrap0 \
+	libxml2-utils bc gawk
+DEB_DEMO := procps psmisc
+DEB_DEMO_NOKVM := qemu-system-x86 busybox-static cpio xz-utils zstd kmod
 # $(call apt_install,PACKAGES): install those not installed yet.
 define apt_install
 	@missing=""; for p in $(1); do \
@@ -118,27 +129,29 @@ define apt_install
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "zd: installing:$$missing"; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	else echo "zd: build dependencies present"; fi
 endef
 
+.PHONY: deps deps-build deps-demo print-deps
 deps:
 	$(call apt_install,$(DEB_BUILD) $(DEB_TEST))
+	@bash tests/lib/debroot.sh unpack
 
 # What `make` alone installs: the build's packages, nothing else.
-.PHONY: deps-build
 deps-build:
 	$(call apt_install,$(DEB_BUILD))
 
-# make demo installs only what the demo runs with: never a kernel, a
-# hypervisor or a server (DEB_TEST's linux-image, Xen and sshd are for the
-# tests' QEMU hosts; a host without /dev/kvm gets QEMU and busybox, and
-# boots the Debian kernel it already has, if any: tests/lib/vmhost.sh).
-DEB_DEMO := procps psmisc
-DEB_DEMO_NOKVM := qemu-system-x86 busybox-static cpio xz-utils zstd kmod
-.PHONY: deps-demo
+# A host without /dev/kvm runs the demo in QEMU: QEMU and busybox, and
+# Debian's kernel unpacked, not installed.
 deps-demo:
 	$(call apt_install,$(DEB_BUILD) $(DEB_DEMO) $(if $(wildcard /dev/kvm),,$(DEB_DEMO_NOKVM)))
+	$(if $(wildcard /dev/kvm),,@bash tests/lib/debroot.sh unpack kernel)
+
+# print-deps LIST=build|test|demo: the list, for tests/integration/deps.sh.
+print-deps:
+	@echo $(DEB_BUILD) $(if $(filter test,$(LIST)),$(DEB_TEST)) \
+		$(if $(filter demo,$(LIST)),$(DEB_DEMO) $(DEB_DEMO_NOKVM))
 
 # One summary line over all suites: tests/run collects TAP from each.
 check: test-deps all $(UNIT_BIN) $(UNIT_ASAN_BIN)
@@ -159,16 +172,45 @@ check-integration: all
 check-e2e: all
 	@tests/run e2e
 
+# Installs the tools, man pages, completions and the systemd units (not
+# enabled); uninstall removes exactly those.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+# Pacemaker reads agents from /usr/lib/ocf/resource.d only: OCFDIR= that
+# (or a link to it) for a cluster.
+OCFDIR ?= $(PREFIX)/lib/ocf/resource.d/zd
+UNITS := $(wildcard systemd/*.service)
+MANS := $(wildcard man/*.[1-9])
+BASH_COMPL := $(wildcard completions/bash/*)
+ZSH_COMPL := $(wildcard completions/zsh/_*)
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
 		$(DESTDIR)$(PREFIX)/share/man/man5 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
-		$(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/zd
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/doc/zd $(DESTDIR)$(OCFDIR) \
+		$(DESTDIR)$(PREFIX)/share/zd
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 cmd/zd-common.bash $(DESTDIR)$(PREFIX)/share/zd/
-	for m in man/*.[15]; do s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$$s/; done
-	for c in completions/bash/*; do [ -f "$$c" ] && install -m 644 $$c $(DESTDIR)$(PREFIX)/share/bash-completion/completions/; done; true
-	for c in completions/zsh/_*; do [ -f "$$c" ] && install -m 644 $$c $(DESTDIR)$(PREFIX)/share/zsh/site-functions/; done; true
+	for m in $(MANS); do install -D -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}/$${m##*/}; done
+	for c in $(BASH_COMPL); do install -m 644 $$c $(DESTDIR)$(PREFIX)/share/bash-completion/completions/; done
+	for c in $(ZSH_COMPL); do install -m 644 $$c $(DESTDIR)$(PREFIX)/share/zsh/site-functions/; done
+	for u in $(UNITS); do sed 's|@BINDIR@|$(PREFIX)/bin|g' $$u >$(DESTDIR)$(UNITDIR)/$${u##*/} && \
+		chmod 644 $(DESTDIR)$(UNITDIR)/$${u##*/}; done
+	install -m 644 systemd/zd.conf.example $(DESTDIR)$(PREFIX)/share/doc/zd/
+	sed 's|^: "$${OCF_RESKEY_bindir:=/usr/local/bin}"|: "$${OCF_RESKEY_bindir:=$(PREFIX)/bin}"|' ocf/zd \
+		>$(DESTDIR)$(OCFDIR)/zd && chmod 755 $(DESTDIR)$(OCFDIR)/zd
+
+.PHONY: uninstall
+uninstall:
+	rm -f $(TOOLS:bin/%=$(DESTDIR)$(PREFIX)/bin/%)
+	rm -f $(DESTDIR)$(PREFIX)/share/zd/zd-common.bash
+	for m in $(MANS); do rm -f $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}/$${m##*/}; done
+	rm -f $(BASH_COMPL:completions/bash/%=$(DESTDIR)$(PREFIX)/share/bash-completion/completions/%)
+	rm -f $(ZSH_COMPL:completions/zsh/%=$(DESTDIR)$(PREFIX)/share/zsh/site-functions/%)
+	rm -f $(UNITS:systemd/%=$(DESTDIR)$(UNITDIR)/%)
+	rm -f $(DESTDIR)$(PREFIX)/share/doc/zd/zd.conf.example
+	rm -f $(DESTDIR)$(OCFDIR)/zd
+	-rmdir $(DESTDIR)$(PREFIX)/share/doc/zd $(DESTDIR)$(PREFIX)/share/zd $(DESTDIR)$(OCFDIR) $(DESTDIR)$(PREFIX)/share/man/man7 2>/dev/null
 
 clean:
 	rm -rf $(BUILD) bin lib/libzd.a
@@ -178,4 +220,4 @@ clean:
 # includes now.
 %.h: ;
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -path $(BUILD)/debroot -prune -o -name '*.d' -type f -print 2>/dev/null)

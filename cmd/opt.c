@@ -12,26 +12,21 @@
 void zd_die(int code, const char *fmt, ...)
 {
 	int e = errno;
-	char line[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
+	zd_verror(e, fmt, ap);
 	va_end(ap);
-	errno = e;
-	zd_warn("%s", line);
 	exit(code);
 }
 
 void zd_diex(int code, const char *fmt, ...)
 {
-	char line[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
+	zd_verror(0, fmt, ap);
 	va_end(ap);
-	zd_warnx("%s", line);
 	exit(code);
 }
 

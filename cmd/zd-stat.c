@@ -8,12 +8,14 @@
 #include <unistd.h>
 
 #include "zd/stat.h"
+#include "zd/status.h"
 #include "zd/util.h"
 #include "opt.h"
 
 #define USAGE                                                                  \
-	"usage: zd-stat [--json | --csv] [--plot FILE.png] [--from EPOCH]\n"      \
-	"               [--output-log FILE] [--client-log FILE] [FILE]\n"
+	"usage: zd-stat [--json | --csv] [--follow[=EVERY]] [--plot FILE.png]\n"  \
+	"               [--from EPOCH] [--output-log FILE] [--client-log FILE] [FILE]\n"  \
+	"       zd-stat --live [--json]\n"
 
 static void help(void)
 {
@@ -27,8 +29,14 @@ static void help(void)
 	       "Options:\n"
 	       "  -j, --json             one JSON summary object instead of the table\n"
 	       "  -c, --csv              one CSV row per epoch, with a header line\n"
-	       "  -p, --plot FILE.png    also draw dirty pages, standby hits and pause per\n"
-	       "                         epoch with gnuplot\n"
+	       "  -F, --follow[=EVERY]   while the stream runs, a line of the figures so far\n"
+	       "                         (epoch, epochs, pages sent, bytes, pause, latency)\n"
+	       "                         every EVERY: a duration with its unit (500ms, 2s) or\n"
+	       "                         epochs:N (default 1s); a JSON object with --json;\n"
+	       "                         not with --csv\n"
+	       "  -p, --plot FILE.png    also draw dirty, standby hits, pause (gnuplot)\n"
+	       "  -L, --live             the live status of every zd-recv and zd-track running\n"
+	       "                         here (their status sockets; JSON array with --json)\n"
 	       "  -f, --from EPOCH       leave out the epochs before EPOCH (e.g. 2: not the\n"
 	       "                         first checkpoint, which copies all memory) (default 1)\n"
 	       "  -o, --output-log FILE  zd-vm's --output-log: output delay of every released\n"
@@ -39,8 +47,11 @@ static void help(void)
 	       "  -h, --help             this text\n"
 	       "  -V, --version          print the version\n"
 	       "\n"
-	       "Default: a table on stdout. Percentiles are nearest-rank.\n"
-	       "Exit status: 0 ok, 1 runtime failure, 2 usage, 3 bad input stream.\n");
+	       "Default: a table on stdout. Percentiles are nearest-rank. Pages sent are\n"
+	       "zd-send's (STAT \"send\") where the stream has them, else its PAGES'.\n"
+	       "A cut stream and SIGINT/SIGTERM still get the report of what was read.\n"
+	       "Exit status: 0 ok, 1 runtime failure, 2 usage, 3 bad input stream (a cut\n"
+	       "one: after its report), 130 SIGINT, 143 SIGTERM (after the report).\n");
 }
 
 int main(int argc, char **argv)
@@ -48,7 +59,9 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "csv", no_argument, NULL, 'c' },
+		{ "follow", optional_argument, NULL, 'F' },
 		{ "plot", required_argument, NULL, 'p' },
+		{ "live", no_argument, NULL, 'L' },
 		{ "from", required_argument, NULL, 'f' },
 		{ "output-log", required_argument, NULL, 'o' },
 		{ "client-log", required_argument, NULL, 'C' },
@@ -58,11 +71,12 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	struct zd_stat_opts o = { .format = ZD_STAT_TABLE, .in_fd = 0, .in_name = "stdin" };
-	bool json = false, csv = false;
+	bool json = false, csv = false, follow = false, live = false;
+	char msg[256];
 	int c, rc;
 
 	zd_set_progname(argv[0]);
-	const struct zd_cmd cmd = { .shortopts = "jcp:f:o:C:vhV", .longopts = longopts, .help = help };
+	const struct zd_cmd cmd = { .shortopts = "jcF::p:Lf:o:C:vhV", .longopts = longopts, .help = help };
 	while ((c = zd_getopt(&cmd, argc, argv)) != -1) {
 		switch (c) {
 		case 'j':
@@ -70,6 +84,11 @@ int main(int argc, char **argv)
 			break;
 		case 'c':
 			csv = true;
+			break;
+		case 'F':
+			follow = true;
+			if (zd_stat_parse_follow(optarg ? optarg : "1s", &o, msg, sizeof(msg)) < 0)
+				zd_usage("%s", msg);
 			break;
 		case 'p':
 			if (!*optarg)
@@ -99,6 +118,9 @@ int main(int argc, char **argv)
 				o.client_log_name = optarg;
 			break;
 		}
+		case 'L':
+			live = true;
+			break;
 		case 'v':
 			zd_verbose = 1;
 			break;
@@ -106,6 +128,10 @@ int main(int argc, char **argv)
 	}
 	if (json && csv)
 		zd_usage("--json and --csv: choose one");
+	if (live)	/* what runs here now, not a stream */
+		return zd_status_query_all(stdout, json) >= 0 ? 0 : ZD_EXIT_FAIL;
+	if (follow && csv)
+		zd_usage("--follow and --csv: choose one (a follow line is no CSV row)");
 	o.format = json ? ZD_STAT_JSON : csv ? ZD_STAT_CSV : ZD_STAT_TABLE;
 	if (argc - optind > 1)
 		zd_usage("unexpected argument '%s' (one FILE at most)",

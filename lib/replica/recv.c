@@ -36,11 +36,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 
 #include "zd/net.h"
 #include "zd/replica.h"
+#include "zd/status.h"
 #include "zd/stream.h"
 #include "zd/util.h"
 #include "zd/wire.h"
@@ -174,6 +176,7 @@ struct session {
 	int raw_fd;		/* the TCP socket itself, under any key relay */
 	bool hello_done, hello_expired, wd_running;
 	pthread_t wd;
+	uint64_t notified_ns;	/* last STATUS= to a service manager */
 };
 
 static void *hello_watchdog(void *arg)
@@ -343,6 +346,36 @@ static int send_back(struct session *s, const struct zd_record *r)
 	return 0;
 }
 
+/* Live status: who feeds the replica, and how far behind the backup is —
+ * bytes already in the socket but not yet read, epochs announced but not
+ * committed. */
+static void status_bound(struct session *s, const struct zd_rec_header *h)
+{
+	struct zd_status *st = s->opts->status;
+
+	zd_status_set(st, "role", json_string("backup"));
+	zd_status_set(st, "replica", json_string(s->rep->dir));
+	zd_status_set(st, "peer", json_string(strncmp(s->conn->name, "peer ", 5) ? s->conn->name : s->conn->name + 5));
+	zd_status_set(st, "target", json_string(h->target ? h->target : ""));
+	zd_status_set(st, "mode", json_string(zd_mode_name((enum zd_mode)h->mode)));
+	zd_status_set(st, "epoch", json_integer((json_int_t)s->rep->meta.epoch));
+	zd_status_mark(st, "connected");
+}
+
+static void status_committed(struct session *s, uint64_t epoch)
+{
+	struct zd_status *st = s->opts->status;
+	int queued = 0;
+
+	if (!st)
+		return;
+	zd_status_set(st, "epoch", json_integer((json_int_t)epoch));
+	zd_status_mark(st, "last_commit");
+	if (s->raw_fd >= 0 && ioctl(s->raw_fd, FIONREAD, &queued) == 0)
+		zd_status_set(st, "lag_bytes", json_integer(queued));
+	zd_status_set(st, "lag_epochs", json_integer((json_int_t)(s->ckpt.epoch > epoch ? s->ckpt.epoch - epoch : 0)));
+}
+
 static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 {
 	struct zd_record back;
@@ -367,6 +400,7 @@ static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 	}
 	if (s->opts->on_bound)
 		s->opts->on_bound(s->rep, s->conn->name, s->opts->bound_arg);
+	status_bound(s, &r->u.header);
 	/* What this end decodes, right behind the HEADER (before any
 	 * heartbeat can come between): zd-send checks it before it sends a
 	 * compressed page, so a zd-recv without it is told apart. */
@@ -411,6 +445,9 @@ static int on_commit(struct session *s, struct zd_record *r, uint64_t off)
 	if ((rc = zd_replica_commit(s->rep, &r->u.commit, s->opts->verify)))
 		return bad_record(s, rc, off, r);
 	zd_debug("epoch %" PRIu64 " committed (%" PRIu64 " pages)", r->u.commit.epoch, r->u.commit.pages);
+	zd_notify_status(&s->notified_ns, "epoch %" PRIu64 " committed, from %s", r->u.commit.epoch,
+			 s->conn->name);
+	status_committed(s, r->u.commit.epoch);
 	/* The back stream is a zd-stream any tool can read: each ACK
 	 * follows the CHECKPOINT it acknowledges. */
 	zd_record_init(&ack, ZD_REC_CHECKPOINT);

@@ -28,6 +28,7 @@
 
 #include "zd/net.h"
 #include "zd/replica.h"
+#include "zd/status.h"
 #include "zd/util.h"
 
 #define PENDING_MAX 16
@@ -171,14 +172,24 @@ int zd_recv_serve(struct zd_replica *rep, int lfd, const struct zd_recv_opts *op
 		  const bool *stop, char *msg, size_t msglen)
 {
 	struct listener l = { .lfd = lfd, .hello_ms = opts->hello_ms ? opts->hello_ms : ZD_RECV_HELLO_MS };
+	char ready[96];
 	int rc = 0;
 
+	struct zd_status *st = zd_status_open("zd-recv");
+
+	zd_status_set(st, "role", json_string("backup"));
+	zd_status_set(st, "replica", json_string(rep->dir));
+	zd_status_set(st, "epoch", json_integer((json_int_t)rep->meta.epoch));
+	zd_status_set(st, "peer", json_null());
+	snprintf(ready, sizeof(ready), "listening; replica at epoch %" PRIu64, rep->meta.epoch);
+	zd_notify_ready(ready);
 	for (;;) {
 		int i = next_ready(&l, msg, msglen);
 
 		if (i < 0) {
 			while (l.n)
 				pending_drop(&l, l.n - 1, "closed: zd-recv stops");
+			zd_status_close(st);
 			return ZD_EXIT_FAIL;
 		}
 		struct pending q = l.p[i];
@@ -189,7 +200,9 @@ int zd_recv_serve(struct zd_replica *rep, int lfd, const struct zd_recv_opts *op
 		so.hello_ms = l.hello_ms;
 		so.on_bound = session_bound;
 		so.bound_arg = &l;
+		so.status = st;
 		rc = zd_recv_session(rep, &q.conn, &so, msg, msglen);
+		zd_status_set(st, "peer", json_null());
 		refuser_stop(&l);
 		zd_conn_close(&q.conn);
 		if (!rep->run) {
@@ -205,6 +218,7 @@ int zd_recv_serve(struct zd_replica *rep, int lfd, const struct zd_recv_opts *op
 	}
 	while (l.n)
 		pending_drop(&l, l.n - 1, "closed: zd-recv stops");
+	zd_status_close(st);
 	msg[0] = '\0';
 	return rc;
 }

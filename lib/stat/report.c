@@ -40,7 +40,8 @@ static struct dist distribution(double *v, size_t n)
 	return d;
 }
 
-static void summarise(struct zd_stat *s, struct summary *m)
+/* The run's figures over the epochs from `from` on (0: all). */
+static void summarise(struct zd_stat *s, uint64_t from, struct summary *m)
 {
 	double *pause = zd_xcalloc(s->nrows + 1, sizeof(double));
 	double *lat = zd_xcalloc(s->nrows + 1, sizeof(double));
@@ -51,7 +52,7 @@ static void summarise(struct zd_stat *s, struct summary *m)
 	for (size_t i = 0; i < s->nrows; i++) {
 		const struct zd_stat_row *r = &s->rows[i];
 
-		if (!r->checkpointed)
+		if (!r->checkpointed || r->epoch < from)
 			continue;
 		m->epochs++;
 		m->dirty_total += r->dirty;
@@ -65,7 +66,10 @@ static void summarise(struct zd_stat *s, struct summary *m)
 			m->recall_mean += r->recall;
 			nrec++;
 		}
-		if (r->has_pause)
+		/* what zd_stat_finish() makes pause_ns: --follow looks before */
+		if (r->ckpt_pause_ns > 0)
+			pause[npause++] = r->ckpt_pause_ns;
+		else if (r->has_pause)
 			pause[npause++] = r->pause_ns;
 		if (r->has_latency)
 			lat[nlat++] = r->latency_ns;
@@ -79,7 +83,7 @@ static void summarise(struct zd_stat *s, struct summary *m)
 	for (size_t i = 0; i < s->nrows; i++) {
 		const struct zd_stat_row *r = &s->rows[i];
 
-		if (r->checkpointed)
+		if (r->checkpointed && r->epoch >= from)
 			eb[neb++] = m->has_wire ? r->wire_bytes : (double)r->bytes;
 	}
 	m->epoch_bytes_wire = m->has_wire;
@@ -111,7 +115,7 @@ void zd_stat_print_json(struct zd_stat *s, FILE *out)
 	struct summary m;
 	json_t *o = json_object();
 
-	summarise(s, &m);
+	summarise(s, 0, &m);
 	json_object_set_new(o, "epochs", json_integer((json_int_t)m.epochs));
 	json_object_set_new(o, "dirty_total", json_integer((json_int_t)m.dirty_total));
 	json_object_set_new(o, "dirty_mean", json_real(m.dirty_mean));
@@ -175,7 +179,7 @@ void zd_stat_print_table(struct zd_stat *s, FILE *out)
 		fprintf(out, " %8llu %10llu\n", (unsigned long long)r->pages_sent,
 			(unsigned long long)r->bytes);
 	}
-	summarise(s, &m);
+	summarise(s, 0, &m);
 	fprintf(out, "\nepochs %llu, mode %s, target %s\n", (unsigned long long)m.epochs,
 		s->mode ? s->mode : "?", s->target ? s->target : "?");
 	fprintf(out, "dirty pages: %llu total, %.1f per epoch; pre-copied %llu; sent %llu\n",
@@ -280,71 +284,44 @@ int zd_stat_plot(struct zd_stat *s, const char *png, char *msg, size_t msglen)
 	return 0;
 }
 
-int zd_stat_run(const struct zd_stat_opts *o)
+/* One --follow line: the figures so far. The table's is for people; the
+ * JSON one is an object marked "follow" (the summary comes last). */
+void zd_stat_print_follow(struct zd_stat *s, FILE *out, bool json, uint64_t from, double elapsed_s)
 {
-	struct zd_reader rd;
-	struct zd_record r;
-	struct zd_stat *s = zd_stat_new();
-	char msg[512];
-	int rc = ZD_EXIT_OK, got;
-	uint64_t before = 0;
-	bool ended = false;
+	struct summary m;
+	uint64_t epoch = s->last_ckpt;
 
-	zd_reader_init(&rd, o->in_fd, o->in_name);
-	/* The side logs first: a bad one means no report at all. */
-	if ((o->output_log && zd_stat_read_output_log(s, o->output_log, o->output_log_name, msg,
-						      sizeof(msg)) < 0) ||
-	    (o->client_log && zd_stat_read_client_log(s, o->client_log, o->client_log_name, msg,
-						      sizeof(msg)) < 0)) {
-		zd_warnx("%s", msg);
-		rc = ZD_EXIT_DATA;
-		goto out;
+	summarise(s, from, &m);
+	if (json) {
+		json_t *o = json_object();
+
+		json_object_set_new(o, "follow", json_true());
+		json_object_set_new(o, "elapsed_ms", json_integer((json_int_t)(elapsed_s * 1e3 + 0.5)));
+		json_object_set_new(o, "epoch", json_integer((json_int_t)epoch));
+		json_object_set_new(o, "epochs", json_integer((json_int_t)m.epochs));
+		json_object_set_new(o, "pages_sent", json_integer((json_int_t)m.pages_sent));
+		json_object_set_new(o, "bytes", json_integer((json_int_t)s->bytes));
+		if (m.has_wire)
+			json_object_set_new(o, "wire_bytes", json_integer((json_int_t)m.wire_bytes));
+		if (m.pause.any)
+			json_object_set_new(o, "pause_ns", dist_json(&m.pause));
+		if (m.latency.any)
+			json_object_set_new(o, "latency_ns", dist_json(&m.latency));
+		json_dumpf(o, out, JSON_PRESERVE_ORDER | JSON_COMPACT);
+		fputc('\n', out);
+		json_decref(o);
+		return;
 	}
-	while ((got = zd_reader_next(&rd, &r)) > 0) {
-		zd_stat_add(s, &r, rd.offset - before);
-		before = rd.offset;
-		ended = r.type == ZD_REC_END;
-		zd_record_free(&r);
-	}
-	if (got == 0 && !ended) {
-		/* Cut exactly between records: the reader cannot tell, the
-		 * missing END can. */
-		zd_warnx("%s: %s %llu: after record %llu: truncated: the stream ends without END",
-			 rd.name, rd.enc == ZD_ENC_JSON ? "line" : "byte",
-			 (unsigned long long)(rd.enc == ZD_ENC_JSON ? rd.line : rd.offset),
-			 (unsigned long long)rd.nrec);
-		rc = ZD_EXIT_DATA;
-		goto out;
-	}
-	if (got < 0) {
-		/* No report from a broken stream: its figures would mislead. */
-		zd_warnx("%s", rd.msg);
-		rc = rd.err == ZD_RERR_IO ? ZD_EXIT_FAIL : ZD_EXIT_DATA;
-		goto out;
-	}
-	zd_stat_finish(s);
-	zd_stat_drop_before(s, o->from);
-	switch (o->format) {
-	case ZD_STAT_JSON:
-		zd_stat_print_json(s, stdout);
-		break;
-	case ZD_STAT_CSV:
-		zd_stat_print_csv(s, stdout);
-		break;
-	default:
-		zd_stat_print_table(s, stdout);
-		break;
-	}
-	if (o->plot && zd_stat_plot(s, o->plot, msg, sizeof(msg)) < 0) {
-		zd_warnx("%s", msg);
-		rc = ZD_EXIT_FAIL;
-	}
-	if (fflush(stdout) != 0 || ferror(stdout)) {
-		zd_warn("stdout");
-		rc = ZD_EXIT_FAIL;
-	}
-out:
-	zd_reader_free(&rd);
-	zd_stat_free(s);
-	return rc;
+	fprintf(out, "[%7.1fs] epoch %llu: %llu epochs, sent %llu pages, %llu bytes", elapsed_s,
+		(unsigned long long)epoch, (unsigned long long)m.epochs,
+		(unsigned long long)m.pages_sent, (unsigned long long)s->bytes);
+	if (m.has_wire)
+		fprintf(out, " (wire %.0f)", m.wire_bytes);
+	if (m.pause.any)
+		fprintf(out, ", pause us p50 %.1f p99 %.1f max %.1f", m.pause.p50 / 1e3,
+			m.pause.p99 / 1e3, m.pause.max / 1e3);
+	if (m.latency.any)
+		fprintf(out, ", latency us p50 %.1f p99 %.1f max %.1f", m.latency.p50 / 1e3,
+			m.latency.p99 / 1e3, m.latency.max / 1e3);
+	fputc('\n', out);
 }

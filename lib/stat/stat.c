@@ -175,6 +175,14 @@ static void add_stat(struct zd_stat *s, const struct zd_rec_stat *st, struct zd_
 		} else if (!strcmp(st->source, "send") && !strcmp(k, "wire_bytes")) {
 			r->wire_bytes += v;
 			r->has_wire = true;
+		} else if (!strcmp(st->source, "send") && !strcmp(k, "pages") && v >= 0) {
+			/* What zd-send put on the wire, captured pages included;
+			 * its log has no PAGES to count. It wins over PAGES
+			 * records of the same epoch (the stream zd-send read). */
+			if (!r->has_send_pages)
+				r->pages_sent = 0;
+			r->pages_sent += (uint64_t)v;
+			r->has_send_pages = true;
 		}
 	}
 }
@@ -214,7 +222,8 @@ void zd_stat_add(struct zd_stat *s, const struct zd_record *rec, uint64_t bytes)
 	case ZD_REC_PAGES:
 		r = row(s, rec->u.pages.epoch, false);
 		if (r) {
-			r->pages_sent += zd_pageset_count(&rec->u.pages.set);
+			if (!r->has_send_pages)
+				r->pages_sent += zd_pageset_count(&rec->u.pages.set);
 			if (rec->u.pages.flags & ZD_PAGES_PRECOPY)
 				r->precopy += zd_pageset_count(&rec->u.pages.set);
 		}

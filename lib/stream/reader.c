@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,19 +63,57 @@ static int fail(struct zd_reader *rd, enum zd_read_err err, const char *fmt, ...
 	return -1;
 }
 
-/* read(2), unless stop_fd becomes readable first. */
-static ssize_t rd_read(struct zd_reader *rd, void *buf, size_t len)
+static bool stopped(const struct zd_reader *rd)
+{
+	return rd->stop_flag && *rd->stop_flag;
+}
+
+/* Wait until fd is readable: -1 with ECANCELED once stop_fd is, with
+ * EINTR once stop_flag is set; idle() between waits. */
+static int rd_wait(struct zd_reader *rd)
 {
 	struct pollfd p[2] = { { .fd = rd->fd, .events = POLLIN }, { .fd = rd->stop_fd, .events = POLLIN } };
+	nfds_t n = rd->stop_fd >= 0 ? 2 : 1;
 
-	if (rd->stop_fd >= 0) {
-		if (poll(p, 2, -1) < 0)
+	for (;;) {
+		int ms = rd->idle ? rd->idle(rd->idle_arg) : -1, r, e;
+		struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
+		sigset_t old;
+
+		if (rd->stop_flag) {
+			pthread_sigmask(SIG_BLOCK, &rd->stop_sigs, &old);
+			if (*rd->stop_flag) {
+				pthread_sigmask(SIG_SETMASK, &old, NULL);
+				errno = EINTR;
+				return -1;
+			}
+		}
+		r = ppoll(p, n, ms >= 0 ? &ts : NULL, rd->stop_flag ? &old : NULL);
+		e = errno;
+		if (rd->stop_flag)
+			pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (r < 0 && e == EINTR)
+			continue;	/* the flag is looked at above */
+		if (r < 0) {
+			errno = e;
 			return -1;
-		if (p[1].revents) {
+		}
+		if (r == 0)
+			continue;	/* idle's time ran out */
+		if (n == 2 && p[1].revents) {
 			errno = ECANCELED;
 			return -1;
 		}
+		return 0;
 	}
+}
+
+/* read(2), unless stop_fd becomes readable or stop_flag is set first.
+ * EINTR from here means stopped (fill() retries any other). */
+static ssize_t rd_read(struct zd_reader *rd, void *buf, size_t len)
+{
+	if ((rd->stop_fd >= 0 || rd->stop_flag || rd->idle) && rd_wait(rd) < 0)
+		return -1;
 	return read(rd->fd, buf, len);
 }
 
@@ -100,7 +140,7 @@ static ssize_t fill(struct zd_reader *rd, size_t want)
 				    ZD_MAX(want - (rd->buf_len - rd->buf_pos), (size_t)READ_AHEAD));
 		ssize_t n = rd_read(rd, rd->buf + rd->buf_len, ask);
 		if (n < 0) {
-			if (errno == EINTR)
+			if (errno == EINTR && !stopped(rd))
 				continue;
 			return -1;
 		}
@@ -305,7 +345,7 @@ static int next_pages_direct(struct zd_reader *rd, struct zd_record *r, uint32_t
 		n = rd_read(rd, data + have, ZD_MIN(dlen - have, (size_t)DIRECT_PIECE));
 		if (n > 0)
 			crc = zd_crc32c(crc, data + have, (size_t)n);
-		if (n < 0 && errno == EINTR)
+		if (n < 0 && errno == EINTR && !stopped(rd))
 			continue;
 		if (n <= 0) {
 			free(data);

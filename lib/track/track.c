@@ -15,6 +15,7 @@
  * release_output_on_ack, runs on the feedback thread.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "track_int.h"
+#include "zd/status.h"
 #include "zd/util.h"
 
 static const struct zd_mode_ops *const modes[] = {
@@ -267,6 +269,9 @@ int zd__emit_checkpoint(struct zd_track *k, const struct zd_rec_checkpoint *c)
 	zd_record_init(&r, ZD_REC_CHECKPOINT);
 	r.u.ckpt = *c;
 	r.u.ckpt.epoch = k->epoch;
+	zd_status_set(k->status, "epoch", json_integer((json_int_t)k->epoch));
+	zd_status_sample(k->status, "pause_us", (double)c->pause_ns / 1e3);
+	zd_status_mark(k->status, "last_checkpoint");
 	if (k->o->epochs && k->epoch == k->o->epochs)
 		r.u.ckpt.flags |= ZD_CKPT_FINAL;
 	return zd__emit_record(k, &r);
@@ -361,6 +366,9 @@ static void release_output_on_ack(void *ctx, uint64_t epoch, uint64_t wall_ns)
 	uint64_t now;
 	int r;
 
+	if (!k->notified_ns)
+		zd_notify_ready("protected: the backup holds a checkpoint");
+	zd_notify_status(&k->notified_ns, "epoch %" PRIu64 " acknowledged by the backup", epoch);
 	pthread_mutex_lock(&k->tlock);
 	r = k->t->ops->release_output ? k->t->ops->release_output(k->t, epoch) : 0;
 	pthread_mutex_unlock(&k->tlock);
@@ -377,8 +385,14 @@ static void release_output_on_ack(void *ctx, uint64_t epoch, uint64_t wall_ns)
 			.epoch = epoch, .wall_ns = wall_ns,
 			.latency_ns = t1 && now > t1 ? now - t1 : 0,
 		};
+		if (t1 && now > t1)
+			zd_status_sample(k->status, "latency_us", (double)(now - t1) / 1e3);
 	}
 	pthread_mutex_unlock(&k->amu);
+	/* Epochs taken that the backup does not hold yet. */
+	zd_status_set(k->status, "acked_epoch", json_integer((json_int_t)epoch));
+	zd_status_set(k->status, "lag_epochs", json_integer((json_int_t)(k->epoch > epoch ? k->epoch - epoch : 0)));
+	zd_status_mark(k->status, "last_ack");
 }
 
 static int on_memory(void *ctx, int *fds, uint64_t *base)
@@ -643,12 +657,17 @@ int zd_track_run(const struct zd_track_opts *o, volatile sig_atomic_t *stop)
 		rc = ZD_EXIT_FAIL;
 		goto out;
 	}
+	k.status = zd_status_open("zd-track");
+	zd_status_set(k.status, "role", json_string("primary"));
+	zd_status_set(k.status, "target", json_string(k.t->spec));
+	zd_status_set(k.status, "mode", json_string(zd_mode_name(o->mode)));
 	if (write_header(&k) == 0)
 		(void)loop(&k, modes[o->mode]);
 	rc = k.rc;
 out:
 	/* The feedback thread may call into the target: stop it first. */
 	zd_fbserver_stop(k.fb);
+	zd_status_close(k.status);
 	zd_target_close(k.t);
 	zd_writer_free(&k.w);
 	zd_pageset_free(&k.dirty);

@@ -48,6 +48,8 @@ struct zd_track {
 	struct { uint64_t epoch, t1_ns; } t1[T1_RING];
 	struct pending_ack acks[MAX_PENDING_ACKS];
 	size_t nacks;
+	uint64_t notified_ns;		/* last STATUS= to a service manager (feedback thread) */
+	struct zd_status *status;	/* live status (zd/status.h), or NULL */
 };
 
 /* One round per epoch. Returns 0 when the epoch's records are written,

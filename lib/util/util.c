@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <malloc.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <math.h>
 #include <xxhash.h>
 #define XXH_DISPATCH_DISABLE_REPLACE
@@ -36,10 +38,28 @@ void zd_malloc_keep_big(void)
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 }
 
-static void vwarn_common(int errnum, const char *fmt, va_list ap)
+/* Under systemd, with stderr going to the journal (JOURNAL_STREAM names
+ * its device and inode), a "<N>" in front of a line is its syslog level
+ * (sd-daemon(3)); on a terminal or a file the lines stay as they are. */
+static const char *level_prefix(const char *level)
+{
+	static int journal = -1;
+
+	if (journal < 0) {
+		const char *js = getenv("JOURNAL_STREAM");
+		unsigned long long dev, ino;
+		struct stat st;
+
+		journal = js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
+			  (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+	}
+	return journal ? level : "";
+}
+
+static void vwarn_common(const char *level, int errnum, const char *fmt, va_list ap)
 {
 	char line[1024];
-	int n = snprintf(line, sizeof(line), "%s: ", zd_progname);
+	int n = snprintf(line, sizeof(line), "%s%s: ", level_prefix(level), zd_progname);
 
 	if (n < 0)
 		n = 0;
@@ -57,7 +77,7 @@ void zd_warn(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vwarn_common(e, fmt, ap);
+	vwarn_common(SD_WARNING, e, fmt, ap);
 	va_end(ap);
 }
 
@@ -66,8 +86,13 @@ void zd_warnx(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vwarn_common(0, fmt, ap);
+	vwarn_common(SD_WARNING, 0, fmt, ap);
 	va_end(ap);
+}
+
+void zd_verror(int errnum, const char *fmt, va_list ap)
+{
+	vwarn_common(SD_ERR, errnum, fmt, ap);
 }
 
 int zd_msg(int rc, char *msg, size_t msglen, const char *fmt, ...)
@@ -90,7 +115,7 @@ void zd_debug(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "%s: [%.6f] %s\n", zd_progname, zd_now_ns() / 1e9, line);
+	fprintf(stderr, "%s%s: [%.6f] %s\n", level_prefix(SD_DEBUG), zd_progname, zd_now_ns() / 1e9, line);
 }
 
 ssize_t zd_read_full(int fd, void *buf, size_t len)

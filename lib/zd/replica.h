@@ -181,6 +181,10 @@ struct zd_recv_opts {
 	/* Called once the HEADER bound the replica (the session may own it). */
 	void (*on_bound)(struct zd_replica *rep, const char *peer, void *bound_arg);
 	void *bound_arg;
+	/* Live status (zd/status.h; NULL: none): the session sets its peer,
+	 * target and mode at the HEADER and its epoch, commit time and lag at
+	 * each commit. */
+	struct zd_status *status;
 };
 /* Receive one stream from conn into rep until END. Returns 0 after a clean
  * END, else an exit code with msg holding the one-line reason. Only the loss

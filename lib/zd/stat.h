@@ -10,7 +10,9 @@
  *   pause       CHECKPOINT pause_ns, else STAT "track" pause_ns (remus
  *               resumes after the CHECKPOINT went out)
  *   latency     ACK latency_ns (T1 → ACK at the primary)
- *   pages sent  pages in PAGES records of the epoch
+ *   pages sent  STAT "send" pages of the epoch (what zd-send put on the
+ *               wire; its log leaves PAGES out), else the pages in the
+ *               epoch's PAGES records
  *   bytes       stream bytes of the records naming the epoch
  *   wire bytes  STAT "send" wire_bytes
  *   output delay  every STAT "vm" output_delay_ns value, and RELEASED_NS -
@@ -38,6 +40,7 @@ struct zd_stat_row {
 	double standby, precision, recall, pause_ns, latency_ns, wire_bytes;
 	bool has_standby, has_precision, has_recall, has_pause, has_latency, has_wire;
 	bool has_mru_standby;
+	bool has_send_pages;	/* pages_sent is STAT "send" pages, not PAGES */
 	double ckpt_pause_ns;
 	/* zd-track's STAT "precopy"/"precopy_redirtied" (zddspt): the
 	 * epoch's pre-copy where the stream carries no PAGES (zd-send's
@@ -80,6 +83,10 @@ void zd_stat_print_json(struct zd_stat *s, FILE *out);
  * Returns 0, or -1 with msg. */
 int zd_stat_plot(struct zd_stat *s, const char *png, char *msg, size_t msglen);
 
+/* One --follow line of the figures so far (epochs from `from` on): text,
+ * or a JSON object with "follow": true. */
+void zd_stat_print_follow(struct zd_stat *s, FILE *out, bool json, uint64_t from, double elapsed_s);
+
 enum zd_stat_format { ZD_STAT_TABLE, ZD_STAT_JSON, ZD_STAT_CSV };
 struct zd_stat_opts {
 	enum zd_stat_format format;
@@ -89,8 +96,17 @@ struct zd_stat_opts {
 	FILE *output_log, *client_log;	/* side inputs or NULL */
 	uint64_t from;			/* report epochs >= from (0: all) */
 	const char *output_log_name, *client_log_name;
+	/* --follow: a line of the figures so far every follow_ns of run
+	 * time, or every follow_epochs epochs (at most one of them set) */
+	uint64_t follow_ns, follow_epochs;
 };
-/* Read the whole stream, print the report on stdout; returns the exit code. */
+/* --follow's EVERY: "1s", "500ms" (a duration with its unit) or
+ * "epochs:N". 0, or -1 with msg. */
+int zd_stat_parse_follow(const char *every, struct zd_stat_opts *o, char *msg, size_t msglen);
+/* Read the whole stream, print the report on stdout; returns the exit
+ * code. A truncated stream gets the report of what came before its cut
+ * (exit 3); SIGINT and SIGTERM end the reading and get the report so far
+ * (exit 128 + the signal's number, as a shell's). */
 int zd_stat_run(const struct zd_stat_opts *o);
 
 #endif

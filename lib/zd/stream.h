@@ -17,6 +17,7 @@
 #ifndef ZD_STREAM_H
 #define ZD_STREAM_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -208,6 +209,17 @@ struct zd_reader {
 	/* -1, or an fd that, once readable, ends a read waiting on fd
 	 * (ZD_RERR_IO, ECANCELED): another thread's way to stop this one */
 	int stop_fd;
+	/* NULL, or a flag a signal handler sets (zd-stat's SIGINT): a read
+	 * waiting on fd ends once it is set (ZD_RERR_IO, EINTR). The signals
+	 * in stop_sigs are blocked from the check of the flag until the wait
+	 * (ppoll(2)) lets them in, so one that comes in between is not lost. */
+	volatile sig_atomic_t *stop_flag;
+	sigset_t stop_sigs;
+	/* NULL, or called before each wait on fd: returns how long that wait
+	 * may last in ms (-1: no limit), and is called again when it ran out
+	 * (zd-stat --follow prints its lines from here while input stalls) */
+	int (*idle)(void *arg);
+	void *idle_arg;
 	/* buffering, private */
 	uint8_t *buf;
 	size_t buf_len, buf_pos, buf_cap;

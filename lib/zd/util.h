@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <sys/types.h>
 #include <time.h>
@@ -35,12 +36,19 @@ void zd_set_progname(const char *argv0);
 void zd_malloc_keep_big(void);
 void zd_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void zd_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* An error line ("zd-TOOL: ...[: strerror(errnum)]", level err in the
+ * journal): what a tool's zd_die prints before it exits (cmd/opt.c). */
+void zd_verror(int errnum, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Write the reason into msg (msglen bytes) and return rc: the way a libzd
  * call hands its exit status and one-line reason to the tool. */
 int zd_msg(int rc, char *msg, size_t msglen, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Verbose log (enabled by -v / ZD_DEBUG=1): goes to stderr with a timestamp. */
 extern int zd_verbose;
 void zd_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* sd_notify(3) for a service manager: READY=1 with a status line; then a
+ * STATUS= line, at most once a second (*last_ns: the caller's last one). */
+void zd_notify_ready(const char *status);
+void zd_notify_status(uint64_t *last_ns, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Read exactly len bytes. Returns len, 0 on EOF before any byte, or the
  * number of bytes read before EOF (short), or -1 with errno. */

@@ -4,7 +4,7 @@
 # memory checksum against the primary's), keys are checked at connect and
 # on every record, a byte changed between the two ends is refused with the
 # replica left at the last good epoch, and the ssh transport works (a real
-# sshd on loopback where it can run, always zd-recv --stdio over pipes).
+# sshd where it can run, always zd-recv --stdio over pipes).
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/replicate.sh"
 
@@ -201,36 +201,50 @@ fi
 acks=$(jq -s '[.[] | select(.type == "ack")] | length' "$TMP/s_pipe.log")
 [ "$acks" = $N ] && ok "ssh: $N ACKs came back through ssh's stdout" || not_ok "ssh: ACKs come back" "$acks of $N"
 
-# A real sshd on loopback: root, Debian's openssh-server.
-SSHD=$(command -v sshd || echo /usr/sbin/sshd)
-if [ "$(id -u)" != 0 ] || [ ! -x "$SSHD" ] || ! command -v ssh-keygen >/dev/null; then
-	skip "ssh: through a real sshd on loopback" "needs root and openssh-server"
+# A real sshd, without a port: ssh's ProxyCommand starts it in inetd mode
+# (sshd -i) on the connection's pipes. It is Debian's openssh-server as
+# tests/lib/debroot.sh unpacked it (make deps; never installed here), or
+# one installed here. It runs in a mount namespace of its own where
+# /etc/passwd has its privilege-separation user, which a machine without
+# openssh-server installed lacks: nothing on this machine changes and no
+# server is left running.
+. "$(dirname "$0")/../lib/debroot.sh"
+SSHD=$DEBROOT_ROOT/usr/sbin/sshd
+[ -x "$SSHD" ] || SSHD=$(command -v sshd || echo /usr/sbin/sshd)
+if [ "$(id -u)" != 0 ] || [ ! -x "$SSHD" ] || ! command -v ssh-keygen >/dev/null || ! command -v unshare >/dev/null; then
+	skip "ssh: through a real sshd" "needs root, unshare and openssh-server (make deps unpacks it)"
 else
-	mkdir -p /run/sshd
+	mkdir -p "$TMP/sshd-run"
+	chmod 755 "$TMP/sshd-run"
 	ssh-keygen -q -t ed25519 -N "" -f "$TMP/hostkey" && ssh-keygen -q -t ed25519 -N "" -f "$TMP/id" &&
 		cp "$TMP/id.pub" "$TMP/authorized_keys" && chmod 600 "$TMP/authorized_keys"
-	SSHPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+	cp /etc/passwd "$TMP/passwd"
+	grep -q '^sshd:' "$TMP/passwd" || echo 'sshd:x:65533:65534::/run/sshd:/usr/sbin/nologin' >>"$TMP/passwd"
 	cat >"$TMP/sshd_config" <<EOF
-Port $SSHPORT
-ListenAddress 127.0.0.1
 HostKey $TMP/hostkey
 AuthorizedKeysFile $TMP/authorized_keys
 StrictModes no
-PidFile $TMP/sshd.pid
 UsePAM no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 EOF
-	"$SSHD" -D -e -f "$TMP/sshd_config" 2>"$TMP/sshd.log" &
-	at_exit "kill $!"
-	SSHC="ssh -i $TMP/id -p $SSHPORT -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
-	# shellcheck disable=SC2086 # SSHC: a command and its words
-	if ! wait_for 10 $SSHC root@127.0.0.1 true 2>/dev/null; then
-		not_ok "sshd on loopback starts" "$(tail -5 "$TMP/sshd.log")"
+	# /run/sshd, sshd's privilege-separation directory: an empty one of
+	# ours mounted there, in sshd's namespace only.
+	cat >"$TMP/sshd-i" <<EOF
+#!/bin/sh
+exec unshare -m sh -c 'mount --bind "$TMP/passwd" /etc/passwd &&
+	{ [ -d /run/sshd ] || { mount -t tmpfs -o mode=755 none /run && mkdir /run/sshd; }; } &&
+	mount --bind "$TMP/sshd-run" /run/sshd &&
+	exec "$SSHD" -i -e -f "$TMP/sshd_config" 2>>"$TMP/sshd.log"'
+EOF
+	chmod 755 "$TMP/sshd-i"
+	SSHC="ssh -i $TMP/id -o ProxyCommand=$TMP/sshd-i -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+	if ! out=$($SSHC root@zd-sshd echo up 2>&1) || [ "$out" != up ]; then
+		not_ok "a real sshd (sshd -i) answers" "$out; $(tail -5 "$TMP/sshd.log" 2>/dev/null)"
 	else
-		ssh_run s_sshd "$SSHC" "ssh:root@127.0.0.1:$TMP/s_sshd"
-		replica_ok "ssh: transport through sshd on 127.0.0.1:$SSHPORT" "$TMP/s_sshd"
+		ssh_run s_sshd "$SSHC" "ssh:root@zd-sshd:$TMP/s_sshd"
+		replica_ok "ssh: transport through a real sshd ($SSHD -i)" "$TMP/s_sshd"
 	fi
 fi
 ssh_run s_nohost "$TMP/fakessh" "ssh:backup:$TMP/s_nohost/x/y" 2>/dev/null

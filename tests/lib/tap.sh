@@ -16,6 +16,8 @@ ZD_TOP=${ZD_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 ZD_BIN=${ZD_BIN:-$ZD_TOP/bin}
 export PATH="$ZD_BIN:$PATH"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/zd-test.XXXXXX")
+# Live status sockets (zd/status.h) of the tools a test runs: its own.
+export ZD_RUN_DIR=${ZD_RUN_DIR:-$TMP/run}
 _tap_n=0
 _tap_failed=0
 _tap_cleanup_cmds=()

@@ -8,8 +8,9 @@
 # so this harness brings its own:
 #
 #   1. /dev/kvm exists here and opens read-write: COMMAND runs directly.
-#   2. Otherwise, with qemu-system-x86_64 and an installed Debian kernel
-#      (/boot/vmlinuz-VER plus /lib/modules/VER with kvm-amd.ko), it boots
+#   2. Otherwise, with qemu-system-x86_64 and a Debian kernel (the one
+#      tests/lib/debroot.sh unpacked into $BUILD/debroot, else one installed
+#      here: boot/vmlinuz-VER plus lib/modules/VER with kvm-amd.ko), it boots
 #      that kernel in QEMU TCG with an AMD CPU that offers SVM and nested
 #      paging (-cpu qemu64,+svm,+npt,...). Inside, kvm_amd loads and gives a
 #      real /dev/kvm: KVM runs on QEMU's emulated SVM. COMMAND runs in the
@@ -24,9 +25,9 @@
 #     files it writes under ZD_TOP (e.g. $BUILD/...) are on the host after;
 #   - its own /tmp, /run, /dev/shm (tmpfs), /proc, /sys, /dev (with /dev/kvm,
 #     /dev/net/tun), loopback networking (lo up), hostname zd-vmhost, root;
-#   - the host's /lib/modules for this kernel: modprobe works, and so do the
-#     kernel's own module requests (Debian's kernel has sch_plug, veth,
-#     nf_tables, tun...);
+#   - the modules of this kernel: modprobe works, and so do the kernel's
+#     own module requests (Debian's kernel has sch_plug, veth, nf_tables,
+#     tun...);
 #     anything else it writes outside ZD_TOP fails (read-only) or is lost;
 #   - stdin is /dev/null; ZD_VMHOST_GUEST=1 is set.
 #   copy mode (ZD_VMHOST_SHARE=copy, or automatically when 9p fails): the
@@ -90,26 +91,35 @@ vmhost_usage() {
 vmhost_err() { echo "vmhost: $*" >&2; }
 vmhost_say() { [ "${ZD_VMHOST_VERBOSE:-0}" = 1 ] && echo "vmhost: $*" >&2; return 0; }
 
+# Where the kernel QEMU boots comes from: KROOT/boot/vmlinuz-VER and
+# KROOT/lib/modules/VER. KROOT is debroot.sh's unpacked tree when it holds
+# a kernel (make deps as root unpacks one: nothing is installed on this
+# machine for it), else "" (a kernel installed here).
+# shellcheck source=debroot.sh
+. "$(dirname "$VMHOST_SELF")/debroot.sh"
+VMHOST_KROOT=
+compgen -G "$DEBROOT_ROOT/boot/vmlinuz-*" >/dev/null && VMHOST_KROOT=$DEBROOT_ROOT
+
 # A /dev/kvm that opens read-write is taken as working; whatever it lacks
 # is for the tests to find out and report.
 vmhost_host_kvm_ok() {
 	[ -c /dev/kvm ] && { : <>/dev/kvm; } 2>/dev/null
 }
 
-# The newest installed kernel that has kvm-amd.ko next to it, or $ZD_VMHOST_KERNEL.
+# The newest kernel under KROOT that has kvm-amd.ko next to it, or $ZD_VMHOST_KERNEL.
 vmhost_find_kernel() {
 	local v
 	if [ -n "${ZD_VMHOST_KERNEL:-}" ]; then
 		v=$ZD_VMHOST_KERNEL
 	else
-		v=$(for k in /boot/vmlinuz-*; do
+		v=$(for k in "$VMHOST_KROOT"/boot/vmlinuz-*; do
 			[ -e "$k" ] || continue
-			k=${k#/boot/vmlinuz-}
-			[ -e "/lib/modules/$k/kernel/arch/x86/kvm/kvm-amd.ko" ] ||
-				[ -e "/lib/modules/$k/kernel/arch/x86/kvm/kvm-amd.ko.xz" ] && echo "$k"
+			k=${k#"$VMHOST_KROOT"/boot/vmlinuz-}
+			[ -e "$VMHOST_KROOT/lib/modules/$k/kernel/arch/x86/kvm/kvm-amd.ko" ] ||
+				[ -e "$VMHOST_KROOT/lib/modules/$k/kernel/arch/x86/kvm/kvm-amd.ko.xz" ] && echo "$k"
 		done | sort -V | tail -1)
 	fi
-	[ -n "$v" ] && [ -r "/boot/vmlinuz-$v" ] && [ -d "/lib/modules/$v" ] || return 1
+	[ -n "$v" ] && [ -r "$VMHOST_KROOT/boot/vmlinuz-$v" ] && [ -d "$VMHOST_KROOT/lib/modules/$v" ] || return 1
 	echo "$v"
 }
 
@@ -118,7 +128,7 @@ vmhost_find_kernel() {
 # through its PVH entry: that skips the real-mode setup and the in-guest xz
 # decompression, which cost ~5 s under TCG. Else the bzImage itself.
 vmhost_kernel_image() {
-	local kver=$1 bz=/boot/vmlinuz-$1 out off magic dec
+	local kver=$1 bz=$VMHOST_KROOT/boot/vmlinuz-$1 out off magic dec
 	out=$VMHOST_DIR/vmlinux-$kver
 	if [ -s "$out" ] && [ "$out" -nt "$bz" ]; then echo "$out"; return; fi
 	for magic in xz zstd gzip; do
@@ -143,11 +153,11 @@ vmhost_kernel_image() {
 	echo "$bz"
 }
 
-# vmhost_mod_path KVER NAME: the module file's path relative to /lib/modules/KVER.
+# vmhost_mod_path KVER NAME: the module file's path relative to KROOT/lib/modules/KVER.
 vmhost_mod_path() {
 	awk -F: -v n="$2" '{ f = $1; sub(/.*\//, "", f); sub(/\.ko(\.xz|\.zst|\.gz)?$/, "", f);
 		gsub(/-/, "_", f); m = n; gsub(/-/, "_", m); if (f == m) { print $1; exit } }' \
-		"/lib/modules/$1/modules.dep"
+		"$VMHOST_KROOT/lib/modules/$1/modules.dep"
 }
 
 # vmhost_mod_order KVER NAME...: module paths in load order, dependencies first.
@@ -166,7 +176,7 @@ vmhost_mod_order() {
 		END { n = split(want, w, " ")
 		      for (i = 1; i <= n; i++) { m = w[i]; gsub(/-/, "_", m)
 			if (!(m in path)) { print "missing:" w[i]; continue }
-			load(path[m]) } }' "/lib/modules/$kver/modules.dep"
+			load(path[m]) } }' "$VMHOST_KROOT/lib/modules/$kver/modules.dep"
 }
 
 # Modules the guest loads, in this order. kvm_amd last: a failure there is
@@ -229,10 +239,11 @@ if [ "$ZD_VMHOST_SHARE" = 9p ]; then
 	cp -a /run/zd-vmhost $root/run/
 	# The kernel's own module requests (a qdisc, a netfilter match) run
 	# modprobe in this initramfs; send them to the host's modprobe and
-	# /lib/modules, which match this kernel. (The test is -L too: it is a
-	# symlink to an absolute path that only resolves inside $root.)
+	# KROOT/lib/modules, which match this kernel. (The test is -L too: it
+	# is a symlink to an absolute path that only resolves inside $root.)
 	if [ -e $root/sbin/modprobe ] || [ -L $root/sbin/modprobe ]; then
-		printf '#!/bin/sh\nexec chroot %s /sbin/modprobe "$@"\n' $root >/bin/modprobe-root
+		printf '#!/bin/sh\nexec chroot %s /sbin/modprobe %s "$@"\n' $root \
+			"${ZD_VMHOST_KROOT:+-d $ZD_VMHOST_KROOT}" >/bin/modprobe-root
 		chmod 755 /bin/modprobe-root
 		echo /bin/modprobe-root >/proc/sys/kernel/modprobe
 	fi
@@ -280,7 +291,7 @@ vmhost_base_cpio() {
 	key=$({
 		sha256sum "$VMHOST_SELF" /bin/busybox
 		echo "$kver"
-		for m in $mods; do stat -c '%n %s %Y' "/lib/modules/$kver/$m"; done
+		for m in $mods; do stat -c '%n %s %Y' "$VMHOST_KROOT/lib/modules/$kver/$m"; done
 	} | sha256sum | cut -c1-16)
 	out=$VMHOST_DIR/base-$kver-$key.cpio
 	if [ -s "$out" ]; then echo "$out"; return 0; fi
@@ -296,10 +307,10 @@ vmhost_base_cpio() {
 	for m in $mods; do
 		local base=${m##*/}
 		case $base in
-		*.ko.xz) xz -dc "/lib/modules/$kver/$m" >"$stage/mod/${base%.xz}"; base=${base%.xz} ;;
-		*.ko.zst) zstd -qdc "/lib/modules/$kver/$m" >"$stage/mod/${base%.zst}"; base=${base%.zst} ;;
-		*.ko.gz) gzip -dc "/lib/modules/$kver/$m" >"$stage/mod/${base%.gz}"; base=${base%.gz} ;;
-		*) cp "/lib/modules/$kver/$m" "$stage/mod/$base" ;;
+		*.ko.xz) xz -dc "$VMHOST_KROOT/lib/modules/$kver/$m" >"$stage/mod/${base%.xz}"; base=${base%.xz} ;;
+		*.ko.zst) zstd -qdc "$VMHOST_KROOT/lib/modules/$kver/$m" >"$stage/mod/${base%.zst}"; base=${base%.zst} ;;
+		*.ko.gz) gzip -dc "$VMHOST_KROOT/lib/modules/$kver/$m" >"$stage/mod/${base%.gz}"; base=${base%.gz} ;;
+		*) cp "$VMHOST_KROOT/lib/modules/$kver/$m" "$stage/mod/$base" ;;
 		esac || { rm -rf "$stage"; return 1; }
 		echo "$base" >>"$stage/mod/order"
 	done
@@ -328,6 +339,7 @@ vmhost_run_cpio() {
 		echo "ZD_VMHOST_SHARE=$share"
 		printf 'ZD_VMHOST_TOP=%q\n' "$ZD_TOP"
 		printf 'ZD_VMHOST_BASH=%q\n' "$(command -v bash)"
+		printf 'ZD_VMHOST_KROOT=%q\n' "$VMHOST_KROOT"
 	} >"$stage/run/zd-vmhost/mode"
 	{
 		echo "# written by vmhost.sh on the host"
@@ -479,7 +491,7 @@ vmhost_why_not() {
 	if [ "${ZD_VMHOST:-auto}" = host ] || ! command -v qemu-system-x86_64 >/dev/null; then
 		echo "no /dev/kvm and no qemu-system-x86_64: KVM tests skipped"
 	elif ! vmhost_find_kernel >/dev/null; then
-		echo "no /dev/kvm and no Debian kernel with kvm-amd.ko in /boot and /lib/modules: KVM tests skipped"
+		echo "no /dev/kvm and no Debian kernel with kvm-amd.ko (make deps unpacks one into $BUILD/debroot): KVM tests skipped"
 	else
 		return 1
 	fi

@@ -5,9 +5,10 @@
 #
 # The xen: target needs a Xen hypervisor, dom0 and a guest domain. Our
 # build and CI machines have none, so this harness boots one (all Debian
-# packages):
+# packages, unpacked into $BUILD/debroot by tests/lib/debroot.sh, never
+# installed here; a machine that has them installed is used as it is):
 #
-#   QEMU (TCG, -cpu qemu64 + SVM + NPT) ── Xen 4.17 (/boot/xen-4.17-amd64.gz)
+#   QEMU (TCG, -cpu qemu64 + SVM + NPT) ── Xen 4.17 (xen-4.17-amd64.gz)
 #       └── dom0: Debian's kernel + an initramfs built here, holding
 #           busybox, bash, the Xen tools (xl, xenstored, xenconsoled,
 #           xen-init-dom0, libxl-save-helper), ZD_TOP's bin/ and tests/,
@@ -42,11 +43,16 @@ XENHOST_SELF=$(readlink -f "${BASH_SOURCE[0]}")
 ZD_TOP=${ZD_TOP:-$(cd "$(dirname "$XENHOST_SELF")/../.." && pwd)}
 BUILD=${BUILD:-build}
 case $BUILD in /*) XENHOST_DIR=$BUILD/xenhost ;; *) XENHOST_DIR=$ZD_TOP/$BUILD/xenhost ;; esac
-XEN_GZ=${XENHOST_XEN:-/boot/xen-4.17-amd64.gz}
-XEN_TOOLS=/usr/lib/xen-4.17/bin
-# Module helpers (order, ELF dependencies) are vmhost.sh's.
+# Module helpers (order, ELF dependencies) and where the kernel comes from
+# (VMHOST_KROOT: debroot.sh's unpacked tree, else this machine) are
+# vmhost.sh's. Xen and its tools come from the same place.
 # shellcheck source=vmhost.sh
 . "$(dirname "$XENHOST_SELF")/vmhost.sh"
+XEN_ROOT=
+[ -r "$DEBROOT_ROOT/boot/xen-4.17-amd64.gz" ] && XEN_ROOT=$DEBROOT_ROOT
+XEN_GZ=${XENHOST_XEN:-$XEN_ROOT/boot/xen-4.17-amd64.gz}
+# The tools' directory in dom0; on this machine they are under XEN_ROOT.
+XEN_TOOLS=/usr/lib/xen-4.17/bin
 
 xenhost_err() { echo "xenhost: $*" >&2; }
 xenhost_say() { [ "${XENHOST_VERBOSE:-0}" = 1 ] && echo "xenhost: $*" >&2; return 0; }
@@ -57,9 +63,9 @@ XENHOST_MODULES="xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs"
 # The newest Debian kernel whose modules include the Xen ones.
 xenhost_find_kernel() {
 	local k v
-	for k in /boot/vmlinuz-*; do
+	for k in "$VMHOST_KROOT"/boot/vmlinuz-*; do
 		[ -e "$k" ] || continue
-		v=${k#/boot/vmlinuz-}
+		v=${k#"$VMHOST_KROOT"/boot/vmlinuz-}
 		[ -n "$(vmhost_mod_path "$v" xen-privcmd 2>/dev/null)" ] && echo "$v"
 	done | sort -V | tail -1
 }
@@ -70,14 +76,14 @@ xenhost_why_not() {
 	if ! command -v qemu-system-x86_64 >/dev/null; then
 		echo "no qemu-system-x86_64 (Debian qemu-system-x86): Xen tests skipped"
 	elif [ ! -r "$XEN_GZ" ]; then
-		echo "no $XEN_GZ (Debian xen-hypervisor-4.17-amd64): Xen tests skipped"
+		echo "no $XEN_GZ (Debian xen-hypervisor-4.17-amd64; make deps unpacks it into $BUILD/debroot): Xen tests skipped"
 	elif for t in xl xenstored xenconsoled xen-init-dom0 libxl-save-helper; do
-		[ -x "$XEN_TOOLS/$t" ] || exit 0; done; false; then
-		echo "no Xen tools in $XEN_TOOLS (Debian xen-utils-4.17): Xen tests skipped"
+		[ -x "$XEN_ROOT$XEN_TOOLS/$t" ] || exit 0; done; false; then
+		echo "no Xen tools in $XEN_ROOT$XEN_TOOLS (Debian xen-utils-4.17): Xen tests skipped"
 	elif [ ! -x /bin/busybox ] || ! command -v cpio >/dev/null; then
 		echo "no busybox-static or cpio: Xen tests skipped"
 	elif [ -z "$(xenhost_find_kernel)" ]; then
-		echo "no Debian kernel with the Xen modules in /boot and /lib/modules: Xen tests skipped"
+		echo "no Debian kernel with the Xen modules (make deps unpacks one into $BUILD/debroot): Xen tests skipped"
 	elif ! command -v cc >/dev/null; then
 		echo "no C compiler for the guest's /init: Xen tests skipped"
 	else
@@ -139,18 +145,18 @@ xenhost_initrd() {
 	for m in $mods; do
 		base=${m##*/}
 		case $base in
-		*.ko.xz) xz -dc "/lib/modules/$kver/$m" >"$stage/mod/${base%.xz}"; base=${base%.xz} ;;
-		*.ko.zst) zstd -qdc "/lib/modules/$kver/$m" >"$stage/mod/${base%.zst}"; base=${base%.zst} ;;
-		*) cp "/lib/modules/$kver/$m" "$stage/mod/$base" ;;
+		*.ko.xz) xz -dc "$VMHOST_KROOT/lib/modules/$kver/$m" >"$stage/mod/${base%.xz}"; base=${base%.xz} ;;
+		*.ko.zst) zstd -qdc "$VMHOST_KROOT/lib/modules/$kver/$m" >"$stage/mod/${base%.zst}"; base=${base%.zst} ;;
+		*) cp "$VMHOST_KROOT/lib/modules/$kver/$m" "$stage/mod/$base" ;;
 		esac || return 1
 		echo "$base" >>"$stage/mod/order"
 	done
 	mkdir -p "$stage$XEN_TOOLS"
 	for f in xl xenstored xenconsoled xen-init-dom0 libxl-save-helper; do
-		cp -L "$XEN_TOOLS/$f" "$stage$XEN_TOOLS/$f"
-		files+=("$XEN_TOOLS/$f")
+		cp -L "$XEN_ROOT$XEN_TOOLS/$f" "$stage$XEN_TOOLS/$f"
+		files+=("$XEN_ROOT$XEN_TOOLS/$f")
 	done
-	cp /etc/xen/xl.conf "$stage/etc/xen/" 2>/dev/null
+	cp "$XEN_ROOT/etc/xen/xl.conf" "$stage/etc/xen/" 2>/dev/null
 	for f in "$(command -v bash)"; do
 		mkdir -p "$stage$(dirname "$f")"
 		cp -L "$f" "$stage$f"
@@ -180,7 +186,7 @@ xenhost_initrd() {
 	mkdir -p "$stage/lib64"
 	cp -L /lib64/ld-linux-x86-64.so.2 "$stage/lib64/"
 	# The guest: the same kernel, and an initramfs that is just its /init.
-	cp "/boot/vmlinuz-$kver" "$stage/guest/vmlinuz"
+	cp "$VMHOST_KROOT/boot/vmlinuz-$kver" "$stage/guest/vmlinuz"
 	mkdir -p "$run/guest"
 	cc -static -O2 -o "$run/guest/init" "$ZD_TOP/tests/xen/guest_writer.c" || return 1
 	(cd "$run/guest" && echo init | cpio -o -H newc -R 0:0 --quiet) >"$stage/guest/initrd.cpio" || return 1
@@ -232,7 +238,7 @@ xenhost_boot() {
 		-smp 2 -m 2048 -nodefaults -display none -monitor none -no-reboot \
 		-kernel "$run/xen" \
 		-append "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=warning guest_loglvl=warning noreboot" \
-		-initrd "/boot/vmlinuz-$kver console=hvc0 earlyprintk=xen rdinit=/init quiet loglevel=4,$run/dom0.cpio" \
+		-initrd "$VMHOST_KROOT/boot/vmlinuz-$kver console=hvc0 earlyprintk=xen rdinit=/init quiet loglevel=4,$run/dom0.cpio" \
 		-serial "file:$run/console.log" </dev/null >"$run/qemu.log" 2>&1 &
 	qpid=$!
 	trap "xenhost_abort $qpid $(printf %q "$run") 130" INT

@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1259,6 +1261,79 @@ static void test_names(void **state)
 	assert_string_equal(zd_mode_name(ZD_MODE_BUFFERED), "buffered");
 }
 
+/* zd-stat's way out of a wait on a silent pipe: a signal handler sets the
+ * reader's stop_flag, the wait ends (ZD_RERR_IO, EINTR); idle() runs
+ * between timed waits meanwhile. */
+static volatile sig_atomic_t alarm_flag;
+static void on_alarm(int sig) { alarm_flag = 1; }
+static int idle_calls, idle_wfd = -1;
+/* 5 ms waits; after 2 s (a reader deaf to the flag) junk comes in, so the
+ * read fails the checks below instead of waiting for ever */
+static int count_idle(void *arg)
+{
+	static const uint8_t junk[12] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+
+	if (++idle_calls == 400 && write(idle_wfd, junk, sizeof(junk)) != (ssize_t)sizeof(junk))
+		fail_msg("write: %s", strerror(errno));
+	return 5;
+}
+
+static void test_stop_flag_and_idle(void **state)
+{
+	struct zd_record h, r;
+	struct zd_writer w;
+	struct zd_reader rd;
+	struct sigaction sa = { .sa_handler = on_alarm }, old;
+	struct itimerval it = { .it_value = { .tv_usec = 60000 } };
+	int p[2];
+
+	assert_int_equal(pipe(p), 0);
+	zd_record_init(&h, ZD_REC_HEADER);
+	h.u.header.page_size = 4096;
+	h.u.header.page_count = 16;
+	h.u.header.target = "synth:pages=16";
+	h.u.header.control = "";
+	zd_writer_init(&w, p[1], ZD_ENC_BINARY);
+	assert_int_equal(zd_writer_put(&w, &h), 0);
+	assert_int_equal(zd_writer_flush(&w), 0);
+
+	sigemptyset(&sa.sa_mask);	/* no SA_RESTART: as zd-stat's, or not, the wait ends */
+	assert_int_equal(sigaction(SIGALRM, &sa, &old), 0);
+	zd_reader_init(&rd, p[0], "pipe");
+	alarm_flag = 0;
+	rd.stop_flag = &alarm_flag;
+	sigemptyset(&rd.stop_sigs);
+	sigaddset(&rd.stop_sigs, SIGALRM);
+	rd.idle = count_idle;
+	idle_wfd = p[1];
+	assert_int_equal(zd_reader_next(&rd, &r), 1);
+	assert_int_equal(r.type, ZD_REC_HEADER);
+	zd_record_free(&r);
+	/* the write end stays open: the next read waits until the alarm */
+	idle_calls = 0;
+	assert_int_equal(setitimer(ITIMER_REAL, &it, NULL), 0);
+	assert_int_equal(zd_reader_next(&rd, &r), -1);
+	assert_int_equal(rd.err, ZD_RERR_IO);
+	assert_non_null(strstr(rd.msg, strerror(EINTR)));
+	assert_true(alarm_flag);
+	assert_true(idle_calls >= 5);	/* 60 ms of 5 ms waits, give or take */
+	zd_reader_free(&rd);
+
+	/* flag already set: no wait at all, even with input to read */
+	assert_int_equal(write(p[1], "x", 1), 1);
+	zd_reader_init(&rd, p[0], "pipe");
+	rd.stop_flag = &alarm_flag;
+	sigemptyset(&rd.stop_sigs);
+	assert_int_equal(zd_reader_next(&rd, &r), -1);
+	assert_int_equal(rd.err, ZD_RERR_IO);
+	zd_reader_free(&rd);
+
+	sigaction(SIGALRM, &old, NULL);
+	zd_writer_free(&w);
+	close(p[0]);
+	close(p[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1280,6 +1355,7 @@ int main(void)
 		cmocka_unit_test(test_unknown_records_survive),
 		cmocka_unit_test(test_pipe_small_writes_binary),
 		cmocka_unit_test(test_pipe_small_writes_json),
+		cmocka_unit_test(test_stop_flag_and_idle),
 		cmocka_unit_test(test_man_page_examples),
 		cmocka_unit_test(test_writer_refuses_bad_records),
 		cmocka_unit_test(test_names),

@@ -201,12 +201,53 @@ static void test_precopy_from_track_stat(void **state)
 	zd_stat_free(s);
 }
 
+/* zd-send's log: no PAGES, a STAT "send" per epoch with the pages it put
+ * on the wire. Those are the pages sent (the "sent 0 with 11 MB on the
+ * wire" bug); where both are seen, STAT "send" wins over PAGES. */
+static void test_pages_from_send_stat(void **state)
+{
+	struct zd_stat *s = zd_stat_new();
+	const struct zd_stat_row *rows;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	checkpoint(s, 1, 1000);
+	add_set(s, ZD_REC_DIRTY, 1, 0, 10, 0);
+	add_stat(s, 1, "send", "pages", 10, "wire_bytes", 41000);
+	checkpoint(s, 2, 1000);
+	add_set(s, ZD_REC_DIRTY, 2, 0, 3, 0);
+	add_stat(s, 2, "send", "pages", 3, "wire_bytes", 12300);
+	/* epoch 3: PAGES before and after the STAT: only the STAT counts */
+	checkpoint(s, 3, 1000);
+	add_set(s, ZD_REC_PAGES, 3, 0, 2, 0);
+	add_stat(s, 3, "send", "pages", 7, NULL, 0);
+	add_set(s, ZD_REC_PAGES, 3, 5, 4, 0);
+	/* epoch 4: PAGES only */
+	checkpoint(s, 4, 1000);
+	add_set(s, ZD_REC_PAGES, 4, 0, 6, 0);
+	zd_stat_finish(s);
+	assert_int_equal(zd_stat_rows(s, &rows), 4);
+	assert_int_equal(rows[0].pages_sent, 10);
+	assert_int_equal(rows[1].pages_sent, 3);
+	assert_int_equal(rows[2].pages_sent, 7);
+	assert_int_equal(rows[3].pages_sent, 6);
+
+	f = open_memstream(&buf, &len);
+	zd_stat_print_table(s, f);
+	fclose(f);
+	assert_non_null(strstr(buf, "; sent 26\n"));
+	free(buf);
+	zd_stat_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_percentile),
 		cmocka_unit_test(test_rows_and_summary),
 		cmocka_unit_test(test_precopy_from_track_stat),
+		cmocka_unit_test(test_pages_from_send_stat),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
