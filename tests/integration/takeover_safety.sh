@@ -158,9 +158,10 @@ else
 fi
 
 # 7. The failover command: whole past 511 bytes; SIGPIPE at its default in
-# the fence and the command (SigIgn bit 12 is SIGPIPE).
-long=": $(head -c 600 /dev/zero | tr '\0' x); awk '/^SigIgn/ {print \$2}' /proc/self/status >$TMP/cmd8"
-zd-recv --stdio --replica "$TMP/r8" --no-fsync --fence "awk '/^SigIgn/ {print \$2}' /proc/self/status >$TMP/fence8" \
+# the fence and the command (SigIgn bit 12 is SIGPIPE). Read by sed: gawk
+# ignores SIGPIPE itself, so its own /proc/self/status would show it.
+long=": $(head -c 600 /dev/zero | tr '\0' x); sed -n 's/^SigIgn:[[:space:]]*//p' /proc/self/status >$TMP/cmd8"
+zd-recv --stdio --replica "$TMP/r8" --no-fsync --fence "sed -n 's/^SigIgn:[[:space:]]*//p' /proc/self/status >$TMP/fence8" \
 	--on-failover "$long" <"$TMP/cut.json" >/dev/null 2>"$TMP/r8.err"
 rc=$?
 if [ "$rc" = 0 ] && [ -s "$TMP/cmd8" ]; then
