@@ -64,7 +64,7 @@ out=$(zd --help)
 
 expect_fail "no command" 2 "^zd: missing command" zd
 expect_fail "unknown command" 2 "^zd: unknown command 'fly'" zd fly
-expect_fail "run: no arguments" 2 "run: want VM_CONTROL_SOCKET BACKUP, got 0 arguments" zd run
+expect_fail "run: no arguments" 2 "run: want TARGET BACKUP, got 0 arguments" zd run
 expect_fail "run: three arguments" 2 "got 3 arguments" zd run a b c
 expect_fail "run: unknown option" 2 "run: unknown option '--bogus'" zd run --bogus a b
 expect_fail "run: bad mode" 2 "--mode 'fast': want remus, buffered or zddspt" zd run --mode fast a b
@@ -77,9 +77,17 @@ expect_fail "failover: a missing replica (zd-vm --restore's refusal)" 4 \
 # A real socket that is no zd-vm is zd-track's to refuse; a missing one is ours.
 expect_fail "run: no socket there" 4 "run: $TMP/none.sock: not a socket" zd run "$TMP/none.sock" local:"$TMP/r"
 python3 -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' "$TMP/s.sock"
-expect_fail "run: BACKUP without a port" 2 "BACKUP 'host2': want HOST:PORT or local:DIR" zd run "$TMP/s.sock" host2
+expect_fail "run: BACKUP without a port" 2 "BACKUP 'host2': want HOST:PORT, local:DIR or ssh:\\[USER@\\]HOST:DIR" zd run "$TMP/s.sock" host2
+expect_fail "run: --reprotect with a HOST:PORT backup" 2 "--reprotect goes with a local: or ssh: backup" \
+	zd run --reprotect 127.0.0.1:9 synth:pages=64 127.0.0.1:9
+expect_fail "run: --reprotect without a port" 2 "--reprotect 'backup2': want HOST:PORT" zd run --reprotect backup2 synth:pages=64 local:$TMP/r
+zd-track synth:pages=64,dirty=4 --epochs 2 --interval 0 2>/dev/null | zd-recv --stdio --replica "$TMP/synthrep" >/dev/null 2>&1
+expect_fail "failover --reprotect of a replica that is not zd-vm's" 4 "not the replica of a zd-vm \\(kvm:\\) VM" \
+	zd failover "$TMP/synthrep" --reprotect 127.0.0.1:9
 expect_fail "run: local: without DIR" 2 "local: wants a directory" zd run "$TMP/s.sock" local:
-expect_fail "status: no DIR" 2 "status: want DIR" zd status
+expect_fail "status: two arguments" 2 "status: want DIR, --json or nothing" zd status a b
+out=$(zd status --json)
+[ "$(echo "$out" | jq length)" = 0 ] && ok "status --json with nothing running: []" || not_ok "status --json with nothing running: []" "$out"
 expect_fail "status: not a replica" 4 "." zd status "$TMP"
 expect_fail "measure: no DIR" 2 "measure: want DIR" zd measure --mode remus
 expect_fail "measure: --dirty x" 2 "--dirty 'x'" zd measure --dirty x "$TMP/m"
