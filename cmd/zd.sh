@@ -172,7 +172,9 @@ cmd_run() {
 		rtmp=$(mktemp -d "${TMPDIR:-/tmp}/zd-recv.XXXXXX") || die 1 "run: mktemp failed"
 		rlog=$rtmp/recv.err
 		trap run_cleanup EXIT
-		zd-recv --listen 127.0.0.1:0 --port-file "$rtmp/port" --replica "$rdir" --once $verify $verbose \
+		# Ready is when the backup holds a checkpoint (zd-track says so), not
+		# when this zd-recv listens: it does not tell a service manager.
+		NOTIFY_SOCKET= zd-recv --listen 127.0.0.1:0 --port-file "$rtmp/port" --replica "$rdir" --once $verify $verbose \
 			"${hb[@]+"${hb[@]}"}" "${key[@]+"${key[@]}"}" "${local_extra[@]+"${local_extra[@]}"}" \
 			2> >(tee "$rlog" >&2) &
 		recv_pid=$!
