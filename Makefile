@@ -13,12 +13,12 @@ DESTDIR ?=
 CC ?= cc
 BUILD ?= build
 
-PKGS := jansson libzstd libxxhash libisal libsystemd
+PKGS := jansson libzstd libxxhash libisal libsystemd libsodium
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes
 CFLAGS ?= -O2 -g
 ZD_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -Ilib \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljansson -lzstd -lxxhash -lisal -lsystemd) -lpthread -lm
+LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljansson -lzstd -lxxhash -lisal -lsystemd -lsodium) -lpthread -lm
 
 # Hardened as Debian builds its packages; the user's CPPFLAGS and LDFLAGS
 # come on top (make CPPFLAGS=... LDFLAGS=...). PIE is gcc's default here.
@@ -104,7 +104,7 @@ $(BUILD)/tests-asan/%: $(BUILD)/asan/tests/unit/%.o $(BUILD)/libzd-asan.a
 deps-ok:
 	@if ! { command -v pkg-config >/dev/null && pkg-config --exists $(PKGS); }; then \
 		if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory deps-build; \
-		else echo "zd: missing build dependencies; run 'make deps' as root" >&2; exit 1; fi; \
+		else echo "zd: missing build dependencies ($$(for p in $(PKGS); do pkg-config --exists $$p 2>/dev/null || printf '%s ' $$p; done)); run 'make deps' as root" >&2; exit 1; fi; \
 	fi
 
 # The one package list: `make deps` (which .ci/run and `make check` run)
