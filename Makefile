@@ -107,7 +107,7 @@ deps-ok:
 	fi
 
 DEB_BUILD := build-essential pkg-config libjansson-dev libzstd-dev libxxhash-dev libisal-dev \
-	libcmocka-dev libxen-dev libsodium-dev jq gnuplot-nox
+	libcmocka-dev libxen-dev libnl-route-3-dev libsodium-dev jq gnuplot-nox
 DEB_TEST := iproute2 nftables openssh-server openssh-client procps psmisc python3 clang libclang-rt-14-dev shellcheck bash-completion \
 	qemu-system-x86 linux-image-amd64 busybox-static cpio xz-utils zstd kmod xen-hypervisor-4.17-amd64 xen-utils-4.17
 # $(call apt_install,PACKAGES): install those not installed yet.
