@@ -116,7 +116,7 @@ deps-ok:
 # it). DEB_TEST's libyajl2, libncurses6 and libwrap0 are what the unpacked
 # xl and sshd link against.
 DEB_BUILD := build-essential pkg-config libjansson-dev libzstd-dev libxxhash-dev libisal-dev \
-	libcmocka-dev libxen-dev libsodium-dev libsystemd-dev jq gnuplot-nox
+	libcmocka-dev libxen-dev libnl-route-3-dev libsodium-dev libsystemd-dev jq gnuplot-nox
 DEB_TEST := iproute2 nftables openssh-client procps psmisc python3 clang libclang-rt-14-dev shellcheck bash-completion \
 	qemu-system-x86 busybox-static cpio xz-utils zstd kmod libyajl2 libncurses6 libwrap0 \
 	libxml2-utils bc gawk

@@ -20,7 +20,7 @@ static void help(void)
 	       "\n"
 	       "Targets:\n"
 	       "  %s\n  %s\n  kvm:SOCKET  (a VM run by zd-vm --control SOCKET)\n"
-	       "  xen:NAME|DOMID  (a PVH or HVM domain of this Xen host)\n"
+	       "  xen:NAME|DOMID[,output-commit=on|off]  (a PVH or HVM domain of this Xen host)\n"
 	       "\n"
 	       "  -i, --interval MS      checkpoint interval, 0 = back to back (default 25)\n"
 	       "  -n, --epochs N         stop after N epochs (default: until SIGINT/SIGTERM)\n"

@@ -31,6 +31,9 @@
  *
  * PV guests cannot be tracked: Debian's Xen (and any Xen built without
  * CONFIG_SHADOW_PAGING) has no log-dirty for them.
+ *
+ * Output commit (xen:NAME,output-commit=on|off, default on): the guest's
+ * network output waits in dom0 for the ACK of its epoch; xen_netbuf.c.
  */
 #include "zd/target.h"
 
@@ -48,6 +51,7 @@
 #include <xenstore.h>
 #include <xxhash.h>
 
+#include "xen_netbuf.h"
 #include "zd/util.h"
 
 #define XEN_PAGE 4096u
@@ -98,6 +102,10 @@ struct xen_priv {
 	bool served;			/* read_pages gave cc's pages in this pause */
 
 	uint8_t *audit;			/* ZD_XEN_AUDIT=1: every page as read_pages gave it */
+
+	bool output_commit;		/* the spec's output-commit (tracker role) */
+	char name[64];			/* the spec's NAME|DOMID, options cut off */
+	struct xen_netbuf *nb;		/* the vifs' output held, NULL: none */
 };
 
 static void set_err(struct zd_target *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -280,7 +288,10 @@ static int xen_connect(struct zd_target *t, const char *args, bool tracker)
 	zd_pageset_init(&p->pending);
 	p->hb = (xc_hypercall_buffer_t){ .hbuf = NULL, .param_shadow = NULL,
 					 HYPERCALL_BUFFER_INIT_NO_BOUNCE };
-	if ((r = resolve(t, args, &p->domid)) < 0)
+	if (xen_spec_parse(args, p->name, sizeof(p->name), &p->output_commit, t->err,
+			   sizeof(t->err)) < 0)
+		return -2;
+	if ((r = resolve(t, p->name, &p->domid)) < 0)
 		return r;
 	p->xch = xc_interface_open(NULL, NULL, 0);
 	if (!p->xch) {
@@ -330,6 +341,7 @@ static void xen_close(struct zd_target *t)
 
 	if (!p)
 		return;
+	xen_netbuf_close(p->nb);
 	if (p->xch && p->logdirty)
 		xc_shadow_control(p->xch, p->domid, XEN_DOMCTL_SHADOW_OP_OFF, NULL, 0);
 	if (p->xch && p->paused)
@@ -657,6 +669,9 @@ static int xen_open(struct zd_target *t, const char *args)
 		goto fail;
 	}
 	p->logdirty = true;
+	/* Before the guest runs again: epoch 1's output is held too. */
+	if (p->output_commit && xen_netbuf_open(&p->nb, p->domid, p->name, t->err, sizeof(t->err)) < 0)
+		goto fail;
 	p->bm_pages = (size_t)((p->ngfn + 7) / 8 + XEN_PAGE - 1) / XEN_PAGE;
 	p->bm = xc__hypercall_buffer_alloc_pages(p->xch, &p->hb, (int)p->bm_pages);
 	if (!p->bm) {
@@ -734,7 +749,6 @@ static int xen_pause(struct zd_target *t, uint64_t epoch)
 {
 	struct xen_priv *p = t->priv;
 
-	(void)epoch;
 	/* Synchronous: returns once every vCPU is off the CPUs. */
 	if (xc_domain_pause(p->xch, p->domid) < 0) {
 		set_err(t, "pause: %s", strerror(errno));
@@ -742,7 +756,17 @@ static int xen_pause(struct zd_target *t, uint64_t epoch)
 	}
 	p->paused = true;
 	p->ckpt = p->served = false;
+	/* What the guest sent until now belongs to this checkpoint. */
+	if (p->nb && xen_netbuf_mark(p->nb, epoch, t->err, sizeof(t->err)) < 0)
+		return -1;
 	return 0;
+}
+
+static int xen_release_output(struct zd_target *t, uint64_t epoch)
+{
+	struct xen_priv *p = t->priv;
+
+	return p->nb ? xen_netbuf_release(p->nb, epoch, t->err, sizeof(t->err)) : 0;
 }
 
 static int xen_resume(struct zd_target *t)
@@ -941,7 +965,7 @@ static int xen_get_state(struct zd_target *t, uint32_t *kind, uint8_t **data, ui
 
 const struct zd_target_ops zd_target_xen = {
 	.scheme = "xen",
-	.usage = "xen:NAME|DOMID  a PVH or HVM domain of this Xen host (dom0, root)",
+	.usage = "xen:NAME|DOMID[,output-commit=on|off]  a PVH or HVM domain of this Xen host (dom0, root)",
 	.open = xen_open,
 	.attach = xen_attach,
 	.close = xen_close,
@@ -953,6 +977,7 @@ const struct zd_target_ops zd_target_xen = {
 	.read_pages = xen_read_pages,
 	.get_state = xen_get_state,
 	.memsum = xen_memsum,
+	.release_output = xen_release_output,
 	.copy_frozen_paused = true,	/* no write-protect on Xen yet */
 };
 

@@ -127,5 +127,16 @@ expect_fail "synth: dirty > pages" 2 '^zd-track: synth:pages=8,dirty=9: dirty=9 
 expect_fail "synth: hot outside [0,1]" 2 '^zd-track: synth:pages=8,dirty=1,hot=1.5: hot=1.5: want a fraction in \[0,1\]' zd-track synth:pages=8,dirty=1,hot=1.5
 expect_fail "trace: missing file" 4 '^zd-track: trace:/nonexistent/t\.zds: /nonexistent/t\.zds: No such file or directory' zd-track trace:/nonexistent/t.zds
 expect_fail "trace: not a stream" 4 "^zd-track: trace:$TMP/text: $TMP/text: byte 0: " zd-track "trace:$TMP/text"
+# The xen: target's options are checked before it looks for Xen (where the
+# build has the target: libxen-dev).
+if zd-track xen: --epochs 1 2>&1 | grep -q 'want xen:NAME'; then
+	expect_fail "xen: output-commit neither on nor off" 2 \
+		'^zd-track: xen:g,output-commit=maybe: output-commit=maybe: want on or off' zd-track xen:g,output-commit=maybe
+	expect_fail "xen: unknown option" 2 "^zd-track: xen:g,bogus=1: unknown option 'bogus=1' \\(want output-commit=on\\|off\\)" \
+		zd-track xen:g,bogus=1
+else
+	skip "xen: output-commit neither on nor off" "this build has no xen: target"
+	skip "xen: unknown option" "this build has no xen: target"
+fi
 
 done_testing

@@ -21,7 +21,7 @@
 # (the Makefile's DEB_TEST installs them); only these packages are
 # unpacked:
 #   linux-image-amd64's kernel package (its depmod runs here, on the tree),
-#   xen-hypervisor-4.17-amd64, xen-utils-4.17, xen-utils-common,
+#   xen-hypervisor-4.17-amd64, xen-utils-4.17, xen-utils-common, xenstore-utils,
 #   openssh-server, resource-agents (ocf-tester and ocf-shellfuncs for
 #   tests/e2e/ocf_agent.sh: its cluster-glue dependency would start a
 #   daemon).
@@ -56,7 +56,7 @@ debroot_pkgs() {
 			k=$(debroot_kernel_pkg)
 			[ -n "$k" ] || { debroot_err "apt knows no kernel behind linux-image-amd64 (apt-get update?)"; return 1; }
 			echo "$k" ;;
-		xen) echo xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common ;;
+		xen) echo xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils ;;
 		sshd) echo openssh-server ;;
 		ocf) echo resource-agents ;;
 		*) debroot_err "unknown part '$part': want kernel, xen, sshd or ocf"; return 2 ;;

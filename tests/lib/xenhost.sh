@@ -14,8 +14,18 @@
 #           xen-init-dom0, libxl-save-helper), ZD_TOP's bin/ and tests/,
 #           $BUILD/tests/xen_*, every shared library they need (ldd, plus
 #           ld-linux and libgcc_s: xl aborts without it), and /guest: the
-#           same kernel and an initramfs whose /init is tests/xen/
-#           guest_writer (a PVH guest that keeps writing 8 MiB).
+#           same kernel and an initramfs with busybox, the xen-netfront
+#           module and tests/xen/guest_writer (a PVH guest that keeps
+#           writing 8 MiB and serves "seq N" on TCP port 7777); its /init
+#           configures eth0 (10.77.0.2/24, or ZD_GUEST_IP= on the guest's
+#           command line) when the domain has a vif.
+#
+# dom0's network: the bridge xenbr0 at 10.77.0.1/24, no uplink; a guest
+# created with vif="bridge=xenbr0,script=/zd/tests/xen/vif-zd" is on it
+# (tests/xen/xenlib.sh). The modules output commit needs (ifb,
+# sch_ingress, act_mirred, cls_matchall) are loaded; sch_plug is only
+# copied to /mod/sch_plug.ko, so a test sees zd-track refuse without it
+# before it loads it (tests/xen/netbuf.sh).
 #
 # dom0's /init loads the Xen modules, mounts xenfs, starts xenstored,
 # xen-init-dom0 and xenconsoled, brings lo up, then runs
@@ -58,7 +68,12 @@ xenhost_err() { echo "xenhost: $*" >&2; }
 xenhost_say() { [ "${XENHOST_VERBOSE:-0}" = 1 ] && echo "xenhost: $*" >&2; return 0; }
 xenhost_usage() { echo "usage: xenhost.sh run [--timeout SEC] -- SCRIPT [ARG...]"; }
 
-XENHOST_MODULES="xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs"
+XENHOST_MODULES="xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-netback bridge \
+ifb sch_ingress act_mirred cls_matchall"
+# Copied into dom0's /mod, not loaded: the tests load them when they want.
+XENHOST_MODULES_LATER="sch_plug"
+# The guest's (its initramfs /lib).
+XENHOST_GUEST_MODULES="xen-netfront"
 
 # The newest Debian kernel whose modules include the Xen ones.
 xenhost_find_kernel() {
@@ -118,6 +133,14 @@ xenstored --pid-file=/run/xenstored.pid >/dev/null 2>&1 || { say "xenhost-dom0: 
 xen-init-dom0 >/dev/null 2>&1 || say "xenhost-dom0: xen-init-dom0 failed"
 xenconsoled --log=guest --log-dir=/var/log/xen || say "xenhost-dom0: xenconsoled failed"
 ip link set lo up
+# The guests' network (tests/xen/vif-zd adds each vif): no uplink.
+if brctl addbr xenbr0 2>/dev/null; then
+	brctl setfd xenbr0 0
+	ip addr add 10.77.0.1/24 dev xenbr0
+	ip link set xenbr0 up
+else
+	say "xenhost-dom0: cannot create the bridge xenbr0"
+fi
 hostname zd-xenhost
 . /xenhost.env
 say "ZD-XENHOST-READY uptime $(cut -d' ' -f1 /proc/uptime)"
@@ -130,33 +153,76 @@ finish "$(cat /tmp/xenhost.rc 2>/dev/null || echo 125)"
 EOF
 }
 
+# xenhost_copy_mods KVER DIR ORDER MODULE...: the modules and what they
+# need, uncompressed, into DIR; their names in load order appended to the
+# file ORDER.
+xenhost_copy_mods() {
+	local kver=$1 dir=$2 order=$3 mods m base; shift 3
+	mods=$(vmhost_mod_order "$kver" "$@") || return 1
+	case $mods in *missing:*)
+		xenhost_err "no module $(echo "$mods" | sed -n 's/^missing://p' | head -1) in kernel $kver"
+		return 1 ;;
+	esac
+	for m in $mods; do
+		base=${m##*/}
+		case $base in
+		*.ko.xz) xz -dc "$VMHOST_KROOT/lib/modules/$kver/$m" >"$dir/${base%.xz}"; base=${base%.xz} ;;
+		*.ko.zst) zstd -qdc "$VMHOST_KROOT/lib/modules/$kver/$m" >"$dir/${base%.zst}"; base=${base%.zst} ;;
+		*) cp "$VMHOST_KROOT/lib/modules/$kver/$m" "$dir/$base" ;;
+		esac || return 1
+		echo "$base" >>"$order"
+	done
+}
+
+# The guest's /init: busybox sh. With a vif (xl's vif=), netfront and eth0
+# at ZD_GUEST_IP; then guest_writer, which writes memory and serves.
+xenhost_guest_init() {
+	cat <<'GEOF'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+ip link set lo up
+if [ -e /sys/bus/xen/devices/vif-0 ]; then
+	for m in $(cat /lib/mod.order); do insmod "/lib/$m"; done
+	i=0
+	while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	if ip addr add "${ZD_GUEST_IP:-10.77.0.2/24}" dev eth0 && ip link set eth0 up; then
+		echo "ZD-GUEST-NET eth0 ${ZD_GUEST_IP:-10.77.0.2/24}"
+	else
+		echo "ZD-GUEST-NONET: eth0 did not come up"
+	fi
+fi
+exec /bin/guest_writer
+GEOF
+}
+
 # xenhost_initrd RUN KVER SCRIPT ARG...: dom0's initramfs, uncompressed (no
 # decompression under TCG).
 xenhost_initrd() {
 	local run=$1 kver=$2; shift 2
-	local stage=$run/stage mods m base files=() f d
-	mods=$(vmhost_mod_order "$kver" $XENHOST_MODULES) || return 1
+	local stage=$run/stage m files=() f d
 	mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,mod,guest,etc/xen,var/log/xen}
 	cp /bin/busybox "$stage/bin/busybox"
 	for m in $(/bin/busybox --list); do
 		[ "$m" = busybox ] || ln -s busybox "$stage/bin/$m"
 	done
 	: >"$stage/mod/order"
-	for m in $mods; do
-		base=${m##*/}
-		case $base in
-		*.ko.xz) xz -dc "$VMHOST_KROOT/lib/modules/$kver/$m" >"$stage/mod/${base%.xz}"; base=${base%.xz} ;;
-		*.ko.zst) zstd -qdc "$VMHOST_KROOT/lib/modules/$kver/$m" >"$stage/mod/${base%.zst}"; base=${base%.zst} ;;
-		*) cp "$VMHOST_KROOT/lib/modules/$kver/$m" "$stage/mod/$base" ;;
-		esac || return 1
-		echo "$base" >>"$stage/mod/order"
-	done
+	xenhost_copy_mods "$kver" "$stage/mod" "$stage/mod/order" $XENHOST_MODULES || return 1
+	xenhost_copy_mods "$kver" "$stage/mod" "$stage/mod/later" $XENHOST_MODULES_LATER || return 1
 	mkdir -p "$stage$XEN_TOOLS"
 	for f in xl xenstored xenconsoled xen-init-dom0 libxl-save-helper; do
 		cp -L "$XEN_ROOT$XEN_TOOLS/$f" "$stage$XEN_TOOLS/$f"
 		files+=("$XEN_ROOT$XEN_TOOLS/$f")
 	done
 	cp "$XEN_ROOT/etc/xen/xl.conf" "$stage/etc/xen/" 2>/dev/null
+	# xenstore-read/-write: the vif hotplug script (tests/xen/vif-zd).
+	mkdir -p "$stage/usr/bin"
+	for f in xenstore-read xenstore-write; do
+		cp -L "$XEN_ROOT/usr/bin/$f" "$stage/usr/bin/$f" || return 1
+		files+=("$XEN_ROOT/usr/bin/$f")
+	done
 	for f in "$(command -v bash)"; do
 		mkdir -p "$stage$(dirname "$f")"
 		cp -L "$f" "$stage$f"
@@ -185,11 +251,17 @@ xenhost_initrd() {
 	vmhost_copy_elf_deps "$stage" "${files[@]}"
 	mkdir -p "$stage/lib64"
 	cp -L /lib64/ld-linux-x86-64.so.2 "$stage/lib64/"
-	# The guest: the same kernel, and an initramfs that is just its /init.
+	# The guest: the same kernel, and an initramfs of busybox, netfront
+	# and guest_writer.
 	cp "$VMHOST_KROOT/boot/vmlinuz-$kver" "$stage/guest/vmlinuz"
-	mkdir -p "$run/guest"
-	cc -static -O2 -o "$run/guest/init" "$ZD_TOP/tests/xen/guest_writer.c" || return 1
-	(cd "$run/guest" && echo init | cpio -o -H newc -R 0:0 --quiet) >"$stage/guest/initrd.cpio" || return 1
+	mkdir -p "$run/guest/bin" "$run/guest/lib" "$run/guest/proc" "$run/guest/sys"
+	cp /bin/busybox "$run/guest/bin/busybox"
+	: >"$run/guest/lib/mod.order"
+	xenhost_copy_mods "$kver" "$run/guest/lib" "$run/guest/lib/mod.order" $XENHOST_GUEST_MODULES || return 1
+	cc -static -O2 -o "$run/guest/bin/guest_writer" "$ZD_TOP/tests/xen/guest_writer.c" || return 1
+	xenhost_guest_init >"$run/guest/init"
+	chmod 755 "$run/guest/init"
+	(cd "$run/guest" && find . -mindepth 1 | sort | cpio -o -H newc -R 0:0 --quiet) >"$stage/guest/initrd.cpio" || return 1
 	{
 		printf 'export ZD_TOP=/zd ZD_BIN=/zd/bin BUILD=%q HOME=/root TERM=dumb\n' "$BUILD"
 		printf 'export ZD_XENHOST_GUEST=1 XENHOST_GUEST_KERNEL=/guest/vmlinuz XENHOST_GUEST_INITRD=/guest/initrd.cpio\n'

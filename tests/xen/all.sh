@@ -7,9 +7,11 @@ cd "$(dirname "$0")/../.." || exit 1
 rc=0
 # replicate.sh first: it is what the suite is for, and it ends by
 # destroying its guest, so that unlogged.sh can create one of that name.
-for t in tests/xen/replicate.sh tests/xen/unlogged.sh; do
+# service.sh and netbuf.sh: the guest with a vif (zdnet, zdnb), its
+# service, and output commit; netbuf.sh wants sch_plug not yet loaded.
+for t in tests/xen/replicate.sh tests/xen/unlogged.sh tests/xen/service.sh tests/xen/netbuf.sh; do
 	bash "$t" || rc=1
 	# A part that stopped early may have left its guest behind.
-	xl destroy zdguest >/dev/null 2>&1
+	for g in zdguest zdnet zdnb; do xl destroy "$g" >/dev/null 2>&1; done
 done
 exit $rc

@@ -13,17 +13,31 @@
  * stopped: a checkpoint's pause). CLOCK_REALTIME, not MONOTONIC: under
  * xl remus the guest is suspended, and its monotonic clock hides part of
  * each suspension.
+ * The service (tests/xen/service.sh, netbuf.sh): a child process listens
+ * on TCP port ZD_SERVE_PORT (7777) and answers each request line with
+ * "seq N", N counting up from its own counter, as zd-vm's guest service
+ * does (zd-client is the client). The counter lives in the guest's
+ * memory, so a replica taken at a checkpoint holds it. The guest's /init
+ * (a busybox script xenhost.sh writes) configures eth0 when the domain
+ * has a vif; without one the service listens anyway, unreachable.
  * Static, no libc beyond what -static brings: the guest has nothing else.
  */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #define WS (8u << 20)		/* 8 MiB, as in our xl remus runs */
 #define GAP_MS 10
+
+#define SERVE_PORT 7777
+#define MAX_CLIENTS 16
 
 static int64_t now_ms(void)
 {
@@ -31,6 +45,75 @@ static int64_t now_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One client's unfinished request line. */
+struct svc_client {
+	int fd;
+	size_t len;		/* bytes of it read so far */
+};
+
+/* Answer every request line "seq N"; never returns. Requests of all the
+ * clients share one counter, as zd-vm's guest does. */
+static void serve(unsigned port)
+{
+	static uint64_t counter;	/* the N of "seq N": in guest memory */
+	struct svc_client cl[MAX_CLIENTS];
+	struct pollfd pfd[MAX_CLIENTS + 1];
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	int lfd, one = 1, ncl = 0;
+
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 16) < 0) {
+		perror("zd-guest: service");
+		_exit(1);
+	}
+	printf("ZD-GUEST-SERVING %u\n", port);
+	fflush(stdout);
+	for (;;) {
+		pfd[0] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+		for (int i = 0; i < ncl; i++)
+			pfd[i + 1] = (struct pollfd){ .fd = cl[i].fd, .events = POLLIN };
+		if (poll(pfd, (nfds_t)ncl + 1, -1) < 0)
+			continue;
+		for (int i = ncl - 1; i >= 0; i--) {
+			char buf[512];
+			ssize_t n;
+
+			if (!pfd[i + 1].revents)
+				continue;
+			n = read(cl[i].fd, buf, sizeof(buf));
+			for (ssize_t j = 0; j < n; j++) {
+				char ans[64];
+				int len;
+
+				if (buf[j] != '\n') {
+					cl[i].len++;	/* the text itself does not matter */
+					continue;
+				}
+				cl[i].len = 0;
+				counter++;
+				len = snprintf(ans, sizeof(ans), "seq %llu\n", (unsigned long long)counter);
+				if (write(cl[i].fd, ans, (size_t)len) != len)
+					break;
+			}
+			if (n <= 0) {
+				close(cl[i].fd);
+				cl[i] = cl[--ncl];
+			}
+		}
+		if (pfd[0].revents & POLLIN) {
+			int fd = accept(lfd, NULL, NULL);
+
+			if (fd >= 0 && ncl == MAX_CLIENTS) {
+				close(fd);
+			} else if (fd >= 0) {
+				setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+				cl[ncl++] = (struct svc_client){ .fd = fd };
+			}
+		}
+	}
 }
 
 int main(void)
@@ -47,6 +130,10 @@ int main(void)
 			pause();
 	}
 	memset(ws, 0x5a, WS);
+	/* The service runs beside the writer, in its own process: the
+	 * writer's naps do not delay the answers. */
+	if (fork() == 0)
+		serve(getenv("ZD_SERVE_PORT") ? (unsigned)atoi(getenv("ZD_SERVE_PORT")) : SERVE_PORT);
 	puts("ZD-GUEST-WRITING");
 	fflush(stdout);
 	last = said = now_ms();

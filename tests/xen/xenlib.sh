@@ -3,9 +3,17 @@
 # xen_guest_up NAME [MEM_MB]: create the PVH guest (tests/xen/guest_writer
 # as its /init) and wait until it says it writes memory. XEN_GUEST_EXTRA
 # goes on the guest kernel's command line (ZD_PROGRESS=1: guest_writer
-# reports its progress).
+# reports its progress). XEN_GUEST_NET=1 gives the guest a vif on dom0's
+# bridge xenbr0 (tests/lib/xenhost.sh) through our hotplug script
+# tests/xen/vif-zd, and waits until its service listens at
+# $XEN_GUEST_ADDR (10.77.0.2:7777, guest_writer's).
+XEN_GUEST_ADDR=10.77.0.2:7777
 xen_guest_up() {
-	local name=$1 mem=${2:-96} i
+	local name=$1 mem=${2:-96} i vif="" ready=ZD-GUEST-WRITING
+	if [ "${XEN_GUEST_NET:-0}" = 1 ]; then
+		vif="vif = [ \"mac=00:16:3e:7a:00:02,bridge=xenbr0,script=$ZD_TOP/tests/xen/vif-zd\" ]"
+		ready=ZD-GUEST-SERVING
+	fi
 	cat >"$TMP/$name.cfg" <<CFG
 name = "$name"
 type = "pvh"
@@ -16,6 +24,7 @@ memory = $mem
 vcpus = 1
 on_reboot = "preserve"
 on_crash = "preserve"
+$vif
 CFG
 	local try
 	# A guest that stopped while it booted (the triple faults seen under
@@ -24,7 +33,7 @@ CFG
 	for try in 1 2 3; do
 		xl create -q "$TMP/$name.cfg" >"$TMP/$name.create" 2>&1 || { cat "$TMP/$name.create" >&2; return 1; }
 		for i in $(seq 600); do
-			grep -q ZD-GUEST-WRITING "/var/log/xen/guest-$name.log" 2>/dev/null && return 0
+			grep -q "$ready" "/var/log/xen/guest-$name.log" 2>/dev/null && return 0
 			xl list "$name" 2>/dev/null | awk 'NR == 2 && $5 ~ /[sc]/ {exit 1}' || break
 			sleep 0.2
 		done
