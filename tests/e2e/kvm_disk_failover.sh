@@ -39,7 +39,7 @@ wait_for() {
 gone() { ! kill -0 "$1" 2>/dev/null; }
 commits() { grep -c 'epoch [0-9]* committed' "$1" 2>/dev/null || true; }
 at_least() { [ "$(commits "$1")" -ge "$2" ] || gone "$3"; }
-restored() { grep -q 'restore: disk:' "$1" || gone "$2"; }
+restored() { grep -qs 'restore: disk:' "$1" || gone "$2"; }
 
 # cycle MODE K DIR: protect VM (pid $VM, socket $S) on a new replica, kill
 # it, check the takeover. Sets VM to the restored one.
@@ -52,7 +52,7 @@ cycle() {
 			exec zd-vm --restore \"\$ZD_REPLICA\" -v" 2>"$r.err" &
 	local RECV=$!
 	at_exit "kill $RECV"
-	if ! wait_for 60 grep -q 'listening on' "$r.err"; then
+	if ! wait_for 60 grep -qs 'listening on' "$r.err"; then
 		not_ok "$mode kill $k: zd-recv listens" "$(tail -3 "$r.err")"
 		return 1
 	fi
