@@ -107,8 +107,10 @@ for mode in $MODES; do
 	mkdir -p "$d"
 	S=$d/vm.sock
 	truncate -s 128K "$d/disk.img"
+	dlog=()
+	[ "$mode" = buffered ] && dlog=(--disk-log 64K)
 	zd-vm --control "$S" --mem 16M --workload dirty=2000,span=4M,disk=400 --disk "$d/disk.img" \
-		$([ "$mode" = buffered ] && echo --disk-log 64K) 2>"$d/vm.err" &
+		"${dlog[@]}" 2>"$d/vm.err" &
 	VM=$!
 	at_exit "kill $VM"
 	if ! wait_for 60 test -S "$S"; then
