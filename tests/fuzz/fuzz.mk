@@ -40,7 +40,7 @@ fuzz-wire: $(BUILD)/fuzz/fuzz_wire
 # fuzz_recv: zd-recv's record handling (zd_recv_session into a replica),
 # with the key handshake, MAC relays and compressed/delta PAGES.
 FUZZ_RECV_SRC := tests/fuzz/fuzz_recv.c $(sort $(wildcard lib/wire/*.c lib/stream/*.c lib/replica/*.c \
-	lib/net/*.c)) lib/util/util.c lib/util/notify.c
+	lib/net/*.c lib/status/*.c)) lib/util/util.c lib/util/notify.c
 
 $(BUILD)/fuzz/fuzz_recv: $(FUZZ_RECV_SRC) $(wildcard lib/wire/*.h lib/stream/*.h lib/replica/*.h lib/net/*.h lib/zd/*.h) | deps-ok
 	@mkdir -p $(@D)

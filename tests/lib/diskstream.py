@@ -3,27 +3,38 @@
 # (zd-stream(5)) to a JSON stream (zd-track synth:... --json) and knows the
 # disk they leave.
 #
-#   diskstream.py add [--size BYTES] [--writes N] [--bad EPOCH:KIND]
+#   diskstream.py add [--size BYTES] [--writes N] [--block B] [--zstd 1]
+#                     [--bad EPOCH:KIND]
 #       stdin -> stdout: before each epoch's COMMIT, N DISK records of that
-#       epoch (1..4 blocks each, overlapping). --bad puts one bad record in
+#       epoch (1..4 blocks of B bytes, default 4096, overlapping; with
+#       --zstd 1 packed by zstd(1) when that is smaller). --bad puts one bad record in
 #       EPOCH instead: KIND past (offset + len past the disk), overflow
 #       (offset + len past 2^64), size (another disk size), frame (zstd
 #       data that is not a frame).
 #   diskstream.py expect EPOCH FILE [--size BYTES] [--writes N]
 #       FILE: the disk after EPOCH's writes, on a disk that started zeroed.
 import base64
+import subprocess
 import sys
 
 BLOCK = 4096
 
 
-def writes(epoch, size, n):
-    nb = size // BLOCK
+def writes(epoch, size, n, block=BLOCK):
+    nb = size // block
     for j in range(n):
         blocks = 1 + (epoch + j) % 4
-        off = ((epoch * 131 + j * 17) % (nb - 4)) * BLOCK
-        data = bytes(((epoch * 7 + j + i // 512) & 0xFF) for i in range(blocks * BLOCK))
+        off = ((epoch * 131 + j * 17) % (nb - 4)) * block
+        data = bytes(((epoch * 7 + j + i // 512) & 0xFF) for i in range(blocks * block))
         yield off, data
+
+
+def packed(data):
+    # one frame with content size and checksum (zstd(1) writes both for
+    # an input of known size)
+    z = subprocess.run(['zstd', '-q', '-c', '--content-size', '--stream-size=%d' % len(data), '-'], input=data,
+                       stdout=subprocess.PIPE, check=True).stdout
+    return z if len(z) < len(data) else None
 
 
 def rec(epoch, size, off, length, data, enc='raw'):
@@ -34,7 +45,7 @@ def rec(epoch, size, off, length, data, enc='raw'):
 
 
 def opts(argv):
-    o = {'size': 4 << 20, 'writes': 8, 'bad': None}
+    o = {'size': 4 << 20, 'writes': 8, 'bad': None, 'block': BLOCK, 'zstd': 0}
     i = 0
     while i < len(argv):
         k = argv[i].lstrip('-')
@@ -50,8 +61,12 @@ def add(o):
     for line in sys.stdin:
         if line.startswith('{"type":"commit"'):
             e = int(line.split('"epoch":')[1].split(',')[0])
-            for off, data in writes(e, size, o['writes']):
-                out.write(rec(e, size, off, len(data), data))
+            for off, data in writes(e, size, o['writes'], o['block']):
+                z = packed(data) if o['zstd'] else None
+                if z:
+                    out.write(rec(e, size, off, len(data), z, 'zstd'))
+                else:
+                    out.write(rec(e, size, off, len(data), data))
             if e == bad_epoch:
                 d = b'\1' * BLOCK
                 if bad_kind == 'past':
@@ -69,7 +84,7 @@ def add(o):
 def expect(epoch, path, o):
     disk = bytearray(o['size'])
     for e in range(1, epoch + 1):
-        for off, data in writes(e, o['size'], o['writes']):
+        for off, data in writes(e, o['size'], o['writes'], o['block']):
             disk[off:off + len(data)] = data
     open(path, 'wb').write(disk)
 
