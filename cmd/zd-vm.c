@@ -146,7 +146,7 @@ int main(int argc, char **argv)
 	if (optind < argc)
 		zd_usage("unexpected argument '%s'", argv[optind]);
 	if (cfg.restore_dir && (mem_set || wl_set || cfg.disk_path))
-		zd_usage("--restore takes the memory size, workload and disk from the replica: "
+		zd_usage("--restore takes the memory size and workload from the replica, and its disk: "
 			"no --mem, --workload or --disk");
 	if (cfg.disk_log_bytes && !cfg.disk_path && !cfg.restore_dir)
 		zd_usage("--disk-log needs --disk");
