@@ -776,7 +776,9 @@ static int apply_finish(struct zd_replica *rep, uint64_t epoch, uint64_t run, ui
 
 	if (rep->sync && fdatasync(rep->memfd) < 0)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: fsync: %s", rep->dir, strerror(errno));
-	if (rep->sync && rep->diskfd >= 0 && fdatasync(rep->diskfd) < 0)
+	/* disk_size: the journal wrote disk.img (an epoch without disk
+	 * writes costs no second fsync) */
+	if (rep->sync && disk_size && rep->diskfd >= 0 && fdatasync(rep->diskfd) < 0)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/disk.img: fsync: %s", rep->dir, strerror(errno));
 	if (state && (rc = zd__rep_write_atomic(rep, "state.bin", state, state_len)))
 		return rc;
