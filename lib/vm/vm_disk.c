@@ -121,8 +121,8 @@ void zd_vm_disk_mmio(struct zd_vm *vm)
 	else if (len == 0 || len > ZD_DISK_PER_RECORD || off > vm->disk_bytes ||
 		 len > vm->disk_bytes - off || buf > vm->mem_bytes || len > vm->mem_bytes - buf)
 		status = EINVAL;
-	else if (pwrite(vm->disk_fd, vm->ram + buf, (size_t)len, (off_t)off) != (ssize_t)len)
-		status = errno ? (uint64_t)errno : EIO;
+	else if ((errno = 0, pwrite(vm->disk_fd, vm->ram + buf, (size_t)len, (off_t)off)) != (ssize_t)len)
+		status = errno ? (uint64_t)errno : EIO;	/* 0: a short write */
 	if (!status) {
 		log_append(vm, off, vm->ram + buf, (uint32_t)len);
 		vm->n_disk_writes++;
