@@ -25,7 +25,8 @@ def writes(epoch, size, n, block=BLOCK):
     for j in range(n):
         blocks = 1 + (epoch + j) % 4
         off = ((epoch * 131 + j * 17) % (nb - 4)) * block
-        data = bytes(((epoch * 7 + j + i // 512) & 0xFF) for i in range(blocks * block))
+        # byte i is (epoch * 7 + j + i // 512) mod 256
+        data = b''.join(bytes([(epoch * 7 + j + k) & 0xFF]) * 512 for k in range(blocks * block // 512))
         yield off, data
 
 
