@@ -9,8 +9,9 @@
 #     2^64, another disk size, a zstd frame that is not one) end the
 #     session like bad PAGES: exit 3, one line, the epoch discarded,
 #     disk.img and memory.img still at the epoch before;
-#   - zd-recv SIGKILLed inside an epoch, and at random moments of a paced
-#     stream over TCP: reopened, disk.img and memory.img are at the same
+#   - zd-recv SIGKILLed inside an epoch, at random moments of a paced
+#     stream over TCP, and between an epoch's commit point and the end of
+#     its apply: reopened, disk.img and memory.img are at the same
 #     committed epoch (disk byte for byte, memory by the primary's checksum).
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/replica.sh"
@@ -113,4 +114,45 @@ for after in 2 4 7; do
 		not_ok "SIGKILL after epoch $after over TCP: disk and memory at one epoch" "epoch $e"
 	fi
 done
+
+# 6. SIGKILL mid-apply, aimed: epochs of ~16 MiB of disk writes (24
+# records of up to 1 MiB); zd-recv is killed once epoch 3's journal has
+# passed its commit point (DIR/journal exists, naming epoch 3) and before
+# its apply ends (the journal is renamed back). Reopened, the replica is
+# at epoch 3, disk and memory, the apply finished by recovery.
+BIG=(--size $((64 << 20)) --writes 24 --block $((256 << 10)))
+gen 4 "${BIG[@]}" >"$TMP/huge.jsonl"
+d=$TMP/apply
+zd-recv --stdio --replica "$d" <"$TMP/huge.jsonl" >/dev/null 2>"$d.err" &
+pid=$!
+killed=$(python3 - "$d" "$pid" <<'PY'
+import os, signal, struct, sys, time
+d, pid = sys.argv[1], int(sys.argv[2])
+end = time.time() + 60
+while time.time() < end:
+    try:
+        with open(d + '/journal', 'rb') as f:
+            h = f.read(24)
+        if len(h) == 24 and struct.unpack_from('<Q', h, 16)[0] == 3:
+            os.kill(pid, signal.SIGKILL)
+            print('yes')
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.0002)
+print('no')
+PY
+)
+wait "$pid" 2>/dev/null || true
+if [ "$killed" = yes ]; then
+	ok "zd-recv SIGKILLed between epoch 3's commit point and the end of its apply"
+	if [ "$(replica_field "$d" epoch)" = 3 ] && disk_is "$d" 3 "${BIG[@]}" && mem_is "$d" 3; then
+		ok "after SIGKILL mid-apply: recovery finishes epoch 3, disk byte for byte and memory the primary's"
+	else
+		not_ok "after SIGKILL mid-apply: disk and memory at epoch 3" "epoch $(replica_field "$d" epoch)"
+	fi
+else
+	skip "SIGKILL mid-apply" "epoch 3's apply ended before the poller saw its journal"
+	skip "after SIGKILL mid-apply: recovery" "not killed mid-apply"
+fi
 done_testing
