@@ -13,12 +13,12 @@ DESTDIR ?=
 CC ?= cc
 BUILD ?= build
 
-PKGS := jansson libzstd libxxhash libisal libsystemd
+PKGS := jansson libzstd libxxhash libisal libsystemd libsodium
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes
 CFLAGS ?= -O2 -g
 ZD_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -Ilib \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljansson -lzstd -lxxhash -lisal -lsystemd) -lpthread -lm
+LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -ljansson -lzstd -lxxhash -lisal -lsystemd -lsodium) -lpthread -lm
 
 # Hardened as Debian builds its packages; the user's CPPFLAGS and LDFLAGS
 # come on top (make CPPFLAGS=... LDFLAGS=...). PIE is gcc's default here.
@@ -35,7 +35,8 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_ASAN_OBJ := $(LIB_SRC:%.c=$(BUILD)/asan/%.o)
 EXTRA_OBJ :=
 
-# Tools: cmd/zd-NAME.c (C) or cmd/zd-NAME.sh / cmd/zd (scripts).
+# Tools: cmd/zd-NAME.c (C) or cmd/zd-NAME.sh / cmd/zd (scripts). The
+# scripts source cmd/zd-common.bash, installed in PREFIX/share/zd.
 TOOLS_C := $(patsubst cmd/%.c,bin/%,$(wildcard cmd/zd-*.c))
 TOOLS_SH := $(patsubst cmd/%.sh,bin/%,$(wildcard cmd/*.sh))
 TOOLS := $(TOOLS_C) $(TOOLS_SH)
@@ -103,7 +104,7 @@ $(BUILD)/tests-asan/%: $(BUILD)/asan/tests/unit/%.o $(BUILD)/libzd-asan.a
 deps-ok:
 	@if ! { command -v pkg-config >/dev/null && pkg-config --exists $(PKGS); }; then \
 		if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory deps-build; \
-		else echo "zd: missing build dependencies; run 'make deps' as root" >&2; exit 1; fi; \
+		else echo "zd: missing build dependencies ($$(for p in $(PKGS); do pkg-config --exists $$p 2>/dev/null || printf '%s ' $$p; done)); run 'make deps' as root" >&2; exit 1; fi; \
 	fi
 
 # The one package list: `make deps` (which .ci/run and `make check` run)
@@ -186,8 +187,10 @@ install: all
 		$(DESTDIR)$(PREFIX)/share/man/man5 \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
-		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/doc/zd $(DESTDIR)$(OCFDIR)
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/doc/zd $(DESTDIR)$(OCFDIR) \
+		$(DESTDIR)$(PREFIX)/share/zd
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 cmd/zd-common.bash $(DESTDIR)$(PREFIX)/share/zd/
 	for m in $(MANS); do install -D -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}/$${m##*/}; done
 	for c in $(BASH_COMPL); do install -m 644 $$c $(DESTDIR)$(PREFIX)/share/bash-completion/completions/; done
 	for c in $(ZSH_COMPL); do install -m 644 $$c $(DESTDIR)$(PREFIX)/share/zsh/site-functions/; done
@@ -200,13 +203,14 @@ install: all
 .PHONY: uninstall
 uninstall:
 	rm -f $(TOOLS:bin/%=$(DESTDIR)$(PREFIX)/bin/%)
+	rm -f $(DESTDIR)$(PREFIX)/share/zd/zd-common.bash
 	for m in $(MANS); do rm -f $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}/$${m##*/}; done
 	rm -f $(BASH_COMPL:completions/bash/%=$(DESTDIR)$(PREFIX)/share/bash-completion/completions/%)
 	rm -f $(ZSH_COMPL:completions/zsh/%=$(DESTDIR)$(PREFIX)/share/zsh/site-functions/%)
 	rm -f $(UNITS:systemd/%=$(DESTDIR)$(UNITDIR)/%)
 	rm -f $(DESTDIR)$(PREFIX)/share/doc/zd/zd.conf.example
 	rm -f $(DESTDIR)$(OCFDIR)/zd
-	-rmdir $(DESTDIR)$(PREFIX)/share/doc/zd $(DESTDIR)$(OCFDIR) $(DESTDIR)$(PREFIX)/share/man/man7 2>/dev/null
+	-rmdir $(DESTDIR)$(PREFIX)/share/doc/zd $(DESTDIR)$(PREFIX)/share/zd $(DESTDIR)$(OCFDIR) $(DESTDIR)$(PREFIX)/share/man/man7 2>/dev/null
 
 clean:
 	rm -rf $(BUILD) bin lib/libzd.a

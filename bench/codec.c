@@ -12,6 +12,7 @@
  *
  *   bench/codec [CSV]        writes CSV (default bench/results/codec.csv)
  */
+#include <err.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,13 +77,13 @@ static struct zd_record header;
 static void put_all(struct zd_writer *w, struct epoch_recs *ep)
 {
 	if (zd_writer_put(w, &header) < 0)
-		zd_die(1, "encode HEADER");
+		err(1, "encode HEADER");
 	for (unsigned e = 0; e < EPOCHS; e++)
 		for (int k = 0; k < 4; k++)
 			if (zd_writer_put(w, &ep[e].r[k]) < 0)
-				zd_die(1, "encode");
+				err(1, "encode");
 	if (zd_writer_flush(w) < 0)
-		zd_die(1, "flush");
+		err(1, "flush");
 }
 
 struct result {
@@ -93,7 +94,7 @@ static struct result bench_encode(enum zd_encoding enc, struct epoch_recs *ep, u
 {
 	int fd = open("/dev/null", O_WRONLY);
 	if (fd < 0)
-		zd_die(1, "/dev/null");
+		err(1, "/dev/null");
 	double best = 0;
 	uint64_t nrec = 1 + EPOCHS * 4;
 	for (int pass = 0; pass < PASSES; pass++) {
@@ -121,7 +122,7 @@ static struct result bench_decode(enum zd_encoding enc, struct epoch_recs *ep)
 {
 	int fd = memfd_create("bench-codec", 0);
 	if (fd < 0)
-		zd_die(1, "memfd_create");
+		err(1, "memfd_create");
 	struct zd_writer w;
 	zd_writer_init(&w, fd, enc);
 	put_all(&w, ep);
@@ -133,7 +134,7 @@ static struct result bench_decode(enum zd_encoding enc, struct epoch_recs *ep)
 		uint64_t t0 = cpu_ns(), b = 0;
 		do {
 			if (lseek(fd, 0, SEEK_SET) != 0)
-				zd_die(1, "lseek");
+				err(1, "lseek");
 			struct zd_reader rd;
 			struct zd_record r;
 			zd_reader_init(&rd, fd, "bench");
@@ -144,7 +145,7 @@ static struct result bench_decode(enum zd_encoding enc, struct epoch_recs *ep)
 				zd_record_free(&r);
 			}
 			if (rc < 0 || n != nrec)
-				zd_diex(1, "decode: %s", rc < 0 ? rd.msg : "record count");
+				errx(1, "decode: %s", rc < 0 ? rd.msg : "record count");
 			zd_reader_free(&rd);
 			b += bytes;
 		} while (cpu_ns() - t0 < 300000000ull);
@@ -173,7 +174,7 @@ int main(int argc, char **argv)
 
 	FILE *f = fopen(csv, "w");
 	if (!f)
-		zd_die(1, "%s", csv);
+		err(1, "%s", csv);
 	char out[1024];
 	int len = 0;
 	len += snprintf(out + len, sizeof(out) - (size_t)len, "encoding,direction,mb_per_s,records_per_s\n");
@@ -191,7 +192,7 @@ int main(int argc, char **argv)
 	}
 	fputs(out, f);
 	if (fclose(f) != 0)
-		zd_die(1, "%s", csv);
+		err(1, "%s", csv);
 	fputs(out, stdout);
 	for (unsigned e = 0; e < EPOCHS; e++)
 		for (int k = 0; k < 4; k++)

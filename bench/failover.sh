@@ -62,18 +62,9 @@ mkdir -p "$OUT" "$OUT/failover_clients"
 KCSV=$OUT/failover_kills.csv
 echo "setting,mode,kill,loss,client_ms,backup_ms,epoch_taken_over,emulated" >"$KCSV"
 
-wait_for() {
-	local end=$((SECONDS + $1))
-	shift
-	while [ $SECONDS -le $end ]; do "$@" && return 0; sleep 0.05; done
-	return 1
-}
-gone() { ! kill -0 "$1" 2>/dev/null; }
-commits() { grep -c 'epoch [0-9]* committed' "$1" 2>/dev/null || true; }
-at_least() { [ "$(commits "$1")" -ge "$2" ] || gone "$3"; }
-answered() { grep -q 'restored VM answered' "$1" || gone "$2"; }
-failovers() { awk 'NF == 5' "$1" 2>/dev/null | wc -l; }
-client_back() { [ "$(failovers "$1")" -ge "$2" ] || gone "$3"; }
+# wait_for, read_port; gone, at_least, answered, client_back ...
+# shellcheck source=../tests/lib/takeover.sh
+. "$TOP/tests/lib/takeover.sh"
 # Diagnostics on fd 3: each loss runs with stderr closed to the shell's
 # notices of the jobs the fence and the crashes kill ("Killed ...").
 exec 3>&2
@@ -82,20 +73,20 @@ fail() { echo "failover.sh: $*" >&3; exit 1; }
 # one SETTING MODE K DIR: protect the VM (pid $VM), lose it, wait until the
 # restored VM answers the client. Sets VM.
 one() {
-	local set=$1 mode=$2 k=$3 d=$4 r=$4/rep$3 recv_opts=() send_opts= loss P RECV PIPE want nfo cms heard took
+	local set=$1 mode=$2 k=$3 d=$4 r=$4/rep$3 recv_opts=() send_opts='' loss P RECV PIPE want nfo cms heard took
 	[ "$set" = timeout100 ] && recv_opts=(--heartbeat 20 --timeout 100) send_opts="--heartbeat 20"
 	loss=crash
 	[ $((k % 2)) -eq 0 ] && loss=silent
 	# The fence of a silent primary: power it off (SIGKILL), return once
 	# zd-vm is gone (a zombie of this shell: its address is free).
-	zd-recv --listen 127.0.0.1:0 --replica "$r" -v "${recv_opts[@]}" \
+	rm -f "$r.port"
+	zd-recv --listen 127.0.0.1:0 --port-file "$r.port" --replica "$r" -v "${recv_opts[@]}" \
 		--fence "kill -KILL \$(cat '$r.pids') 2>/dev/null; v=\$(cut -d' ' -f1 '$r.pids');
 			while [ -e /proc/\$v ] && ! grep -q '^State:.*Z' /proc/\$v/status; do sleep 0.002; done" \
 		2>"$r.err" &
 	RECV=$!
 	PIDS+=("$RECV")
-	wait_for 30 grep -q 'listening on' "$r.err" || fail "$set $mode $k: zd-recv does not listen: $(tail -2 "$r.err")"
-	P=$(sed -n 's/.*listening on \(127\.0\.0\.1:[0-9]*\).*/\1/p' "$r.err" | head -1)
+	P=127.0.0.1:$(read_port "$r.port" "$RECV" 30) || fail "$set $mode $k: zd-recv does not listen: $(tail -2 "$r.err")"
 	setsid bash -c 'zd-track "kvm:$1" --mode "$2" 2>"$3.track" | zd-swap 2>"$3.swap" |
 		zd-send "$4" $5 >/dev/null 2>"$3.send"' _ "$S" "$mode" "$r" "$P" "$send_opts" &
 	PIPE=$!

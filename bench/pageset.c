@@ -8,6 +8,7 @@
  *
  *   bench/pageset [CSV]      writes CSV (default bench/results/pageset.csv)
  */
+#include <err.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,7 +107,7 @@ int main(int argc, char **argv)
 	const char *csv = argc > 1 ? argv[1] : "bench/results/pageset.csv";
 	FILE *f = fopen(csv, "w");
 	if (!f)
-		zd_die(1, "%s", csv);
+		err(1, "%s", csv);
 	uint64_t *ma = zd_xmalloc(NWORDS * 8), *mb = zd_xmalloc(NWORDS * 8);
 	struct zd_pageset a = ZD_PAGESET_INIT, b = ZD_PAGESET_INIT, out = ZD_PAGESET_INIT;
 	static const char *shapes[] = { "sparse", "busy", "alternate" };
@@ -138,7 +139,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (fclose(f) != 0)
-		zd_die(1, "%s", csv);
+		err(1, "%s", csv);
 	zd_pageset_free(&a);
 	zd_pageset_free(&b);
 	zd_pageset_free(&out);

@@ -19,6 +19,7 @@
  *   bench/wire [CSV]    (default bench/results/wire_lib.csv; bench/wire.sh
  *                       writes wire.csv through the real tools)
  */
+#include <err.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +57,7 @@ static void load(struct workload *w)
 	size_t cap = 64;
 
 	if (zd_target_open(&t, w->spec, msg, sizeof(msg)) < 0)
-		zd_die(ZD_EXIT_TARGET, "%s: %s", w->spec, msg);
+		err(ZD_EXIT_TARGET, "%s: %s", w->spec, msg);
 	w->ps = t->page_size;
 	w->pages = t->page_count;
 	w->rec = zd_xcalloc(cap, sizeof(*w->rec));
@@ -68,7 +69,7 @@ static void load(struct workload *w)
 			w->nwarm = w->nrec;
 		if (t->ops->run_until(t, 0) < 0 || t->ops->pause(t, e) < 0 ||
 		    t->ops->harvest(t, &dirty) < 0 || t->ops->rearm(t, NULL) < 0)
-			zd_die(ZD_EXIT_TARGET, "%s: %s", w->spec, t->err);
+			err(ZD_EXIT_TARGET, "%s: %s", w->spec, t->err);
 		zd_pageset_iter_init(&it, &dirty);
 		while (zd_pageset_iter_take(&it, &part, ZD_PAGES_PER_RECORD)) {
 			if (w->nrec == cap)
@@ -80,7 +81,7 @@ static void load(struct workload *w)
 			r->u.pages.data_len = (uint32_t)(part.pages * w->ps);
 			r->u.pages.data = zd_xmalloc(r->u.pages.data_len);
 			if (t->ops->read_pages(t, e, &part, r->u.pages.data) < 0)
-				zd_die(ZD_EXIT_TARGET, "%s: %s", w->spec, t->err);
+				err(ZD_EXIT_TARGET, "%s: %s", w->spec, t->err);
 		}
 		t->ops->resume(t);
 	}
@@ -122,24 +123,24 @@ static void run(struct workload *w, const struct zd_wire_opts *o, struct result 
 
 	memset(res, 0, sizeof(*res));
 	if (zd_wire_enc_new(&e, o, msg, sizeof(msg)) < 0 || zd_wire_dec_new(&d, w->ps, msg, sizeof(msg)) < 0)
-		zd_die(ZD_EXIT_FAIL, "%s", msg);
+		err(ZD_EXIT_FAIL, "%s", msg);
 	uint8_t *carried = zd_xmalloc((size_t)ZD_PAGES_PER_RECORD * w->ps + 4096);
 	for (size_t i = 0; i < w->nrec; i++) {
 		struct zd_rec_pages *in = &w->rec[i].u.pages, enc, raw;
 		bool m = i >= w->nwarm;
 		uint64_t t0 = cpu_ns();
 		if (zd_wire_encode(e, in, &enc, msg, sizeof(msg)) < 0)
-			zd_die(ZD_EXIT_FAIL, "encode: %s", msg);
+			err(ZD_EXIT_FAIL, "encode: %s", msg);
 		uint64_t t1 = cpu_ns();
 		/* what the receiver gets is a copy: the encoder's buffer is reused */
 		memcpy(carried, enc.data, enc.data_len);
 		enc.data = carried;
 		uint64_t t2 = cpu_ns();
 		if (zd_wire_decode(d, &enc, image_page, &im, &raw, msg, sizeof(msg)) < 0)
-			zd_die(ZD_EXIT_DATA, "decode: %s", msg);
+			err(ZD_EXIT_DATA, "decode: %s", msg);
 		uint64_t t3 = cpu_ns();
 		if (memcmp(raw.data, in->data, in->data_len))
-			zd_die(ZD_EXIT_FAIL, "record %zu: decoded pages differ", i);
+			err(ZD_EXIT_FAIL, "record %zu: decoded pages differ", i);
 		apply(&im, &raw);
 		if (m) {
 			res->enc_ns += t1 - t0;
@@ -177,7 +178,7 @@ static void run_pipe(struct workload *w, const struct zd_wire_opts *o, double *p
 
 	for (int pass = 0; pass < 2; pass++) {
 		if (zd_wire_enc_new(&e, o, msg, sizeof(msg)) < 0)
-			zd_die(ZD_EXIT_FAIL, "%s", msg);
+			err(ZD_EXIT_FAIL, "%s", msg);
 		struct zd_rec_pages out;
 		for (size_t i = 0; i < w->nwarm; i++)
 			zd_wire_encode(e, &w->rec[i].u.pages, &out, msg, sizeof(msg));
@@ -186,11 +187,11 @@ static void run_pipe(struct workload *w, const struct zd_wire_opts *o, double *p
 		if (pass == 0) {
 			struct zd_wire_pipe *p;
 			if (zd_wire_pipe_new(&p, e, 4, count_emit, &c, msg, sizeof(msg)) < 0)
-				zd_diex(ZD_EXIT_FAIL, "%s", msg);
+				errx(ZD_EXIT_FAIL, "%s", msg);
 			for (size_t i = w->nwarm; i < w->nrec; i++)
 				zd_wire_pipe_put(p, &w->rec[i]);
 			if (zd_wire_pipe_finish(p, msg, sizeof(msg)) < 0)
-				zd_die(ZD_EXIT_FAIL, "pipeline: %s", msg);
+				err(ZD_EXIT_FAIL, "pipeline: %s", msg);
 		} else {
 			uint8_t *copy = zd_xmalloc((size_t)ZD_PAGES_PER_RECORD * w->ps);
 			for (size_t i = w->nwarm; i < w->nrec; i++) {
@@ -247,14 +248,14 @@ int main(int argc, char **argv)
 	FILE *f = fopen(csv, "w");
 
 	if (!f)
-		zd_die(ZD_EXIT_FAIL, "%s: cannot write", csv);
+		err(ZD_EXIT_FAIL, "%s: cannot write", csv);
 	fprintf(f, "workload,enc,level,cache_mib,epochs,pages,raw_bytes,wire_bytes,ratio,delta_pages,"
 		   "records,compressed_records,enc_gbps_cpu,dec_gbps_cpu,pipe2_gbps_wall,one_thread_gbps_wall,loadavg\n");
 	/* BENCH_WIRE_ONLY=K:C runs workload K, configuration C only (profiling) */
 	const char *only = getenv("BENCH_WIRE_ONLY");
 	unsigned ok = ~0u, oc = ~0u;
 	if (only && sscanf(only, "%u:%u", &ok, &oc) != 2)
-		zd_die(ZD_EXIT_USAGE, "BENCH_WIRE_ONLY=%s: want K:C", only);
+		err(ZD_EXIT_USAGE, "BENCH_WIRE_ONLY=%s: want K:C", only);
 	for (size_t k = 0; k < ZD_ARRAY_SIZE(wl); k++) {
 		if (only && k != ok)
 			continue;

@@ -13,6 +13,7 @@
  *
  *   bench/wire_key [CSV]   (default bench/results/wire_key.csv)
  */
+#include <err.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,12 +41,12 @@ int main(int argc, char **argv)
 
 	uint64_t t0 = cpu_ns();
 	if (zd_auth_key_from_bytes(&key, "bench key 0123456789", 20, msg, sizeof(msg)) < 0)
-		zd_die(ZD_EXIT_FAIL, "%s", msg);
+		err(ZD_EXIT_FAIL, "%s", msg);
 	double kdf_ms = (double)(cpu_ns() - t0) / 1e6;
 
 	FILE *f = fopen(path, "w");
 	if (!f)
-		zd_die(ZD_EXIT_FAIL, "%s: cannot write", path);
+		err(ZD_EXIT_FAIL, "%s: cannot write", path);
 	FILE *la = fopen("/proc/loadavg", "r");
 	if (la) {
 		if (fscanf(la, "%lf", &load) != 1)
@@ -71,7 +72,7 @@ int main(int argc, char **argv)
 				size_t fl = zd_auth_seal(&tx, frame, n);
 				uint64_t b = cpu_ns();
 				if (zd_auth_open(&rx, frame, fl, msg, sizeof(msg)) < 0)
-					zd_die(ZD_EXIT_FAIL, "unit %zu: %s", u, msg);
+					err(ZD_EXIT_FAIL, "unit %zu: %s", u, msg);
 				seal += b - a;
 				open += cpu_ns() - b;
 			}

@@ -87,7 +87,9 @@ demo_failover() {
 		hb=(--heartbeat 1000 --timeout 30000)
 		send_hb=(--heartbeat 1000 --peer-timeout 0)
 	fi
-	zd-recv --listen 127.0.0.1:0 --replica "$d/replica" --no-fsync -v "${hb[@]+"${hb[@]}"}" 2>"$d/recv.err" &
+	rm -f "$d/recv.port"
+	zd-recv --listen 127.0.0.1:0 --port-file "$d/recv.port" --replica "$d/replica" --no-fsync -v \
+		"${hb[@]+"${hb[@]}"}" 2>"$d/recv.err" &
 	recv=$!
 	started $recv
 	zd-vm --control "$sock" --mem "$DEMO_MEM" --workload "dirty=$DEMO_DIRTY,hot=0.2" \
@@ -95,13 +97,11 @@ demo_failover() {
 	vm=$!
 	started $vm
 	wait_until 60 sock_up "$sock" $vm
-	wait_until 30 recv_up "$d/recv.err" $recv
-	if ! [ -S "$sock" ] || ! grep -q '127\.0\.0\.1:' "$d/recv.err"; then
+	if ! [ -S "$sock" ] || ! bp=127.0.0.1:$(recv_port "$d/recv.port" $recv); then
 		kill $vm $recv 2>/dev/null
 		echo "   zd-vm or zd-recv did not start: $(tail -n 2 "$d/vm.err" "$d/recv.err" | tr '\n' ' ')"
 		return 1
 	fi
-	bp=$(grep -o '127\.0\.0\.1:[0-9]*' "$d/recv.err" | head -1)
 	sp=$(zd-vm --ctl "$sock" info | sed -n 's/^serve=//p')
 	zd-client --reconnect --retry-for 60000 --timeout 600s --duration 3600s --log "$d/client.log" \
 		"$sp" >"$d/client.json" 2>"$d/client.err" &

@@ -6,31 +6,12 @@
 #   zd-measure [--mode M] [--interval MS] [--epochs N] [--mem SIZE]
 #              [--dirty RATE] [--hot F] [--no-output-commit] DIR
 set -u
-prog=zd
-
-die() { # die CODE MESSAGE
-	echo "$prog: $2" >&2
-	exit "$1"
-}
-usage_die() { die 2 "$1 (try 'zd --help')"; }
-say() { echo "zd: $*" >&2; }
-need_value() { [ $# -ge 2 ] || usage_die "option '$1' needs a value"; }
-is_count() { case $1 in '' | *[!0-9]*) return 1 ;; esac; [ "$1" -gt 0 ] 2>/dev/null; }
-ZD_VERSION=0.1.0
-man_see() { # man_see TOOL: the usage, and where the rest is
-	sed -n 's/^#   \{0,1\}//p' "$self" | sed -n '/^'"$1"' \[/,/^$/p'
-	echo "(man $1; the driver's own page: man zd)"
-}
-check_mode() { case $1 in remus | buffered | zddspt) ;; *) usage_die "--mode '$1': want remus, buffered or zddspt" ;; esac; }
-
-# The tools next to this script come first: bin/zd-measure runs bin/zd-*.
-self=$(readlink -f "$0")
-here=$(dirname "$self")
-case ":$PATH:" in *":$here:"*) ;; *) PATH="$here:$PATH" ;; esac
-export PATH
-# A source tree (bin/ inside it) has the QEMU harness.
-src_top=
-[ -x "$here/../tests/lib/vmhost.sh" ] && [ -f "$here/../Makefile" ] && src_top=$(cd "$here/.." && pwd)
+# die, usage_die, need_value, wait_until, recv_port ...: cmd/zd-common.bash,
+# installed in PREFIX/share/zd.
+zd_lib=$(dirname "$(readlink -f "$0")")/../share/zd/zd-common.bash
+[ -f "$zd_lib" ] || zd_lib=${zd_lib%/share/zd/*}/cmd/zd-common.bash
+# shellcheck source-path=SCRIPTDIR source=zd-common.bash
+. "$zd_lib" || exit 1
 
 # ---- what runs in the background, and its end ------------------------------
 
@@ -100,16 +81,8 @@ emulated() { grep -q 'QEMU Virtual CPU\|QEMU TCG' /proc/cpuinfo 2>/dev/null; }
 
 # ---- one protected run with a client ----------------------------------------
 
-# wait_until SECONDS CMD...: poll CMD every 0.1 s (a deadline, not a count:
-# under QEMU TCG starting sleep(1) alone takes a while).
-wait_until() {
-	local end=$((SECONDS + $1)); shift
-	while [ $SECONDS -le $end ]; do "$@" && return 0; sleep 0.1; done
-	return 1
-}
 # sock_up SOCK PID: zd-vm serves SOCK, or has died.
 sock_up() { [ -S "$1" ] || ! kill -0 "$2" 2>/dev/null; }
-recv_up() { grep -q '127\.0\.0\.1:' "$1" || ! kill -0 "$2" 2>/dev/null; }
 vm_committed() { zd-vm --ctl "$1" stats 2>/dev/null | sed -n 's/^committed=//p'; }
 # first_commit_or_gone SOCK PID: the first checkpoint is committed, or the
 # replication already ended.
@@ -138,7 +111,7 @@ cmd_measure() {
 	in_kvm measure --mode "$mode" --interval "$interval" --epochs "$epochs" --mem "$mem" \
 		--dirty "$dirty" --hot "$hot" $oc "$dir"
 	mkdir -p "$dir" || die 1 "measure: cannot create $dir"
-	rm -rf "$dir/replica" "$dir"/*.log "$dir"/*.err "$dir"/*.json "$dir/vm.sock"
+	rm -rf "$dir/replica" "$dir"/*.log "$dir"/*.err "$dir"/*.json "$dir/vm.sock" "$dir/recv.port"
 	measure_one "$mode" "$interval" "$epochs" "$mem" "$dirty" "$hot" "$oc" "$dir"
 }
 
@@ -154,7 +127,8 @@ measure_one() {
 	# The backup here is for measuring: no takeover when the primary ends,
 	# and no heartbeat verdicts (under QEMU TCG a stage can stall longer
 	# than the default 500 ms); a closed connection still counts.
-	zd-recv --listen 127.0.0.1:0 --replica "$d/replica" --once --no-fsync \
+	rm -f "$d/recv.port"	# a stale one would be read at once
+	zd-recv --listen 127.0.0.1:0 --port-file "$d/recv.port" --replica "$d/replica" --once --no-fsync \
 		--timeout 0 --no-failover 2>"$d/recv.err" &
 	recv=$!
 	started $recv
@@ -163,13 +137,11 @@ measure_one() {
 	vm=$!
 	started $vm
 	wait_until 300 sock_up "$sock" $vm
-	wait_until 30 recv_up "$d/recv.err" $recv
-	if ! [ -S "$sock" ] || ! grep -q '127\.0\.0\.1:' "$d/recv.err"; then
+	if ! [ -S "$sock" ] || ! bp=127.0.0.1:$(recv_port "$d/recv.port" $recv); then
 		kill $vm $recv 2>/dev/null
 		wait $vm $recv 2>/dev/null
 		die 1 "measure: zd-vm or zd-recv did not start: $(tail -n 2 "$d/vm.err" "$d/recv.err" | tr '\n' ' ')"
 	fi
-	bp=$(grep -o '127\.0\.0\.1:[0-9]*' "$d/recv.err" | head -1)
 	sp=$(zd-vm --ctl "$sock" info | sed -n 's/^serve=//p')
 	# The client asks from the start; the replication runs in the
 	# background for WARM + EPOCHS epochs. The figures are those of the

@@ -40,10 +40,7 @@ int main(int argc, char **argv)
 		{ "policy", required_argument, NULL, 'p' },
 		{ "budget", required_argument, NULL, 'b' },
 		{ "json", no_argument, NULL, 'j' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ 0 },
+		ZD_CMD_COMMON_OPTS,
 	};
 	struct zd_mru_stage_opts o = { .policy = ZD_MRU_MRU, .in_fd = 0, .out_fd = 1 };
 	int c;

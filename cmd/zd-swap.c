@@ -41,10 +41,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "drain-delay", required_argument, NULL, 'D' },
 		{ "json", no_argument, NULL, 'j' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		ZD_CMD_COMMON_OPTS,
 	};
 	const struct zd_cmd cmd = { .shortopts = "jvhV", .longopts = opts, .help = help };
 	bool json = false;
@@ -63,8 +60,7 @@ int main(int argc, char **argv)
 		case 'v': zd_verbose = 1; break;
 		}
 	}
-	if (optind < argc)
-		zd_usage("unexpected argument '%s'", argv[optind]);
+	zd_cmd_no_operands(argc, argv);
 	signal(SIGPIPE, SIG_IGN);
 
 	return zd_swap_run(STDIN_FILENO, STDOUT_FILENO, json, drain_delay_ms * 1000000);

@@ -1,10 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* zd-track: the checkpoint scheduler. Parses flags; lib/track/ does the rest. */
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "zd/target.h"
@@ -12,55 +9,33 @@
 #include "zd/util.h"
 #include "opt.h"
 
-#define USAGE "usage: zd-track TARGET [--interval MS] [--epochs N] [--mode remus|buffered|zddspt]\n" \
-	      "                [--precopy PERCENT] [--no-guard] [--verify] [--json] [--control PATH]\n" \
-	      "                [--timeout MS] [--grace MS] [--max-hold MS] [--window N] [-v]\n"
-
-static volatile sig_atomic_t stop_flag;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop_flag = 1;
-}
-
 static void help(void)
 {
-	printf(USAGE
+	printf("usage: zd-track TARGET [--interval MS] [--epochs N] [--mode remus|buffered|zddspt]\n"
+	       "                [--precopy PERCENT] [--no-guard] [--verify] [--json] [--control PATH]\n"
+	       "                [--timeout MS] [--grace MS] [--max-hold MS] [--window N] [-v]\n"
 	       "\n"
-	       "Checkpoint TARGET every interval and write a zd-stream(5) on stdout.\n"
+	       "Checkpoint TARGET every interval and write a zd-stream(5) on stdout\n"
+	       "(man zd-track).\n"
 	       "\n"
 	       "Targets:\n"
 	       "  %s\n  %s\n  kvm:SOCKET  (a VM run by zd-vm --control SOCKET)\n"
-	       "  xen:NAME|DOMID  (a PVH or HVM domain of this Xen host: dom0, root;\n"
-	       "                  where zd is built with libxen-dev)\n"
+	       "  xen:NAME|DOMID  (a PVH or HVM domain of this Xen host)\n"
 	       "\n"
-	       "Options:\n"
-	       "  -i, --interval MS      checkpoint interval; ns/us/ms/s suffixes, 0 = back to\n"
-	       "                         back (default 25)\n"
+	       "  -i, --interval MS      checkpoint interval, 0 = back to back (default 25)\n"
 	       "  -n, --epochs N         stop after N epochs (default: until SIGINT/SIGTERM)\n"
-	       "  -m, --mode MODE        remus (pause until the backup has the epoch),\n"
-	       "                         buffered (copy while paused, send while running),\n"
-	       "                         zddspt (pre-copy + frozen table) (default remus)\n"
-	       "  -p, --precopy PERCENT  zddspt: start pre-copy this share of the interval\n"
-	       "                         before the checkpoint, 0-99 (default 20)\n"
-	       "      --no-guard         zddspt: copy the frozen set while paused instead of\n"
-	       "                         write-protecting it (default: protect where the target\n"
-	       "                         can and zd-swap drains; else the copy, see STAT)\n"
+	       "  -m, --mode MODE        remus, buffered or zddspt (default remus)\n"
+	       "  -p, --precopy PERCENT  zddspt: pre-copy this share of the interval (default 20)\n"
+	       "      --no-guard         zddspt: copy the frozen set while paused\n"
 	       "      --verify           put a whole-memory checksum in every COMMIT\n"
 	       "  -j, --json             JSON lines even when stdout is not a terminal\n"
-	       "  -c, --control PATH     feedback socket (default\n"
-	       "                         $XDG_RUNTIME_DIR/zd-track.PID.sock or /tmp/…)\n"
-	       "  -t, --timeout MS       remus: longest wait for the backup's ACK or DRAINED\n"
-	       "                         (default 10000)\n"
-	       "  -g, --grace MS         remus: wait this long at the start for a backup stage\n"
-	       "                         to connect before running open loop (default 1000)\n"
-	       "      --max-hold MS      warn loudly when output has waited MS for the backup's\n"
-	       "                         ACK (zd-send reconnecting); 0 = never (default 2000)\n"
-	       "  -w, --window N         buffered, zddspt: take a checkpoint only while fewer\n"
-	       "                         than N epochs wait for the backup's ACK (the VM runs\n"
-	       "                         on meanwhile; at most --timeout); 0 = no limit\n"
-	       "                         (default 1)\n"
+	       "  -c, --control PATH     feedback socket (default in $XDG_RUNTIME_DIR or /tmp)\n"
+	       "  -t, --timeout MS       remus: longest wait for the backup (default 10000)\n"
+	       "  -g, --grace MS         remus: wait for a backup stage at the start (default 1000)\n"
+	       "      --max-hold MS      warn when output waited MS for an ACK, 0 = never\n"
+	       "                         (default 2000)\n"
+	       "  -w, --window N         buffered, zddspt: most epochs unacknowledged, 0 = no\n"
+	       "                         limit (default 1)\n"
 	       "  -v, --verbose          log every epoch on stderr\n"
 	       "  -h, --help             this text\n"
 	       "  -V, --version          print the version\n"
@@ -84,10 +59,7 @@ int main(int argc, char **argv)
 		{ "grace", required_argument, NULL, 'g' },
 		{ "max-hold", required_argument, NULL, 'M' },
 		{ "window", required_argument, NULL, 'w' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ 0 },
+		ZD_CMD_COMMON_OPTS,
 	};
 	struct zd_track_opts o = {
 		.interval_ns = ZD_TRACK_DEFAULT_INTERVAL_NS,
@@ -99,9 +71,8 @@ int main(int argc, char **argv)
 		.window = ZD_TRACK_DEFAULT_WINDOW,
 		.out_fd = STDOUT_FILENO,
 	};
-	bool precopy_given = false, grace_given = false;
-	struct sigaction sa;
 	uint64_t v;
+	char msg[256];
 	int c;
 
 	zd_set_progname(argv[0]);
@@ -125,20 +96,12 @@ int main(int argc, char **argv)
 			if (zd_parse_u64(optarg, &v) < 0 || v > 99)
 				zd_usage("--precopy '%s': want a percentage from 0 to 99", optarg);
 			o.precopy_pct = (unsigned)v;
-			precopy_given = true;
+			o.precopy_set = true;
 			break;
-		case 'G':
-			o.no_guard = true;
-			break;
-		case 'y':
-			o.verify = true;
-			break;
-		case 'j':
-			o.json = true;
-			break;
-		case 'c':
-			o.control = optarg;
-			break;
+		case 'G': o.no_guard = true; break;
+		case 'y': o.verify = true; break;
+		case 'j': o.json = true; break;
+		case 'c': o.control = optarg; break;
 		case 't':
 			if (zd_parse_duration_ns(optarg, &o.timeout_ns) < 0 || o.timeout_ns == 0)
 				zd_usage("--timeout '%s': want a duration > 0, e.g. 10000 or 10s", optarg);
@@ -146,7 +109,7 @@ int main(int argc, char **argv)
 		case 'g':
 			if (zd_parse_duration_ns(optarg, &o.grace_ns) < 0 || o.grace_ns > 3600ull * 1000000000)
 				zd_usage("--grace '%s': want a duration up to 1h, e.g. 1000 or 1s", optarg);
-			grace_given = true;
+			o.grace_set = true;
 			break;
 		case 'M':
 			if (zd_parse_duration_ns(optarg, &o.max_hold_ns) < 0 || o.max_hold_ns > 3600ull * 1000000000)
@@ -156,31 +119,11 @@ int main(int argc, char **argv)
 			if (zd_parse_u64(optarg, &o.window) < 0 || o.window > 1000000)
 				zd_usage("--window '%s': want a number of epochs, 0 (no limit) to 1000000", optarg);
 			break;
-		case 'v':
-			zd_verbose = 1;
-			break;
+		case 'v': zd_verbose = 1; break;
 		}
 	}
-	if (optind == argc)
-		zd_usage("missing TARGET");
-	if (argc - optind > 1)
-		zd_usage("unexpected argument '%s'", argv[optind + 1]);
-	if (precopy_given && o.mode != ZD_MODE_ZDDSPT)
-		zd_usage("--precopy needs --mode zddspt");
-	if (o.no_guard && o.mode != ZD_MODE_ZDDSPT)
-		zd_usage("--no-guard needs --mode zddspt");
-	if (grace_given && o.mode != ZD_MODE_REMUS)
-		zd_usage("--grace needs --mode remus");
-	o.spec = argv[optind];
+	o.spec = zd_cmd_operand(argc, argv, "TARGET");
 
-	/* A flag and no work in the handler: the loop ends the stream. */
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	/* A reader that went away shows as EPIPE on write, reported once. */
-	signal(SIGPIPE, SIG_IGN);
-
-	return zd_track_run(&o, &stop_flag);
+	zd_cmd_catch_stop();
+	return zd_cmd_exit(zd_track_main(&o, &zd_cmd_stop, msg, sizeof(msg)), msg);
 }

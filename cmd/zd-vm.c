@@ -72,10 +72,7 @@ int main(int argc, char **argv)
 		{ "restore", required_argument, NULL, 'R' },
 		{ "disk", required_argument, NULL, 'd' },
 		{ "disk-log", required_argument, NULL, 'L' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		ZD_CMD_COMMON_OPTS,
 	};
 	struct zd_vm_config cfg = {
 		.mem_bytes = ZD_VM_DEFAULT_MEM,
@@ -143,8 +140,7 @@ int main(int argc, char **argv)
 			zd_usage("--ctl takes no VM flags");
 		return zd_vm_ctl_main(ctl, argc - optind, argv + optind);
 	}
-	if (optind < argc)
-		zd_usage("unexpected argument '%s'", argv[optind]);
+	zd_cmd_no_operands(argc, argv);
 	if (cfg.restore_dir && (mem_set || wl_set || cfg.disk_path))
 		zd_usage("--restore takes the memory size and workload from the replica, and its disk: "
 			"no --mem, --workload or --disk");

@@ -7,52 +7,47 @@
 #
 #   zd run [--mode M] [--interval MS] [--epochs N] [--verify] [--precopy P]
 #          [--policy P] [--timeout MS] [--heartbeat MS] [--peer-timeout MS]
-#          [--json] [-v] VM_CONTROL_SOCKET BACKUP
-#   zd status DIR
-#   zd failover DIR [zd-vm flags]   take over: zd-vm --restore DIR
+#          [--key FILE] [--compress ENC] [--reprotect HOST:PORT]
+#          [--json] [-v] TARGET BACKUP
+#   zd status [DIR | --json]
+#   zd failover DIR [--reprotect HOST:PORT [run flags]] [zd-vm flags]
+#                                   take over: zd-vm --restore DIR
 #   zd measure [options] DIR      one protected run with a client, one JSON line
 #   zd demo [--seconds S] [--keep DIR]
 #   zd bench [--quick]
 set -u
-ZD_VERSION=0.1.0
-prog=zd
-
-die() { # die CODE MESSAGE
-	echo "$prog: $2" >&2
-	exit "$1"
-}
-usage_die() { die 2 "$1 (try 'zd --help')"; }
-say() { echo "zd: $*" >&2; }
-
-# The tools next to this script come first: bin/zd runs bin/zd-*.
-self=$(readlink -f "$0")
-here=$(dirname "$self")
-case ":$PATH:" in *":$here:"*) ;; *) PATH="$here:$PATH" ;; esac
-export PATH
-# A source tree (bin/zd inside it) has the QEMU harness and the bench.
-src_top=
-[ -x "$here/../tests/lib/vmhost.sh" ] && [ -f "$here/../Makefile" ] && src_top=$(cd "$here/.." && pwd)
+# die, usage_die, need_value, wait_until, recv_port ...: cmd/zd-common.bash,
+# installed in PREFIX/share/zd.
+zd_lib=$(dirname "$(readlink -f "$0")")/../share/zd/zd-common.bash
+[ -f "$zd_lib" ] || zd_lib=${zd_lib%/share/zd/*}/cmd/zd-common.bash
+# shellcheck source-path=SCRIPTDIR source=zd-common.bash
+. "$zd_lib" || exit 1
 
 usage() {
 	cat <<'EOF'
 usage: zd run [--mode M] [--interval MS] [--epochs N] [--verify] [--precopy P]
               [--policy P] [--timeout MS] [--heartbeat MS] [--peer-timeout MS]
-              [--no-failover] [--json] [-v] VM_CONTROL_SOCKET BACKUP
-       zd status DIR
-       zd failover DIR [--serve ADDR:PORT] [--control PATH] [-v]
+              [--key FILE] [--compress ENC] [--reprotect HOST:PORT]
+              [--no-failover] [--json] [-v] TARGET BACKUP
+       zd status [DIR | --json]
+       zd failover DIR [--reprotect HOST:PORT [--mode M] [--interval MS]
+                       [--key FILE] [--compress ENC]] [--serve ADDR:PORT]
+                       [--control PATH] [-v]
        zd measure [--mode M] [--interval MS] [--epochs N] [--mem SIZE]
                   [--dirty RATE] [--hot F] [--no-output-commit] DIR
        zd demo [--seconds S] [--keep DIR]
        zd bench [--quick]
        zd --help | --version
 
-Protect a VM run by zd-vm: checkpoint it continuously and keep a replica on
-a backup (zd-track | zd-mru | zd-swap | zd-send → zd-recv).
+Protect a VM: checkpoint it continuously and keep a replica on a backup
+(zd-track | zd-mru | zd-swap | zd-send → zd-recv).
 
-  run      VM_CONTROL_SOCKET is zd-vm's --control socket; BACKUP is HOST:PORT
-           (a zd-recv --listen already there) or local:DIR (zd-recv is started
-           on loopback with the replica in DIR). zd-send's log stream goes to
-           stdout (pipe it into zd-stat).
+  run      TARGET is zd-track's (kvm:SOCKET, xen:NAME, synth:...; a bare path
+           is zd-vm's --control socket, kvm:); BACKUP is HOST:PORT (a zd-recv
+           --listen already there), local:DIR (zd-recv is started on loopback
+           with the replica in DIR) or ssh:[USER@]HOST:DIR (zd-send starts
+           zd-recv --stdio there). zd-send's log stream goes to stdout (pipe
+           it into zd-stat).
              --mode M        remus, buffered or zddspt (default remus)
              --interval MS   checkpoint interval (default 25)
              --epochs N      stop after N epochs (default: until SIGINT)
@@ -67,14 +62,27 @@ a backup (zd-track | zd-mru | zd-swap | zd-send → zd-recv).
                              --heartbeat and --timeout (defaults: heartbeat
                              100; timeout 2000 for zd-send, 500 for
                              zd-recv; 0 = only a closed connection)
+             --key FILE      pre-shared key: the wire authenticated and
+                             encrypted (zd-send --key; local: zd-recv's too)
+             --compress ENC  zd-send --compress: none, zstd or delta
+             --reprotect HOST:PORT
+                             local: and ssh: backups: after a takeover the
+                             restored VM is protected again, to the zd-recv
+                             at HOST:PORT, with the same mode, interval, key
+                             and compression (zd failover --reprotect)
              --no-failover   local: zd-recv only reports a lost primary
              --reconnect MS  zd-send reconnects a lost link for up to MS and
                              resends what the backup lost (man zd-send)
              --json          the log stream as JSON lines
-  status   the replica in DIR: last committed epoch and memory checksum
+  status   DIR: the replica's last committed epoch and memory checksum;
+           without DIR: the live status of every zd-recv and zd-track
+           running here (zd-stat --live; --json for scripts)
   failover take over by hand on the backup: zd-vm --restore DIR, serving the
            primary's address and control socket (zd-recv does the same by
-           itself when it loses the primary)
+           itself when it loses the primary). With --reprotect HOST:PORT the
+           restored VM is protected again to that zd-recv (zd run, retried
+           every 2 s while the backup is not there, for as long as the VM
+           runs); zd failover then ends with the VM.
   measure  start zd-vm (workload, service) and a zd-recv on loopback, protect
            the VM for N epochs while zd-client asks the service, print one
            JSON line: zd-stat's figures (from epoch 2), the client's, the
@@ -98,24 +106,21 @@ zd-send, zd-recv: 1 runtime, 3 bad stream, 4 target, 5 peer); 2 usage;
 EOF
 }
 
-need_value() { [ $# -ge 2 ] || usage_die "option '$1' needs a value"; }
-is_count() { case $1 in '' | *[!0-9]*) return 1 ;; esac; [ "$1" -gt 0 ] 2>/dev/null; }
-check_mode() { case $1 in remus | buffered | zddspt) ;; *) usage_die "--mode '$1': want remus, buffered or zddspt" ;; esac; }
-
 # ---- zd run -----------------------------------------------------------------
 
-# With local:, the zd-recv started in the background and its log. A
-# background job ignores SIGINT: when the pipeline dies of Ctrl-C, or the
-# run fails before its wait, the script stops that zd-recv on its way out.
-recv_pid='' rlog=''
+# With local:, the zd-recv started in the background, and a directory for
+# its log and port file. A background job ignores SIGINT: when the pipeline
+# dies of Ctrl-C, or the run fails before its wait, the script stops that
+# zd-recv on its way out.
+recv_pid='' rtmp=''
 run_cleanup() {
 	[ -n "$recv_pid" ] && kill -TERM "$recv_pid" 2>/dev/null && wait "$recv_pid" 2>/dev/null
-	[ -n "$rlog" ] && rm -f "$rlog"
+	[ -n "$rtmp" ] && rm -rf "$rtmp"
 }
 
 cmd_run() {
 	local mode=remus interval=25 epochs='' verify='' precopy='' policy=mru timeout='' json='' verbose=''
-	local hb=() local_extra=() send_extra=()
+	local hb=() local_extra=() send_extra=() key=() reprotect=
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--mode | -m) need_value "$@"; check_mode "$2"; mode=$2; shift 2 ;;
@@ -130,63 +135,136 @@ cmd_run() {
 		--peer-timeout) need_value "$@"; hb+=(--timeout "$2"); shift 2 ;;
 		--no-failover) local_extra+=(--no-failover); shift ;;
 		--reconnect) need_value "$@"; send_extra+=(--reconnect "$2"); shift 2 ;;
+		--key) need_value "$@"; key=(--key "$2"); shift 2 ;;
+		--compress) need_value "$@"; send_extra+=(--compress "$2"); shift 2 ;;
+		--reprotect) need_value "$@"
+			case $2 in *:[0-9]*) reprotect=$2 ;; *) usage_die "--reprotect '$2': want HOST:PORT" ;; esac
+			shift 2 ;;
 		-v | --verbose) verbose=-v; shift ;;
 		--) shift; break ;;
 		-*) usage_die "run: unknown option '$1'" ;;
 		*) break ;;
 		esac
 	done
-	[ $# -eq 2 ] || usage_die "run: want VM_CONTROL_SOCKET BACKUP, got $# arguments"
-	local sock=$1 backup=$2 dest rdir=
-	[ -S "$sock" ] || die 4 "run: $sock: not a socket (is zd-vm --control $sock running?)"
+	[ $# -eq 2 ] || usage_die "run: want TARGET BACKUP, got $# arguments"
+	local target=$1 backup=$2 dest rdir='' rlog=''
+	case $target in
+	[a-z]*:*) ;;
+	*) target=kvm:$target ;;
+	esac
+	case $target in
+	kvm:*) [ -S "${target#kvm:}" ] || die 4 "run: ${target#kvm:}: not a socket (is zd-vm --control ${target#kvm:} running?)" ;;
+	esac
+	# After a takeover on the backup, the restored VM is protected again:
+	# the zd-recv this run starts there hands over to zd failover.
+	if [ -n "$reprotect" ]; then
+		case $backup in
+		local:* | ssh:*) ;;
+		*) usage_die "--reprotect goes with a local: or ssh: backup (a zd-recv of your own takes --on-failover 'zd failover \"\$ZD_REPLICA\" --reprotect $reprotect')" ;;
+		esac
+		local again
+		again=$(printf ' %q' --reprotect "$reprotect" --mode "$mode" --interval "$interval" "${key[@]+"${key[@]}"}")
+		local_extra+=(--on-failover "exec $(printf %q "$self") failover \"\$ZD_REPLICA\"$again")
+	fi
 	case $backup in
 	local:?*)
 		rdir=${backup#local:}
-		rlog=$(mktemp "${TMPDIR:-/tmp}/zd-recv.XXXXXX") || die 1 "run: mktemp failed"
+		rtmp=$(mktemp -d "${TMPDIR:-/tmp}/zd-recv.XXXXXX") || die 1 "run: mktemp failed"
+		rlog=$rtmp/recv.err
 		trap run_cleanup EXIT
-		zd-recv --listen 127.0.0.1:0 --replica "$rdir" --once $verify $verbose \
-			"${hb[@]+"${hb[@]}"}" "${local_extra[@]+"${local_extra[@]}"}" 2>"$rlog" &
+		# Ready is when the backup holds a checkpoint (zd-track says so), not
+		# when this zd-recv listens: it does not tell a service manager.
+		NOTIFY_SOCKET= zd-recv --listen 127.0.0.1:0 --port-file "$rtmp/port" --replica "$rdir" --once $verify $verbose \
+			"${hb[@]+"${hb[@]}"}" "${key[@]+"${key[@]}"}" "${local_extra[@]+"${local_extra[@]}"}" \
+			2> >(tee "$rlog" >&2) &
 		recv_pid=$!
-		for _ in $(seq 200); do
-			dest=$(grep -o '127\.0\.0\.1:[0-9]*' "$rlog" | head -1)
-			[ -n "$dest" ] && break
-			kill -0 $recv_pid 2>/dev/null || break
-			sleep 0.05
-		done
-		if [ -z "$dest" ]; then
-			cat "$rlog" >&2
-			rm -f "$rlog"
+		if ! dest=127.0.0.1:$(recv_port "$rtmp/port" $recv_pid); then
 			die 1 "run: zd-recv for $rdir did not start"
 		fi
 		;;
 	local:) usage_die "run: local: wants a directory (local:DIR)" ;;
+	ssh:?*)
+		dest=$backup
+		# zd-send starts the far zd-recv (--stdio) with ZD_REMOTE_RECV.
+		if [ ${#local_extra[@]} -gt 0 ]; then
+			ZD_REMOTE_RECV="${ZD_REMOTE_RECV:-zd-recv}$(printf ' %q' "${local_extra[@]}")"
+			export ZD_REMOTE_RECV
+		fi ;;
 	*:[0-9]*) dest=$backup ;;
-	*) usage_die "run: BACKUP '$backup': want HOST:PORT or local:DIR" ;;
+	*) usage_die "run: BACKUP '$backup': want HOST:PORT, local:DIR or ssh:[USER@]HOST:DIR" ;;
 	esac
 	# zd-track's own flags are checked by zd-track (one line, exit 2).
-	local track_args=("kvm:$sock" --mode "$mode" --interval "$interval")
+	local track_args=("$target" --mode "$mode" --interval "$interval")
 	[ -n "$epochs" ] && track_args+=(--epochs "$epochs")
 	[ -n "$verify" ] && track_args+=(--verify)
 	[ -n "$precopy" ] && track_args+=(--precopy "$precopy")
 	[ -n "$timeout" ] && track_args+=(--timeout "$timeout")
 	[ -n "$verbose" ] && track_args+=(-v)
 	zd-track "${track_args[@]}" | zd-mru --policy "$policy" $verbose | zd-swap $verbose |
-		zd-send $json $verbose "${hb[@]+"${hb[@]}"}" "${send_extra[@]+"${send_extra[@]}"}" "$dest"
+		zd-send $json $verbose "${hb[@]+"${hb[@]}"}" "${key[@]+"${key[@]}"}" "${send_extra[@]+"${send_extra[@]}"}" "$dest"
 	local rcs=("${PIPESTATUS[@]}") rc=0 c
 	for c in "${rcs[@]}"; do [ "$c" != 0 ] && { rc=$c; break; }; done
 	if [ -n "$recv_pid" ]; then
 		wait $recv_pid
 		c=$?
 		recv_pid=
-		[ $c != 0 ] && { sed 's/^/  /' "$rlog" | tail -3 >&2; [ $rc = 0 ] && rc=$c; }
-		rm -f "$rlog"
+		[ $c != 0 ] && [ $rc = 0 ] && rc=$c
+		rm -rf "$rtmp"
+		rtmp=
 	fi
 	return $rc
 }
 
 cmd_status() {
-	[ $# -eq 1 ] || usage_die "status: want DIR"
-	zd-recv --replica "$1" --status
+	case $# in
+	0) exec zd-stat --live ;;
+	1) [ "$1" = --json ] && exec zd-stat --live --json
+	   zd-recv --replica "$1" --status ;;
+	*) usage_die "status: want DIR, --json or nothing" ;;
+	esac
+}
+
+# zd failover --reprotect: the restored VM runs in the background, and
+# zd run protects it to HOST:PORT, again every 2 s while the backup is not
+# there or the run fails, for as long as the VM runs. Ends with the VM's
+# status; SIGTERM stops both.
+vm_pid=''
+failover_cleanup() { [ -n "$vm_pid" ] && kill -TERM "$vm_pid" 2>/dev/null; }
+failover_reprotect() {
+	local dir=$1 to=$2 sock=''
+	shift 2
+	local run_args=() vm_args=()
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--mode | --interval | --key | --compress) need_value "$@"; run_args+=("$1" "$2"); shift 2 ;;
+		--control) need_value "$@"; sock=$2; vm_args+=("$1" "$2"); shift 2 ;;
+		*) vm_args+=("$1"); shift ;;
+		esac
+	done
+	# The restored VM serves the primary's control socket unless told.
+	if [ -z "$sock" ]; then
+		sock=$(zd-recv --replica "$dir" --status | sed -n 's/^target kvm://p')
+		[ -n "$sock" ] || die 4 "failover: $dir: not the replica of a zd-vm (kvm:) VM: --reprotect needs one"
+	fi
+	trap failover_cleanup EXIT TERM INT
+	zd-vm --restore "$dir" "${vm_args[@]+"${vm_args[@]}"}" &
+	vm_pid=$!
+	if ! wait_until 30 test -S "$sock"; then
+		wait "$vm_pid"
+		local rc=$?
+		vm_pid=
+		exit $rc
+	fi
+	while kill -0 "$vm_pid" 2>/dev/null; do
+		say "failover: protecting the restored VM again, to $to"
+		"$self" run "${run_args[@]+"${run_args[@]}"}" "kvm:$sock" "$to" >/dev/null
+		kill -0 "$vm_pid" 2>/dev/null || break
+		sleep 2
+	done
+	wait "$vm_pid"
+	local rc=$?
+	vm_pid=
+	exit $rc
 }
 
 cmd_failover() {
@@ -194,6 +272,11 @@ cmd_failover() {
 	case $1 in -*) usage_die "failover: want DIR first, got '$1'" ;; esac
 	local dir=$1
 	shift
+	if [ "${1:-}" = --reprotect ]; then
+		need_value "$@"
+		case $2 in *:[0-9]*) ;; *) usage_die "--reprotect '$2': want HOST:PORT" ;; esac
+		failover_reprotect "$dir" "$2" "${@:3}"
+	fi
 	# zd-vm checks the replica and its own flags (one line, exit 2-4).
 	exec zd-vm --restore "$dir" "$@"
 }

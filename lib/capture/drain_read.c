@@ -3,7 +3,8 @@
  * The plain drain: read the missing pages from the target as they are now,
  * ZD_PAGES_PER_RECORD at a time. Right while the VM is paused for the
  * checkpoint (remus) or for a target that can produce any epoch's contents
- * (synth, trace); zddspt on a running VM needs drain_uffd (issue 4).
+ * (synth, trace); zddspt on a running VM needs drain_uffd, which saves
+ * each frozen page before the guest writes it again.
  */
 #include <inttypes.h>
 #include <stdlib.h>

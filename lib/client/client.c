@@ -509,3 +509,19 @@ out:
 	free(c.failover);
 	return rc;
 }
+
+int zd_client_main(struct zd_client_opts *o, const volatile sig_atomic_t *stop, char *msg, size_t msglen)
+{
+	const char *colon = strrchr(o->addr, ':');
+
+	*msg = 0;
+	if (o->retry_for_set && !o->reconnect)
+		return zd_msg(ZD_EXIT_USAGE, msg, msglen, "--retry-for needs --reconnect");
+	if (!colon || !colon[1])
+		return zd_msg(ZD_EXIT_USAGE, msg, msglen, "'%s': want ADDR:PORT", o->addr);
+	if (!o->requests_set && !o->duration_ns)
+		o->requests = 100;
+	if (!o->concurrency_set && o->rate == 0)
+		o->concurrency = 1;
+	return zd_client_run(o, stop);
+}

@@ -937,16 +937,5 @@ void zd__replica_crash(struct zd_replica *rep)
 		stage_free(rep->st);
 		rep->st = NULL;
 	}
-	if (rep->mem)
-		munmap(rep->mem, (size_t)(rep->meta.page_count * rep->meta.page_size));
-	if (rep->wmem && rep->wmem != MAP_FAILED)
-		munmap(rep->wmem, (size_t)(rep->meta.page_count * rep->meta.page_size));
-	if (rep->memfd >= 0)
-		close(rep->memfd);
-	if (rep->diskfd >= 0)
-		close(rep->diskfd);
-	zd_pageset_free(&rep->reserved);
-	close(rep->dirfd);
-	free(rep->dir);
-	free(rep);
+	zd__replica_release(rep);
 }

@@ -379,6 +379,11 @@ void zd_replica_close(struct zd_replica *rep)
 	if (!rep)
 		return;
 	zd_replica_stage_abort(rep);
+	zd__replica_release(rep);
+}
+
+void zd__replica_release(struct zd_replica *rep)
+{
 	if (rep->mem)
 		munmap(rep->mem, (size_t)(rep->meta.page_count * rep->meta.page_size));
 	if (rep->wmem && rep->wmem != MAP_FAILED)

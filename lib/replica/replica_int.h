@@ -52,5 +52,8 @@ int zd__rep_disk_reopen(struct zd_replica *rep);
 int zd__rep_disk_hash(struct zd_replica *rep, void *h, uint8_t *buf, uint64_t off, uint64_t len);
 /* Tests only: drop rep without cleaning up, as a crash would. */
 void zd__replica_crash(struct zd_replica *rep);
+/* Unmap, close and free what an open replica holds, its stage already
+ * gone (zd_replica_close, zd__replica_crash). */
+void zd__replica_release(struct zd_replica *rep);
 
 #endif

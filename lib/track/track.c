@@ -680,3 +680,15 @@ out:
 	pthread_mutex_destroy(&k.amu);
 	return rc;
 }
+
+int zd_track_main(const struct zd_track_opts *o, volatile sig_atomic_t *stop, char *msg, size_t msglen)
+{
+	*msg = 0;
+	if (o->precopy_set && o->mode != ZD_MODE_ZDDSPT)
+		return zd_msg(ZD_EXIT_USAGE, msg, msglen, "--precopy needs --mode zddspt");
+	if (o->no_guard && o->mode != ZD_MODE_ZDDSPT)
+		return zd_msg(ZD_EXIT_USAGE, msg, msglen, "--no-guard needs --mode zddspt");
+	if (o->grace_set && o->mode != ZD_MODE_REMUS)
+		return zd_msg(ZD_EXIT_USAGE, msg, msglen, "--grace needs --mode remus");
+	return zd_track_run(o, stop);
+}

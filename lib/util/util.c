@@ -90,25 +90,19 @@ void zd_warnx(const char *fmt, ...)
 	va_end(ap);
 }
 
-void zd_die(int code, const char *fmt, ...)
+void zd_verror(int errnum, const char *fmt, va_list ap)
 {
-	int e = errno;
-	va_list ap;
-
-	va_start(ap, fmt);
-	vwarn_common(SD_ERR, e, fmt, ap);
-	va_end(ap);
-	exit(code);
+	vwarn_common(SD_ERR, errnum, fmt, ap);
 }
 
-void zd_diex(int code, const char *fmt, ...)
+int zd_msg(int rc, char *msg, size_t msglen, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	vwarn_common(SD_ERR, 0, fmt, ap);
+	vsnprintf(msg, msglen, fmt, ap);
 	va_end(ap);
-	exit(code);
+	return rc;
 }
 
 void zd_debug(const char *fmt, ...)
@@ -300,9 +294,13 @@ void zd_hash64_update(XXH3_state_t *h, const void *buf, size_t len)
 	zd_vzeroupper();
 }
 
+/* Out of memory: no caller does better than to stop. The library does not
+ * exit on its callers' behalf; abort() stops here and leaves a core that
+ * shows where (as glib's g_malloc does). */
 static _Noreturn void oom(size_t n)
 {
-	zd_diex(ZD_EXIT_FAIL, "out of memory allocating %zu bytes", n);
+	zd_warnx("out of memory allocating %zu bytes", n);
+	abort();
 }
 
 void *zd_xmalloc(size_t n)

@@ -1,2 +1,2 @@
-# lib/wire: authentication uses libsodium (Debian libsodium-dev).
-LDLIBS += $(shell pkg-config --libs libsodium 2>/dev/null || echo -lsodium)
+# lib/wire: authentication uses libsodium (Debian libsodium-dev), one of
+# the Makefile's PKGS: checked by deps-ok and linked like the others.

@@ -26,6 +26,7 @@
 
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct zd_client_opts {
@@ -39,6 +40,9 @@ struct zd_client_opts {
 	uint64_t retry_for_ns;		/* ... for at most this long each time */
 	bool shared;			/* other clients use the service too */
 	const char *log_path;		/* one line per answer, or NULL */
+	/* given on the command line: unset, requests is 100 without a
+	 * duration, concurrency 1 without a rate; retry_for needs reconnect */
+	bool requests_set, concurrency_set, retry_for_set;
 };
 
 /* Run the client until done or *stop is set (the tool sets it from its
@@ -46,5 +50,10 @@ struct zd_client_opts {
  * prints the JSON summary on stdout and returns the exit code (0 ok, 1
  * runtime failure, 3 contradiction, 5 peer). */
 int zd_client_run(const struct zd_client_opts *o, const volatile sig_atomic_t *stop);
+
+/* zd-client as a whole: ZD_EXIT_USAGE with msg if the flags do not go
+ * together or addr is not ADDR:PORT; else fill in the defaults above and
+ * zd_client_run (msg empty). */
+int zd_client_main(struct zd_client_opts *o, const volatile sig_atomic_t *stop, char *msg, size_t msglen);
 
 #endif

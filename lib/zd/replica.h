@@ -161,13 +161,13 @@ struct zd_conn;
 struct zd_auth_key;
 struct zd_recv_opts {
 	enum zd_verify verify;
-	/* Failover hook (issue 5): called when the primary is gone — the
+	/* Failover hook: called when the primary is gone — the
 	 * connection ended without END, or timed out — after the open epoch
 	 * was discarded. The replica is at its last committed epoch. Returns
 	 * the exit code the session ends with. NULL: end with ZD_EXIT_PEER. */
 	int (*on_peer_lost)(struct zd_replica *rep, void *arg);
 	void *arg;
-	/* Heartbeats (issue 5), TCP only, armed once the HEADER came: a STAT
+	/* Heartbeats, TCP only, armed once the HEADER came: a STAT
 	 * "heartbeat" record goes back when nothing else did for heartbeat_ms;
 	 * timeout_ms without a byte from the primary is its death. 0 = off. */
 	unsigned heartbeat_ms, timeout_ms;
@@ -175,7 +175,7 @@ struct zd_recv_opts {
 	 * A timeout that nothing acts on only turns a slow primary into a
 	 * lost one. */
 	bool (*arm_timeout)(const struct zd_replica *rep, void *arg);
-	/* The wire (issue 7). key: authenticate the connection and every
+	/* The wire. key: authenticate the connection and every
 	 * record (struct zd_auth_key of zd/wire.h; NULL: none). accept: the
 	 * highest PAGES encoding taken (ZD_PENC_*), announced to zd-send
 	 * after the HEADER, if accept_set (unset, the zero default: all). */
@@ -250,5 +250,39 @@ void zd_failover_env(const struct zd_replica *rep, uint64_t lost_wall_ns);
 /* Run cmd under /bin/sh and wait up to timeout_ms (0: for ever; then it is
  * killed with its process group): 0 if it exited 0, else -1 with msg. */
 int zd_failover_fence(const char *cmd, unsigned timeout_ms, char *msg, size_t msglen);
+
+/* --- zd-recv as a whole (lib/replica/tool.c) --- */
+/* What zd-recv's flags ask for: cmd/zd-recv.c fills it in and calls
+ * zd_recv_main. A new flag is a field here, an entry in cmd/zd-recv.c's
+ * option table and, if it conflicts with others, a line in
+ * zd_recv_check. */
+struct zd_recv_args {
+	const char *listen;		/* ADDR:PORT, or NULL */
+	const char *port_file;		/* with listen: the port, once listening */
+	bool stdio;			/* the stream on stdin, ACKs on stdout */
+	const char *dir;		/* the replica */
+	bool status;			/* print the replica's state and exit */
+	bool verify, no_verify;		/* ZD_VERIFY_ALWAYS, ZD_VERIFY_NEVER */
+	bool once, no_fsync, insecure;
+	const char *key_path;		/* NULL: no key */
+	unsigned heartbeat_ms, timeout_ms;
+	bool heartbeat_set, timeout_set;
+	bool accept_set;		/* --compress: the highest encoding taken */
+	uint8_t accept;
+	const char *fence;		/* NULL: none */
+	unsigned fence_timeout_ms;
+	bool fence_timeout_set;
+	const char *on_failover;	/* NULL: the target's default */
+	bool no_failover;
+};
+#define ZD_RECV_ARGS_INIT { .heartbeat_ms = 100, .timeout_ms = 500, .fence_timeout_ms = ZD_FENCE_TIMEOUT_MS }
+/* ZD_EXIT_USAGE with msg if the flags conflict. */
+int zd_recv_check(const struct zd_recv_args *a, char *msg, size_t msglen);
+/* Check, then run zd-recv: print the status, or serve until the end of
+ * the stream(s), then take over if the primary was lost. Returns the exit
+ * status with msg holding the reason (lines along the way went to stderr);
+ * after a takeover it does not return. The caller ignores SIGPIPE: a dead
+ * sender is a failed ACK write. */
+int zd_recv_main(const struct zd_recv_args *a, char *msg, size_t msglen);
 
 #endif

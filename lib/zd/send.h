@@ -21,6 +21,8 @@ struct zd_send_opts {
 	unsigned hb_ms, to_ms;		/* heartbeat period, timeout (0 = none) */
 	unsigned reconnect_ms;		/* a lost link: reconnect for this long; 0 = exit 5 */
 	uint64_t resend_bytes;		/* the resend log's budget */
+	/* given on the command line (each goes with some other flags) */
+	bool level_set, cache_set, resend_set;
 };
 
 /* Connect, ship stdin until END, wait for the last ACKs. Returns 0, or
@@ -28,5 +30,10 @@ struct zd_send_opts {
  * (notes along the way go to stderr). The caller ignores SIGPIPE: a
  * closed peer is a failed write, not the end of the process. */
 int zd_send_run(const struct zd_send_opts *o, char *err, size_t errlen);
+
+/* zd-send as a whole (lib/send/tool.c): check which flags go together and
+ * DEST (ZD_EXIT_USAGE with err), load the key, then zd_send_run (whose
+ * caller ignores SIGPIPE). o->key is set here from o->key_path. */
+int zd_send_main(struct zd_send_opts *o, char *err, size_t errlen);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include "zd/stream.h"
 
@@ -28,6 +29,7 @@ struct zd_track_opts {
 	uint64_t max_hold_ns;		/* warn when output waits longer for an ACK, 0 = never */
 	uint64_t window;		/* buffered, zddspt: most epochs unacknowledged, 0 = no limit */
 	int out_fd;			/* where the stream goes (1) */
+	bool precopy_set, grace_set;	/* given on the command line */
 };
 
 #define ZD_TRACK_DEFAULT_INTERVAL_NS (25ull * 1000000)
@@ -41,5 +43,8 @@ struct zd_track_opts {
  * after the current round with END status 1. Prints its own diagnostics;
  * returns the process exit code (enum zd_exit). */
 int zd_track_run(const struct zd_track_opts *o, volatile sig_atomic_t *stop);
+/* zd-track as a whole: ZD_EXIT_USAGE with msg if the flags do not go with
+ * the mode, else zd_track_run (msg empty: it printed its own). */
+int zd_track_main(const struct zd_track_opts *o, volatile sig_atomic_t *stop, char *msg, size_t msglen);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <sys/types.h>
 #include <time.h>
@@ -35,8 +36,12 @@ void zd_set_progname(const char *argv0);
 void zd_malloc_keep_big(void);
 void zd_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void zd_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-_Noreturn void zd_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-_Noreturn void zd_diex(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* An error line ("zd-TOOL: ...[: strerror(errnum)]", level err in the
+ * journal): what a tool's zd_die prints before it exits (cmd/opt.c). */
+void zd_verror(int errnum, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/* Write the reason into msg (msglen bytes) and return rc: the way a libzd
+ * call hands its exit status and one-line reason to the tool. */
+int zd_msg(int rc, char *msg, size_t msglen, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Verbose log (enabled by -v / ZD_DEBUG=1): goes to stderr with a timestamp. */
 extern int zd_verbose;
 void zd_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The wire between zd-send and zd-recv (issue 7): page compression of
+ * The wire between zd-send and zd-recv: page compression of
  * PAGES records and a pre-shared-key authentication of the link.
  *
  * Compression (lib/wire/pages.c, shadow.c). A PAGES record carries raw

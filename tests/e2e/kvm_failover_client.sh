@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12, item 7: the failover time as a client sees it, per mode, on
+# The failover time as a client sees it, per mode, on
 # real KVM. bench/failover.sh (BENCH_QUICK: 4 losses per mode and
 # setting, half crashes of the primary's host, half silent primaries that
 # zd-recv's --timeout declares lost and its --fence powers off) with

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 3's end-to-end test on real KVM: zd-vm runs a workload, zd-track
+# End to end on real KVM: zd-vm runs a workload, zd-track
 # checkpoints it every 25 ms through zd-swap and zd-send to zd-recv, 200
 # epochs with --verify, in remus and then buffered mode. Proves that
 #   - the replica's memory equals the primary's at the last committed
@@ -26,7 +26,7 @@
 # (--timeout 300000: the first epoch copies and hashes all 64 MiB).
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/kvmouter.sh"
-. "$(dirname "$0")/../lib/wait.sh"
+. "$(dirname "$0")/../lib/replica.sh"
 cd "$ZD_TOP" || exit 1
 EPOCHS=${ZD_KVM_EPOCHS:-200}
 
@@ -117,17 +117,10 @@ run_mode() {
 		else not_ok "$mode: zd-recv ends cleanly" "exit $rc: $(tail -n 3 "$d/recv.err")"; fi
 	fi
 
-	zd-recv --replica "$d/replica" --status >"$d/status"
-	local repoch rsum vsum
-	repoch=$(sed -n 's/^epoch //p' "$d/status")
-	rsum=$(sed -n 's/^memsum //p' "$d/status")
-	vsum=$(json_num "$d/send.log" commit memsum | awk -v e="$EPOCHS" '$1 == e {print $2}')
-	if [ "$repoch" = "$EPOCHS" ]; then ok "$mode: the replica is at epoch $EPOCHS"
-	else not_ok "$mode: the replica is at epoch $EPOCHS" "$(cat "$d/status")"; fi
-	if [ -n "$vsum" ] && [ "$rsum" = "$vsum" ]; then
-		ok "$mode: replica memory = the VM's memory at checkpoint $EPOCHS ($rsum)"
+	if replica_vs_vm "$d/replica" "$d/send.log" "$EPOCHS"; then
+		ok "$mode: replica memory = the VM's memory at checkpoint $EPOCHS ($REPLICA_SUM)"
 	else
-		not_ok "$mode: replica memory = the VM's memory at checkpoint $EPOCHS" "replica '$rsum', VM '$vsum'"
+		not_ok "$mode: replica memory = the VM's memory at checkpoint $EPOCHS" "replica at epoch '$REPLICA_EPOCH' sum '$REPLICA_SUM', VM '$VM_SUM'"
 	fi
 
 	# Dirty pages per epoch (epoch 1 is the whole memory).

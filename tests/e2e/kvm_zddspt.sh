@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4's correctness test of zddspt on real KVM: zd-vm's uffd guard
+# The correctness test of zddspt on real KVM: zd-vm's uffd guard
 # write-protects the frozen set at each checkpoint, zd-swap (drain_uffd)
 # saves pre-images on the guest's write faults and drains the rest while
 # the VM runs. With --verify, for $ZD_ZDDSPT_EPOCHS epochs (default 200):
@@ -24,7 +24,7 @@
 # faults cost 7.6 ms with 2 vCPUs and 0.43 ms with one).
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/../lib/kvmouter.sh"
-. "$(dirname "$0")/../lib/wait.sh"
+. "$(dirname "$0")/../lib/replica.sh"
 cd "$ZD_TOP" || exit 1
 EPOCHS=${ZD_ZDDSPT_EPOCHS:-200}
 CMP_EPOCHS=${ZD_ZDDSPT_CMP_EPOCHS:-20}
@@ -79,15 +79,10 @@ run_mode() {
 	rc=$?
 	if [ $rc -eq 0 ]; then ok "$name: zd-recv --verify ends cleanly (every epoch's memsum matched)"
 	else not_ok "$name: zd-recv --verify ends cleanly" "exit $rc: $(tail -n 3 "$d/recv.err")"; fi
-	zd-recv --replica "$d/replica" --status >"$d/status"
-	local repoch rsum vsum
-	repoch=$(sed -n 's/^epoch //p' "$d/status")
-	rsum=$(sed -n 's/^memsum //p' "$d/status")
-	vsum=$(json_num "$d/send.log" commit memsum | awk -v e="$epochs" '$1 == e {print $2}')
-	if [ "$repoch" = "$epochs" ] && [ -n "$vsum" ] && [ "$rsum" = "$vsum" ]; then
-		ok "$name: replica = the VM's memory at checkpoint $epochs ($rsum)"
+	if replica_vs_vm "$d/replica" "$d/send.log" "$epochs"; then
+		ok "$name: replica = the VM's memory at checkpoint $epochs ($REPLICA_SUM)"
 	else
-		not_ok "$name: replica = the VM's memory at checkpoint $epochs" "replica epoch '$repoch' sum '$rsum', VM '$vsum'"
+		not_ok "$name: replica = the VM's memory at checkpoint $epochs" "replica epoch '$REPLICA_EPOCH' sum '$REPLICA_SUM', VM '$VM_SUM'"
 	fi
 	stat_vals "$d/send.log" track pause_ns | sort -n | awk '{a[NR] = $1} END {if (NR) printf "%.0f %.0f %d\n",
 		a[int(NR * 0.5) + 1] / 1000, a[int(NR * 0.99) + (NR < 100)] / 1000, NR}' >"$d/pause"

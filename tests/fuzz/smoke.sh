@@ -1,69 +1,44 @@
 #!/usr/bin/env bash
-# Fuzz smoke run (suite "fuzz" of tests/run): replay the seed corpus, then
-# fuzz the zd-stream(5) decoder, lib/wire's payload/MAC paths and zd-recv's
-# record handling (fuzz_recv) for
-# FUZZ_SMOKE_TIME seconds each (default 10).
-# The long run is `make fuzz`.
+# Fuzz smoke run (suite "fuzz" of tests/run): for each harness, build it,
+# replay its seed corpus, then fuzz for FUZZ_SMOKE_TIME seconds (default
+# 10): the zd-stream(5) decoder (fuzz_decode), lib/wire's payload and MAC
+# paths (fuzz_wire) and zd-recv's record handling into a replica, MAC and
+# delta paths (fuzz_recv). The long run is `make fuzz`.
 . "$(dirname "$0")/../lib/tap.sh"
 cd "$ZD_TOP" || exit 2
 BUILD=${BUILD:-build}
-bin=$BUILD/fuzz/fuzz_decode
 secs=${FUZZ_SMOKE_TIME:-10}
 
 if ! command -v "${FUZZ_CC:-clang}" >/dev/null; then
-	skip "fuzz_decode builds" "no clang"
+	skip "fuzz harnesses build" "no clang"
 	done_testing
 fi
-if ! make -s "$bin" >"$TMP/build.log" 2>&1; then
-	not_ok "fuzz_decode builds" "$(tail -5 "$TMP/build.log")"
-	done_testing
-fi
-ok "fuzz_decode builds"
 
-# every seed decodes without a finding (and -runs=0 replays them only)
-check "seed corpus replays clean" "$bin" -runs=0 -artifact_prefix="$TMP/" tests/fuzz/seeds-decode
+# smoke NAME SEEDS MAX_LEN [libFuzzer flags...]: one harness; a build
+# failure ends the run (the next harnesses share its objects).
+smoke() {
+	local name=$1 seeds=tests/fuzz/$2 maxlen=$3 bin=$BUILD/fuzz/$1
+	shift 3
+	if ! make -s "$bin" >"$TMP/build-$name.log" 2>&1; then
+		not_ok "$name builds" "$(tail -5 "$TMP/build-$name.log")"
+		done_testing
+	fi
+	ok "$name builds"
+	# every seed runs without a finding (-runs=0 replays them only)
+	check "$name: seed corpus replays clean" "$bin" -runs=0 -artifact_prefix="$TMP/" "$seeds"
+	mkdir -p "$TMP/corpus-$name"
+	if "$bin" -max_total_time="$secs" -max_len="$maxlen" -timeout=10 -rss_limit_mb=2048 \
+		-artifact_prefix="$TMP/" "$@" "$TMP/corpus-$name" "$seeds" >"$TMP/$name.log" 2>&1; then
+		ok "$name ${secs}s: $(grep -oE 'Done [0-9]+ runs' "$TMP/$name.log" | tail -1), no finding"
+	else
+		not_ok "$name ${secs}s finds nothing" \
+			"$(grep -E "ERROR|SUMMARY|$name:|Test unit written" "$TMP/$name.log" | head -10)"
+		# keep the reproducer for whoever looks at the log
+		cp "$TMP"/crash-* "$TMP"/leak-* "$TMP"/timeout-* "$TMP"/oom-* "$BUILD/fuzz/" 2>/dev/null
+	fi
+}
 
-mkdir -p "$TMP/corpus"
-if "$bin" -max_total_time="$secs" -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
-	-artifact_prefix="$TMP/" -dict=tests/fuzz/stream.dict "$TMP/corpus" tests/fuzz/seeds-decode >"$TMP/fuzz.log" 2>&1; then
-	ok "fuzz_decode ${secs}s: $(grep -oE 'Done [0-9]+ runs' "$TMP/fuzz.log" | tail -1), no finding"
-else
-	not_ok "fuzz_decode ${secs}s finds nothing" "$(grep -E 'ERROR|SUMMARY|fuzz_decode:|Test unit written' "$TMP/fuzz.log" | head -10)"
-	# keep the reproducer for whoever looks at the log
-	cp "$TMP"/crash-* "$TMP"/leak-* "$TMP"/timeout-* "$TMP"/oom-* "$BUILD/fuzz/" 2>/dev/null
-fi
-
-# fuzz_wire: lib/wire's PAGES payload decoder and record MAC check
-wbin=$BUILD/fuzz/fuzz_wire
-if ! make -s "$wbin" >"$TMP/build-wire.log" 2>&1; then
-	not_ok "fuzz_wire builds" "$(tail -5 "$TMP/build-wire.log")"
-	done_testing
-fi
-ok "fuzz_wire builds"
-check "wire seed corpus replays clean" "$wbin" -runs=0 -artifact_prefix="$TMP/" tests/fuzz/seeds-wire
-mkdir -p "$TMP/corpus-wire"
-if "$wbin" -max_total_time="$secs" -max_len=70000 -timeout=10 -rss_limit_mb=2048 \
-	-artifact_prefix="$TMP/" "$TMP/corpus-wire" tests/fuzz/seeds-wire >"$TMP/fuzz-wire.log" 2>&1; then
-	ok "fuzz_wire ${secs}s: $(grep -oE 'Done [0-9]+ runs' "$TMP/fuzz-wire.log" | tail -1), no finding"
-else
-	not_ok "fuzz_wire ${secs}s finds nothing" "$(grep -E 'ERROR|SUMMARY|fuzz_wire:|Test unit written' "$TMP/fuzz-wire.log" | head -10)"
-	cp "$TMP"/crash-* "$TMP"/leak-* "$TMP"/timeout-* "$TMP"/oom-* "$BUILD/fuzz/" 2>/dev/null
-fi
-
-# fuzz_recv: zd-recv's record handling into a replica, MAC and delta paths
-rbin=$BUILD/fuzz/fuzz_recv
-if ! make -s "$rbin" >"$TMP/build-recv.log" 2>&1; then
-	not_ok "fuzz_recv builds" "$(tail -5 "$TMP/build-recv.log")"
-	done_testing
-fi
-ok "fuzz_recv builds"
-check "recv seed corpus replays clean" "$rbin" -runs=0 -artifact_prefix="$TMP/" tests/fuzz/seeds-recv
-mkdir -p "$TMP/corpus-recv"
-if "$rbin" -max_total_time="$secs" -max_len=70000 -timeout=10 -rss_limit_mb=2048 \
-	-artifact_prefix="$TMP/" -dict=tests/fuzz/stream.dict "$TMP/corpus-recv" tests/fuzz/seeds-recv >"$TMP/fuzz-recv.log" 2>&1; then
-	ok "fuzz_recv ${secs}s: $(grep -oE 'Done [0-9]+ runs' "$TMP/fuzz-recv.log" | tail -1), no finding"
-else
-	not_ok "fuzz_recv ${secs}s finds nothing" "$(grep -E 'ERROR|SUMMARY|fuzz_recv:|Test unit written' "$TMP/fuzz-recv.log" | head -10)"
-	cp "$TMP"/crash-* "$TMP"/leak-* "$TMP"/timeout-* "$TMP"/oom-* "$BUILD/fuzz/" 2>/dev/null
-fi
+smoke fuzz_decode seeds-decode 16384 -dict=tests/fuzz/stream.dict
+smoke fuzz_wire seeds-wire 70000
+smoke fuzz_recv seeds-recv 70000 -dict=tests/fuzz/stream.dict
 done_testing

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The build: tools hardened (issue 12: stack protector, FORTIFY_SOURCE,
+# The build: tools hardened (stack protector, FORTIFY_SOURCE,
 # full RELRO, PIE), the user's CPPFLAGS and LDFLAGS taken, and a second
-# make after a full one does nothing (issue 13).
+# make after a full one does nothing.
 . "$(dirname "$0")/../lib/tap.sh"
 cd "$ZD_TOP" || exit 1
 

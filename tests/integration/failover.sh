@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Heartbeats and takeover with real processes over loopback TCP (issue 5):
+# Heartbeats and takeover with real processes over loopback TCP:
 # the primary (zd-track synth | zd-send) dies by SIGKILL, or freezes (SIGSTOP:
 # the connection stays open, only the heartbeats stop); zd-recv discards the
 # epoch in flight, fences, and hands over to the failover command at the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fault injection on a real link (issue 7, point 4). The primary pipeline
+# Fault injection on a real link. The primary pipeline
 #   zd-track synth:… | zd-mru | zd-swap | zd-send
 # runs in one network namespace, zd-recv in another, joined by a veth pair
 # with addresses that exist only inside the two namespaces. Our kernel has
@@ -58,10 +58,6 @@ at_exit kill_live
 
 # NOW = milliseconds, without a subshell (the polling loops stay cheap).
 now() { NOW=${EPOCHREALTIME/./}; NOW=$((NOW / 1000)); }
-
-# A child is gone once it has no /proc entry (bash reaps it) or is a zombie
-# (wait.sh's alive).
-gone() { ! alive "$1"; }
 
 # backup NAME ARGS...: zd-recv in B, replica $TMP/NAME, on a free port;
 # sets RECV_PID, RECV_PORT, RECV_ERR.
@@ -474,7 +470,7 @@ reconnect_run() {
 		PID[recv]=$RECV_PID
 	fi
 	# the primary's stages end on END; zd-recv (no --once) is stopped then
-	for _ in $(seq $((DEADLINE * 20))); do gone "${PID[send]}" && break; sleep 0.05; done
+	wait_for "$DEADLINE" gone "${PID[send]}"
 	kill -TERM "${PID[recv]}" 2>/dev/null
 	finish $t0
 	ms=$((NOW - t0))
@@ -537,7 +533,7 @@ while True:
 EOF
 wedge=$!
 live $wedge
-for _ in $(seq $((DEADLINE * 20))); do [ -e "$TMP/wedge.sock.ready" ] && break; sleep 0.05; done
+wait_for "$DEADLINE" test -e "$TMP/wedge.sock.ready"
 rc=0; timeout $DEADLINE zd-mru -v <"$TMP/wedge.zds" >"$TMP/wedge.out" 2>"$TMP/wedge.err" || rc=$?
 n=$(zd-stat --json <"$TMP/wedge.out" 2>/dev/null | jq -r '.epochs // empty')
 if [ $rc = 0 ] && [ "$n" = 200 ] && grep -q 'STANDBY for epoch .* dropped' "$TMP/wedge.err"; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fencing with the network cut (issue 5): primary (zd-track synth | zd-send)
+# Fencing with the network cut: primary (zd-track synth | zd-send)
 # in one network namespace, zd-recv in another, joined by a veth pair with
 # addresses that exist only inside the two namespaces. Taking the veth down
 # leaves both sides alive but deaf: zd-recv's heartbeat timeout fires, the
@@ -23,6 +23,8 @@ ip netns add $A && ip netns add $B &&
 	{ not_ok "namespace pair set up"; done_testing; exit 1; }
 
 SPEC=synth:pages=16384,dirty=256,hot=0.8,seed=9
+# listening PORT: something listens on PORT in B.
+listening() { ip netns exec $B ss -ltn 2>/dev/null | grep -q ":$1 "; }
 run_cut() {	# NAME FENCE-EXIT: replicate, cut the veth, wait for zd-recv
 	local n=$1 fence_rc=$2 port=7071
 	: >"$TMP/$n.order"
@@ -31,10 +33,7 @@ run_cut() {	# NAME FENCE-EXIT: replicate, cut the veth, wait for zd-recv
 		--fence "echo fence >>$TMP/$n.order; exit $fence_rc" \
 		--on-failover "echo failover \$ZD_EPOCH >>$TMP/$n.order" 2>"$TMP/$n.recv.err" &
 	RECV_PID=$!
-	for _ in $(seq 100); do
-		ip netns exec $B ss -ltn 2>/dev/null | grep -q ":$port " && break
-		sleep 0.05
-	done
+	wait_for 5 listening "$port"
 	ip netns exec $A bash -c "zd-track $SPEC --epochs 100000 --interval 20ms --mode buffered 2>/dev/null |
 		exec zd-send --heartbeat 50 --timeout 3000 10.213.77.2:$port >/dev/null 2>$TMP/$n.send.err" &
 	PRIM=$!

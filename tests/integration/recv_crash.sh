@@ -25,10 +25,7 @@ for k in 2 5; do
 	at_exit "kill $feeder"
 	zd-recv --stdio --replica "$dir" <"$TMP/fifo" >/dev/null 2>"$TMP/c$k.err" &
 	pid=$!
-	for _ in $(seq 200); do
-		[ "$(jq -r .epoch "$dir/meta.json" 2>/dev/null)" = $((k - 1)) ] && break
-		sleep 0.05
-	done
+	wait_epoch "$dir" $((k - 1)) 10
 	# Let it read up to the stall: then it is blocked inside epoch k.
 	sleep 0.5
 	# journal.tmp is reused from epoch to epoch: its size proves nothing,

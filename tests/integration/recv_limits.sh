@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What a stream can make zd-recv spend, and who can read or redirect the
-# replica (issue 12 "takeover safety", items 2 and 5):
+# replica:
 #  - an epoch holds at most two copies of a page (one pre-copy, one final):
 #    a tiny stream of compressed pre-copies repeating the same pages is
 #    refused at the first repeat, before the disk or memory is spent;

@@ -118,7 +118,7 @@ want=$(synth_memsum "$S4" 5 5)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 expect_fail "zd-send to a closed port: exit 5" 5 "127\.0\.0\.1:$port: connect: Connection refused" \
 	zd-send 127.0.0.1:"$port" </dev/null
-expect_fail "zd-send without DEST: usage, exit 2" 2 "DEST is required" zd-send </dev/null
+expect_fail "zd-send without DEST: usage, exit 2" 2 "missing DEST" zd-send </dev/null
 expect_fail "zd-send bad DEST: usage, exit 2" 2 "bad port" zd-send 127.0.0.1:99999 </dev/null
 
 # 6. The peer dies mid-stream: zd-send says so in one line and exits 5.

@@ -38,6 +38,8 @@ if echo "$track" | jq -e --arg p "$TRACK_PID" \
 else
 	not_ok "zd-track answers its live status" "$track"
 fi
+n=$(zd status --json | jq '[.[] | select(.tool == "zd-recv" or .tool == "zd-track")] | length')
+[ "$n" = 2 ] && ok "zd status --json: the same two" || not_ok "zd status --json shows the live pipeline" "$n tools"
 zd-stat --live >"$TMP/live.txt"
 grep -q "^zd-recv (pid $RECV_PID)" "$TMP/live.txt" && grep -q "^zd-track (pid $TRACK_PID)" "$TMP/live.txt" &&
 	grep -q 'last_commit_age_ms' "$TMP/live.txt" &&

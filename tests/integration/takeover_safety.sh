@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Only the loss of the primary that owns a replica may start the backup VM
-# (issue 12). Real zd-recv processes on loopback TCP, real connections:
+# Only the loss of the primary that owns a replica may start the backup VM.
+# Real zd-recv processes on loopback TCP, real connections:
 #   - a bare connect (port scan) after END, and before any HEADER, and a
 #     connection that sends junk: one line each, replica unchanged, no
 #     takeover;
@@ -43,7 +43,8 @@ grep -E '"type":"header"|"epoch":3,' "$TMP/s3.json" >"$TMP/forged.json"	# HEADER
 # 1. After END: a bare connect, then a forged continuation of the run.
 start_recv r1 --replica "$TMP/r1" --no-fsync --on-failover "touch $TMP/hook1" || exit 1
 feed "$TMP/first2.json" "$RECV_PORT"
-for _ in $(seq 100); do [ "$(jq -r .ended "$TMP/r1/meta.json" 2>/dev/null)" = true ] && break; sleep 0.05; done
+ended() { [ "$(jq -r .ended "$1/meta.json" 2>/dev/null)" = true ]; }
+wait_for 5 ended "$TMP/r1"
 sum1=$(md5sum <"$TMP/r1/memory.img")
 exec 3<>/dev/tcp/127.0.0.1/"$RECV_PORT"; exec 3>&-
 wait_line "$RECV_ERR" "no HEADER; replica stays at epoch 2, no takeover" &&
@@ -83,9 +84,8 @@ t0=$(date +%s%N)
 zd-track "$SPEC" --epochs 100000 --interval 20ms 2>/dev/null | zd-send 127.0.0.1:"$RECV_PORT" >/dev/null 2>"$TMP/send3.err" &
 PIPE3=$!
 at_exit "pkill -f 'zd-track $SPEC --epochs 100000'"
-for _ in $(seq 200); do
-	e=$(jq -r .epoch "$TMP/r3/meta.json" 2>/dev/null); [ "${e:-0}" -ge 5 ] && break; sleep 0.01
-done
+wait_epoch "$TMP/r3" 5 2
+e=$(replica_epoch "$TMP/r3")
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 [ "${e:-0}" -ge 5 ] && [ "$ms" -lt 1500 ] && ok "idle connection beside the primary: 5 epochs committed in $ms ms" ||
 	not_ok "idle connection beside the primary: epochs commit at once" "epoch ${e:-none} after $ms ms: $(cat "$RECV_ERR")"
@@ -158,9 +158,10 @@ else
 fi
 
 # 7. The failover command: whole past 511 bytes; SIGPIPE at its default in
-# the fence and the command (SigIgn bit 12 is SIGPIPE).
-long=": $(head -c 600 /dev/zero | tr '\0' x); awk '/^SigIgn/ {print \$2}' /proc/self/status >$TMP/cmd8"
-zd-recv --stdio --replica "$TMP/r8" --no-fsync --fence "awk '/^SigIgn/ {print \$2}' /proc/self/status >$TMP/fence8" \
+# the fence and the command (SigIgn bit 12 is SIGPIPE). Read by sed: gawk
+# ignores SIGPIPE itself, so its own /proc/self/status would show it.
+long=": $(head -c 600 /dev/zero | tr '\0' x); sed -n 's/^SigIgn:[[:space:]]*//p' /proc/self/status >$TMP/cmd8"
+zd-recv --stdio --replica "$TMP/r8" --no-fsync --fence "sed -n 's/^SigIgn:[[:space:]]*//p' /proc/self/status >$TMP/fence8" \
 	--on-failover "$long" <"$TMP/cut.json" >/dev/null 2>"$TMP/r8.err"
 rc=$?
 if [ "$rc" = 0 ] && [ -s "$TMP/cmd8" ]; then

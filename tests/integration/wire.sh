@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The wire between zd-send and zd-recv (issue 7), real processes on
+# The wire between zd-send and zd-recv, real processes on
 # loopback TCP: every compression replicates byte for byte (the replica's
 # memory checksum against the primary's), keys are checked at connect and
 # on every record, a byte changed between the two ends is refused with the
 # replica left at the last good epoch, and the ssh transport works (a real
 # sshd where it can run, always zd-recv --stdio over pipes).
 . "$(dirname "$0")/../lib/tap.sh"
-. "$(dirname "$0")/../lib/replica.sh"
+. "$(dirname "$0")/../lib/replicate.sh"
 
 SPEC=synth:pages=16384,dirty=1024,hot=0.8,seed=7
 N=20
@@ -15,45 +15,6 @@ WANT=$(synth_memsum "$SPEC" $N $N)
 
 head -c 64 /dev/urandom >"$TMP/key" && chmod 600 "$TMP/key"
 head -c 64 /dev/urandom >"$TMP/key2" && chmod 600 "$TMP/key2"
-
-# replicate NAME "SEND ARGS" "RECV ARGS" [MODE] [DEST-WRAPPER]: zd-track |
-# zd-send → zd-recv --once into $TMP/NAME; SEND_EXIT, RECV_EXIT, $TMP/NAME.log
-# (zd-send's JSON log), $TMP/NAME.send.err, $RECV_ERR.
-replicate() {
-	local name=$1 sargs=$2 rargs=$3 mode=${4:-remus} port
-	# shellcheck disable=SC2086
-	start_recv "$name.recv" --replica "$TMP/$name" --once --no-fsync $rargs || return 1
-	port=$RECV_PORT
-	[ -n "${RELAY:-}" ] && port=$(start_relay "$RECV_PORT")
-	# shellcheck disable=SC2086
-	timeout 120 zd-track "$SPEC" --epochs $N --interval 0 --verify --mode "$mode" --timeout 20000 \
-		2>"$TMP/$name.track.err" |
-		timeout 120 zd-send $sargs --json-log 127.0.0.1:"$port" >"$TMP/$name.log" 2>"$TMP/$name.send.err"
-	SEND_EXIT=${PIPESTATUS[1]}
-	# A sender refused at the handshake never bound the replica: zd-recv,
-	# even with --once, says so in a line and serves on ("running").
-	if [ "$SEND_EXIT" != 0 ]; then
-		for _ in $(seq 30); do kill -0 "$RECV_PID" 2>/dev/null || break; sleep 0.1; done
-		if kill -0 "$RECV_PID" 2>/dev/null; then
-			kill "$RECV_PID"; wait "$RECV_PID" 2>/dev/null; RECV_EXIT=running
-			return
-		fi
-	fi
-	wait_recv
-}
-
-# The replica at epoch N with the primary's checksum.
-replica_ok() {	# WHAT DIR
-	local ep sum
-	ep=$(replica_field "$2" epoch)
-	sum=$(replica_field "$2" memsum)
-	if [ "$SEND_EXIT" = 0 ] && [ "$RECV_EXIT" = 0 ] && [ "$ep" = $N ] && [ "$sum" = "$WANT" ]; then
-		ok "$1: replica at epoch $N, checksum = primary's ($WANT)"
-	else
-		not_ok "$1: replica equals the primary" "send exit $SEND_EXIT, recv exit $RECV_EXIT, epoch $ep, memsum $sum, want $WANT
-$(tail -3 "$TMP"/*.send.err "$RECV_ERR" 2>/dev/null)"
-	fi
-}
 
 # Σ raw / Σ wire over zd-send's STAT "send" records
 ratio() {
@@ -154,11 +115,13 @@ t = threading.Thread(target=pump, args=(b, a, -1)); t.start()
 pump(a, b, flip)
 t.join()
 EOF
-start_relay() {	# PORT: prints the relay's port
+start_relay() {	# PORT NAME: sets RELAY_PORT and RELAY_PID (replicate's RELAY)
 	rm -f "$TMP/relay.port"
 	python3 "$TMP/relay.py" "$1" "$FLIP" >"$TMP/relay.port" 2>"$TMP/relay.err" &
-	at_exit "kill $!"
-	read_port "$TMP/relay.port" $! 5
+	RELAY_PID=$!
+	at_exit "kill $RELAY_PID"
+	# shellcheck disable=SC2034 # read by replicate
+	RELAY_PORT=$(read_port "$TMP/relay.port" $RELAY_PID 5)
 }
 FLIP=9000000	# about half way: the first epoch is ~4 MB, later ones ~0.7 MB
 tampered() {	# WHAT NAME REGEX
@@ -176,9 +139,9 @@ replica epoch $ep memsum $sum, primary's at that epoch $want"
 	fi
 }
 if command -v python3 >/dev/null; then
-	RELAY=1 replicate t_mac "--key $TMP/key" "--key $TMP/key"
+	RELAY=start_relay replicate t_mac "--key $TMP/key" "--key $TMP/key"
 	tampered "flipped bit, --key" t_mac "record [0-9]+: bad MAC"
-	RELAY=1 replicate t_crc "" ""
+	RELAY=start_relay replicate t_crc "" ""
 	tampered "flipped bit, no key (CRC)" t_crc "crc mismatch|payload"
 else
 	skip "flipped bit refused" "no python3 for the relay"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# --key encrypts (issue 12): zd-track synth | zd-swap | zd-send through a
+# --key encrypts: zd-track synth | zd-swap | zd-send through a
 # relay on 127.0.0.1 that records every byte both ways, to zd-recv. With
 # --key the replica equals the primary and no 64-byte piece of any page the
 # replica holds is in the recording (nor a stream magic or the HEADER's
 # target); the same check on a run without --key finds the pages, so the
 # check itself can fail.
 . "$(dirname "$0")/../lib/tap.sh"
-. "$(dirname "$0")/../lib/replica.sh"
+. "$(dirname "$0")/../lib/replicate.sh"
 
 command -v python3 >/dev/null || { skip "wire capture" "no python3 for the recording relay"; done_testing; }
 
@@ -62,40 +62,23 @@ for p in range(0, len(img), 4096):
 print(found, tried)
 PY
 
-run() {	# NAME SEND-ARGS RECV-ARGS
-	local name=$1 port rp
-	# shellcheck disable=SC2086
-	start_recv "$name.recv" --replica "$TMP/$name" --once --no-fsync $3 || return 1
-	python3 "$TMP/record.py" "$RECV_PORT" "$TMP/$name.cap" >"$TMP/$name.port" 2>"$TMP/$name.relay.err" &
-	rp=$!
-	at_exit "kill $rp"
-	port=$(read_port "$TMP/$name.port" "$rp" 5)
-	# shellcheck disable=SC2086
-	timeout 120 zd-track "$SPEC" --epochs $N --interval 0 --mode buffered --timeout 20000 2>"$TMP/$name.track.err" |
-		timeout 120 zd-swap 2>"$TMP/$name.swap.err" |
-		timeout 120 zd-send $2 127.0.0.1:"$port" >/dev/null 2>"$TMP/$name.send.err"
-	SEND_EXIT=${PIPESTATUS[2]}
-	wait_recv
-	wait "$rp"
+# RELAY for replicate: the recording relay, to zd-recv's PORT, into $TMP/NAME.cap.
+record() {	# PORT NAME
+	python3 "$TMP/record.py" "$1" "$TMP/$2.cap" >"$TMP/$2.port" 2>"$TMP/$2.relay.err" &
+	RELAY_PID=$!
+	at_exit "kill $RELAY_PID"
+	# shellcheck disable=SC2034 # read by replicate
+	RELAY_PORT=$(read_port "$TMP/$2.port" "$RELAY_PID" 5)
 }
-
-replica_ok() {	# WHAT NAME
-	local ep sum
-	ep=$(replica_field "$TMP/$2" epoch)
-	sum=$(replica_field "$TMP/$2" memsum)
-	if [ "$SEND_EXIT" = 0 ] && [ "$RECV_EXIT" = 0 ] && [ "$ep" = $N ] && [ "$sum" = "$WANT" ]; then
-		ok "$1: replica at epoch $N, checksum = primary's"
-	else
-		not_ok "$1: replica equals the primary" "send exit $SEND_EXIT, recv exit $RECV_EXIT, epoch $ep, memsum $sum, want $WANT
-$(tail -3 "$TMP/$2".*.err "$RECV_ERR" 2>/dev/null)"
-	fi
+run() {	# NAME SEND-ARGS RECV-ARGS: buffered, through zd-swap and the recording relay
+	SWAP=1 RELAY=record replicate "$1" "$2" "$3" buffered
 }
 
 # --compress none: the pages go whole, the most there is to see.
 run plain "--compress none" ""
-replica_ok "no key" plain
+replica_ok "no key" "$TMP/plain"
 run keyed "--compress none --key $TMP/key" "--key $TMP/key"
-replica_ok "--key" keyed
+replica_ok "--key" "$TMP/keyed"
 
 read -r pf pt <<<"$(python3 "$TMP/find.py" "$TMP/plain/memory.img" "$TMP/plain.cap.up")"
 if [ "${pt:-0}" -gt 100 ] && [ "$pf" = "$pt" ]; then

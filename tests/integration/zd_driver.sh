@@ -6,11 +6,11 @@
 # of the processes they started behind.
 . "$(dirname "$0")/../lib/tap.sh"
 
-scripts=("$ZD_TOP"/cmd/*.sh "$ZD_TOP/bench/table1.sh" "$ZD_TOP"/completions/bash/*)
+scripts=("$ZD_TOP"/cmd/*.sh "$ZD_TOP"/cmd/*.bash "$ZD_TOP/bench/table1.sh" "$ZD_TOP"/completions/bash/*)
 for f in "${scripts[@]}"; do
 	check "bash -n ${f#"$ZD_TOP"/}" bash -n "$f"
 done
-# shellcheck's warnings and errors (not its style notes) over what make
+# The warnings and errors of shellcheck (not its style notes) over what make
 # install ships: zd-demo sources zd-measure (-x follows it).
 # The completions follow bash-completion's idiom: _init_completion sets
 # cur prev words cword, whether used or not (SC2034), and COMPREPLY=($(compgen
@@ -64,7 +64,7 @@ out=$(zd --help)
 
 expect_fail "no command" 2 "^zd: missing command" zd
 expect_fail "unknown command" 2 "^zd: unknown command 'fly'" zd fly
-expect_fail "run: no arguments" 2 "run: want VM_CONTROL_SOCKET BACKUP, got 0 arguments" zd run
+expect_fail "run: no arguments" 2 "run: want TARGET BACKUP, got 0 arguments" zd run
 expect_fail "run: three arguments" 2 "got 3 arguments" zd run a b c
 expect_fail "run: unknown option" 2 "run: unknown option '--bogus'" zd run --bogus a b
 expect_fail "run: bad mode" 2 "--mode 'fast': want remus, buffered or zddspt" zd run --mode fast a b
@@ -77,9 +77,17 @@ expect_fail "failover: a missing replica (zd-vm --restore's refusal)" 4 \
 # A real socket that is no zd-vm is zd-track's to refuse; a missing one is ours.
 expect_fail "run: no socket there" 4 "run: $TMP/none.sock: not a socket" zd run "$TMP/none.sock" local:"$TMP/r"
 python3 -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])' "$TMP/s.sock"
-expect_fail "run: BACKUP without a port" 2 "BACKUP 'host2': want HOST:PORT or local:DIR" zd run "$TMP/s.sock" host2
+expect_fail "run: BACKUP without a port" 2 "BACKUP 'host2': want HOST:PORT, local:DIR or ssh:\\[USER@\\]HOST:DIR" zd run "$TMP/s.sock" host2
+expect_fail "run: --reprotect with a HOST:PORT backup" 2 "--reprotect goes with a local: or ssh: backup" \
+	zd run --reprotect 127.0.0.1:9 synth:pages=64 127.0.0.1:9
+expect_fail "run: --reprotect without a port" 2 "--reprotect 'backup2': want HOST:PORT" zd run --reprotect backup2 synth:pages=64 local:$TMP/r
+zd-track synth:pages=64,dirty=4 --epochs 2 --interval 0 2>/dev/null | zd-recv --stdio --replica "$TMP/synthrep" >/dev/null 2>&1
+expect_fail "failover --reprotect of a replica that is not zd-vm's" 4 "not the replica of a zd-vm \\(kvm:\\) VM" \
+	zd failover "$TMP/synthrep" --reprotect 127.0.0.1:9
 expect_fail "run: local: without DIR" 2 "local: wants a directory" zd run "$TMP/s.sock" local:
-expect_fail "status: no DIR" 2 "status: want DIR" zd status
+expect_fail "status: two arguments" 2 "status: want DIR, --json or nothing" zd status a b
+out=$(zd status --json)
+[ "$(echo "$out" | jq length)" = 0 ] && ok "status --json with nothing running: []" || not_ok "status --json with nothing running: []" "$out"
 expect_fail "status: not a replica" 4 "." zd status "$TMP"
 expect_fail "measure: no DIR" 2 "measure: want DIR" zd measure --mode remus
 expect_fail "measure: --dirty x" 2 "--dirty 'x'" zd measure --dirty x "$TMP/m"
@@ -100,8 +108,7 @@ out=$(zd status "$TMP/rep")
 if [ -c /dev/kvm ]; then
 	skip "installed zd without /dev/kvm: demo exits 4" "this host has /dev/kvm"
 else
-	mkdir -p "$TMP/inst/bin"
-	cp "$ZD_TOP/bin/zd" "$ZD_TOP/bin/zd-measure" "$ZD_TOP/bin/zd-demo" "$TMP/inst/bin/"
+	make -C "$ZD_TOP" --no-print-directory -s install PREFIX=/ DESTDIR="$TMP/inst" >/dev/null
 	expect_fail "installed zd without /dev/kvm: demo exits 4" 4 "demo: needs /dev/kvm" "$TMP/inst/bin/zd" demo
 fi
 # SIGINT to zd measure / zd demo, as Ctrl-C on a terminal sends it (to the
@@ -119,6 +126,9 @@ tagged() {
 	done
 	return 0
 }
+none_tagged() { [ -z "$(tagged "$1")" ]; }
+# ready_or_gone FILE PATTERN PID: FILE matches PATTERN, or PID ended.
+ready_or_gone() { grep -qE "$2" "$1" 2>/dev/null || gone "$3"; }
 # interrupt WHAT TAG TO READY_FILE READY_PATTERN CMD...: start CMD, wait
 # until READY_FILE matches READY_PATTERN (its background jobs run), SIGINT
 # it: TO group, its process group; TO script, the script alone.
@@ -132,30 +142,22 @@ interrupt() {
 	pid=$!
 	set +m
 	at_exit "for p in \$(tagged $tag); do kill -KILL \$p; done"
-	for _ in $(seq 600); do
-		grep -qE "$pat" "$file" 2>/dev/null && break
-		kill -0 $pid 2>/dev/null || break
-		sleep 0.1
-	done
+	wait_for 60 ready_or_gone "$file" "$pat" $pid
 	if ! grep -qE "$pat" "$file" 2>/dev/null; then
 		not_ok "$what" "never ready: $(tail -n 3 "$TMP/$tag.err")"
 		kill -KILL $pid 2>/dev/null
 		return
 	fi
 	if [ "$to" = group ]; then kill -INT -- -$pid; else kill -INT $pid; fi
-	for _ in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
-	if kill -0 $pid 2>/dev/null; then
+	if ! wait_for 30 gone $pid; then
 		not_ok "$what" "still running 30 s after SIGINT: $(tail -n 3 "$TMP/$tag.err")"
 		kill -KILL -- -$pid 2>/dev/null
 		return
 	fi
 	wait $pid
 	rc=$?
-	for _ in $(seq 100); do
-		left=$(tagged "$tag")
-		[ -z "$left" ] && break
-		sleep 0.1
-	done
+	wait_for 10 none_tagged "$tag"
+	left=$(tagged "$tag")
 	if [ -n "$left" ]; then
 		not_ok "$what" "still running: $(for p in $left; do tr '\0' ' ' <"/proc/$p/cmdline"; echo; done)"
 	elif [ $rc != 130 ]; then

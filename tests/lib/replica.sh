@@ -1,4 +1,4 @@
-# shellcheck shell=bash disable=SC2034 # RECV_PORT, RECV_EXIT...: set for the caller
+# shellcheck shell=bash disable=SC2034 # RECV_PORT, RECV_EXIT, REPLICA_SUM...: set for the caller
 # Helpers for the replication tests (source after tap.sh).
 #
 #   start_recv NAME ARGS...   zd-recv --listen 127.0.0.1:0 ARGS in the
@@ -12,6 +12,12 @@
 #   replica_field DIR KEY     a line of zd-recv --status (epoch, memsum, …)
 #   replica_epoch DIR         the epoch DIR/meta.json says is committed
 #                             (nothing before the first commit)
+#   replica_vs_vm DIR LOG EPOCH
+#                             the replica in DIR is at EPOCH with the memory
+#                             checksum the VM had at that checkpoint (the
+#                             COMMIT in zd-send --json-log LOG of a zd-track
+#                             --verify run); sets REPLICA_EPOCH, REPLICA_SUM
+#                             and VM_SUM for the messages
 #   wait_epoch DIR N [SECONDS [PID]]
 #                             the replica has committed epoch N or later (0);
 #                             1 after SECONDS (default 20), or once PID (the
@@ -45,6 +51,15 @@ synth_memsum() {
 
 replica_field() {
 	zd-recv --replica "$1" --status | awk -v k="$2" '$1 == k { print $2 }'
+}
+
+replica_vs_vm() {
+	local st
+	st=$(zd-recv --replica "$1" --status 2>&1)
+	REPLICA_EPOCH=$(sed -n 's/^epoch //p' <<<"$st")
+	REPLICA_SUM=$(sed -n 's/^memsum //p' <<<"$st")
+	VM_SUM=$(json_num "$2" commit memsum | awk -v e="$3" '$1 == e {print $2}')
+	[ "$REPLICA_EPOCH" = "$3" ] && [ -n "$VM_SUM" ] && [ "$REPLICA_SUM" = "$VM_SUM" ]
 }
 
 # meta.json, not zd-recv --status: it is read while zd-recv holds the

@@ -9,6 +9,7 @@
 #                             FILE has a line matching PATTERN (grep -E);
 #                             SECONDS defaults to 5
 #   alive PID                 PID runs (and is not a zombie)
+#   gone PID                  PID has ended (no process, or a zombie)
 #   read_port FILE [PID [SECONDS]]
 #                             print the port a server wrote to FILE once it
 #                             listened (zd-recv --port-file FILE, the test
@@ -46,6 +47,7 @@ alive() {
 	s=${s##*) }
 	[ "${s%% *}" != Z ]
 }
+gone() { ! alive "$1"; }
 
 # (A FILE not there yet is not an error: its writer may not have started.)
 _wait_grep() { grep -qE -- "$2" "$1" 2>/dev/null; }
