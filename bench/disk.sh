@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/disk: the cost of disk replication (issue 16) on a zd-vm guest:
+# bench/disk: the cost of disk replication on a zd-vm guest:
 # per mode and disk write rate, the pause, T1 -> ACK, and the bytes on the
 # wire per epoch, with the disk writes' share of them. The guest writes
 # pages at a fixed rate and 4K disk blocks at RATE per second; the pipeline

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * DIR/disk.img: the replica of the guest's disk (issue 16). The journal
+ * DIR/disk.img: the replica of the guest's disk. The journal
  * (journal.c) stages an epoch's DISK records beside its pages; at the
  * commit point both are applied, the disk writes in the order the guest
  * issued them, so after a crash the replayed journal leaves disk.img and

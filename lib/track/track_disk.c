@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The guest's disk in the checkpoint round (issue 16). At the pause, with
+ * The guest's disk in the checkpoint round. At the pause, with
  * the vCPU state: the writes the guest issued since the last resume, each
  * copied with the bytes it wrote (the target's write log), or the whole
  * disk on the run's first epoch and on a FULL one (a backup that starts

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * zd-vm's block device (issue 16): --disk FILE, written by the guest one
+ * zd-vm's block device: --disk FILE, written by the guest one
  * request at a time through ZDG_MMIO_DISK (vm/guest/abi.h), and the
  * per-epoch write log the tracker collects at each pause (vmctl.h).
  *

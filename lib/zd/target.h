@@ -57,7 +57,7 @@ struct zd_target_ops {
 	int (*read_pages)(struct zd_target *t, uint64_t epoch,
 			  const struct zd_pageset *set, uint8_t *buf);
 
-	/* Optional (issue 16): the guest's disk. Only while paused. Calls fn
+	/* Optional: the guest's disk. Only while paused. Calls fn
 	 * for every write the guest issued since the VM last resumed, in the
 	 * order it issued them, with the bytes it wrote (valid during the
 	 * call); with full, for the whole disk instead. *size is the disk's

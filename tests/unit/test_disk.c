@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Disk replication (issue 16) below the tools: the DISK record in both
+ * Disk replication below the tools: the DISK record in both
  * encodings and its refusals (a write past the disk, a length that
  * overflows, a bad frame), and the replica's disk.img committed with the
  * epoch's pages: applied at the commit point, in order, replayed after a
