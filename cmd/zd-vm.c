@@ -13,7 +13,7 @@ static void help(void)
 {
 	printf(
 		"usage: zd-vm --control PATH [--mem SIZE] [--workload SPEC] [--serve ADDR:PORT]\n"
-		"             [--no-output-commit] [--output-log FILE] [-v]\n"
+		"             [--disk FILE [--disk-log SIZE]] [--no-output-commit] [--output-log FILE] [-v]\n"
 		"       zd-vm --restore DIR [--control PATH] [--serve ADDR:PORT]\n"
 		"             [--no-output-commit] [--output-log FILE] [-v]\n"
 		"       zd-vm --ctl PATH OP [EPOCH]\n"
@@ -28,7 +28,11 @@ static void help(void)
 		"                        [,hotset=SIZE][,seed=N]: the guest writes pages at that\n"
 		"                        rate, a fraction hot of them in a hot set of hotset bytes\n"
 		"                        (default span/16, at most 4M), the rest across span\n"
-		"                        (default: all RAM above 4M); default: no workload, hot=0.8\n"
+		"                        (default: all RAM above 4M); default: no workload, hot=0.8;\n"
+		"                        ,disk=WRITES_PER_SECOND: 4K block writes to --disk\n"
+		"  --disk FILE           a block device backed by FILE (a multiple of 4K bytes),\n"
+		"                        replicated with each checkpoint\n"
+		"  --disk-log SIZE       the per-epoch disk write log (default 16M, 64K..256M)\n"
 		"  --serve ADDR:PORT     TCP line service: each line gets the answer \"seq N\"\n"
 		"  --no-output-commit    release answers at once instead of holding each until\n"
 		"                        the checkpoint of its epoch is committed (default: hold)\n"
@@ -66,6 +70,8 @@ int main(int argc, char **argv)
 		{ "output-log", required_argument, NULL, 'o' },
 		{ "ctl", required_argument, NULL, 'C' },
 		{ "restore", required_argument, NULL, 'R' },
+		{ "disk", required_argument, NULL, 'd' },
+		{ "disk-log", required_argument, NULL, 'L' },
 		ZD_CMD_COMMON_OPTS,
 	};
 	struct zd_vm_config cfg = {
@@ -113,6 +119,16 @@ int main(int argc, char **argv)
 				zd_usage("--restore: empty directory name");
 			cfg.restore_dir = optarg;
 			break;
+		case 'd':
+			if (!*optarg)
+				zd_usage("--disk: empty file name");
+			cfg.disk_path = optarg;
+			break;
+		case 'L':
+			if (zd_parse_size(optarg, &cfg.disk_log_bytes) < 0 || cfg.disk_log_bytes < (64u << 10) ||
+			    cfg.disk_log_bytes > ZD_VM_DISK_LOG_MAX)
+				zd_usage("--disk-log %s: want a size from 64K to 256M", optarg);
+			break;
 		case 'v':
 			zd_verbose = 1;
 			break;
@@ -120,14 +136,16 @@ int main(int argc, char **argv)
 	}
 	if (ctl) {
 		if (cfg.control_path || mem_set || wl_set || cfg.serve || cfg.output_log ||
-		    !cfg.output_commit || cfg.restore_dir)
+		    !cfg.output_commit || cfg.restore_dir || cfg.disk_path || cfg.disk_log_bytes)
 			zd_usage("--ctl takes no VM flags");
 		return zd_vm_ctl_main(ctl, argc - optind, argv + optind);
 	}
 	zd_cmd_no_operands(argc, argv);
-	if (cfg.restore_dir && (mem_set || wl_set))
-		zd_usage("--restore takes the memory size and workload from the replica: "
-			"no --mem or --workload");
+	if (cfg.restore_dir && (mem_set || wl_set || cfg.disk_path))
+		zd_usage("--restore takes the memory size and workload from the replica, and its disk: "
+			"no --mem, --workload or --disk");
+	if (cfg.disk_log_bytes && !cfg.disk_path && !cfg.restore_dir)
+		zd_usage("--disk-log needs --disk");
 	if (cfg.control_path && !*cfg.control_path)
 		zd_usage("--control: empty path");
 	if (!cfg.control_path && !cfg.restore_dir)

@@ -174,7 +174,7 @@ cmd_run() {
 		trap run_cleanup EXIT
 		# Ready is when the backup holds a checkpoint (zd-track says so), not
 		# when this zd-recv listens: it does not tell a service manager.
-		NOTIFY_SOCKET= zd-recv --listen 127.0.0.1:0 --port-file "$rtmp/port" --replica "$rdir" --once $verify $verbose \
+		NOTIFY_SOCKET='' zd-recv --listen 127.0.0.1:0 --port-file "$rtmp/port" --replica "$rdir" --once $verify $verbose \
 			"${hb[@]+"${hb[@]}"}" "${key[@]+"${key[@]}"}" "${local_extra[@]+"${local_extra[@]}"}" \
 			2> >(tee "$rlog" >&2) &
 		recv_pid=$!
@@ -208,11 +208,11 @@ cmd_run() {
 		wait $recv_pid
 		c=$?
 		recv_pid=
-		[ $c != 0 ] && [ $rc = 0 ] && rc=$c
+		[ "$c" != 0 ] && [ "$rc" = 0 ] && rc=$c
 		rm -rf "$rtmp"
 		rtmp=
 	fi
-	return $rc
+	return "$rc"
 }
 
 cmd_status() {

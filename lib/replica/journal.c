@@ -52,6 +52,11 @@ struct zd_stage {
 	uint64_t kept_bytes;
 	uint8_t *state;		/* the last STATE, as staged */
 	uint32_t state_kind, state_len;
+	/* The epoch's disk writes, in stream order: where each one's bytes
+	 * are in the journal (overlay_disksum). */
+	struct jdisk { uint64_t off, len, joff; } *disk;
+	size_t ndisk, disk_cap;
+	uint64_t disk_bytes, disk_size;
 	uint32_t jflags;	/* of JE_COMMIT, and the rest of it */
 	uint64_t memsum, commit_wall_ns;
 };
@@ -91,6 +96,7 @@ static void stage_free(struct zd_stage *st)
 	free(st->idx);
 	drop_kept(st);
 	free(st->state);
+	free(st->disk);
 	free(st);
 }
 
@@ -396,6 +402,98 @@ int zd_replica_stage_state(struct zd_replica *rep, const struct zd_rec_state *s)
 	return 0;
 }
 
+/* 4b. The guest's disk writes, expanded and journaled in the order they
+ * came (a later write of the epoch wins where two overlap). An epoch
+ * carries at most disk_size + ZD_DISK_EPOCH_EXTRA bytes of them (the
+ * whole-disk copy of a first epoch plus zd-vm's bounded write log), so a
+ * stream cannot fill the journal's file system with rewrites of one
+ * sector. Checked before a byte is written. */
+#define ZD_DISK_EPOCH_EXTRA ((uint64_t)512 << 20)
+int zd_replica_stage_disk(struct zd_replica *rep, const struct zd_rec_disk *d)
+{
+	struct zd_stage *st = rep->st;
+	uint8_t *data = NULL, sz[8];
+	char m[160];
+	int rc;
+
+	if (!st || d->epoch != st->epoch)
+		return no_stage(rep, "DISK", d->epoch);
+	if (zd_disk_expand(d, &data, m, sizeof(m)) < 0)
+		return zd__rep_fail(rep, ZD_EXIT_DATA, "DISK of epoch %" PRIu64 ": %s", d->epoch, m);
+	if (st->disk_size && st->disk_size != d->disk_size) {
+		rc = zd__rep_fail(rep, ZD_EXIT_DATA, "DISK of epoch %" PRIu64 " says the disk is %" PRIu64
+				  " bytes, an earlier one %" PRIu64, d->epoch, d->disk_size, st->disk_size);
+		goto out;
+	}
+	if (st->disk_bytes + d->len > d->disk_size + ZD_DISK_EPOCH_EXTRA) {
+		rc = zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 " writes more than %" PRIu64
+				  " bytes to a disk of %" PRIu64, d->epoch, d->disk_size + ZD_DISK_EPOCH_EXTRA,
+				  d->disk_size);
+		goto out;
+	}
+	if ((rc = zd__rep_disk_open(rep, d->disk_size)))
+		goto out;
+	put_u64(sz, d->disk_size);
+	if ((rc = jentry(rep, JE_DISK, 0, d->offset, d->len)) || (rc = jwrite(rep, sz, 8)))
+		goto out;
+	if (st->ndisk == st->disk_cap) {
+		st->disk_cap = st->disk_cap ? 2 * st->disk_cap : 16;
+		st->disk = zd_xrealloc(st->disk, st->disk_cap * sizeof(*st->disk));
+	}
+	st->disk[st->ndisk++] = (struct jdisk){ d->offset, d->len, st->off };
+	if ((rc = jwrite(rep, data, d->len)))
+		goto out;
+	st->disk_size = d->disk_size;
+	st->disk_bytes += d->len;
+out:
+	free(data);
+	return rc;
+}
+
+/* zd_hash64 of disk.img as the journal will leave it, disk.img untouched:
+ * chunk by chunk, the image's bytes with the epoch's writes laid over
+ * them in order. */
+static int overlay_disksum(struct zd_replica *rep, uint64_t *sum)
+{
+	struct zd_stage *st = rep->st;
+	uint64_t size = st->disk_size ? st->disk_size : rep->meta.disk_size;
+	uint8_t *buf = zd_xmalloc(ZD_REP_HASH_BUF);
+	XXH3_state_t *h = XXH3_createState();
+	int rc = 0;
+
+	XXH3_64bits_reset(h);
+	for (uint64_t at = 0; at < size;) {
+		uint64_t n = ZD_MIN(size - at, (uint64_t)ZD_REP_HASH_BUF);
+		ssize_t r = pread(rep->diskfd, buf, (size_t)n, (off_t)at);
+
+		if (r != (ssize_t)n) {
+			rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/disk.img: read: %s", rep->dir,
+					  r < 0 ? strerror(errno) : "unexpected end of file");
+			goto out;
+		}
+		for (size_t i = 0; i < st->ndisk; i++) {
+			const struct jdisk *w = &st->disk[i];
+			uint64_t from = ZD_MAX(at, w->off), to = ZD_MIN(at + n, w->off + w->len);
+
+			if (from >= to)
+				continue;
+			if (pread(st->fd, buf + (from - at), (size_t)(to - from),
+				  (off_t)(w->joff + (from - w->off))) != (ssize_t)(to - from)) {
+				rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: read: %s", rep->dir,
+						  strerror(errno));
+				goto out;
+			}
+		}
+		zd_hash64_update(h, buf, (size_t)n);
+		at += n;
+	}
+	*sum = XXH3_64bits_digest(h);
+out:
+	XXH3_freeState(h);
+	free(buf);
+	return rc;
+}
+
 static int cmp_jidx(const void *a, const void *b)
 {
 	const struct jidx *x = a, *y = b;
@@ -494,6 +592,20 @@ int zd_replica_stage_verify(struct zd_replica *rep, const struct zd_rec_commit *
 					    " differs from the primary's 0x%016" PRIx64, st->epoch, sum, c->memsum);
 		jflags |= JC_MEMSUM;
 	}
+	/* The disk the epoch leaves, likewise (zd-track --verify on a guest
+	 * with a disk). */
+	if (verify != ZD_VERIFY_NEVER && (c->flags & ZD_COMMIT_HAS_DISKSUM)) {
+		uint64_t dsum = 0;
+
+		if (rep->diskfd < 0)
+			return zd__rep_fail(rep, ZD_EXIT_DATA, "COMMIT of epoch %" PRIu64
+					    " has a disk checksum, the replica no disk", st->epoch);
+		if ((rc = overlay_disksum(rep, &dsum)))
+			return rc;
+		if (dsum != c->disksum)
+			return zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 ": replica disk checksum 0x%016" PRIx64
+					    " differs from the primary's 0x%016" PRIx64, st->epoch, dsum, c->disksum);
+	}
 	/* Before the commit point, not after: the blocks of memory.img the
 	 * epoch's pages go to. A sparse image grows as pages arrive, and a disk
 	 * that fills up while a committed journal is applied would leave a
@@ -557,7 +669,9 @@ int zd_replica_commit_mark(struct zd_replica *rep)
 	rep->st = NULL;
 	stage_free(rep->applying);
 	rep->applying = NULL;
-	if (st->nkept && st->nkept == st->npages_recs) {
+	/* The kept pages path knows no disk writes: an epoch with any
+	 * applies from the journal. */
+	if (st->nkept && st->nkept == st->npages_recs && !st->ndisk) {
 		close(st->fd);
 		st->fd = -1;
 		rep->applying = st;	/* for zd_replica_apply */
@@ -602,6 +716,14 @@ static int journal_check(struct zd_replica *rep, const uint8_t *j, size_t len, u
 			}
 			ok = ok && sum == b;
 			plen = a * 16 + b * ps;
+		} else if (type == JE_DISK) {
+			/* a = offset, b = length, inside the disk the entry names,
+			 * which is the replica's if it has one */
+			uint64_t dsz = end - off - ZD_JENT_HDR >= 8 ? get_u64(j + off + ZD_JENT_HDR) : 0;
+
+			ok = dsz && dsz <= ZD_DISK_MAX && b && b <= ZD_DISK_PER_RECORD && a <= dsz &&
+			     b <= dsz - a && (!rep->meta.disk_size || dsz == rep->meta.disk_size);
+			plen = 8 + b;
 		} else {
 			ok = type == JE_STATE;
 			plen = b;
@@ -647,13 +769,17 @@ static int apply_range(struct zd_replica *rep, const uint8_t *data, uint64_t fir
  * journal renamed back to journal.tmp as applied. */
 static int apply_finish(struct zd_replica *rep, uint64_t epoch, uint64_t run, uint64_t jflags,
 			uint64_t memsum, uint64_t wall_ns, const uint8_t *state, uint32_t state_kind,
-			uint64_t state_len)
+			uint64_t state_len, uint64_t disk_size)
 {
 	struct zd_replica_meta m;
 	int rc;
 
 	if (rep->sync && fdatasync(rep->memfd) < 0)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: fsync: %s", rep->dir, strerror(errno));
+	/* disk_size: the journal wrote disk.img (an epoch without disk
+	 * writes costs no second fsync) */
+	if (rep->sync && disk_size && rep->diskfd >= 0 && fdatasync(rep->diskfd) < 0)
+		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/disk.img: fsync: %s", rep->dir, strerror(errno));
 	if (state && (rc = zd__rep_write_atomic(rep, "state.bin", state, state_len)))
 		return rc;
 	m = rep->meta;
@@ -664,6 +790,8 @@ static int apply_finish(struct zd_replica *rep, uint64_t epoch, uint64_t run, ui
 	if (state)
 		m.state_kind = state_kind;
 	m.commit_wall_ns = wall_ns;
+	if (disk_size)
+		m.disk_size = disk_size;
 	if ((rc = zd__rep_write_meta(rep, &m)) || (rc = zd__rep_fsync_dir(rep)))
 		return rc;
 	rep->meta = m;
@@ -680,7 +808,7 @@ static int apply_journal(struct zd_replica *rep)
 	uint64_t ps = rep->meta.page_size, epoch = 0, run = 0, off = ZD_JOURNAL_HDR;
 	const uint8_t *commit = NULL, *state = NULL;
 	uint32_t state_kind = 0;
-	uint64_t state_len = 0;
+	uint64_t state_len = 0, disk_size = 0;
 	uint8_t *j = MAP_FAILED;
 	struct stat sb;
 	int fd, rc;
@@ -711,6 +839,12 @@ static int apply_journal(struct zd_replica *rep)
 				data += count * ps;
 			}
 			off += ZD_JENT_HDR + a * 16 + b * ps;
+		} else if (type == JE_DISK) {
+			disk_size = get_u64(payload);
+			if ((rc = zd__rep_disk_open(rep, disk_size)) ||
+			    (rc = zd__rep_disk_write(rep, a, payload + 8, b)))
+				goto out;
+			off += ZD_JENT_HDR + 8 + b;
 		} else {
 			state = payload;
 			state_kind = (uint32_t)a;
@@ -719,7 +853,7 @@ static int apply_journal(struct zd_replica *rep)
 		}
 	}
 	rc = apply_finish(rep, epoch, run, get_u64(commit + 8), get_u64(commit + 16),
-			  get_u64(commit + ZD_JENT_HDR), state, state_kind, state_len);
+			  get_u64(commit + ZD_JENT_HDR), state, state_kind, state_len, disk_size);
 out:
 	if (j != MAP_FAILED)
 		munmap(j, (size_t)sb.st_size);
@@ -745,7 +879,7 @@ static int apply_kept(struct zd_replica *rep, const struct zd_stage *st)
 		}
 	}
 	return apply_finish(rep, st->epoch, rep->run, st->jflags, st->memsum, st->commit_wall_ns,
-			    st->have_state ? st->state : NULL, st->state_kind, st->state_len);
+			    st->have_state ? st->state : NULL, st->state_kind, st->state_len, 0);
 }
 
 /* 7. Into memory.img and meta.json. */

@@ -588,6 +588,9 @@ static int on_record(struct session *s, struct zd_record *r, uint64_t off, bool 
 	case ZD_REC_STATE:
 		rc = zd_replica_stage_state(rep, &r->u.state);
 		break;
+	case ZD_REC_DISK:	/* lib/replica/disk.c, journaled with the pages */
+		rc = zd_replica_stage_disk(rep, &r->u.disk);
+		break;
 	case ZD_REC_COMMIT:
 		return on_commit(s, r, off);
 	case ZD_REC_END:

@@ -144,6 +144,8 @@ int zd__rep_write_meta(struct zd_replica *rep, const struct zd_replica_meta *m)
 	}
 	json_object_set_new(o, "state_kind", json_integer(m->state_kind));
 	json_object_set_new(o, "commit_wall_ns", json_integer((json_int_t)m->commit_wall_ns));
+	if (m->disk_size)
+		json_object_set_new(o, "disk_size", json_integer((json_int_t)m->disk_size));
 	if (m->ended)
 		json_object_set_new(o, "ended", json_true());
 	text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -223,6 +225,11 @@ static int read_meta(struct zd_replica *rep)
 	if (get_u64(o, "state_kind", &kind) == 0)
 		m->state_kind = (uint32_t)kind;
 	get_u64(o, "commit_wall_ns", &m->commit_wall_ns);
+	if (json_object_get(o, "disk_size") &&
+	    (get_u64(o, "disk_size", &m->disk_size) < 0 || m->disk_size > ZD_DISK_MAX)) {
+		zd__rep_fail(rep, rc, "%s/meta.json: bad disk_size", rep->dir);
+		goto out;
+	}
 	rc = 0;
 out:
 	json_decref(o);
@@ -235,7 +242,7 @@ static bool known_file(const char *name)
 {
 	static const char *const names[] = {
 		"meta.json", "memory.img", "state.bin", "journal", "journal.tmp",
-		"meta.json.tmp", "state.bin.tmp",
+		"meta.json.tmp", "state.bin.tmp", "disk.img",
 	};
 
 	for (size_t i = 0; i < ZD_ARRAY_SIZE(names); i++)
@@ -333,7 +340,7 @@ int zd_replica_open(struct zd_replica **out, const char *dir, char *msg, size_t 
 	int rc;
 
 	rep->dir = zd_xstrdup(dir);
-	rep->dirfd = rep->memfd = -1;
+	rep->dirfd = rep->memfd = rep->diskfd = -1;
 	rep->sync = true;
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
 		rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s: %s", dir, strerror(errno));
@@ -355,7 +362,7 @@ int zd_replica_open(struct zd_replica **out, const char *dir, char *msg, size_t 
 	} else {
 		rep->initialised = true;
 		if ((rc = read_meta(rep)) || (rc = check_dir_access(rep)) || (rc = open_memory(rep)) ||
-		    (rc = zd_replica_recover(rep)))
+		    (rc = zd__rep_disk_reopen(rep)) || (rc = zd_replica_recover(rep)))
 			goto fail;
 	}
 	*out = rep;
@@ -383,6 +390,8 @@ void zd__replica_release(struct zd_replica *rep)
 		munmap(rep->wmem, (size_t)(rep->meta.page_count * rep->meta.page_size));
 	if (rep->memfd >= 0)
 		close(rep->memfd);
+	if (rep->diskfd >= 0)
+		close(rep->diskfd);
 	zd_pageset_free(&rep->reserved);
 	if (rep->dirfd >= 0)
 		close(rep->dirfd);	/* drops the flock */

@@ -13,6 +13,8 @@
  *     JE_PAGES   a = ranges, b = pages; payload a * {u64 first, u64 count}
  *                then b * page_size bytes, the pages in range order
  *     JE_STATE   a = kind, b = length, payload length bytes
+ *     JE_DISK    a = byte offset, b = length (1..ZD_DISK_PER_RECORD),
+ *                payload u64 disk size then the b bytes written
  *     JE_COMMIT  a = JC_* flags, b = memsum, payload u64 commit wall ns
  *                and u64 XXH3 of every byte before it; always last.
  * A journal without a valid JE_COMMIT at its end is never applied.
@@ -20,7 +22,7 @@
 #define ZD_JOURNAL_MAGIC "ZDJ1"
 #define ZD_JOURNAL_HDR 32u
 #define ZD_JENT_HDR 24u
-enum { JE_PAGES = 1, JE_STATE = 2, JE_COMMIT = 3 };
+enum { JE_PAGES = 1, JE_STATE = 2, JE_COMMIT = 3, JE_DISK = 4 };
 #define JC_MEMSUM 0x1
 
 int zd__rep_fail(struct zd_replica *rep, int code, const char *fmt, ...)
@@ -39,6 +41,15 @@ int zd__rep_map(struct zd_replica *rep);
  * page for every hole read, and a full tmpfs turns that into SIGBUS). */
 #define ZD_REP_HASH_BUF (1u << 20)
 int zd__rep_hash_image(struct zd_replica *rep, void *h, uint8_t *buf, uint64_t off, uint64_t len);
+/* lib/replica/disk.c: disk.img. open makes sure it is open and size bytes
+ * (created, or grown from nothing, only while the replica has no disk);
+ * write puts one journaled write in place; reopen opens the disk a
+ * committed meta.json names. */
+int zd__rep_disk_open(struct zd_replica *rep, uint64_t size);
+int zd__rep_disk_write(struct zd_replica *rep, uint64_t off, const uint8_t *data, uint64_t len);
+int zd__rep_disk_reopen(struct zd_replica *rep);
+/* Feed bytes [off, off + len) of disk.img to h. */
+int zd__rep_disk_hash(struct zd_replica *rep, void *h, uint8_t *buf, uint64_t off, uint64_t len);
 /* Tests only: drop rep without cleaning up, as a crash would. */
 void zd__replica_crash(struct zd_replica *rep);
 /* Unmap, close and free what an open replica holds, its stage already

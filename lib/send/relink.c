@@ -70,7 +70,7 @@ int zd__send_link_admit(struct sender *s, const struct zd_record *r)
 			/* remus may wait for ACKs again: they will come */
 			zd__send_fb(s, ZD_FB_LINK, 1);
 		} else if (r->type == ZD_REC_CHECKPOINT || r->type == ZD_REC_DIRTY || r->type == ZD_REC_PAGES ||
-			   r->type == ZD_REC_STATE || r->type == ZD_REC_COMMIT) {
+			   r->type == ZD_REC_STATE || r->type == ZD_REC_COMMIT || r->type == ZD_REC_DISK) {
 			return 0;
 		}
 	}

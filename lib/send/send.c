@@ -99,7 +99,7 @@ int zd__send_fail(struct sender *s, int code, const char *fmt, ...)
 
 static bool log_type(uint16_t t)
 {
-	return t != ZD_REC_PAGES && t != ZD_REC_STATE;
+	return t != ZD_REC_PAGES && t != ZD_REC_STATE && t != ZD_REC_DISK;
 }
 
 void zd__send_log_put(struct sender *s, const struct zd_record *r)
@@ -237,7 +237,7 @@ static int emit(void *arg, const struct zd_record *r)
 	struct sender *s = arg;
 	uint64_t before, grew;
 	bool bulk = r->type == ZD_REC_CHECKPOINT || r->type == ZD_REC_DIRTY || r->type == ZD_REC_PAGES ||
-		    r->type == ZD_REC_STATE || r->type == ZD_REC_STANDBY;
+		    r->type == ZD_REC_STATE || r->type == ZD_REC_STANDBY || r->type == ZD_REC_DISK;
 	int now = 1;
 	unsigned gen;
 	int err = 0;

@@ -134,6 +134,10 @@ void zd_stat_print_json(struct zd_stat *s, FILE *out)
 	if (m.resp.any)
 		json_object_set_new(o, "response_delay_ns", dist_json(&m.resp));
 	json_object_set_new(o, "bytes", json_integer((json_int_t)s->bytes));
+	if (s->disk_records)
+		json_object_set_new(o, "disk", json_pack("{s:I,s:I,s:I}", "records", (json_int_t)s->disk_records,
+							 "bytes", (json_int_t)s->disk_bytes,
+							 "data_bytes", (json_int_t)s->disk_data_bytes));
 	if (m.has_wire)
 		json_object_set_new(o, "wire_bytes", json_integer((json_int_t)m.wire_bytes));
 	if (m.epoch_bytes.any)
@@ -185,6 +189,10 @@ void zd_stat_print_table(struct zd_stat *s, FILE *out)
 	fprintf(out, "dirty pages: %llu total, %.1f per epoch; pre-copied %llu; sent %llu\n",
 		(unsigned long long)m.dirty_total, m.dirty_mean,
 		(unsigned long long)m.precopy_total, (unsigned long long)m.pages_sent);
+	if (s->disk_records)
+		fprintf(out, "disk writes: %llu records, %llu bytes written, %llu bytes of data in the stream\n",
+			(unsigned long long)s->disk_records, (unsigned long long)s->disk_bytes,
+			(unsigned long long)s->disk_data_bytes);
 	if (m.has_prec || m.has_recall)
 		fprintf(out, "standby: precision mean %.3f, recall mean %.3f\n",
 			m.prec_mean, m.recall_mean);

@@ -247,6 +247,12 @@ void zd_stat_add(struct zd_stat *s, const struct zd_record *rec, uint64_t bytes)
 		r = row(s, rec->u.stat.epoch, false);
 		add_stat(s, &rec->u.stat, r);
 		break;
+	case ZD_REC_DISK:
+		r = row(s, rec->u.disk.epoch, false);
+		s->disk_records++;
+		s->disk_bytes += rec->u.disk.len;
+		s->disk_data_bytes += rec->u.disk.data_len;
+		break;
 	default:
 		break;
 	}

@@ -22,6 +22,9 @@ struct zd_stat {
 	double *resp;			/* response delay samples */
 	size_t nresp, capresp;
 	uint64_t bytes;
+	/* DISK records (the guest's disk writes): how many, the bytes the guest wrote, the
+	 * bytes their data took on the stream (zstd-packed or raw) */
+	uint64_t disk_records, disk_bytes, disk_data_bytes;
 	bool have_header;
 	char *mode, *target;
 };

@@ -76,6 +76,9 @@ bool zd_json_object_ok(const char *text, size_t len);
 
 bool zd_utf8_ok(const uint8_t *p, size_t n);
 
+/* A DISK record's fields (not its data's contents): 0 or -(enum zd_read_err). */
+int zd_disk_check(const struct zd_rec_disk *d, char *msg, size_t msglen);
+
 /* Checks both encoders share. */
 int zd_rec_check(const struct zd_record *r, uint32_t page_size);
 

@@ -141,7 +141,21 @@ static void put_body(struct zd_buf *b, const struct zd_record *r)
 		zd_buf_u64(b, r->u.commit.pages);
 		zd_buf_u32(b, r->u.commit.flags);
 		zd_buf_u64(b, r->u.commit.memsum);
+		if (r->u.commit.flags & ZD_COMMIT_HAS_DISKSUM)
+			zd_buf_u64(b, r->u.commit.disksum);
 		break;
+	case ZD_REC_DISK: {
+		const struct zd_rec_disk *d = &r->u.disk;
+		zd_buf_u64(b, d->epoch);
+		zd_buf_u64(b, d->disk_size);
+		zd_buf_u64(b, d->offset);
+		zd_buf_u32(b, d->len);
+		zd_buf_u8(b, d->enc);
+		zd_buf_u8(b, d->flags);
+		zd_buf_u32(b, d->data_len);
+		zd_buf_put(b, d->data, d->data_len);
+		break;
+	}
 	case ZD_REC_ACK:
 		zd_buf_u64(b, r->u.ack.epoch);
 		zd_buf_u64(b, r->u.ack.commit_wall_ns);
@@ -533,7 +547,24 @@ static int get_body(struct cur *c, struct zd_record *r, const struct zd_rec_head
 		r->u.commit.pages = get_u64(c, "pages");
 		r->u.commit.flags = get_u32(c, "flags");
 		r->u.commit.memsum = get_u64(c, "memsum");
+		if (r->u.commit.flags & ZD_COMMIT_HAS_DISKSUM)
+			r->u.commit.disksum = get_u64(c, "disksum");
 		return c->bad ? SHORT(c) : 0;
+	case ZD_REC_DISK: {
+		struct zd_rec_disk *d = &r->u.disk;
+		d->epoch = get_u64(c, "epoch");
+		d->disk_size = get_u64(c, "disk_size");
+		d->offset = get_u64(c, "offset");
+		d->len = get_u32(c, "len");
+		d->enc = get_u8(c, "enc");
+		d->flags = get_u8(c, "flags");
+		d->data_len = get_u32(c, "data_len");
+		if (c->bad)
+			return SHORT(c);
+		if ((rc = zd_disk_check(d, msg, msglen)) < 0)
+			return rc;
+		return get_blob(c, d->data_len, &d->data, "data", msg, msglen);
+	}
 	case ZD_REC_ACK:
 		r->u.ack.epoch = get_u64(c, "epoch");
 		r->u.ack.commit_wall_ns = get_u64(c, "commit_wall_ns");

@@ -26,10 +26,13 @@ static const char *const json_names[ZD_REC_TYPE_MAX] = {
 	[ZD_REC_ACK] = "ack",
 	[ZD_REC_STAT] = "stat",
 	[ZD_REC_END] = "end",
+	[ZD_REC_DISK] = "disk",
 };
 _Static_assert(ZD_ARRAY_SIZE(json_names) == ZD_REC_TYPE_MAX, "json_names");
 
 static const char *const penc_names[] = { "raw", "zstd", "delta" };
+static const char *const denc_names[] = { "raw", "zstd" };
+_Static_assert(ZD_ARRAY_SIZE(denc_names) == ZD_DENC_ZSTD + 1, "denc_names");
 _Static_assert(ZD_ARRAY_SIZE(penc_names) == ZD_PENC_DELTA + 1, "penc_names");
 
 /* --- encoding --- */
@@ -178,7 +181,20 @@ int zd_enc_json_buf(struct zd_buf *b, const struct zd_record *r, uint32_t page_s
 		put_u64(b, "pages", r->u.commit.pages);
 		put_u64(b, "flags", r->u.commit.flags);
 		zd_buf_printf(b, ",\"memsum\":\"0x%016" PRIx64 "\"", r->u.commit.memsum);
+		if (r->u.commit.flags & ZD_COMMIT_HAS_DISKSUM)
+			zd_buf_printf(b, ",\"disksum\":\"0x%016" PRIx64 "\"", r->u.commit.disksum);
 		break;
+	case ZD_REC_DISK: {
+		const struct zd_rec_disk *d = &r->u.disk;
+		put_u64(b, "epoch", d->epoch);
+		put_u64(b, "disk_size", d->disk_size);
+		put_u64(b, "offset", d->offset);
+		put_u64(b, "len", d->len);
+		zd_buf_printf(b, ",\"enc\":\"%s\"", denc_names[d->enc]);
+		put_u64(b, "flags", d->flags);
+		put_b64(b, "data", d->data, d->data_len);
+		break;
+	}
 	case ZD_REC_ACK:
 		put_u64(b, "epoch", r->u.ack.epoch);
 		put_u64(b, "commit_wall_ns", r->u.ack.commit_wall_ns);
@@ -349,6 +365,22 @@ static int get_set(json_t *o, struct zd_pageset *s, const struct zd_rec_header *
 	return 0;
 }
 
+/* "0x" and 1..16 hex digits. */
+static int field_hex(json_t *o, const char *key, uint64_t *out, char *msg, size_t msglen)
+{
+	const char *sum;
+	int rc;
+	if ((rc = field_str(o, key, &sum, msg, msglen)) < 0)
+		return rc;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(sum, &end, 16);
+	if (strncmp(sum, "0x", 2) || errno || *end || end == sum + 2)
+		return FAIL(ZD_RERR_MALFORMED, "\"%s\" is not a hex string \"0x…\"", key);
+	*out = v;
+	return 0;
+}
+
 static int lookup(const char *const *names, size_t n, const char *s)
 {
 	for (size_t i = 0; i < n; i++)
@@ -449,19 +481,32 @@ static int get_body(json_t *o, struct zd_record *r, const struct zd_rec_header *
 		U64(o, "kind", r->u.state.kind, UINT32_MAX);
 		return field_b64(o, "data", cut, &r->u.state.data, &r->u.state.len, msg, msglen);
 	case ZD_REC_COMMIT: {
-		const char *sum;
 		U64(o, "epoch", r->u.commit.epoch, UINT64_MAX);
 		U64(o, "pages", r->u.commit.pages, UINT64_MAX);
 		U64(o, "flags", r->u.commit.flags, UINT32_MAX);
-		if ((rc = field_str(o, "memsum", &sum, msg, msglen)) < 0)
+		if ((rc = field_hex(o, "memsum", &r->u.commit.memsum, msg, msglen)) < 0)
 			return rc;
-		char *end;
-		errno = 0;
-		unsigned long long v = strtoull(sum, &end, 16);
-		if (strncmp(sum, "0x", 2) || errno || *end || end == sum + 2)
-			return FAIL(ZD_RERR_MALFORMED, "\"memsum\" is not a hex string \"0x…\"");
-		r->u.commit.memsum = v;
+		if (r->u.commit.flags & ZD_COMMIT_HAS_DISKSUM)
+			return field_hex(o, "disksum", &r->u.commit.disksum, msg, msglen);
 		return 0;
+	}
+	case ZD_REC_DISK: {
+		struct zd_rec_disk *d = &r->u.disk;
+		const char *enc;
+		U64(o, "epoch", d->epoch, UINT64_MAX);
+		U64(o, "disk_size", d->disk_size, UINT64_MAX);
+		U64(o, "offset", d->offset, UINT64_MAX);
+		U64(o, "len", d->len, UINT32_MAX);
+		U64(o, "flags", d->flags, UINT8_MAX);
+		if ((rc = field_str(o, "enc", &enc, msg, msglen)) < 0)
+			return rc;
+		int e = lookup(denc_names, ZD_ARRAY_SIZE(denc_names), enc);
+		if (e < 0)
+			return FAIL(ZD_RERR_MALFORMED, "unknown disk encoding \"%s\"", enc);
+		d->enc = (uint8_t)e;
+		if ((rc = field_b64(o, "data", cut, &d->data, &d->data_len, msg, msglen)) < 0)
+			return rc;
+		return zd_disk_check(d, msg, msglen);
 	}
 	case ZD_REC_ACK:
 		U64(o, "epoch", r->u.ack.epoch, UINT64_MAX);

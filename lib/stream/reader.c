@@ -246,7 +246,9 @@ int zd_check_order(struct zd_reader *rd, const struct zd_record *r, char *msg, s
 		return 0;
 	case ZD_REC_DIRTY:
 	case ZD_REC_STATE:
-		e = r->type == ZD_REC_DIRTY ? r->u.dirty.epoch : r->u.state.epoch;
+	case ZD_REC_DISK:
+		e = r->type == ZD_REC_DIRTY ? r->u.dirty.epoch :
+		    r->type == ZD_REC_STATE ? r->u.state.epoch : r->u.disk.epoch;
 		if (e > cur)
 			return zd_fail(msg, msglen, ZD_RERR_ORDER,
 				       "epoch %" PRIu64 " ahead of the current checkpoint %" PRIu64, e, cur);

@@ -23,6 +23,7 @@ static const char *const type_names[ZD_REC_TYPE_MAX] = {
 	[ZD_REC_ACK] = "ACK",
 	[ZD_REC_STAT] = "STAT",
 	[ZD_REC_END] = "END",
+	[ZD_REC_DISK] = "DISK",
 };
 _Static_assert(ZD_ARRAY_SIZE(type_names) == ZD_REC_TYPE_MAX, "type_names");
 
@@ -79,6 +80,9 @@ void zd_record_free(struct zd_record *r)
 		break;
 	case ZD_REC_STATE:
 		free(r->u.state.data);
+		break;
+	case ZD_REC_DISK:
+		free(r->u.disk.data);
 		break;
 	case ZD_REC_CHECKPOINT:
 	case ZD_REC_COMMIT:
@@ -214,6 +218,11 @@ int zd_rec_check(const struct zd_record *r, uint32_t page_size)
 	case ZD_REC_STATE:
 		ok = (r->u.state.len == 0 || r->u.state.data) && r->u.state.len <= ZD_REC_MAX;
 		break;
+	case ZD_REC_DISK: {
+		const struct zd_rec_disk *d = &r->u.disk;
+		ok = zd_disk_check(d, NULL, 0) == 0 && (d->data_len == 0 || d->data);
+		break;
+	}
 	case ZD_REC_STAT: {
 		const struct zd_rec_stat *s = &r->u.stat;
 		ok = s->n <= ZD_STAT_MAX_KV && memchr(s->source, 0, sizeof(s->source)) &&

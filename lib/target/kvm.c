@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "vm/vmctl_client.h"
 #include "zd/fb.h"
@@ -45,6 +46,12 @@ struct kvm_priv {
 	struct zd_vm_info info;
 	bool gone;
 	char path[108];			/* the control socket, for vm_gone() */
+	/* zd-vm's block device (DISK_INFO): its write log mapped read-only
+	 * and the disk file, read only (NODATA entries, whole-disk copies). */
+	uint64_t disk_size;
+	int diskfd;
+	const uint8_t *dlog;
+	size_t dlog_bytes;
 	pthread_mutex_t mu;
 };
 
@@ -52,7 +59,7 @@ static struct kvm_priv *priv_new(void)
 {
 	struct kvm_priv *p = zd_xcalloc(1, sizeof(*p));
 
-	p->fd = p->memfd = p->uffd = -1;
+	p->fd = p->memfd = p->uffd = p->diskfd = -1;
 	pthread_mutex_init(&p->mu, NULL);
 	return p;
 }
@@ -165,6 +172,44 @@ static int map_ram(struct zd_target *t, int memfd)
 	return 0;
 }
 
+/* The block device, if zd-vm has one (a zd-vm without disks refuses
+ * DISK_INFO: no disk either). */
+static int open_disk(struct zd_target *t)
+{
+	struct kvm_priv *p = t->priv;
+	struct zd_vmctl_req req = { .op = ZD_VMCTL_DISK_INFO };
+	struct zd_vmctl_rep rep;
+	int fds[4], nfds = 0;
+	void *m;
+
+	if (zd_vmctl_call(p->fd, &req, &rep, NULL, 0, fds, &nfds) < 0) {
+		set_err(t, "control socket: %s", strerror(errno));
+		return -1;
+	}
+	if (rep.status < 0 || rep.v0 == 0) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		return 0;
+	}
+	if (nfds != 2 || rep.v1 < ZD_DLOG_START) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		set_err(t, "DISK_INFO reply malformed (%d descriptors)", nfds);
+		return -1;
+	}
+	m = mmap(NULL, (size_t)rep.v1, PROT_READ, MAP_SHARED, fds[0], 0);
+	close(fds[0]);
+	p->diskfd = fds[1];
+	if (m == MAP_FAILED) {
+		set_err(t, "mmap disk write log: %s", strerror(errno));
+		return -1;
+	}
+	p->dlog = m;
+	p->dlog_bytes = (size_t)rep.v1;
+	p->disk_size = rep.v0;
+	return 0;
+}
+
 static void kvm_close(struct zd_target *t)
 {
 	struct kvm_priv *p = t->priv;
@@ -181,6 +226,10 @@ static void kvm_close(struct zd_target *t)
 		close(p->memfd);
 	if (p->uffd >= 0)
 		close(p->uffd);
+	if (p->dlog)
+		munmap((void *)p->dlog, p->dlog_bytes);
+	if (p->diskfd >= 0)
+		close(p->diskfd);
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 	t->priv = NULL;
@@ -235,7 +284,7 @@ static int kvm_open(struct zd_target *t, const char *args)
 			(unsigned long long)p->nwords, (unsigned long long)t->page_count);
 		goto fail;
 	}
-	if (map_ram(t, p->memfd) < 0)
+	if (map_ram(t, p->memfd) < 0 || open_disk(t) < 0)
 		goto fail;
 	zd_debug("kvm:%s: %llu pages of %u bytes, %s", args, (unsigned long long)t->page_count,
 		 t->page_size, (p->info.flags & ZD_VM_F_PVM) ? "kvm_pvm" : "hardware KVM");
@@ -353,6 +402,103 @@ static int kvm_get_state(struct zd_target *t, uint32_t *kind, uint8_t **data, ui
 	*len = rep.len;
 	*data = zd_xrealloc(buf, rep.len ? rep.len : 1);
 	return 0;
+}
+
+/* Bytes [off, off + len) of the disk as they are now (paused: as at the
+ * pause), to fn in pieces of at most ZD_DISK_PER_RECORD. */
+static int disk_read(struct zd_target *t, uint64_t off, uint64_t len,
+		     int (*fn)(void *arg, uint64_t off, const uint8_t *data, uint32_t len), void *arg)
+{
+	struct kvm_priv *p = t->priv;
+	uint8_t *buf = zd_xmalloc(ZD_DISK_PER_RECORD);
+	int rc = 0;
+
+	while (len && rc == 0) {
+		uint32_t n = (uint32_t)ZD_MIN(len, (uint64_t)ZD_DISK_PER_RECORD);
+
+		if (pread(p->diskfd, buf, n, (off_t)off) != (ssize_t)n) {
+			set_err(t, "disk: read at %llu: %s", (unsigned long long)off, strerror(errno));
+			rc = -1;
+			break;
+		}
+		rc = fn(arg, off, buf, n);
+		off += n;
+		len -= n;
+	}
+	free(buf);
+	return rc;
+}
+
+static int kvm_disk_writes(struct zd_target *t, bool full, uint64_t *size,
+			   int (*fn)(void *arg, uint64_t off, const uint8_t *data, uint32_t len), void *arg)
+{
+	struct kvm_priv *p = t->priv;
+	struct zd_vmctl_rep rep;
+	uint64_t at = 0;
+
+	*size = p->disk_size;
+	if (!p->disk_size || !fn)
+		return 0;
+	/* Also while full: it says the guest is paused. */
+	if (call(t, ZD_VMCTL_DISK_LOG, 0, 0, &rep, NULL, 0, NULL, NULL) < 0)
+		return -1;
+	if (full || (rep.v2 & ZD_DLOG_ALL))
+		return disk_read(t, 0, p->disk_size, fn, arg);
+	if (rep.v0 > p->dlog_bytes - ZD_DLOG_START) {
+		set_err(t, "disk write log: %llu bytes used of %zu", (unsigned long long)rep.v0, p->dlog_bytes);
+		return -1;
+	}
+	/* zd-vm wrote the log before it parked the vCPU; the reply came after. */
+	while (at < rep.v0) {
+		struct zd_dlog_ent e;
+		const uint8_t *q = p->dlog + ZD_DLOG_START + at;
+		int rc;
+
+		if (rep.v0 - at < sizeof(e))
+			goto bad;
+		memcpy(&e, q, sizeof(e));
+		if (!e.len || e.offset > p->disk_size || e.len > p->disk_size - e.offset)
+			goto bad;
+		at += sizeof(e);
+		if (e.flags & ZD_DLOG_NODATA) {
+			rc = disk_read(t, e.offset, e.len, fn, arg);
+		} else {
+			if (rep.v0 - at < e.len)
+				goto bad;
+			rc = fn(arg, e.offset, q + sizeof(e), e.len);
+			at += ((uint64_t)e.len + 7) & ~7ull;
+		}
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+bad:
+	set_err(t, "disk write log: bad entry at byte %llu", (unsigned long long)at);
+	return -1;
+}
+
+static int hash_chunk(void *arg, uint64_t off, const uint8_t *data, uint32_t len)
+{
+	(void)off;
+	zd_hash64_update(arg, data, len);
+	return 0;
+}
+
+static int kvm_disksum(struct zd_target *t, uint64_t *sum, uint64_t *size)
+{
+	struct kvm_priv *p = t->priv;
+	XXH3_state_t *h;
+	int rc;
+
+	*size = p->disk_size;
+	if (!p->disk_size)
+		return 0;
+	h = XXH3_createState();
+	XXH3_64bits_reset(h);
+	rc = disk_read(t, 0, p->disk_size, hash_chunk, h);
+	*sum = XXH3_64bits_digest(h);
+	XXH3_freeState(h);
+	return rc;
 }
 
 static int kvm_memsum(struct zd_target *t, uint64_t *sum)
@@ -502,6 +648,8 @@ const struct zd_target_ops zd_target_kvm = {
 	.rearm = kvm_rearm,
 	.read_pages = kvm_read_pages,
 	.get_state = kvm_get_state,
+	.disk_writes = kvm_disk_writes,
+	.disksum = kvm_disksum,
 	.memsum = kvm_memsum,
 	.release_output = kvm_release_output,
 	/* With zd-vm's uffd guard the frozen set is write-protected at T1

@@ -204,6 +204,8 @@ int zd__track_save_state(struct zd_track *k, struct track_round *rd)
 	zd_record_init(&rd->commit, ZD_REC_COMMIT);
 	rd->commit.u.commit.epoch = k->epoch;
 	rd->commit.u.commit.pages = zd_pageset_count(&k->dirty);
+	if (zd__track_collect_disk(k, rd) < 0)
+		return -1;
 	return memsum(k, &rd->commit);
 }
 
@@ -232,7 +234,7 @@ void zd__track_resume_quietly(struct zd_track *k)
 int zd__track_send_checkpoint(struct zd_track *k, const struct track_round *rd, bool with_pages)
 {
 	if (zd__emit_checkpoint(k, &rd->c) < 0 || zd__emit_set(k, ZD_REC_DIRTY, &k->dirty) < 0 ||
-	    (with_pages && zd__emit_pages(k, &k->dirty, 0) < 0) ||
+	    (with_pages && zd__emit_pages(k, &k->dirty, 0) < 0) || zd__track_send_disk(k, rd) < 0 ||
 	    zd__emit_record(k, &rd->state) < 0 || zd__emit_record(k, &rd->commit) < 0)
 		return -1;
 	return 0;
@@ -243,6 +245,7 @@ void zd__track_round_free(struct track_round *rd)
 	if (rd->have_state)
 		zd_record_free(&rd->state);
 	rd->have_state = false;
+	zd__track_disk_free(rd);
 }
 
 /* --- emitting --- */

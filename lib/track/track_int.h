@@ -39,6 +39,7 @@ struct zd_track {
 	uint8_t *buf;			/* page copies */
 	size_t buf_cap;
 	bool said_open_loop;
+	bool disk_synced;	/* an epoch shipped the whole disk (track_disk.c) */
 	bool had_backup;	/* remus: a zd-send or zd-swap waited on once */
 	bool hold_warned;	/* --max-hold exceeded, said so */
 	uint64_t hold_since_ns;	/* T1 of the oldest epoch held then */
@@ -71,6 +72,12 @@ struct track_round {
 	struct zd_rec_checkpoint c;	/* times and flags of the CHECKPOINT */
 	struct zd_record state, commit;
 	bool have_state;		/* state holds a blob to free */
+	/* The guest's disk writes of the epoch, DISK records with raw data
+	 * copied at the pause (track_disk.c), packed as they are sent. */
+	struct zd_record *disk;
+	size_t ndisk, disk_cap;
+	uint64_t disk_writes, disk_bytes;	/* for the STAT "disk" */
+	bool disk_full;
 	uint64_t harvest_ns;		/* zd__track_harvest_all's time */
 };
 
@@ -98,6 +105,12 @@ void zd__track_resume_quietly(struct zd_track *k);	/* after a failure while paus
  * STATE, COMMIT: the epoch as the stages downstream read it. */
 int zd__track_send_checkpoint(struct zd_track *k, const struct track_round *rd, bool with_pages);
 void zd__track_round_free(struct track_round *rd);
+/* track_disk.c: the epoch's disk writes into rd (paused; the whole disk
+ * on the run's first epoch and on a FULL one), [disksum into the COMMIT],
+ * then sent as DISK records and a STAT "disk". */
+int zd__track_collect_disk(struct zd_track *k, struct track_round *rd);
+int zd__track_send_disk(struct zd_track *k, const struct track_round *rd);
+void zd__track_disk_free(struct track_round *rd);
 
 int zd__emit_checkpoint(struct zd_track *k, const struct zd_rec_checkpoint *c);
 int zd__emit_set(struct zd_track *k, uint16_t type, const struct zd_pageset *set);

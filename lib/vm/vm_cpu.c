@@ -140,6 +140,8 @@ static void fill_params(struct zd_vm *vm)
 	/* The guest re-checks its mailbox at least this often even if no
 	 * doorbell came (belt and braces; zd-vm does wake it). */
 	p->idle_max_ticks = vm->tsc_hz / 10;
+	p->disk_bytes = vm->disk_bytes;
+	p->disk_rate = vm->disk_bytes ? wl->disk_rate : 0;
 }
 
 int zd_vm_setup_guest(struct zd_vm *vm, char *msg, size_t msglen)

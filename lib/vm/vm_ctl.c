@@ -134,6 +134,10 @@ static void fill_stats(struct zd_vm *vm, struct zd_vm_stats *st)
 	st->committed = vm->committed;
 	st->paused = zd_vm_is_paused(vm);
 	st->tsc_hz = vm->tsc_hz;
+	st->disk_writes = vm->n_disk_writes;
+	st->disk_done = __atomic_load_n(&((const struct zdg_disk *)(vm->ram + ZDG_DISK_GPA))->done,
+					__ATOMIC_RELAXED);
+	st->disk_overflows = vm->n_disk_overflows;
 }
 
 /* Handle one request. Returns 1 after STOP, -1 when the client is gone. */
@@ -188,12 +192,38 @@ static int handle(struct zd_vm *vm, int fd)
 		rep.v1 = vm->paused_at_ns;
 		break;
 	case ZD_VMCTL_RESUME:
+		/* The writes the tracker collected at this pause are shipped:
+		 * the log holds the next epoch's from here. */
+		if (zd_vm_is_paused(vm))
+			zd_vm_disk_log_reset(vm);
 		v = zd_vm_resume(vm);
 		if (v < 0)
 			rep.status = -EIO;
 		rep.v0 = (uint64_t)(v < 0 ? 0 : v);
 		rep.v1 = zd_now_ns();
 		break;
+	case ZD_VMCTL_DISK_INFO:
+		rep.v0 = vm->disk_bytes;
+		rep.v1 = vm->dlog_bytes;
+		if (vm->disk_fd >= 0) {
+			fds[nfds++] = vm->dlog_fd;
+			fds[nfds++] = vm->disk_fd;
+		}
+		break;
+	case ZD_VMCTL_DISK_LOG: {
+		const struct zd_dlog_hdr *h = (const struct zd_dlog_hdr *)(void *)vm->dlog;
+
+		if (!vm->dlog) {
+			rep.status = -ENODEV;
+		} else if (!zd_vm_is_paused(vm)) {
+			rep.status = -EBUSY;	/* the guest would append under the reader */
+		} else {
+			rep.v0 = h->used;
+			rep.v1 = h->writes;
+			rep.v2 = h->flags;
+		}
+		break;
+	}
 	case ZD_VMCTL_DIRTY_GET: {
 		uint64_t t0 = zd_now_ns();
 

@@ -101,6 +101,9 @@ int zd_vm_ctl_main(const char *path, int argc, char **argv)
 		       (unsigned long long)s->held, (unsigned long long)s->epoch,
 		       (unsigned long long)s->committed, (unsigned long long)s->paused,
 		       (unsigned long long)s->tsc_hz);
+		printf("disk_writes=%llu\ndisk_done=%llu\ndisk_overflows=%llu\n",
+		       (unsigned long long)s->disk_writes, (unsigned long long)s->disk_done,
+		       (unsigned long long)s->disk_overflows);
 		break;
 	}
 	case ZD_VMCTL_STATE:

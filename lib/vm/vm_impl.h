@@ -181,6 +181,17 @@ struct zd_vm {
 	uint64_t last_heard_wall_ns;	/* zd-recv's ZD_LAST_HEARD_NS, 0 = none */
 	uint64_t lost_wall_ns;		/* zd-recv's ZD_LOST_NS, 0 = none */
 	struct zd_vm_replay *replay;	/* main thread only */
+
+	/* The block device (vm_disk.c): --disk FILE and its per-epoch write
+	 * log, a memfd the tracker maps (layout in vmctl.h). The vCPU thread
+	 * appends while the VM runs; the main thread reads it and starts it
+	 * over only while the VM is paused. */
+	int disk_fd;
+	uint64_t disk_bytes;
+	int dlog_fd;
+	uint8_t *dlog;
+	uint64_t dlog_bytes;
+	uint64_t n_disk_writes, n_disk_bytes, n_disk_overflows;
 };
 
 /* vm_kvm.c: /dev/kvm, the VM, RAM, the memslot, the vCPU. */
@@ -262,6 +273,18 @@ void zd_vm_output_push(struct zd_vm *vm, uint64_t client, uint64_t seq);
 int zd_vm_uffd_open(struct zd_vm *vm);
 void zd_vm_uffd_close(struct zd_vm *vm);
 int64_t zd_vm_uffd_protect(struct zd_vm *vm);
+
+/* vm_disk.c: the block device. open does nothing without --disk. mmio is
+ * the vCPU thread's ZDG_MMIO_DISK; log_reset starts the next epoch's log
+ * (paused, before the resume). */
+int zd_vm_disk_open(struct zd_vm *vm, char *msg, size_t msglen);
+void zd_vm_disk_close(struct zd_vm *vm);
+void zd_vm_disk_mmio(struct zd_vm *vm);
+void zd_vm_disk_log_reset(struct zd_vm *vm);
+/* --restore, memory loaded: the guest's disk is the replica's (size), and
+ * for the built-in workload the newest block on the disk is the write the
+ * guest's memory counts (said on stderr). 0 or an exit code with msg. */
+int zd_vm_disk_restore_check(struct zd_vm *vm, char *msg, size_t msglen);
 
 /* vm_ctl.c: the control socket server. */
 int zd_vm_ctl_open(struct zd_vm *vm, char *msg, size_t msglen);

@@ -53,8 +53,11 @@ int zd_vm_parse_workload(const char *s, struct zd_vm_workload *wl, char *msg, si
 		} else if (!strcmp(k, "seed")) {
 			if (zd_parse_u64(v, &wl->seed) < 0)
 				rc = -1;
+		} else if (!strcmp(k, "disk")) {
+			if (zd_parse_u64(v, &wl->disk_rate) < 0 || wl->disk_rate > 100000)
+				rc = -1;
 		} else {
-			snprintf(msg, msglen, "'%s': unknown key (want dirty, hot, span, hotset, seed)", k);
+			snprintf(msg, msglen, "'%s': unknown key (want dirty, hot, span, hotset, seed, disk)", k);
 			rc = -1;
 			break;
 		}
@@ -62,6 +65,7 @@ int zd_vm_parse_workload(const char *s, struct zd_vm_workload *wl, char *msg, si
 			snprintf(msg, msglen, "%s=%s: %s", k, v,
 				 !strcmp(k, "hot") ? "want a fraction from 0 to 1" :
 				 !strcmp(k, "dirty") ? "want pages per second, 0 to 100000000" :
+				 !strcmp(k, "disk") ? "want block writes per second, 0 to 100000" :
 				 !strcmp(k, "seed") ? "want a number" : "want a size of at least 4K");
 	}
 	free(dup);
@@ -84,6 +88,11 @@ int zd_vm_check_config(const struct zd_vm_config *cfg, char *msg, size_t msglen)
 			 (unsigned long long)room);
 		return -1;
 	}
+	if (cfg->wl.disk_rate && !cfg->disk_path) {
+		snprintf(msg, msglen, "--workload disk=%llu needs --disk FILE",
+			 (unsigned long long)cfg->wl.disk_rate);
+		return -1;
+	}
 	if (cfg->wl.hotset_bytes > (cfg->wl.span_bytes ? cfg->wl.span_bytes : room)) {
 		snprintf(msg, msglen, "--workload hotset=%llu: larger than the span",
 			 (unsigned long long)cfg->wl.hotset_bytes);
@@ -101,6 +110,7 @@ static struct zd_vm *vm_new(const struct zd_vm_config *cfg)
 	vm->npages = cfg->mem_bytes / ZDG_PAGE;
 	vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = vm->memfd = vm->bmfd = -1;
 	vm->evfd = vm->ctl_lfd = vm->svc_lfd = vm->uffd = -1;
+	vm->disk_fd = vm->dlog_fd = -1;
 	pthread_mutex_init(&vm->mu, NULL);
 	pthread_mutex_init(&vm->out_mu, NULL);
 	pthread_condattr_t ca;
@@ -119,6 +129,7 @@ static void vm_free(struct zd_vm *vm)
 	zd_vm_service_close(vm);
 	zd_vm_replay_free(vm);
 	zd_vm_kvm_close(vm);
+	zd_vm_disk_close(vm);
 	if (vm->evfd >= 0)
 		close(vm->evfd);
 	pthread_mutex_destroy(&vm->mu);
@@ -207,7 +218,7 @@ int zd_vm_main(const struct zd_vm_config *cfg_in)
 		zd_warn("signalfd/eventfd");
 		goto out;
 	}
-	if (zd_vm_kvm_open(vm, msg, sizeof(msg)) < 0 ||
+	if (zd_vm_kvm_open(vm, msg, sizeof(msg)) < 0 || zd_vm_disk_open(vm, msg, sizeof(msg)) < 0 ||
 	    (!rs && zd_vm_setup_guest(vm, msg, sizeof(msg)) < 0)) {
 		zd_warnx("%s", msg);
 		rc = ZD_EXIT_TARGET;

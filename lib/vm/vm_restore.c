@@ -58,6 +58,7 @@ struct zd_vm_restore {
 	struct zd_vm_state_view v;
 	char control[256];
 	char serve[64];
+	char disk[4096];	/* DIR/disk.img, the restored VM's disk */
 	uint64_t wall_ns;
 };
 
@@ -161,6 +162,12 @@ int zd_vm_restore_prepare(struct zd_vm_config *cfg, struct zd_vm_restore **out,
 	if (zd_vm_check_config(cfg, why, sizeof(why)) < 0) {
 		snprintf(msg, msglen, "%s/state.bin: %s", dir, why);
 		goto fail;
+	}
+	/* The replica's disk is the VM's disk from here on, written in
+	 * place (zd-vm(1) DISK). */
+	if (m->disk_size) {
+		snprintf(r->disk, sizeof(r->disk), "%s/disk.img", dir);
+		cfg->disk_path = r->disk;
 	}
 	/* The command line wins; else where the primary was. */
 	if (!cfg->serve && r->v.serve[0]) {
@@ -324,6 +331,8 @@ int zd_vm_restore_apply(struct zd_vm *vm, struct zd_vm_restore *r, char *msg, si
 		return ZD_EXIT_DATA;
 	}
 	vm->mmio_gpa = mmio;
+	if ((rc = zd_vm_disk_restore_check(vm, msg, msglen)))
+		return rc;
 	if (zd_vm_state_load_vcpu(vm, &r->v, msg, msglen) < 0)
 		return ZD_EXIT_TARGET;
 	/* The guest keeps the TSC frequency it was started with (its

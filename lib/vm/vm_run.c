@@ -168,6 +168,9 @@ static bool handle_mmio(struct zd_vm *vm)
 	case ZDG_MMIO_EXIT:
 		die(vm, "guest: stopped with code %llu", (unsigned long long)val);
 		return false;
+	case ZDG_MMIO_DISK:
+		zd_vm_disk_mmio(vm);
+		return true;
 	default:
 		zd_debug("guest: write %#llx to unknown MMIO register %#llx",
 			 (unsigned long long)val, (unsigned long long)(addr - vm->mmio_gpa));

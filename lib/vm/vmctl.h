@@ -30,6 +30,32 @@ enum zd_vmctl_op {
 	ZD_VMCTL_PROTECT = 9,	/* uffd write-protect the pages set in bitmap in */
 	ZD_VMCTL_STOP = 10,	/* end the VM */
 	ZD_VMCTL_STATS = 11,	/* reply payload: struct zd_vm_stats */
+	ZD_VMCTL_DISK_INFO = 12, /* reply v0 disk bytes (0: no disk), v1 log bytes;
+				 * fds: [log memfd, disk file] */
+	ZD_VMCTL_DISK_LOG = 13,	/* paused only: reply v0 log bytes used, v1 writes,
+				 * v2 ZD_DLOG_* flags; the log is in the memfd */
+};
+
+/* The disk write log (a memfd of --disk-log bytes): struct zd_dlog_hdr,
+ * then from ZD_DLOG_START entries of struct zd_dlog_ent, each followed by
+ * its len bytes unless NODATA, padded to 8. It holds the writes the guest
+ * issued since the VM last resumed, in order; RESUME starts it over. A
+ * write that does not fit with its data is logged NODATA (the reader takes
+ * those bytes from the disk while the VM is paused: their content at the
+ * pause, which is what the epoch must ship); one that does not fit at all
+ * sets ZD_DLOG_ALL: the epoch ships the whole disk. */
+#define ZD_DLOG_START 64u
+#define ZD_DLOG_ALL 0x1
+#define ZD_DLOG_NODATA 0x1
+struct zd_dlog_hdr {
+	uint64_t used;			/* bytes from ZD_DLOG_START */
+	uint64_t writes;
+	uint64_t flags;			/* ZD_DLOG_ALL */
+};
+struct zd_dlog_ent {
+	uint64_t offset;
+	uint32_t len;
+	uint32_t flags;			/* ZD_DLOG_NODATA */
 };
 
 #define ZD_VMCTL_F_ALL 0x1
@@ -80,6 +106,10 @@ struct zd_vm_stats {
 	uint64_t committed;	/* highest COMMIT epoch */
 	uint64_t paused;	/* 1 while paused */
 	uint64_t tsc_hz;
+	/* appended: the block device */
+	uint64_t disk_writes;		/* writes done by zd-vm */
+	uint64_t disk_done;		/* the guest's counter (zdg_disk.done) */
+	uint64_t disk_overflows;	/* writes logged NODATA or ALL */
 };
 
 #endif

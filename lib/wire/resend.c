@@ -39,6 +39,7 @@ static uint64_t epoch_of(const struct zd_record *r)
 	case ZD_REC_DIRTY: return r->u.dirty.epoch;
 	case ZD_REC_PAGES: return r->u.pages.epoch;
 	case ZD_REC_STATE: return r->u.state.epoch;
+	case ZD_REC_DISK: return r->u.disk.epoch;
 	case ZD_REC_COMMIT: return r->u.commit.epoch;
 	case ZD_REC_END: return UINT64_MAX;	/* never acknowledged */
 	default: return 0;

@@ -50,6 +50,7 @@ struct zd_replica_meta {
 	uint64_t memsum;	/* zd_hash64 of memory.img at `epoch` */
 	uint32_t state_kind;	/* kind of state.bin, 0 = none */
 	uint64_t commit_wall_ns;
+	uint64_t disk_size;	/* bytes of disk.img, 0 = the guest has no disk */
 	bool ended;		/* the run's primary sent END: no stream may
 				 * continue it, no loss can take it over */
 };
@@ -60,6 +61,8 @@ struct zd_replica {
 	char *dir;
 	int dirfd;		/* also holds the flock: one zd-recv per replica */
 	int memfd;		/* memory.img, -1 until initialised */
+	int diskfd;		/* disk.img, -1 until a DISK record or a meta.json
+				 * with a disk_size (lib/replica/disk.c) */
 	uint8_t *mem;		/* memory.img mapped read-only once, for checksums:
 				 * a mapping kept across epochs faults each page once */
 	bool initialised;	/* meta.json exists */
@@ -120,6 +123,13 @@ int zd_replica_stage_map(struct zd_replica *rep, const uint8_t **map);
  * of it and they fit; frees it otherwise. */
 void zd_replica_stage_pages_keep(struct zd_replica *rep, uint8_t *buf, const struct zd_rec_pages *p);
 int zd_replica_stage_state(struct zd_replica *rep, const struct zd_rec_state *s);
+/* The guest's disk writes (zd-stream(5) DISK): journaled with the epoch's
+ * pages, in order, applied to DIR/disk.img at the same commit point.
+ * The first one creates disk.img with the record's disk_size; a record of
+ * another size, or one past it, is bad data (ZD_EXIT_DATA). */
+int zd_replica_stage_disk(struct zd_replica *rep, const struct zd_rec_disk *d);
+/* zd_hash64 of disk.img (the committed epoch's disk). */
+int zd_replica_disksum(struct zd_replica *rep, uint64_t *sum);
 /* verify: VERIFY_AUTO checks the memory checksum when COMMIT carries one,
  * VERIFY_ALWAYS also refuses a COMMIT without it, VERIFY_NEVER skips it. */
 enum zd_verify { ZD_VERIFY_AUTO = 0, ZD_VERIFY_ALWAYS, ZD_VERIFY_NEVER };

@@ -44,6 +44,7 @@ enum zd_rec_type {
 	ZD_REC_ACK = 8,
 	ZD_REC_STAT = 9,
 	ZD_REC_END = 10,
+	ZD_REC_DISK = 11,
 	ZD_REC_TYPE_MAX,	/* types >= this are "unknown": passed through */
 };
 
@@ -109,11 +110,32 @@ struct zd_rec_state {
 /* COMMIT: closes an epoch. The receiver applies the epoch only on COMMIT,
  * after checking that PAGES covered exactly the DIRTY set. */
 #define ZD_COMMIT_HAS_MEMSUM 0x1
+#define ZD_COMMIT_HAS_DISKSUM 0x2	/* disksum follows memsum (zd-stream(5) DISK) */
 struct zd_rec_commit {
 	uint64_t epoch;
 	uint64_t pages;			/* pages in the epoch's DIRTY set */
 	uint32_t flags;
 	uint64_t memsum;		/* zd_hash64 over the whole memory at T1 (--verify) */
+	uint64_t disksum;		/* zd_hash64 over the whole disk at T1, with HAS_DISKSUM */
+};
+
+/* DISK: bytes the guest wrote to its disk before the epoch's pause, in the
+ * order it wrote them (a later record of an epoch wins where two overlap). */
+enum zd_disk_enc { ZD_DENC_RAW = 0, ZD_DENC_ZSTD = 1 };
+#define ZD_DISK_FULL 0x1		/* part of a copy of the whole disk */
+/* Largest write one DISK record carries (writers split bigger ones). */
+#define ZD_DISK_PER_RECORD (1u << 20)
+/* Largest disk a DISK record may describe. */
+#define ZD_DISK_MAX (1ull << 44)
+struct zd_rec_disk {
+	uint64_t epoch;
+	uint64_t disk_size;		/* bytes, the same in every record of a stream */
+	uint64_t offset;		/* byte offset of the write */
+	uint32_t len;			/* bytes written: 1..ZD_DISK_PER_RECORD */
+	uint8_t enc;			/* enum zd_disk_enc, of data as carried */
+	uint8_t flags;			/* ZD_DISK_* */
+	uint32_t data_len;		/* bytes of data as carried */
+	uint8_t *data;			/* raw: len bytes */
 };
 
 /* ACK: the backup committed an epoch (travels backward, and is logged forward). */
@@ -167,6 +189,7 @@ struct zd_record {
 		struct zd_rec_ack ack;
 		struct zd_rec_stat stat;
 		struct zd_rec_end end;
+		struct zd_rec_disk disk;
 		struct zd_rec_unknown unknown;
 	} u;
 };
@@ -271,6 +294,12 @@ enum zd_encoding zd_output_encoding(int fd, bool json_flag);
  * preamble; JSON: one line with '\n'). Returns 0 or -1. */
 int zd_encode_binary(const struct zd_record *r, uint32_t page_size, uint8_t **out, size_t *len);
 int zd_encode_json(const struct zd_record *r, uint32_t page_size, char **out, size_t *len);
+
+/* DISK data: pack len bytes at raw into d (zstd when smaller, else a
+ * copy); expand d's data into a malloc'd buffer of d->len bytes, checking
+ * the frame (0, or -1 with msg). */
+void zd_disk_pack(struct zd_rec_disk *d, const uint8_t *raw, uint32_t len, int level);
+int zd_disk_expand(const struct zd_rec_disk *d, uint8_t **out, char *msg, size_t msglen);
 
 /* CRC32C (Castagnoli), by ISA-L's crc32_iscsi. */
 uint32_t zd_crc32c(uint32_t crc, const void *buf, size_t len);

@@ -57,6 +57,18 @@ struct zd_target_ops {
 	int (*read_pages)(struct zd_target *t, uint64_t epoch,
 			  const struct zd_pageset *set, uint8_t *buf);
 
+	/* Optional: the guest's disk. Only while paused. Calls fn
+	 * for every write the guest issued since the VM last resumed, in the
+	 * order it issued them, with the bytes it wrote (valid during the
+	 * call); with full, for the whole disk instead. *size is the disk's
+	 * size, 0 (and no call) for a guest without a disk. fn returns 0 or
+	 * -1 (stops the walk). NULL: no target of this kind has a disk. */
+	int (*disk_writes)(struct zd_target *t, bool full, uint64_t *size,
+			   int (*fn)(void *arg, uint64_t off, const uint8_t *data, uint32_t len),
+			   void *arg);
+	/* Optional: zd_hash64 of the whole disk (paused); *size 0 if none. */
+	int (*disksum)(struct zd_target *t, uint64_t *sum, uint64_t *size);
+
 	/* Device and vCPU state, malloc'd blob; kind as in zd_rec_state. */
 	int (*get_state)(struct zd_target *t, uint32_t *kind, uint8_t **data, uint32_t *len);
 	/* zd_hash64 of the whole memory; only meaningful while paused. NULL if

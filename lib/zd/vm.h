@@ -19,7 +19,11 @@ struct zd_vm_workload {
 	uint64_t span_bytes;		/* 0 = all of RAM above the fixed area */
 	uint64_t hotset_bytes;		/* 0 = default (span / 16, ≤ 4 MiB) */
 	uint64_t seed;
+	uint64_t disk_rate;		/* block writes per second (needs --disk), 0 = none */
 };
+
+#define ZD_VM_DISK_LOG_DEFAULT (16ull << 20)
+#define ZD_VM_DISK_LOG_MAX (256ull << 20)
 
 struct zd_vm_config {
 	uint64_t mem_bytes;
@@ -29,6 +33,8 @@ struct zd_vm_config {
 	const char *output_log;		/* NULL: none */
 	struct zd_vm_workload wl;
 	const char *restore_dir;	/* --restore DIR: start from a replica */
+	const char *disk_path;		/* --disk FILE: the block device, NULL = none */
+	uint64_t disk_log_bytes;	/* --disk-log SIZE: the per-epoch write log */
 };
 
 /* Parse "dirty=N,hot=F,span=SIZE[,hotset=SIZE][,seed=N]". Returns 0, or -1

@@ -18,6 +18,8 @@
  *   0x008000  parameter page (zd-vm writes it once, before the first run)
  *   0x009000  service mailbox (zd-vm writes requests, the guest answers)
  *   0x00a000  service state (guest-owned: counter, ring head)
+ *   0x00b000  disk request (guest writes it, zd-vm completes it)
+ *   0x00c000  disk buffer (one ZDG_DISK_BLOCK the guest writes from)
  *   0x010000  page tables (PML4, PDPT, PDs: 2 MiB pages), up to 0x050000
  *   0x100000  guest image (.text .rodata .data .bss), up to 0x200000
  *   0x200000  stack (grows down from 0x300000)
@@ -37,6 +39,10 @@
 #define ZDG_PARAM_GPA 0x8000ull
 #define ZDG_MBOX_GPA 0x9000ull
 #define ZDG_SVC_GPA 0xa000ull
+#define ZDG_DISK_GPA 0xb000ull
+#define ZDG_DISKBUF_GPA 0xc000ull
+#define ZDG_DISK_BLOCK 4096ull
+#define ZDG_DISK_MAGIC 0x4b534944445aull	/* "ZDDISK": word 0 of a block the workload wrote */
 #define ZDG_PT_GPA 0x10000ull
 #define ZDG_PT_MAX_PAGES 64u		/* PML4 + PDPT + 62 PDs: 62 GiB */
 #define ZDG_IMAGE_GPA 0x100000ull
@@ -59,6 +65,7 @@
 #define ZDG_MMIO_IDLE 0x08	/* value = TSC ticks the guest has nothing to do */
 #define ZDG_MMIO_ANSWER 0x10	/* value = seq of the answer now in the mailbox */
 #define ZDG_MMIO_EXIT 0x18	/* value = exit code: the guest stopped */
+#define ZDG_MMIO_DISK 0x20	/* value = 1: do the write described at ZDG_DISK_GPA */
 #define ZDG_MMIO_SIZE 0x1000
 
 /* The parameter page. Written by zd-vm before the first run only. */
@@ -74,6 +81,23 @@ struct zdg_params {
 	uint64_t hot_pages;		/* hot set: the first hot_pages of the span */
 	uint64_t seed;
 	uint64_t idle_max_ticks;	/* longest IDLE the guest asks for */
+	/* appended: the block device (zd-vm --disk), 0 = none */
+	uint64_t disk_bytes;		/* a multiple of ZDG_DISK_BLOCK */
+	uint64_t disk_rate;		/* workload block writes per second */
+};
+
+/* The block device: one write at a time. The guest fills offset, len,
+ * buf_gpa and seq, then stores 1 to ZDG_MMIO_DISK; zd-vm writes the disk
+ * and, in the same exit, sets done = seq and status (0 or an errno), so a
+ * checkpoint never sees the write on disk and not in memory or the other
+ * way round. The workload's seq counts its writes: block seq mod
+ * (disk_bytes / ZDG_DISK_BLOCK) holds ZDG_DISK_MAGIC, seq, then words
+ * i = 2..511 equal to seq * 0x9E3779B97F4A7C15 + i. */
+struct zdg_disk {
+	uint64_t offset, len, buf_gpa;	/* guest: the write */
+	uint64_t seq;			/* guest: its number */
+	uint64_t done;			/* zd-vm: seq of the last completed write */
+	uint64_t status;		/* zd-vm: 0, or errno of the last write */
 };
 
 /* Stats the guest keeps in its own memory (in the service state page), so

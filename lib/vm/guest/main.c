@@ -92,6 +92,27 @@ static void write_page(void)
 	SVC->pages_written++;
 }
 
+/* One block write of the disk workload: the counter goes to the disk
+ * and, by zd-vm in the same MMIO exit, to memory (zdg_disk.done). */
+static void write_block(void)
+{
+	const volatile struct zdg_params *p = PARAMS;
+	volatile struct zdg_disk *d = (volatile struct zdg_disk *)ZDG_DISK_GPA;
+	volatile uint64_t *b = (volatile uint64_t *)ZDG_DISKBUF_GPA;
+	uint64_t seq = d->done + 1, nblocks = p->disk_bytes / ZDG_DISK_BLOCK, i;
+
+	b[0] = ZDG_DISK_MAGIC;
+	b[1] = seq;
+	for (i = 2; i < ZDG_DISK_BLOCK / 8; i++)
+		b[i] = seq * 0x9E3779B97F4A7C15ull + i;
+	d->offset = (seq % nblocks) * ZDG_DISK_BLOCK;
+	d->len = ZDG_DISK_BLOCK;
+	d->buf_gpa = ZDG_DISKBUF_GPA;
+	d->seq = seq;
+	__asm__ volatile("" ::: "memory");
+	mmio_write(ZDG_MMIO_DISK, 1);
+}
+
 static void serve(void)
 {
 	volatile struct zdg_mbox *m = MBOX;
@@ -125,7 +146,8 @@ void guest_main(void)
 {
 	const volatile struct zdg_params *p = PARAMS;
 	uint64_t hz = p->tsc_hz, rate = p->dirty_rate;
-	uint64_t last, credit = 0, max_gap = hz / 500;
+	uint64_t drate = p->disk_bytes >= ZDG_DISK_BLOCK ? p->disk_rate : 0;
+	uint64_t last, credit = 0, dcredit = 0, max_gap = hz / 500;
 
 	mmio_base = p->mmio_gpa;
 	rng = p->seed ? p->seed : 0x9e3779b97f4a7c15ull;
@@ -141,7 +163,7 @@ void guest_main(void)
 		last = now;
 		SVC->loops++;
 		serve();
-		if (!rate || !p->span_pages) {
+		if ((!rate || !p->span_pages) && !drate) {
 			mmio_write(ZDG_MMIO_IDLE, p->idle_max_ticks);
 			continue;
 		}
@@ -152,6 +174,19 @@ void guest_main(void)
 		 * delta*rate (credit in units of 1/hz pages) far from overflow. */
 		if (delta > max_gap)
 			delta = max_gap;
+		wait = p->idle_max_ticks;
+		if (drate) {
+			dcredit += delta * drate;
+			due = dcredit / hz;
+			dcredit -= due * hz;
+			while (due--) {
+				write_block();
+				serve();
+			}
+			wait = (hz - dcredit + drate - 1) / drate;
+		}
+		if (!rate || !p->span_pages)
+			goto idle;
 		credit += delta * rate;
 		due = credit / hz;
 		credit -= due * hz;
@@ -163,8 +198,10 @@ void guest_main(void)
 			write_page();
 			serve();
 		}
-		/* Ticks until the next page is due. */
-		wait = (hz - credit + rate - 1) / rate;
+		/* Ticks until the next page (or block) is due. */
+		if ((hz - credit + rate - 1) / rate < wait)
+			wait = (hz - credit + rate - 1) / rate;
+idle:
 		if (wait > p->idle_max_ticks)
 			wait = p->idle_max_ticks;
 		/* Short gaps are cheaper to spin than to exit for (an exit
