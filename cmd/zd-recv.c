@@ -21,7 +21,7 @@
 #define USAGE "usage: zd-recv (--listen ADDR:PORT | --stdio) --replica DIR [--verify | --no-verify] [--once]\n" \
 	      "               [--no-fsync] [--compress none|zstd|delta] [--key FILE | --insecure]\n" \
 	      "               [--heartbeat MS] [--timeout MS] [--fence CMD] [--fence-timeout MS]\n" \
-	      "               [--on-failover CMD | --no-failover] [-v]\n" \
+	      "               [--on-failover CMD | --no-failover | --standby KIND:ARGS] [-v]\n" \
 	      "       zd-recv --replica DIR --status\n"
 
 static void help(void)
@@ -69,6 +69,7 @@ static void help(void)
 	       "                          \"$ZD_VM\" --restore \"$ZD_REPLICA\", ZD_VM being the\n"
 	       "                          zd-vm beside zd-recv, else zd-vm; none for others)\n"
 	       "      --no-failover       only report the loss (exit 5)\n"
+	       "      --standby xen:CFG   keep a standby from xl CFG; a takeover starts it\n"
 	       "      --status            print the replica's last committed epoch and the\n"
 	       "                          checksum of its memory, and exit\n"
 	       "  -v, --verbose           log each committed epoch on stderr\n"
@@ -82,9 +83,10 @@ static void help(void)
 	       "\n"
 	       "Exit status: 0 clean END, 1 runtime error, 2 usage, 3 bad stream data, a\n"
 	       "bad MAC or a refused encoding (the epoch is discarded), 4 DIR is not a\n"
-	       "replica or is damaged, 5 the sender went away mid-stream (and no failover)\n"
+	       "replica or is damaged, or the standby cannot follow the stream, 5 the sender went away mid-stream (and no failover)\n"
 	       "or (--stdio) failed the key handshake, 6 the fence failed or hung: no\n"
-	       "takeover; after a takeover, that of CMD.\n");
+	       "takeover; 7 the standby could not be started; after a takeover, that of\n"
+	       "CMD (0 with a standby).\n");
 }
 
 static int status(struct zd_replica *rep)
@@ -129,6 +131,7 @@ int main(int argc, char **argv)
 		{ "insecure", no_argument, NULL, 'I' },
 		{ "on-failover", required_argument, NULL, 'o' },
 		{ "no-failover", no_argument, NULL, 'N' },
+		{ "standby", required_argument, NULL, 'B' },
 		{ "compress", required_argument, NULL, 'C' },
 		{ "key", required_argument, NULL, 'K' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -136,7 +139,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *listen_spec = NULL, *dir = NULL, *key_path = NULL, *port_file = NULL;
+	const char *listen_spec = NULL, *dir = NULL, *key_path = NULL, *port_file = NULL, *standby = NULL;
 	static struct zd_auth_key key;
 	bool use_stdio = false, once = false, no_fsync = false, want_status = false, verify = false, no_verify = false;
 	static struct zd_takeover tk = { .fence_timeout_ms = ZD_FENCE_TIMEOUT_MS };
@@ -183,6 +186,7 @@ int main(int argc, char **argv)
 		case 'I': insecure = true; break;
 		case 'o': tk.cmd = optarg; break;
 		case 'N': no_failover = true; break;
+		case 'B': standby = optarg; break;
 		case 'C': {
 			enum zd_page_enc e;
 
@@ -209,6 +213,8 @@ int main(int argc, char **argv)
 		zd_usage("--status takes only --replica");
 	if (no_failover && (tk.cmd || tk.fence || fto_set))
 		zd_usage("--no-failover conflicts with --on-failover, --fence and --fence-timeout");
+	if (standby && (tk.cmd || no_failover || want_status))
+		zd_usage("--standby conflicts with --on-failover, --no-failover and --status");
 	if (fto_set && !tk.fence)
 		zd_usage("--fence-timeout goes with --fence");
 	if (key_path && insecure)
@@ -244,7 +250,13 @@ int main(int argc, char **argv)
 			zd_usage("--key %s", msg);
 		ro.key = &key;
 	}
-	if (tk.cmd && *tk.cmd && !want_status)
+	if (standby) {
+		if ((rc = zd_standby_new(&tk.standby, standby, msg, sizeof(msg))))
+			zd_usage("%s", msg);
+		ro.standby = tk.standby;
+		tk.verify = verify;
+	}
+	if (((tk.cmd && *tk.cmd) || tk.standby) && !want_status)
 		zd_takeover_warn_unfenced(&tk, NULL);
 	/* A dead sender shows up as EPIPE on the ACK write, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
@@ -279,6 +291,7 @@ int main(int argc, char **argv)
 		close(lfd);
 	}
 	zd_replica_close(rep);
+	zd_standby_free(tk.standby);	/* destroyed unless it was taken over */
 	/* The replica's lock goes with zd-recv: CMD opens it freely. */
 	if (tk.go && (rc = zd_takeover_exec(&tk, msg, sizeof(msg))))
 		zd_diex(rc, "%s", msg);
