@@ -21,7 +21,7 @@
 #define USAGE "usage: zd-recv (--listen ADDR:PORT | --stdio) --replica DIR [--verify | --no-verify] [--once]\n" \
 	      "               [--no-fsync] [--compress none|zstd|delta] [--key FILE | --insecure]\n" \
 	      "               [--heartbeat MS] [--timeout MS] [--fence CMD] [--fence-timeout MS]\n" \
-	      "               [--on-failover CMD | --no-failover | --standby KIND:ARGS] [-v]\n" \
+	      "               [--on-failover CMD | --no-failover | --standby KIND:ARGS [--standby-at WHEN]] [-v]\n" \
 	      "       zd-recv --replica DIR --status\n"
 
 static void help(void)
@@ -70,6 +70,7 @@ static void help(void)
 	       "                          zd-vm beside zd-recv, else zd-vm; none for others)\n"
 	       "      --no-failover       only report the loss (exit 5)\n"
 	       "      --standby xen:CFG   keep a standby from xl CFG; a takeover starts it\n"
+	       "      --standby-at WHEN   make it at the HEADER, or at takeover (default: header)\n"
 	       "      --status            print the replica's last committed epoch and the\n"
 	       "                          checksum of its memory, and exit\n"
 	       "  -v, --verbose           log each committed epoch on stderr\n"
@@ -83,10 +84,10 @@ static void help(void)
 	       "\n"
 	       "Exit status: 0 clean END, 1 runtime error, 2 usage, 3 bad stream data, a\n"
 	       "bad MAC or a refused encoding (the epoch is discarded), 4 DIR is not a\n"
-	       "replica or is damaged, or the standby cannot follow the stream, 5 the sender went away mid-stream (and no failover)\n"
-	       "or (--stdio) failed the key handshake, 6 the fence failed or hung: no\n"
-	       "takeover; 7 the standby could not be started; after a takeover, that of\n"
-	       "CMD (0 with a standby).\n");
+	       "replica or is damaged or the standby cannot follow the stream, 5 the\n"
+	       "sender went away mid-stream (and no failover) or (--stdio) failed the key\n"
+	       "handshake, 6 the fence failed or hung: no takeover, 7 the standby could\n"
+	       "not be started; after a takeover, that of CMD (0 with a standby).\n");
 }
 
 static int status(struct zd_replica *rep)
@@ -132,6 +133,7 @@ int main(int argc, char **argv)
 		{ "on-failover", required_argument, NULL, 'o' },
 		{ "no-failover", no_argument, NULL, 'N' },
 		{ "standby", required_argument, NULL, 'B' },
+		{ "standby-at", required_argument, NULL, 'A' },
 		{ "compress", required_argument, NULL, 'C' },
 		{ "key", required_argument, NULL, 'K' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -141,6 +143,7 @@ int main(int argc, char **argv)
 	};
 	const char *listen_spec = NULL, *dir = NULL, *key_path = NULL, *port_file = NULL, *standby = NULL;
 	static struct zd_auth_key key;
+	bool standby_lazy = false, standby_at = false;
 	bool use_stdio = false, once = false, no_fsync = false, want_status = false, verify = false, no_verify = false;
 	static struct zd_takeover tk = { .fence_timeout_ms = ZD_FENCE_TIMEOUT_MS };
 	struct zd_recv_opts ro = { .verify = ZD_VERIFY_AUTO, .heartbeat_ms = 100, .timeout_ms = 500,
@@ -187,6 +190,12 @@ int main(int argc, char **argv)
 		case 'o': tk.cmd = optarg; break;
 		case 'N': no_failover = true; break;
 		case 'B': standby = optarg; break;
+		case 'A':
+			if (strcmp(optarg, "header") && strcmp(optarg, "takeover"))
+				zd_usage("--standby-at: '%s' is not header or takeover", optarg);
+			standby_lazy = !strcmp(optarg, "takeover");
+			standby_at = true;
+			break;
 		case 'C': {
 			enum zd_page_enc e;
 
@@ -215,6 +224,8 @@ int main(int argc, char **argv)
 		zd_usage("--no-failover conflicts with --on-failover, --fence and --fence-timeout");
 	if (standby && (tk.cmd || no_failover || want_status))
 		zd_usage("--standby conflicts with --on-failover, --no-failover and --status");
+	if (standby_at && !standby)
+		zd_usage("--standby-at goes with --standby");
 	if (fto_set && !tk.fence)
 		zd_usage("--fence-timeout goes with --fence");
 	if (key_path && insecure)
@@ -251,7 +262,7 @@ int main(int argc, char **argv)
 		ro.key = &key;
 	}
 	if (standby) {
-		if ((rc = zd_standby_new(&tk.standby, standby, msg, sizeof(msg))))
+		if ((rc = zd_standby_new(&tk.standby, standby, standby_lazy, msg, sizeof(msg))))
 			zd_usage("%s", msg);
 		ro.standby = tk.standby;
 		tk.verify = verify;

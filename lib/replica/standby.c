@@ -11,6 +11,12 @@
  *   zd_standby_takeover  after the fence: the rest of the fill, --verify,
  *                        the committed state loaded, the VM started
  *
+ * --standby-at takeover (lazy): nothing is created before the loss; the
+ * takeover runs the same steps at once, from the replica's files: create,
+ * attach (state.bin's layout), a full fill from memory.img, verify,
+ * start. Slower (a copy of the whole memory on the critical path), but
+ * no second guest's memory is held while the primary runs.
+ *
  * The fill runs in the session's thread after the epoch's ACK went out:
  * off the primary's critical path, and a takeover (the same thread)
  * always finds the fill of the last committed epoch done or redoes it
@@ -49,7 +55,7 @@ void zd__standby_err(struct zd_standby *sb, const char *fmt, ...)
 	va_end(ap);
 }
 
-int zd_standby_new(struct zd_standby **out, const char *spec, char *msg, size_t msglen)
+int zd_standby_new(struct zd_standby **out, const char *spec, bool lazy, char *msg, size_t msglen)
 {
 	const char *colon = strchr(spec, ':');
 	size_t n = colon ? (size_t)(colon - spec) : strlen(spec);
@@ -71,6 +77,7 @@ int zd_standby_new(struct zd_standby **out, const char *spec, char *msg, size_t 
 	}
 	sb = zd_xcalloc(1, sizeof(*sb));
 	sb->ops = ops;
+	sb->lazy = lazy;
 	sb->args = zd_xstrdup(colon + 1);
 	zd_pageset_init(&sb->pending);
 	if (ops->check(sb) < 0) {
@@ -101,7 +108,7 @@ int zd_standby_bind(struct zd_standby *sb, struct zd_replica *rep, const struct 
 		zd__standby_err(sb, "takes over %s: targets, not %s", sb->ops->scheme, hdr->target);
 		return refuse(rep, sb);
 	}
-	if (!sb->made) {
+	if (!sb->made && !sb->lazy) {
 		uint64_t t0 = zd_now_ns();
 
 		if (sb->ops->create(sb, hdr) < 0)
@@ -119,7 +126,7 @@ int zd_standby_bind(struct zd_standby *sb, struct zd_replica *rep, const struct 
 
 int zd_standby_state(struct zd_standby *sb, struct zd_replica *rep, const struct zd_rec_state *st)
 {
-	if (sb->attached)
+	if (sb->attached || sb->lazy)
 		return 0;
 	if (sb->ops->attach(sb, rep, st->data, st->len) < 0)
 		return refuse(rep, sb);
@@ -137,7 +144,7 @@ void zd_standby_note(struct zd_standby *sb, const struct zd_replica *rep)
 	const struct zd_pageset *cov = zd_replica_stage_covered(rep);
 	struct zd_pageset u = ZD_PAGESET_INIT;
 
-	if (!cov || sb->full)
+	if (!cov || sb->full || sb->lazy)
 		return;
 	zd_pageset_union(&u, &sb->pending, cov);
 	zd_pageset_swap(&u, &sb->pending);
@@ -191,7 +198,7 @@ void zd_standby_fill(struct zd_standby *sb, struct zd_replica *rep)
 {
 	uint64_t n = sb->full ? sb->pages : zd_pageset_count(&sb->pending), t0 = zd_now_ns();
 
-	if (sb->running || !sb->attached)
+	if (sb->running || !sb->attached || sb->lazy)
 		return;
 	if (fill(sb, rep) < 0)
 		zd_warnx("standby %s:%s: %s (the takeover fills it again)", sb->ops->scheme, sb->args, sb->err);
@@ -237,6 +244,24 @@ int zd_standby_takeover(struct zd_standby *sb, struct zd_replica *rep, bool veri
 	uint32_t slen = 0;
 	char why[600];
 
+	if (sb->lazy && read_state(rep, &state, &slen, why, sizeof(why)) == 0) {
+		/* --standby-at takeover: made now, from the replica's files. */
+		struct zd_rec_header hdr = { .target = rep->meta.target };
+		uint64_t tc = zd_now_ns();
+
+		if (!sb->made && sb->ops->create(sb, &hdr) == 0)
+			sb->made = true;
+		if (sb->made && sb->ops->attach(sb, rep, state, slen) == 0)
+			sb->attached = true;
+		free(state);
+		state = NULL;
+		if (!sb->attached) {
+			zd_warnx("standby %s:%s: %s: not started", what, sb->args, sb->err);
+			return ZD_EXIT_STANDBY;
+		}
+		sb->full = true;
+		zd_debug("standby created and attached at the takeover in %.0f ms", (double)(zd_now_ns() - tc) / 1e6);
+	}
 	if (!sb->made || !sb->attached) {
 		zd_warnx("standby %s:%s: never received a committed epoch: not started", what, sb->args);
 		return ZD_EXIT_STANDBY;

@@ -35,6 +35,7 @@ struct zd_standby {
 	const struct zd_standby_ops *ops;
 	char *args;		/* after SCHEME: */
 	void *priv;
+	bool lazy;		/* --standby-at takeover: made only then */
 	bool made;		/* the VM exists */
 	bool attached;		/* checked and mapped since the last bind */
 	bool running;		/* taken over */

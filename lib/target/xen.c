@@ -291,9 +291,16 @@ static int suspend_check(struct zd_target *t)
 		return -1;
 	}
 	snprintf(path, sizeof(path), "/local/domain/%u/control/feature-suspend", p->domid);
-	v = xs_read(p->xs, XBT_NULL, path, &len);
-	yes = v && !strcmp(v, "1");
-	free(v);
+	/* A guest that has just booted may not have said it yet (seen
+	 * under QEMU TCG: its user space ran before its xenbus had). */
+	for (uint64_t until = zd_now_ns() + (uint64_t)p->suspend_ms * 1000000u;;) {
+		v = xs_read(p->xs, XBT_NULL, path, &len);
+		yes = v && !strcmp(v, "1");
+		free(v);
+		if (yes || zd_now_ns() >= until)
+			break;
+		zd_sleep_ns(100000000);
+	}
 	if (!yes) {
 		set_err(t, "domain %u does not announce Xen PV suspend (no control/feature-suspend): checkpoints "
 			"cannot suspend it; xen:NAME,checkpoint=pause replicates it for inspection only "

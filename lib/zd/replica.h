@@ -250,8 +250,10 @@ int zd_takeover_exec(const struct zd_takeover *t, char *msg, size_t msglen);
 #define ZD_EXIT_STANDBY 7	/* the standby could not be started (or --verify
 				 * found its memory differs): nothing runs */
 /* Parse spec and check what can be checked before any stream: 0, or
- * ZD_EXIT_USAGE with msg. */
-int zd_standby_new(struct zd_standby **sb, const char *spec, char *msg, size_t msglen);
+ * ZD_EXIT_USAGE with msg. lazy (--standby-at takeover): the VM is made
+ * only at the takeover, from the replica's files (same steps, all of them
+ * then). */
+int zd_standby_new(struct zd_standby **sb, const char *spec, bool lazy, char *msg, size_t msglen);
 /* At the HEADER (replica bound): create the standby (once) and mark it
  * for a full fill; 0 or an exit code with rep->err. */
 int zd_standby_bind(struct zd_standby *sb, struct zd_replica *rep, const struct zd_rec_header *hdr);
