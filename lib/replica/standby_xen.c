@@ -53,6 +53,13 @@ struct xen_state_hdr {
 	uint32_t nranges;
 	uint32_t ctx_len;
 };
+struct xen_state_tsc {			/* after the context (lib/target/xen.c) */
+	char tag[4];			/* "tsc1" */
+	uint32_t mode;
+	uint64_t elapsed_nsec;
+	uint32_t khz;
+	uint32_t incarnation;
+};
 
 struct xsb {
 	xc_interface *xch;
@@ -85,8 +92,11 @@ static int run_xl(char *const argv[], char *out, size_t outlen)
 	if (pid == 0) {
 		dup2(pfd[1], 1);
 		dup2(pfd[1], 2);
-		close(pfd[0]);
-		close(pfd[1]);
+		/* Nothing else of ours: xl create leaves a daemon watching
+		 * the domain for as long as it lives, which would hold the
+		 * replica's lock, the listening socket and our caller's
+		 * pipes. */
+		close_range(3, ~0u, 0);
 		signal(SIGPIPE, SIG_DFL);
 		execvp("xl", argv);
 		dprintf(2, "cannot run xl: %s\n", strerror(errno));
@@ -475,6 +485,25 @@ static int xsb_start(struct zd_standby *sb, const uint8_t *state, uint32_t len)
 		goto out;
 	zd_debug("standby: vCPU0's rax in the saved context was %#" PRIx64 ", set to 0 (resumed in a new domain)",
 		 rax);
+	/* The TSC as Xen's restore sets it (X86_TSC_INFO), before the
+	 * context: its mode, frequency and the guest time elapsed. */
+	{
+		size_t at = sizeof(h) + (size_t)h.nranges * 16 + h.ctx_len;
+		struct xen_state_tsc tsc;
+
+		if (len >= at + sizeof(tsc) && !memcmp(state + at, "tsc1", 4)) {
+			memcpy(&tsc, state + at, sizeof(tsc));
+			if (xc_domain_set_tsc_info(x->xch, x->domid, tsc.mode, tsc.elapsed_nsec, tsc.khz,
+						   tsc.incarnation) < 0) {
+				zd__standby_err(sb, "setting %s's TSC info: %s", x->name, strerror(errno));
+				goto out;
+			}
+			zd_debug("standby: TSC mode %u, %u kHz, %" PRIu64 " ns elapsed, incarnation %u", tsc.mode,
+				 tsc.khz, tsc.elapsed_nsec, tsc.incarnation);
+		} else {
+			zd_debug("standby: the STATE has no TSC info (an older zd-track)");
+		}
+	}
 	if (xc_domain_hvm_setcontext(x->xch, x->domid, ctx, h.ctx_len) < 0) {
 		zd__standby_err(sb, "setting %s's HVM context: %s", x->name, strerror(errno));
 		goto out;

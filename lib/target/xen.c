@@ -72,7 +72,10 @@
 #define NO_IDX UINT32_MAX
 
 /* STATE blob (kind 2): this header, nranges × {first gfn, count} (u64
- * each), then the HVM context of xc_domain_hvm_getcontext. The magic's
+ * each), the HVM context of xc_domain_hvm_getcontext, then (since the
+ * suspended version) struct xen_state_tsc: the domain's TSC info, which a
+ * domain resuming the guest must be given as Xen's own restore gives it
+ * (X86_TSC_INFO). The magic's
  * last byte says how the guest was stopped: 1 paused (the replica can
  * be inspected, not resumed), 2 in its suspend hypercall (a standby can
  * resume it: lib/replica/standby_xen.c reads this). */
@@ -82,6 +85,13 @@ struct xen_state_hdr {
 	char magic[8];
 	uint32_t nranges;
 	uint32_t ctx_len;
+};
+struct xen_state_tsc {
+	char tag[4];			/* "tsc1" */
+	uint32_t mode;
+	uint64_t elapsed_nsec;
+	uint32_t khz;
+	uint32_t incarnation;
 };
 
 struct xen_priv {
@@ -1141,7 +1151,7 @@ static int xen_get_state(struct zd_target *t, uint32_t *kind, uint8_t **data, ui
 		return -1;
 	}
 	off = sizeof(h) + p->gfns.n * 16;
-	*data = zd_xmalloc(off + (size_t)sz);
+	*data = zd_xmalloc(off + (size_t)sz + sizeof(struct xen_state_tsc));
 	sz = xc_domain_hvm_getcontext(p->xch, p->domid, *data + off, (uint32_t)sz);
 	if (sz <= 0) {
 		set_err(t, "HVM context: %s", strerror(errno));
@@ -1158,6 +1168,19 @@ static int xen_get_state(struct zd_target *t, uint32_t *kind, uint8_t **data, ui
 	}
 	*kind = 2;
 	*len = (uint32_t)(off + (size_t)sz);
+	if (p->suspended) {
+		struct xen_state_tsc tsc = { .tag = "tsc1" };
+
+		if (xc_domain_get_tsc_info(p->xch, p->domid, &tsc.mode, &tsc.elapsed_nsec, &tsc.khz,
+					   &tsc.incarnation) < 0) {
+			set_err(t, "TSC info: %s", strerror(errno));
+			free(*data);
+			*data = NULL;
+			return -1;
+		}
+		memcpy(*data + *len, &tsc, sizeof(tsc));
+		*len += sizeof(tsc);
+	}
 	return 0;
 }
 
