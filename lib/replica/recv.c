@@ -370,10 +370,6 @@ static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 	s->have_header = true;
 	if (s->opts->on_bound)
 		s->opts->on_bound(s->rep, s->conn->name, s->opts->bound_arg);
-	/* A standby that cannot follow this stream refuses it now, before
-	 * any epoch is taken (zd-send hears END status 2). */
-	if (s->opts->standby && (rc = zd_standby_bind(s->opts->standby, s->rep, &r->u.header)))
-		return bad_record(s, rc, off, r);
 	/* What this end decodes, right behind the HEADER (before any
 	 * heartbeat can come between): zd-send checks it before it sends a
 	 * compressed page, so a zd-recv without it is told apart. */
@@ -407,6 +403,11 @@ static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 		else
 			zd_warnx("%s: cannot start the heartbeat thread", s->rd.name);
 	}
+	/* A standby that cannot follow this stream refuses it now, before
+	 * any epoch is taken (zd-send hears END status 2). Last: making one
+	 * (xl create) takes seconds, with the heartbeats already going. */
+	if (s->opts->standby && (rc = zd_standby_bind(s->opts->standby, s->rep, &r->u.header)))
+		return bad_record(s, rc, off, r);
 	return 0;
 }
 
