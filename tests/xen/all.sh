@@ -7,9 +7,11 @@ cd "$(dirname "$0")/../.." || exit 1
 rc=0
 # replicate.sh first: it is what the suite is for, and it ends by
 # destroying its guest, so that unlogged.sh can create one of that name.
-for t in tests/xen/replicate.sh tests/xen/unlogged.sh; do
+# standby.sh last: it needs room for two guests.
+for t in tests/xen/replicate.sh tests/xen/unlogged.sh tests/xen/standby.sh; do
 	bash "$t" || rc=1
-	# A part that stopped early may have left its guest behind.
+	# A part that stopped early may have left its guest (or standby) behind.
 	xl destroy zdguest >/dev/null 2>&1
+	xl destroy zdguest-standby >/dev/null 2>&1
 done
 exit $rc

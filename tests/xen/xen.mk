@@ -1,7 +1,8 @@
 # make check-xen: the xen: target against a real Xen 4.17 booted in QEMU
 # (tests/lib/xenhost.sh), every mode replicating a PVH guest
 # (tests/xen/replicate.sh), and the frames Xen writes behind log-dirty
-# (tests/xen/unlogged.sh): tests/xen/all.sh runs both in one dom0. Skipped, with the reason, where the Debian
+# (tests/xen/unlogged.sh), and a standby domain taking over
+# (tests/xen/standby.sh): tests/xen/all.sh runs them in one dom0. Skipped, with the reason, where the Debian
 # packages qemu-system-x86 xen-hypervisor-4.17-amd64 xen-utils-4.17 are
 # missing. The e2e suite of `make check` runs it too
 # (tests/e2e/xen_replicate.sh; ZD_XEN_E2E=0 skips it there).
