@@ -178,10 +178,13 @@ static void xl_destroy(const char *name)
 	run_xl(argv, out, sizeof(out));
 }
 
+static void xsb_release(struct zd_standby *sb, bool destroy);
+
 static int xsb_create(struct zd_standby *sb, const struct zd_rec_header *hdr)
 {
-	struct xsb *x = zd_xcalloc(1, sizeof(*x));
-	const char *args = strchr(hdr->target, ':') + 1;
+	struct xsb *x;
+	const char *colon = strchr(hdr->target, ':');
+	const char *args = colon ? colon + 1 : "";
 	size_t n = strcspn(args, ",");
 	char nameopt[200], out[4096];
 	xc_dominfo_t info;
@@ -189,6 +192,10 @@ static int xsb_create(struct zd_standby *sb, const struct zd_rec_header *hdr)
 	uint32_t dummy;
 	int r;
 
+	/* What a failed attempt (an earlier session's) left. */
+	if (sb->priv)
+		xsb_release(sb, false);
+	x = zd_xcalloc(1, sizeof(*x));
 	sb->priv = x;
 	if (n >= sizeof(x->primary) || !n) {
 		zd__standby_err(sb, "the stream's target '%s' names no domain", hdr->target);

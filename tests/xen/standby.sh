@@ -251,7 +251,13 @@ run_mode() {
 	if xl list zdguest >/dev/null 2>&1 && [ "$(domid zdguest)" = "$sid" ]; then
 		echo "# $mode: the standby took the name zdguest (xl rename)"
 	fi
-	[ -n "${ZD_XEN_DEBUG:-}" ] && tail -n 20 "$d/recv.err" | sed 's/^/# recv: /'
+	if [ -n "${ZD_XEN_DEBUG:-}" ]; then
+		tail -n 20 "$d/recv.err" | sed 's/^/# recv: /'
+		# Xen's view of the standby's event channels.
+		xl debug-keys e 2>/dev/null
+		xl dmesg | sed -n "/Event channel information for domain $sid/,/Event channel information for domain/p" |
+			head -n 30 | sed 's/^/# evtchn: /'
+	fi
 	rm -rf "$d/replica"
 }
 
