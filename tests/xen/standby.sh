@@ -15,6 +15,8 @@
 #   - the standby runs on: its console shows guest_writer's progress
 #     going on after the takeover, Xen shows it running (not crashed);
 #   - the primary's domain is gone.
+# Then the same once more in remus with --standby-at takeover (the standby
+# made from the replica's files only at the takeover).
 # And the refusals, each one line before any epoch: an unknown config
 # path (exit 2), a config with another memory size and one for a PV guest
 # (exit 4 at the stream's first STATE/HEADER; zd-track fails before epoch
@@ -133,14 +135,17 @@ if [ "${ZD_XEN_REFUSALS:-1}" = 1 ]; then
 fi
 
 # --- takeover ---
-# run_mode MODE [TRY]
+# run_mode MODE [TRY]; with LAZY=1 the standby is made only at the
+# takeover (--standby-at takeover), from the replica's files.
+LAZY=0
 run_mode() {
-	local mode=$1 try=${2:-1} d=$TMP/$1 P RECV rc e pid0
+	local mode=$1 try=${2:-1} d=$TMP/$1 P RECV rc e pid0 at=()
+	[ "$LAZY" = 1 ] && at=(--standby-at takeover) && mode="$mode --standby-at takeover" && d=$TMP/lazy
 	rm -rf "$d"
 	mkdir -p "$d"
 	pid0=$(domid zdguest)
 	zd-recv --listen 127.0.0.1:0 --port-file "$d/port" --replica "$d/replica" --once --verify --timeout 0 \
-		--no-fsync --standby "xen:$CFG" --fence 'xl destroy zdguest' -v 2>"$d/recv.err" &
+		--no-fsync --standby "xen:$CFG" "${at[@]}" --fence 'xl destroy zdguest' -v 2>"$d/recv.err" &
 	RECV=$!
 	at_exit "kill $RECV"
 	if ! P=127.0.0.1:$(read_port "$d/port" "$RECV" 60); then
@@ -148,8 +153,8 @@ run_mode() {
 		return
 	fi
 	local remus_opts=()
-	[ "$mode" = remus ] && remus_opts=(--timeout 300000 --grace 5000)
-	{ (echo "$BASHPID" >"$d/track.pid"; exec zd-track -v xen:zdguest --mode "$mode" --verify \
+	[ "$1" = remus ] && remus_opts=(--timeout 300000 --grace 5000)
+	{ (echo "$BASHPID" >"$d/track.pid"; exec zd-track -v xen:zdguest --mode "$1" --verify \
 		--interval "$INTERVAL" --epochs 100000 "${remus_opts[@]}" 2>"$d/track.err") |
 		zd-swap 2>"$d/swap.err" |
 		zd-send "$P" --timeout 0 --heartbeat 0 >/dev/null 2>"$d/send.err"; } &
@@ -170,7 +175,7 @@ run_mode() {
 		kill "$PIPE" "$RECV" 2>/dev/null
 		wait "$RECV" 2>/dev/null
 		if [ "$try" -lt "${ZD_XEN_TRIES:-3}" ] && guest_fresh; then
-			run_mode "$mode" $((try + 1))
+			run_mode "$1" $((try + 1))
 			return
 		fi
 		skip "$mode: takeover by the standby" "the PVH guest stopped by itself in $try run(s) (a triple fault under QEMU TCG)"
@@ -270,6 +275,15 @@ for mode in ${ZD_XEN_MODES:-remus buffered zddspt}; do
 	first=0
 	run_mode "$mode"
 done
+# The same takeover with the standby made only then (ZD_XEN_LAZY=0: not).
+if [ "${ZD_XEN_LAZY:-1}" = 1 ]; then
+	LAZY=1
+	if [ "$first" = 0 ] && ! guest_fresh; then
+		skip "remus --standby-at takeover: takeover" "a new guest did not come up"
+	else
+		run_mode remus
+	fi
+fi
 xl destroy zdguest 2>/dev/null
 xl destroy zdguest-standby 2>/dev/null
 done_testing
