@@ -167,6 +167,7 @@ run_mode() {
 		[ -n "$e" ] && [ "$e" -ge "$KILL_AT" ] && break
 		grep -q 'has shut down\|has crashed\|has died' "$d/track.err" && break
 		alive "$RECV" || break
+		alive "$PIPE" || break
 		sleep 0.2
 	done
 	if grep -q 'has shut down\|has crashed\|has died' "$d/track.err"; then
