@@ -327,9 +327,11 @@ static uint64_t gfn_array(const struct zd_pageset *set, xen_pfn_t **out)
 /*
  * The standby's populated gfns made the primary's. A fresh domain of the
  * same config has the same RAM and special pages, but not quite the
- * primary's physmap: its guest has since put Xen's frames (grant table
- * frames, in Linux at gfns above its RAM) in gfns it chose, and may have
- * ballooned pages out. Xen's own restore populates exactly the frames of
+ * primary's physmap: its guest may have put Xen's frames (shared_info,
+ * grant table) at gfns it chose, and given pages back (seen with Linux
+ * PVH under Xen 4.17: one gfn, 0x10, absent in the primary and present in
+ * a fresh domain; its cause not looked into). Xen's own restore populates
+ * exactly the frames of
  * the stream in an empty domain; here the few gfns that differ are
  * populated or released. The guest maps Xen's frames over its gfns again
  * when it resumes. More than LAYOUT_SLACK differing gfns is another
