@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "zd/replica.h"
 #include "zd/util.h"
@@ -18,7 +19,8 @@ static void help(void)
 	fputs("usage: zd-recv (--listen ADDR:PORT | --stdio) --replica DIR [--verify | --no-verify] [--once]\n"
 	      "               [--no-fsync] [--compress none|zstd|delta] [--key FILE | --insecure]\n"
 	      "               [--heartbeat MS] [--timeout MS] [--fence CMD] [--fence-timeout MS]\n"
-	      "               [--on-failover CMD | --no-failover] [--port-file FILE] [-v]\n"
+	      "               [--on-failover CMD | --no-failover | --standby xen:CFG [--standby-at WHEN]]\n"
+	      "               [--port-file FILE] [-v]\n"
 	      "       zd-recv --replica DIR --status\n"
 	      "\n"
 	      "Receive a zd-stream(5) from zd-send and keep a replica of the protected VM in\n"
@@ -44,6 +46,8 @@ static void help(void)
 	      "      --on-failover CMD   exec CMD when the primary is lost (default for kvm:\n"
 	      "                          the zd-vm beside zd-recv, --restore DIR)\n"
 	      "      --no-failover       only report the loss (exit 5)\n"
+	      "      --standby xen:CFG   keep a standby domain from xl CFG; a takeover starts it\n"
+	      "      --standby-at WHEN   make it at the HEADER or at takeover (default: header)\n"
 	      "      --status            print the replica's last epoch and memory checksum\n"
 	      "  -v, --verbose           log each committed epoch on stderr\n"
 	      "  -h, --help              this text\n"
@@ -51,13 +55,14 @@ static void help(void)
 	      "\n"
 	      "Exit status: 0 clean END, 1 runtime error, 2 usage, 3 bad stream data,\n"
 	      "4 DIR is not a replica or is damaged, 5 the primary went away (no failover),\n"
-	      "6 the fence failed: no takeover; after a takeover, that of CMD.\n", stdout);
+	      "6 the fence failed: no takeover, 7 the standby could not be started; after a\n"
+	      "takeover, that of CMD (0 with a standby).\n", stdout);
 }
 
 int main(int argc, char **argv)
 {
 	enum { PORT_FILE = 256, STDIO, VERIFY, NO_VERIFY, ONCE, NO_FSYNC, STATUS, HEARTBEAT, TIMEOUT,
-	       FENCE, FENCE_TIMEOUT, INSECURE, ON_FAILOVER, NO_FAILOVER, COMPRESS, KEY };
+	       FENCE, FENCE_TIMEOUT, INSECURE, ON_FAILOVER, NO_FAILOVER, COMPRESS, KEY, STANDBY, STANDBY_AT };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "port-file", required_argument, NULL, PORT_FILE },
@@ -77,6 +82,8 @@ int main(int argc, char **argv)
 		{ "no-failover", no_argument, NULL, NO_FAILOVER },
 		{ "compress", required_argument, NULL, COMPRESS },
 		{ "key", required_argument, NULL, KEY },
+		{ "standby", required_argument, NULL, STANDBY },
+		{ "standby-at", required_argument, NULL, STANDBY_AT },
 		ZD_CMD_COMMON_OPTS,
 	};
 	const struct zd_cmd cmd = { .shortopts = "l:r:vhV", .longopts = opts, .help = help };
@@ -121,6 +128,13 @@ int main(int argc, char **argv)
 			a.accept_set = true;
 			break;
 		case KEY: a.key_path = optarg; break;
+		case STANDBY: a.standby = optarg; break;
+		case STANDBY_AT:
+			if (strcmp(optarg, "header") && strcmp(optarg, "takeover"))
+				zd_usage("--standby-at: '%s' is not header or takeover", optarg);
+			a.standby_lazy = !strcmp(optarg, "takeover");
+			a.standby_at = true;
+			break;
 		case 'v': zd_verbose = 1; break;
 		}
 	}

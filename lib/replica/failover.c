@@ -17,6 +17,11 @@
  * Without a fence nothing stops a primary that is alive but unheard (a cut
  * link) from running on beside the restored VM: split brain. That is said
  * when it first applies and again in the takeover line.
+ *
+ * With a standby (--standby, lib/replica/standby.c) the takeover is the
+ * same fence, then the standby started in this process (its memory is the
+ * committed epoch already: no copy); zd-recv then exits 0, or
+ * ZD_EXIT_STANDBY if the standby could not be started.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -158,7 +163,7 @@ const char *zd_takeover_cmd(const struct zd_takeover *t, const struct zd_replica
 
 void zd_takeover_warn_unfenced(struct zd_takeover *t, const struct zd_replica *rep)
 {
-	if (t->warned || t->fence || !zd_takeover_cmd(t, rep))
+	if (t->warned || t->fence || (!t->standby && !zd_takeover_cmd(t, rep)))
 		return;
 	t->warned = true;
 	zd_warnx("warning: no --fence: a takeover will not stop a primary that is alive but unheard "
@@ -171,7 +176,7 @@ bool zd_takeover_arm_timeout(const struct zd_replica *rep, void *arg)
 
 	/* Called at the HEADER: the target, and so the default, is known. */
 	zd_takeover_warn_unfenced(t, rep);
-	return t->timeout_set || zd_takeover_cmd(t, rep);
+	return t->timeout_set || t->standby || zd_takeover_cmd(t, rep);
 }
 
 int zd_takeover_on_peer_lost(struct zd_replica *rep, void *arg)
@@ -181,7 +186,7 @@ int zd_takeover_on_peer_lost(struct zd_replica *rep, void *arg)
 	const char *cmd = zd_takeover_cmd(t, rep);
 	char msg[600];
 
-	if (!cmd)
+	if (!cmd && !t->standby)
 		return ZD_EXIT_PEER;
 	if (rep->meta.epoch == 0) {
 		zd_warnx("primary lost before any epoch was committed: nothing to take over");
@@ -198,6 +203,15 @@ int zd_takeover_on_peer_lost(struct zd_replica *rep, void *arg)
 			return ZD_EXIT_FENCE;
 		}
 	}
+	if (t->standby) {
+		int rc = zd_standby_takeover(t->standby, rep, t->verify, now);
+
+		if (rc)
+			return rc;
+		t->exec_cmd = NULL;
+		t->go = true;
+		return 0;
+	}
 	t->exec_cmd = cmd;
 	t->go = true;
 	return 0;
@@ -205,6 +219,8 @@ int zd_takeover_on_peer_lost(struct zd_replica *rep, void *arg)
 
 int zd_takeover_exec(const struct zd_takeover *t, char *msg, size_t msglen)
 {
+	if (!t->exec_cmd)
+		return 0;	/* the standby runs: nothing to exec */
 	zd_warnx("failover: %s", t->exec_cmd);
 	fflush(NULL);
 	/* zd-recv ignores SIGPIPE; the restored VM and its command must not

@@ -135,6 +135,11 @@ uint64_t zd_replica_open_epoch(const struct zd_replica *rep)
 	return rep->st ? rep->st->epoch : 0;
 }
 
+const struct zd_pageset *zd_replica_stage_covered(const struct zd_replica *rep)
+{
+	return rep->st ? &rep->st->covered : NULL;
+}
+
 /* 1. Open journal.tmp for the epoch. */
 int zd_replica_stage_begin(struct zd_replica *rep, uint64_t epoch)
 {

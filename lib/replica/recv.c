@@ -385,6 +385,14 @@ static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 		snprintf(s->rep->err, sizeof(s->rep->err), "second HEADER in one stream");
 		return bad_record(s, ZD_EXIT_DATA, off, r);
 	}
+	/* The HEADER is here: the watchdog's work is done, whatever binding
+	 * the replica costs (creating memory.img and fsyncing it took more
+	 * than hello_ms under an emulated dom0, and cut a punctual sender). */
+	hello_watchdog_stop(s);
+	if (s->hello_expired) {
+		snprintf(s->rep->err, sizeof(s->rep->err), "HEADER came after the watchdog cut the connection");
+		return bad_record(s, ZD_EXIT_PEER, off, r);
+	}
 	/* The HEADER goes back first, so that a refusal can follow as END. */
 	back = *r;		/* shallow: the strings stay r's */
 	if ((rc = send_back(s, &back)))
@@ -393,11 +401,6 @@ static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 	if ((rc = zd_replica_bind(s->rep, &r->u.header)))
 		return bad_record(s, rc, off, r);
 	s->have_header = true;
-	hello_watchdog_stop(s);
-	if (s->hello_expired) {
-		snprintf(s->rep->err, sizeof(s->rep->err), "HEADER came after the watchdog cut the connection");
-		return bad_record(s, ZD_EXIT_PEER, off, r);
-	}
 	if (s->opts->on_bound)
 		s->opts->on_bound(s->rep, s->conn->name, s->opts->bound_arg);
 	status_bound(s, &r->u.header);
@@ -434,6 +437,11 @@ static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 		else
 			zd_warnx("%s: cannot start the heartbeat thread", s->rd.name);
 	}
+	/* A standby that cannot follow this stream refuses it now, before
+	 * any epoch is taken (zd-send hears END status 2). Last: making one
+	 * (xl create) takes seconds, with the heartbeats already going. */
+	if (s->opts->standby && (rc = zd_standby_bind(s->opts->standby, s->rep, &r->u.header)))
+		return bad_record(s, rc, off, r);
 	return 0;
 }
 
@@ -442,6 +450,8 @@ static int on_commit(struct session *s, struct zd_record *r, uint64_t off)
 	struct zd_record ack;
 	int rc;
 
+	if (s->opts->standby)
+		zd_standby_note(s->opts->standby, s->rep);
 	if ((rc = zd_replica_commit(s->rep, &r->u.commit, s->opts->verify)))
 		return bad_record(s, rc, off, r);
 	zd_debug("epoch %" PRIu64 " committed (%" PRIu64 " pages)", r->u.commit.epoch, r->u.commit.pages);
@@ -459,7 +469,12 @@ static int on_commit(struct session *s, struct zd_record *r, uint64_t off)
 	ack.u.ack.epoch = r->u.commit.epoch;
 	ack.u.ack.commit_wall_ns = s->rep->meta.commit_wall_ns;
 	ack.u.ack.status = 0;
-	return send_back(s, &ack);
+	if ((rc = send_back(s, &ack)))
+		return rc;
+	/* After the ACK: the primary does not wait for the standby. */
+	if (s->opts->standby)
+		zd_standby_fill(s->opts->standby, s->rep);
+	return 0;
 }
 
 /* An epoch opens at its CHECKPOINT, or at a PAGES for a later epoch than the
@@ -587,6 +602,8 @@ static int on_record(struct session *s, struct zd_record *r, uint64_t off, bool 
 		break;
 	case ZD_REC_STATE:
 		rc = zd_replica_stage_state(rep, &r->u.state);
+		if (!rc && s->opts->standby)
+			rc = zd_standby_state(s->opts->standby, rep, &r->u.state);
 		break;
 	case ZD_REC_DISK:	/* lib/replica/disk.c, journaled with the pages */
 		rc = zd_replica_stage_disk(rep, &r->u.disk);
@@ -751,8 +768,9 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 			snprintf(msg, msglen, "%s", rep->err), rc = ZD_EXIT_FAIL;
 	}
 	threads_stop(&s);
-	/* Tell zd-send why it is cut off, if it can still hear us. */
-	if (rc == ZD_EXIT_DATA && s.back_started && s.ack_ok) {
+	/* Tell zd-send why it is cut off, if it can still hear us (bad data,
+	 * or a standby that cannot follow the stream). */
+	if ((rc == ZD_EXIT_DATA || rc == ZD_EXIT_TARGET) && s.back_started && s.ack_ok) {
 		zd_record_init(&r, ZD_REC_END);
 		r.u.end.status = 2;
 		if (zd_writer_put(&s.ack, &r) == 0)

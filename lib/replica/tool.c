@@ -41,6 +41,10 @@ int zd_recv_check(const struct zd_recv_args *a, char *msg, size_t msglen)
 		return zd_msg(U, msg, msglen, "--once goes with --listen (--stdio serves one stream)");
 	if (a->verify && a->no_verify)
 		return zd_msg(U, msg, msglen, "--verify and --no-verify conflict");
+	if (a->standby && (a->on_failover || a->no_failover || a->status))
+		return zd_msg(U, msg, msglen, "--standby conflicts with --on-failover, --no-failover and --status");
+	if (a->standby_at && !a->standby)
+		return zd_msg(U, msg, msglen, "--standby-at goes with --standby");
 	if (a->listen) {
 		char h[256], p[16];
 		int lo;
@@ -135,10 +139,18 @@ int zd_recv_main(const struct zd_recv_args *a, char *msg, size_t msglen)
 			return zd_msg(ZD_EXIT_USAGE, msg, msglen, "--key %s", why);
 		ro.key = &key;
 	}
-	if (tk.cmd && *tk.cmd && !a->status)
+	if (a->standby) {
+		if ((rc = zd_standby_new(&tk.standby, a->standby, a->standby_lazy, msg, msglen)))
+			return rc;
+		ro.standby = tk.standby;
+		tk.verify = a->verify;
+	}
+	if (((tk.cmd && *tk.cmd) || tk.standby) && !a->status)
 		zd_takeover_warn_unfenced(&tk, NULL);
-	if ((rc = zd_replica_open(&rep, a->dir, msg, msglen)))
+	if ((rc = zd_replica_open(&rep, a->dir, msg, msglen))) {
+		zd_standby_free(tk.standby);
 		return rc;
+	}
 	rep->sync = !a->no_fsync;
 	if (a->status) {
 		rc = status(rep, msg, msglen);
@@ -156,6 +168,7 @@ int zd_recv_main(const struct zd_recv_args *a, char *msg, size_t msglen)
 		rc = serve(a, rep, &ro, &tk.go, msg, msglen);
 	}
 	zd_replica_close(rep);
+	zd_standby_free(tk.standby);	/* destroyed unless it was taken over */
 	/* The replica's lock goes with zd-recv: the command opens it freely. */
 	if (tk.go)
 		return zd_takeover_exec(&tk, msg, msglen);

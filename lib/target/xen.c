@@ -34,6 +34,20 @@
  *
  * Output commit (xen:NAME,output-commit=on|off, default on): the guest's
  * network output waits in dom0 for the ACK of its epoch; xen_netbuf.c.
+ * Checkpoints suspend the guest (the default, checkpoint=suspend), as
+ * Xen's Remus does: zd-track writes "suspend" to the guest's xenstore
+ * control/shutdown, the guest (Linux's drivers/xen/manage.c) clears it,
+ * quiesces its devices and calls SCHEDOP_shutdown(SHUTDOWN_suspend); once
+ * Xen shows the domain shut down for suspend the checkpoint is taken, and
+ * xc_domain_resume(fast) makes that hypercall return 1 ("cancelled") so
+ * that the guest goes on cheaply. Why: the guest's event channels, grant
+ * table and shared_info live in Xen, not in its memory. A guest stopped
+ * with a plain pause and put into a new domain keeps using ports that do
+ * not exist there, and hangs; one stopped in its suspend hypercall, whose
+ * hypercall returns 0 in the new domain, binds everything again (that is
+ * how a standby takes over: lib/replica/standby_xen.c). checkpoint=pause
+ * keeps the plain xc_domain_pause: the guest needs no suspend support,
+ * and the replica is for inspection only, it cannot be taken over.
  */
 #include "zd/target.h"
 
@@ -48,6 +62,7 @@
 #include <sys/mman.h>
 #include <xenctrl.h>
 #include <xenforeignmemory.h>
+#include <xenguest.h>
 #include <xenstore.h>
 #include <xxhash.h>
 
@@ -55,16 +70,31 @@
 #include "zd/util.h"
 
 #define XEN_PAGE 4096u
+#define SUSPEND_MS_DEFAULT 10000u	/* a suspend under QEMU TCG takes ~0.1-0.3 s */
 #define SCAN_CHUNK 1024u		/* gfns per page-type query: the domctl takes <= 1024 */
 #define NO_IDX UINT32_MAX
 
 /* STATE blob (kind 2): this header, nranges × {first gfn, count} (u64
- * each), then the HVM context of xc_domain_hvm_getcontext. */
+ * each), the HVM context of xc_domain_hvm_getcontext, then (since the
+ * suspended version) struct xen_state_tsc: the domain's TSC info, which a
+ * domain resuming the guest must be given as Xen's own restore gives it
+ * (X86_TSC_INFO). The magic's
+ * last byte says how the guest was stopped: 1 paused (the replica can
+ * be inspected, not resumed), 2 in its suspend hypercall (a standby can
+ * resume it: lib/replica/standby_xen.c reads this). */
 #define XEN_STATE_MAGIC "zdxen\0\0\1"
+#define XEN_STATE_MAGIC_SUSPENDED "zdxen\0\0\2"
 struct xen_state_hdr {
 	char magic[8];
 	uint32_t nranges;
 	uint32_t ctx_len;
+};
+struct xen_state_tsc {
+	char tag[4];			/* "tsc1" */
+	uint32_t mode;
+	uint64_t elapsed_nsec;
+	uint32_t khz;
+	uint32_t incarnation;
 };
 
 struct xen_priv {
@@ -74,6 +104,12 @@ struct xen_priv {
 	bool logdirty;			/* we enabled it: turn it off at close */
 	bool paused;			/* we paused it: unpause at close */
 	bool first;			/* no harvest yet: everything is dirty */
+	bool by_suspend;		/* checkpoint=suspend (the default) */
+	bool suspended;			/* stopped in its suspend hypercall by us */
+	bool asked;			/* we wrote "suspend" to control/shutdown */
+	bool said_paused;		/* told that someone else paused it */
+	unsigned suspend_ms;		/* how long the guest has to suspend */
+	struct xs_handle *xs;		/* read-write, checkpoint=suspend */
 
 	uint64_t ngfn;			/* max_gpfn + 1 */
 	uint32_t *idx;			/* gfn -> page index, NO_IDX if absent */
@@ -116,6 +152,86 @@ static void set_err(struct zd_target *t, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(t->err, sizeof(t->err), fmt, ap);
 	va_end(ap);
+}
+
+/* The spec: NAME|DOMID[,KEY=VALUE...]. Options, generically parsed: a
+ * new one is a line of spec_keys and a case in spec_set. */
+struct xen_spec {
+	char name[128];
+	bool by_pause;			/* checkpoint=pause */
+	unsigned suspend_ms;		/* suspend-timeout=MS */
+	bool output_commit;		/* output-commit=on|off (default on) */
+};
+
+static const char *const spec_keys[] = { "checkpoint", "suspend-timeout", "output-commit" };
+
+static int spec_set(struct zd_target *t, struct xen_spec *sp, size_t key, const char *val)
+{
+	uint64_t v;
+
+	switch (key) {
+	case 0:
+		if (!strcmp(val, "suspend") || !strcmp(val, "pause")) {
+			sp->by_pause = !strcmp(val, "pause");
+			return 0;
+		}
+		set_err(t, "checkpoint=%s: want checkpoint=suspend (default) or checkpoint=pause", val);
+		return -2;
+	case 1:
+		if (zd_parse_u64(val, &v) < 0 || v < 1 || v > 600000) {
+			set_err(t, "suspend-timeout=%s: want a number of ms in 1..600000", val);
+			return -2;
+		}
+		sp->suspend_ms = (unsigned)v;
+		return 0;
+	case 2:
+		if (!strcmp(val, "on") || !strcmp(val, "off")) {
+			sp->output_commit = !strcmp(val, "on");
+			return 0;
+		}
+		set_err(t, "output-commit=%s: want on or off", val);
+		return -2;
+	}
+	return -2;
+}
+
+static int parse_spec(struct zd_target *t, const char *args, struct xen_spec *sp)
+{
+	const char *comma = strchr(args, ',');
+	size_t n = comma ? (size_t)(comma - args) : strlen(args);
+	char *opts, *tok, *save = NULL;
+	int rc = 0;
+
+	memset(sp, 0, sizeof(*sp));
+	sp->suspend_ms = SUSPEND_MS_DEFAULT;
+	sp->output_commit = true;
+	if (n >= sizeof(sp->name)) {
+		set_err(t, "domain name too long");
+		return -2;
+	}
+	memcpy(sp->name, args, n);
+	if (!comma)
+		return 0;
+	opts = zd_xstrdup(comma + 1);
+	for (tok = strtok_r(opts, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		size_t k;
+
+		if (eq)
+			*eq = '\0';
+		for (k = 0; k < ZD_ARRAY_SIZE(spec_keys); k++)
+			if (!strcmp(tok, spec_keys[k]))
+				break;
+		if (k == ZD_ARRAY_SIZE(spec_keys) || !eq) {
+			set_err(t, "unknown option '%s' (want NAME|DOMID[,checkpoint=suspend|pause]"
+				"[,suspend-timeout=MS][,output-commit=on|off])", tok);
+			rc = -2;
+		} else {
+			rc = spec_set(t, sp, k, eq + 1);
+		}
+	}
+	free(opts);
+	return rc;
 }
 
 /* "xen:7" is a domid, anything else a name looked up in xenstore.
@@ -176,12 +292,92 @@ static int domain_info(struct zd_target *t, xc_dominfo_t *info)
 		set_err(t, "domain %u does not exist", p->domid);
 		return -1;
 	}
-	if (info->dying || info->shutdown || info->crashed) {
+	/* Shut down for suspend is a checkpoint under way (checkpoint=
+	 * suspend: zd-track resumes it), not an end. */
+	if (info->dying || info->crashed || (info->shutdown && info->shutdown_reason != SHUTDOWN_suspend)) {
 		set_err(t, "domain %u has %s", p->domid,
 			info->crashed ? "crashed" : info->dying ? "died" : "shut down");
 		return -1;
 	}
 	return 0;
+}
+
+/* checkpoint=suspend: the guest must say it can (Linux writes
+ * control/feature-suspend when its xenbus comes up). */
+static int suspend_check(struct zd_target *t)
+{
+	struct xen_priv *p = t->priv;
+	char path[80], *v;
+	unsigned len;
+	bool yes;
+
+	p->xs = xs_open(0);
+	if (!p->xs) {
+		set_err(t, "cannot open xenstore (%s): run in dom0 as root with xenstored up", strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof(path), "/local/domain/%u/control/feature-suspend", p->domid);
+	/* A guest that has just booted may not have said it yet (seen
+	 * under QEMU TCG: its user space ran before its xenbus had). */
+	for (uint64_t until = zd_now_ns() + (uint64_t)p->suspend_ms * 1000000u;;) {
+		v = xs_read(p->xs, XBT_NULL, path, &len);
+		yes = v && !strcmp(v, "1");
+		free(v);
+		if (yes || zd_now_ns() >= until)
+			break;
+		zd_sleep_ns(100000000);
+	}
+	if (!yes) {
+		set_err(t, "domain %u does not announce Xen PV suspend (no control/feature-suspend): checkpoints "
+			"cannot suspend it; xen:NAME,checkpoint=pause replicates it for inspection only "
+			"(no takeover)", p->domid);
+		return -1;
+	}
+	return 0;
+}
+
+/* Ask the guest to suspend and wait until Xen shows it shut down for
+ * suspend, in its SCHEDOP_shutdown hypercall. */
+static int suspend_guest(struct zd_target *t)
+{
+	struct xen_priv *p = t->priv;
+	uint64_t deadline = zd_now_ns() + (uint64_t)p->suspend_ms * 1000000u;
+	char path[80];
+
+	snprintf(path, sizeof(path), "/local/domain/%u/control/shutdown", p->domid);
+	if (!xs_write(p->xs, XBT_NULL, path, "suspend", 7)) {
+		set_err(t, "xenstore write %s: %s", path, strerror(errno));
+		return -1;
+	}
+	p->asked = true;
+	for (;;) {
+		xc_dominfo_t info;
+
+		if (xc_domain_getinfo(p->xch, p->domid, 1, &info) != 1 || info.domid != p->domid) {
+			set_err(t, "domain %u does not exist", p->domid);
+			return -1;
+		}
+		if (info.shutdown && info.shutdown_reason == SHUTDOWN_suspend) {
+			p->suspended = true;
+			return 0;
+		}
+		if (info.crashed || info.dying || info.shutdown) {
+			set_err(t, "domain %u has %s", p->domid,
+				info.crashed ? "crashed" : info.dying ? "died" : "shut down");
+			return -1;
+		}
+		if (zd_now_ns() >= deadline) {
+			/* Take the request back; a guest that still suspends
+			 * late is resumed by xen_close. */
+			xs_write(p->xs, XBT_NULL, path, "", 0);
+			set_err(t, "guest did not suspend within %u ms: does it have Xen PV suspend support? "
+				"(xen:NAME,checkpoint=pause does without, for a replica that cannot be taken over)",
+				p->suspend_ms);
+			return -1;
+		}
+		/* dom0 shares the CPUs with the guest that is suspending. */
+		zd_sleep_ns(1000000);
+	}
 }
 
 /* Not in xenctrl.h but exported by libxenctrl since 4.x: the page type
@@ -279,6 +475,7 @@ out:
 static int xen_connect(struct zd_target *t, const char *args, bool tracker)
 {
 	struct xen_priv *p = zd_xcalloc(1, sizeof(*p));
+	struct xen_spec sp;
 	xc_dominfo_t info;
 	xen_pfn_t maxg = 0;
 	int r;
@@ -288,11 +485,12 @@ static int xen_connect(struct zd_target *t, const char *args, bool tracker)
 	zd_pageset_init(&p->pending);
 	p->hb = (xc_hypercall_buffer_t){ .hbuf = NULL, .param_shadow = NULL,
 					 HYPERCALL_BUFFER_INIT_NO_BOUNCE };
-	if (xen_spec_parse(args, p->name, sizeof(p->name), &p->output_commit, t->err,
-			   sizeof(t->err)) < 0)
-		return -2;
-	if ((r = resolve(t, p->name, &p->domid)) < 0)
+	if ((r = parse_spec(t, args, &sp)) < 0 || (r = resolve(t, sp.name, &p->domid)) < 0)
 		return r;
+	snprintf(p->name, sizeof(p->name), "%s", sp.name);
+	p->output_commit = sp.output_commit;
+	p->by_suspend = !sp.by_pause;
+	p->suspend_ms = sp.suspend_ms;
 	p->xch = xc_interface_open(NULL, NULL, 0);
 	if (!p->xch) {
 		set_err(t, "cannot open the Xen control interface (%s): run in dom0 as root",
@@ -320,6 +518,8 @@ static int xen_connect(struct zd_target *t, const char *args, bool tracker)
 		set_err(t, "cannot open foreign memory (%s)", strerror(errno));
 		return -1;
 	}
+	if (tracker && p->by_suspend && suspend_check(t) < 0)
+		return -1;
 	/* The tracker pauses while it probes: the frames must not move. */
 	if (tracker) {
 		if (xc_domain_pause(p->xch, p->domid) < 0) {
@@ -344,8 +544,20 @@ static void xen_close(struct zd_target *t)
 	xen_netbuf_close(p->nb);
 	if (p->xch && p->logdirty)
 		xc_shadow_control(p->xch, p->domid, XEN_DOMCTL_SHADOW_OP_OFF, NULL, 0);
-	if (p->xch && p->paused)
+	if (p->xch && p->asked && !p->suspended) {
+		xc_dominfo_t info;
+
+		/* It answered after we gave up on it. */
+		if (xc_domain_getinfo(p->xch, p->domid, 1, &info) == 1 && info.domid == p->domid &&
+		    info.shutdown && info.shutdown_reason == SHUTDOWN_suspend)
+			p->suspended = true;
+	}
+	if (p->xch && p->suspended)
+		xc_domain_resume(p->xch, p->domid, 1);
+	else if (p->xch && p->paused)
 		xc_domain_unpause(p->xch, p->domid);
+	if (p->xs)
+		xs_close(p->xs);
 	if (p->bm)
 		xc__hypercall_buffer_free_pages(p->xch, &p->hb, (int)p->bm_pages);
 	if (p->mem)
@@ -748,14 +960,32 @@ static int xen_run_until(struct zd_target *t, uint64_t deadline_ns)
 static int xen_pause(struct zd_target *t, uint64_t epoch)
 {
 	struct xen_priv *p = t->priv;
+	xc_dominfo_t info;
+	bool suspend = p->by_suspend;
 
-	/* Synchronous: returns once every vCPU is off the CPUs. */
-	if (xc_domain_pause(p->xch, p->domid) < 0) {
+	p->ckpt = p->served = false;
+	/* A guest someone else paused (xl pause) cannot answer: this
+	 * checkpoint pauses it too, and its STATE says so (a standby will not
+	 * resume such an epoch). */
+	if (suspend && xc_domain_getinfo(p->xch, p->domid, 1, &info) == 1 && info.domid == p->domid &&
+	    info.paused && !info.shutdown) {
+		if (!p->said_paused)
+			zd_debug("xen:%u: paused by someone else: checkpoints pause it, they cannot be "
+				 "taken over until it runs again", p->domid);
+		p->said_paused = true;
+		suspend = false;
+	} else {
+		p->said_paused = false;
+	}
+	if (suspend) {
+		if (suspend_guest(t) < 0)
+			return -1;
+	} else if (xc_domain_pause(p->xch, p->domid) < 0) {
+		/* Synchronous: returns once every vCPU is off the CPUs. */
 		set_err(t, "pause: %s", strerror(errno));
 		return -1;
 	}
 	p->paused = true;
-	p->ckpt = p->served = false;
 	/* What the guest sent until now belongs to this checkpoint. */
 	if (p->nb && xen_netbuf_mark(p->nb, epoch, t->err, sizeof(t->err)) < 0)
 		return -1;
@@ -775,7 +1005,15 @@ static int xen_resume(struct zd_target *t)
 
 	if (!p->paused)
 		return 0;
-	if (xc_domain_unpause(p->xch, p->domid) < 0) {
+	if (p->suspended) {
+		/* fast: the suspend hypercall returns 1, "cancelled" (libxl's
+		 * Remus checkpoints do the same). */
+		if (xc_domain_resume(p->xch, p->domid, 1) < 0) {
+			set_err(t, "resume after suspend: %s", strerror(errno));
+			return -1;
+		}
+		p->suspended = false;
+	} else if (xc_domain_unpause(p->xch, p->domid) < 0) {
 		set_err(t, "unpause: %s", strerror(errno));
 		return -1;
 	}
@@ -943,7 +1181,7 @@ static int xen_get_state(struct zd_target *t, uint32_t *kind, uint8_t **data, ui
 		return -1;
 	}
 	off = sizeof(h) + p->gfns.n * 16;
-	*data = zd_xmalloc(off + (size_t)sz);
+	*data = zd_xmalloc(off + (size_t)sz + sizeof(struct xen_state_tsc));
 	sz = xc_domain_hvm_getcontext(p->xch, p->domid, *data + off, (uint32_t)sz);
 	if (sz <= 0) {
 		set_err(t, "HVM context: %s", strerror(errno));
@@ -951,7 +1189,7 @@ static int xen_get_state(struct zd_target *t, uint32_t *kind, uint8_t **data, ui
 		*data = NULL;
 		return -1;
 	}
-	memcpy(h.magic, XEN_STATE_MAGIC, sizeof(h.magic));
+	memcpy(h.magic, p->suspended ? XEN_STATE_MAGIC_SUSPENDED : XEN_STATE_MAGIC, sizeof(h.magic));
 	h.ctx_len = (uint32_t)sz;
 	memcpy(*data, &h, sizeof(h));
 	for (size_t i = 0; i < p->gfns.n; i++) {
@@ -960,12 +1198,25 @@ static int xen_get_state(struct zd_target *t, uint32_t *kind, uint8_t **data, ui
 	}
 	*kind = 2;
 	*len = (uint32_t)(off + (size_t)sz);
+	if (p->suspended) {
+		struct xen_state_tsc tsc = { .tag = "tsc1" };
+
+		if (xc_domain_get_tsc_info(p->xch, p->domid, &tsc.mode, &tsc.elapsed_nsec, &tsc.khz,
+					   &tsc.incarnation) < 0) {
+			set_err(t, "TSC info: %s", strerror(errno));
+			free(*data);
+			*data = NULL;
+			return -1;
+		}
+		memcpy(*data + *len, &tsc, sizeof(tsc));
+		*len += sizeof(tsc);
+	}
 	return 0;
 }
 
 const struct zd_target_ops zd_target_xen = {
 	.scheme = "xen",
-	.usage = "xen:NAME|DOMID[,output-commit=on|off]  a PVH or HVM domain of this Xen host (dom0, root)",
+	.usage = "xen:NAME|DOMID[,checkpoint=suspend|pause][,output-commit=on|off]  a PVH or HVM domain of this Xen host (dom0, root)",
 	.open = xen_open,
 	.attach = xen_attach,
 	.close = xen_close,

@@ -1,11 +1,11 @@
 # The xen: target needs libxen-dev (xenctrl.h, xenstore.h,
 # xenforeignmemory.h). Where it is missing xen.c compiles to nothing and the
 # registry does not list xen, so the build never breaks for want of it.
-ZD_XEN_PKGS := xencontrol xenstore xenforeignmemory xentoollog
+ZD_XEN_PKGS := xencontrol xenguest xenstore xenforeignmemory xentoollog
 ZD_HAVE_XEN := $(shell pkg-config --exists $(ZD_XEN_PKGS) 2>/dev/null && \
 	test -f "$$(pkg-config --variable=includedir xencontrol)/xenctrl.h" && echo yes)
 ZD_XEN_OBJ := $(foreach b,$(BUILD)/obj $(BUILD)/asan,$(b)/lib/target/target.o $(b)/lib/target/xen.o \
-	$(b)/lib/target/xen_netbuf.o)
+	$(b)/lib/target/xen_netbuf.o $(b)/lib/replica/standby.o $(b)/lib/replica/standby_xen.o)
 # Its output commit drives sch_plug through libnl-route-3
 # (libnl-route-3-dev); without it xen_netbuf.c refuses output-commit=on.
 ZD_HAVE_NL := $(if $(ZD_HAVE_XEN),$(shell pkg-config --exists libnl-route-3.0 2>/dev/null && echo yes))

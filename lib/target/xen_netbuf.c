@@ -47,47 +47,6 @@
 #include "xen_netbuf.h"
 #include "zd/util.h"
 
-int xen_spec_parse(const char *args, char *name, size_t namelen, bool *output_commit,
-		   char *err, size_t errlen)
-{
-	const char *comma = strchr(args, ',');
-	size_t n = comma ? (size_t)(comma - args) : strlen(args);
-
-	*output_commit = true;
-	if (n >= namelen) {
-		snprintf(err, errlen, "domain name '%.*s...' too long", 32, args);
-		return -1;
-	}
-	memcpy(name, args, n);
-	name[n] = 0;
-	while (comma) {
-		const char *opt = comma + 1, *eq;
-		size_t len;
-
-		comma = strchr(opt, ',');
-		len = comma ? (size_t)(comma - opt) : strlen(opt);
-		eq = memchr(opt, '=', len);
-		if (eq && (size_t)(eq - opt) == strlen("output-commit") &&
-		    !strncmp(opt, "output-commit", (size_t)(eq - opt))) {
-			size_t vl = len - (size_t)(eq + 1 - opt);
-
-			if (vl == 2 && !strncmp(eq + 1, "on", 2))
-				*output_commit = true;
-			else if (vl == 3 && !strncmp(eq + 1, "off", 3))
-				*output_commit = false;
-			else {
-				snprintf(err, errlen, "output-commit=%.*s: want on or off", (int)vl, eq + 1);
-				return -1;
-			}
-		} else {
-			snprintf(err, errlen, "unknown option '%.*s' (want output-commit=on|off)",
-				 (int)len, opt);
-			return -1;
-		}
-	}
-	return 0;
-}
-
 #ifdef ZD_HAVE_NL
 
 #include <linux/if.h>

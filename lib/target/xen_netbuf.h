@@ -17,12 +17,6 @@
 
 struct xen_netbuf;
 
-/* Split "NAME[,KEY=VALUE...]" into name (a copy, at most namelen - 1
- * bytes) and the options. -1 with err filled for an unknown key, a bad
- * value or a name too long: a usage error. */
-int xen_spec_parse(const char *args, char *name, size_t namelen, bool *output_commit,
-		   char *err, size_t errlen);
-
 /* Hold every vif of domain domid from now on: one IFB device per vif, the
  * vif's ingress (the guest's output) redirected to it, the plug qdisc on
  * its egress. name is the domain as the spec named it (for the hint).

@@ -144,6 +144,8 @@ int zd_replica_commit(struct zd_replica *rep, const struct zd_rec_commit *c,
 		      enum zd_verify verify);
 /* Epoch of the open stage, 0 if none. */
 uint64_t zd_replica_open_epoch(const struct zd_replica *rep);
+/* The pages the open stage's PAGES cover so far, NULL if none open. */
+const struct zd_pageset *zd_replica_stage_covered(const struct zd_replica *rep);
 
 /* Redo what a crash interrupted (done by zd_replica_open). */
 int zd_replica_recover(struct zd_replica *rep);
@@ -159,6 +161,7 @@ const uint8_t *zd_replica_base(struct zd_replica *rep, uint64_t pfn);
 
 struct zd_conn;
 struct zd_auth_key;
+struct zd_standby;
 struct zd_recv_opts {
 	enum zd_verify verify;
 	/* Failover hook: called when the primary is gone — the
@@ -195,6 +198,10 @@ struct zd_recv_opts {
 	 * target and mode at the HEADER and its epoch, commit time and lag at
 	 * each commit. */
 	struct zd_status *status;
+	/* A standby VM kept at the replica's committed epoch (--standby,
+	 * lib/replica/standby.c), NULL: none. A HEADER or first STATE it
+	 * cannot follow refuses the session. */
+	struct zd_standby *standby;
 };
 /* Receive one stream from conn into rep until END. Returns 0 after a clean
  * END, else an exit code with msg holding the one-line reason. Only the loss
@@ -229,8 +236,12 @@ struct zd_takeover {
 	const char *cmd;		/* NULL: the target's default; "": never take over */
 	bool timeout_set;		/* arm the heartbeat timeout even without a command */
 	bool warned;			/* the no-fence warning was given */
-	bool go;			/* out: take over with exec_cmd */
+	bool go;			/* out: take over with exec_cmd (NULL: the
+					 * standby runs already, nothing to exec) */
 	const char *exec_cmd;
+	struct zd_standby *standby;	/* take over by starting it (--standby) */
+	bool verify;			/* --verify: the standby's memory must hash
+					 * as the replica's before it starts */
 };
 /* The command a takeover would run for this replica, NULL if none. */
 const char *zd_takeover_cmd(const struct zd_takeover *t, const struct zd_replica *rep);
@@ -243,6 +254,36 @@ int zd_takeover_on_peer_lost(struct zd_replica *rep, void *arg);
 /* After go, the replica closed (its lock goes with it): exec the failover
  * command in place of this process. Returns only if that fails. */
 int zd_takeover_exec(const struct zd_takeover *t, char *msg, size_t msglen);
+
+/* --- a standby VM (lib/replica/standby.c) ---
+ * zd-recv --standby SCHEME:ARGS: a VM created stopped on the backup when a
+ * stream of a SCHEME: target binds the replica, given each committed
+ * epoch's pages once the epoch is acknowledged, and started at a takeover
+ * instead of a failover command: the takeover costs no copy of memory.
+ * Kinds: xen:CONFIG (lib/replica/standby_xen.c, where libxen-dev is). */
+#define ZD_EXIT_STANDBY 7	/* the standby could not be started (or --verify
+				 * found its memory differs): nothing runs */
+/* Parse spec and check what can be checked before any stream: 0, or
+ * ZD_EXIT_USAGE with msg. lazy (--standby-at takeover): the VM is made
+ * only at the takeover, from the replica's files (same steps, all of them
+ * then). */
+int zd_standby_new(struct zd_standby **sb, const char *spec, bool lazy, char *msg, size_t msglen);
+/* At the HEADER (replica bound): create the standby (once) and mark it
+ * for a full fill; 0 or an exit code with rep->err. */
+int zd_standby_bind(struct zd_standby *sb, struct zd_replica *rep, const struct zd_rec_header *hdr);
+/* A STATE of the open epoch: the first after a bind is checked against
+ * the standby (its memory layout); 0 or an exit code with rep->err. */
+int zd_standby_state(struct zd_standby *sb, struct zd_replica *rep, const struct zd_rec_state *st);
+/* Before the open epoch's COMMIT: its pages are to be filled. */
+void zd_standby_note(struct zd_standby *sb, const struct zd_replica *rep);
+/* After the COMMIT's ACK: copy what the replica committed into the
+ * standby (a failure is logged and leaves it for the takeover to redo). */
+void zd_standby_fill(struct zd_standby *sb, struct zd_replica *rep);
+/* Take over: finish the fill, verify (if asked), start. 0 when it runs,
+ * ZD_EXIT_STANDBY with the line logged. */
+int zd_standby_takeover(struct zd_standby *sb, struct zd_replica *rep, bool verify, uint64_t lost_wall_ns);
+/* Destroy a standby that was not taken over; free. */
+void zd_standby_free(struct zd_standby *sb);
 
 /* Describe the replica to the fence and failover commands (ZD_REPLICA,
  * ZD_EPOCH, ZD_TARGET, ZD_LAST_HEARD_NS, ZD_LOST_NS, ZD_VM). */
@@ -274,6 +315,8 @@ struct zd_recv_args {
 	bool fence_timeout_set;
 	const char *on_failover;	/* NULL: the target's default */
 	bool no_failover;
+	const char *standby;		/* --standby KIND:ARGS, NULL: none */
+	bool standby_at, standby_lazy;	/* --standby-at given; takeover (not header) */
 };
 #define ZD_RECV_ARGS_INIT { .heartbeat_ms = 100, .timeout_ms = 500, .fence_timeout_ms = ZD_FENCE_TIMEOUT_MS }
 /* ZD_EXIT_USAGE with msg if the flags conflict. */

@@ -6,8 +6,11 @@
 # last checkpoint, no dirty pages while paused, PV guests refused — then
 # unlogged.sh (the frames changed without a log-dirty bit are the few Xen
 # writes itself), service.sh (a guest with a vif on dom0's bridge answers
-# zd-client) and netbuf.sh (output commit: the guest's answers wait for
-# the backup's ACK; refused without sch_plug). Skipped, with
+# zd-client), netbuf.sh (output commit: the guest's answers wait for the
+# backup's ACK; refused without sch_plug), standby.sh (zd-recv --standby:
+# its refusals, and a standby domain started when zd-track is killed) and
+# takeover.sh (each mode, three ways to lose the primary, a client talking
+# to the guest throughout). Skipped, with
 # the reason, where QEMU or the Xen packages are missing, or where this
 # build has no xen: target (libxen-dev missing).
 # ZD_XEN_EPOCHS (default 50), ZD_XEN_INTERVAL (ms, default 100) and

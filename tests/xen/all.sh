@@ -9,9 +9,15 @@ rc=0
 # destroying its guest, so that unlogged.sh can create one of that name.
 # service.sh and netbuf.sh: the guest with a vif (zdnet, zdnb), its
 # service, and output commit; netbuf.sh wants sch_plug not yet loaded.
-for t in tests/xen/replicate.sh tests/xen/unlogged.sh tests/xen/service.sh tests/xen/netbuf.sh; do
-	bash "$t" || rc=1
-	# A part that stopped early may have left its guest behind.
-	for g in zdguest zdnet zdnb; do xl destroy "$g" >/dev/null 2>&1; done
+# standby.sh (its refusals, remus, and the standby made at takeover) and
+# takeover.sh (every mode, three losses each, with a client) need room for
+# two guests.
+for t in tests/xen/replicate.sh tests/xen/unlogged.sh tests/xen/service.sh tests/xen/netbuf.sh \
+	tests/xen/standby.sh tests/xen/takeover.sh; do
+	case $t in */standby.sh) ZD_XEN_MODES=${ZD_XEN_STANDBY_MODES:-remus} bash "$t" || rc=1 ;;
+	*) bash "$t" || rc=1 ;;
+	esac
+	# A part that stopped early may have left its guest (or standby) behind.
+	for g in zdguest zdguest-standby zdnet zdnb; do xl destroy "$g" >/dev/null 2>&1; done
 done
 exit $rc
