@@ -239,7 +239,7 @@ static int read_state(struct zd_replica *rep, uint8_t **buf, uint32_t *len, char
 int zd_standby_takeover(struct zd_standby *sb, struct zd_replica *rep, bool verify, uint64_t lost_wall_ns)
 {
 	const char *what = sb->ops->scheme;
-	uint64_t t0 = zd_now_ns(), w0 = zd_wall_ns(), t_fill, t_verify;
+	uint64_t t0 = zd_now_ns(), w0 = zd_wall_ns(), t_made, t_fill, t_verify;
 	uint8_t *state = NULL;
 	uint32_t slen = 0;
 	char why[600];
@@ -266,6 +266,7 @@ int zd_standby_takeover(struct zd_standby *sb, struct zd_replica *rep, bool veri
 		zd_warnx("standby %s:%s: never received a committed epoch: not started", what, sb->args);
 		return ZD_EXIT_STANDBY;
 	}
+	t_made = zd_now_ns();
 	/* The last commit's fill ran before this (same thread); this only
 	 * does something if it failed. */
 	if ((sb->full || sb->pending.n) && fill(sb, rep) < 0) {
@@ -307,10 +308,10 @@ int zd_standby_takeover(struct zd_standby *sb, struct zd_replica *rep, bool veri
 		uint64_t now = zd_now_ns(), wall = zd_wall_ns();
 
 		zd_warnx("standby %s:%s running at epoch %" PRIu64 ": %.1f ms after the loss was declared "
-			 "(fence %.1f ms, fill %.1f ms, verify %.1f ms, start %.1f ms)", what, sb->args,
+			 "(fence %.1f ms, make %.1f ms, fill %.1f ms, verify %.1f ms, start %.1f ms)", what, sb->args,
 			 rep->meta.epoch, wall > lost_wall_ns ? (double)(wall - lost_wall_ns) / 1e6 : 0.0,
 			 w0 > lost_wall_ns ? (double)(w0 - lost_wall_ns) / 1e6 : 0.0,
-			 (double)(t_fill - t0) / 1e6, (double)(t_verify - t_fill) / 1e6,
+			 (double)(t_made - t0) / 1e6, (double)(t_fill - t_made) / 1e6, (double)(t_verify - t_fill) / 1e6,
 			 (double)(now - t_verify) / 1e6);
 	}
 	if (sb->ops->after_start)
