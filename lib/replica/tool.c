@@ -143,7 +143,9 @@ int zd_recv_main(const struct zd_recv_args *a, char *msg, size_t msglen)
 		if ((rc = zd_standby_new(&tk.standby, a->standby, a->standby_lazy, msg, msglen)))
 			return rc;
 		ro.standby = tk.standby;
-		tk.verify = a->verify;
+		/* The standby is checked against the replica before it starts
+		 * unless --no-verify (with or without checksums in the COMMITs). */
+		tk.verify = !a->no_verify;
 	}
 	if (((tk.cmd && *tk.cmd) || tk.standby) && !a->status)
 		zd_takeover_warn_unfenced(&tk, NULL);

@@ -140,7 +140,7 @@ struct xen_priv {
 	uint8_t *audit;			/* ZD_XEN_AUDIT=1: every page as read_pages gave it */
 
 	bool output_commit;		/* the spec's output-commit (tracker role) */
-	char name[64];			/* the spec's NAME|DOMID, options cut off */
+	char name[128];		/* the spec's NAME|DOMID, options cut off */
 	struct xen_netbuf *nb;		/* the vifs' output held, NULL: none */
 };
 
