@@ -3,7 +3,7 @@
 # figures side by side, then kill the primary and show the backup take over
 # (zd(1)). Run by the driver (zd demo ...) and by make demo.
 #
-#   zd-demo [--seconds S] [--keep DIR]
+#   zd-demo [--seconds S] [--keep DIR] [--xen CFG]
 set -u
 # measure_one, the helpers, and the traps that stop every background job
 # on exit or Ctrl-C.
@@ -11,7 +11,7 @@ set -u
 . "$(dirname "$(readlink -f "$0")")/zd-measure" || exit 1
 
 # The demo is a list of steps.
-demo_steps=(demo_intro demo_protect demo_compare demo_failover)
+demo_steps=(demo_intro demo_protect demo_compare demo_failover demo_xen)
 
 demo_intro() {
 	local how="real KVM"
@@ -154,18 +154,84 @@ demo_failover() {
 	[ $crc = 0 ]
 }
 
+# demo_xen: the takeover of a Xen guest, where this host is a Xen dom0 and
+# --xen CFG names the xl config of a PVH guest with Xen PV suspend (the
+# guest of that name is used if it runs, else created): a standby domain on
+# a zd-recv on loopback, zd-track xen: in buffered mode with output commit,
+# SIGKILL of the pipeline, the standby taking over. With
+# ZD_DEMO_XEN_SERVICE=ADDR:PORT a client talks to the guest's line service
+# across it. Elsewhere it says why it does not run.
+demo_xen() {
+	echo "== Xen: a standby domain takes over"
+	if ! grep -qs control_d /proc/xen/capabilities; then
+		echo "   not run: this host is not a Xen dom0 (no control_d in /proc/xen/capabilities); make check"
+		echo "   runs the Xen takeover in a Xen booted in QEMU (tests/xen/takeover.sh)"
+		return 0
+	fi
+	if [ -z "$DEMO_XEN_CFG" ]; then
+		echo "   not run: give zd demo --xen CFG, the xl config of a PVH guest with Xen PV suspend"
+		return 0
+	fi
+	local d=$DEMO_DIR/xen cfg=$DEMO_XEN_CFG name id recv pipe cl='' bp
+	mkdir -p "$d"
+	name=$(sed -n 's/^ *name *= *"\(.*\)".*/\1/p' "$cfg" | head -1)
+	[ -n "$name" ] || { echo "   $cfg: no name = \"...\" line"; return 1; }
+	xl list "$name" >/dev/null 2>&1 || xl create -q "$cfg" || { echo "   xl create $cfg failed"; return 1; }
+	id=$(xl domid "$name")
+	NOTIFY_SOCKET='' zd-recv --listen 127.0.0.1:0 --port-file "$d/port" --replica "$d/replica" --once \
+		--standby "xen:$cfg" --fence "xl destroy $id; ! xl list $id >/dev/null 2>&1" -v 2>"$d/recv.err" &
+	recv=$!
+	started "$recv"
+	bp=127.0.0.1:$(recv_port "$d/port" "$recv") || { cat "$d/recv.err"; return 1; }
+	echo "   guest $name (domain $id), its standby made from $cfg on zd-recv $bp"
+	zd-track "xen:$name" --mode buffered --interval 100 2>"$d/track.err" | zd-swap 2>"$d/swap.err" |
+		zd-send "$bp" >/dev/null 2>"$d/send.err" &
+	pipe=$!
+	started "$pipe"
+	if [ -n "${ZD_DEMO_XEN_SERVICE:-}" ]; then
+		zd-client --reconnect --retry-for 600000 --timeout 600000 --rate 4 --duration 3600000 \
+			"$ZD_DEMO_XEN_SERVICE" >"$d/client.json" 2>"$d/client.err" &
+		cl=$!
+		started "$cl"
+	fi
+	if ! wait_until 600 commits_at_least "$d/recv.err" 10 "$recv"; then
+		echo "   the replica did not reach epoch 10:"; tail -n 3 "$d/recv.err" "$d/track.err" | sed 's/^/   /'
+		return 1
+	fi
+	echo "   protected in buffered mode; SIGKILL to the pipeline after $(grep -c 'epoch [0-9]* committed' "$d/recv.err") committed epochs"
+	pkill -KILL -f "zd-track xen:$name" 2>/dev/null
+	wait "$recv"
+	local rc=$?
+	grep 'taking over\|running at epoch\|--verify' "$d/recv.err" | sed 's/^zd-recv: /   /'
+	if [ -n "$cl" ]; then
+		sleep 10
+		kill -INT "$cl"
+		wait "$cl"
+		jq -r '"   the client carried on: \(.count) answers, seq \(.first_seq)..\(.last_seq), \(.gaps) gaps, \(.errors) contradictions; it waited \((.failover_ns.max // 0) / 1e6 | floor) ms across the takeover"' "$d/client.json"
+	fi
+	settled
+	[ $rc = 0 ]
+}
+
 cmd_demo() {
 	local seconds=${ZD_DEMO_SECONDS:-5} keep=
+	DEMO_XEN_CFG=
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--seconds) need_value "$@"; is_count "$2" || usage_die "--seconds '$2': want a whole number above 0"; seconds=$2; shift 2 ;;
 		--keep) need_value "$@"; keep=$2; shift 2 ;;
+		--xen) need_value "$@"; [ -r "$2" ] || usage_die "--xen '$2': no such xl config"; DEMO_XEN_CFG=$2; shift 2 ;;
 		-h | --help) man_see zd-demo; exit 0 ;;
 		-V | --version) echo "zd-demo $ZD_VERSION"; exit 0 ;;
 		*) usage_die "demo: unknown argument '$1'" ;;
 		esac
 	done
-	in_kvm demo --seconds "$seconds" ${keep:+--keep "$keep"}
+	# --xen in dom0 (no /dev/kvm there): the Xen part alone.
+	if [ -n "$DEMO_XEN_CFG" ] && [ ! -e /dev/kvm ]; then
+		demo_steps=(demo_xen)
+	else
+		in_kvm demo --seconds "$seconds" ${keep:+--keep "$keep"}
+	fi
 	DEMO_INTERVAL=25 DEMO_MODES=(remus buffered zddspt)
 	if emulated; then
 		# TCG runs the guest and the pipeline ~20-50x slower: a smaller

@@ -35,7 +35,7 @@ usage: zd run [--mode M] [--interval MS] [--epochs N] [--verify] [--precopy P]
                        [--control PATH] [-v]
        zd measure [--mode M] [--interval MS] [--epochs N] [--mem SIZE]
                   [--dirty RATE] [--hot F] [--no-output-commit] DIR
-       zd demo [--seconds S] [--keep DIR]
+       zd demo [--seconds S] [--keep DIR] [--xen CFG]
        zd bench [--quick]
        zd --help | --version
 
@@ -95,6 +95,10 @@ Protect a VM: checkpoint it continuously and keep a replica on a backup
            with SIGKILL, let the backup take over and show the client carry on
              --seconds S     per mode (default 5)
              --keep DIR      keep the runs' files in DIR
+             --xen CFG       in a Xen dom0: also (without /dev/kvm: only) the
+                             takeover of the guest of xl config CFG by a
+                             standby domain (ZD_DEMO_XEN_SERVICE=ADDR:PORT:
+                             a client talks to the guest across it)
   bench    the paper's Table 1 and Figure 4 (bench/table1.sh; --quick: short)
 
 Without /dev/kvm, demo, measure and bench run inside QEMU with nested KVM

@@ -13,11 +13,11 @@ rc=0
 # takeover.sh (every mode, three losses each, with a client) need room for
 # two guests.
 for t in tests/xen/replicate.sh tests/xen/unlogged.sh tests/xen/service.sh tests/xen/netbuf.sh \
-	tests/xen/standby.sh tests/xen/takeover.sh; do
+	tests/xen/standby.sh tests/xen/takeover.sh tests/xen/demo.sh; do
 	case $t in */standby.sh) ZD_XEN_MODES=${ZD_XEN_STANDBY_MODES:-remus} bash "$t" || rc=1 ;;
 	*) bash "$t" || rc=1 ;;
 	esac
 	# A part that stopped early may have left its guest (or standby) behind.
-	for g in zdguest zdguest-standby zdnet zdnb; do xl destroy "$g" >/dev/null 2>&1; done
+	for g in zdguest zdguest-standby zdnet zdnb zddemo zddemo-standby; do xl destroy "$g" >/dev/null 2>&1; done
 done
 exit $rc
