@@ -15,8 +15,8 @@
 # build has no xen: target (libxen-dev missing).
 # ZD_XEN_EPOCHS (default 50), ZD_XEN_INTERVAL (ms, default 100) and
 # ZD_XEN_MODES pass through to dom0. Part of the default `make check`:
-# ~15 min on 2 cores (QEMU at nice 19), killed at XENHOST_TIMEOUT (default
-# 2400 s) after the boot starts. ZD_XEN_E2E=0 skips it.
+# ~40 min on 2 cores (QEMU at nice 19), killed at XENHOST_TIMEOUT (default
+# 3600 s) after the boot starts. ZD_XEN_E2E=0 skips it.
 . "$(dirname "$0")/../lib/tap.sh"
 cd "$ZD_TOP" || exit 1
 
@@ -28,7 +28,7 @@ if ! "$ZD_BIN/zd-track" xen: --epochs 1 2>&1 | grep -q 'want xen:NAME'; then
 	skip "replication of a Xen guest" "this build has no xen: target (install libxen-dev and rebuild)"
 	done_testing
 fi
-"$ZD_TOP/tests/lib/xenhost.sh" run --timeout "${XENHOST_TIMEOUT:-2400}" -- tests/xen/all.sh \
+"$ZD_TOP/tests/lib/xenhost.sh" run --timeout "${XENHOST_TIMEOUT:-3600}" -- tests/xen/all.sh \
 	>"$TMP/inner" 2>"$TMP/inner.err"
 rc=$?
 if [ $rc -eq 77 ]; then
