@@ -23,7 +23,7 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/xenlib.sh"
 . "$(dirname "$0")/../lib/wait.sh"
-EPOCHS=${ZD_XEN_EPOCHS:-50}
+EPOCHS=${ZD_XEN_EPOCHS:-30}
 INTERVAL=${ZD_XEN_INTERVAL:-100}
 MEMCMP=$ZD_TOP/$BUILD/tests/xen_memcmp
 
