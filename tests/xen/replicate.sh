@@ -111,7 +111,7 @@ run_mode() {
 	# Still stopping by itself after every try: what zd committed until
 	# then is checked; the rest cannot be, and is skipped, saying why.
 	if grep -q 'has shut down\|has crashed\|has died' "$d/track.err"; then
-		wait "$RECV"
+		recv_wait "$RECV"
 		rc=$?
 		if [ $rc -eq 0 ]; then ok "$mode: zd-recv --verify: every epoch committed before the guest stopped matched"
 		else not_ok "$mode: zd-recv --verify ends cleanly" "exit $rc: $(tail -n 3 "$d/recv.err")"; fi
@@ -121,7 +121,7 @@ run_mode() {
 	fi
 	if [ "$rc" = "0 0 0" ]; then ok "$mode: zd-track xen: | zd-swap | zd-send ran $EPOCHS epochs"
 	else not_ok "$mode: zd-track xen: | zd-swap | zd-send ran $EPOCHS epochs" "exits $rc: $(last_words "$d" recv send swap track)"; fi
-	wait "$RECV"
+	recv_wait "$RECV"
 	rc=$?
 	if [ $rc -eq 0 ]; then ok "$mode: zd-recv --verify ends cleanly (every epoch's checksum matched)"
 	else not_ok "$mode: zd-recv --verify ends cleanly" "exit $rc: $(tail -n 3 "$d/recv.err")"; fi

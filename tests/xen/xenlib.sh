@@ -45,3 +45,22 @@ CFG
 	done
 	return 1
 }
+
+# recv_wait PID [SECONDS]: wait for the zd-recv PID, at most SECONDS (120);
+# its status, or 124 after killing it. A zd-recv whose only connection
+# came too late for its 2 s HEADER bound serves on even with --once: the
+# pipeline's end must not become the test's.
+recv_wait() {
+	local i
+	for i in $(seq $((${2:-120} * 5))); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.2
+	done
+	if kill -0 "$1" 2>/dev/null; then
+		echo "# zd-recv $1 still runs ${2:-120} s after its stream: killed"
+		kill "$1" 2>/dev/null
+		wait "$1" 2>/dev/null
+		return 124
+	fi
+	wait "$1"
+}
