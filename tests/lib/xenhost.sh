@@ -223,7 +223,8 @@ xenhost_initrd() {
 		cp -L "$XEN_ROOT/usr/bin/$f" "$stage/usr/bin/$f" || return 1
 		files+=("$XEN_ROOT/usr/bin/$f")
 	done
-	for f in "$(command -v bash)"; do
+	# jq: zd-demo and the tests read zd-client's JSON with it.
+	for f in "$(command -v bash)" "$(command -v jq)"; do
 		mkdir -p "$stage$(dirname "$f")"
 		cp -L "$f" "$stage$f"
 		files+=("$f")
