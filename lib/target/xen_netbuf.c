@@ -176,7 +176,11 @@ static int find_vifs(struct xen_netbuf *nb, uint32_t domid, char *err, size_t er
 				snprintf(err, errlen, "output commit: device name of %s too long", full);
 				goto fail;
 			}
-			snprintf(v->vif, sizeof(v->vif), "%s", full);
+			if (strlen(full) >= sizeof(v->vif)) {
+				snprintf(err, errlen, "output commit: device name %s too long", full);
+				goto fail;
+			}
+			memcpy(v->vif, full, strlen(full) + 1);
 			v->vif_index = idx;
 			nb->nv++;
 		}
