@@ -15,7 +15,7 @@
 # build has no xen: target (libxen-dev missing).
 # ZD_XEN_EPOCHS (default 30), ZD_XEN_INTERVAL (ms, default 100) and
 # ZD_XEN_MODES pass through to dom0. Part of the default `make check`:
-# ~40 min on 2 cores (QEMU at nice 19), killed at XENHOST_TIMEOUT (default
+# ~30 min on 2 cores (QEMU at nice 19), killed at XENHOST_TIMEOUT (default
 # 3600 s) after the boot starts. ZD_XEN_E2E=0 skips it.
 . "$(dirname "$0")/../lib/tap.sh"
 cd "$ZD_TOP" || exit 1
