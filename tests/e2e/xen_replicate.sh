@@ -8,9 +8,10 @@
 # writes itself), service.sh (a guest with a vif on dom0's bridge answers
 # zd-client), netbuf.sh (output commit: the guest's answers wait for the
 # backup's ACK; refused without sch_plug), standby.sh (zd-recv --standby:
-# its refusals, and a standby domain started when zd-track is killed) and
-# takeover.sh (each mode, three ways to lose the primary, a client talking
-# to the guest throughout). Skipped, with
+# its refusals, and a standby domain started when zd-track is killed);
+# with ZD_XEN_TAKEOVER=1 also takeover.sh (each mode, three ways to lose
+# the primary, a client talking to the guest throughout) and demo.sh.
+# Skipped, with
 # the reason, where QEMU or the Xen packages are missing, or where this
 # build has no xen: target (libxen-dev missing).
 # ZD_XEN_EPOCHS (default 30), ZD_XEN_INTERVAL (ms, default 100) and
