@@ -310,7 +310,7 @@ xenhost_boot() {
 		-cpu qemu64,+svm,+npt,+ssse3,+sse4.1,+sse4.2,+popcnt \
 		-smp 2 -m 2048 -nodefaults -display none -monitor none -no-reboot \
 		-kernel "$run/xen" \
-		-append "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=warning guest_loglvl=warning noreboot" \
+		-append "console=com1 com1=115200,8n1 dom0_mem=1280M,max:1280M loglvl=warning guest_loglvl=warning noreboot" \
 		-initrd "$VMHOST_KROOT/boot/vmlinuz-$kver console=hvc0 earlyprintk=xen rdinit=/init quiet loglevel=4,$run/dom0.cpio" \
 		-serial "file:$run/console.log" </dev/null >"$run/qemu.log" 2>&1 &
 	qpid=$!
