@@ -284,6 +284,18 @@ static int resolve(struct zd_target *t, const char *args, uint32_t *domid)
 	return rc;
 }
 
+/* How a domain that stopped by itself ended, for "domain N has ...". */
+static const char *how_stopped(const xc_dominfo_t *info)
+{
+	if (info->crashed)
+		return "crashed";
+	if (info->dying)
+		return "died";
+	if (info->shutdown && info->shutdown_reason == SHUTDOWN_reboot)
+		return "shut down (reboot: for an HVM guest, a triple fault)";
+	return "shut down";
+}
+
 static int domain_info(struct zd_target *t, xc_dominfo_t *info)
 {
 	struct xen_priv *p = t->priv;
@@ -295,15 +307,18 @@ static int domain_info(struct zd_target *t, xc_dominfo_t *info)
 	/* Shut down for suspend is a checkpoint under way (checkpoint=
 	 * suspend: zd-track resumes it), not an end. */
 	if (info->dying || info->crashed || (info->shutdown && info->shutdown_reason != SHUTDOWN_suspend)) {
-		set_err(t, "domain %u has %s", p->domid,
-			info->crashed ? "crashed" : info->dying ? "died" : "shut down");
+		set_err(t, "domain %u has %s", p->domid, how_stopped(info));
 		return -1;
 	}
 	return 0;
 }
 
-/* checkpoint=suspend: the guest must say it can (Linux writes
- * control/feature-suspend when its xenbus comes up). */
+/* checkpoint=suspend: the guest must say it can. Linux writes
+ * control/feature-suspend when its xenbus comes up; a guest resumed in a
+ * new domain (a taken-over standby, a migrated guest) does not write it
+ * again, so, as libxl does, an HVM guest whose PV drivers set their event
+ * callback (HVM_PARAM_CALLBACK_IRQ) is taken to answer control/shutdown
+ * too. */
 static int suspend_check(struct zd_target *t)
 {
 	struct xen_priv *p = t->priv;
@@ -320,9 +335,14 @@ static int suspend_check(struct zd_target *t)
 	/* A guest that has just booted may not have said it yet (seen
 	 * under QEMU TCG: its user space ran before its xenbus had). */
 	for (uint64_t until = zd_now_ns() + (uint64_t)p->suspend_ms * 1000000u;;) {
+		uint64_t callback = 0;
+
 		v = xs_read(p->xs, XBT_NULL, path, &len);
 		yes = v && !strcmp(v, "1");
 		free(v);
+		if (!yes && xc_hvm_param_get(p->xch, p->domid, HVM_PARAM_CALLBACK_IRQ, &callback) == 0 &&
+		    callback)
+			yes = true;
 		if (yes || zd_now_ns() >= until)
 			break;
 		zd_sleep_ns(100000000);
@@ -362,8 +382,7 @@ static int suspend_guest(struct zd_target *t)
 			return 0;
 		}
 		if (info.crashed || info.dying || info.shutdown) {
-			set_err(t, "domain %u has %s", p->domid,
-				info.crashed ? "crashed" : info.dying ? "died" : "shut down");
+			set_err(t, "domain %u has %s", p->domid, how_stopped(&info));
 			return -1;
 		}
 		if (zd_now_ns() >= deadline) {
@@ -552,9 +571,11 @@ static void xen_close(struct zd_target *t)
 		    info.shutdown && info.shutdown_reason == SHUTDOWN_suspend)
 			p->suspended = true;
 	}
-	if (p->xch && p->suspended)
+	if (p->xch && p->suspended) {
 		xc_domain_resume(p->xch, p->domid, 1);
-	else if (p->xch && p->paused)
+		if (p->xs)
+			xs_resume_domain(p->xs, p->domid);
+	} else if (p->xch && p->paused)
 		xc_domain_unpause(p->xch, p->domid);
 	if (p->xs)
 		xs_close(p->xs);
@@ -1010,6 +1031,12 @@ static int xen_resume(struct zd_target *t)
 		 * Remus checkpoints do the same). */
 		if (xc_domain_resume(p->xch, p->domid, 1) < 0) {
 			set_err(t, "resume after suspend: %s", strerror(errno));
+			return -1;
+		}
+		/* xenstored marked the domain shut down when it suspended;
+		 * tell it the domain runs again, as libxl's resume does. */
+		if (!xs_resume_domain(p->xs, p->domid)) {
+			set_err(t, "xenstore: resume domain %u: %s", p->domid, strerror(errno));
 			return -1;
 		}
 		p->suspended = false;

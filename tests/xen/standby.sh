@@ -145,7 +145,7 @@ run_mode() {
 	mkdir -p "$d"
 	pid0=$(domid zdguest)
 	zd-recv --listen 127.0.0.1:0 --port-file "$d/port" --replica "$d/replica" --once --verify --timeout 0 \
-		--no-fsync --standby "xen:$CFG" "${at[@]}" --fence 'xl destroy zdguest' -v 2>"$d/recv.err" &
+		--no-fsync --standby "xen:$CFG" "${at[@]}" --fence 'xl destroy zdguest' --fence-timeout 120000 -v 2>"$d/recv.err" &
 	RECV=$!
 	at_exit "kill $RECV"
 	if ! P=127.0.0.1:$(read_port "$d/port" "$RECV" 60); then

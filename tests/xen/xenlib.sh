@@ -8,6 +8,20 @@
 # tests/xen/vif-zd, and waits until its service listens at
 # $XEN_GUEST_ADDR (10.77.0.2:7777, guest_writer's).
 XEN_GUEST_ADDR=10.77.0.2:7777
+# xen_guest_stopped NAME: true when domain NAME is gone, or shut down or
+# crashed by itself (xl list's state: s or c; under QEMU TCG the PVH guest
+# now and then triple-faults, which Xen shows as a reboot: ---sr-).
+xen_guest_stopped() {
+	xl list "$1" 2>/dev/null | awk 'NR == 2 && $5 !~ /[sc]/ {up = 1} END {exit up}'
+}
+
+# xen_why NAME: what Xen and the guest's console say of domain NAME, as
+# comment lines (a test's diagnostics when the guest does not answer).
+xen_why() {
+	echo "# xl list: $(xl list "$1" 2>&1 | tail -n 1)"
+	xl dmesg 2>/dev/null | grep -v '^(XEN) \*\*\*' | tail -n 8 | sed 's/^/#   xen: /'
+	tr -d '\r' <"/var/log/xen/guest-$1.log" 2>/dev/null | tail -n 15 | sed 's/^/#   guest: /'
+}
 xen_guest_up() {
 	local name=$1 mem=${2:-96} i vif="" ready=ZD-GUEST-WRITING
 	if [ "${XEN_GUEST_NET:-0}" = 1 ]; then
@@ -34,7 +48,7 @@ CFG
 		xl create -q "$TMP/$name.cfg" >"$TMP/$name.create" 2>&1 || { cat "$TMP/$name.create" >&2; return 1; }
 		for i in $(seq 600); do
 			grep -q "$ready" "/var/log/xen/guest-$name.log" 2>/dev/null && return 0
-			xl list "$name" 2>/dev/null | awk 'NR == 2 && $5 ~ /[sc]/ {exit 1}' || break
+			xen_guest_stopped "$name" && break
 			sleep 0.2
 		done
 		echo "# guest $name did not come up (try $try): $(xl list "$name" 2>&1 | tail -n 1)"
