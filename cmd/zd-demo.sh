@@ -179,7 +179,7 @@ demo_xen() {
 	xl list "$name" >/dev/null 2>&1 || xl create -q "$cfg" || { echo "   xl create $cfg failed"; return 1; }
 	id=$(xl domid "$name")
 	NOTIFY_SOCKET='' zd-recv --listen 127.0.0.1:0 --port-file "$d/port" --replica "$d/replica" --once \
-		--standby "xen:$cfg" --fence "xl destroy $id; ! xl list $id >/dev/null 2>&1" --fence-timeout 120000 -v 2>"$d/recv.err" &
+		--standby "xen:$cfg" --fence "xl destroy $id; case \$(xl list $id 2>/dev/null | awk 'NR == 2 {print \$5}') in ''|*d) exit 0 ;; esac; exit 1" --fence-timeout 120000 -v 2>"$d/recv.err" &
 	recv=$!
 	started "$recv"
 	bp=127.0.0.1:$(recv_port "$d/port" "$recv") || { cat "$d/recv.err"; return 1; }
