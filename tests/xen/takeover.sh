@@ -40,7 +40,7 @@ export XEN_GUEST_EXTRA="ZD_PROGRESS=1 ${ZD_XEN_GUEST_EXTRA:-}"
 
 domid() { xl domid "$1" 2>/dev/null; }
 committed() { sed -n 's/.*epoch \([0-9]*\) committed.*/\1/p' "$1" | tail -1; }
-gone() { case $(xl list "$1" 2>/dev/null | awk 'NR == 2 {print $5}') in '' | *d) return 0 ;; esac; return 1; }
+primary_gone() { case $(xl list "$1" 2>/dev/null | awk 'NR == 2 {print $5}') in '' | *d) return 0 ;; esac; return 1; }
 
 # The fence: the primary domain (by domid: the standby takes its name)
 # is gone afterwards, whether this destroyed it or it was gone already.
@@ -91,8 +91,15 @@ cycle() {
 	CLIENT=$!
 	at_exit "kill $CLIENT"
 	e=0
-	for _ in $(seq 3000); do
+	# By the clock: under TCG each round of this loop costs more than its
+	# sleep.
+	local t0=$SECONDS said=$SECONDS
+	while [ $((SECONDS - t0)) -lt 900 ]; do
 		e=$(committed "$d/recv.err")
+		if [ $((SECONDS - said)) -ge 60 ]; then
+			said=$SECONDS
+			echo "# $mode, $loss: $((SECONDS - t0)) s: epoch ${e:-0} committed, $(wc -l <"$d/client.log" 2>/dev/null) answers; zd-track: $(tail -n 1 "$d/track.err" 2>/dev/null)"
+		fi
 		[ "${e:-0}" -ge "$KILL_AT" ] && [ "$(wc -l <"$d/client.log" 2>/dev/null)" -ge 3 ] && break
 		grep -q 'has shut down\|has crashed\|has died' "$d/track.err" && break
 		alive "$RECV" && alive "$PIPE" || break
@@ -142,7 +149,7 @@ cycle() {
 	grep -q "standby: --verify: memory = the replica's epoch" "$d/recv.err" &&
 		ok "$mode, $loss: the standby's memory = the replica at the committed epoch, checked before it started" ||
 		not_ok "$mode, $loss: --verify before the start" "$(grep -i 'verify\|standby' "$d/recv.err" | tail -n 3)"
-	gone "$pid0" && ok "$mode, $loss: the primary (domain $pid0) is gone or dying" ||
+	primary_gone "$pid0" && ok "$mode, $loss: the primary (domain $pid0) is gone or dying" ||
 		not_ok "$mode, $loss: the primary (domain $pid0) is gone" "$(xl list 2>&1 | tr '\n' '|')"
 	# The standby is the guest now, under the guest's name.
 	[ -n "$(domid $G-standby)" ] && [ -z "$(domid $G)" ] && xl rename $G-standby $G
