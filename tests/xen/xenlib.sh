@@ -19,7 +19,7 @@ xen_guest_stopped() {
 # comment lines (a test's diagnostics when the guest does not answer).
 xen_why() {
 	echo "# xl list: $(xl list "$1" 2>&1 | tail -n 1)"
-	xl dmesg 2>/dev/null | grep -v '^(XEN) \*\*\*' | tail -n 8 | sed 's/^/#   xen: /'
+	xl dmesg 2>/dev/null | grep -v '^(XEN) \*\*\*' | tail -n 14 | sed 's/^/#   xen: /'
 	tr -d '\r' <"/var/log/xen/guest-$1.log" 2>/dev/null | tail -n 15 | sed 's/^/#   guest: /'
 }
 xen_guest_up() {
