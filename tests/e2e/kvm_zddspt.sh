@@ -79,16 +79,8 @@ run_mode() {
 	rc=$?
 	if [ $rc -eq 0 ]; then ok "$name: zd-recv --verify ends cleanly (every epoch's memsum matched)"
 	else not_ok "$name: zd-recv --verify ends cleanly" "exit $rc: $(tail -n 3 "$d/recv.err")"; fi
-	if replica_vs_vm "$d/replica" "$d/send.log" "$epochs"; then
-		ok "$name: replica = the VM's memory at checkpoint $epochs ($REPLICA_SUM)"
-	else
-		not_ok "$name: replica = the VM's memory at checkpoint $epochs" "replica epoch '$REPLICA_EPOCH' sum '$REPLICA_SUM', VM '$VM_SUM'"
-	fi
-	stat_vals "$d/send.log" track pause_ns | sort -n | awk '{a[NR] = $1} END {if (NR) printf "%.0f %.0f %d\n",
-		a[int(NR * 0.5) + 1] / 1000, a[int(NR * 0.99) + (NR < 100)] / 1000, NR}' >"$d/pause"
-	local p50 p99 n
-	read -r p50 p99 n <"$d/pause"
-	echo "# $name ($mode): pause p50 ${p50} us, p99 ${p99} us over $n epochs; run took $((SECONDS - started)) s$([ $emulated = yes ] && echo ' (emulated)')"
+	replica_matches "$name" "$d/replica" "$d/send.log" "$epochs"
+	echo "# $name ($mode): $(pause_summary "$d/send.log" us); run took $((SECONDS - started)) s$([ $emulated = yes ] && echo ' (emulated)')"
 	zd-vm --ctl "$S" stop >/dev/null
 	wait "$VM"
 }

@@ -211,23 +211,11 @@ run_mode() {
 	wait "$RECV"
 	rc=$?
 	wait "$PIPE" 2>/dev/null
-	local done_us n_take n_run
+	local done_us
 	done_us=${EPOCHREALTIME/./}
-	n_take=$(grep -c 'taking over at epoch' "$d/recv.err")
-	n_run=$(grep -c 'standby xen:.* running at epoch' "$d/recv.err")
-	if [ "$rc" = 0 ] && [ "$n_take" = 1 ] && [ "$n_run" = 1 ]; then
-		ok "$mode: zd-recv fenced and started the standby exactly once (exit 0)"
-	else
-		not_ok "$mode: zd-recv fenced and started the standby exactly once" \
-			"exit $rc, $n_take takeover(s), $n_run start(s): $(tail -n 6 "$d/recv.err")"
-	fi
+	xen_took_over "$mode" "$rc" "$d/recv.err"
 	grep 'taking over\|running at epoch\|--verify' "$d/recv.err" | sed "s/^/# $mode: /"
 	echo "# $mode: SIGKILL of zd-track to zd-recv's exit: $(((done_us - killed_us) / 1000)) ms (emulated: QEMU TCG)"
-	if grep -q "standby: --verify: memory = the replica's epoch" "$d/recv.err"; then
-		ok "$mode: --verify: the standby's memory = the replica at the committed epoch, before it started"
-	else
-		not_ok "$mode: --verify before the start" "$(grep -i 'verify\|standby' "$d/recv.err" | tail -n 3)"
-	fi
 	local sid
 	sid=$(domid zdguest)
 	if [ -n "$pid0" ] && [ "$sid" != "$pid0" ] && ! xl list 2>/dev/null | awk -v id="$pid0" '$2 == id {f = 1} END {exit !f}'; then

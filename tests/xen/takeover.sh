@@ -137,18 +137,7 @@ cycle() {
 	rc=$?
 	[ "$loss" = silent ] && kill -KILL "$tpid" $spid $npid 2>/dev/null
 	wait "$PIPE" 2>/dev/null
-	local n_take n_run
-	n_take=$(grep -c 'taking over at epoch' "$d/recv.err")
-	n_run=$(grep -c 'standby xen:.* running at epoch' "$d/recv.err")
-	if [ "$rc" = 0 ] && [ "$n_take" = 1 ] && [ "$n_run" = 1 ]; then
-		ok "$mode, $loss: the standby took over exactly once (exit 0)"
-	else
-		not_ok "$mode, $loss: the standby takes over exactly once" \
-			"exit $rc, $n_take takeover(s), $n_run start(s): $(tail -n 6 "$d/recv.err")"
-	fi
-	grep -q "standby: --verify: memory = the replica's epoch" "$d/recv.err" &&
-		ok "$mode, $loss: the standby's memory = the replica at the committed epoch, checked before it started" ||
-		not_ok "$mode, $loss: --verify before the start" "$(grep -i 'verify\|standby' "$d/recv.err" | tail -n 3)"
+	xen_took_over "$mode, $loss" "$rc" "$d/recv.err"
 	primary_gone "$pid0" && ok "$mode, $loss: the primary (domain $pid0) is gone or dying" ||
 		not_ok "$mode, $loss: the primary (domain $pid0) is gone" "$(xl list 2>&1 | tr '\n' '|')"
 	# The standby is the guest now, under the guest's name.

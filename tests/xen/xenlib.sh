@@ -78,3 +78,41 @@ recv_wait() {
 	fi
 	wait "$1"
 }
+
+# xen_took_over WHAT RC RECV_ERR: the TAP checks of one takeover by a Xen
+# standby, from zd-recv's exit status RC and its -v stderr RECV_ERR:
+# zd-recv took over exactly once (exit 0, one "taking over" line, the
+# standby started once), and --verify found the standby's memory equal to
+# the replica at the committed epoch before it started it.
+xen_took_over() {
+	local what=$1 rc=$2 err=$3 n_take n_run
+	n_take=$(grep -c 'taking over at epoch' "$err")
+	n_run=$(grep -c 'standby xen:.* running at epoch' "$err")
+	if [ "$rc" = 0 ] && [ "$n_take" = 1 ] && [ "$n_run" = 1 ]; then
+		ok "$what: zd-recv fenced the primary and started the standby, exactly once (exit 0)"
+	else
+		not_ok "$what: zd-recv fenced the primary and started the standby, exactly once" \
+			"exit $rc, $n_take takeover(s), $n_run start(s): $(tail -n 6 "$err")"
+	fi
+	if grep -q "standby: --verify: memory = the replica's epoch" "$err"; then
+		ok "$what: --verify: the standby's memory = the replica at the committed epoch, before it started"
+	else
+		not_ok "$what: --verify before the start" "$(grep -i 'verify\|standby' "$err" | tail -n 3)"
+	fi
+}
+
+# xen_serving_guest NAME: the TAP start of a script that needs a guest with
+# a vif serving at $XEN_GUEST_ADDR (xen_guest_up with XEN_GUEST_NET=1),
+# destroyed at exit. One that does not come up is the emulation's, before
+# zd touches it: the whole script is skipped, saying so.
+xen_serving_guest() {
+	if ! XEN_GUEST_NET=1 xen_guest_up "$1"; then
+		skip "a PVH guest with a vif boots and serves" "it did not come up in 3 tries under QEMU TCG (see the lines above)"
+		done_testing
+	fi
+	at_exit "xl destroy $1"
+	ok "a PVH guest with a vif boots and serves"
+}
+
+# jfield FILE KEY: a whole number in zd-client's one-line JSON summary.
+jfield() { sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$1"; }
