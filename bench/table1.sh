@@ -456,15 +456,15 @@ plots() {
 			print $(c["dirty_mean"]), $(c["stall_p50_ns"]) / 1e6,
 			      ($(c["stall_p50_ns_lo"]) != "" ? $(c["stall_p50_ns_lo"]) : $(c["stall_p50_ns"])) / 1e6,
 			      ($(c["stall_p50_ns_hi"]) != "" ? $(c["stall_p50_ns_hi"]) : $(c["stall_p50_ns"])) / 1e6}' "$t" | sort -g >"$f"
-		[ -s "$f" ] && cmds+=("'$f' using 1:2:3:4 with yerrorlines lw 2 lc $(mcol $m) title '$m, guest stall p50 (spread of rounds)'")
+		[ -s "$f" ] && cmds+=("'$f' using 1:2:3:4 with yerrorlines lw 2 lc $(mcol $m) title '$m stall p50'")
 		f=$tmp/stallpause.$m
 		sel "$t" "mode=$m output_commit=off" dirty_mean pause_p50_ns | awk '{print $1, $2 / 1e6}' >"$f"
-		[ -s "$f" ] && cmds+=("'$f' using 1:2 with lines dashtype 2 lc $(mcol $m) title '$m, pause p50'")
+		[ -s "$f" ] && cmds+=("'$f' using 1:2 with linespoints pt 1 lc $(mcol $m) title '$m pause p50'")
 		f=$tmp/gstall.$m
 		sel "$t" "mode=$m output_commit=off" dirty_mean guest_stall_p50_ns | awk '{print $1, $2 / 1e6}' >"$f"
-		[ -s "$f" ] && cmds+=("'$f' using 1:2 with points pt 4 ps 1.5 lc $(mcol $m) title '$m, the guest own clock: stops >= 40 us, p50'")
+		[ -s "$f" ] && cmds+=("'$f' using 1:2 with points pt 4 ps 1.5 lc $(mcol $m) title '$m guest clock p50'")
 	done
-	gp "$out/table1.stall.png" "Guest stall per epoch (pause + copy-on-write faults + re-armed pages) beside the pause" \
+	gp "$out/table1.stall.png" "Guest stall per epoch beside the pause; squares: the guest's own clock" \
 		"dirty pages per epoch reached (mean)" "per epoch (ms)" xy "${cmds[@]}"
 	# Figure 4: by interval at 1024 pages; the paper's 25 ms point (Table 1).
 	cmds=()
