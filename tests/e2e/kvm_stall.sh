@@ -37,6 +37,7 @@ run() {
 		return 1
 	fi
 	sleep 0.3
+	# shellcheck disable=SC2086 # SWAP_OPTS: zero or more words
 	timeout 600 zd-track "kvm:$S" --mode "$mode" --interval 25 --epochs "$EPOCHS" 2>"$d/track.err" |
 		timeout 600 zd-mru 2>"$d/mru.err" |
 		timeout 600 zd-swap ${SWAP_OPTS:-} 2>"$d/swap.err" |
