@@ -82,6 +82,7 @@ struct uffd_drain {
 	size_t ntouched, cap;
 	uint64_t gen;			/* drains finished (atomic reads) */
 	uint64_t faults, fault_ns, stale;
+	uint64_t block_ns;		/* read() of the message → the writer woken */
 	char err[160];			/* the handler's failure, "" if none */
 	bool vm_gone;			/* an ioctl said ESRCH: zd-vm's mm is gone */
 };
@@ -120,7 +121,8 @@ static void wake(struct uffd_drain *u, uint64_t pfn)
 	ioctl(u->uffd, UFFDIO_WAKE, &r);
 }
 
-static void serve(struct uffd_drain *u, const struct uffd_msg *m, uint64_t gen_at_read)
+static void serve(struct uffd_drain *u, const struct uffd_msg *m, uint64_t gen_at_read,
+		  uint64_t read_ns)
 {
 	uint64_t t0 = zd_now_ns(), addr = m->arg.pagefault.address, pfn;
 
@@ -144,6 +146,8 @@ static void serve(struct uffd_drain *u, const struct uffd_msg *m, uint64_t gen_a
 				 strerror(errno));
 		u->faults++;
 		u->fault_ns += zd_now_ns() - t0;
+		/* Messages read together wait for each other: from the read. */
+		u->block_ns += zd_now_ns() - read_ns;
 	}
 	pthread_mutex_unlock(&u->mu);
 }
@@ -176,8 +180,10 @@ static void *handler(void *arg)
 			pthread_mutex_unlock(&u->mu);
 			break;
 		}
+		uint64_t read_ns = zd_now_ns();
+
 		for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++)
-			serve(u, &msgs[i], g);
+			serve(u, &msgs[i], g, read_ns);
 	}
 	return NULL;
 }
@@ -282,7 +288,7 @@ static int uffd_drain(struct zd_capture *c, uint64_t epoch, const struct zd_page
 	struct zd_target *t = zd_capture_target(c);
 	const struct zd_pageset *f = zd_capture_dirty(c);
 	struct zd_pageset rest = ZD_PAGESET_INIT, chunk = ZD_PAGESET_INIT;
-	uint64_t t0 = zd_now_ns(), from_faults = 0, faults, fault_ns, stale, delay;
+	uint64_t t0 = zd_now_ns(), from_faults = 0, faults, fault_ns, stale, delay, block_ns;
 	uint8_t *buf;
 	int rc = 0;
 
@@ -335,8 +341,8 @@ static int uffd_drain(struct zd_capture *c, uint64_t epoch, const struct zd_page
 	/* zd-vm died under the drain: its tracker will say so (END status 3). */
 	if (rc == ZD_EXIT_TARGET && u->vm_gone)
 		t->vm_died = true;
-	faults = u->faults, fault_ns = u->fault_ns, stale = u->stale;
-	u->faults = u->fault_ns = u->stale = 0;
+	faults = u->faults, fault_ns = u->fault_ns, stale = u->stale, block_ns = u->block_ns;
+	u->faults = u->fault_ns = u->stale = u->block_ns = 0;
 	__atomic_add_fetch(&u->gen, 1, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&u->mu);
 	free(buf);
@@ -345,16 +351,17 @@ static int uffd_drain(struct zd_capture *c, uint64_t epoch, const struct zd_page
 	if (!rc) {
 		struct zd_capture_stats *st = zd_capture_stats_mut(c);
 		static const char *const keys[] = { "cow_faults", "fault_ns", "drain_ns",
-						    "preimages_sent", "stale_faults", "drained" };
-		double vals[6];
+						    "preimages_sent", "stale_faults", "drained",
+						    "cow_block_ns" };
+		double vals[7];
 
 		st->cow_faults = faults;
 		st->fault_ns = fault_ns;
 		st->drain_ns = zd_now_ns() - t0;
 		vals[0] = (double)faults, vals[1] = (double)fault_ns, vals[2] = (double)st->drain_ns;
 		vals[3] = (double)from_faults, vals[4] = (double)stale;
-		vals[5] = (double)zd_pageset_count(missing);
-		rc = zd_capture_emit_stat(c, epoch, keys, vals, 6);
+		vals[5] = (double)zd_pageset_count(missing), vals[6] = (double)block_ns;
+		rc = zd_capture_emit_stat(c, epoch, keys, vals, 7);
 	}
 	return rc;
 }

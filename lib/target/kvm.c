@@ -28,6 +28,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "vm/guest/abi.h"
 #include "vm/vmctl_client.h"
 #include "zd/fb.h"
 #include "zd/target.h"
@@ -635,6 +636,35 @@ out:
 	return rc;
 }
 
+/* zd-vm runs only its built-in guest, which keeps these counters in its
+ * service page (zd-vm's STATS reads the same page); read from our mapping
+ * while the vCPU is stopped, so no request to zd-vm and nothing added to
+ * the pause. A guest restored from an older replica has zeros there. */
+static int kvm_guest_clock(struct zd_target *t, struct zd_guest_clock *gc)
+{
+	struct kvm_priv *p = t->priv;
+	const volatile struct zdg_svc *s;
+	const volatile struct zdg_params *pa;
+	uint64_t hz;
+
+	if (!p->ram || p->ram_bytes < ZDG_MIN_MEM)
+		return -1;
+	s = (const volatile struct zdg_svc *)(p->ram + ZDG_SVC_GPA);
+	pa = (const volatile struct zdg_params *)(p->ram + ZDG_PARAM_GPA);
+	hz = pa->tsc_hz;
+	if (pa->abi != ZDG_ABI_VERSION || !hz)
+		return -1;
+#define NS(ticks) ((uint64_t)((double)(ticks) * 1e9 / (double)hz))
+	gc->lost_ns = NS(s->lost_ticks);
+	gc->lost_n = s->lost_n;
+	gc->stall_ns = NS(s->stall_ticks);
+	gc->stall_n = s->stall_n;
+	gc->wfault_ns = NS(s->wfault_ticks);
+	gc->wfault_n = s->wfault_n;
+#undef NS
+	return 0;
+}
+
 const struct zd_target_ops zd_target_kvm = {
 	.scheme = "kvm",
 	.usage = "kvm:PATH  a VM run by zd-vm, PATH being its --control socket",
@@ -659,4 +689,5 @@ const struct zd_target_ops zd_target_kvm = {
 	.export_fds = kvm_export_fds,
 	.import_fds = kvm_import_fds,
 	.guard = kvm_guard,
+	.guest_clock = kvm_guest_clock,
 };

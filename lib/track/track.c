@@ -76,6 +76,8 @@ int zd__track_pause(struct zd_track *k, uint64_t *t1_ns)
 	pthread_mutex_lock(&k->tlock);
 	*t1_ns = zd_now_ns();
 	r = k->t->ops->pause(k->t, k->epoch);
+	/* The vCPU is stopped: the guest's counters hold still. */
+	k->have_gc = r == 0 && k->t->ops->guest_clock && k->t->ops->guest_clock(k->t, &k->gc) == 0;
 	pthread_mutex_unlock(&k->tlock);
 	if (r < 0)
 		return target_fail(k, "pause");
@@ -321,11 +323,17 @@ int zd__emit_pages(struct zd_track *k, const struct zd_pageset *set, uint8_t fla
 
 int zd__emit_stat(struct zd_track *k, const char *const *keys, const double *vals, unsigned n)
 {
+	return zd__emit_stat_from(k, "track", keys, vals, n);
+}
+
+int zd__emit_stat_from(struct zd_track *k, const char *source, const char *const *keys,
+		       const double *vals, unsigned n)
+{
 	struct zd_record r;
 
 	zd_record_init(&r, ZD_REC_STAT);
 	r.u.stat.epoch = k->epoch;
-	snprintf(r.u.stat.source, sizeof(r.u.stat.source), "track");
+	snprintf(r.u.stat.source, sizeof(r.u.stat.source), "%s", source);
 	for (unsigned i = 0; i < n && i < ZD_STAT_MAX_KV; i++) {
 		snprintf(r.u.stat.kv[i].key, sizeof(r.u.stat.kv[i].key), "%s", keys[i]);
 		r.u.stat.kv[i].value = vals[i];
@@ -573,6 +581,39 @@ static int write_end(struct zd_track *k, uint64_t epochs, uint32_t status)
 	return zd__emit_flush(k);
 }
 
+/*
+ * STAT "guest": what the guest lost, by its own clock, from the previous
+ * pause to this one — the running time of this epoch, with the previous
+ * pause (the guest sees a gap only once it runs again), the faults of the
+ * previous frozen set's drain and this epoch's dirty-log faults.
+ * wfault_ns is the mean cost of one dirty-log write fault: zd-stat prices
+ * zddspt's re-armed pre-copied pages with it.
+ */
+static int emit_guest_stat(struct zd_track *k)
+{
+	static const char *const keys[] = { "lost_ns", "lost", "stall_ns", "stalls",
+					    "wfaults", "wfault_ns" };
+	const struct zd_guest_clock *a = &k->gc_prev, *b = &k->gc;
+	double vals[6];
+	int rc = 0;
+
+	if (k->have_gc && k->have_gc_prev && b->lost_ns >= a->lost_ns) {
+		uint64_t wn = b->wfault_n - a->wfault_n;
+
+		vals[0] = (double)(b->lost_ns - a->lost_ns);
+		vals[1] = (double)(b->lost_n - a->lost_n);
+		vals[2] = (double)(b->stall_ns - a->stall_ns);
+		vals[3] = (double)(b->stall_n - a->stall_n);
+		vals[4] = (double)wn;
+		vals[5] = wn ? (double)(b->wfault_ns - a->wfault_ns) / (double)wn : 0;
+		rc = zd__emit_stat_from(k, "guest", keys, vals, wn ? 6 : 5);
+	}
+	k->gc_prev = k->gc;
+	k->have_gc_prev = k->have_gc;
+	k->have_gc = false;
+	return rc;
+}
+
 static int loop(struct zd_track *k, const struct zd_mode_ops *mode)
 {
 	uint64_t done = 0;
@@ -593,6 +634,8 @@ static int loop(struct zd_track *k, const struct zd_mode_ops *mode)
 			r = mode->round(k);
 		if (r == 1)
 			break;
+		if (r == 0)
+			r = emit_guest_stat(k);
 		if (r < 0 || emit_acks(k) < 0 || zd__emit_flush(k) < 0) {
 			/* A VM that died is the loss the backup exists for:
 			 * END says so, and zd-recv takes over. */

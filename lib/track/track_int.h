@@ -44,6 +44,10 @@ struct zd_track {
 	bool hold_warned;	/* --max-hold exceeded, said so */
 	uint64_t hold_since_ns;	/* T1 of the oldest epoch held then */
 	uint32_t said_fallback;	/* zddspt: a bit per fallback reason told on stderr */
+	/* The guest's lost-time counters read at this epoch's pause and at
+	 * the last one (STAT "guest": the difference). */
+	struct zd_guest_clock gc, gc_prev;
+	bool have_gc, have_gc_prev;
 
 	pthread_mutex_t amu;		/* the two fields below */
 	struct { uint64_t epoch, t1_ns; } t1[T1_RING];
@@ -117,6 +121,8 @@ int zd__emit_set(struct zd_track *k, uint16_t type, const struct zd_pageset *set
 int zd__emit_pages(struct zd_track *k, const struct zd_pageset *set, uint8_t flags);	/* from k->buf */
 int zd__emit_record(struct zd_track *k, const struct zd_record *r);
 int zd__emit_stat(struct zd_track *k, const char *const *keys, const double *vals, unsigned n);
+int zd__emit_stat_from(struct zd_track *k, const char *source, const char *const *keys,
+		       const double *vals, unsigned n);
 int zd__emit_flush(struct zd_track *k);
 
 /* remus: wait for the backup before resuming. 0, or -1 (k->rc set). */

@@ -138,6 +138,8 @@ static void fill_stats(struct zd_vm *vm, struct zd_vm_stats *st)
 	st->disk_done = __atomic_load_n(&((const struct zdg_disk *)(vm->ram + ZDG_DISK_GPA))->done,
 					__ATOMIC_RELAXED);
 	st->disk_overflows = vm->n_disk_overflows;
+	st->guest_lost_ticks = __atomic_load_n(&svc->lost_ticks, __ATOMIC_RELAXED);
+	st->guest_stall_ticks = __atomic_load_n(&svc->stall_ticks, __ATOMIC_RELAXED);
 }
 
 /* Handle one request. Returns 1 after STOP, -1 when the client is gone. */

@@ -110,6 +110,8 @@ struct zd_vm_stats {
 	uint64_t disk_writes;		/* writes done by zd-vm */
 	uint64_t disk_done;		/* the guest's counter (zdg_disk.done) */
 	uint64_t disk_overflows;	/* writes logged NODATA or ALL */
+	/* appended: the guest's own lost time (zdg_svc), TSC ticks */
+	uint64_t guest_lost_ticks, guest_stall_ticks;
 };
 
 #endif

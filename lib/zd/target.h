@@ -23,6 +23,14 @@
 
 struct zd_target;
 
+/* What a guest measured of its own lost time (zd-vm's built-in guest:
+ * lib/vm/guest/abi.h, struct zdg_svc), in ns since it started. */
+struct zd_guest_clock {
+	uint64_t lost_ns, lost_n;	/* every gap >= 2 us it did not ask for */
+	uint64_t stall_ns, stall_n;	/* the gaps >= 40 us among them */
+	uint64_t wfault_ns, wfault_n;	/* page writes of 2-40 us: dirty-log faults */
+};
+
 struct zd_target_ops {
 	const char *scheme;		/* "kvm", "synth", "trace", "xen" */
 	const char *usage;		/* one line for --help and the man page */
@@ -104,6 +112,12 @@ struct zd_target_ops {
 	 * in the VM monitor (fault addresses are there) and our read-only
 	 * mapping of it. Returns -1 if the target has no guard. */
 	int (*guard)(struct zd_target *t, int *uffd, uint64_t *base, const uint8_t **ram);
+
+	/* Optional, tracker role, called while paused: the guest's own
+	 * account of the time it lost so far (counters that only grow; the
+	 * tracker reports each epoch's difference). Returns -1 if the target
+	 * has no such figures. */
+	int (*guest_clock)(struct zd_target *t, struct zd_guest_clock *gc);
 };
 
 struct zd_target {
