@@ -319,8 +319,8 @@ measure_all() {
 	work=$(mktemp -d "${TMPDIR:-/tmp}/zd-bench.XXXXXX")
 	# One build for the whole run: a `make` elsewhere rewrites bin/zd in
 	# place, under the feet of a bash reading it.
-	# (zd and zd-measure source ../cmd/zd-common.bash from beside bin/)
-	cp -a "$top/bin" "$work/bin" && mkdir -p "$work/cmd" && cp -a "$top/cmd/zd-common.bash" "$work/cmd/" &&
+	# (zd and zd-measure source ../lib/sh/zd-common.bash from beside bin/)
+	cp -a "$top/bin" "$work/bin" && mkdir -p "$work/lib/sh" && cp -a "$top/lib/sh/zd-common.bash" "$work/lib/sh/" &&
 		export PATH="$work/bin:$PATH"
 	t0=$SECONDS
 	echo "bench/table1: $(date -u '+%F %T') UTC, emulated=$emulated, modes: $modes, epochs $epochs (+${ZD_WARM_EPOCHS} warm-up), ZD_KVM_GUARD=${ZD_KVM_GUARD:-1} (the copy-on-write guard of zddspt: 1 on, the default)" >&2
