@@ -29,6 +29,7 @@ struct zd_capture {
 	struct zd_target *t;
 	uint64_t epoch;			/* the open epoch, 0 = none */
 	bool inline_pages;		/* the tracker sends this epoch's pages */
+	bool wp_exact;			/* ZD_CKPT_WP_EXACT */
 	struct zd_pageset dirty;
 	struct zd_pageset covered;
 	struct zd_capture_stats stats;
@@ -113,6 +114,7 @@ bool zd_capture_vm_died(const struct zd_capture *c) { return c->t && c->t->vm_di
 void **zd_capture_drain_state(struct zd_capture *c) { return &c->drain_state; }
 struct zd_capture_stats *zd_capture_stats_mut(struct zd_capture *c) { return &c->stats; }
 const struct zd_pageset *zd_capture_dirty(const struct zd_capture *c) { return &c->dirty; }
+bool zd_capture_wp_exact(const struct zd_capture *c) { return c->wp_exact; }
 
 int zd_capture_emit_stat(struct zd_capture *c, uint64_t epoch, const char *const *keys,
 			 const double *vals, unsigned n)
@@ -180,6 +182,7 @@ static void open_epoch(struct zd_capture *c, uint64_t epoch)
 {
 	c->epoch = epoch;
 	c->inline_pages = false;
+	c->wp_exact = false;
 	zd_pageset_clear(&c->dirty);
 	zd_pageset_clear(&c->covered);
 }
@@ -240,6 +243,7 @@ int zd_capture_feed(struct zd_capture *c, const struct zd_record *r)
 		if (c->epoch != r->u.ckpt.epoch)
 			open_epoch(c, r->u.ckpt.epoch);
 		c->inline_pages = r->u.ckpt.flags & ZD_CKPT_PAGES_INLINE;
+		c->wp_exact = r->u.ckpt.flags & ZD_CKPT_WP_EXACT;
 		break;
 	case ZD_REC_DIRTY:
 		if (c->epoch && r->u.dirty.epoch == c->epoch)

@@ -30,7 +30,7 @@
 /* The backup copies from the paused VM: flushed now, or it waits for us. */
 static int send_checkpoint(struct zd_track *k, const struct track_round *rd)
 {
-	if (zd__track_send_checkpoint(k, rd, false) < 0)
+	if (zd__track_send_checkpoint(k, rd, NULL, NULL) < 0)
 		return -1;
 	return zd__emit_flush(k);
 }

@@ -10,13 +10,23 @@
  *                              interval
  *   precopy                    T0..T1: P = dirty so far ∩ the standby set
  *                              (STANDBY from zd-mru on the feedback socket,
- *                              else last epoch's pages); re-arm exactly P (a
- *                              later write to it is seen again at T1); copy P
- *                              and send it as PAGES (PRECOPY) while the VM runs
+ *                              else last epoch's pages), less the pages that
+ *                              were written again after their pre-copy last
+ *                              epoch (k->rewritten: they go with F, copied at
+ *                              the pause); re-arm exactly P (a later write to
+ *                              it is seen again at T1); copy P and send it as
+ *                              PAGES (PRECOPY) while the VM runs
  *   run_until_t1               the VM runs on until T1
  *   choose_guard               protect F, or copy it at the pause (enum
  *                              fallback says why); waits for the previous
  *                              epoch's DRAINED
+ *   pause_and_guard            T1 to resume as one target request (kvm:
+ *                              zd-vm's CHECKPOINT, lib/vm/vm_ckpt.c): F
+ *                              harvested, the pages the guest is predicted
+ *                              to write first and short runs copied at the
+ *                              pause, exactly the rest protected, re-armed,
+ *                              state saved, resumed; where the target
+ *                              cannot, the six steps below instead
  *   zd__track_pause            T1
  *   harvest_frozen             the main table's pages become the frozen set F
  *   protect_frozen             the copy-on-write guard over F, or F copied now
@@ -32,9 +42,20 @@
  *   release_output_on_ack      (track.c, on the feedback thread) the epoch's
  *                              output goes out on the backup's ACK
  *
- * No page is copied while the VM is stopped. DIRTY carries only F, the
- * pages still to capture at checkpoint time; a page of P that is not in F
- * kept its pre-copied contents. The epoch's pages are P ∪ F.
+ * DIRTY carries only F, the pages still to capture at checkpoint time; a
+ * page of P that is not in F kept its pre-copied contents. The epoch's
+ * pages are P ∪ F.
+ *
+ * Why part of F is copied at the pause (pause_and_guard), measured on
+ * kvm_pvm (KVM-NOTES.md and issue 15): a protect call costs ~1-1.5 us, a
+ * page copied ~0.5-0.8 us of pause; a guest write to a protected page
+ * before the drain costs a ~60 us fault, and every protected page's KVM
+ * mapping is dropped twice (protect, un-protect), which the guest pays
+ * for in re-faults. Copying the predicted-hot pages and short runs, up to
+ * a budget, and protecting only long runs beyond it, keeps both the pause
+ * and the faults small. The pages copied go out as PAGES with the
+ * CHECKPOINT (flag WP_EXACT: exactly the rest of F is protected), zd-swap
+ * drains the rest.
  *
  * A live target without write-protect (copy_frozen_paused: xen:, or
  * kvm: whose zd-vm has no uffd guard: protect returns 1) cannot keep F's
@@ -72,6 +93,14 @@ enum fallback {
 struct zddspt_round {
 	struct track_round base;
 	struct zd_pageset precopied;	/* P */
+	struct zd_pageset hint;		/* the standby set P was taken from */
+	/* The pause was one target request (pause_and_guard): F minus
+	 * `copied` is write-protected, `copied` was copied at the pause. */
+	bool one_request;
+	struct zd_pageset copied;
+	const uint8_t *copy_data;
+	uint64_t protect_calls, copy_ns, stop_ns, harvest_ns, rearm_ns, state_ns;
+	uint64_t kept_out;		/* k->rewritten at T0 */
 	/* The target gives F back after the fact (synth:, trace:): nothing
 	 * to protect or copy. */
 	bool replay;
@@ -92,23 +121,32 @@ static int run_until_t0(struct zd_track *k)
 
 static int precopy(struct zd_track *k, struct zddspt_round *rd)
 {
-	struct zd_pageset hint = ZD_PAGESET_INIT, sofar = ZD_PAGESET_INIT;
+	struct zd_pageset sofar = ZD_PAGESET_INIT, *hint = &rd->hint;
 	struct zd_pageset *p = &rd->precopied;
 	int rc = -1;
 
 	rd->base.c.t0_ns = zd_now_ns();
-	if (zd_fbserver_standby(k->fb, &hint) == 0 && zd_pageset_copy(&hint, &k->prev) < 0)
+	if (zd_fbserver_standby(k->fb, hint) == 0 && zd_pageset_copy(hint, &k->prev) < 0)
 		goto out;
 	if (zd__track_harvest(k, &sofar) < 0)
 		goto out;
-	zd_pageset_intersect(p, &sofar, &hint);
+	zd_pageset_intersect(p, &sofar, hint);
+	/* A page the guest wrote again after its pre-copy last epoch is
+	 * likely to be written again before T1: re-arming it now would cost
+	 * the guest a second dirty-log fault and the pre-copy would be sent
+	 * for nothing. It stays dirty, lands in F and is copied at the pause
+	 * first (it is in the hint). */
+	rd->kept_out = zd_pageset_count(&k->rewritten);
+	if (!zd_pageset_empty(&k->rewritten)) {
+		zd_pageset_subtract(&sofar, p, &k->rewritten);
+		zd_pageset_swap(&sofar, p);
+	}
 	if (zd__track_rearm(k, p) < 0 || zd__track_read_pages(k, p) < 0)
 		goto out;
 	rc = zd__emit_pages(k, p, ZD_PAGES_PRECOPY);
 	if (rc == 0)
 		rc = zd__emit_flush(k);
 out:
-	zd_pageset_free(&hint);
 	zd_pageset_free(&sofar);
 	return rc;
 }
@@ -158,6 +196,63 @@ static void choose_guard(struct zd_track *k, struct zddspt_round *rd)
 		rd->why = guard_available(k);
 }
 
+/* The guard's policy (vm_ckpt.c split_frozen): at most COPY_MAX pages of
+ * F copied at the pause, predicted-hot ones first, then runs shorter than
+ * PROTECT_RUN pages; the rest write-protected, run by run. */
+static uint32_t policy_env(const char *name, uint32_t dflt)
+{
+	const char *v = getenv(name);
+	char *end;
+	unsigned long n;
+
+	if (!v || !*v)
+		return dflt;
+	n = strtoul(v, &end, 10);
+	return *end || n > UINT32_MAX ? dflt : (uint32_t)n;
+}
+
+/*
+ * T1 to resume as one target request (zd_target_ops.checkpoint): pause,
+ * harvest F, copy the pages of F the guest is likely to write soon and
+ * the short runs, write-protect exactly the rest, re-arm, [memsum], state,
+ * resume. 1: the target cannot (or a resync makes F every page, which the
+ * step-by-step pause handles); nothing was done.
+ */
+static int pause_and_guard(struct zd_track *k, struct zddspt_round *rd)
+{
+	struct zd_pageset hint = ZD_PAGESET_INIT;
+	struct zd_target_ckpt ck = {
+		.copy_max = policy_env("ZD_ZDDSPT_COPY_MAX", 512),
+		.protect_run = policy_env("ZD_ZDDSPT_PROTECT_RUN", 8),
+		.copied = &rd->copied,
+	};
+	int rc;
+
+	if (rd->replay || rd->why != FB_NONE || zd_fbserver_resync_asked(k->fb) ||
+	    policy_env("ZD_ZDDSPT_ONE_REQUEST", 1) == 0)
+		return 1;
+	/* Written first after the resume: the pages kept out of the pre-copy,
+	 * and the standby set's. */
+	zd_pageset_union(&hint, &rd->hint, &k->rewritten);
+	ck.hint = zd_pageset_empty(&hint) ? NULL : &hint;
+	rc = zd__track_checkpoint(k, &rd->base, &ck);
+	zd_pageset_free(&hint);
+	free(ck.state);
+	if (rc)
+		return rc;
+	rd->one_request = true;
+	rd->base.c.flags |= ZD_CKPT_WP_EXACT;
+	rd->copy_data = ck.copy_data;
+	rd->protect_ns = ck.protect_ns;
+	rd->protect_calls = ck.protect_calls;
+	rd->copy_ns = ck.copy_ns;
+	rd->stop_ns = ck.stop_ns;
+	rd->harvest_ns = ck.harvest_ns;
+	rd->rearm_ns = ck.rearm_ns;
+	rd->state_ns = ck.state_ns;
+	return 0;
+}
+
 static int harvest_frozen(struct zd_track *k, struct zddspt_round *rd)
 {
 	if (zd__track_harvest(k, &k->dirty) < 0)
@@ -204,9 +299,11 @@ static int swap_tables(struct zd_track *k)
 
 static int send_checkpoint(struct zd_track *k, struct zddspt_round *rd)
 {
+	if (rd->one_request)
+		return zd__track_send_checkpoint(k, &rd->base, &rd->copied, rd->copy_data);
 	if (copies_frozen(rd))
 		rd->base.c.flags |= ZD_CKPT_PAGES_INLINE;
-	return zd__track_send_checkpoint(k, &rd->base, copies_frozen(rd));
+	return zd__track_send_checkpoint(k, &rd->base, copies_frozen(rd) ? &k->dirty : NULL, k->buf);
 }
 
 static void say_fallback(struct zd_track *k, enum fallback why)
@@ -235,19 +332,57 @@ static void say_fallback(struct zd_track *k, enum fallback why)
 static int report_epoch(struct zd_track *k, const struct zddspt_round *rd)
 {
 	static const char *const keys[] = { "pause_ns", "protect_ns", "precopy",
-					    "precopy_redirtied", "frozen", "guarded", "fallback" };
+					    "precopy_redirtied", "frozen", "guarded", "fallback",
+					    "one_request", "vcpu_stopped_ns", "copied_at_pause",
+					    "protected", "protect_calls", "copy_ns", "stop_ns",
+					    "harvest_ns", "rearm_ns", "state_ns", "kept_out" };
+	uint64_t copied = rd->one_request ? zd_pageset_count(&rd->copied) : 0;
 	double vals[] = { (double)rd->base.c.pause_ns, (double)rd->protect_ns,
 			  (double)zd_pageset_count(&rd->precopied),
 			  (double)zd_pageset_intersect_count(&rd->precopied, &k->dirty),
 			  (double)zd_pageset_count(&k->dirty), copies_frozen(rd) ? 0.0 : 1.0,
-			  (double)rd->why };
+			  (double)rd->why, rd->one_request ? 1.0 : 0.0, (double)zd__track_vcpu_stopped_ns(k),
+			  (double)copied,
+			  copies_frozen(rd) || rd->replay ? 0.0 : (double)(zd_pageset_count(&k->dirty) - copied),
+			  (double)rd->protect_calls, (double)rd->copy_ns, (double)rd->stop_ns,
+			  (double)rd->harvest_ns, (double)rd->rearm_ns, (double)rd->state_ns,
+			  (double)rd->kept_out };
 
-	return zd__emit_stat(k, keys, vals, 7);
+	_Static_assert(ZD_ARRAY_SIZE(keys) == ZD_ARRAY_SIZE(vals), "a value per key");
+	return zd__emit_stat(k, keys, vals, ZD_ARRAY_SIZE(keys));
+}
+
+/* The pages to keep out of the next pre-copy: those written again after
+ * their pre-copy (P ∩ F), and those kept out this time that were written
+ * again (they were not re-armed at T0, so this says written during the
+ * epoch: a hot page). At most a quarter of the copy budget, so that most
+ * of it stays for F's other pages. Only where F's pages are copied at the
+ * pause: elsewhere they would be protected, and a fault costs more than
+ * the dirty-log fault saved. */
+static void keep_rewritten(struct zd_track *k, const struct zddspt_round *rd)
+{
+	struct zd_pageset hot = ZD_PAGESET_INIT, again = ZD_PAGESET_INIT;
+	uint64_t max = policy_env("ZD_ZDDSPT_COPY_MAX", 512) / 4;
+
+	zd_pageset_clear(&k->rewritten);
+	if (!rd->one_request || !max)
+		return;
+	zd_pageset_intersect(&hot, &rd->precopied, &k->dirty);
+	zd_pageset_intersect(&again, &k->dirty, &k->rewritten);
+	zd_pageset_union(&k->rewritten, &hot, &again);
+	if (zd_pageset_count(&k->rewritten) > max) {
+		zd_pageset_clear(&hot);
+		zd_pageset_take_front(&hot, &k->rewritten, max);
+		zd_pageset_swap(&hot, &k->rewritten);
+	}
+	zd_pageset_free(&hot);
+	zd_pageset_free(&again);
 }
 
 static int zddspt_round(struct zd_track *k)
 {
-	struct zddspt_round rd = { .precopied = ZD_PAGESET_INIT };
+	struct zddspt_round rd = { .precopied = ZD_PAGESET_INIT, .hint = ZD_PAGESET_INIT,
+				   .copied = ZD_PAGESET_INIT };
 	struct zd_rec_checkpoint *c = &rd.base.c;
 	int rc;
 
@@ -258,12 +393,18 @@ static int zddspt_round(struct zd_track *k)
 	if (precopy(k, &rd) < 0 || run_until_t1(k) < 0)
 		goto out;
 	choose_guard(k, &rd);
-	if (zd__track_pause(k, &c->t1_ns) < 0)
+	rc = pause_and_guard(k, &rd);
+	if (rc < 0)
 		goto out;
-	if (harvest_frozen(k, &rd) < 0 || protect_frozen(k, &rd) < 0 || swap_tables(k) < 0 ||
-	    zd__track_save_state(k, &rd.base) < 0 || zd__track_resume(k, &c->resume_ns) < 0) {
-		zd__track_resume_quietly(k);
-		goto out;
+	rc = -1;
+	if (!rd.one_request) {
+		if (zd__track_pause(k, &c->t1_ns) < 0)
+			goto out;
+		if (harvest_frozen(k, &rd) < 0 || protect_frozen(k, &rd) < 0 || swap_tables(k) < 0 ||
+		    zd__track_save_state(k, &rd.base) < 0 || zd__track_resume(k, &c->resume_ns) < 0) {
+			zd__track_resume_quietly(k);
+			goto out;
+		}
 	}
 	c->pause_ns = c->resume_ns - c->t1_ns;
 	rc = send_checkpoint(k, &rd);
@@ -272,9 +413,12 @@ static int zddspt_round(struct zd_track *k)
 		rc = report_epoch(k, &rd);
 	/* The next epoch's fallback hint: every page this epoch changed. */
 	zd_pageset_union(&k->prev, &rd.precopied, &k->dirty);
+	keep_rewritten(k, &rd);
 out:
 	zd__track_round_free(&rd.base);
 	zd_pageset_free(&rd.precopied);
+	zd_pageset_free(&rd.hint);
+	zd_pageset_free(&rd.copied);
 	return rc;
 }
 

@@ -36,6 +36,8 @@ struct zd_track {
 	uint64_t run_start_ns;		/* the VM's last resume: epoch start */
 	struct zd_pageset dirty;	/* harvested at T1 */
 	struct zd_pageset prev;		/* last epoch's pages: zddspt's fallback hint */
+	struct zd_pageset rewritten;	/* zddspt: pages written again after their
+					 * pre-copy, kept out of the next one */
 	uint8_t *buf;			/* page copies */
 	size_t buf_cap;
 	bool said_open_loop;
@@ -81,6 +83,10 @@ struct track_round {
 	uint64_t harvest_ns;		/* zd__track_harvest_all's time */
 };
 
+/* The time the guest stood still at the last pause by the VM monitor's
+ * clock (vCPU parked to resumed), 0 where the target does not say. */
+uint64_t zd__track_vcpu_stopped_ns(const struct zd_track *k);
+
 /* --- steps, in the order a round uses them (track.c) --- */
 int zd__track_fail(struct zd_track *k, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -101,9 +107,13 @@ int zd__track_read_pages(struct zd_track *k, const struct zd_pageset *set);	/* i
 int zd__track_save_state(struct zd_track *k, struct track_round *rd);
 int zd__track_resume(struct zd_track *k, uint64_t *resume_ns);
 void zd__track_resume_quietly(struct zd_track *k);	/* after a failure while paused */
-/* CHECKPOINT, DIRTY (k->dirty), PAGES of it from k->buf if with_pages,
+/* zddspt: pause … resume as one target request (track.c); 0, 1 = the
+ * target cannot (nothing done), -1 (k->rc set). */
+int zd__track_checkpoint(struct zd_track *k, struct track_round *rd, struct zd_target_ckpt *ck);
+/* CHECKPOINT, DIRTY (k->dirty), PAGES of `pages` from data (NULL: none),
  * STATE, COMMIT: the epoch as the stages downstream read it. */
-int zd__track_send_checkpoint(struct zd_track *k, const struct track_round *rd, bool with_pages);
+int zd__track_send_checkpoint(struct zd_track *k, const struct track_round *rd,
+			      const struct zd_pageset *pages, const uint8_t *data);
 void zd__track_round_free(struct track_round *rd);
 /* track_disk.c: the epoch's disk writes into rd (paused; the whole disk
  * on the run's first epoch and on a FULL one), [disksum into the COMMIT],
@@ -115,6 +125,8 @@ void zd__track_disk_free(struct track_round *rd);
 int zd__emit_checkpoint(struct zd_track *k, const struct zd_rec_checkpoint *c);
 int zd__emit_set(struct zd_track *k, uint16_t type, const struct zd_pageset *set);
 int zd__emit_pages(struct zd_track *k, const struct zd_pageset *set, uint8_t flags);	/* from k->buf */
+int zd__emit_pages_from(struct zd_track *k, const struct zd_pageset *set, const uint8_t *data,
+			uint8_t flags);
 int zd__emit_record(struct zd_track *k, const struct zd_record *r);
 int zd__emit_stat(struct zd_track *k, const char *const *keys, const double *vals, unsigned n);
 int zd__emit_flush(struct zd_track *k);

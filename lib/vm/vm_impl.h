@@ -116,6 +116,11 @@ struct zd_vm {
 	uint8_t *ram;
 	uint64_t mem_bytes, npages;
 	int uffd;			/* write-protect guard, -1 = none (vm_uffd.c) */
+	/* CHECKPOINT's copy area (vm_ckpt.c): a memfd the tracker maps,
+	 * made at the first COPY_INFO. */
+	int copyfd;
+	uint8_t *copy;
+	uint64_t copy_pages;
 
 	/* Dirty tracking. The bitmap area (a second memfd shared with the
 	 * tracker) holds bm_out then bm_in, nwords each. */
@@ -273,6 +278,14 @@ void zd_vm_output_push(struct zd_vm *vm, uint64_t client, uint64_t seq);
 int zd_vm_uffd_open(struct zd_vm *vm);
 void zd_vm_uffd_close(struct zd_vm *vm);
 int64_t zd_vm_uffd_protect(struct zd_vm *vm);
+/* Write-protect [first, first + count): 0 or -errno. */
+int zd_vm_uffd_wp(struct zd_vm *vm, uint64_t first, uint64_t count);
+
+/* vm_ckpt.c: COPY_INFO and CHECKPOINT (vmctl.h). */
+int zd_vm_copy_area(struct zd_vm *vm);
+void zd_vm_copy_area_free(struct zd_vm *vm);
+int zd_vm_checkpoint(struct zd_vm *vm, const struct zd_vmctl_req *req, struct zd_vmctl_ckpt *out,
+		     uint8_t **state, uint32_t *state_len);
 
 /* vm_disk.c: the block device. open does nothing without --disk. mmio is
  * the vCPU thread's ZDG_MMIO_DISK; log_reset starts the next epoch's log

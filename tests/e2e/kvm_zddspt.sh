@@ -14,7 +14,16 @@
 #     pre-image lost), faults in most drains;
 #   - "fallback": zd-vm without its uffd (ZD_VM_NO_UFFD=1): every epoch
 #     copies the frozen set while paused, says so in STAT (guarded=0,
-#     fallback=1) and the replica is still right.
+#     fallback=1) and the replica is still right;
+#   - "mixed": the pause as one CHECKPOINT request with the default
+#     policy but a small copy budget (ZD_ZDDSPT_COPY_MAX): in the same
+#     epochs part of the frozen set is copied at the pause and the rest
+#     write-protected (STAT copied_at_pause, protected), faults are
+#     served on the protected part, and the replica is still right;
+#   - "steps": the six-request pause (ZD_ZDDSPT_ONE_REQUEST=0, what a VM
+#     with a disk takes) with zd-vm's coalesced PROTECT, still right.
+# "hot" and "storm" run with ZD_ZDDSPT_COPY_MAX=0: nothing copied at the
+# pause, so every page of the frozen set is guarded and faults are sure.
 # Per-epoch figures (pause, faults, fault cost, drain time) go out as TAP
 # comments. Then remus, buffered and zddspt at one workload,
 # $ZD_ZDDSPT_CMP_EPOCHS epochs each, to print the pause figures side by
@@ -125,6 +134,18 @@ check_guard() {
 	fi
 }
 
+# The pause was one CHECKPOINT request in every guarded epoch, and zd-vm
+# says how long the vCPU stood still.
+check_one_request() {
+	local name=$1 d=$TMP/$1 g o
+	g=$(stat_vals "$d/send.log" track guarded | awk '$1 == 1' | wc -l)
+	o=$(stat_vals "$d/send.log" track one_request | awk '$1 == 1' | wc -l)
+	if [ "$g" -gt 0 ] && [ "$o" -eq "$g" ]; then ok "$name: the pause of all $g guarded epochs was one CHECKPOINT request"
+	else not_ok "$name: the pause of every guarded epoch was one CHECKPOINT request" "$o of $g"; fi
+	stat_vals "$d/send.log" track vcpu_stopped_ns | awk '{printf "%.0f\n", $1 / 1000}' >"$d/e.stopped"
+	echo "# $name: vCPU stopped p50/p99/max $(pct 50 <"$d/e.stopped")/$(pct 99 <"$d/e.stopped")/$(pct 100 <"$d/e.stopped") us (zd-vm's clock, park to resume); copied at the pause mean $(stat_vals "$d/send.log" track copied_at_pause | awk '{s+=$1} END {printf "%.0f", NR ? s/NR : 0}'), protected mean $(stat_vals "$d/send.log" track protected | awk '{s+=$1} END {printf "%.0f", NR ? s/NR : 0}')"
+}
+
 # The zddspt guard is the default on kvm: (ZD_ZDDSPT_GUARD=0 skips these).
 if [ "${ZD_ZDDSPT_GUARD:-1}" = 1 ]; then
 	if [ -z "${ZD_ZDDSPT_NO_HOT:-}" ]; then
@@ -135,11 +156,23 @@ if [ "${ZD_ZDDSPT_GUARD:-1}" = 1 ]; then
 		# loaded by other work the guest gets less CPU in the 5 ms; 185
 		# of 198 drains faulted at load 7).
 		SWAP_OPTS="--drain-delay ${ZD_ZDDSPT_DRAIN_DELAY:-5}"
-		run_mode hot zddspt "$EPOCHS" dirty=80000,hot=0.5,span=4M
+		ZD_ZDDSPT_COPY_MAX=0 run_mode hot zddspt "$EPOCHS" dirty=80000,hot=0.5,span=4M
 		check_guard hot 90
+		check_one_request hot
 	fi
-	run_mode storm zddspt "${ZD_ZDDSPT_STORM_EPOCHS:-40}" dirty=1000000,hot=1,span=256K,hotset=256K
+	ZD_ZDDSPT_COPY_MAX=0 run_mode storm zddspt "${ZD_ZDDSPT_STORM_EPOCHS:-40}" dirty=1000000,hot=1,span=256K,hotset=256K
 	check_guard storm 50
+	SWAP_OPTS="--drain-delay ${ZD_ZDDSPT_DRAIN_DELAY:-5}"
+	ZD_ZDDSPT_COPY_MAX=${ZD_ZDDSPT_MIXED_COPY:-48} run_mode mixed zddspt "${ZD_ZDDSPT_MIXED_EPOCHS:-100}" dirty=80000,hot=0.5,span=4M
+	check_guard mixed 50
+	check_one_request mixed
+	# Both halves of the guard in one epoch, in most epochs.
+	both=$(grep '"source":"track"' "$TMP/mixed/send.log" | jq -s '[.[] | select(.values.copied_at_pause > 0 and .values.protected > 0)] | length')
+	n=$(grep -c '"source":"track"' "$TMP/mixed/send.log")
+	if [ "$both" -ge $((n * 8 / 10)) ]; then ok "mixed: $both of $n epochs copied part of the frozen set at the pause and protected the rest"
+	else not_ok "mixed: epochs with pages both copied at the pause and protected" "$both of $n"; fi
+	ZD_ZDDSPT_ONE_REQUEST=0 run_mode steps zddspt "${ZD_ZDDSPT_STEPS_EPOCHS:-60}" dirty=80000,hot=0.5,span=4M
+	check_guard steps 50
 	SWAP_OPTS=
 	run_mode fallback zddspt "${ZD_ZDDSPT_FALLBACK_EPOCHS:-6}" dirty=80000,hot=0.5,span=4M ZD_VM_NO_UFFD=1
 	# Epoch 1 may say 2 (zd-swap not joined yet); every later one 1.
