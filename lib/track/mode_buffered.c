@@ -63,7 +63,7 @@ static int buffered_round(struct zd_track *k)
 		zd__track_round_free(&rd.base);
 		return -1;
 	}
-	c->pause_ns = c->resume_ns - c->t1_ns;
+	c->pause_ns = zd__track_pause_ns(k, c);
 	rc = zd__track_send_checkpoint(k, &rd.base, &k->dirty, k->buf);
 	zd__track_round_free(&rd.base);
 	/* The next round harvests into k->dirty; prev keeps this epoch's set. */

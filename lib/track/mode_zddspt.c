@@ -8,14 +8,16 @@
  *
  *   run_until_t0               the VM runs until T0 = T1 - precopy% of the
  *                              interval
- *   precopy                    T0..T1: P = dirty so far ∩ the standby set
- *                              (STANDBY from zd-mru on the feedback socket,
- *                              else last epoch's pages), less the pages that
+ *   precopy                    T0..T1: P = every page dirty so far (or only
+ *                              those of the standby set: STANDBY from zd-mru
+ *                              on the feedback socket, else last epoch's
+ *                              pages, with ZD_ZDDSPT_PRECOPY_ALL=0), less the
+ *                              pages that
  *                              were written again after their pre-copy last
  *                              epoch (k->rewritten: they go with F, copied at
  *                              the pause); re-arm exactly P (a later write to
- *                              it is seen again at T1); copy P and send it as
- *                              PAGES (PRECOPY) while the VM runs
+ *                              it is seen again at T1); copy P while the VM
+ *                              runs (sent with the checkpoint: send_precopied)
  *   run_until_t1               the VM runs on until T1
  *   choose_guard               protect F, or copy it at the pause (enum
  *                              fallback says why); waits for the previous
@@ -35,7 +37,9 @@
  *                              read-only, then the VM writes to the new table)
  *   zd__track_save_state       vCPU state, [memsum]
  *   zd__track_resume           the VM runs again
- *   send_checkpoint            CHECKPOINT, DIRTY = F, [PAGES of F], STATE, COMMIT
+ *   send_checkpoint            CHECKPOINT, [PAGES copied at the pause], DIRTY
+ *                              = F, [PAGES of F], PAGES (PRECOPY) of P less F
+ *                              (send_precopied), STATE, COMMIT
  *   report_epoch               STAT "track"; P ∪ F is the next epoch's hint
  *   uffd_drain                 (zd-swap, lib/capture/drain_uffd.c) saves F
  *                              while the VM runs, un-protects it, says DRAINED
@@ -45,6 +49,14 @@
  * DIRTY carries only F, the pages still to capture at checkpoint time; a
  * page of P that is not in F kept its pre-copied contents. The epoch's
  * pages are P ∪ F.
+ *
+ * Why T0 is late (--precopy 2 % by default) and P is every page dirty so
+ * far but the predicted-hot ones (measured on kvm_pvm, issue 15): each
+ * page of P the guest writes again before T1 costs it a second dirty-log
+ * write fault (~20 us, the guest's own clock), while a page left to F
+ * costs ~0.75 us of copy at the pause. Pre-copy pays only for pages
+ * unlikely to be written again before T1: a short window, and not the
+ * most recently used pages (which the paper's standby set is).
  *
  * Why part of F is copied at the pause (pause_and_guard), measured on
  * kvm_pvm (KVM-NOTES.md and issue 15): a protect call costs ~1-1.5 us, a
@@ -101,6 +113,10 @@ struct zddspt_round {
 	const uint8_t *copy_data;
 	uint64_t protect_calls, copy_ns, stop_ns, harvest_ns, rearm_ns, state_ns;
 	uint64_t kept_out;		/* k->rewritten at T0 */
+	uint64_t precopy_ns;		/* T0 to the pre-copy read */
+	uint8_t *pre_buf;		/* P's contents as read at T0, in pfn order */
+	struct zd_pageset late;		/* P less F, sent with the checkpoint */
+	uint8_t *late_buf;
 	/* The target gives F back after the fact (synth:, trace:): nothing
 	 * to protect or copy. */
 	bool replay;
@@ -119,6 +135,21 @@ static int run_until_t0(struct zd_track *k)
 	return zd__track_run_until(k, zd__track_deadline(k, 100 - k->o->precopy_pct));
 }
 
+/* The guard's policy (vm_ckpt.c split_frozen): at most COPY_MAX pages of
+ * F copied at the pause, predicted-hot ones first, then runs shorter than
+ * PROTECT_RUN pages; the rest write-protected, run by run. */
+static uint32_t policy_env(const char *name, uint32_t dflt)
+{
+	const char *v = getenv(name);
+	char *end;
+	unsigned long n;
+
+	if (!v || !*v)
+		return dflt;
+	n = strtoul(v, &end, 10);
+	return *end || n > UINT32_MAX ? dflt : (uint32_t)n;
+}
+
 static int precopy(struct zd_track *k, struct zddspt_round *rd)
 {
 	struct zd_pageset sofar = ZD_PAGESET_INIT, *hint = &rd->hint;
@@ -126,11 +157,20 @@ static int precopy(struct zd_track *k, struct zddspt_round *rd)
 	int rc = -1;
 
 	rd->base.c.t0_ns = zd_now_ns();
+	rd->precopy_ns = 0;
 	if (zd_fbserver_standby(k->fb, hint) == 0 && zd_pageset_copy(hint, &k->prev) < 0)
 		goto out;
 	if (zd__track_harvest(k, &sofar) < 0)
 		goto out;
-	zd_pageset_intersect(p, &sofar, hint);
+	/* Every page dirtied so far, not only the standby set's: a page
+	 * pre-copied and not written again costs nothing at the pause, and
+	 * the standby set (the most recently used pages) holds the pages
+	 * likeliest to be written again (ZD_ZDDSPT_PRECOPY_ALL=0: the
+	 * paper's standby set only). */
+	if (policy_env("ZD_ZDDSPT_PRECOPY_ALL", 1))
+		zd_pageset_copy(p, &sofar);
+	else
+		zd_pageset_intersect(p, &sofar, hint);
 	/* A page the guest wrote again after its pre-copy last epoch is
 	 * likely to be written again before T1: re-arming it now would cost
 	 * the guest a second dirty-log fault and the pre-copy would be sent
@@ -143,9 +183,17 @@ static int precopy(struct zd_track *k, struct zddspt_round *rd)
 	}
 	if (zd__track_rearm(k, p) < 0 || zd__track_read_pages(k, p) < 0)
 		goto out;
-	rc = zd__emit_pages(k, p, ZD_PAGES_PRECOPY);
-	if (rc == 0)
-		rc = zd__emit_flush(k);
+	/* The copies wait in pre_buf until the checkpoint is sent (see
+	 * send_precopied): writing them into the pipe now could block for
+	 * milliseconds behind the stages downstream on a loaded host, and
+	 * every such millisecond before T1 is one in which the guest may
+	 * write a re-armed page again, a second dirty-log fault (~20 us on
+	 * kvm_pvm) for a copy that is then worthless. */
+	rd->pre_buf = k->buf;
+	k->buf = NULL;
+	k->buf_cap = 0;
+	rc = 0;
+	rd->precopy_ns = zd_now_ns() - rd->base.c.t0_ns;
 out:
 	zd_pageset_free(&sofar);
 	return rc;
@@ -194,21 +242,6 @@ static void choose_guard(struct zd_track *k, struct zddspt_round *rd)
 	rd->replay = k->t->replays_pages;
 	if (!rd->replay)
 		rd->why = guard_available(k);
-}
-
-/* The guard's policy (vm_ckpt.c split_frozen): at most COPY_MAX pages of
- * F copied at the pause, predicted-hot ones first, then runs shorter than
- * PROTECT_RUN pages; the rest write-protected, run by run. */
-static uint32_t policy_env(const char *name, uint32_t dflt)
-{
-	const char *v = getenv(name);
-	char *end;
-	unsigned long n;
-
-	if (!v || !*v)
-		return dflt;
-	n = strtoul(v, &end, 10);
-	return *end || n > UINT32_MAX ? dflt : (uint32_t)n;
 }
 
 /*
@@ -297,8 +330,36 @@ static int swap_tables(struct zd_track *k)
 	return zd__track_rearm(k, NULL);
 }
 
+/* The pre-copied pages that were not written again after T0 (P less F):
+ * their T0 copies are their contents at T1. Sent with the checkpoint,
+ * after DIRTY (zd-swap drains from there). A page of P in F goes with F. */
+static void send_precopied(struct zd_track *k, struct zddspt_round *rd)
+{
+	struct zd_pageset_iter it;
+	const uint8_t *src = rd->pre_buf;
+	uint8_t *dst;
+	uint64_t pfn;
+	size_t ps = k->t->page_size;
+
+	zd_pageset_subtract(&rd->late, &rd->precopied, &k->dirty);
+	if (zd_pageset_empty(&rd->late))
+		return;
+	dst = rd->late_buf = zd_xmalloc((size_t)zd_pageset_count(&rd->late) * ps);
+	zd_pageset_iter_init(&it, &rd->precopied);
+	while (zd_pageset_iter_next(&it, &pfn)) {
+		if (!zd_pageset_contains(&k->dirty, pfn)) {
+			memcpy(dst, src, ps);
+			dst += ps;
+		}
+		src += ps;
+	}
+	rd->base.late = &rd->late;
+	rd->base.late_data = rd->late_buf;
+}
+
 static int send_checkpoint(struct zd_track *k, struct zddspt_round *rd)
 {
+	send_precopied(k, rd);
 	if (rd->one_request)
 		return zd__track_send_checkpoint(k, &rd->base, &rd->copied, rd->copy_data);
 	if (copies_frozen(rd))
@@ -335,7 +396,8 @@ static int report_epoch(struct zd_track *k, const struct zddspt_round *rd)
 					    "precopy_redirtied", "frozen", "guarded", "fallback",
 					    "one_request", "vcpu_stopped_ns", "copied_at_pause",
 					    "protected", "protect_calls", "copy_ns", "stop_ns",
-					    "harvest_ns", "rearm_ns", "state_ns", "kept_out" };
+					    "harvest_ns", "rearm_ns", "state_ns", "kept_out",
+					    "precopy_ns" };
 	uint64_t copied = rd->one_request ? zd_pageset_count(&rd->copied) : 0;
 	double vals[] = { (double)rd->base.c.pause_ns, (double)rd->protect_ns,
 			  (double)zd_pageset_count(&rd->precopied),
@@ -346,7 +408,7 @@ static int report_epoch(struct zd_track *k, const struct zddspt_round *rd)
 			  copies_frozen(rd) || rd->replay ? 0.0 : (double)(zd_pageset_count(&k->dirty) - copied),
 			  (double)rd->protect_calls, (double)rd->copy_ns, (double)rd->stop_ns,
 			  (double)rd->harvest_ns, (double)rd->rearm_ns, (double)rd->state_ns,
-			  (double)rd->kept_out };
+			  (double)rd->kept_out, (double)rd->precopy_ns };
 
 	_Static_assert(ZD_ARRAY_SIZE(keys) == ZD_ARRAY_SIZE(vals), "a value per key");
 	return zd__emit_stat(k, keys, vals, ZD_ARRAY_SIZE(keys));
@@ -382,7 +444,7 @@ static void keep_rewritten(struct zd_track *k, const struct zddspt_round *rd)
 static int zddspt_round(struct zd_track *k)
 {
 	struct zddspt_round rd = { .precopied = ZD_PAGESET_INIT, .hint = ZD_PAGESET_INIT,
-				   .copied = ZD_PAGESET_INIT };
+				   .copied = ZD_PAGESET_INIT, .late = ZD_PAGESET_INIT };
 	struct zd_rec_checkpoint *c = &rd.base.c;
 	int rc;
 
@@ -406,7 +468,7 @@ static int zddspt_round(struct zd_track *k)
 			goto out;
 		}
 	}
-	c->pause_ns = c->resume_ns - c->t1_ns;
+	c->pause_ns = zd__track_pause_ns(k, c);
 	rc = send_checkpoint(k, &rd);
 	say_fallback(k, rd.why);
 	if (rc == 0)
@@ -419,6 +481,9 @@ out:
 	zd_pageset_free(&rd.precopied);
 	zd_pageset_free(&rd.hint);
 	zd_pageset_free(&rd.copied);
+	zd_pageset_free(&rd.late);
+	free(rd.pre_buf);
+	free(rd.late_buf);
 	return rc;
 }
 

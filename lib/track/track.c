@@ -231,6 +231,13 @@ uint64_t zd__track_vcpu_stopped_ns(const struct zd_track *k)
 		       t->vm_resumed_ns - t->vm_parked_ns : 0;
 }
 
+uint64_t zd__track_pause_ns(const struct zd_track *k, const struct zd_rec_checkpoint *c)
+{
+	uint64_t v = zd__track_vcpu_stopped_ns(k);
+
+	return v ? v : c->resume_ns - c->t1_ns;
+}
+
 void zd__track_resume_quietly(struct zd_track *k)
 {
 	/* A failed round must not leave the guest stopped: best effort. */
@@ -284,8 +291,16 @@ int zd__track_checkpoint(struct zd_track *k, struct track_round *rd, struct zd_t
 int zd__track_send_checkpoint(struct zd_track *k, const struct track_round *rd,
 			      const struct zd_pageset *pages, const uint8_t *data)
 {
-	if (zd__emit_checkpoint(k, &rd->c) < 0 || zd__emit_set(k, ZD_REC_DIRTY, &k->dirty) < 0 ||
-	    (pages && zd__emit_pages_from(k, pages, data, 0) < 0) || zd__track_send_disk(k, rd) < 0 ||
+	/* WP_EXACT: the pages first, so that zd-swap knows at DIRTY what is
+	 * protected and starts draining it there (capture.c drain_at_dirty). */
+	bool first = rd->c.flags & ZD_CKPT_WP_EXACT;
+
+	if (zd__emit_checkpoint(k, &rd->c) < 0 ||
+	    (first && pages && zd__emit_pages_from(k, pages, data, 0) < 0) ||
+	    zd__emit_set(k, ZD_REC_DIRTY, &k->dirty) < 0 ||
+	    (!first && pages && zd__emit_pages_from(k, pages, data, 0) < 0) ||
+	    (rd->late && zd__emit_pages_from(k, rd->late, rd->late_data, ZD_PAGES_PRECOPY) < 0) ||
+	    zd__track_send_disk(k, rd) < 0 ||
 	    zd__emit_record(k, &rd->state) < 0 || zd__emit_record(k, &rd->commit) < 0)
 		return -1;
 	return 0;

@@ -81,11 +81,20 @@ struct track_round {
 	uint64_t disk_writes, disk_bytes;	/* for the STAT "disk" */
 	bool disk_full;
 	uint64_t harvest_ns;		/* zd__track_harvest_all's time */
+	/* zddspt: pre-copied pages sent with the checkpoint, after DIRTY
+	 * (PAGES flag PRECOPY), or NULL. Not freed by round_free. */
+	const struct zd_pageset *late;
+	const uint8_t *late_data;
 };
 
 /* The time the guest stood still at the last pause by the VM monitor's
  * clock (vCPU parked to resumed), 0 where the target does not say. */
 uint64_t zd__track_vcpu_stopped_ns(const struct zd_track *k);
+/* The CHECKPOINT's pause_ns: the time the guest stood still by the VM
+ * monitor's clock where the target says (kvm:), else T1 to the resume by
+ * ours, which adds the requests' round trips (a request to stop the vCPU,
+ * a reply after it runs again). */
+uint64_t zd__track_pause_ns(const struct zd_track *k, const struct zd_rec_checkpoint *c);
 
 /* --- steps, in the order a round uses them (track.c) --- */
 int zd__track_fail(struct zd_track *k, int code, const char *fmt, ...)

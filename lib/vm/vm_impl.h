@@ -144,6 +144,13 @@ struct zd_vm {
 	char dead_msg[256];
 	uint64_t last_pause_epoch;	/* answers are tagged last + 1 */
 	uint64_t paused_at_ns;
+	/* kvm_run holds the registers as of the last return of KVM_RUN
+	 * (sync regs, vm_kvm.c); regs_synced once KVM_RUN has returned. */
+	bool sync_regs, regs_synced;
+	/* zd_vm_vcpu_call: a job the vCPU thread runs between two KVM_RUNs. */
+	void (*job)(struct zd_vm *vm, void *arg);
+	void *job_arg;
+	bool job_done;
 
 	/* Service: requests queued for the guest (under mu). */
 	struct zd_vm_req *rq_head, *rq_tail;
@@ -211,6 +218,11 @@ int zd_vm_start(struct zd_vm *vm, char *msg, size_t msglen);
 void zd_vm_stop_vcpu(struct zd_vm *vm);
 /* Returns ns the vCPU took to stop, or -1 (the VM is dead). */
 int64_t zd_vm_pause(struct zd_vm *vm, uint64_t epoch);
+/* Run fn on the vCPU thread, between two KVM_RUNs (a half-done MMIO
+ * instruction completed first), and wait for it: the guest stands still
+ * exactly while fn runs, with no wake-up of another thread inside that
+ * time. 0, or -1 if the vCPU is dead (fn not run). */
+int zd_vm_vcpu_call(struct zd_vm *vm, void (*fn)(struct zd_vm *vm, void *arg), void *arg);
 int64_t zd_vm_resume(struct zd_vm *vm);
 bool zd_vm_is_paused(struct zd_vm *vm);
 /* A request was queued: make a running vCPU leave KVM_RUN to take it. */
