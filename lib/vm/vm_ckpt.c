@@ -10,7 +10,8 @@
  *   split_frozen     per page of F: copy now, or write-protect
  *   copy_at_pause    the chosen pages into the copy area, bitmap in = them
  *   protect_runs     uffd write-protect the rest of F, run by run
- *   rearm            re-arm the whole dirty log: the next epoch's table
+ *   rearm            re-arm the dirty log (exactly F: all that is dirty):
+ *                    the next epoch's table
  *   memsum           [the checksum of guest RAM at this checkpoint]
  *   save_state       the vCPU and device state blob
  *   resume           the pause ends: the vCPU thread enters KVM_RUN again
@@ -225,10 +226,14 @@ static int protect_runs(struct ckpt *c)
 	return r;
 }
 
+/* Re-arm exactly F: with the vCPU stopped (and zd-vm's own writes to
+ * guest RAM made by this very thread) no other page can be dirty, so this
+ * is the whole dirty log re-armed, with one KVM_CLEAR_DIRTY_LOG over F's
+ * span instead of over the whole slot (28 us in a 512M VM). */
 static int rearm(struct ckpt *c)
 {
 	uint64_t t0 = zd_now_ns();
-	int r = zd_vm_dirty_clear(c->vm, true);
+	int r = zd_vm_dirty_clear_bits(c->vm, c->vm->bm_out);
 
 	c->out->rearm_ns = zd_now_ns() - t0;
 	return r;

@@ -237,6 +237,8 @@ void zd_vm_mark_dirty(struct zd_vm *vm, uint64_t gpa, uint64_t len);
 int64_t zd_vm_dirty_get(struct zd_vm *vm);
 /* Re-arm all pages, or those set in bm_in. 0 or -errno. */
 int zd_vm_dirty_clear(struct zd_vm *vm, bool all);
+/* Re-arm the pages set in bits (nwords words). 0 or -errno. */
+int zd_vm_dirty_clear_bits(struct zd_vm *vm, const uint64_t *bits);
 
 /* vm_state.c: the STATE blob (layout in zd-vm(1)). malloc'd; -errno. */
 int zd_vm_state_save(struct zd_vm *vm, uint8_t **blob, uint32_t *len);
