@@ -168,6 +168,16 @@ int zd__track_read_pages(struct zd_track *k, const struct zd_pageset *set)
 	return r < 0 ? target_fail(k, "read pages") : 0;
 }
 
+int zd__track_read_pages_into(struct zd_track *k, const struct zd_pageset *set, uint8_t *buf)
+{
+	int r;
+
+	pthread_mutex_lock(&k->tlock);
+	r = k->t->ops->read_pages(k->t, k->epoch, set, buf);
+	pthread_mutex_unlock(&k->tlock);
+	return r < 0 ? target_fail(k, "read pages") : 0;
+}
+
 static int get_state(struct zd_track *k, struct zd_record *state)
 {
 	int r;
@@ -748,6 +758,8 @@ out:
 	zd_pageset_free(&k.dirty);
 	zd_pageset_free(&k.prev);
 	zd_pageset_free(&k.rewritten);
+	free(k.pre_buf);
+	free(k.late_buf);
 	free(k.buf);
 	pthread_mutex_destroy(&k.tlock);
 	pthread_mutex_destroy(&k.amu);

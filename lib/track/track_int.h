@@ -38,6 +38,11 @@ struct zd_track {
 	struct zd_pageset prev;		/* last epoch's pages: zddspt's fallback hint */
 	struct zd_pageset rewritten;	/* zddspt: pages written again after their
 					 * pre-copy, kept out of the next one */
+	/* zddspt: the pre-copy's buffers, kept from round to round (a fresh
+	 * one of tens of MiB costs a page fault per page, inside the window
+	 * in which a re-armed page can be written again) */
+	uint8_t *pre_buf, *late_buf;
+	size_t pre_cap, late_cap;
 	uint8_t *buf;			/* page copies */
 	size_t buf_cap;
 	bool said_open_loop;
@@ -112,6 +117,7 @@ int zd__track_harvest_all(struct zd_track *k, struct track_round *rd);
  * -1 failed (k->rc set): never retried, see mode_zddspt.c protect_frozen. */
 int zd__track_protect(struct zd_track *k, const struct zd_pageset *set);
 int zd__track_read_pages(struct zd_track *k, const struct zd_pageset *set);	/* into k->buf */
+int zd__track_read_pages_into(struct zd_track *k, const struct zd_pageset *set, uint8_t *buf);
 /* vCPU state and the COMMIT (pages = |k->dirty|, [memsum]) into rd. */
 int zd__track_save_state(struct zd_track *k, struct track_round *rd);
 int zd__track_resume(struct zd_track *k, uint64_t *resume_ns);
