@@ -166,12 +166,19 @@ static uint32_t policy_env(const char *name, uint32_t dflt)
  * remains of it. Correct either way: a write before a page's re-arm is
  * in the read that follows, one after it makes the page dirty at T1.
  */
-#define PRECOPY_CHUNK 512u
+/* Each chunk's re-arm is one more control request, milliseconds on a
+ * loaded host: at 25 ms epochs (P ~850 pages) chunks of 512 let more
+ * pre-copied pages be written again (38 an epoch against 12-20). So P is
+ * split in at most PRECOPY_SPLIT chunks of at least PRECOPY_CHUNK pages:
+ * a small pre-copy is one chunk. */
+#define PRECOPY_CHUNK 1024u
+#define PRECOPY_SPLIT 8u
 
 static int reread_in_chunks(struct zd_track *k, const struct zd_pageset *p)
 {
 	struct zd_pageset_iter it;
 	struct zd_pageset chunk = ZD_PAGESET_INIT;
+	uint64_t size = ZD_MAX((uint64_t)PRECOPY_CHUNK, zd_pageset_count(p) / PRECOPY_SPLIT + 1);
 	uint8_t *buf;
 	int rc = 0;
 
@@ -182,7 +189,7 @@ static int reread_in_chunks(struct zd_track *k, const struct zd_pageset *p)
 	}
 	buf = k->buf;
 	zd_pageset_iter_init(&it, p);
-	while (rc == 0 && zd_pageset_iter_take(&it, &chunk, PRECOPY_CHUNK)) {
+	while (rc == 0 && zd_pageset_iter_take(&it, &chunk, size)) {
 		if (zd__track_rearm(k, &chunk) < 0 || zd__track_read_pages_into(k, &chunk, buf) < 0)
 			rc = -1;
 		buf += (size_t)zd_pageset_count(&chunk) * k->t->page_size;
