@@ -53,7 +53,7 @@ Protect a VM: checkpoint it continuously and keep a replica on a backup
              --epochs N      stop after N epochs (default: until SIGINT)
              --verify        whole-memory checksum in every COMMIT, checked
                              by zd-recv
-             --precopy P     zddspt: pre-copy P% of the interval (default 20)
+             --precopy P     zddspt: pre-copy P% of the interval (default 2)
              --policy P      zd-mru's standby policy (default mru)
              --timeout MS    zd-track's longest wait for the backup
                              (default 10000)

@@ -31,6 +31,27 @@ struct zd_guest_clock {
 	uint64_t wfault_ns, wfault_n;	/* page writes of 2-40 us: dirty-log faults */
 };
 
+/* zddspt's pause as one target request (the checkpoint op). */
+struct zd_target_ckpt {
+	/* in */
+	uint64_t epoch;
+	uint32_t copy_max;		/* pages of F at most copied at the pause */
+	uint32_t protect_run;		/* shorter runs of F are copied, not protected */
+	const struct zd_pageset *hint;	/* pages the guest is predicted to write first, or NULL */
+	bool memsum;			/* also the checksum of memory at the pause */
+	/* out */
+	struct zd_pageset *frozen;	/* F (the caller's set, filled) */
+	struct zd_pageset *copied;	/* the pages of F copied at the pause; the
+					 * others are write-protected */
+	const uint8_t *copy_data;	/* their contents in pfn order, valid until
+					 * the next call */
+	uint64_t memsum_value;
+	uint8_t *state;			/* malloc'd STATE blob (kind 1) */
+	uint32_t state_len;
+	uint64_t protect_ns, protect_calls, copy_ns;
+	uint64_t stop_ns, harvest_ns, rearm_ns, state_ns;	/* the other steps' times */
+};
+
 struct zd_target_ops {
 	const char *scheme;		/* "kvm", "synth", "trace", "xen" */
 	const char *usage;		/* one line for --help and the man page */
@@ -94,6 +115,12 @@ struct zd_target_ops {
 	 * paused. -1 may leave part of the set protected. */
 	int (*protect)(struct zd_target *t, const struct zd_pageset *set);
 
+	/* Optional (zddspt): pause, harvest F, copy part of it and
+	 * write-protect exactly the rest, re-arm all, [memsum], state,
+	 * resume, as one request. Returns 1 when this instance cannot (the
+	 * caller then takes the pause step by step), having done nothing;
+	 * -1 with the VM resumed, part of F maybe protected. */
+	int (*checkpoint)(struct zd_target *t, struct zd_target_ckpt *ck);
 	/* Optional: file descriptors a downstream stage needs (memfd of guest
 	 * RAM, uffd), passed over the tracker's control socket. Returns the
 	 * number of fds written to fds[] (max 4) and fills *base with the
@@ -134,6 +161,11 @@ struct zd_target {
 	 * (synth: computes them, trace: recorded them): zddspt need neither
 	 * protect nor copy its frozen set. Set by open. */
 	bool replays_pages;
+	/* The VM monitor's own clock (CLOCK_MONOTONIC) at the last pause's
+	 * vCPU park and the last resume, 0 where unknown (kvm: sets them):
+	 * the time the guest really stood still, without the requests'
+	 * round trips. */
+	uint64_t vm_parked_ns, vm_resumed_ns;
 };
 
 extern const struct zd_target_ops zd_target_synth;

@@ -69,11 +69,12 @@ check "--policy none: empty STANDBY sets" jq -s -e '[.[]|select(.type=="standby"
 zd-mru <"$TMP/small.json" >/dev/null 2>"$TMP/quiet.err"
 check "a recorded stream's dead control socket: zd-mru stays quiet" test ! -s "$TMP/quiet.err"
 
-# The feedback socket: zddspt pre-copies what zd-mru predicts. With
-# --policy none every STANDBY is empty and pre-copy stops once the first
-# one arrives; with mru it goes on.
+# The feedback socket: with ZD_ZDDSPT_PRECOPY_ALL=0 zddspt pre-copies what
+# zd-mru predicts (the paper's standby set; by default every page dirtied
+# so far). With --policy none every STANDBY is empty and pre-copy stops
+# once the first one arrives; with mru it goes on.
 pre() {
-	zd-track synth:pages=65536,dirty=512,hot=0.9,seed=3 --mode zddspt --epochs 40 --interval 10 2>/dev/null |
+	ZD_ZDDSPT_PRECOPY_ALL=0 zd-track synth:pages=65536,dirty=512,hot=0.9,seed=3 --mode zddspt --epochs 40 --interval 10 --precopy 20 2>/dev/null |
 		zd-mru --policy "$1" | zd-stat --json | jq .precopy_total
 }
 pm=$(pre mru)
