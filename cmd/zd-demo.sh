@@ -224,8 +224,8 @@ demo_xen() {
 	grep 'taking over\|running at epoch\|--verify' "$d/recv.err" | sed 's/^zd-recv: /   /'
 	if [ -n "$cl" ]; then
 		# Until the standby answered a few times (minutes under emulation).
-		local i
-		for i in $(seq 600); do
+		local _
+		for _ in $(seq 600); do
 			[ "$(wc -l <"$d/client.log")" -ge $((before + 3)) ] && break
 			sleep 0.5
 		done
