@@ -23,20 +23,12 @@ INTERVAL=${ZD_XEN_INTERVAL:-100}
 # one epoch can take a second or more: several epochs fit in it.
 HOLD=${ZD_XEN_HOLD:-10}
 
-# guest_fresh: (re)create the guest; sets D and IFB. A guest that has
-# just booted under TCG may serve before its xenbus says it can suspend
-# (control/feature-suspend): wait for that too (120 s), or zd-track
-# refuses it.
+# guest_fresh: (re)create the guest; sets D and IFB.
 guest_fresh() {
-	local t0=$SECONDS
 	xl destroy zdnb 2>/dev/null
 	XEN_GUEST_NET=1 xen_guest_up zdnb || return 1
 	D=$(xl domid zdnb)
 	IFB=zdifb$D.0
-	while [ "$(xenstore-read "/local/domain/$D/control/feature-suspend" 2>/dev/null)" != 1 ]; do
-		[ $((SECONDS - t0)) -ge 120 ] && { echo "# guest zdnb (domain $D): no control/feature-suspend after 120 s"; break; }
-		sleep 1
-	done
 }
 if ! guest_fresh; then
 	skip "a PVH guest with a vif boots and serves" "it did not come up in 3 tries under QEMU TCG (see the lines above)"

@@ -15,6 +15,21 @@ xen_guest_stopped() {
 	xl list "$1" 2>/dev/null | awk 'NR == 2 && $5 !~ /[sc]/ {up = 1} END {exit up}'
 }
 
+# xen_await_suspend NAME: wait (at most 120 s) until the guest's xenbus
+# says it can suspend (control/feature-suspend): under TCG its user space
+# can serve before that, and zd-track refuses a guest that has not said it.
+xen_await_suspend() {
+	local d t0=$SECONDS
+	d=$(xl domid "$1" 2>/dev/null) || return 0
+	while [ "$(xenstore-read "/local/domain/$d/control/feature-suspend" 2>/dev/null)" != 1 ]; do
+		if [ $((SECONDS - t0)) -ge 120 ]; then
+			echo "# guest $1 (domain $d): no control/feature-suspend after 120 s"
+			return 0
+		fi
+		sleep 1
+	done
+}
+
 # xen_why NAME: what Xen and the guest's console say of domain NAME, as
 # comment lines (a test's diagnostics when the guest does not answer).
 xen_why() {
@@ -47,7 +62,10 @@ CFG
 	for try in 1 2 3; do
 		xl create -q "$TMP/$name.cfg" >"$TMP/$name.create" 2>&1 || { cat "$TMP/$name.create" >&2; return 1; }
 		for i in $(seq 600); do
-			grep -q "$ready" "/var/log/xen/guest-$name.log" 2>/dev/null && return 0
+			if grep -q "$ready" "/var/log/xen/guest-$name.log" 2>/dev/null; then
+				xen_await_suspend "$name"
+				return 0
+			fi
 			xen_guest_stopped "$name" && break
 			sleep 0.2
 		done
