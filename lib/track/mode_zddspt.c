@@ -59,10 +59,10 @@
  * most recently used pages (which the paper's standby set is).
  *
  * Why part of F is copied at the pause (pause_and_guard), measured on
- * kvm_pvm (KVM-NOTES.md and issue 15): a protect call costs ~1-1.5 us, a
- * page copied ~0.5-0.8 us of pause; a guest write to a protected page
- * before the drain costs a ~60 us fault, and every protected page's KVM
- * mapping is dropped twice (protect, un-protect), which the guest pays
+ * kvm_pvm (bench/README.md, "zd-swap: the copy-on-write fault"): a
+ * protect call costs ~1-1.5 us, a page copied ~0.5-0.8 us of pause; a
+ * guest write to a protected page before the drain costs a ~60 us
+ * fault, and every protected page's KVM mapping is dropped twice (protect, un-protect), which the guest pays
  * for in re-faults. Copying the predicted-hot pages and short runs, up to
  * a budget, and protecting only long runs beyond it, keeps both the pause
  * and the faults small. The pages copied go out as PAGES with the

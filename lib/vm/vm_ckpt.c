@@ -19,10 +19,10 @@
  * Why split F. A protected page costs the guest ~60 us if it writes it
  * before zd-swap has drained it (a userfaultfd fault served by another
  * process), and each protect call ~1.5 us plus ~0.06 us a page
- * (KVM-NOTES.md). Copying a page here costs ~0.6 us of pause. So a page
- * the guest is likely to write soon (the tracker's hint: the standby set)
- * and a short isolated run are copied; long runs are protected with one
- * call each. Nothing but F is protected: a clean page inside a merged
+ * (bench/README.md, "zd-swap: the copy-on-write fault"). Copying a page
+ * here costs ~0.6 us of pause. So a page the guest is likely to write
+ * soon (the tracker's hint: the standby set) and a short isolated run are
+ * copied; long runs are protected with one call each. Nothing but F is protected: a clean page inside a merged
  * range faulted when written (two thirds of the faults before this).
  * A budget (COPY_MAX) bounds what the copy adds to the pause; beyond it
  * pages are protected.
