@@ -648,13 +648,11 @@ static int kvm_checkpoint(struct zd_target *t, struct zd_target_ckpt *ck)
 	ck->memsum_value = out.memsum;
 	t->vm_parked_ns = out.paused_at_ns;
 	t->vm_resumed_ns = out.resumed_ns;
-	ck->protect_ns = out.protect_ns;
-	ck->protect_calls = out.protect_calls;
-	ck->copy_ns = out.copy_ns;
-	ck->stop_ns = out.stop_ns;
-	ck->harvest_ns = out.harvest_ns;
-	ck->rearm_ns = out.rearm_ns;
-	ck->state_ns = out.state_ns;
+	ck->steps = (struct zd_ckpt_steps){
+		.protect_ns = out.protect_ns, .protect_calls = out.protect_calls, .copy_ns = out.copy_ns,
+		.stop_ns = out.stop_ns, .harvest_ns = out.harvest_ns, .rearm_ns = out.rearm_ns,
+		.state_ns = out.state_ns,
+	};
 	return 0;
 }
 

@@ -111,7 +111,6 @@ struct zddspt_round {
 	bool one_request;
 	struct zd_pageset copied;
 	const uint8_t *copy_data;
-	uint64_t protect_calls, copy_ns, stop_ns, harvest_ns, rearm_ns, state_ns;
 	uint64_t kept_out;		/* k->rewritten at T0 */
 	uint64_t precopy_ns;		/* T0 to the pre-copy read */
 	const uint8_t *pre_buf;		/* P's contents as read at T0, in pfn order (k's) */
@@ -121,7 +120,7 @@ struct zddspt_round {
 	 * to protect or copy. */
 	bool replay;
 	enum fallback why;		/* FB_NONE: F is guarded (or replayed) */
-	uint64_t protect_ns;
+	struct zd_ckpt_steps steps;	/* protect_ns alone when not one request */
 };
 
 /* F is copied at the pause and sent inline. */
@@ -323,13 +322,7 @@ static int pause_and_guard(struct zd_track *k, struct zddspt_round *rd)
 	rd->one_request = true;
 	rd->base.c.flags |= ZD_CKPT_WP_EXACT;
 	rd->copy_data = ck.copy_data;
-	rd->protect_ns = ck.protect_ns;
-	rd->protect_calls = ck.protect_calls;
-	rd->copy_ns = ck.copy_ns;
-	rd->stop_ns = ck.stop_ns;
-	rd->harvest_ns = ck.harvest_ns;
-	rd->rearm_ns = ck.rearm_ns;
-	rd->state_ns = ck.state_ns;
+	rd->steps = ck.steps;
 	return 0;
 }
 
@@ -366,7 +359,7 @@ static int protect_frozen(struct zd_track *k, struct zddspt_round *rd)
 			return -1;
 		if (rc > 0)
 			rd->why = FB_NO_GUARD;
-		rd->protect_ns = zd_now_ns() - t0;
+		rd->steps.protect_ns = zd_now_ns() - t0;
 	}
 	return copies_frozen(rd) ? zd__track_read_pages(k, &k->dirty) : 0;
 }
@@ -451,15 +444,15 @@ static int report_epoch(struct zd_track *k, const struct zddspt_round *rd)
 					    "harvest_ns", "rearm_ns", "state_ns", "kept_out",
 					    "precopy_ns" };
 	uint64_t copied = rd->one_request ? zd_pageset_count(&rd->copied) : 0;
-	double vals[] = { (double)rd->base.c.pause_ns, (double)rd->protect_ns,
+	double vals[] = { (double)rd->base.c.pause_ns, (double)rd->steps.protect_ns,
 			  (double)zd_pageset_count(&rd->precopied),
 			  (double)zd_pageset_intersect_count(&rd->precopied, &k->dirty),
 			  (double)zd_pageset_count(&k->dirty), copies_frozen(rd) ? 0.0 : 1.0,
 			  (double)rd->why, rd->one_request ? 1.0 : 0.0, (double)zd__track_vcpu_stopped_ns(k),
 			  (double)copied,
 			  copies_frozen(rd) || rd->replay ? 0.0 : (double)(zd_pageset_count(&k->dirty) - copied),
-			  (double)rd->protect_calls, (double)rd->copy_ns, (double)rd->stop_ns,
-			  (double)rd->harvest_ns, (double)rd->rearm_ns, (double)rd->state_ns,
+			  (double)rd->steps.protect_calls, (double)rd->steps.copy_ns, (double)rd->steps.stop_ns,
+			  (double)rd->steps.harvest_ns, (double)rd->steps.rearm_ns, (double)rd->steps.state_ns,
 			  (double)rd->kept_out, (double)rd->precopy_ns };
 
 	_Static_assert(ZD_ARRAY_SIZE(keys) == ZD_ARRAY_SIZE(vals), "a value per key");

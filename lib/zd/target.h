@@ -31,6 +31,12 @@ struct zd_guest_clock {
 	uint64_t wfault_ns, wfault_n;	/* page writes of 2-40 us: dirty-log faults */
 };
 
+/* The times of a one-request pause's steps, and its protect calls. */
+struct zd_ckpt_steps {
+	uint64_t protect_ns, protect_calls, copy_ns;
+	uint64_t stop_ns, harvest_ns, rearm_ns, state_ns;
+};
+
 /* zddspt's pause as one target request (the checkpoint op). */
 struct zd_target_ckpt {
 	/* in */
@@ -48,8 +54,7 @@ struct zd_target_ckpt {
 	uint64_t memsum_value;
 	uint8_t *state;			/* malloc'd STATE blob (kind 1) */
 	uint32_t state_len;
-	uint64_t protect_ns, protect_calls, copy_ns;
-	uint64_t stop_ns, harvest_ns, rearm_ns, state_ns;	/* the other steps' times */
+	struct zd_ckpt_steps steps;
 };
 
 struct zd_target_ops {
