@@ -273,8 +273,9 @@ vmhost_run_cpio() {
 			cp -a "$d/." "$stage$d/"
 			while IFS= read -r f; do files+=("$f"); done < <(find "$d" -type f -perm -u+x)
 		done
-		files+=("$(command -v bash)" "$(command -v env)")
-		qemuhost_stage_files "$stage" "${files[@]: -2}"
+		local shells=("$(command -v bash)" "$(command -v env)")
+		qemuhost_stage_files "$stage" "${shells[@]}"
+		files+=("${shells[@]}")
 		qemuhost_copy_elf_deps "$stage" "${files[@]}"
 	fi
 	qemuhost_cpio "$stage" "$run/run.cpio" || return 1

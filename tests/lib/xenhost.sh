@@ -187,8 +187,9 @@ xenhost_initrd() {
 		files+=("$XEN_ROOT/usr/bin/$f")
 	done
 	# jq: zd-demo and the tests read zd-client's JSON with it.
-	files+=("$(command -v bash)" "$(command -v jq)")
-	qemuhost_stage_files "$stage" "${files[@]: -2}" || return 1
+	local shells=("$(command -v bash)" "$(command -v jq)")
+	qemuhost_stage_files "$stage" "${shells[@]}" || return 1
+	files+=("${shells[@]}")
 	# ZD_TOP: the tools, the tests, the test helpers built for Xen.
 	for d in bin tests "$BUILD/tests"; do
 		case $d in /*) ;; *) d=$ZD_TOP/$d ;; esac
