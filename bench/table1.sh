@@ -377,6 +377,17 @@ spin() {
 			print $(c[xe]), $(c["response_mean_ns"]) / 1e6}' "$1" | sort -g
 }
 
+# plot_ms F CSV FILTER X Y WITH: sel's "x y" with y in ms into the file F
+# and, when it has any, a plot of it onto the caller's cmds (WITH: gnuplot's
+# style and title).
+plot_ms() {
+	sel "$2" "$3" "$4" "$5" | awk '{print $1, $2 / 1e6}' >"$1"
+	if [ -s "$1" ]; then cmds+=("'$1' using 1:2 with $6"); fi
+}
+
+# dash OC: output commit on is drawn dashed.
+dash() { if [ "$1" = on ]; then echo ' dashtype 2'; fi; }
+
 gp() { # gp PNG TITLE XLABEL YLABEL LOGSCALE PLOTCMDS...
 	local png=$1 title=$2 xl=$3 yl=$4 logs=$5 note= all c
 	shift 5
@@ -397,7 +408,7 @@ EOF
 }
 
 plots() {
-	local t=$out/table1.csv iv=$out/intervals.csv m oc f cmds=() dt
+	local t=$out/table1.csv iv=$out/intervals.csv m oc f cmds=()
 	local tmp
 	tmp=$(mktemp -d "${TMPDIR:-/tmp}/zd-plot.XXXXXX")
 	grep -v '^#' bench/paper-table1.csv | tail -n +2 | tr , ' ' >"$tmp/paper.dat"
@@ -405,12 +416,8 @@ plots() {
 	# Table 1: mean response delay by dirty pages reached.
 	for m in $modes; do
 		for oc in off on; do
-			f=$tmp/t1.$m.$oc
-			sel "$t" "series=table1 mode=$m output_commit=$oc" dirty_mean response_mean_ns |
-				awk '{print $1, $2 / 1e6}' >"$f"
-			[ -s "$f" ] || continue
-			dt=; [ $oc = on ] && dt=' dashtype 2'
-			cmds+=("'$f' using 1:2 with linespoints lc $(mcol $m)$dt title '$m, output commit $oc'")
+			plot_ms "$tmp/t1.$m.$oc" "$t" "series=table1 mode=$m output_commit=$oc" dirty_mean response_mean_ns \
+				"linespoints lc $(mcol $m)$(dash $oc) title '$m, output commit $oc'"
 		done
 	done
 	spin "$t" table1 dirty_mean >"$tmp/spin1"
@@ -436,12 +443,10 @@ plots() {
 	# intervals of the scale series).
 	cmds=()
 	for m in $modes; do
-		f=$tmp/pause.$m
-		sel "$t" "mode=$m output_commit=off" dirty_mean pause_p50_ns | awk '{print $1, $2 / 1e6}' >"$f"
-		[ -s "$f" ] && cmds+=("'$f' using 1:2 with linespoints lc $(mcol $m) title '$m, pause p50'")
-		f=$tmp/pause99.$m
-		sel "$t" "mode=$m output_commit=off" dirty_mean pause_p99_ns | awk '{print $1, $2 / 1e6}' >"$f"
-		[ -s "$f" ] && cmds+=("'$f' using 1:2 with points lc $(mcol $m) title '$m, pause p99'")
+		plot_ms "$tmp/pause.$m" "$t" "mode=$m output_commit=off" dirty_mean pause_p50_ns \
+			"linespoints lc $(mcol $m) title '$m, pause p50'"
+		plot_ms "$tmp/pause99.$m" "$t" "mode=$m output_commit=off" dirty_mean pause_p99_ns \
+			"points lc $(mcol $m) title '$m, pause p99'"
 	done
 	gp "$out/table1.pause.png" "Pause per checkpoint vs dirty pages per epoch (25 ms, and longer intervals for the largest)" \
 		"dirty pages per epoch reached (mean)" "pause (ms)" xy "${cmds[@]}"
@@ -457,12 +462,10 @@ plots() {
 			      ($(c["stall_p50_ns_lo"]) != "" ? $(c["stall_p50_ns_lo"]) : $(c["stall_p50_ns"])) / 1e6,
 			      ($(c["stall_p50_ns_hi"]) != "" ? $(c["stall_p50_ns_hi"]) : $(c["stall_p50_ns"])) / 1e6}' "$t" | sort -g >"$f"
 		[ -s "$f" ] && cmds+=("'$f' using 1:2:3:4 with yerrorlines lw 2 lc $(mcol $m) title '$m stall p50'")
-		f=$tmp/stallpause.$m
-		sel "$t" "mode=$m output_commit=off" dirty_mean pause_p50_ns | awk '{print $1, $2 / 1e6}' >"$f"
-		[ -s "$f" ] && cmds+=("'$f' using 1:2 with linespoints pt 1 lc $(mcol $m) title '$m pause p50'")
-		f=$tmp/gstall.$m
-		sel "$t" "mode=$m output_commit=off" dirty_mean guest_stall_p50_ns | awk '{print $1, $2 / 1e6}' >"$f"
-		[ -s "$f" ] && cmds+=("'$f' using 1:2 with points pt 4 ps 1.5 lc $(mcol $m) title '$m guest clock p50'")
+		plot_ms "$tmp/stallpause.$m" "$t" "mode=$m output_commit=off" dirty_mean pause_p50_ns \
+			"linespoints pt 1 lc $(mcol $m) title '$m pause p50'"
+		plot_ms "$tmp/gstall.$m" "$t" "mode=$m output_commit=off" dirty_mean guest_stall_p50_ns \
+			"points pt 4 ps 1.5 lc $(mcol $m) title '$m guest clock p50'"
 	done
 	gp "$out/table1.stall.png" "Guest stall per epoch beside the pause; squares: the guest's own clock" \
 		"dirty pages per epoch reached (mean)" "per epoch (ms)" xy "${cmds[@]}"
@@ -470,11 +473,8 @@ plots() {
 	cmds=()
 	for m in $modes; do
 		for oc in off on; do
-			f=$tmp/iv.$m.$oc
-			sel "$iv" "mode=$m output_commit=$oc" interval_ms response_mean_ns | awk '{print $1, $2 / 1e6}' >"$f"
-			[ -s "$f" ] || continue
-			dt=; [ $oc = on ] && dt=' dashtype 2'
-			cmds+=("'$f' using 1:2 with linespoints lc $(mcol $m)$dt title '$m, output commit $oc'")
+			plot_ms "$tmp/iv.$m.$oc" "$iv" "mode=$m output_commit=$oc" interval_ms response_mean_ns \
+				"linespoints lc $(mcol $m)$(dash $oc) title '$m, output commit $oc'"
 		done
 	done
 	spin "$iv" intervals interval_ms >"$tmp/spin2"
