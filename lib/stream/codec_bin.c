@@ -209,9 +209,9 @@ int zd_enc_binary_buf(struct zd_buf *b, const struct zd_record *r, uint32_t page
 	h[1] = (uint8_t)(type >> 8);
 	h[2] = (uint8_t)flags;
 	h[3] = (uint8_t)(flags >> 8);
-	zd_set_u32(h + 4, (uint32_t)blen);
+	zd_put_u32(h + 4, (uint32_t)blen);
 	uint32_t crc = zd_crc32c(zd_crc32c(0, h, 8), h + ZD_RECHDR_LEN, blen);
-	zd_set_u32(h + 8, crc);
+	zd_put_u32(h + 8, crc);
 	return 0;
 }
 
