@@ -532,12 +532,12 @@ static int overlay_memsum(struct zd_replica *rep, uint64_t *sum)
 			continue;	/* a later copy of this page follows */
 		uint64_t at = st->idx[i].pfn * ps;
 
-		if ((rc = zd__rep_hash_image(rep, h, buf, cur, at - cur)))
+		if ((rc = zd__rep_hash_file(rep, rep->memfd, h, buf, cur, at - cur)))
 			goto out;
 		zd_hash64_update(h, jr + st->idx[i].off, ps);
 		cur = at + ps;
 	}
-	if ((rc = zd__rep_hash_image(rep, h, buf, cur, size - cur)))
+	if ((rc = zd__rep_hash_file(rep, rep->memfd, h, buf, cur, size - cur)))
 		goto out;
 	*sum = XXH3_64bits_digest(h);
 out:
