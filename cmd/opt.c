@@ -133,6 +133,13 @@ uint64_t zd_opt_duration_ns(const char *opt, const char *arg, bool zero_ok)
 	return ns;
 }
 
+const char *zd_opt_name(const char *opt, const char *arg, const char *what)
+{
+	if (!*arg)
+		zd_usage("%s: empty %s", opt, what);
+	return arg;
+}
+
 int zd_cmd_exit(int rc, const char *msg)
 {
 	if (rc && msg && *msg) {

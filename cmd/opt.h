@@ -53,6 +53,7 @@ unsigned zd_opt_ms(const char *opt, const char *arg, unsigned max);	/* whole ms,
 uint64_t zd_opt_size(const char *opt, const char *arg);		/* bytes up to 1T: 512M, 2G */
 uint64_t zd_opt_count(const char *opt, const char *arg);		/* a whole number >= 1 */
 uint64_t zd_opt_duration_ns(const char *opt, const char *arg, bool zero_ok); /* 25, 25ms, 1s */
+const char *zd_opt_name(const char *opt, const char *arg, const char *what); /* not "": a WHAT */
 
 /* The end of a tool whose main() made its one call into libzd: rc is its
  * exit status and msg its reason. ZD_EXIT_USAGE with a msg ends through

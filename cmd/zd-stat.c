@@ -91,9 +91,7 @@ int main(int argc, char **argv)
 				zd_usage("%s", msg);
 			break;
 		case 'p':
-			if (!*optarg)
-				zd_usage("--plot: empty file name");
-			o.plot = optarg;
+			o.plot = zd_opt_name("--plot", optarg, "file name");
 			break;
 		case 'f':
 			if (zd_parse_u64(optarg, &o.from) < 0)
@@ -107,9 +105,7 @@ int main(int argc, char **argv)
 
 			if (*fp)
 				zd_usage("%s given twice", opt);
-			if (!*optarg)
-				zd_usage("%s: empty file name", opt);
-			*fp = fopen(optarg, "re");
+			*fp = fopen(zd_opt_name(opt, optarg, "file name"), "re");
 			if (!*fp)
 				zd_die(ZD_EXIT_USAGE, "%s %s", opt, optarg);
 			if (c == 'o')
