@@ -103,6 +103,7 @@ runs_header=$(echo $cols rep load1 | tr ' ' ,)
 # table1.csv: the median of the rounds that did not fail, their spread
 # (lowest, highest) for the figures below, how many rounds counted
 spread="dirty_mean pause_p50_ns stall_p50_ns guest_stall_p50_ns latency_p50_ns response_mean_ns throughput_ratio"
+# shellcheck disable=SC2046 # one word a column
 header=$(echo $cols runs $(for c in $spread; do echo "${c}_lo ${c}_hi"; done) load1_max | tr ' ' ,)
 
 # vm_size PAGES: the VM's RAM for a target of PAGES distinct dirty pages per
@@ -140,7 +141,7 @@ writes_rate() {
 # at once), over BENCH_BASE_SECONDS; empty when it could not be measured.
 declare -A base_cache
 unprotected() {
-	local key="$1/$2" d s vm cl sp g0 g1 t0 t1
+	local key="$1/$2" d s vm cl sp g0 g1 t0 t1 rate_opt=()
 	if [ -z "${base_cache[$key]+x}" ]; then
 		d=$(mktemp -d "$work/base.XXXXXX")
 		s=$d/vm.sock
@@ -149,7 +150,8 @@ unprotected() {
 		vm=$!
 		for _ in $(seq 3000); do [ -S "$s" ] && break; kill -0 $vm 2>/dev/null || break; sleep 0.1; done
 		sp=$(zd-vm --ctl "$s" info 2>/dev/null | sed -n 's/^serve=//p')
-		zd-client --duration 3600s --timeout 600s $([ "${ZD_CLIENT_RATE:-100}" != 0 ] && echo --rate "${ZD_CLIENT_RATE:-100}") "$sp" >/dev/null 2>&1 &
+		[ "${ZD_CLIENT_RATE:-100}" != 0 ] && rate_opt=(--rate "${ZD_CLIENT_RATE:-100}")
+		zd-client --duration 3600s --timeout 600s "${rate_opt[@]}" "$sp" >/dev/null 2>&1 &
 		cl=$!
 		sleep 1
 		g0=$(timeout 60 zd-vm --ctl "$s" stats 2>/dev/null | sed -n 's/^guest_pages=//p') t0=$(date +%s%N)
@@ -196,7 +198,7 @@ calibrate() {
 # one SERIES MODE INTERVAL PAGES OC(on|off) MEM MODEL_RATE RATE BASE REP: one
 # measured run as a CSV row (of the runs file).
 one() {
-	local series=$1 mode=$2 interval=$3 pages=$4 oc=$5 mem=$6 model=$7 rate=$8 base=$9 rep=${10} flag= d
+	local series=$1 mode=$2 interval=$3 pages=$4 oc=$5 mem=$6 model=$7 rate=$8 base=$9 rep=${10} flag='' d
 	[ "$oc" = off ] && flag=--no-output-commit
 	d="$work/$series-$mode-$interval-$pages-$oc-$rep"
 	# A wedged point costs BENCH_POINT_TIMEOUT, not the rest of the run
@@ -389,7 +391,7 @@ plot_ms() {
 dash() { if [ "$1" = on ]; then echo ' dashtype 2'; fi; }
 
 gp() { # gp PNG TITLE XLABEL YLABEL LOGSCALE PLOTCMDS...
-	local png=$1 title=$2 xl=$3 yl=$4 logs=$5 note= all c
+	local png=$1 title=$2 xl=$3 yl=$4 logs=$5 note='' all c
 	shift 5
 	[ $# -gt 0 ] || return 0
 	for c in "$@"; do all=${all:+$all, }$c; done
