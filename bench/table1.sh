@@ -387,6 +387,24 @@ plot_ms() {
 	if [ -s "$1" ]; then cmds+=("'$1' using 1:2 with $6"); fi
 }
 
+# plot_response NAME CSV SERIES X [FILTER]: onto cmds, the mean response
+# delay by X of every mode with output commit off and on (the rows FILTER
+# also selects), and the rows of SERIES where the guest spun; the data in
+# the caller's $tmp/NAME.*.
+plot_response() {
+	local m oc
+	for m in $modes; do
+		for oc in off on; do
+			plot_ms "$tmp/$1.$m.$oc" "$2" "${5:-}mode=$m output_commit=$oc" "$4" response_mean_ns \
+				"linespoints lc $(mcol $m)$(dash $oc) title '$m, output commit $oc'"
+		done
+	done
+	spin "$2" "$3" "$4" >"$tmp/$1.spin"
+	if [ -s "$tmp/$1.spin" ]; then
+		cmds+=("'$tmp/$1.spin' using 1:2 with points pt 6 ps 3 lc rgb 'gray' title 'guest spinning: requests seen at checkpoints only'")
+	fi
+}
+
 # dash OC: output commit on is drawn dashed.
 dash() { if [ "$1" = on ]; then echo ' dashtype 2'; fi; }
 
@@ -416,14 +434,7 @@ plots() {
 	grep -v '^#' bench/paper-table1.csv | tail -n +2 | tr , ' ' >"$tmp/paper.dat"
 	awk '{print $1, $2 / $3}' "$tmp/paper.dat" >"$tmp/paper-ratio.dat"
 	# Table 1: mean response delay by dirty pages reached.
-	for m in $modes; do
-		for oc in off on; do
-			plot_ms "$tmp/t1.$m.$oc" "$t" "series=table1 mode=$m output_commit=$oc" dirty_mean response_mean_ns \
-				"linespoints lc $(mcol $m)$(dash $oc) title '$m, output commit $oc'"
-		done
-	done
-	spin "$t" table1 dirty_mean >"$tmp/spin1"
-	[ -s "$tmp/spin1" ] && cmds+=("'$tmp/spin1' using 1:2 with points pt 6 ps 3 lc rgb 'gray' title 'guest spinning: requests seen at checkpoints only'")
+	plot_response t1 "$t" table1 dirty_mean "series=table1 "
 	cmds+=("'$tmp/paper.dat' using 1:2 with linespoints lw 3 lc 7 title 'paper: zddspt (Xen, 100 Mbit)'")
 	cmds+=("'$tmp/paper.dat' using 1:3 with linespoints lw 3 lc rgb 'black' title 'paper: remus-no-net (Xen, 100 Mbit)'")
 	gp "$out/table1.png" "Response delay vs dirty pages per epoch, 25 ms (Table 1)" \
@@ -473,14 +484,7 @@ plots() {
 		"dirty pages per epoch reached (mean)" "per epoch (ms)" xy "${cmds[@]}"
 	# Figure 4: by interval at 1024 pages; the paper's 25 ms point (Table 1).
 	cmds=()
-	for m in $modes; do
-		for oc in off on; do
-			plot_ms "$tmp/iv.$m.$oc" "$iv" "mode=$m output_commit=$oc" interval_ms response_mean_ns \
-				"linespoints lc $(mcol $m)$(dash $oc) title '$m, output commit $oc'"
-		done
-	done
-	spin "$iv" intervals interval_ms >"$tmp/spin2"
-	[ -s "$tmp/spin2" ] && cmds+=("'$tmp/spin2' using 1:2 with points pt 6 ps 3 lc rgb 'gray' title 'guest spinning: requests seen at checkpoints only'")
+	plot_response iv "$iv" intervals interval_ms
 	echo "25 25 108" >"$tmp/paper-iv.dat"
 	cmds+=("'$tmp/paper-iv.dat' using 1:2 with points pt 7 ps 2 lc 7 title 'paper: zddspt, 25 ms, 1024 pages'")
 	cmds+=("'$tmp/paper-iv.dat' using 1:3 with points pt 5 ps 2 lc rgb 'black' title 'paper: remus-no-net, 25 ms, 1024 pages'")
