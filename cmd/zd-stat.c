@@ -138,6 +138,9 @@ int main(int argc, char **argv)
 		if (o.in_fd < 0)
 			zd_die(ZD_EXIT_USAGE, "%s", o.in_name);
 	}
+	zd_cmd_catch_stop_restart(&o.stop_sigs);
+	o.stop = &zd_cmd_stop;
+	o.input_done = zd_cmd_uncatch_stop;
 	rc = zd_stat_run(&o);
 	if (o.in_fd > 0)
 		close(o.in_fd);
