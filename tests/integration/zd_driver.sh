@@ -138,9 +138,12 @@ interrupt() {
 	local what=$1 tag=$2 to=$3 file=$4 pat=$5 pid left rc
 	shift 5
 	# Job control: the command gets a process group of its own, and SIGINT
-	# is not ignored in it (as in any background job of a script).
+	# is not ignored in it (as in any background job of a script). One
+	# ignored already when this test started (make check run as a
+	# background job, nohup) would be ignored by the command too, and a
+	# shell cannot trap it: env puts it back to its default.
 	set -m
-	ZD_TEST_TAG=$tag "$@" >"$TMP/$tag.out" 2>"$TMP/$tag.err" &
+	ZD_TEST_TAG=$tag env --default-signal=INT "$@" >"$TMP/$tag.out" 2>"$TMP/$tag.err" &
 	pid=$!
 	set +m
 	at_exit "for p in \$(tagged $tag); do kill -KILL \$p; done"
