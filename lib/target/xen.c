@@ -560,7 +560,7 @@ static void xen_close(struct zd_target *t)
 
 	if (!p)
 		return;
-	xen_netbuf_close(p->nb);
+	zd__xen_netbuf_close(p->nb);
 	if (p->xch && p->logdirty)
 		xc_shadow_control(p->xch, p->domid, XEN_DOMCTL_SHADOW_OP_OFF, NULL, 0);
 	if (p->xch && p->asked && !p->suspended) {
@@ -906,7 +906,7 @@ static int xen_open(struct zd_target *t, const char *args)
 	}
 	p->logdirty = true;
 	/* Before the guest runs again: epoch 1's output is held too. */
-	if (p->output_commit && xen_netbuf_open(&p->nb, p->domid, p->name, t->err, sizeof(t->err)) < 0)
+	if (p->output_commit && zd__xen_netbuf_open(&p->nb, p->domid, p->name, t->err, sizeof(t->err)) < 0)
 		goto fail;
 	p->bm_pages = (size_t)((p->ngfn + 7) / 8 + XEN_PAGE - 1) / XEN_PAGE;
 	p->bm = xc__hypercall_buffer_alloc_pages(p->xch, &p->hb, (int)p->bm_pages);
@@ -1011,7 +1011,7 @@ static int xen_pause(struct zd_target *t, uint64_t epoch)
 	}
 	p->paused = true;
 	/* What the guest sent until now belongs to this checkpoint. */
-	if (p->nb && xen_netbuf_mark(p->nb, epoch, t->err, sizeof(t->err)) < 0)
+	if (p->nb && zd__xen_netbuf_mark(p->nb, epoch, t->err, sizeof(t->err)) < 0)
 		return -1;
 	return 0;
 }
@@ -1020,7 +1020,7 @@ static int xen_release_output(struct zd_target *t, uint64_t epoch)
 {
 	struct xen_priv *p = t->priv;
 
-	return p->nb ? xen_netbuf_release(p->nb, epoch, t->err, sizeof(t->err)) : 0;
+	return p->nb ? zd__xen_netbuf_release(p->nb, epoch, t->err, sizeof(t->err)) : 0;
 }
 
 static int xen_resume(struct zd_target *t)

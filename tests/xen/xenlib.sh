@@ -36,6 +36,9 @@ xen_why() {
 	echo "# xl list: $(xl list "$1" 2>&1 | tail -n 1)"
 	xl dmesg 2>/dev/null | grep -v '^(XEN) \*\*\*' | tail -n 14 | sed 's/^/#   xen: /'
 	tr -d '\r' <"/var/log/xen/guest-$1.log" 2>/dev/null | tail -n 15 | sed 's/^/#   guest: /'
+	# A standby renamed NAME logs under the name it was made with.
+	tr -d '\r' <"/var/log/xen/guest-$1-standby.log" 2>/dev/null | grep -v 'ZD-GAP\|ZD-PROGRESS' | tail -n 25 |
+		sed 's/^/#   standby: /'
 }
 xen_guest_up() {
 	local name=$1 mem=${2:-96} i vif="" ready=ZD-GUEST-WRITING
