@@ -296,18 +296,29 @@ static const char *how_stopped(const xc_dominfo_t *info)
 	return "shut down";
 }
 
+/* The domain is gone or stopped by itself: lost (zd-track's END then says
+ * the VM died, and the backup takes over), unless its guest powered it
+ * off, which is an end its operator asked for. */
+static void domain_lost(struct zd_target *t, const xc_dominfo_t *info)
+{
+	t->vm_died = !info || !(info->shutdown && !info->dying && !info->crashed &&
+				info->shutdown_reason == SHUTDOWN_poweroff);
+}
+
 static int domain_info(struct zd_target *t, xc_dominfo_t *info)
 {
 	struct xen_priv *p = t->priv;
 
 	if (xc_domain_getinfo(p->xch, p->domid, 1, info) != 1 || info->domid != p->domid) {
 		set_err(t, "domain %u does not exist", p->domid);
+		domain_lost(t, NULL);
 		return -1;
 	}
 	/* Shut down for suspend is a checkpoint under way (checkpoint=
 	 * suspend: zd-track resumes it), not an end. */
 	if (info->dying || info->crashed || (info->shutdown && info->shutdown_reason != SHUTDOWN_suspend)) {
 		set_err(t, "domain %u has %s", p->domid, how_stopped(info));
+		domain_lost(t, info);
 		return -1;
 	}
 	return 0;
@@ -375,6 +386,7 @@ static int suspend_guest(struct zd_target *t)
 
 		if (xc_domain_getinfo(p->xch, p->domid, 1, &info) != 1 || info.domid != p->domid) {
 			set_err(t, "domain %u does not exist", p->domid);
+			domain_lost(t, NULL);
 			return -1;
 		}
 		if (info.shutdown && info.shutdown_reason == SHUTDOWN_suspend) {
@@ -383,6 +395,7 @@ static int suspend_guest(struct zd_target *t)
 		}
 		if (info.crashed || info.dying || info.shutdown) {
 			set_err(t, "domain %u has %s", p->domid, how_stopped(&info));
+			domain_lost(t, &info);
 			return -1;
 		}
 		if (zd_now_ns() >= deadline) {
@@ -603,6 +616,19 @@ static void xen_close(struct zd_target *t)
 }
 
 /* One log-dirty operation into the bitmap; the number of dirty bits. */
+/* A libxc call on the domain failed (errno e): where the domain is gone
+ * or stopped, that is what happened (domain_info says so, and marks it
+ * lost); else the call's own error. -1. */
+static int op_failed(struct zd_target *t, const char *what, int e)
+{
+	xc_dominfo_t info;
+
+	if (domain_info(t, &info) < 0)
+		return -1;
+	set_err(t, "%s: %s", what, strerror(e));
+	return -1;
+}
+
 static int logdirty(struct zd_target *t, unsigned op, uint64_t *count)
 {
 	struct xen_priv *p = t->priv;
@@ -617,11 +643,8 @@ static int logdirty(struct zd_target *t, unsigned op, uint64_t *count)
 
 	r = xc_logdirty_control(p->xch, p->domid, op, &p->hb, p->ngfn, mode, &st);
 	/* Returns the bitmap's size in pages, not a count of dirty ones. */
-	if (r < 0) {
-		set_err(t, "log-dirty %s: %s", op == XEN_DOMCTL_SHADOW_OP_PEEK ? "PEEK" : "CLEAN",
-			strerror(errno));
-		return -1;
-	}
+	if (r < 0)
+		return op_failed(t, op == XEN_DOMCTL_SHADOW_OP_PEEK ? "log-dirty PEEK" : "log-dirty CLEAN", errno);
 	*count = st.dirty_count;
 	return 0;
 }
@@ -1006,8 +1029,7 @@ static int xen_pause(struct zd_target *t, uint64_t epoch)
 			return -1;
 	} else if (xc_domain_pause(p->xch, p->domid) < 0) {
 		/* Synchronous: returns once every vCPU is off the CPUs. */
-		set_err(t, "pause: %s", strerror(errno));
-		return -1;
+		return op_failed(t, "pause", errno);
 	}
 	p->paused = true;
 	/* What the guest sent until now belongs to this checkpoint. */
@@ -1032,10 +1054,8 @@ static int xen_resume(struct zd_target *t)
 	if (p->suspended) {
 		/* fast: the suspend hypercall returns 1, "cancelled" (libxl's
 		 * Remus checkpoints do the same). */
-		if (xc_domain_resume(p->xch, p->domid, 1) < 0) {
-			set_err(t, "resume after suspend: %s", strerror(errno));
-			return -1;
-		}
+		if (xc_domain_resume(p->xch, p->domid, 1) < 0)
+			return op_failed(t, "resume after suspend", errno);
 		/* xenstored marked the domain shut down when it suspended;
 		 * tell it the domain runs again, as libxl's resume does. */
 		if (!xs_resume_domain(p->xs, p->domid)) {
@@ -1044,8 +1064,7 @@ static int xen_resume(struct zd_target *t)
 		}
 		p->suspended = false;
 	} else if (xc_domain_unpause(p->xch, p->domid) < 0) {
-		set_err(t, "unpause: %s", strerror(errno));
-		return -1;
+		return op_failed(t, "unpause", errno);
 	}
 	p->paused = false;
 	p->ckpt = p->served = false;
