@@ -11,7 +11,7 @@
 # (tests/e2e/xen_replicate.sh; ZD_XEN_E2E=0 skips it there).
 .PHONY: check-xen
 ifeq ($(ZD_HAVE_XEN),yes)
-XEN_TEST_BIN := $(BUILD)/tests/xen_memcmp $(BUILD)/tests/xen_unlogged
+XEN_TEST_BIN := $(BUILD)/tests/xen_memcmp $(BUILD)/tests/xen_unlogged $(BUILD)/tests/xen_lwreplay
 # tools/xen's probe (tools/xen/README.md): not a test, built on demand. Its
 # binary sits with the tests' because xenhost.sh copies $(BUILD)/tests/xen_*
 # into dom0.
