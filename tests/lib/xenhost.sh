@@ -69,11 +69,11 @@ xenhost_say() { [ "${XENHOST_VERBOSE:-0}" = 1 ] && echo "xenhost: $*" >&2; retur
 xenhost_usage() { echo "usage: xenhost.sh run [--timeout SEC] -- SCRIPT [ARG...]"; }
 
 XENHOST_MODULES="xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-netback bridge \
-ifb sch_ingress act_mirred cls_matchall"
+ifb sch_ingress act_mirred cls_matchall xen-blkback loop dm-mod dm-log-writes"
 # Copied into dom0's /mod, not loaded: the tests load them when they want.
 XENHOST_MODULES_LATER="sch_plug"
 # The guest's (its initramfs /lib).
-XENHOST_GUEST_MODULES="xen-netfront"
+XENHOST_GUEST_MODULES="xen-netfront xen-blkfront"
 
 # The newest Debian kernel whose modules include the Xen ones.
 xenhost_find_kernel() {
@@ -184,8 +184,9 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 ip link set lo up
+mkdir -p /dev && mount -t devtmpfs dev /dev 2>/dev/null
+for m in $(cat /lib/mod.order); do insmod "/lib/$m"; done
 if [ -e /sys/bus/xen/devices/vif-0 ]; then
-	for m in $(cat /lib/mod.order); do insmod "/lib/$m"; done
 	i=0
 	while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 	if ip addr add "${ZD_GUEST_IP:-10.77.0.2/24}" dev eth0 && ip link set eth0 up; then
@@ -223,8 +224,9 @@ xenhost_initrd() {
 		cp -L "$XEN_ROOT/usr/bin/$f" "$stage/usr/bin/$f" || return 1
 		files+=("$XEN_ROOT/usr/bin/$f")
 	done
-	# jq: zd-demo and the tests read zd-client's JSON with it.
-	for f in "$(command -v bash)" "$(command -v jq)"; do
+	# jq: zd-demo and the tests read zd-client's JSON with it; dmsetup:
+	# zd-xen-disk (a guest's disk on a log-writes device).
+	for f in "$(command -v bash)" "$(command -v jq)" "$(command -v dmsetup)"; do
 		mkdir -p "$stage$(dirname "$f")"
 		cp -L "$f" "$stage$f"
 		files+=("$f")

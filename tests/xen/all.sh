@@ -12,10 +12,12 @@ rc=0
 # standby.sh (its refusals, remus, and the standby made at takeover) and
 # takeover.sh (every mode, three losses each, with a client) need room for
 # two guests.
+# disk.sh: a guest's disk on a log-writes device, replicated and taken
+# over with its memory (remus and buffered, two losses each).
 # takeover.sh and demo.sh (a client across the takeover) only with
 # ZD_XEN_TAKEOVER=1: the standby takes over, but its network has not come
 # back to the client yet (issue 14, open).
-parts="tests/xen/replicate.sh tests/xen/unlogged.sh tests/xen/service.sh tests/xen/netbuf.sh tests/xen/standby.sh"
+parts="tests/xen/replicate.sh tests/xen/unlogged.sh tests/xen/service.sh tests/xen/netbuf.sh tests/xen/standby.sh tests/xen/disk.sh"
 [ "${ZD_XEN_TAKEOVER:-0}" = 1 ] && parts="$parts tests/xen/takeover.sh tests/xen/demo.sh"
 for t in $parts; do
 	case $t in */standby.sh) ZD_XEN_MODES=${ZD_XEN_STANDBY_MODES:-remus} bash "$t" || rc=1 ;;

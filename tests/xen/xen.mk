@@ -3,8 +3,10 @@
 # (tests/xen/replicate.sh), and the frames Xen writes behind log-dirty
 # (tests/xen/unlogged.sh), a guest's service over dom0's bridge
 # (tests/xen/service.sh), output commit (tests/xen/netbuf.sh), a standby
-# domain taking over (tests/xen/standby.sh) and the takeover of a guest with
-# a client in every mode (tests/xen/takeover.sh):
+# domain taking over (tests/xen/standby.sh), a guest's disk replicated and
+# taken over (tests/xen/disk.sh; xen_lwreplay rebuilds the primary's disk
+# at an epoch from its log) and the takeover of a guest with a client in
+# every mode (tests/xen/takeover.sh):
 # tests/xen/all.sh runs them in one dom0. Skipped, with the reason, where the Debian
 # packages qemu-system-x86 xen-hypervisor-4.17-amd64 xen-utils-4.17 are
 # missing. The e2e suite of `make check` runs it too
