@@ -121,6 +121,12 @@ create() {
 	rm -f "/tmp/zd-xen-disk.$$"
 	# libdevmapper makes the node without udev; wait for it with udev.
 	wait_until 5 test -b "/dev/mapper/zdlw-$name" || die 1 "create: /dev/mapper/zdlw-$name did not appear"
+	# dm-log-writes logs writes at flushes; a queue without a write cache
+	# (the data device has none) drops empty flushes before the target.
+	local wc
+	wc=/sys/dev/block/$(dms info -c --noheadings -o major,minor "zdlw-$name" | tr -d ' ')/queue/write_cache
+	[ "$(cat "$wc" 2>/dev/null)" = "write back" ] || echo "write back" >"$wc" 2>/dev/null ||
+		say "create: cannot set $wc to write back: zd-track will refuse the device"
 	echo "/dev/mapper/zdlw-$name"
 }
 

@@ -406,6 +406,27 @@ int zd_xdisk_open(struct zd_xdisk *d, const char *path, char *err, size_t errlen
 		rc = -2;
 		goto out;
 	}
+	/* A queue without a write cache drops empty flushes before they reach
+	 * the target, and dm-log-writes logs writes only at flushes: it
+	 * would log none. */
+	{
+		char wc[96], line[32] = "";
+		FILE *f;
+
+		snprintf(wc, sizeof(wc), "/sys/dev/block/%u:%u/queue/write_cache", major(st.st_rdev), minor(st.st_rdev));
+		if ((f = fopen(wc, "re"))) {
+			if (!fgets(line, sizeof(line), f))
+				line[0] = '\0';
+			fclose(f);
+		}
+		if (!strncmp(line, "write through", 13)) {
+			fail(err, errlen, "disk=%s: its queue has no write cache (%s: write through): no flush would "
+			     "reach dm-log-writes, which logs writes only at flushes; echo 'write back' > %s "
+			     "(zd-xen-disk create does)", path, wc, wc);
+			rc = -2;
+			goto out;
+		}
+	}
 	if (sscanf(params, "%63s %63s", data, logdev) != 2 || devpath(logdev, logpath, sizeof(logpath)) < 0) {
 		fail(err, errlen, "disk=%s: cannot find its log device from the table '%s'", path, params);
 		goto out;
