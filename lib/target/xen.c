@@ -1288,8 +1288,6 @@ static int disk_piece(void *arg, uint64_t off, const uint8_t *data, uint64_t len
 	struct disk_walk *w = arg;
 	struct xen_priv *p = w->t->priv;
 
-	if (!w->fn)
-		return 0;
 	if (!data && !p->zeros)
 		p->zeros = zd_xcalloc(1, ZD_DISK_PER_RECORD);
 	while (len) {
@@ -1311,7 +1309,7 @@ static int xen_disk_writes(struct zd_target *t, bool full, uint64_t *size,
 			   int (*fn)(void *arg, uint64_t off, const uint8_t *data, uint32_t len), void *arg)
 {
 	struct xen_priv *p = t->priv;
-	struct disk_walk w = { t, full ? NULL : fn, arg, false };
+	struct disk_walk w = { t, fn, arg, false };
 	uint64_t t0 = zd_now_ns();
 	char err[sizeof(t->err)];
 
@@ -1322,13 +1320,12 @@ static int xen_disk_writes(struct zd_target *t, bool full, uint64_t *size,
 		set_err(t, "disk writes wanted while the guest runs");
 		return -1;
 	}
-	if (zd_xdisk_checkpoint(p->disk, p->epoch, disk_piece, &w, err, sizeof(err)) < 0) {
+	if (zd_xdisk_checkpoint(p->disk, p->epoch, full ? NULL : disk_piece, &w, err, sizeof(err)) < 0) {
 		if (!w.failed)
 			memcpy(t->err, err, sizeof(err));
 		return -1;
 	}
 	if (full) {
-		w.fn = fn;
 		if (zd_xdisk_read_all(p->disk, ZD_DISK_PER_RECORD, disk_piece, &w, err, sizeof(err)) < 0) {
 			if (!w.failed)
 				memcpy(t->err, err, sizeof(err));

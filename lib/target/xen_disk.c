@@ -255,12 +255,23 @@ static int one_entry(struct zd_lwlog *lw, const char *mark, zd_lw_fn fn, void *a
 		lw->off += ss;
 		lw->consumed++;
 		lw->discards++;
-		return len && fn(arg, ent.sector * ss, NULL, len) < 0 ? -1 : 0;
+		return len && fn && fn(arg, ent.sector * ss, NULL, len) < 0 ? -1 : 0;
 	}
 	if (!len) {			/* a flush */
 		lw->off += ss;
 		lw->consumed++;
 		lw->flushes++;
+		return 0;
+	}
+	if (!fn) {
+		/* Skipped (a whole-disk copy replaces them): not read. */
+		if (at + ss + len > lw->log_bytes)
+			return fail(err, errlen, "log %s is truncated: %s at byte %" PRIu64 " (%" PRIu64 " bytes) past "
+				    "its end (%" PRIu64 " bytes)", lw->path, what, at + ss, len, lw->log_bytes);
+		lw->off += ss + len;
+		lw->consumed++;
+		lw->writes++;
+		lw->bytes += len;
 		return 0;
 	}
 	if (!(e = rd(lw, at + ss, len, what, err, errlen)))

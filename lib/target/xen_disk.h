@@ -61,7 +61,8 @@ void zd_lwlog_close(struct zd_lwlog *lw);
 
 /* Read the entries after the last one read up to the MARK whose text is
  * mark (and it), calling fn for each write and discard in log order
- * (flushes and other marks are skipped). The log is written by the
+ * (flushes and other marks are skipped; fn NULL: the writes are skipped,
+ * their data not read). The log is written by the
  * kernel behind us: entries are read only up to the super block's count,
  * which the kernel updates after each MARK; until the mark is there the
  * super block is read again, until timeout_ns (0: once). Returns 0; 1

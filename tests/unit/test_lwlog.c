@@ -207,6 +207,32 @@ static void test_not_yet(void **state)
 	zd_lwlog_close(&lw);
 }
 
+/* A whole-disk copy drops the writes up to its mark (fn NULL): skipped,
+ * the next mark's writes come as usual. */
+static void test_skip(void **state)
+{
+	static struct seen s;
+	struct zd_lwlog lw;
+	char err[256];
+
+	memset(&s, 0, sizeof(s));
+	log_start();
+	log_entry(0, 4, 0, NULL, 0x10);
+	log_entry(0, 0, ZD_LW_MARK, "zd-r-1", 0);
+	log_entry(8, 1, 0, NULL, 0x20);
+	log_entry(0, 0, ZD_LW_MARK, "zd-r-2", 0);
+	log_write(ZD_LW_MAGIC, nentries, loglen);
+	assert_int_equal(zd_lwlog_open(&lw, path, DEV, err, sizeof(err)), 0);
+	assert_int_equal(zd_lwlog_until(&lw, "zd-r-1", 0, NULL, NULL, err, sizeof(err)), 0);
+	assert_int_equal(lw.writes, 1);
+	assert_int_equal(lw.bytes, 4 * SS);
+	assert_int_equal(zd_lwlog_until(&lw, "zd-r-2", 0, apply, &s, err, sizeof(err)), 0);
+	assert_int_equal(s.calls, 1);
+	assert_int_equal(s.off[0], 8 * SS);
+	assert_int_equal(s.disk[8 * SS], 0x20);
+	zd_lwlog_close(&lw);
+}
+
 /* expect_refused(WANT): reading up to zd-r-1 fails, the message has WANT. */
 static void expect_refused(const char *want)
 {
@@ -264,6 +290,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_until_marks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_not_yet, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_skip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_magic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_past_device, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
