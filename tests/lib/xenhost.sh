@@ -219,7 +219,9 @@ xenhost_initrd() {
 	done
 	cp "$XEN_ROOT/etc/xen/xl.conf" "$stage/etc/xen/" 2>/dev/null
 	# xenstore-read/-write: the vif hotplug script (tests/xen/vif-zd).
+	# /usr/bin/env: the script tools' #! line (zd, zd-xen-disk).
 	mkdir -p "$stage/usr/bin"
+	ln -s /bin/busybox "$stage/usr/bin/env"
 	for f in xenstore-read xenstore-write; do
 		cp -L "$XEN_ROOT/usr/bin/$f" "$stage/usr/bin/$f" || return 1
 		files+=("$XEN_ROOT/usr/bin/$f")
