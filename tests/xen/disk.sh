@@ -199,6 +199,10 @@ run_mode() {
 	else
 		not_ok "$what: the replica's disk = the primary's at epoch $E byte for byte" "$(cat "$d/cmp.out"); $(cat "$d/replay.out")"
 	fi
+	# The checkpoints' stops as the guest saw them (ZD-GAP: stretches of
+	# more than 10 ms between two of its memory writes).
+	tr -d '\r' <"$d/primary.log" 2>/dev/null | sed -n 's/^ZD-GAP \([0-9]*\)$/\1/p' | sort -n |
+		awk -v w="$what" '{v[NR] = $1} END {if (NR) printf "# %s: the guest stopped %d times while protected, median %d ms, p90 %d ms (ZD-GAP, emulated)\n", w, NR, v[int((NR + 1) / 2)], v[int(NR * 0.9) > 0 ? int(NR * 0.9) : 1]}'
 	# The primary's counter where the guest stood at epoch E: in its disk.
 	echo "# $what: the disk counter at epoch $E: $(od -An -t u8 -j 8 -N 8 "$d/primary.img" | tr -d ' ')," \
 		"the primary's last said $(disk_count "$d/primary.log")"
