@@ -17,12 +17,21 @@
 # devices create made. status: dmsetup's status line (logged entries,
 # the log's last sector used) and the log's size.
 set -u
-zd_lib=$(dirname "$(readlink -f "$0")")/../share/zd/zd-common.bash
-[ -f "$zd_lib" ] || zd_lib=${zd_lib%/share/zd/*}/cmd/zd-common.bash
-# shellcheck source-path=SCRIPTDIR source=zd-common.bash
-. "$zd_lib" || exit 1
+# Self-contained (a dom0 may have the tools without zd's share/ files):
+# the few helpers of cmd/zd-common.bash it needs.
 prog=zd-xen-disk
+ZD_VERSION=0.1.0
+die() { echo "$prog: $2" >&2; exit "$1"; }
+say() { echo "$prog: $*" >&2; }
 usage_die() { die 2 "$1 (try 'zd-xen-disk --help')"; }
+need_value() { [ $# -ge 2 ] || usage_die "option '$1' needs a value"; }
+is_count() { case $1 in '' | *[!0-9]*) return 1 ;; esac; [ "$1" -gt 0 ] 2>/dev/null; }
+wait_until() {
+	local end=$((SECONDS + $1))
+	shift
+	while [ $SECONDS -le $end ]; do "$@" && return 0; sleep 0.1; done
+	return 1
+}
 
 usage() {
 	cat <<EOF
