@@ -381,14 +381,18 @@ int zd_xdisk_open(struct zd_xdisk *d, const char *path, char *err, size_t errlen
 	memset(d, 0, sizeof(*d));
 	d->log.fd = -1;
 	snprintf(d->path, sizeof(d->path), "%s", path);
-	d->fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
-	if (d->fd < 0) {
+	if (stat(path, &st) < 0) {
 		fail(err, errlen, "disk=%s: %s", path, strerror(errno));
 		goto out;
 	}
-	if (fstat(d->fd, &st) < 0 || !S_ISBLK(st.st_mode)) {
+	if (!S_ISBLK(st.st_mode)) {
 		fail(err, errlen, "disk=%s: not a block device (want the log-writes device zd-xen-disk made)", path);
 		rc = -2;
+		goto out;
+	}
+	d->fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (d->fd < 0 || fstat(d->fd, &st) < 0) {
+		fail(err, errlen, "disk=%s: %s", path, strerror(errno));
 		goto out;
 	}
 	if (ioctl(d->fd, BLKGETSIZE64, &d->bytes) < 0 || !d->bytes) {
