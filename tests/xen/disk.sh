@@ -33,6 +33,7 @@ INTERVAL=${ZD_XEN_INTERVAL:-200}
 KILL_AT=${ZD_XEN_KILL_AT:-8}
 DISK_MB=16
 export XEN_GUEST_EXTRA="ZD_PROGRESS=1 ZD_DISK=1"
+REPLAY=$ZD_TOP/$BUILD/tests/xen_lwreplay
 IMG=$TMP/zdguest.img
 LOG=$IMG.zdlog
 
@@ -190,7 +191,7 @@ run_mode() {
 	truncate -s ${DISK_MB}M "$d/primary.img"
 	if [ -z "$E" ] || [ -z "$run" ]; then
 		not_ok "$what: the replica's disk = the primary's at the committed epoch" "epoch '$E', run '$run'"
-	elif ! xen_lwreplay "$LOG" "$d/primary.img" "zd-$run-$E" >"$d/replay.out" 2>&1; then
+	elif ! "$REPLAY" "$LOG" "$d/primary.img" "zd-$run-$E" >"$d/replay.out" 2>&1; then
 		not_ok "$what: the replica's disk = the primary's at the committed epoch" "$(cat "$d/replay.out")"
 	elif [ ! -s "$d/snap.img" ]; then
 		not_ok "$what: the replica's disk = the primary's at the committed epoch" "the fence copied no disk.img"
@@ -226,6 +227,8 @@ run_mode() {
 		ok "$what: the taken-over guest runs on its disk, disk and memory agree (its counter grows, no ZD-DISK-BAD)"
 	else
 		not_ok "$what: the taken-over guest runs on its disk" "state '$state', counter '$c1' -> '$c2'"
+		tr -d '\r' <"$d/primary.log" 2>/dev/null | grep -v '^ZD-\(GAP\|PROGRESS\)' | tail -n 10 | sed 's/^/#   primary: /'
+		echo "#   log: $(zd-xen-disk status zdguest 2>&1)"
 		# shellcheck disable=SC2086
 		cat $slog 2>/dev/null | tr -d '\r' | grep -v '^ZD-\(GAP\|PROGRESS\)' | tail -n 15 | sed 's/^/#   guest: /'
 	fi
