@@ -36,7 +36,7 @@ LIB_ASAN_OBJ := $(LIB_SRC:%.c=$(BUILD)/asan/%.o)
 EXTRA_OBJ :=
 
 # Tools: cmd/zd-NAME.c (C) or cmd/zd-NAME.sh / cmd/zd (scripts). The
-# scripts source cmd/zd-common.bash, installed in PREFIX/share/zd.
+# scripts source lib/sh/zd-common.bash, installed in PREFIX/share/zd.
 TOOLS_C := $(patsubst cmd/%.c,bin/%,$(wildcard cmd/zd-*.c))
 TOOLS_SH := $(patsubst cmd/%.sh,bin/%,$(wildcard cmd/*.sh))
 TOOLS := $(TOOLS_C) $(TOOLS_SH)
@@ -190,7 +190,7 @@ install: all
 		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/doc/zd $(DESTDIR)$(OCFDIR) \
 		$(DESTDIR)$(PREFIX)/share/zd
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 cmd/zd-common.bash $(DESTDIR)$(PREFIX)/share/zd/
+	install -m 644 lib/sh/zd-common.bash $(DESTDIR)$(PREFIX)/share/zd/
 	for m in $(MANS); do install -D -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man$${m##*.}/$${m##*/}; done
 	for c in $(BASH_COMPL); do install -m 644 $$c $(DESTDIR)$(PREFIX)/share/bash-completion/completions/; done
 	for c in $(ZSH_COMPL); do install -m 644 $$c $(DESTDIR)$(PREFIX)/share/zsh/site-functions/; done

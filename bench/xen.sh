@@ -3,7 +3,9 @@
 # Xen 4.17 booted in QEMU TCG (tests/lib/xenhost.sh), the same PVH guest
 # workload (tests/xen/guest_writer: an 8 MiB set written in a loop), at
 # checkpoint intervals of 200, 100 and 50 ms. Runs bench/xen_dom0.sh in
-# dom0 and writes bench/results/xen.csv. Emulated: every figure is
+# dom0 and writes bench/results/xen.csv, and the takeover a client of the
+# guest sees, zd's standby beside xl remus's failover, to
+# bench/results/xen_takeover.csv. Emulated: every figure is
 # QEMU TCG's, good for comparing the methods with each other only.
 #
 #   bench/xen.sh [OUT.csv]   (env: ZD_XEN_BENCH_SECONDS=20 window a run,
@@ -33,4 +35,13 @@ mkdir -p "$(dirname "$out")"
 	sed -n 's/^CSV //p' "$tmp/out" | sed "s/^/xen-4.17-in-qemu-tcg-emulated,$(date -u +%F),/"
 } >"$out"
 column -s, -t "$out" 2>/dev/null || cat "$out"
+# The takeover a client sees (bench/xen_dom0.sh, CSVT lines).
+if grep -q '^CSVT ' "$tmp/out"; then
+	tk=${out%.csv}_takeover.csv
+	{
+		echo "platform,date,method,interval_ms,wait_ms,answers_before,answers_after,errors,gaps,reconnects"
+		sed -n 's/^CSVT //p' "$tmp/out" | sed "s/^/xen-4.17-in-qemu-tcg-emulated,$(date -u +%F),/"
+	} >"$tk"
+	column -s, -t "$tk" 2>/dev/null || cat "$tk"
+fi
 [ $rc -eq 0 ] || { echo "bench-xen: the dom0 part exited $rc" >&2; tail -20 "$tmp/err" >&2; exit 1; }

@@ -17,6 +17,22 @@
 # pages_per_ckpt: zd's STAT dirty; for xl-remus, libxc's "Checkpointed save: N/N" (xl -vvv).
 # progress_rel: guest pages/s over the window / the same guest's unprotected.
 # triple_faults: "Triple fault" lines Xen logged (xl dmesg) during the run.
+# Then the takeover a client sees (ZD_XEN_BENCH_TAKEOVER, default 1), at
+# ZD_XEN_BENCH_TAKEOVER_INTERVAL (200) ms, on a fresh guest with a vif whose
+# service (tests/xen/guest_writer) zd-client asks 4 times a second; the
+# primary is lost by `xl destroy` (the loss both handle the same way on
+# one host):
+#   zd        zd-track xen: --mode buffered (output commit on) | zd-swap |
+#             zd-send -> zd-recv --standby xen:CFG --fence (standby.c);
+#   xl-remus  xl remus -F -n -d -e -i MS: its receiver unpauses the backup
+#             domain. -n: without network buffering (libxl's needs its
+#             remus netbuf hotplug set-up), so answers the backup never
+#             saw can reach the client: a contradiction, not a wait.
+# One "CSVT ..." line each:
+#   method,interval_ms,wait_ms,answers_before,answers_after,errors,gaps,reconnects
+# wait_ms: the client's longest time between two answers from its last
+# answer before the loss on; errors: answers that contradicted the
+# sequence (zd-client's count).
 # Everything here is emulated (QEMU TCG): compare the methods, not to hardware.
 set -u
 export PATH="$ZD_BIN:$PATH"
@@ -157,7 +173,109 @@ run_xl_remus() { # run_xl_remus INTERVAL
 	grep -i 'pages\|iteration\|checkpoint' "$d/remus.log" | tail -n 3 | sed 's/^/# xl: /'
 }
 
+# client_start DIR: zd-client against the guest's service; sets CL.
+client_start() {
+	zd-client --reconnect --retry-for 600000 --timeout 600000 --rate 4 --duration 3600000 \
+		--log "$1/client.log" "$XEN_GUEST_ADDR" >"$1/client.json" 2>"$1/client.err" &
+	CL=$!
+}
+
+# client_result DIR METHOD INTERVAL BEFORE: stop the client, print CSVT.
+client_result() {
+	local d=$1 i
+	for i in $(seq 600); do
+		[ "$(wc -l <"$d/client.log")" -ge $(($4 + 5)) ] && break
+		sleep 0.5
+	done
+	kill -INT "$CL" 2>/dev/null
+	wait "$CL" 2>/dev/null
+	local wait_ms n
+	n=$(wc -l <"$d/client.log")
+	wait_ms=$(awk -v from="$4" 'NR >= from { if (prev) { g = $3 - prev; if (g > max) max = g } prev = $3 }
+		END { printf "%d", max / 1e6 }' "$d/client.log")
+	echo "CSVT $2,$3,$wait_ms,$4,$((n - $4)),$(jq -r '"\(.errors),\(.gaps),\(.failovers)"' "$d/client.json" 2>/dev/null || echo ",,")"
+	say "takeover, $2: $(cat "$d/client.json" 2>/dev/null | head -c 300)"
+}
+
+# until_answers FILE N SECONDS: wait until FILE has N lines.
+until_answers() {
+	local i
+	for i in $(seq $(($3 * 5))); do
+		[ "$(wc -l <"$1" 2>/dev/null || echo 0)" -ge "$2" ] && return 0
+		sleep 0.2
+	done
+	return 1
+}
+
+takeover_zd() { # takeover_zd INTERVAL
+	local iv=$1 d=$TMP/tk-zd P RECV PIPE id before
+	mkdir -p "$d"
+	id=$(xl domid "$G")
+	zd-recv --listen 127.0.0.1:0 --port-file "$d/port" --replica "$d/replica" --once --no-fsync --timeout 0 \
+		--standby "xen:$TMP/$G.cfg" --fence "xl destroy $id 2>/dev/null; ! xl list $id >/dev/null 2>&1" \
+		--fence-timeout 120000 --no-verify -v 2>"$d/recv.err" &
+	RECV=$!
+	P=127.0.0.1:$(read_port "$d/port" $RECV 60)
+	(zd-track xen:$G --mode buffered --interval "$iv" 2>"$d/track.err" | zd-swap 2>"$d/swap.err" |
+		zd-send "$P" --timeout 0 --heartbeat 1000 >/dev/null 2>"$d/send.err") &
+	PIPE=$!
+	client_start "$d"
+	if ! until_answers "$d/client.log" 10 600; then
+		say "takeover, zd: no answers before the loss: $(tail -n 2 "$d/track.err" "$d/client.err" | tr '\n' '|')"
+		kill "$CL" "$RECV" 2>/dev/null
+		return 1
+	fi
+	before=$(wc -l <"$d/client.log")
+	xl destroy "$id"
+	wait "$RECV"
+	wait "$PIPE" 2>/dev/null
+	say "takeover, zd: $(grep 'running at epoch' "$d/recv.err" | tail -n 1)"
+	[ -n "$(xl domid "$G-standby" 2>/dev/null)" ] && [ -z "$(xl domid "$G" 2>/dev/null)" ] && xl rename "$G-standby" "$G"
+	client_result "$d" zd "$iv" "$before"
+}
+
+takeover_xl_remus() { # takeover_xl_remus INTERVAL
+	local iv=$1 d=$TMP/tk-xl XR id before
+	mkdir -p "$d"
+	id=$(xl domid "$G")
+	printf '#!/bin/sh\nshift\nexec "$@"\n' >"$d/wrap"
+	chmod +x "$d/wrap"
+	xl -vvv remus -F -n -d -e -i "$iv" -s "$d/wrap" "$G" localhost >"$d/remus.log" 2>&1 &
+	XR=$!
+	client_start "$d"
+	local i
+	for i in $(seq 1200); do
+		grep -q 'Checkpointed save' "$d/remus.log" && break
+		kill -0 "$XR" 2>/dev/null || break
+		sleep 0.5
+	done
+	if ! grep -q 'Checkpointed save' "$d/remus.log" || ! until_answers "$d/client.log" 10 600; then
+		say "takeover, xl remus: not checkpointing, or no answers: $(tail -n 2 "$d/remus.log" | tr '\n' '|')"
+		kill "$CL" "$XR" 2>/dev/null
+		return 1
+	fi
+	before=$(wc -l <"$d/client.log")
+	xl destroy "$id"
+	wait "$XR" 2>/dev/null
+	say "takeover, xl remus: $(grep -i 'failover' "$d/remus.log" | tail -n 1)"
+	client_result "$d" xl-remus "$iv" "$before"
+}
+
 xl dmesg -c >/dev/null 2>&1
+if [ "${ZD_XEN_BENCH_TAKEOVER:-1}" = 1 ]; then
+	[ -d /sys/module/sch_plug ] || insmod /mod/sch_plug.ko 2>/dev/null
+	tiv=${ZD_XEN_BENCH_TAKEOVER_INTERVAL:-200}
+	for m in zd xl-remus; do
+		xl destroy "$G" 2>/dev/null; xl destroy "$G--incoming" 2>/dev/null; xl destroy "$G-standby" 2>/dev/null
+		rm -f "$LOG"
+		XEN_GUEST_NET=1 xen_guest_up "$G" || { say "takeover, $m: the guest did not come up"; continue; }
+		case $m in
+		zd) takeover_zd "$tiv" ;;
+		xl-remus) takeover_xl_remus "$tiv" ;;
+		esac
+	done
+	for g in "$G" "$G--incoming" "$G-standby"; do xl destroy "$g" 2>/dev/null; done
+fi
 for iv in $INTERVALS; do
 	fresh_guest
 	measure

@@ -6,11 +6,11 @@
 #   zd-measure [--mode M] [--interval MS] [--epochs N] [--mem SIZE]
 #              [--dirty RATE] [--hot F] [--no-output-commit] DIR
 set -u
-# die, usage_die, need_value, wait_until, recv_port ...: cmd/zd-common.bash,
+# die, usage_die, need_value, wait_until, recv_port ...: lib/sh/zd-common.bash,
 # installed in PREFIX/share/zd.
 zd_lib=$(dirname "$(readlink -f "$0")")/../share/zd/zd-common.bash
-[ -f "$zd_lib" ] || zd_lib=${zd_lib%/share/zd/*}/cmd/zd-common.bash
-# shellcheck source-path=SCRIPTDIR source=zd-common.bash
+[ -f "$zd_lib" ] || zd_lib=${zd_lib%/share/zd/*}/lib/sh/zd-common.bash
+# shellcheck source-path=SCRIPTDIR source=../lib/sh/zd-common.bash
 . "$zd_lib" || exit 1
 
 # ---- what runs in the background, and its end ------------------------------

@@ -25,7 +25,7 @@ static void help(void)
 	       "  -i, --interval MS      checkpoint interval, 0 = back to back (default 25)\n"
 	       "  -n, --epochs N         stop after N epochs (default: until SIGINT/SIGTERM)\n"
 	       "  -m, --mode MODE        remus, buffered or zddspt (default remus)\n"
-	       "  -p, --precopy PERCENT  zddspt: pre-copy this share of the interval (default 20)\n"
+	       "  -p, --precopy PERCENT  zddspt: pre-copy this share of the interval (default 2)\n"
 	       "      --no-guard         zddspt: copy the frozen set while paused\n"
 	       "      --verify           put a whole-memory checksum in every COMMIT\n"
 	       "  -j, --json             JSON lines even when stdout is not a terminal\n"

@@ -16,11 +16,11 @@
 #   zd demo [--seconds S] [--keep DIR]
 #   zd bench [--quick]
 set -u
-# die, usage_die, need_value, wait_until, recv_port ...: cmd/zd-common.bash,
+# die, usage_die, need_value, wait_until, recv_port ...: lib/sh/zd-common.bash,
 # installed in PREFIX/share/zd.
 zd_lib=$(dirname "$(readlink -f "$0")")/../share/zd/zd-common.bash
-[ -f "$zd_lib" ] || zd_lib=${zd_lib%/share/zd/*}/cmd/zd-common.bash
-# shellcheck source-path=SCRIPTDIR source=zd-common.bash
+[ -f "$zd_lib" ] || zd_lib=${zd_lib%/share/zd/*}/lib/sh/zd-common.bash
+# shellcheck source-path=SCRIPTDIR source=../lib/sh/zd-common.bash
 . "$zd_lib" || exit 1
 
 usage() {
@@ -53,7 +53,7 @@ Protect a VM: checkpoint it continuously and keep a replica on a backup
              --epochs N      stop after N epochs (default: until SIGINT)
              --verify        whole-memory checksum in every COMMIT, checked
                              by zd-recv
-             --precopy P     zddspt: pre-copy P% of the interval (default 20)
+             --precopy P     zddspt: pre-copy P% of the interval (default 2)
              --policy P      zd-mru's standby policy (default mru)
              --timeout MS    zd-track's longest wait for the backup
                              (default 10000)

@@ -29,6 +29,8 @@ struct zd_capture {
 	struct zd_target *t;
 	uint64_t epoch;			/* the open epoch, 0 = none */
 	bool inline_pages;		/* the tracker sends this epoch's pages */
+	bool wp_exact;			/* ZD_CKPT_WP_EXACT */
+	bool drained;			/* the open epoch was drained at its DIRTY */
 	struct zd_pageset dirty;
 	struct zd_pageset covered;
 	struct zd_capture_stats stats;
@@ -113,6 +115,7 @@ bool zd_capture_vm_died(const struct zd_capture *c) { return c->t && c->t->vm_di
 void **zd_capture_drain_state(struct zd_capture *c) { return &c->drain_state; }
 struct zd_capture_stats *zd_capture_stats_mut(struct zd_capture *c) { return &c->stats; }
 const struct zd_pageset *zd_capture_dirty(const struct zd_capture *c) { return &c->dirty; }
+bool zd_capture_wp_exact(const struct zd_capture *c) { return c->wp_exact; }
 
 int zd_capture_emit_stat(struct zd_capture *c, uint64_t epoch, const char *const *keys,
 			 const double *vals, unsigned n)
@@ -180,6 +183,8 @@ static void open_epoch(struct zd_capture *c, uint64_t epoch)
 {
 	c->epoch = epoch;
 	c->inline_pages = false;
+	c->wp_exact = false;
+	c->drained = false;
 	zd_pageset_clear(&c->dirty);
 	zd_pageset_clear(&c->covered);
 }
@@ -194,12 +199,14 @@ static void add_to(struct zd_pageset *acc, const struct zd_pageset *s)
 }
 
 /* At COMMIT: read and emit what the epoch's DIRTY sets have and its PAGES
- * did not bring. */
+ * did not bring (unless drain_at_dirty did already). */
 static int close_epoch(struct zd_capture *c, uint64_t epoch)
 {
 	struct zd_pageset missing = ZD_PAGESET_INIT;
 	int rc = 0;
 
+	if (c->epoch == epoch && c->drained)
+		goto out;
 	c->stats.epoch = epoch;
 	c->stats.captured = c->stats.bytes = 0;
 	if (c->epoch != epoch || c->inline_pages)
@@ -213,6 +220,28 @@ static int close_epoch(struct zd_capture *c, uint64_t epoch)
 out:
 	zd_pageset_free(&missing);
 	c->epoch = 0;
+	return rc;
+}
+
+/*
+ * WP_EXACT (zddspt's CHECKPOINT request): the tracker sends the pages it
+ * copied at the pause before DIRTY, so at DIRTY what is missing is known,
+ * and it is exactly what zd-vm protected. The drain starts there, not at
+ * COMMIT: every record between them (STATE, a STAT, and on a loaded host
+ * the hops through zd-mru) was time in which a guest write to a protected
+ * page took a ~60 us fault. Only the guard's owner: its drain is the one
+ * that un-protects.
+ */
+static int drain_at_dirty(struct zd_capture *c)
+{
+	uint64_t epoch = c->epoch;
+	int rc;
+
+	if (!c->wp_exact || !c->guard_owner || c->inline_pages || c->drained)
+		return 0;
+	rc = close_epoch(c, epoch);
+	c->epoch = epoch;	/* still open: STATE and COMMIT follow */
+	c->drained = true;
 	return rc;
 }
 
@@ -240,10 +269,14 @@ int zd_capture_feed(struct zd_capture *c, const struct zd_record *r)
 		if (c->epoch != r->u.ckpt.epoch)
 			open_epoch(c, r->u.ckpt.epoch);
 		c->inline_pages = r->u.ckpt.flags & ZD_CKPT_PAGES_INLINE;
+		c->wp_exact = r->u.ckpt.flags & ZD_CKPT_WP_EXACT;
 		break;
 	case ZD_REC_DIRTY:
-		if (c->epoch && r->u.dirty.epoch == c->epoch)
+		if (c->epoch && r->u.dirty.epoch == c->epoch) {
 			add_to(&c->dirty, &r->u.dirty.set);
+			if ((rc = drain_at_dirty(c)))
+				return rc;
+		}
 		break;
 	case ZD_REC_PAGES:
 		if (r->u.pages.epoch != c->epoch && r->u.pages.epoch > c->stats.epoch)

@@ -10,10 +10,13 @@
  *     guest), keep the copy as the page's pre-image;
  *   drain (at epoch k's COMMIT): walks F in pfn order; a page the handler
  *     saved goes out from its pre-image, any other is copied from guest
- *     RAM (still protected, so unchanged) and un-protected — including the
- *     clean pages zd-vm's coalescing protected between F's pages
- *     (ZD_VMCTL_WP_GAP); PAGES (ZD_PAGES_PREIMAGE when saved by a fault);
- *     then every page is free again and the generation moves on.
+ *     RAM (still protected, so unchanged) and un-protected, range by
+ *     range — including the clean pages zd-vm's PROTECT coalesced between
+ *     F's pages (ZD_VMCTL_WP_GAP; not after CHECKPOINT, flag WP_EXACT,
+ *     which protects F's runs only: un-protecting clean pages would drop
+ *     KVM's mappings of pages the guest may be using); PAGES
+ *     (ZD_PAGES_PREIMAGE when saved by a fault); then every page is free
+ *     again and the generation moves on.
  *
  * Exactly once: per-page state (mu) — 0 untouched, SAVED by the handler,
  * DONE by the drain. Only this process un-protects, always under mu after
@@ -43,9 +46,14 @@
  *
  * Every protected page must be un-protected by its generation's drain,
  * or a later fault would save a stale pre-image for a newer epoch. zd-vm
- * protected the coalesced ranges of DIRTY; the drain walks `missing`,
- * which is DIRTY unless PAGES upstream covered some of it — then the
- * whole span of DIRTY is un-protected at the end too (one call).
+ * protected the coalesced ranges of DIRTY (PROTECT); the drain walks
+ * `missing`, which is DIRTY unless PAGES upstream covered some of it —
+ * then the whole span of DIRTY is un-protected at the end too (one call).
+ * With CHECKPOINT (CHECKPOINT flag WP_EXACT) zd-vm protected exactly
+ * `missing`, DIRTY less the pages it copied at the pause and zd-track sent
+ * as PAGES: the drain's ranges free all of it, and the whole-span call,
+ * which would drop KVM's mappings of every page in between (the guest
+ * then faults them back in), is left out.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -82,6 +90,7 @@ struct uffd_drain {
 	size_t ntouched, cap;
 	uint64_t gen;			/* drains finished (atomic reads) */
 	uint64_t faults, fault_ns, stale;
+	uint64_t block_ns;		/* read() of the message → the writer woken */
 	char err[160];			/* the handler's failure, "" if none */
 	bool vm_gone;			/* an ioctl said ESRCH: zd-vm's mm is gone */
 };
@@ -120,7 +129,8 @@ static void wake(struct uffd_drain *u, uint64_t pfn)
 	ioctl(u->uffd, UFFDIO_WAKE, &r);
 }
 
-static void serve(struct uffd_drain *u, const struct uffd_msg *m, uint64_t gen_at_read)
+static void serve(struct uffd_drain *u, const struct uffd_msg *m, uint64_t gen_at_read,
+		  uint64_t read_ns)
 {
 	uint64_t t0 = zd_now_ns(), addr = m->arg.pagefault.address, pfn;
 
@@ -144,6 +154,8 @@ static void serve(struct uffd_drain *u, const struct uffd_msg *m, uint64_t gen_a
 				 strerror(errno));
 		u->faults++;
 		u->fault_ns += zd_now_ns() - t0;
+		/* Messages read together wait for each other: from the read. */
+		u->block_ns += zd_now_ns() - read_ns;
 	}
 	pthread_mutex_unlock(&u->mu);
 }
@@ -176,8 +188,10 @@ static void *handler(void *arg)
 			pthread_mutex_unlock(&u->mu);
 			break;
 		}
+		uint64_t read_ns = zd_now_ns();
+
 		for (size_t i = 0; i < (size_t)n / sizeof(msgs[0]); i++)
-			serve(u, &msgs[i], g);
+			serve(u, &msgs[i], g, read_ns);
 	}
 	return NULL;
 }
@@ -243,14 +257,18 @@ static void uffd_stop(struct zd_capture *c)
 	*zd_capture_drain_state(c) = NULL;
 }
 
-/* Copy and free one chunk of F (pfn order) and the protected gaps up to
- * `until` (the next chunk's first page, or the end). Under mu. */
+/* Copy and free one chunk of F (pfn order) and, unless zd-vm protected
+ * exactly F's pages (WP_EXACT), the protected gaps up to `until` (the next
+ * chunk's first page, or the end). mu is taken per range, not for the
+ * chunk: a fault waits for one range's copy at most, not for 4096 pages'. */
 static int take_chunk(struct uffd_drain *u, const struct zd_pageset *chunk, uint64_t until,
-		      uint8_t *buf, uint64_t *from_faults)
+		      bool exact, uint8_t *buf, uint64_t *from_faults)
 {
 	for (size_t i = 0; i < chunk->n; i++) {
 		uint64_t first = chunk->r[i].first, count = chunk->r[i].count, end;
+		int r;
 
+		pthread_mutex_lock(&u->mu);
 		for (uint64_t pfn = first; pfn < first + count; pfn++, buf += u->ps) {
 			if (u->st[pfn] == PG_SAVED) {
 				memcpy(buf, u->pre[pfn], u->ps);
@@ -260,17 +278,19 @@ static int take_chunk(struct uffd_drain *u, const struct zd_pageset *chunk, uint
 			}
 			touch(u, pfn, PG_DONE);
 		}
-		/* zd-vm protected the gap to the next page of F too. */
+		/* zd-vm's PROTECT protected the gap to the next page of F too. */
 		end = first + count;
 		uint64_t next = i + 1 < chunk->n ? chunk->r[i + 1].first : until;
 
-		if (next > end && next - end <= ZD_VMCTL_WP_GAP) {
+		if (!exact && next > end && next - end <= ZD_VMCTL_WP_GAP) {
 			for (uint64_t pfn = end; pfn < next; pfn++)
 				if (u->st[pfn] == PG_NONE)
 					touch(u, pfn, PG_DONE);
 			end = next;
 		}
-		if (unprotect(u, first, end - first) < 0)
+		r = unprotect(u, first, end - first);
+		pthread_mutex_unlock(&u->mu);
+		if (r < 0)
 			return -1;
 	}
 	return 0;
@@ -282,7 +302,7 @@ static int uffd_drain(struct zd_capture *c, uint64_t epoch, const struct zd_page
 	struct zd_target *t = zd_capture_target(c);
 	const struct zd_pageset *f = zd_capture_dirty(c);
 	struct zd_pageset rest = ZD_PAGESET_INIT, chunk = ZD_PAGESET_INIT;
-	uint64_t t0 = zd_now_ns(), from_faults = 0, faults, fault_ns, stale, delay;
+	uint64_t t0 = zd_now_ns(), from_faults = 0, faults, fault_ns, stale, delay, block_ns;
 	uint8_t *buf;
 	int rc = 0;
 
@@ -309,16 +329,17 @@ static int uffd_drain(struct zd_capture *c, uint64_t epoch, const struct zd_page
 		pthread_mutex_lock(&u->mu);
 		if (u->err[0])
 			rc = zd_capture_fail(c, ZD_EXIT_TARGET, "%s: %s", t->spec, u->err);
-		else if (take_chunk(u, &chunk, until, buf, &from_faults) < 0)
-			rc = zd_capture_fail(c, ZD_EXIT_TARGET, "%s: un-protect: %s", t->spec, strerror(errno));
 		pthread_mutex_unlock(&u->mu);
+		if (!rc && take_chunk(u, &chunk, until, zd_capture_wp_exact(c), buf, &from_faults) < 0)
+			rc = zd_capture_fail(c, ZD_EXIT_TARGET, "%s: un-protect: %s", t->spec, strerror(errno));
 		if (!rc)
 			rc = zd_capture_emit_pages(c, epoch, &chunk, buf,
 						   from_faults > n ? ZD_PAGES_PREIMAGE : 0);
 	}
 	/* The generation ends: every page of F is out and free. */
 	pthread_mutex_lock(&u->mu);
-	if (!rc && zd_pageset_count(f) != zd_pageset_count(missing) && !zd_pageset_empty(f)) {
+	if (!rc && !zd_capture_wp_exact(c) && zd_pageset_count(f) != zd_pageset_count(missing) &&
+	    !zd_pageset_empty(f)) {
 		uint64_t first = f->r[0].first, end = f->r[f->n - 1].first + f->r[f->n - 1].count;
 
 		if (end <= u->npages && unprotect(u, first, end - first) < 0)
@@ -335,8 +356,8 @@ static int uffd_drain(struct zd_capture *c, uint64_t epoch, const struct zd_page
 	/* zd-vm died under the drain: its tracker will say so (END status 3). */
 	if (rc == ZD_EXIT_TARGET && u->vm_gone)
 		t->vm_died = true;
-	faults = u->faults, fault_ns = u->fault_ns, stale = u->stale;
-	u->faults = u->fault_ns = u->stale = 0;
+	faults = u->faults, fault_ns = u->fault_ns, stale = u->stale, block_ns = u->block_ns;
+	u->faults = u->fault_ns = u->stale = u->block_ns = 0;
 	__atomic_add_fetch(&u->gen, 1, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&u->mu);
 	free(buf);
@@ -345,16 +366,17 @@ static int uffd_drain(struct zd_capture *c, uint64_t epoch, const struct zd_page
 	if (!rc) {
 		struct zd_capture_stats *st = zd_capture_stats_mut(c);
 		static const char *const keys[] = { "cow_faults", "fault_ns", "drain_ns",
-						    "preimages_sent", "stale_faults", "drained" };
-		double vals[6];
+						    "preimages_sent", "stale_faults", "drained",
+						    "cow_block_ns" };
+		double vals[7];
 
 		st->cow_faults = faults;
 		st->fault_ns = fault_ns;
 		st->drain_ns = zd_now_ns() - t0;
 		vals[0] = (double)faults, vals[1] = (double)fault_ns, vals[2] = (double)st->drain_ns;
 		vals[3] = (double)from_faults, vals[4] = (double)stale;
-		vals[5] = (double)zd_pageset_count(missing);
-		rc = zd_capture_emit_stat(c, epoch, keys, vals, 6);
+		vals[5] = (double)zd_pageset_count(missing), vals[6] = (double)block_ns;
+		rc = zd_capture_emit_stat(c, epoch, keys, vals, 7);
 	}
 	return rc;
 }

@@ -440,6 +440,16 @@ bool zd_fbserver_take_resync(struct zd_fbserver *s)
 	return r;
 }
 
+bool zd_fbserver_resync_asked(struct zd_fbserver *s)
+{
+	bool r;
+
+	pthread_mutex_lock(&s->mu);
+	r = s->resync;
+	pthread_mutex_unlock(&s->mu);
+	return r;
+}
+
 uint64_t zd_fbserver_drained(struct zd_fbserver *s)
 {
 	uint64_t e;

@@ -57,6 +57,8 @@ bool zd_fbserver_link_down(struct zd_fbserver *s);
 bool zd_fbserver_acks_expected(struct zd_fbserver *s);
 /* Has a RESYNC come since the last call? */
 bool zd_fbserver_take_resync(struct zd_fbserver *s);
+/* Whether a resync is asked, leaving it to take_resync. */
+bool zd_fbserver_resync_asked(struct zd_fbserver *s);
 
 enum zd_fbwait { ZD_FBWAIT_OK = 0, ZD_FBWAIT_TIMEOUT = 1, ZD_FBWAIT_GONE = 2 };
 /* Wait until an ACK (op ZD_FB_ACK) or DRAINED (ZD_FB_DRAINED) for `epoch`

@@ -521,7 +521,9 @@ static int overlay_memsum(struct zd_replica *rep, uint64_t *sum)
 	uint64_t cur = 0;
 	int rc = 0;
 
-	qsort(st->idx, st->nidx, sizeof(*st->idx), cmp_jidx);
+	/* (qsort wants a non-null array even for none) */
+	if (st->nidx)
+		qsort(st->idx, st->nidx, sizeof(*st->idx), cmp_jidx);
 	jr = mmap(NULL, st->off, PROT_READ, MAP_SHARED, st->fd, 0);
 	if (jr == MAP_FAILED) {
 		rc = zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: mmap: %s", rep->dir, strerror(errno));

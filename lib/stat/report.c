@@ -22,6 +22,11 @@ struct summary {
 	double prec_mean, recall_mean, wire_bytes;
 	struct dist pause, latency, delay, resp, epoch_bytes;
 	bool epoch_bytes_wire;		/* from STAT "send", else stream bytes */
+	/* the guest's stall per epoch (zd_stat_row_stall), its parts, and
+	 * the guest's own clock (STAT "guest") */
+	struct dist stall, cow_block, guest_stall, guest_lost;
+	bool has_cow, has_wfault;
+	double cow_faults_mean, redirtied_mean, wfault_ns_mean;
 };
 
 static struct dist distribution(double *v, size_t n)
@@ -46,7 +51,12 @@ static void summarise(struct zd_stat *s, uint64_t from, struct summary *m)
 	double *pause = zd_xcalloc(s->nrows + 1, sizeof(double));
 	double *lat = zd_xcalloc(s->nrows + 1, sizeof(double));
 	double *eb = zd_xcalloc(s->nrows + 1, sizeof(double));
+	double *stall = zd_xcalloc(s->nrows + 1, sizeof(double));
+	double *cowb = zd_xcalloc(s->nrows + 1, sizeof(double));
+	double *gst = zd_xcalloc(s->nrows + 1, sizeof(double));
+	double *glost = zd_xcalloc(s->nrows + 1, sizeof(double));
 	size_t npause = 0, nlat = 0, nprec = 0, nrec = 0, neb = 0;
+	size_t nstall = 0, ncow = 0, ng = 0, nwf = 0;
 
 	memset(m, 0, sizeof(*m));
 	for (size_t i = 0; i < s->nrows; i++) {
@@ -73,6 +83,21 @@ static void summarise(struct zd_stat *s, uint64_t from, struct summary *m)
 			pause[npause++] = r->pause_ns;
 		if (r->has_latency)
 			lat[nlat++] = r->latency_ns;
+		if (zd_stat_row_stall(r, &stall[nstall]))
+			nstall++;
+		if (r->has_cow) {
+			cowb[ncow++] = r->cow_block_ns;
+			m->cow_faults_mean += r->cow_faults;
+		}
+		m->redirtied_mean += r->track_redirtied;
+		if (r->has_guest) {
+			gst[ng] = r->guest_stall_ns;
+			glost[ng++] = r->guest_lost_ns;
+		}
+		if (r->has_wfault) {
+			m->wfault_ns_mean += r->guest_wfault_ns;
+			nwf++;
+		}
 		if (r->has_wire) {
 			m->wire_bytes += r->wire_bytes;
 			m->has_wire = true;
@@ -99,6 +124,22 @@ static void summarise(struct zd_stat *s, uint64_t from, struct summary *m)
 	m->delay = distribution(s->delay, s->ndelay);
 	m->resp = distribution(s->resp, s->nresp);
 	m->epoch_bytes = distribution(eb, neb);
+	m->stall = distribution(stall, nstall);
+	m->cow_block = distribution(cowb, ncow);
+	m->guest_stall = distribution(gst, ng);
+	m->guest_lost = distribution(glost, ng);
+	m->has_cow = ncow > 0;
+	m->has_wfault = nwf > 0;
+	if (ncow)
+		m->cow_faults_mean /= (double)ncow;
+	if (m->epochs)
+		m->redirtied_mean /= (double)m->epochs;
+	if (nwf)
+		m->wfault_ns_mean /= (double)nwf;
+	free(stall);
+	free(cowb);
+	free(gst);
+	free(glost);
 	free(pause);
 	free(lat);
 	free(eb);
@@ -108,6 +149,26 @@ static json_t *dist_json(const struct dist *d)
 {
 	return json_pack("{s:I,s:I,s:I,s:I}", "p50", (json_int_t)d->p50, "p99", (json_int_t)d->p99,
 			 "max", (json_int_t)d->max, "mean", (json_int_t)(d->mean + 0.5));
+}
+
+/* The stall figures of the summary: the total, then its parts, then the
+ * guest's own clock to check them against. */
+static void stall_json(json_t *o, const struct summary *m)
+{
+	if (m->stall.any)
+		json_object_set_new(o, "stall_ns", dist_json(&m->stall));
+	if (m->has_cow) {
+		json_object_set_new(o, "cow_block_ns", dist_json(&m->cow_block));
+		json_object_set_new(o, "cow_faults_mean", json_real(m->cow_faults_mean));
+	}
+	if (m->redirtied_mean > 0)
+		json_object_set_new(o, "precopy_redirtied_mean", json_real(m->redirtied_mean));
+	if (m->has_wfault)
+		json_object_set_new(o, "wfault_ns_mean", json_real(m->wfault_ns_mean));
+	if (m->guest_stall.any) {
+		json_object_set_new(o, "guest_stall_ns", dist_json(&m->guest_stall));
+		json_object_set_new(o, "guest_lost_ns", dist_json(&m->guest_lost));
+	}
 }
 
 void zd_stat_print_json(struct zd_stat *s, FILE *out)
@@ -127,6 +188,7 @@ void zd_stat_print_json(struct zd_stat *s, FILE *out)
 		json_object_set_new(o, "standby_recall_mean", json_real(m.recall_mean));
 	if (m.pause.any)
 		json_object_set_new(o, "pause_ns", dist_json(&m.pause));
+	stall_json(o, &m);
 	if (m.latency.any)
 		json_object_set_new(o, "latency_ns", dist_json(&m.latency));
 	if (m.delay.any)
@@ -199,6 +261,18 @@ void zd_stat_print_table(struct zd_stat *s, FILE *out)
 	if (m.pause.any)
 		fprintf(out, "pause us: p50 %.1f, p99 %.1f, max %.1f\n",
 			m.pause.p50 / 1e3, m.pause.p99 / 1e3, m.pause.max / 1e3);
+	if (m.stall.any)
+		fprintf(out, "guest stall us (pause + copy-on-write faults + re-armed pages' faults): "
+			"p50 %.1f, p99 %.1f, max %.1f, mean %.1f\n", m.stall.p50 / 1e3,
+			m.stall.p99 / 1e3, m.stall.max / 1e3, m.stall.mean / 1e3);
+	if (m.has_cow)
+		fprintf(out, "copy-on-write faults per epoch: mean %.1f, blocked us p50 %.1f, p99 %.1f\n",
+			m.cow_faults_mean, m.cow_block.p50 / 1e3, m.cow_block.p99 / 1e3);
+	if (m.guest_stall.any)
+		fprintf(out, "the guest's own clock, us per epoch: stopped >= 40 us p50 %.1f, p99 %.1f, "
+			"mean %.1f; all time lost p50 %.1f, mean %.1f; dirty-log fault %.1f\n",
+			m.guest_stall.p50 / 1e3, m.guest_stall.p99 / 1e3, m.guest_stall.mean / 1e3,
+			m.guest_lost.p50 / 1e3, m.guest_lost.mean / 1e3, m.wfault_ns_mean / 1e3);
 	if (m.latency.any)
 		fprintf(out, "latency (T1 to ACK) us: p50 %.1f, p99 %.1f, max %.1f\n",
 			m.latency.p50 / 1e3, m.latency.p99 / 1e3, m.latency.max / 1e3);
@@ -229,7 +303,8 @@ static void csv_opt(FILE *out, bool has, double v)
 void zd_stat_print_csv(struct zd_stat *s, FILE *out)
 {
 	fprintf(out, "epoch,dirty,precopy,standby,precision,recall,pause_ns,latency_ns,"
-		"pages_sent,bytes,wire_bytes\n");
+		"pages_sent,bytes,wire_bytes,stall_ns,cow_faults,cow_block_ns,guest_stall_ns,"
+		"guest_lost_ns\n");
 	for (size_t i = 0; i < s->nrows; i++) {
 		const struct zd_stat_row *r = &s->rows[i];
 
@@ -245,6 +320,16 @@ void zd_stat_print_csv(struct zd_stat *s, FILE *out)
 		fprintf(out, ",%llu,%llu", (unsigned long long)r->pages_sent,
 			(unsigned long long)r->bytes);
 		csv_opt(out, r->has_wire, r->wire_bytes);
+		{
+			double st = 0;
+			bool has = zd_stat_row_stall(r, &st);
+
+			csv_opt(out, has, st);
+		}
+		csv_opt(out, r->has_cow, r->cow_faults);
+		csv_opt(out, r->has_cow, r->cow_block_ns);
+		csv_opt(out, r->has_guest, r->guest_stall_ns);
+		csv_opt(out, r->has_guest, r->guest_lost_ns);
 		fputc('\n', out);
 	}
 }
@@ -313,6 +398,8 @@ void zd_stat_print_follow(struct zd_stat *s, FILE *out, bool json, uint64_t from
 			json_object_set_new(o, "wire_bytes", json_integer((json_int_t)m.wire_bytes));
 		if (m.pause.any)
 			json_object_set_new(o, "pause_ns", dist_json(&m.pause));
+		if (m.stall.any)
+			json_object_set_new(o, "stall_ns", dist_json(&m.stall));
 		if (m.latency.any)
 			json_object_set_new(o, "latency_ns", dist_json(&m.latency));
 		json_dumpf(o, out, JSON_PRESERVE_ORDER | JSON_COMPACT);
@@ -328,6 +415,8 @@ void zd_stat_print_follow(struct zd_stat *s, FILE *out, bool json, uint64_t from
 	if (m.pause.any)
 		fprintf(out, ", pause us p50 %.1f p99 %.1f max %.1f", m.pause.p50 / 1e3,
 			m.pause.p99 / 1e3, m.pause.max / 1e3);
+	if (m.stall.any)
+		fprintf(out, ", stall us p50 %.1f p99 %.1f", m.stall.p50 / 1e3, m.stall.p99 / 1e3);
 	if (m.latency.any)
 		fprintf(out, ", latency us p50 %.1f p99 %.1f max %.1f", m.latency.p50 / 1e3,
 			m.latency.p99 / 1e3, m.latency.max / 1e3);

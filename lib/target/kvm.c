@@ -28,6 +28,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "vm/guest/abi.h"
 #include "vm/vmctl_client.h"
 #include "zd/fb.h"
 #include "zd/target.h"
@@ -52,6 +53,12 @@ struct kvm_priv {
 	int diskfd;
 	const uint8_t *dlog;
 	size_t dlog_bytes;
+	/* CHECKPOINT's copy area (COPY_INFO), mapped read-only; copy_no:
+	 * this zd-vm has none (an older one, or no guard). */
+	const uint8_t *copy;
+	size_t copy_bytes;
+	uint64_t copy_pages;
+	bool copy_no;
 	pthread_mutex_t mu;
 };
 
@@ -110,11 +117,11 @@ static void vm_gone(struct zd_target *t)
 }
 
 /* One request; -1 with t->err on any failure (transport or status). */
-static int call(struct zd_target *t, uint32_t op, uint32_t flags, uint64_t arg0,
-		struct zd_vmctl_rep *rep, void *payload, size_t cap, int *fds, int *nfds)
+static int call2(struct zd_target *t, uint32_t op, uint32_t flags, uint64_t arg0, uint64_t arg1,
+		 struct zd_vmctl_rep *rep, void *payload, size_t cap, int *fds, int *nfds)
 {
 	struct kvm_priv *p = t->priv;
-	struct zd_vmctl_req req = { .op = op, .flags = flags, .arg0 = arg0 };
+	struct zd_vmctl_req req = { .op = op, .flags = flags, .arg0 = arg0, .arg1 = arg1 };
 	int r;
 
 	if (p->fd < 0) {
@@ -142,6 +149,12 @@ static int call(struct zd_target *t, uint32_t op, uint32_t flags, uint64_t arg0,
 		return -1;
 	}
 	return 0;
+}
+
+static int call(struct zd_target *t, uint32_t op, uint32_t flags, uint64_t arg0,
+		struct zd_vmctl_rep *rep, void *payload, size_t cap, int *fds, int *nfds)
+{
+	return call2(t, op, flags, arg0, 0, rep, payload, cap, fds, nfds);
 }
 
 static int map_ram(struct zd_target *t, int memfd)
@@ -230,6 +243,8 @@ static void kvm_close(struct zd_target *t)
 		munmap((void *)p->dlog, p->dlog_bytes);
 	if (p->diskfd >= 0)
 		close(p->diskfd);
+	if (p->copy)
+		munmap((void *)p->copy, p->copy_bytes);
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 	t->priv = NULL;
@@ -327,14 +342,20 @@ static int kvm_pause(struct zd_target *t, uint64_t epoch)
 {
 	struct zd_vmctl_rep rep;
 
-	return call(t, ZD_VMCTL_PAUSE, 0, epoch, &rep, NULL, 0, NULL, NULL);
+	if (call(t, ZD_VMCTL_PAUSE, 0, epoch, &rep, NULL, 0, NULL, NULL) < 0)
+		return -1;
+	t->vm_parked_ns = rep.v1;
+	return 0;
 }
 
 static int kvm_resume(struct zd_target *t)
 {
 	struct zd_vmctl_rep rep;
 
-	return call(t, ZD_VMCTL_RESUME, 0, 0, &rep, NULL, 0, NULL, NULL);
+	if (call(t, ZD_VMCTL_RESUME, 0, 0, &rep, NULL, 0, NULL, NULL) < 0)
+		return -1;
+	t->vm_resumed_ns = rep.v1;
+	return 0;
 }
 
 static int kvm_harvest(struct zd_target *t, struct zd_pageset *dirty)
@@ -534,6 +555,107 @@ static int kvm_protect(struct zd_target *t, const struct zd_pageset *set)
 	return call(t, ZD_VMCTL_PROTECT, 0, 0, &rep, NULL, 0, NULL, NULL);
 }
 
+/* The copy area, once: 0 mapped, 1 this zd-vm has none. */
+static int map_copy_area(struct zd_target *t)
+{
+	struct kvm_priv *p = t->priv;
+	struct zd_vmctl_req req = { .op = ZD_VMCTL_COPY_INFO };
+	struct zd_vmctl_rep rep;
+	int fds[4], nfds = 0;
+	void *m;
+
+	if (p->copy)
+		return 0;
+	if (p->copy_no)
+		return 1;
+	pthread_mutex_lock(&p->mu);
+	if (zd_vmctl_call(p->fd, &req, &rep, NULL, 0, fds, &nfds) < 0) {
+		pthread_mutex_unlock(&p->mu);
+		set_err(t, "control socket: %s", strerror(errno));
+		return -1;
+	}
+	pthread_mutex_unlock(&p->mu);
+	if (rep.status < 0 || nfds != 1 || !rep.v0) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		p->copy_no = true;
+		return 1;
+	}
+	m = mmap(NULL, rep.v0 * t->page_size, PROT_READ, MAP_SHARED, fds[0], 0);
+	close(fds[0]);
+	if (m == MAP_FAILED) {
+		set_err(t, "mmap copy area: %s", strerror(errno));
+		return -1;
+	}
+	p->copy = m;
+	p->copy_pages = rep.v0;
+	p->copy_bytes = rep.v0 * t->page_size;
+	return 0;
+}
+
+/* zddspt's pause in one CHECKPOINT request (vmctl.h). Not with a disk:
+ * its write log is read while paused by DISK_LOG requests. */
+static int kvm_checkpoint(struct zd_target *t, struct zd_target_ckpt *ck)
+{
+	struct kvm_priv *p = t->priv;
+	struct zd_vmctl_rep rep = { 0 };
+	struct zd_vmctl_ckpt out;
+	uint8_t *buf;
+	int r;
+
+	if (p->uffd < 0 || !(p->info.flags & ZD_VM_F_UFFD_WP) || p->disk_size)
+		return 1;
+	if ((r = map_copy_area(t)) != 0)
+		return r;
+	if (ck->hint)
+		zd_pageset_to_bitmap(ck->hint, p->bm + p->nwords, p->nwords * 64, 0);
+	buf = zd_xmalloc(ZD_VMCTL_MAX_MSG);
+	if (call2(t, ZD_VMCTL_CHECKPOINT, (ck->hint ? ZD_VMCTL_F_HINT : 0) | (ck->memsum ? ZD_VMCTL_F_MEMSUM : 0),
+		 ck->epoch, ZD_CKPT_POLICY(ck->copy_max, ck->protect_run), &rep, buf, ZD_VMCTL_MAX_MSG,
+		 NULL, NULL) < 0) {
+		free(buf);
+		/* Refused before it paused: nothing was done. */
+		if (rep.status != -EOPNOTSUPP)
+			return -1;
+		p->copy_no = true;
+		return 1;
+	}
+	if (rep.len < sizeof(out)) {
+		free(buf);
+		set_err(t, "CHECKPOINT reply of %u bytes", rep.len);
+		return -1;
+	}
+	memcpy(&out, buf, sizeof(out));
+	if (out.state_len != rep.len - sizeof(out) || out.copied > p->copy_pages) {
+		free(buf);
+		set_err(t, "CHECKPOINT reply malformed (%u bytes, state %u, %llu copied)", rep.len,
+			out.state_len, (unsigned long long)out.copied);
+		return -1;
+	}
+	memmove(buf, buf + sizeof(out), out.state_len);
+	ck->state = zd_xrealloc(buf, out.state_len ? out.state_len : 1);
+	ck->state_len = out.state_len;
+	zd_pageset_from_bitmap(ck->frozen, p->bm, t->page_count, 0);
+	zd_pageset_from_bitmap(ck->copied, p->bm + p->nwords, t->page_count, 0);
+	if (zd_pageset_count(ck->frozen) != out.dirty || zd_pageset_count(ck->copied) != out.copied) {
+		set_err(t, "CHECKPOINT: bitmaps hold %llu dirty and %llu copied pages, zd-vm counted %llu and %llu",
+			(unsigned long long)zd_pageset_count(ck->frozen),
+			(unsigned long long)zd_pageset_count(ck->copied), (unsigned long long)out.dirty,
+			(unsigned long long)out.copied);
+		return -1;
+	}
+	ck->copy_data = p->copy;
+	ck->memsum_value = out.memsum;
+	t->vm_parked_ns = out.paused_at_ns;
+	t->vm_resumed_ns = out.resumed_ns;
+	ck->steps = (struct zd_ckpt_steps){
+		.protect_ns = out.protect_ns, .protect_calls = out.protect_calls, .copy_ns = out.copy_ns,
+		.stop_ns = out.stop_ns, .harvest_ns = out.harvest_ns, .rearm_ns = out.rearm_ns,
+		.state_ns = out.state_ns,
+	};
+	return 0;
+}
+
 static int kvm_guard(struct zd_target *t, int *uffd, uint64_t *base, const uint8_t **ram)
 {
 	struct kvm_priv *p = t->priv;
@@ -635,6 +757,35 @@ out:
 	return rc;
 }
 
+/* zd-vm runs only its built-in guest, which keeps these counters in its
+ * service page (zd-vm's STATS reads the same page); read from our mapping
+ * while the vCPU is stopped, so no request to zd-vm and nothing added to
+ * the pause. A guest restored from an older replica has zeros there. */
+static int kvm_guest_clock(struct zd_target *t, struct zd_guest_clock *gc)
+{
+	struct kvm_priv *p = t->priv;
+	const volatile struct zdg_svc *s;
+	const volatile struct zdg_params *pa;
+	uint64_t hz;
+
+	if (!p->ram || p->ram_bytes < ZDG_MIN_MEM)
+		return -1;
+	s = (const volatile struct zdg_svc *)(p->ram + ZDG_SVC_GPA);
+	pa = (const volatile struct zdg_params *)(p->ram + ZDG_PARAM_GPA);
+	hz = pa->tsc_hz;
+	if (pa->abi != ZDG_ABI_VERSION || !hz)
+		return -1;
+#define NS(ticks) ((uint64_t)((double)(ticks) * 1e9 / (double)hz))
+	gc->lost_ns = NS(s->lost_ticks);
+	gc->lost_n = s->lost_n;
+	gc->stall_ns = NS(s->stall_ticks);
+	gc->stall_n = s->stall_n;
+	gc->wfault_ns = NS(s->wfault_ticks);
+	gc->wfault_n = s->wfault_n;
+#undef NS
+	return 0;
+}
+
 const struct zd_target_ops zd_target_kvm = {
 	.scheme = "kvm",
 	.usage = "kvm:PATH  a VM run by zd-vm, PATH being its --control socket",
@@ -656,7 +807,9 @@ const struct zd_target_ops zd_target_kvm = {
 	 * and drained by zd-swap while the VM runs; without it (.protect
 	 * returns 1) zddspt copies it while paused, as on xen:. */
 	.protect = kvm_protect,
+	.checkpoint = kvm_checkpoint,
 	.export_fds = kvm_export_fds,
 	.import_fds = kvm_import_fds,
 	.guard = kvm_guard,
+	.guest_clock = kvm_guest_clock,
 };

@@ -37,11 +37,13 @@ static int copy_dirty(struct zd_track *k, struct buffered_round *rd)
 
 static int report_epoch(struct zd_track *k, const struct buffered_round *rd)
 {
-	static const char *const keys[] = { "pause_ns", "harvest_ns", "copy_ns", "dirty" };
+	static const char *const keys[] = { "pause_ns", "harvest_ns", "copy_ns", "dirty",
+					    "vcpu_stopped_ns" };
 	double vals[] = { (double)rd->base.c.pause_ns, (double)rd->base.harvest_ns,
-			  (double)rd->copy_ns, (double)zd_pageset_count(&k->prev) };
+			  (double)rd->copy_ns, (double)zd_pageset_count(&k->prev),
+			  (double)zd__track_vcpu_stopped_ns(k) };
 
-	return zd__emit_stat(k, keys, vals, 4);
+	return zd__emit_stat(k, keys, vals, 5);
 }
 
 static int buffered_round(struct zd_track *k)
@@ -61,8 +63,8 @@ static int buffered_round(struct zd_track *k)
 		zd__track_round_free(&rd.base);
 		return -1;
 	}
-	c->pause_ns = c->resume_ns - c->t1_ns;
-	rc = zd__track_send_checkpoint(k, &rd.base, true);
+	c->pause_ns = zd__track_pause_ns(k, c);
+	rc = zd__track_send_checkpoint(k, &rd.base, &k->dirty, k->buf);
 	zd__track_round_free(&rd.base);
 	/* The next round harvests into k->dirty; prev keeps this epoch's set. */
 	zd_pageset_swap(&k->prev, &k->dirty);

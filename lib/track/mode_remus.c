@@ -30,7 +30,7 @@
 /* The backup copies from the paused VM: flushed now, or it waits for us. */
 static int send_checkpoint(struct zd_track *k, const struct track_round *rd)
 {
-	if (zd__track_send_checkpoint(k, rd, false) < 0)
+	if (zd__track_send_checkpoint(k, rd, NULL, NULL) < 0)
 		return -1;
 	return zd__emit_flush(k);
 }
@@ -38,7 +38,8 @@ static int send_checkpoint(struct zd_track *k, const struct track_round *rd)
 static int report_epoch(struct zd_track *k, const struct track_round *rd, uint64_t resume_ns)
 {
 	static const char *const keys[] = { "pause_ns", "harvest_ns", "dirty" };
-	double vals[] = { (double)(resume_ns - rd->c.t1_ns), (double)rd->harvest_ns,
+	struct zd_rec_checkpoint c = { .t1_ns = rd->c.t1_ns, .resume_ns = resume_ns };
+	double vals[] = { (double)zd__track_pause_ns(k, &c), (double)rd->harvest_ns,
 			  (double)zd_pageset_count(&k->prev) };
 
 	return zd__emit_stat(k, keys, vals, 3);

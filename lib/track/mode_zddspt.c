@@ -8,15 +8,27 @@
  *
  *   run_until_t0               the VM runs until T0 = T1 - precopy% of the
  *                              interval
- *   precopy                    T0..T1: P = dirty so far ∩ the standby set
- *                              (STANDBY from zd-mru on the feedback socket,
- *                              else last epoch's pages); re-arm exactly P (a
- *                              later write to it is seen again at T1); copy P
- *                              and send it as PAGES (PRECOPY) while the VM runs
+ *   precopy                    T0..T1: P = every page dirty so far (or only
+ *                              those of the standby set: STANDBY from zd-mru
+ *                              on the feedback socket, else last epoch's
+ *                              pages, with ZD_ZDDSPT_PRECOPY_ALL=0), less the
+ *                              pages that
+ *                              were written again after their pre-copy last
+ *                              epoch (k->rewritten: they go with F, copied at
+ *                              the pause); re-arm exactly P (a later write to
+ *                              it is seen again at T1); copy P while the VM
+ *                              runs (sent with the checkpoint: send_precopied)
  *   run_until_t1               the VM runs on until T1
  *   choose_guard               protect F, or copy it at the pause (enum
  *                              fallback says why); waits for the previous
  *                              epoch's DRAINED
+ *   pause_and_guard            T1 to resume as one target request (kvm:
+ *                              zd-vm's CHECKPOINT, lib/vm/vm_ckpt.c): F
+ *                              harvested, the pages the guest is predicted
+ *                              to write first and short runs copied at the
+ *                              pause, exactly the rest protected, re-armed,
+ *                              state saved, resumed; where the target
+ *                              cannot, the six steps below instead
  *   zd__track_pause            T1
  *   harvest_frozen             the main table's pages become the frozen set F
  *   protect_frozen             the copy-on-write guard over F, or F copied now
@@ -25,16 +37,37 @@
  *                              read-only, then the VM writes to the new table)
  *   zd__track_save_state       vCPU state, [memsum]
  *   zd__track_resume           the VM runs again
- *   send_checkpoint            CHECKPOINT, DIRTY = F, [PAGES of F], STATE, COMMIT
+ *   send_checkpoint            CHECKPOINT, [PAGES copied at the pause], DIRTY
+ *                              = F, [PAGES of F], PAGES (PRECOPY) of P less F
+ *                              (send_precopied), STATE, COMMIT
  *   report_epoch               STAT "track"; P ∪ F is the next epoch's hint
  *   uffd_drain                 (zd-swap, lib/capture/drain_uffd.c) saves F
  *                              while the VM runs, un-protects it, says DRAINED
  *   release_output_on_ack      (track.c, on the feedback thread) the epoch's
  *                              output goes out on the backup's ACK
  *
- * No page is copied while the VM is stopped. DIRTY carries only F, the
- * pages still to capture at checkpoint time; a page of P that is not in F
- * kept its pre-copied contents. The epoch's pages are P ∪ F.
+ * DIRTY carries only F, the pages still to capture at checkpoint time; a
+ * page of P that is not in F kept its pre-copied contents. The epoch's
+ * pages are P ∪ F.
+ *
+ * Why T0 is late (--precopy 2 % by default) and P is every page dirty so
+ * far but the predicted-hot ones (measured on kvm_pvm, issue 15): each
+ * page of P the guest writes again before T1 costs it a second dirty-log
+ * write fault (~20 us, the guest's own clock), while a page left to F
+ * costs ~0.75 us of copy at the pause. Pre-copy pays only for pages
+ * unlikely to be written again before T1: a short window, and not the
+ * most recently used pages (which the paper's standby set is).
+ *
+ * Why part of F is copied at the pause (pause_and_guard), measured on
+ * kvm_pvm (bench/README.md, "zd-swap: the copy-on-write fault"): a
+ * protect call costs ~1-1.5 us, a page copied ~0.5-0.8 us of pause; a
+ * guest write to a protected page before the drain costs a ~60 us
+ * fault, and every protected page's KVM mapping is dropped twice (protect, un-protect), which the guest pays
+ * for in re-faults. Copying the predicted-hot pages and short runs, up to
+ * a budget, and protecting only long runs beyond it, keeps both the pause
+ * and the faults small. The pages copied go out as PAGES with the
+ * CHECKPOINT (flag WP_EXACT: exactly the rest of F is protected), zd-swap
+ * drains the rest.
  *
  * A live target without write-protect (copy_frozen_paused: xen:, or
  * kvm: whose zd-vm has no uffd guard: protect returns 1) cannot keep F's
@@ -72,11 +105,22 @@ enum fallback {
 struct zddspt_round {
 	struct track_round base;
 	struct zd_pageset precopied;	/* P */
+	struct zd_pageset hint;		/* the standby set P was taken from */
+	/* The pause was one target request (pause_and_guard): F minus
+	 * `copied` is write-protected, `copied` was copied at the pause. */
+	bool one_request;
+	struct zd_pageset copied;
+	const uint8_t *copy_data;
+	uint64_t kept_out;		/* k->rewritten at T0 */
+	uint64_t precopy_ns;		/* T0 to the pre-copy read */
+	const uint8_t *pre_buf;		/* P's contents as read at T0, in pfn order (k's) */
+	struct zd_pageset late;		/* P less F, sent with the checkpoint */
+	uint8_t *late_buf;		/* k's */
 	/* The target gives F back after the fact (synth:, trace:): nothing
 	 * to protect or copy. */
 	bool replay;
 	enum fallback why;		/* FB_NONE: F is guarded (or replayed) */
-	uint64_t protect_ns;
+	struct zd_ckpt_steps steps;	/* protect_ns alone when not one request */
 };
 
 /* F is copied at the pause and sent inline. */
@@ -90,25 +134,113 @@ static int run_until_t0(struct zd_track *k)
 	return zd__track_run_until(k, zd__track_deadline(k, 100 - k->o->precopy_pct));
 }
 
+/* The guard's policy (vm_ckpt.c split_frozen): at most COPY_MAX pages of
+ * F copied at the pause, predicted-hot ones first, then runs shorter than
+ * PROTECT_RUN pages; the rest write-protected, run by run. */
+static uint32_t policy_env(const char *name, uint32_t dflt)
+{
+	const char *v = getenv(name);
+	char *end;
+	unsigned long n;
+
+	if (!v || !*v)
+		return dflt;
+	n = strtoul(v, &end, 10);
+	return *end || n > UINT32_MAX ? dflt : (uint32_t)n;
+}
+
+/* The pre-copy reads into k->buf (zd__track_read_pages); the copy then
+ * moves to k->pre_buf and k->buf gets pre_buf's old allocation back. */
+#define ZD_SWAP_BUF(a, acap, b, bcap) do { \
+	uint8_t *t_ = (a); size_t c_ = (acap); \
+	(a) = (b); (acap) = (bcap); (b) = t_; (bcap) = c_; \
+} while (0)
+
+/*
+ * Re-arm P and read it, a chunk at a time: a page of P written again
+ * after its re-arm costs the guest a second dirty-log fault, so each page
+ * should be re-armed as late as possible. Re-arming all of P and then
+ * reading it (~0.75 us a page: 10 ms for 14000) left every page re-armed
+ * for the whole read; chunk by chunk, each is re-armed only for what
+ * remains of it. Correct either way: a write before a page's re-arm is
+ * in the read that follows, one after it makes the page dirty at T1.
+ */
+/* Each chunk's re-arm is one more control request, milliseconds on a
+ * loaded host: at 25 ms epochs (P ~850 pages) chunks of 512 let more
+ * pre-copied pages be written again (38 an epoch against 12-20). So P is
+ * split in at most PRECOPY_SPLIT chunks of at least PRECOPY_CHUNK pages:
+ * a small pre-copy is one chunk. */
+#define PRECOPY_CHUNK 1024u
+#define PRECOPY_SPLIT 8u
+
+static int reread_in_chunks(struct zd_track *k, const struct zd_pageset *p)
+{
+	struct zd_pageset_iter it;
+	struct zd_pageset chunk = ZD_PAGESET_INIT;
+	uint64_t size = ZD_MAX((uint64_t)PRECOPY_CHUNK, zd_pageset_count(p) / PRECOPY_SPLIT + 1);
+	uint8_t *buf;
+	int rc = 0;
+
+	if ((size_t)zd_pageset_count(p) * k->t->page_size > k->buf_cap) {
+		free(k->buf);
+		k->buf_cap = (size_t)zd_pageset_count(p) * k->t->page_size;
+		k->buf = zd_xmalloc(k->buf_cap);
+	}
+	buf = k->buf;
+	zd_pageset_iter_init(&it, p);
+	while (rc == 0 && zd_pageset_iter_take(&it, &chunk, size)) {
+		if (zd__track_rearm(k, &chunk) < 0 || zd__track_read_pages_into(k, &chunk, buf) < 0)
+			rc = -1;
+		buf += (size_t)zd_pageset_count(&chunk) * k->t->page_size;
+	}
+	zd_pageset_free(&chunk);
+	return rc;
+}
+
 static int precopy(struct zd_track *k, struct zddspt_round *rd)
 {
-	struct zd_pageset hint = ZD_PAGESET_INIT, sofar = ZD_PAGESET_INIT;
+	struct zd_pageset sofar = ZD_PAGESET_INIT, *hint = &rd->hint;
 	struct zd_pageset *p = &rd->precopied;
 	int rc = -1;
 
 	rd->base.c.t0_ns = zd_now_ns();
-	if (zd_fbserver_standby(k->fb, &hint) == 0 && zd_pageset_copy(&hint, &k->prev) < 0)
+	rd->precopy_ns = 0;
+	if (zd_fbserver_standby(k->fb, hint) == 0 && zd_pageset_copy(hint, &k->prev) < 0)
 		goto out;
 	if (zd__track_harvest(k, &sofar) < 0)
 		goto out;
-	zd_pageset_intersect(p, &sofar, &hint);
-	if (zd__track_rearm(k, p) < 0 || zd__track_read_pages(k, p) < 0)
+	/* Every page dirtied so far, not only the standby set's: a page
+	 * pre-copied and not written again costs nothing at the pause, and
+	 * the standby set (the most recently used pages) holds the pages
+	 * likeliest to be written again (ZD_ZDDSPT_PRECOPY_ALL=0: the
+	 * paper's standby set only). */
+	if (policy_env("ZD_ZDDSPT_PRECOPY_ALL", 1))
+		zd_pageset_copy(p, &sofar);
+	else
+		zd_pageset_intersect(p, &sofar, hint);
+	/* A page the guest wrote again after its pre-copy last epoch is
+	 * likely to be written again before T1: re-arming it now would cost
+	 * the guest a second dirty-log fault and the pre-copy would be sent
+	 * for nothing. It stays dirty, lands in F and is copied at the pause
+	 * first (it is in the hint). */
+	rd->kept_out = zd_pageset_count(&k->rewritten);
+	if (!zd_pageset_empty(&k->rewritten)) {
+		zd_pageset_subtract(&sofar, p, &k->rewritten);
+		zd_pageset_swap(&sofar, p);
+	}
+	if (reread_in_chunks(k, p) < 0)
 		goto out;
-	rc = zd__emit_pages(k, p, ZD_PAGES_PRECOPY);
-	if (rc == 0)
-		rc = zd__emit_flush(k);
+	/* The copies wait in pre_buf until the checkpoint is sent (see
+	 * send_precopied): writing them into the pipe now could block for
+	 * milliseconds behind the stages downstream on a loaded host, and
+	 * every such millisecond before T1 is one in which the guest may
+	 * write a re-armed page again, a second dirty-log fault (~20 us on
+	 * kvm_pvm) for a copy that is then worthless. */
+	ZD_SWAP_BUF(k->buf, k->buf_cap, k->pre_buf, k->pre_cap);
+	rd->pre_buf = k->pre_buf;
+	rc = 0;
+	rd->precopy_ns = zd_now_ns() - rd->base.c.t0_ns;
 out:
-	zd_pageset_free(&hint);
 	zd_pageset_free(&sofar);
 	return rc;
 }
@@ -158,6 +290,42 @@ static void choose_guard(struct zd_track *k, struct zddspt_round *rd)
 		rd->why = guard_available(k);
 }
 
+/*
+ * T1 to resume as one target request (zd_target_ops.checkpoint): pause,
+ * harvest F, copy the pages of F the guest is likely to write soon and
+ * the short runs, write-protect exactly the rest, re-arm, [memsum], state,
+ * resume. 1: the target cannot (or a resync makes F every page, which the
+ * step-by-step pause handles); nothing was done.
+ */
+static int pause_and_guard(struct zd_track *k, struct zddspt_round *rd)
+{
+	struct zd_pageset hint = ZD_PAGESET_INIT;
+	struct zd_target_ckpt ck = {
+		.copy_max = policy_env("ZD_ZDDSPT_COPY_MAX", 512),
+		.protect_run = policy_env("ZD_ZDDSPT_PROTECT_RUN", 8),
+		.copied = &rd->copied,
+	};
+	int rc;
+
+	if (rd->replay || rd->why != FB_NONE || zd_fbserver_resync_asked(k->fb) ||
+	    policy_env("ZD_ZDDSPT_ONE_REQUEST", 1) == 0)
+		return 1;
+	/* Written first after the resume: the pages kept out of the pre-copy,
+	 * and the standby set's. */
+	zd_pageset_union(&hint, &rd->hint, &k->rewritten);
+	ck.hint = zd_pageset_empty(&hint) ? NULL : &hint;
+	rc = zd__track_checkpoint(k, &rd->base, &ck);
+	zd_pageset_free(&hint);
+	free(ck.state);
+	if (rc)
+		return rc;
+	rd->one_request = true;
+	rd->base.c.flags |= ZD_CKPT_WP_EXACT;
+	rd->copy_data = ck.copy_data;
+	rd->steps = ck.steps;
+	return 0;
+}
+
 static int harvest_frozen(struct zd_track *k, struct zddspt_round *rd)
 {
 	if (zd__track_harvest(k, &k->dirty) < 0)
@@ -191,7 +359,7 @@ static int protect_frozen(struct zd_track *k, struct zddspt_round *rd)
 			return -1;
 		if (rc > 0)
 			rd->why = FB_NO_GUARD;
-		rd->protect_ns = zd_now_ns() - t0;
+		rd->steps.protect_ns = zd_now_ns() - t0;
 	}
 	return copies_frozen(rd) ? zd__track_read_pages(k, &k->dirty) : 0;
 }
@@ -202,11 +370,46 @@ static int swap_tables(struct zd_track *k)
 	return zd__track_rearm(k, NULL);
 }
 
+/* The pre-copied pages that were not written again after T0 (P less F):
+ * their T0 copies are their contents at T1. Sent with the checkpoint,
+ * after DIRTY (zd-swap drains from there). A page of P in F goes with F. */
+static void send_precopied(struct zd_track *k, struct zddspt_round *rd)
+{
+	struct zd_pageset_iter it;
+	const uint8_t *src = rd->pre_buf;
+	uint8_t *dst;
+	uint64_t pfn;
+	size_t ps = k->t->page_size;
+
+	zd_pageset_subtract(&rd->late, &rd->precopied, &k->dirty);
+	if (zd_pageset_empty(&rd->late))
+		return;
+	if (zd_pageset_count(&rd->late) * ps > k->late_cap) {
+		free(k->late_buf);
+		k->late_cap = (size_t)zd_pageset_count(&rd->late) * ps;
+		k->late_buf = zd_xmalloc(k->late_cap);
+	}
+	dst = rd->late_buf = k->late_buf;
+	zd_pageset_iter_init(&it, &rd->precopied);
+	while (zd_pageset_iter_next(&it, &pfn)) {
+		if (!zd_pageset_contains(&k->dirty, pfn)) {
+			memcpy(dst, src, ps);
+			dst += ps;
+		}
+		src += ps;
+	}
+	rd->base.late = &rd->late;
+	rd->base.late_data = rd->late_buf;
+}
+
 static int send_checkpoint(struct zd_track *k, struct zddspt_round *rd)
 {
+	send_precopied(k, rd);
+	if (rd->one_request)
+		return zd__track_send_checkpoint(k, &rd->base, &rd->copied, rd->copy_data);
 	if (copies_frozen(rd))
 		rd->base.c.flags |= ZD_CKPT_PAGES_INLINE;
-	return zd__track_send_checkpoint(k, &rd->base, copies_frozen(rd));
+	return zd__track_send_checkpoint(k, &rd->base, copies_frozen(rd) ? &k->dirty : NULL, k->buf);
 }
 
 static void say_fallback(struct zd_track *k, enum fallback why)
@@ -235,19 +438,58 @@ static void say_fallback(struct zd_track *k, enum fallback why)
 static int report_epoch(struct zd_track *k, const struct zddspt_round *rd)
 {
 	static const char *const keys[] = { "pause_ns", "protect_ns", "precopy",
-					    "precopy_redirtied", "frozen", "guarded", "fallback" };
-	double vals[] = { (double)rd->base.c.pause_ns, (double)rd->protect_ns,
+					    "precopy_redirtied", "frozen", "guarded", "fallback",
+					    "one_request", "vcpu_stopped_ns", "copied_at_pause",
+					    "protected", "protect_calls", "copy_ns", "stop_ns",
+					    "harvest_ns", "rearm_ns", "state_ns", "kept_out",
+					    "precopy_ns" };
+	uint64_t copied = rd->one_request ? zd_pageset_count(&rd->copied) : 0;
+	double vals[] = { (double)rd->base.c.pause_ns, (double)rd->steps.protect_ns,
 			  (double)zd_pageset_count(&rd->precopied),
 			  (double)zd_pageset_intersect_count(&rd->precopied, &k->dirty),
 			  (double)zd_pageset_count(&k->dirty), copies_frozen(rd) ? 0.0 : 1.0,
-			  (double)rd->why };
+			  (double)rd->why, rd->one_request ? 1.0 : 0.0, (double)zd__track_vcpu_stopped_ns(k),
+			  (double)copied,
+			  copies_frozen(rd) || rd->replay ? 0.0 : (double)(zd_pageset_count(&k->dirty) - copied),
+			  (double)rd->steps.protect_calls, (double)rd->steps.copy_ns, (double)rd->steps.stop_ns,
+			  (double)rd->steps.harvest_ns, (double)rd->steps.rearm_ns, (double)rd->steps.state_ns,
+			  (double)rd->kept_out, (double)rd->precopy_ns };
 
-	return zd__emit_stat(k, keys, vals, 7);
+	_Static_assert(ZD_ARRAY_SIZE(keys) == ZD_ARRAY_SIZE(vals), "a value per key");
+	return zd__emit_stat(k, keys, vals, ZD_ARRAY_SIZE(keys));
+}
+
+/* The pages to keep out of the next pre-copy: those written again after
+ * their pre-copy (P ∩ F), and those kept out this time that were written
+ * again (they were not re-armed at T0, so this says written during the
+ * epoch: a hot page). At most a quarter of the copy budget, so that most
+ * of it stays for F's other pages. Only where F's pages are copied at the
+ * pause: elsewhere they would be protected, and a fault costs more than
+ * the dirty-log fault saved. */
+static void keep_rewritten(struct zd_track *k, const struct zddspt_round *rd)
+{
+	struct zd_pageset hot = ZD_PAGESET_INIT, again = ZD_PAGESET_INIT;
+	uint64_t max = policy_env("ZD_ZDDSPT_COPY_MAX", 512) / 4;
+
+	zd_pageset_clear(&k->rewritten);
+	if (!rd->one_request || !max)
+		return;
+	zd_pageset_intersect(&hot, &rd->precopied, &k->dirty);
+	zd_pageset_intersect(&again, &k->dirty, &k->rewritten);
+	zd_pageset_union(&k->rewritten, &hot, &again);
+	if (zd_pageset_count(&k->rewritten) > max) {
+		zd_pageset_clear(&hot);
+		zd_pageset_take_front(&hot, &k->rewritten, max);
+		zd_pageset_swap(&hot, &k->rewritten);
+	}
+	zd_pageset_free(&hot);
+	zd_pageset_free(&again);
 }
 
 static int zddspt_round(struct zd_track *k)
 {
-	struct zddspt_round rd = { .precopied = ZD_PAGESET_INIT };
+	struct zddspt_round rd = { .precopied = ZD_PAGESET_INIT, .hint = ZD_PAGESET_INIT,
+				   .copied = ZD_PAGESET_INIT, .late = ZD_PAGESET_INIT };
 	struct zd_rec_checkpoint *c = &rd.base.c;
 	int rc;
 
@@ -258,23 +500,33 @@ static int zddspt_round(struct zd_track *k)
 	if (precopy(k, &rd) < 0 || run_until_t1(k) < 0)
 		goto out;
 	choose_guard(k, &rd);
-	if (zd__track_pause(k, &c->t1_ns) < 0)
+	rc = pause_and_guard(k, &rd);
+	if (rc < 0)
 		goto out;
-	if (harvest_frozen(k, &rd) < 0 || protect_frozen(k, &rd) < 0 || swap_tables(k) < 0 ||
-	    zd__track_save_state(k, &rd.base) < 0 || zd__track_resume(k, &c->resume_ns) < 0) {
-		zd__track_resume_quietly(k);
-		goto out;
+	rc = -1;
+	if (!rd.one_request) {
+		if (zd__track_pause(k, &c->t1_ns) < 0)
+			goto out;
+		if (harvest_frozen(k, &rd) < 0 || protect_frozen(k, &rd) < 0 || swap_tables(k) < 0 ||
+		    zd__track_save_state(k, &rd.base) < 0 || zd__track_resume(k, &c->resume_ns) < 0) {
+			zd__track_resume_quietly(k);
+			goto out;
+		}
 	}
-	c->pause_ns = c->resume_ns - c->t1_ns;
+	c->pause_ns = zd__track_pause_ns(k, c);
 	rc = send_checkpoint(k, &rd);
 	say_fallback(k, rd.why);
 	if (rc == 0)
 		rc = report_epoch(k, &rd);
 	/* The next epoch's fallback hint: every page this epoch changed. */
 	zd_pageset_union(&k->prev, &rd.precopied, &k->dirty);
+	keep_rewritten(k, &rd);
 out:
 	zd__track_round_free(&rd.base);
 	zd_pageset_free(&rd.precopied);
+	zd_pageset_free(&rd.hint);
+	zd_pageset_free(&rd.copied);
+	zd_pageset_free(&rd.late);
 	return rc;
 }
 

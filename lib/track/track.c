@@ -76,6 +76,8 @@ int zd__track_pause(struct zd_track *k, uint64_t *t1_ns)
 	pthread_mutex_lock(&k->tlock);
 	*t1_ns = zd_now_ns();
 	r = k->t->ops->pause(k->t, k->epoch);
+	/* The vCPU is stopped: the guest's counters hold still. */
+	k->have_gc = r == 0 && k->t->ops->guest_clock && k->t->ops->guest_clock(k->t, &k->gc) == 0;
 	pthread_mutex_unlock(&k->tlock);
 	if (r < 0)
 		return target_fail(k, "pause");
@@ -168,6 +170,16 @@ int zd__track_read_pages(struct zd_track *k, const struct zd_pageset *set)
 	return r < 0 ? target_fail(k, "read pages") : 0;
 }
 
+int zd__track_read_pages_into(struct zd_track *k, const struct zd_pageset *set, uint8_t *buf)
+{
+	int r;
+
+	pthread_mutex_lock(&k->tlock);
+	r = k->t->ops->read_pages(k->t, k->epoch, set, buf);
+	pthread_mutex_unlock(&k->tlock);
+	return r < 0 ? target_fail(k, "read pages") : 0;
+}
+
 static int get_state(struct zd_track *k, struct zd_record *state)
 {
 	int r;
@@ -223,6 +235,21 @@ int zd__track_resume(struct zd_track *k, uint64_t *resume_ns)
 	return 0;
 }
 
+uint64_t zd__track_vcpu_stopped_ns(const struct zd_track *k)
+{
+	const struct zd_target *t = k->t;
+
+	return t->vm_parked_ns && t->vm_resumed_ns > t->vm_parked_ns ?
+		       t->vm_resumed_ns - t->vm_parked_ns : 0;
+}
+
+uint64_t zd__track_pause_ns(const struct zd_track *k, const struct zd_rec_checkpoint *c)
+{
+	uint64_t v = zd__track_vcpu_stopped_ns(k);
+
+	return v ? v : c->resume_ns - c->t1_ns;
+}
+
 void zd__track_resume_quietly(struct zd_track *k)
 {
 	/* A failed round must not leave the guest stopped: best effort. */
@@ -231,10 +258,66 @@ void zd__track_resume_quietly(struct zd_track *k)
 	pthread_mutex_unlock(&k->tlock);
 }
 
-int zd__track_send_checkpoint(struct zd_track *k, const struct track_round *rd, bool with_pages)
+/* zddspt's pause as one target request (zd_target_ops.checkpoint): the
+ * frozen set into k->dirty, the STATE and COMMIT into rd as
+ * zd__track_save_state would, T1 and the resume as zd__track_pause and
+ * zd__track_resume would. 1: the target cannot, nothing done. */
+int zd__track_checkpoint(struct zd_track *k, struct track_round *rd, struct zd_target_ckpt *ck)
 {
-	if (zd__emit_checkpoint(k, &rd->c) < 0 || zd__emit_set(k, ZD_REC_DIRTY, &k->dirty) < 0 ||
-	    (with_pages && zd__emit_pages(k, &k->dirty, 0) < 0) || zd__track_send_disk(k, rd) < 0 ||
+	int r;
+
+	ck->epoch = k->epoch;
+	ck->memsum = k->o->verify;
+	ck->frozen = &k->dirty;
+	pthread_mutex_lock(&k->tlock);
+	rd->c.t1_ns = zd_now_ns();
+	r = k->t->ops->checkpoint ? k->t->ops->checkpoint(k->t, ck) : 1;
+	rd->c.resume_ns = zd_now_ns();
+	/* The guest runs again here (the op resumed it): its counters are
+	 * read as they stand, and the gap of this pause lands in the next
+	 * epoch's figures, once the guest has timed it. Totals and medians
+	 * over a run are the same. */
+	k->have_gc = r == 0 && k->t->ops->guest_clock && k->t->ops->guest_clock(k->t, &k->gc) == 0;
+	pthread_mutex_unlock(&k->tlock);
+	if (r > 0)
+		return 1;
+	if (r < 0)
+		return target_fail(k, "checkpoint (pause, write-protect, resume)");
+	k->run_start_ns = rd->c.resume_ns;
+	pthread_mutex_lock(&k->amu);
+	k->t1[k->epoch % T1_RING].epoch = k->epoch;
+	k->t1[k->epoch % T1_RING].t1_ns = rd->c.t1_ns;
+	pthread_mutex_unlock(&k->amu);
+	zd_record_init(&rd->state, ZD_REC_STATE);
+	rd->state.u.state.epoch = k->epoch;
+	rd->state.u.state.kind = 1;
+	rd->state.u.state.data = ck->state;
+	rd->state.u.state.len = ck->state_len;
+	ck->state = NULL;
+	rd->have_state = true;
+	zd_record_init(&rd->commit, ZD_REC_COMMIT);
+	rd->commit.u.commit.epoch = k->epoch;
+	rd->commit.u.commit.pages = zd_pageset_count(&k->dirty);
+	if (k->o->verify) {
+		rd->commit.u.commit.memsum = ck->memsum_value;
+		rd->commit.u.commit.flags |= ZD_COMMIT_HAS_MEMSUM;
+	}
+	return 0;
+}
+
+int zd__track_send_checkpoint(struct zd_track *k, const struct track_round *rd,
+			      const struct zd_pageset *pages, const uint8_t *data)
+{
+	/* WP_EXACT: the pages first, so that zd-swap knows at DIRTY what is
+	 * protected and starts draining it there (capture.c drain_at_dirty). */
+	bool first = rd->c.flags & ZD_CKPT_WP_EXACT;
+
+	if (zd__emit_checkpoint(k, &rd->c) < 0 ||
+	    (first && pages && zd__emit_pages_from(k, pages, data, 0) < 0) ||
+	    zd__emit_set(k, ZD_REC_DIRTY, &k->dirty) < 0 ||
+	    (!first && pages && zd__emit_pages_from(k, pages, data, 0) < 0) ||
+	    (rd->late && zd__emit_pages_from(k, rd->late, rd->late_data, ZD_PAGES_PRECOPY) < 0) ||
+	    zd__track_send_disk(k, rd) < 0 ||
 	    zd__emit_record(k, &rd->state) < 0 || zd__emit_record(k, &rd->commit) < 0)
 		return -1;
 	return 0;
@@ -293,8 +376,13 @@ int zd__emit_set(struct zd_track *k, uint16_t type, const struct zd_pageset *set
 
 int zd__emit_pages(struct zd_track *k, const struct zd_pageset *set, uint8_t flags)
 {
+	return zd__emit_pages_from(k, set, k->buf, flags);
+}
+
+int zd__emit_pages_from(struct zd_track *k, const struct zd_pageset *set, const uint8_t *data,
+			uint8_t flags)
+{
 	struct zd_pageset rest = ZD_PAGESET_INIT, part = ZD_PAGESET_INIT;
-	const uint8_t *data = k->buf;
 	int rc = 0;
 
 	if (zd_pageset_copy(&rest, set) < 0)
@@ -321,11 +409,17 @@ int zd__emit_pages(struct zd_track *k, const struct zd_pageset *set, uint8_t fla
 
 int zd__emit_stat(struct zd_track *k, const char *const *keys, const double *vals, unsigned n)
 {
+	return zd__emit_stat_from(k, "track", keys, vals, n);
+}
+
+int zd__emit_stat_from(struct zd_track *k, const char *source, const char *const *keys,
+		       const double *vals, unsigned n)
+{
 	struct zd_record r;
 
 	zd_record_init(&r, ZD_REC_STAT);
 	r.u.stat.epoch = k->epoch;
-	snprintf(r.u.stat.source, sizeof(r.u.stat.source), "track");
+	snprintf(r.u.stat.source, sizeof(r.u.stat.source), "%s", source);
 	for (unsigned i = 0; i < n && i < ZD_STAT_MAX_KV; i++) {
 		snprintf(r.u.stat.kv[i].key, sizeof(r.u.stat.kv[i].key), "%s", keys[i]);
 		r.u.stat.kv[i].value = vals[i];
@@ -573,6 +667,39 @@ static int write_end(struct zd_track *k, uint64_t epochs, uint32_t status)
 	return zd__emit_flush(k);
 }
 
+/*
+ * STAT "guest": what the guest lost, by its own clock, from the previous
+ * pause to this one — the running time of this epoch, with the previous
+ * pause (the guest sees a gap only once it runs again), the faults of the
+ * previous frozen set's drain and this epoch's dirty-log faults.
+ * wfault_ns is the mean cost of one dirty-log write fault: zd-stat prices
+ * zddspt's re-armed pre-copied pages with it.
+ */
+static int emit_guest_stat(struct zd_track *k)
+{
+	static const char *const keys[] = { "lost_ns", "lost", "stall_ns", "stalls",
+					    "wfaults", "wfault_ns" };
+	const struct zd_guest_clock *a = &k->gc_prev, *b = &k->gc;
+	double vals[6];
+	int rc = 0;
+
+	if (k->have_gc && k->have_gc_prev && b->lost_ns >= a->lost_ns) {
+		uint64_t wn = b->wfault_n - a->wfault_n;
+
+		vals[0] = (double)(b->lost_ns - a->lost_ns);
+		vals[1] = (double)(b->lost_n - a->lost_n);
+		vals[2] = (double)(b->stall_ns - a->stall_ns);
+		vals[3] = (double)(b->stall_n - a->stall_n);
+		vals[4] = (double)wn;
+		vals[5] = wn ? (double)(b->wfault_ns - a->wfault_ns) / (double)wn : 0;
+		rc = zd__emit_stat_from(k, "guest", keys, vals, wn ? 6 : 5);
+	}
+	k->gc_prev = k->gc;
+	k->have_gc_prev = k->have_gc;
+	k->have_gc = false;
+	return rc;
+}
+
 static int loop(struct zd_track *k, const struct zd_mode_ops *mode)
 {
 	uint64_t done = 0;
@@ -593,6 +720,8 @@ static int loop(struct zd_track *k, const struct zd_mode_ops *mode)
 			r = mode->round(k);
 		if (r == 1)
 			break;
+		if (r == 0)
+			r = emit_guest_stat(k);
 		if (r < 0 || emit_acks(k) < 0 || zd__emit_flush(k) < 0) {
 			/* A VM that died is the loss the backup exists for:
 			 * END says so, and zd-recv takes over. */
@@ -627,6 +756,7 @@ int zd_track_run(const struct zd_track_opts *o, volatile sig_atomic_t *stop)
 	pthread_mutex_init(&k.amu, NULL);
 	zd_pageset_init(&k.dirty);
 	zd_pageset_init(&k.prev);
+	zd_pageset_init(&k.rewritten);
 	zd_writer_init(&k.w, o->out_fd, zd_output_encoding(o->out_fd, o->json));
 
 	if (zd_target_open(&k.t, o->spec, msg, sizeof(msg)) < 0) {
@@ -675,6 +805,9 @@ out:
 	zd_writer_free(&k.w);
 	zd_pageset_free(&k.dirty);
 	zd_pageset_free(&k.prev);
+	zd_pageset_free(&k.rewritten);
+	free(k.pre_buf);
+	free(k.late_buf);
 	free(k.buf);
 	pthread_mutex_destroy(&k.tlock);
 	pthread_mutex_destroy(&k.amu);

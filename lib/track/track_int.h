@@ -36,6 +36,13 @@ struct zd_track {
 	uint64_t run_start_ns;		/* the VM's last resume: epoch start */
 	struct zd_pageset dirty;	/* harvested at T1 */
 	struct zd_pageset prev;		/* last epoch's pages: zddspt's fallback hint */
+	struct zd_pageset rewritten;	/* zddspt: pages written again after their
+					 * pre-copy, kept out of the next one */
+	/* zddspt: the pre-copy's buffers, kept from round to round (a fresh
+	 * one of tens of MiB costs a page fault per page, inside the window
+	 * in which a re-armed page can be written again) */
+	uint8_t *pre_buf, *late_buf;
+	size_t pre_cap, late_cap;
 	uint8_t *buf;			/* page copies */
 	size_t buf_cap;
 	bool said_open_loop;
@@ -44,6 +51,10 @@ struct zd_track {
 	bool hold_warned;	/* --max-hold exceeded, said so */
 	uint64_t hold_since_ns;	/* T1 of the oldest epoch held then */
 	uint32_t said_fallback;	/* zddspt: a bit per fallback reason told on stderr */
+	/* The guest's lost-time counters read at this epoch's pause and at
+	 * the last one (STAT "guest": the difference). */
+	struct zd_guest_clock gc, gc_prev;
+	bool have_gc, have_gc_prev;
 
 	pthread_mutex_t amu;		/* the two fields below */
 	struct { uint64_t epoch, t1_ns; } t1[T1_RING];
@@ -79,7 +90,20 @@ struct track_round {
 	uint64_t disk_writes, disk_bytes;	/* for the STAT "disk" */
 	bool disk_full;
 	uint64_t harvest_ns;		/* zd__track_harvest_all's time */
+	/* zddspt: pre-copied pages sent with the checkpoint, after DIRTY
+	 * (PAGES flag PRECOPY), or NULL. Not freed by round_free. */
+	const struct zd_pageset *late;
+	const uint8_t *late_data;
 };
+
+/* The time the guest stood still at the last pause by the VM monitor's
+ * clock (vCPU parked to resumed), 0 where the target does not say. */
+uint64_t zd__track_vcpu_stopped_ns(const struct zd_track *k);
+/* The CHECKPOINT's pause_ns: the time the guest stood still by the VM
+ * monitor's clock where the target says (kvm:), else T1 to the resume by
+ * ours, which adds the requests' round trips (a request to stop the vCPU,
+ * a reply after it runs again). */
+uint64_t zd__track_pause_ns(const struct zd_track *k, const struct zd_rec_checkpoint *c);
 
 /* --- steps, in the order a round uses them (track.c) --- */
 int zd__track_fail(struct zd_track *k, int code, const char *fmt, ...)
@@ -97,13 +121,18 @@ int zd__track_harvest_all(struct zd_track *k, struct track_round *rd);
  * -1 failed (k->rc set): never retried, see mode_zddspt.c protect_frozen. */
 int zd__track_protect(struct zd_track *k, const struct zd_pageset *set);
 int zd__track_read_pages(struct zd_track *k, const struct zd_pageset *set);	/* into k->buf */
+int zd__track_read_pages_into(struct zd_track *k, const struct zd_pageset *set, uint8_t *buf);
 /* vCPU state and the COMMIT (pages = |k->dirty|, [memsum]) into rd. */
 int zd__track_save_state(struct zd_track *k, struct track_round *rd);
 int zd__track_resume(struct zd_track *k, uint64_t *resume_ns);
 void zd__track_resume_quietly(struct zd_track *k);	/* after a failure while paused */
-/* CHECKPOINT, DIRTY (k->dirty), PAGES of it from k->buf if with_pages,
+/* zddspt: pause … resume as one target request (track.c); 0, 1 = the
+ * target cannot (nothing done), -1 (k->rc set). */
+int zd__track_checkpoint(struct zd_track *k, struct track_round *rd, struct zd_target_ckpt *ck);
+/* CHECKPOINT, DIRTY (k->dirty), PAGES of `pages` from data (NULL: none),
  * STATE, COMMIT: the epoch as the stages downstream read it. */
-int zd__track_send_checkpoint(struct zd_track *k, const struct track_round *rd, bool with_pages);
+int zd__track_send_checkpoint(struct zd_track *k, const struct track_round *rd,
+			      const struct zd_pageset *pages, const uint8_t *data);
 void zd__track_round_free(struct track_round *rd);
 /* track_disk.c: the epoch's disk writes into rd (paused; the whole disk
  * on the run's first epoch and on a FULL one), [disksum into the COMMIT],
@@ -115,8 +144,12 @@ void zd__track_disk_free(struct track_round *rd);
 int zd__emit_checkpoint(struct zd_track *k, const struct zd_rec_checkpoint *c);
 int zd__emit_set(struct zd_track *k, uint16_t type, const struct zd_pageset *set);
 int zd__emit_pages(struct zd_track *k, const struct zd_pageset *set, uint8_t flags);	/* from k->buf */
+int zd__emit_pages_from(struct zd_track *k, const struct zd_pageset *set, const uint8_t *data,
+			uint8_t flags);
 int zd__emit_record(struct zd_track *k, const struct zd_record *r);
 int zd__emit_stat(struct zd_track *k, const char *const *keys, const double *vals, unsigned n);
+int zd__emit_stat_from(struct zd_track *k, const char *source, const char *const *keys,
+		       const double *vals, unsigned n);
 int zd__emit_flush(struct zd_track *k);
 
 /* remus: wait for the backup before resuming. 0, or -1 (k->rc set). */

@@ -138,6 +138,8 @@ static void fill_stats(struct zd_vm *vm, struct zd_vm_stats *st)
 	st->disk_done = __atomic_load_n(&((const struct zdg_disk *)(vm->ram + ZDG_DISK_GPA))->done,
 					__ATOMIC_RELAXED);
 	st->disk_overflows = vm->n_disk_overflows;
+	st->guest_lost_ticks = __atomic_load_n(&svc->lost_ticks, __ATOMIC_RELAXED);
+	st->guest_stall_ticks = __atomic_load_n(&svc->stall_ticks, __ATOMIC_RELAXED);
 }
 
 /* Handle one request. Returns 1 after STOP, -1 when the client is gone. */
@@ -288,6 +290,33 @@ static int handle(struct zd_vm *vm, int fd)
 		else
 			rep.v0 = (uint64_t)v;
 		rep.v1 = zd_now_ns() - t0;
+		break;
+	}
+	case ZD_VMCTL_COPY_INFO:
+		if (vm->uffd < 0 || zd_vm_copy_area(vm) < 0) {
+			rep.status = vm->uffd < 0 ? -ENOSYS : -ENOMEM;
+			break;
+		}
+		rep.v0 = vm->copy_pages;
+		fds[nfds++] = vm->copyfd;
+		break;
+	case ZD_VMCTL_CHECKPOINT: {
+		struct zd_vmctl_ckpt ck;
+		uint8_t *st = NULL;
+		uint32_t len = 0;
+
+		rep.status = zd_vm_checkpoint(vm, &req, &ck, &st, &len);
+		/* The figures go back on a failure too; the state only with 0. */
+		if (rep.status)
+			len = 0;
+		blob = zd_xmalloc(sizeof(ck) + len);
+		memcpy(blob, &ck, sizeof(ck));
+		if (len)
+			memcpy(blob + sizeof(ck), st, len);
+		free(st);
+		rep.len = (uint32_t)(sizeof(ck) + len);
+		rep.v0 = ck.dirty;
+		payload = blob;
 		break;
 	}
 	case ZD_VMCTL_STOP:

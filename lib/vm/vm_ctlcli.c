@@ -104,6 +104,11 @@ int zd_vm_ctl_main(const char *path, int argc, char **argv)
 		printf("disk_writes=%llu\ndisk_done=%llu\ndisk_overflows=%llu\n",
 		       (unsigned long long)s->disk_writes, (unsigned long long)s->disk_done,
 		       (unsigned long long)s->disk_overflows);
+		/* The guest's own clock (lib/vm/guest/abi.h, struct zdg_svc). */
+		if (s->tsc_hz)
+			printf("guest_lost_ns=%.0f\nguest_stall_ns=%.0f\n",
+			       (double)s->guest_lost_ticks * 1e9 / (double)s->tsc_hz,
+			       (double)s->guest_stall_ticks * 1e9 / (double)s->tsc_hz);
 		break;
 	}
 	case ZD_VMCTL_STATE:

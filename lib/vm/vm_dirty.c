@@ -132,7 +132,6 @@ static int kvm_clear(struct zd_vm *vm, uint64_t fw, uint64_t lw, uint64_t *bits)
 
 int zd_vm_dirty_clear(struct zd_vm *vm, bool all)
 {
-	uint64_t fw = UINT64_MAX, lw = 0;
 	int rc = 0;
 
 	if (all) {
@@ -151,8 +150,15 @@ int zd_vm_dirty_clear(struct zd_vm *vm, bool all)
 		memset(vm->vmm_seen, 0, vm->nwords * 8);
 		return rc;
 	}
+	return zd_vm_dirty_clear_bits(vm, vm->bm_in);
+}
+
+int zd_vm_dirty_clear_bits(struct zd_vm *vm, const uint64_t *bits)
+{
+	uint64_t fw = UINT64_MAX, lw = 0;
+
 	for (uint64_t w = 0; w < vm->nwords; w++) {
-		uint64_t in = vm->bm_in[w];
+		uint64_t in = bits[w];
 
 		if (!in)
 			continue;
@@ -167,5 +173,5 @@ int zd_vm_dirty_clear(struct zd_vm *vm, bool all)
 		return 0;
 	/* One ioctl over the span of the set: KVM re-arms only the bits set
 	 * in the bitmap, and one call is far cheaper than one per word. */
-	return kvm_clear(vm, fw, lw, vm->bm_in + fw);
+	return kvm_clear(vm, fw, lw, (uint64_t *)bits + fw);
 }

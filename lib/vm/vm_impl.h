@@ -116,6 +116,11 @@ struct zd_vm {
 	uint8_t *ram;
 	uint64_t mem_bytes, npages;
 	int uffd;			/* write-protect guard, -1 = none (vm_uffd.c) */
+	/* CHECKPOINT's copy area (vm_ckpt.c): a memfd the tracker maps,
+	 * made at the first COPY_INFO. */
+	int copyfd;
+	uint8_t *copy;
+	uint64_t copy_pages;
 
 	/* Dirty tracking. The bitmap area (a second memfd shared with the
 	 * tracker) holds bm_out then bm_in, nwords each. */
@@ -139,6 +144,13 @@ struct zd_vm {
 	char dead_msg[256];
 	uint64_t last_pause_epoch;	/* answers are tagged last + 1 */
 	uint64_t paused_at_ns;
+	/* kvm_run holds the registers as of the last return of KVM_RUN
+	 * (sync regs, vm_kvm.c); regs_synced once KVM_RUN has returned. */
+	bool sync_regs, regs_synced;
+	/* zd_vm_vcpu_call: a job the vCPU thread runs between two KVM_RUNs. */
+	void (*job)(struct zd_vm *vm, void *arg);
+	void *job_arg;
+	bool job_done;
 
 	/* Service: requests queued for the guest (under mu). */
 	struct zd_vm_req *rq_head, *rq_tail;
@@ -206,6 +218,11 @@ int zd_vm_start(struct zd_vm *vm, char *msg, size_t msglen);
 void zd_vm_stop_vcpu(struct zd_vm *vm);
 /* Returns ns the vCPU took to stop, or -1 (the VM is dead). */
 int64_t zd_vm_pause(struct zd_vm *vm, uint64_t epoch);
+/* Run fn on the vCPU thread, between two KVM_RUNs (a half-done MMIO
+ * instruction completed first), and wait for it: the guest stands still
+ * exactly while fn runs, with no wake-up of another thread inside that
+ * time. 0, or -1 if the vCPU is dead (fn not run). */
+int zd_vm_vcpu_call(struct zd_vm *vm, void (*fn)(struct zd_vm *vm, void *arg), void *arg);
 int64_t zd_vm_resume(struct zd_vm *vm);
 bool zd_vm_is_paused(struct zd_vm *vm);
 /* A request was queued: make a running vCPU leave KVM_RUN to take it. */
@@ -220,6 +237,8 @@ void zd_vm_mark_dirty(struct zd_vm *vm, uint64_t gpa, uint64_t len);
 int64_t zd_vm_dirty_get(struct zd_vm *vm);
 /* Re-arm all pages, or those set in bm_in. 0 or -errno. */
 int zd_vm_dirty_clear(struct zd_vm *vm, bool all);
+/* Re-arm the pages set in bits (nwords words). 0 or -errno. */
+int zd_vm_dirty_clear_bits(struct zd_vm *vm, const uint64_t *bits);
 
 /* vm_state.c: the STATE blob (layout in zd-vm(1)). malloc'd; -errno. */
 int zd_vm_state_save(struct zd_vm *vm, uint8_t **blob, uint32_t *len);
@@ -273,6 +292,14 @@ void zd_vm_output_push(struct zd_vm *vm, uint64_t client, uint64_t seq);
 int zd_vm_uffd_open(struct zd_vm *vm);
 void zd_vm_uffd_close(struct zd_vm *vm);
 int64_t zd_vm_uffd_protect(struct zd_vm *vm);
+/* Write-protect [first, first + count): 0 or -errno. */
+int zd_vm_uffd_wp(struct zd_vm *vm, uint64_t first, uint64_t count);
+
+/* vm_ckpt.c: COPY_INFO and CHECKPOINT (vmctl.h). */
+int zd_vm_copy_area(struct zd_vm *vm);
+void zd_vm_copy_area_free(struct zd_vm *vm);
+int zd_vm_checkpoint(struct zd_vm *vm, const struct zd_vmctl_req *req, struct zd_vmctl_ckpt *out,
+		     uint8_t **state, uint32_t *state_len);
 
 /* vm_disk.c: the block device. open does nothing without --disk. mmio is
  * the vCPU thread's ZDG_MMIO_DISK; log_reset starts the next epoch's log

@@ -179,6 +179,15 @@ int zd_vm_kvm_open(struct zd_vm *vm, char *msg, size_t msglen)
 		snprintf(msg, msglen, "mmap kvm_run: %s", strerror(errno));
 		return -1;
 	}
+	/* Sync regs: KVM copies the registers into kvm_run at every return
+	 * of KVM_RUN, so the state save at a checkpoint reads them there
+	 * instead of two vCPU ioctls (~10 us each on kvm_pvm). */
+	if ((ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS) &
+	     (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS)) == (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS) &&
+	    !(getenv("ZD_VM_NO_SYNC_REGS") && !strcmp(getenv("ZD_VM_NO_SYNC_REGS"), "1"))) {
+		vm->run->kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS;
+		vm->sync_regs = true;
+	}
 	if (set_cpuid(vm) < 0)
 		zd_warn("KVM_SET_CPUID2 (the guest does not need CPUID, continuing)");
 	tsc_setup(vm);
@@ -200,6 +209,7 @@ void zd_vm_kvm_close(struct zd_vm *vm)
 		close(vm->kvm_fd);
 	zd_vm_dirty_free(vm);
 	zd_vm_uffd_close(vm);
+	zd_vm_copy_area_free(vm);
 	if (vm->ram)
 		munmap(vm->ram, vm->mem_bytes);
 	if (vm->memfd >= 0)

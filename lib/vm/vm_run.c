@@ -129,7 +129,7 @@ static void guest_idle(struct zd_vm *vm, uint64_t ticks)
 		ts.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&vm->mu);
-	while (!vm->pause_req && !vm->stop && !vm->wake && !(vm->rq_head && !vm->inflight)) {
+	while (!vm->pause_req && !vm->job && !vm->stop && !vm->wake && !(vm->rq_head && !vm->inflight)) {
 		if (pthread_cond_timedwait(&vm->cv, &vm->mu, &ts) == ETIMEDOUT)
 			break;
 	}
@@ -215,23 +215,47 @@ static bool handle_exit(struct zd_vm *vm)
 	}
 }
 
+/* Under mu: complete a half-done MMIO instruction (immediate_exit is
+ * set: KVM finishes it and returns EINTR without running the guest
+ * further), so that registers and memory are never mid-instruction. */
+static void complete_mmio(struct zd_vm *vm, bool *mid_exit)
+{
+	if (!*mid_exit)
+		return;
+	pthread_mutex_unlock(&vm->mu);
+	if (ioctl(vm->vcpu_fd, KVM_RUN, 0) == 0)
+		zd_debug("KVM_RUN with immediate_exit ran (exit %u)", vm->run->exit_reason);
+	pthread_mutex_lock(&vm->mu);
+	*mid_exit = false;
+}
+
+/* Under mu: the job of zd_vm_vcpu_call, run without mu (it may take it). */
+static void run_job(struct zd_vm *vm, bool *mid_exit)
+{
+	void (*fn)(struct zd_vm *, void *) = vm->job;
+
+	complete_mmio(vm, mid_exit);
+	pthread_mutex_unlock(&vm->mu);
+	fn(vm, vm->job_arg);
+	pthread_mutex_lock(&vm->mu);
+	vm->job = NULL;
+	vm->job_done = true;
+	pthread_cond_broadcast(&vm->cv);
+}
+
 /* Under mu: complete a half-done MMIO instruction, then park until the
- * pause is over. */
+ * pause is over (running any job asked meanwhile). */
 static void park(struct zd_vm *vm, bool *mid_exit)
 {
-	if (*mid_exit) {
-		pthread_mutex_unlock(&vm->mu);
-		/* immediate_exit is set: KVM finishes the instruction and
-		 * returns EINTR without running the guest further. */
-		if (ioctl(vm->vcpu_fd, KVM_RUN, 0) == 0)
-			zd_debug("KVM_RUN with immediate_exit ran (exit %u)", vm->run->exit_reason);
-		pthread_mutex_lock(&vm->mu);
-		*mid_exit = false;
-	}
+	complete_mmio(vm, mid_exit);
 	vm->paused = true;
 	pthread_cond_broadcast(&vm->cv);
-	while (vm->pause_req && !vm->stop)
-		pthread_cond_wait(&vm->cv, &vm->mu);
+	while (vm->pause_req && !vm->stop) {
+		if (vm->job)
+			run_job(vm, mid_exit);
+		else
+			pthread_cond_wait(&vm->cv, &vm->mu);
+	}
 	vm->paused = false;
 	pthread_cond_broadcast(&vm->cv);
 }
@@ -256,6 +280,8 @@ static void *vcpu_thread(void *arg)
 			__atomic_fetch_add(&((struct zdg_mbox *)(vm->ram + ZDG_MBOX_GPA))->req_len, 0,
 					   __ATOMIC_RELAXED);
 		pthread_mutex_lock(&vm->mu);
+		if (vm->job && !vm->stop)
+			run_job(vm, &mid_exit);
 		if (vm->pause_req)
 			park(vm, &mid_exit);
 		if (vm->stop || vm->dead) {
@@ -267,6 +293,8 @@ static void *vcpu_thread(void *arg)
 		pthread_mutex_unlock(&vm->mu);
 
 		r = ioctl(vm->vcpu_fd, KVM_RUN, 0);
+		/* Every return, EINTR too, stored the sync regs. */
+		vm->regs_synced = vm->sync_regs;
 		mid_exit = false;
 		if (r < 0) {
 			if (errno == EINTR || errno == EAGAIN)
@@ -280,7 +308,7 @@ static void *vcpu_thread(void *arg)
 		if (!handle_exit(vm))
 			break;
 	}
-	/* Anyone waiting for a pause must not wait forever. */
+	/* Anyone waiting for a pause or a job must not wait forever. */
 	pthread_mutex_lock(&vm->mu);
 	vm->paused = true;
 	pthread_cond_broadcast(&vm->cv);
@@ -351,6 +379,32 @@ int64_t zd_vm_pause(struct zd_vm *vm, uint64_t epoch)
 	dead = vm->dead;
 	pthread_mutex_unlock(&vm->mu);
 	return dead ? -1 : (int64_t)(zd_now_ns() - t0);
+}
+
+int zd_vm_vcpu_call(struct zd_vm *vm, void (*fn)(struct zd_vm *vm, void *arg), void *arg)
+{
+	bool ran;
+
+	pthread_mutex_lock(&vm->mu);
+	if (vm->dead || vm->stop || !vm->thr_started) {
+		pthread_mutex_unlock(&vm->mu);
+		return -1;
+	}
+	vm->job = fn;
+	vm->job_arg = arg;
+	vm->job_done = false;
+	vm->run->immediate_exit = 1;
+	pthread_cond_broadcast(&vm->cv);
+	pthread_mutex_unlock(&vm->mu);
+	pthread_kill(vm->thr, SIGUSR1);
+	pthread_mutex_lock(&vm->mu);
+	/* (stop: the thread is leaving, or has left, without the job) */
+	while (!vm->job_done && !vm->dead && !vm->stop)
+		pthread_cond_wait(&vm->cv, &vm->mu);
+	ran = vm->job_done;
+	vm->job = NULL;
+	pthread_mutex_unlock(&vm->mu);
+	return ran ? 0 : -1;
 }
 
 int64_t zd_vm_resume(struct zd_vm *vm)

@@ -116,8 +116,18 @@ int zd_vm_state_save(struct zd_vm *vm, uint8_t **blobp, uint32_t *lenp)
 	uint32_t hdr[4] = { ZD_VMST_MAGIC, ZD_VMST_VERSION, 0, 0 };
 	size_t nmsr;
 
-	if (ioctl(vm->vcpu_fd, KVM_GET_REGS, &regs) < 0 ||
-	    ioctl(vm->vcpu_fd, KVM_GET_SREGS, &sregs) < 0) {
+	/* Paused, the vCPU has not run since KVM_RUN last returned: the
+	 * sync regs in kvm_run are its registers now. (A write of zd-vm's
+	 * with KVM_SET_REGS would make them stale: there is none after the
+	 * vCPU thread starts.) */
+	pthread_mutex_lock(&vm->mu);
+	bool synced = vm->regs_synced;
+	pthread_mutex_unlock(&vm->mu);
+	if (synced) {
+		regs = vm->run->s.regs.regs;
+		sregs = vm->run->s.regs.sregs;
+	} else if (ioctl(vm->vcpu_fd, KVM_GET_REGS, &regs) < 0 ||
+		   ioctl(vm->vcpu_fd, KVM_GET_SREGS, &sregs) < 0) {
 		free(xs);
 		return -errno;
 	}

@@ -121,7 +121,7 @@ void zd_vm_uffd_close(struct zd_vm *vm)
 	vm->uffd = -1;
 }
 
-static int wp(struct zd_vm *vm, uint64_t first, uint64_t count)
+int zd_vm_uffd_wp(struct zd_vm *vm, uint64_t first, uint64_t count)
 {
 	struct uffdio_writeprotect w = {
 		.range = { .start = (uint64_t)(uintptr_t)vm->ram + first * ZDG_PAGE,
@@ -156,7 +156,7 @@ int64_t zd_vm_uffd_protect(struct zd_vm *vm)
 				continue;
 			}
 			if (open) {
-				if ((r = wp(vm, start, end - start)) < 0)
+				if ((r = zd_vm_uffd_wp(vm, start, end - start)) < 0)
 					return r;
 				calls++;
 			}
@@ -164,7 +164,7 @@ int64_t zd_vm_uffd_protect(struct zd_vm *vm)
 		}
 	}
 	if (open) {
-		if ((r = wp(vm, start, end - start)) < 0)
+		if ((r = zd_vm_uffd_wp(vm, start, end - start)) < 0)
 			return r;
 		calls++;
 	}

@@ -34,6 +34,42 @@ enum zd_vmctl_op {
 				 * fds: [log memfd, disk file] */
 	ZD_VMCTL_DISK_LOG = 13,	/* paused only: reply v0 log bytes used, v1 writes,
 				 * v2 ZD_DLOG_* flags; the log is in the memfd */
+	ZD_VMCTL_COPY_INFO = 14, /* reply v0 = pages the copy area holds;
+				 * fds: [copy area memfd] (see CHECKPOINT) */
+	ZD_VMCTL_CHECKPOINT = 15, /* zddspt's whole pause in one request, below */
+};
+
+/*
+ * CHECKPOINT: pause, harvest, guard, re-arm, [memsum], vCPU state, resume,
+ * all in zd-vm (vm_ckpt.c), so the guest stops for one request instead of
+ * six round trips. Request: arg0 = epoch being checkpointed; arg1 = the
+ * guard's policy, ZD_CKPT_COPY_MAX(arg1) pages at most copied at the pause
+ * and ZD_CKPT_PROTECT_RUN(arg1) the shortest run of dirty pages that is
+ * write-protected instead of copied; flags ZD_VMCTL_F_HINT (bitmap in holds
+ * pages predicted to be written first: copied, not protected, if dirty)
+ * and ZD_VMCTL_F_MEMSUM. The frozen set F is the harvest (bitmap out).
+ * Each page of F is either copied now into the copy area (COPY_INFO), in
+ * pfn order, its bit set in bitmap in, or write-protected: exactly the
+ * pages of F not copied, no clean page between them (the drain un-protects
+ * them). Reply: payload struct zd_vmctl_ckpt, then the STATE blob. A
+ * failure after the pause resumes the VM and says -errno; pages may then
+ * be left protected (the tracker ends the run).
+ */
+#define ZD_CKPT_POLICY(copy_max, protect_run) \
+	((uint64_t)(copy_max) | (uint64_t)(protect_run) << 32)
+#define ZD_CKPT_COPY_MAX(arg1) ((uint32_t)(arg1))
+#define ZD_CKPT_PROTECT_RUN(arg1) ((uint32_t)((arg1) >> 32))
+struct zd_vmctl_ckpt {
+	uint64_t dirty;		/* pages in F */
+	uint64_t copied;	/* of them copied into the copy area */
+	uint64_t protected_pages, protect_calls;
+	uint64_t memsum;	/* with ZD_VMCTL_F_MEMSUM */
+	uint64_t paused_at_ns;	/* the vCPU parked (CLOCK_MONOTONIC) */
+	uint64_t resumed_ns;	/* the vCPU was let go */
+	uint64_t stop_ns;	/* request to park */
+	uint64_t harvest_ns, copy_ns, protect_ns, rearm_ns, state_ns;
+	uint32_t state_len;	/* STATE blob bytes after this struct */
+	uint32_t reserved;
 };
 
 /* The disk write log (a memfd of --disk-log bytes): struct zd_dlog_hdr,
@@ -59,6 +95,8 @@ struct zd_dlog_ent {
 };
 
 #define ZD_VMCTL_F_ALL 0x1
+#define ZD_VMCTL_F_HINT 0x2	/* CHECKPOINT */
+#define ZD_VMCTL_F_MEMSUM 0x4	/* CHECKPOINT */
 
 /* PROTECT coalesces the in-bitmap: set pages at most this many pages apart
  * share one write-protected range (clean pages in between included). The
@@ -110,6 +148,8 @@ struct zd_vm_stats {
 	uint64_t disk_writes;		/* writes done by zd-vm */
 	uint64_t disk_done;		/* the guest's counter (zdg_disk.done) */
 	uint64_t disk_overflows;	/* writes logged NODATA or ALL */
+	/* appended: the guest's own lost time (zdg_svc), TSC ticks */
+	uint64_t guest_lost_ticks, guest_stall_ticks;
 };
 
 #endif

@@ -110,6 +110,9 @@ int zd_capture_emit_stat(struct zd_capture *c, uint64_t epoch, const char *const
 /* The open epoch's DIRTY pages so far (for drain_uffd: what zd-track
  * write-protected). */
 const struct zd_pageset *zd_capture_dirty(const struct zd_capture *c);
+/* The open epoch's CHECKPOINT said ZD_CKPT_WP_EXACT: the drain's `missing`
+ * is exactly what is protected. */
+bool zd_capture_wp_exact(const struct zd_capture *c);
 /* The drain method for a stream (by HEADER mode and target), for the
  * guard's owner (zd_capture_own_guard); every other filter reads. */
 const struct zd_drain_ops *zd_capture_drain_for(const struct zd_rec_header *hdr);

@@ -22,6 +22,11 @@
  *               (zd_stat_read_client_log): request sent → answer received
  *   bytes per epoch  wire bytes (STAT "send") of each epoch where the
  *               stream has them, else its stream bytes
+ *   stall       pause + STAT "swap" cow_block_ns + STAT "track"
+ *               precopy_redirtied × STAT "guest" wfault_ns
+ *               (zd_stat_row_stall)
+ *   guest stall, guest lost  STAT "guest" stall_ns, lost_ns: the guest's
+ *               own clock (zd-vm's built-in guest)
  * Percentiles are nearest-rank: the p-th of n sorted values is the
  * ceil(p/100 * n)-th.
  */
@@ -47,7 +52,23 @@ struct zd_stat_row {
 	 * log), so dirty can still be |pre-copied ∪ DIRTY| */
 	double track_precopy, track_redirtied;
 	bool has_track_precopy;
+	/* The guest's stall (zd_stat_row_stall): zd-swap's STAT "swap"
+	 * cow_faults and cow_block_ns (message read → writer woken, summed),
+	 * and zd-track's STAT "guest", the guest's own clock over the epoch:
+	 * lost_ns (every gap >= 2 us it did not ask for), stall_ns (those >=
+	 * 40 us), wfault_ns (mean dirty-log write fault) */
+	double cow_faults, cow_block_ns;
+	bool has_cow;
+	double guest_lost_ns, guest_stall_ns, guest_wfault_ns;
+	bool has_guest, has_wfault;
 };
+
+/* The stall a checkpoint costs the guest, in ns: the pause, the time its
+ * writes were blocked in copy-on-write faults on the frozen set, and one
+ * dirty-log write fault (the guest's mean of the epoch) for each
+ * pre-copied page it wrote again after the pre-copy re-armed it. False
+ * when the row has no pause. */
+bool zd_stat_row_stall(const struct zd_stat_row *r, double *ns);
 
 struct zd_stat;
 

@@ -71,6 +71,8 @@ struct zd_rec_header {
 #define ZD_CKPT_PAGES_INLINE 0x1	/* PAGES for the whole DIRTY set follow from the tracker */
 #define ZD_CKPT_FINAL 0x2		/* last epoch before END */
 #define ZD_CKPT_FULL 0x4		/* DIRTY is every page: a resync (zd-send asked) */
+#define ZD_CKPT_WP_EXACT 0x8	/* zddspt: exactly the pages of DIRTY that the tracker's
+				 * PAGES of the epoch leave out are write-protected */
 struct zd_rec_checkpoint {
 	uint64_t epoch;			/* 1, 2, 3 … strictly increasing */
 	uint64_t t0_ns;			/* pre-copy start (zddspt) */

@@ -23,6 +23,40 @@
 
 struct zd_target;
 
+/* What a guest measured of its own lost time (zd-vm's built-in guest:
+ * lib/vm/guest/abi.h, struct zdg_svc), in ns since it started. */
+struct zd_guest_clock {
+	uint64_t lost_ns, lost_n;	/* every gap >= 2 us it did not ask for */
+	uint64_t stall_ns, stall_n;	/* the gaps >= 40 us among them */
+	uint64_t wfault_ns, wfault_n;	/* page writes of 2-40 us: dirty-log faults */
+};
+
+/* The times of a one-request pause's steps, and its protect calls. */
+struct zd_ckpt_steps {
+	uint64_t protect_ns, protect_calls, copy_ns;
+	uint64_t stop_ns, harvest_ns, rearm_ns, state_ns;
+};
+
+/* zddspt's pause as one target request (the checkpoint op). */
+struct zd_target_ckpt {
+	/* in */
+	uint64_t epoch;
+	uint32_t copy_max;		/* pages of F at most copied at the pause */
+	uint32_t protect_run;		/* shorter runs of F are copied, not protected */
+	const struct zd_pageset *hint;	/* pages the guest is predicted to write first, or NULL */
+	bool memsum;			/* also the checksum of memory at the pause */
+	/* out */
+	struct zd_pageset *frozen;	/* F (the caller's set, filled) */
+	struct zd_pageset *copied;	/* the pages of F copied at the pause; the
+					 * others are write-protected */
+	const uint8_t *copy_data;	/* their contents in pfn order, valid until
+					 * the next call */
+	uint64_t memsum_value;
+	uint8_t *state;			/* malloc'd STATE blob (kind 1) */
+	uint32_t state_len;
+	struct zd_ckpt_steps steps;
+};
+
 struct zd_target_ops {
 	const char *scheme;		/* "kvm", "synth", "trace", "xen" */
 	const char *usage;		/* one line for --help and the man page */
@@ -86,6 +120,12 @@ struct zd_target_ops {
 	 * paused. -1 may leave part of the set protected. */
 	int (*protect)(struct zd_target *t, const struct zd_pageset *set);
 
+	/* Optional (zddspt): pause, harvest F, copy part of it and
+	 * write-protect exactly the rest, re-arm all, [memsum], state,
+	 * resume, as one request. Returns 1 when this instance cannot (the
+	 * caller then takes the pause step by step), having done nothing;
+	 * -1 with the VM resumed, part of F maybe protected. */
+	int (*checkpoint)(struct zd_target *t, struct zd_target_ckpt *ck);
 	/* Optional: file descriptors a downstream stage needs (memfd of guest
 	 * RAM, uffd), passed over the tracker's control socket. Returns the
 	 * number of fds written to fds[] (max 4) and fills *base with the
@@ -104,6 +144,12 @@ struct zd_target_ops {
 	 * in the VM monitor (fault addresses are there) and our read-only
 	 * mapping of it. Returns -1 if the target has no guard. */
 	int (*guard)(struct zd_target *t, int *uffd, uint64_t *base, const uint8_t **ram);
+
+	/* Optional, tracker role, called while paused: the guest's own
+	 * account of the time it lost so far (counters that only grow; the
+	 * tracker reports each epoch's difference). Returns -1 if the target
+	 * has no such figures. */
+	int (*guest_clock)(struct zd_target *t, struct zd_guest_clock *gc);
 };
 
 struct zd_target {
@@ -120,6 +166,11 @@ struct zd_target {
 	 * (synth: computes them, trace: recorded them): zddspt need neither
 	 * protect nor copy its frozen set. Set by open. */
 	bool replays_pages;
+	/* The VM monitor's own clock (CLOCK_MONOTONIC) at the last pause's
+	 * vCPU park and the last resume, 0 where unknown (kvm: sets them):
+	 * the time the guest really stood still, without the requests'
+	 * round trips. */
+	uint64_t vm_parked_ns, vm_resumed_ns;
 };
 
 extern const struct zd_target_ops zd_target_synth;

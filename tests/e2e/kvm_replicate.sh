@@ -117,11 +117,7 @@ run_mode() {
 		else not_ok "$mode: zd-recv ends cleanly" "exit $rc: $(tail -n 3 "$d/recv.err")"; fi
 	fi
 
-	if replica_vs_vm "$d/replica" "$d/send.log" "$EPOCHS"; then
-		ok "$mode: replica memory = the VM's memory at checkpoint $EPOCHS ($REPLICA_SUM)"
-	else
-		not_ok "$mode: replica memory = the VM's memory at checkpoint $EPOCHS" "replica at epoch '$REPLICA_EPOCH' sum '$REPLICA_SUM', VM '$VM_SUM'"
-	fi
+	replica_matches "$mode" "$d/replica" "$d/send.log" "$EPOCHS"
 
 	# Dirty pages per epoch (epoch 1 is the whole memory).
 	json_num "$d/send.log" dirty pages | awk '$1 > 1 {n++; s += $2; if (min == "" || $2 < min) min = $2}
@@ -145,9 +141,7 @@ run_mode() {
 		not_ok "$mode: at least 500 dirty pages per epoch on average" "mean $mean, min $min"
 	fi
 	# Pause times, as the tracker recorded them (TCG: not hardware figures).
-	grep '"source":"track"' "$d/send.log" | sed -n 's/.*"pause_ns":\([0-9.]*\).*/\1/p' |
-		sort -n | awk '{a[NR] = $1} END {if (NR) printf "# %s: pause p50 %.0f us, p99 %.0f us over %d epochs\n",
-			m, a[int(NR * 0.5) + 1] / 1000, a[int(NR * 0.99) + (NR < 100)] / 1000, NR}' m="$mode"
+	pause_summary "$d/send.log" us | sed "s/^/# $mode: /"
 
 	# Output commit: every released answer's epoch was acknowledged first.
 	json_num "$d/send.log" ack commit_wall_ns | sort -n -k1,1 -u >"$d/acks"

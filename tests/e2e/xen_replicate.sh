@@ -8,9 +8,11 @@
 # writes itself), service.sh (a guest with a vif on dom0's bridge answers
 # zd-client), netbuf.sh (output commit: the guest's answers wait for the
 # backup's ACK; refused without sch_plug), standby.sh (zd-recv --standby:
-# its refusals, and a standby domain started when zd-track is killed);
-# with ZD_XEN_TAKEOVER=1 also takeover.sh (each mode, three ways to lose
-# the primary, a client talking to the guest throughout) and demo.sh.
+# its refusals, and a standby domain started when zd-track is killed),
+# takeover.sh (a client talking to the guest throughout a takeover by its
+# standby: remus, the pipeline SIGKILLed; with ZD_XEN_TAKEOVER=1 each
+# mode, three ways to lose the primary) and, with ZD_XEN_TAKEOVER=1,
+# demo.sh.
 # Skipped, with
 # the reason, where QEMU or the Xen packages are missing, or where this
 # build has no xen: target (libxen-dev missing).

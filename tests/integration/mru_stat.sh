@@ -26,7 +26,7 @@ check "precision is reported where there was a standby set" jq -e '.standby_prec
 
 # The two encodings are interchangeable: the same summary but for the
 # stream's size and the timings of two different runs.
-strip='del(.bytes, .pause_ns, .latency_ns, .output_delay_ns, .wire_bytes)'
+strip='del(.bytes, .pause_ns, .stall_ns, .latency_ns, .output_delay_ns, .wire_bytes)'
 a=$(jq -c "$strip" "$TMP/mru.json")
 b=$(jq -c "$strip" "$TMP/mru-j.json")
 [ "$a" = "$b" ] && ok "binary and JSON streams give the same summary" || not_ok "encodings differ" "$a / $b"
@@ -69,11 +69,12 @@ check "--policy none: empty STANDBY sets" jq -s -e '[.[]|select(.type=="standby"
 zd-mru <"$TMP/small.json" >/dev/null 2>"$TMP/quiet.err"
 check "a recorded stream's dead control socket: zd-mru stays quiet" test ! -s "$TMP/quiet.err"
 
-# The feedback socket: zddspt pre-copies what zd-mru predicts. With
-# --policy none every STANDBY is empty and pre-copy stops once the first
-# one arrives; with mru it goes on.
+# The feedback socket: with ZD_ZDDSPT_PRECOPY_ALL=0 zddspt pre-copies what
+# zd-mru predicts (the paper's standby set; by default every page dirtied
+# so far). With --policy none every STANDBY is empty and pre-copy stops
+# once the first one arrives; with mru it goes on.
 pre() {
-	zd-track synth:pages=65536,dirty=512,hot=0.9,seed=3 --mode zddspt --epochs 40 --interval 10 2>/dev/null |
+	ZD_ZDDSPT_PRECOPY_ALL=0 zd-track synth:pages=65536,dirty=512,hot=0.9,seed=3 --mode zddspt --epochs 40 --interval 10 --precopy 20 2>/dev/null |
 		zd-mru --policy "$1" | zd-stat --json | jq .precopy_total
 }
 pm=$(pre mru)
@@ -83,8 +84,8 @@ check "STANDBY reaches zd-track: pre-copy follows the policy" test "$pm" -gt $((
 
 # zd-stat's other outputs.
 zd-track synth:pages=4096,dirty=64 --epochs 50 --interval 0 --mode buffered 2>/dev/null | zd-mru >"$TMP/b.bin"
-check "--csv: a header and one row per epoch" sh -c "zd-stat --csv '$TMP/b.bin' >'$TMP/b.csv' && test \$(wc -l <'$TMP/b.csv') -eq 51 && head -1 '$TMP/b.csv' | grep -qx 'epoch,dirty,precopy,standby,precision,recall,pause_ns,latency_ns,pages_sent,bytes,wire_bytes'"
-check "--csv: 11 fields a row, pages sent = dirty in buffered mode" awk -F, 'NR > 1 && (NF != 11 || $2 != $9) { bad = 1 } END { exit bad }' "$TMP/b.csv"
+check "--csv: a header and one row per epoch" sh -c "zd-stat --csv '$TMP/b.bin' >'$TMP/b.csv' && test \$(wc -l <'$TMP/b.csv') -eq 51 && head -1 '$TMP/b.csv' | grep -qx 'epoch,dirty,precopy,standby,precision,recall,pause_ns,latency_ns,pages_sent,bytes,wire_bytes,stall_ns,cow_faults,cow_block_ns,guest_stall_ns,guest_lost_ns'"
+check "--csv: 16 fields a row, pages sent = dirty in buffered mode" awk -F, 'NR > 1 && (NF != 16 || $2 != $9) { bad = 1 } END { exit bad }' "$TMP/b.csv"
 zd-stat "$TMP/b.bin" >"$TMP/b.txt"
 check "table: one row per epoch, then the summary" sh -c "test \$(grep -cE '^ +[0-9]+ +64 ' '$TMP/b.txt') -eq 50 && grep -q '^epochs 50, mode buffered' '$TMP/b.txt' && grep -q '^pause us: p50' '$TMP/b.txt'"
 check "--plot writes a PNG" sh -c "zd-stat --json --plot '$TMP/p.png' '$TMP/b.bin' >/dev/null && head -c 4 '$TMP/p.png' | od -c | grep -q 'P   N   G'"

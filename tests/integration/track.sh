@@ -37,9 +37,10 @@ check "buffered: CHECKPOINT flags PAGES_INLINE, pause in CHECKPOINT" jqall "$TMP
 cover=$(jq -s -c '[range(1;5) as $e | ([.[]|select(.type=="pages" and .epoch==$e)|.ranges[]]) == ([.[]|select(.type=="dirty" and .epoch==$e)|.ranges[]])] | all' "$TMP/buf.json")
 check "buffered: PAGES ranges equal DIRTY ranges in every epoch" test "$cover" = true
 
-# zddspt: pre-copied PAGES before the CHECKPOINT; DIRTY is the frozen rest.
+# zddspt: pre-copied PAGES (read at T0) go with their checkpoint, after
+# its DIRTY, which is the frozen rest.
 zd-track $SPEC --epochs 6 --interval 0 --mode zddspt --json >"$TMP/z.json" 2>/dev/null
-check "zddspt: pre-copy PAGES (flag PRECOPY) precede their CHECKPOINT" test "$(jq -s -c '[foreach .[] as $r ({c:0,ok:true}; if $r.type=="checkpoint" then .c=$r.epoch elif $r.type=="pages" then .ok = (.ok and $r.flags==1 and $r.epoch==.c+1) else . end; .ok)] | all' "$TMP/z.json")" = true
+check "zddspt: pre-copy PAGES (flag PRECOPY) follow their CHECKPOINT's DIRTY" test "$(jq -s -c '[foreach .[] as $r ({c:0,d:false,ok:true}; if $r.type=="checkpoint" then .c=$r.epoch | .d=false elif $r.type=="dirty" then .d=($r.epoch==.c) elif $r.type=="pages" then .ok = (.ok and $r.flags==1 and $r.epoch==.c and .d) else . end; .ok)] | all' "$TMP/z.json")" = true
 check "zddspt: some pages pre-copied (last epoch's set as the hint)" jq -s -e '[.[]|select(.type=="pages")|.pages]|add > 0' "$TMP/z.json"
 check "zddspt: no page copied while paused (no PAGES_INLINE)" jqall "$TMP/z.json" 'select(.type=="checkpoint")|.flags%2==0 and .t0_ns < .t1_ns'
 

@@ -6,7 +6,7 @@
 # of the processes they started behind.
 . "$(dirname "$0")/../lib/tap.sh"
 
-scripts=("$ZD_TOP"/cmd/*.sh "$ZD_TOP"/cmd/*.bash "$ZD_TOP/bench/table1.sh" "$ZD_TOP"/completions/bash/*)
+scripts=("$ZD_TOP"/cmd/*.sh "$ZD_TOP"/lib/sh/*.bash "$ZD_TOP/bench/table1.sh" "$ZD_TOP"/completions/bash/*)
 for f in "${scripts[@]}"; do
 	check "bash -n ${f#"$ZD_TOP"/}" bash -n "$f"
 done

@@ -18,6 +18,11 @@
 #                             COMMIT in zd-send --json-log LOG of a zd-track
 #                             --verify run); sets REPLICA_EPOCH, REPLICA_SUM
 #                             and VM_SUM for the messages
+#   replica_matches WHAT DIR LOG EPOCH
+#                             the TAP check of replica_vs_vm, named WHAT
+#   pause_summary LOG us|ms   "pause p50 X, p99 Y over N epochs" of the
+#                             tracker's pauses in a zd-send --json-log LOG
+#                             (nothing when it has none)
 #   wait_epoch DIR N [SECONDS [PID]]
 #                             the replica has committed epoch N or later (0);
 #                             1 after SECONDS (default 20), or once PID (the
@@ -60,6 +65,24 @@ replica_vs_vm() {
 	REPLICA_SUM=$(sed -n 's/^memsum //p' <<<"$st")
 	VM_SUM=$(json_num "$2" commit memsum | awk -v e="$3" '$1 == e {print $2}')
 	[ "$REPLICA_EPOCH" = "$3" ] && [ -n "$VM_SUM" ] && [ "$REPLICA_SUM" = "$VM_SUM" ]
+}
+
+replica_matches() {
+	if replica_vs_vm "$2" "$3" "$4"; then
+		ok "$1: replica = the VM's memory at checkpoint $4 ($REPLICA_SUM)"
+	else
+		not_ok "$1: replica = the VM's memory at checkpoint $4" \
+			"replica at epoch '$REPLICA_EPOCH' sum '$REPLICA_SUM', VM '$VM_SUM'"
+	fi
+}
+
+# (p99 of fewer than 100 pauses: the largest but one is not the 99th.)
+pause_summary() {
+	grep '"source":"track"' "$1" | sed -n 's/.*"pause_ns":\([0-9.]*\).*/\1/p' | sort -n |
+		awk -v u="$2" '{a[NR] = $1} END {if (!NR) exit
+			d = u == "ms" ? 1e6 : 1e3; f = u == "ms" ? "%.1f" : "%.0f"
+			printf "pause p50 " f " %s, p99 " f " %s over %d epochs\n",
+				a[int(NR * 0.5) + 1] / d, u, a[int(NR * 0.99) + (NR < 100)] / d, u, NR}'
 }
 
 # meta.json, not zd-recv --status: it is read while zd-recv holds the

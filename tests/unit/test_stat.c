@@ -241,6 +241,68 @@ static void test_pages_from_send_stat(void **state)
 	zd_stat_free(s);
 }
 
+/* The guest's stall: pause + blocked copy-on-write time + the re-armed
+ * pages written again, each priced at the guest's mean dirty-log fault;
+ * an epoch without a guard (buffered) stalls for its pause only; a row
+ * without a guest figure prices nothing it did not measure. */
+static void test_stall(void **state)
+{
+	struct zd_stat *s = zd_stat_new();
+	const struct zd_stat_row *rows;
+	char *buf = NULL;
+	size_t len = 0;
+	double v = -1;
+	FILE *f;
+
+	/* epoch 1: buffered-like, pause 600 us, the guest's clock only */
+	checkpoint(s, 1, 600000);
+	add_stat(s, 1, "guest", "stall_ns", 700000, "wfault_ns", 20000);
+	add_stat(s, 1, "guest", "lost_ns", 5e6, NULL, 0);
+	/* epoch 2: zddspt: pause 300 us, 35 faults blocked 2.1 ms in all,
+	 * 10 pre-copied pages written again at 20 us each */
+	checkpoint(s, 2, 300000);
+	add_stat(s, 2, "track", "precopy", 100, "precopy_redirtied", 10);
+	add_stat(s, 2, "swap", "cow_faults", 35, "cow_block_ns", 2.1e6);
+	add_stat(s, 2, "guest", "stall_ns", 2.6e6, "wfault_ns", 20000);
+	/* epoch 3: re-dirtied pages but no guest figure: not priced */
+	checkpoint(s, 3, 400000);
+	add_stat(s, 3, "track", "precopy", 5, "precopy_redirtied", 5);
+	add_stat(s, 3, "swap", "cow_faults", 0, "cow_block_ns", 0);
+	zd_stat_finish(s);
+	assert_int_equal(zd_stat_rows(s, &rows), 3);
+	assert_true(zd_stat_row_stall(&rows[0], &v) && v == 600000);
+	assert_false(rows[0].has_cow);
+	assert_true(zd_stat_row_stall(&rows[1], &v) && v == 300000 + 2.1e6 + 10 * 20000);
+	assert_true(v >= rows[1].pause_ns && rows[1].cow_faults == 35);
+	assert_true(zd_stat_row_stall(&rows[2], &v) && v == 400000);
+
+	f = open_memstream(&buf, &len);
+	zd_stat_print_json(s, f);
+	fclose(f);
+	json_error_t err;
+	json_t *o = json_loads(buf, 0, &err);
+	assert_non_null(o);
+	json_t *st = json_object_get(o, "stall_ns");
+	assert_non_null(st);
+	assert_int_equal(json_integer_value(json_object_get(st, "p50")), 600000);
+	assert_int_equal(json_integer_value(json_object_get(st, "max")), 2600000);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "guest_stall_ns"), "max")),
+			 2600000);
+	assert_true(json_real_value(json_object_get(o, "cow_faults_mean")) == 17.5);
+	json_decref(o);
+	free(buf);
+
+	/* CSV: the stall and its parts after wire_bytes */
+	buf = NULL;
+	f = open_memstream(&buf, &len);
+	zd_stat_print_csv(s, f);
+	fclose(f);
+	assert_non_null(strstr(buf, ",stall_ns,cow_faults,cow_block_ns,guest_stall_ns,guest_lost_ns\n"));
+	assert_non_null(strstr(buf, ",2600000,35,2100000,2600000,0\n"));
+	free(buf);
+	zd_stat_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -248,6 +310,7 @@ int main(void)
 		cmocka_unit_test(test_rows_and_summary),
 		cmocka_unit_test(test_precopy_from_track_stat),
 		cmocka_unit_test(test_pages_from_send_stat),
+		cmocka_unit_test(test_stall),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

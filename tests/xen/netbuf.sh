@@ -22,7 +22,6 @@ INTERVAL=${ZD_XEN_INTERVAL:-100}
 # How long zd-recv stays stopped, and a client waits meanwhile. Under TCG
 # one epoch can take a second or more: several epochs fit in it.
 HOLD=${ZD_XEN_HOLD:-10}
-jfield() { sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$1"; }
 
 # guest_fresh: (re)create the guest; sets D and IFB.
 guest_fresh() {

@@ -14,9 +14,10 @@
 # Some epochs before the end the test pauses the guest itself (xl pause:
 # Xen's pause is counted, so it stays paused through zd-track's own
 # pause/unpause) and leaves it paused until the run is over. Then:
-#   - every stage exits 0 and the replica is at the last epoch;
-#   - the replica's checksum equals the memsum of the last COMMIT (taken
-#     by zd-track from the guest's frames while it was paused);
+#   - every stage exits 0; the replica is at the last epoch and its
+#     checksum equals the memsum of that COMMIT (taken by zd-track from
+#     the guest's frames while it was paused: replica_matches,
+#     tests/lib/replica.sh, as kvm_replicate.sh);
 #   - the replica equals the guest's memory byte for byte, read through
 #     foreign mapping with the guest still paused (xen_memcmp);
 #   - epochs while the guest ran had dirty pages; epochs while it stayed
@@ -26,7 +27,7 @@
 # see below) runs again on a new guest, up to ZD_XEN_TRIES (3) times.
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/xenlib.sh"
-. "$(dirname "$0")/../lib/wait.sh"
+. "$(dirname "$0")/../lib/replica.sh"
 EPOCHS=${ZD_XEN_EPOCHS:-30}
 INTERVAL=${ZD_XEN_INTERVAL:-100}
 MEMCMP=$ZD_TOP/$BUILD/tests/xen_memcmp
@@ -131,18 +132,7 @@ run_mode() {
 	if [ $rc -eq 0 ]; then ok "$mode: zd-recv --verify ends cleanly (every epoch's checksum matched)"
 	else not_ok "$mode: zd-recv --verify ends cleanly" "exit $rc: $(tail -n 3 "$d/recv.err")"; fi
 
-	zd-recv --replica "$d/replica" --status >"$d/status"
-	local repoch rsum vsum
-	repoch=$(sed -n 's/^epoch //p' "$d/status")
-	rsum=$(sed -n 's/^memsum //p' "$d/status")
-	vsum=$(json_num "$d/send.log" commit memsum | awk -v e="$EPOCHS" '$1 == e {print $2}')
-	if [ "$repoch" = "$EPOCHS" ]; then ok "$mode: the replica is at epoch $EPOCHS"
-	else not_ok "$mode: the replica is at epoch $EPOCHS" "$(cat "$d/status")"; fi
-	if [ -n "$vsum" ] && [ "$rsum" = "$vsum" ]; then
-		ok "$mode: replica checksum = the guest's at checkpoint $EPOCHS ($rsum)"
-	else
-		not_ok "$mode: replica checksum = the guest's at checkpoint $EPOCHS" "replica '$rsum', guest '$vsum'"
-	fi
+	replica_matches "$mode" "$d/replica" "$d/send.log" "$EPOCHS"
 
 	# The guest is still paused: compare every frame with the replica.
 	if [ -x "$MEMCMP" ] && [ -s "$d/paused_at" ]; then
@@ -181,9 +171,7 @@ run_mode() {
 			not_ok "$mode: 0 dirty pages while the guest is paused" "$sum_stop pages over $n_stop epochs"
 		fi
 	fi
-	grep '"source":"track"' "$d/send.log" | sed -n 's/.*"pause_ns":\([0-9.]*\).*/\1/p' |
-		sort -n | awk '{a[NR] = $1} END {if (NR) printf "# %s: pause p50 %.1f ms, p99 %.1f ms over %d epochs (emulated: QEMU TCG)\n",
-			m, a[int(NR * 0.5) + 1] / 1e6, a[int(NR * 0.99) + (NR < 100)] / 1e6, NR}' m="$mode"
+	pause_summary "$d/send.log" ms | sed "s/^/# $mode: /; s/\$/ (emulated: QEMU TCG)/"
 	grep -o 'xen:[0-9]*: .*written behind log-dirty.*' "$d/track.err" | sed "s/^/# $mode: /"
 	xl unpause zdguest 2>/dev/null
 	[ -n "${ZD_XEN_DEBUG:-}" ] && tail -n 3 "$d"/*.err | sed 's/^/# /'

@@ -7,15 +7,8 @@
 . "$(dirname "$0")/../lib/tap.sh"
 . "$(dirname "$0")/xenlib.sh"
 N=${ZD_XEN_REQUESTS:-20}
-# A number of zd-client's one-line JSON summary (dom0 has no jq).
-jfield() { sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$1"; }
 
-if ! XEN_GUEST_NET=1 xen_guest_up zdnet; then
-	skip "a PVH guest with a vif boots and serves" "it did not come up in 3 tries under QEMU TCG (see the lines above)"
-	done_testing
-fi
-at_exit "xl destroy zdnet"
-ok "a PVH guest with a vif boots and serves"
+xen_serving_guest zdnet
 tr -d '\r' </var/log/xen/guest-zdnet.log | grep '^ZD-GUEST-NET' | sed 's/^/# /'
 
 if ip link show vif"$(xl domid zdnet)".0 2>/dev/null | grep -q 'master xenbr0'; then

@@ -17,11 +17,26 @@ xen_guest_stopped() {
 	xl list "$1" 2>/dev/null | awk 'NR == 2 && $5 !~ /[sc]/ {up = 1} END {exit up}'
 }
 
+# xen_await_suspend NAME: wait (at most 120 s) until the guest's xenbus
+# says it can suspend (control/feature-suspend): under TCG its user space
+# can serve before that, and zd-track refuses a guest that has not said it.
+xen_await_suspend() {
+	local d t0=$SECONDS
+	d=$(xl domid "$1" 2>/dev/null) || return 0
+	while [ "$(xenstore-read "/local/domain/$d/control/feature-suspend" 2>/dev/null)" != 1 ]; do
+		if [ $((SECONDS - t0)) -ge 120 ]; then
+			echo "# guest $1 (domain $d): no control/feature-suspend after 120 s"
+			return 0
+		fi
+		sleep 1
+	done
+}
+
 # xen_why NAME: what Xen and the guest's console say of domain NAME, as
 # comment lines (a test's diagnostics when the guest does not answer).
 xen_why() {
 	echo "# xl list: $(xl list "$1" 2>&1 | tail -n 1)"
-	xl dmesg 2>/dev/null | grep -v '^(XEN) \*\*\*' | tail -n 8 | sed 's/^/#   xen: /'
+	xl dmesg 2>/dev/null | grep -v '^(XEN) \*\*\*' | tail -n 14 | sed 's/^/#   xen: /'
 	tr -d '\r' <"/var/log/xen/guest-$1.log" 2>/dev/null | tail -n 15 | sed 's/^/#   guest: /'
 }
 xen_guest_up() {
@@ -51,7 +66,10 @@ CFG
 	for try in 1 2 3; do
 		xl create -q "$TMP/$name.cfg" >"$TMP/$name.create" 2>&1 || { cat "$TMP/$name.create" >&2; return 1; }
 		for i in $(seq 600); do
-			grep -q "$ready" "/var/log/xen/guest-$name.log" 2>/dev/null && return 0
+			if grep -q "$ready" "/var/log/xen/guest-$name.log" 2>/dev/null; then
+				xen_await_suspend "$name"
+				return 0
+			fi
 			xen_guest_stopped "$name" && break
 			sleep 0.2
 		done
@@ -82,3 +100,41 @@ recv_wait() {
 	fi
 	wait "$1"
 }
+
+# xen_took_over WHAT RC RECV_ERR: the TAP checks of one takeover by a Xen
+# standby, from zd-recv's exit status RC and its -v stderr RECV_ERR:
+# zd-recv took over exactly once (exit 0, one "taking over" line, the
+# standby started once), and --verify found the standby's memory equal to
+# the replica at the committed epoch before it started it.
+xen_took_over() {
+	local what=$1 rc=$2 err=$3 n_take n_run
+	n_take=$(grep -c 'taking over at epoch' "$err")
+	n_run=$(grep -c 'standby xen:.* running at epoch' "$err")
+	if [ "$rc" = 0 ] && [ "$n_take" = 1 ] && [ "$n_run" = 1 ]; then
+		ok "$what: zd-recv fenced the primary and started the standby, exactly once (exit 0)"
+	else
+		not_ok "$what: zd-recv fenced the primary and started the standby, exactly once" \
+			"exit $rc, $n_take takeover(s), $n_run start(s): $(tail -n 6 "$err")"
+	fi
+	if grep -q "standby: --verify: memory = the replica's epoch" "$err"; then
+		ok "$what: --verify: the standby's memory = the replica at the committed epoch, before it started"
+	else
+		not_ok "$what: --verify before the start" "$(grep -i 'verify\|standby' "$err" | tail -n 3)"
+	fi
+}
+
+# xen_serving_guest NAME: the TAP start of a script that needs a guest with
+# a vif serving at $XEN_GUEST_ADDR (xen_guest_up with XEN_GUEST_NET=1),
+# destroyed at exit. One that does not come up is the emulation's, before
+# zd touches it: the whole script is skipped, saying so.
+xen_serving_guest() {
+	if ! XEN_GUEST_NET=1 xen_guest_up "$1"; then
+		skip "a PVH guest with a vif boots and serves" "it did not come up in 3 tries under QEMU TCG (see the lines above)"
+		done_testing
+	fi
+	at_exit "xl destroy $1"
+	ok "a PVH guest with a vif boots and serves"
+}
+
+# jfield FILE KEY: a whole number in zd-client's one-line JSON summary.
+jfield() { sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" "$1"; }

@@ -108,7 +108,23 @@ struct zdg_svc {
 	uint64_t pages_written;		/* workload writes so far */
 	uint64_t loops;			/* main loop iterations */
 	uint64_t last_req;		/* last mailbox request handled */
+	/* appended: the time the guest lost, by its own clock (rdtsc at
+	 * CPL3, so it sees every way it was stopped: a pause, a fault zd-vm
+	 * or zd-swap served, an exit, the host descheduling its vCPU).
+	 * A gap between two of its marks longer than ZDG_LOST_MIN_NS beyond
+	 * what it asked to idle counts into lost_*, one longer than
+	 * ZDG_STALL_MIN_NS into stall_* too; a page write that took between
+	 * the two is a dirty-log write fault (wfault_*). Ticks of tsc_hz. */
+	uint64_t lost_ticks, lost_n;
+	uint64_t stall_ticks, stall_n;
+	uint64_t wfault_ticks, wfault_n;
 };
+
+/* A loop iteration of the guest takes well under a microsecond natively;
+ * a dirty-log write fault ~3-25 us under kvm_pvm, a copy-on-write fault
+ * served by zd-swap ~50-70 us, a pause hundreds. */
+#define ZDG_LOST_MIN_NS 2000ull
+#define ZDG_STALL_MIN_NS 40000ull
 
 #define ZDG_REQ_MAX 240
 

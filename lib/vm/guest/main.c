@@ -63,6 +63,34 @@ static inline void mmio_write(uint64_t reg, uint64_t val)
 
 static uint64_t rng;
 
+/*
+ * The guest's own account of the time it lost (zdg_svc lost_*, stall_*,
+ * wfault_*): `mark` is the TSC at the end of the last thing it did; each
+ * step measures from there. Nothing but the guest's clock is trusted, so
+ * the figure holds whatever stopped it — the cross-check of the stall
+ * zd-stat adds up from the tools' own figures.
+ */
+static uint64_t mark, lost_min, stall_min;
+
+/* The step that just ended took `gap` ticks of which `asked` were an idle
+ * the guest asked for; returns the time lost. */
+static uint64_t account(uint64_t now, uint64_t asked)
+{
+	volatile struct zdg_svc *s = (volatile struct zdg_svc *)ZDG_SVC_GPA;
+	uint64_t gap = now - mark, lost = gap > asked ? gap - asked : 0;
+
+	mark = now;
+	if (lost < lost_min)
+		return 0;
+	s->lost_ticks += lost;
+	s->lost_n++;
+	if (lost >= stall_min) {
+		s->stall_ticks += lost;
+		s->stall_n++;
+	}
+	return lost;
+}
+
 static inline uint64_t next_rand(void)
 {
 	/* xorshift64*: cheap and good enough to scatter page writes. */
@@ -77,6 +105,7 @@ static void write_page(void)
 	const volatile struct zdg_params *p = PARAMS;
 	uint64_t r = next_rand(), page;
 	volatile uint64_t *w;
+	uint64_t t;
 	unsigned i, off;
 
 	if ((r & 0xffffffffull) < p->hot_frac32 && p->hot_pages)
@@ -87,7 +116,17 @@ static void write_page(void)
 	/* A few words change, the rest of the page stays: delta compression
 	 * downstream has something to find. */
 	off = (unsigned)((r >> 20) % (ZDG_PAGE / 8 - 4));
-	for (i = 0; i < 4; i++)
+	/* The first store is the one the dirty log or the copy-on-write
+	 * guard may stop; time it alone. */
+	account(rdtsc(), 0);
+	w[off] = SVC->pages_written;
+	t = rdtsc();
+	if (t - mark >= lost_min && t - mark < stall_min) {
+		SVC->wfault_ticks += t - mark;
+		SVC->wfault_n++;
+	}
+	account(t, 0);
+	for (i = 1; i < 4; i++)
 		w[off + i] = SVC->pages_written + i;
 	SVC->pages_written++;
 }
@@ -156,15 +195,20 @@ void guest_main(void)
 		mmio_write(ZDG_MMIO_EXIT, 1);
 	}
 	mmio_write(ZDG_MMIO_READY, ZDG_ABI_VERSION);
-	last = rdtsc();
+	lost_min = hz * ZDG_LOST_MIN_NS / 1000000000ull;
+	stall_min = hz * ZDG_STALL_MIN_NS / 1000000000ull;
+	last = mark = rdtsc();
 	for (;;) {
 		uint64_t now = rdtsc(), delta = now - last, due, wait;
 
 		last = now;
+		account(now, 0);
 		SVC->loops++;
 		serve();
 		if ((!rate || !p->span_pages) && !drate) {
+			account(rdtsc(), 0);
 			mmio_write(ZDG_MMIO_IDLE, p->idle_max_ticks);
+			account(rdtsc(), p->idle_max_ticks);
 			continue;
 		}
 		/* The rate is per second of running time: a gap much longer
@@ -207,9 +251,12 @@ idle:
 		/* Short gaps are cheaper to spin than to exit for (an exit
 		 * round trip is 12-25 us on kvm_pvm). */
 		max_gap = 2 * wait > hz / 500 ? 2 * wait : hz / 500;
-		if (wait > hz / 20000)
+		if (wait > hz / 20000) {
+			account(rdtsc(), 0);
 			mmio_write(ZDG_MMIO_IDLE, wait);
-		else
+			account(rdtsc(), wait);
+		} else {
 			__asm__ volatile("pause");
+		}
 	}
 }

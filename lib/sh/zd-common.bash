@@ -3,7 +3,7 @@
 # messages and exits, flag checks, --help and --version, the PATH that puts
 # the tools beside the script first, and waiting. Sourced, never run; make
 # install puts it in PREFIX/share/zd, and each script looks there
-# (../share/zd beside its bin/) and then in the source tree (../cmd).
+# (../share/zd beside its bin/) and then in the source tree (../lib/sh).
 #
 #   die CODE MESSAGE          "zd: MESSAGE" on stderr, exit CODE
 #   usage_die MESSAGE         the same with exit 2 and where help is
