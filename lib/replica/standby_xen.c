@@ -615,6 +615,32 @@ static int set_rax0(struct zd_standby *sb, uint8_t *ctx, uint32_t len, uint64_t 
 	return -1;
 }
 
+/* The guest said control/feature-suspend on the primary (zd-track
+ * suspends only such a guest), but Linux says it once, when its xenbus
+ * comes up, not when it resumes in a new domain; its drivers still answer
+ * control/shutdown. Saying it for the standby lets zd-track (or xl save,
+ * xl remus) protect the taken-over guest again. */
+static int say_suspend(struct zd_standby *sb)
+{
+	struct xsb *x = sb->priv;
+	struct xs_handle *xs = xs_open(0);
+	char path[80];
+	bool done;
+
+	if (!xs) {
+		zd__standby_err(sb, "cannot open xenstore: %s", strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof(path), "/local/domain/%u/control/feature-suspend", x->domid);
+	done = xs_write(xs, XBT_NULL, path, "1", 1);
+	xs_close(xs);
+	if (!done) {
+		zd__standby_err(sb, "writing %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 static int xsb_start(struct zd_standby *sb, const uint8_t *state, uint32_t len)
 {
 	struct xsb *x = sb->priv;
@@ -659,6 +685,8 @@ static int xsb_start(struct zd_standby *sb, const uint8_t *state, uint32_t len)
 		zd__standby_err(sb, "setting %s's HVM context: %s", x->name, strerror(errno));
 		goto out;
 	}
+	if (say_suspend(sb) < 0)
+		goto out;
 	if (xc_domain_unpause(x->xch, x->domid) < 0) {
 		zd__standby_err(sb, "unpause %s: %s", x->name, strerror(errno));
 		goto out;

@@ -731,11 +731,11 @@ static ssize_t find_idx(const uint64_t *a, size_t n, uint64_t i)
  * that pause (buffered, zddspt) get cc, and memsum hashes memory as the
  * replica will hold it: cc for those pages, ul_snap for the frames
  * written behind log-dirty that were not sent, the frames for the rest.
- * remus leaves the dirty pages to the stage downstream, which reads them
- * from the frames after memsum: an event Xen sets pending between the
- * two would still make that epoch's checksum differ (the timer fires
- * early in the pause, and memsum comes late in it). Either way the next
- * checkpoint sends the frame again.
+ * remus leaves the dirty pages to the stage downstream, which reads the
+ * frames after memsum, later in the pause: the dirty frames written
+ * behind log-dirty (and those memsum finds changed since the harvest)
+ * zd-track sends itself from cc (xen_paused_writes), or an event Xen
+ * sets pending in between would make the replica differ from memsum.
  */
 #define PROBE_ROUNDS 4
 #define PROBE_RUN_NS (20ull * 1000000)
@@ -886,15 +886,18 @@ static void checkpoint_copy(struct xen_priv *p, struct zd_pageset *dirty)
 	zd_pageset_free(&u);
 }
 
-/* Page i of this pause's checkpoint as the replica will hold it. */
+/* Page i of this pause's checkpoint as the replica will hold it: as the
+ * harvest copied it where zd-track's reads got that copy (served), or
+ * where it is written behind log-dirty (remus sends those itself:
+ * xen_paused_writes); the rest as the stage downstream will read it. */
 static const uint8_t *ckpt_view(const struct xen_priv *p, uint64_t i)
 {
-	ssize_t k;
+	ssize_t k, u = find_idx(p->ul, p->nul, i);
 
-	if (p->served && (k = find_idx(p->cc_idx, p->ncc, i)) >= 0)
+	if ((p->served || u >= 0) && (k = find_idx(p->cc_idx, p->ncc, i)) >= 0)
 		return p->cc + (size_t)k * XEN_PAGE;
-	if ((k = find_idx(p->ul, p->nul, i)) >= 0 && !zd_pageset_contains(&p->ckpt_set, i))
-		return p->ul_snap + (size_t)k * XEN_PAGE;
+	if (u >= 0 && !zd_pageset_contains(&p->ckpt_set, i))
+		return p->ul_snap + (size_t)u * XEN_PAGE;
 	return p->mem + i * XEN_PAGE;
 }
 
@@ -1208,8 +1211,7 @@ static int xen_memsum(struct zd_target *t, uint64_t *sum)
 
 		if (find_idx(p->ul, p->nul, i) < 0 &&
 		    memcmp(p->cc + k * XEN_PAGE, p->mem + i * XEN_PAGE, XEN_PAGE))
-			add_unlogged(p, i, p->served ? p->cc + k * XEN_PAGE : p->mem + i * XEN_PAGE,
-				     "written while paused for a checkpoint");
+			add_unlogged(p, i, p->cc + k * XEN_PAGE, "written while paused for a checkpoint");
 	}
 	if (p->audit && p->served)
 		audit(t);
@@ -1223,6 +1225,32 @@ static int xen_memsum(struct zd_target *t, uint64_t *sum)
 		zd_hash64_update(h, ckpt_view(p, i), XEN_PAGE);
 	*sum = XXH3_64bits_digest(h);
 	XXH3_freeState(h);
+	return 0;
+}
+
+/* This checkpoint's frames written behind log-dirty, as the harvest
+ * copied them (what ckpt_view gave memsum). */
+static int xen_paused_writes(struct zd_target *t, struct zd_pageset *set, uint8_t **data)
+{
+	struct xen_priv *p = t->priv;
+	size_t n = 0;
+
+	zd_pageset_clear(set);
+	*data = NULL;
+	if (!p->ckpt || !p->ncc)
+		return 0;
+	for (size_t k = 0; k < p->ncc; k++)
+		if (find_idx(p->ul, p->nul, p->cc_idx[k]) >= 0)
+			n++;
+	if (!n)
+		return 0;
+	*data = zd_xmalloc(n * XEN_PAGE);
+	n = 0;
+	for (size_t k = 0; k < p->ncc; k++)	/* cc_idx ascends: pfn order */
+		if (find_idx(p->ul, p->nul, p->cc_idx[k]) >= 0) {
+			memcpy(*data + n++ * XEN_PAGE, p->cc + k * XEN_PAGE, XEN_PAGE);
+			zd_pageset_add_range(set, p->cc_idx[k], 1);
+		}
 	return 0;
 }
 
@@ -1352,6 +1380,7 @@ const struct zd_target_ops zd_target_xen = {
 	.harvest = xen_harvest,
 	.rearm = xen_rearm,
 	.read_pages = xen_read_pages,
+	.paused_writes = xen_paused_writes,
 	.disk_writes = xen_disk_writes,
 	.get_state = xen_get_state,
 	.memsum = xen_memsum,

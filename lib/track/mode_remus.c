@@ -7,9 +7,12 @@
  *   zd__track_pause            T1
  *   zd__track_harvest_all      the dirty log, re-armed for the next epoch
  *   zd__track_save_state       vCPU state, [memsum]
- *   send_checkpoint            CHECKPOINT, DIRTY, STATE, COMMIT; no pages: the
- *                              stage downstream, zd-swap or zd-send, copies
- *                              them from the paused VM
+ *   zd__track_paused_writes    the pages the target itself writes while the
+ *                              VM is paused (Xen's event bits), as memsum saw
+ *                              them
+ *   send_checkpoint            CHECKPOINT, DIRTY, those pages, STATE, COMMIT:
+ *                              the stage downstream, zd-swap or zd-send,
+ *                              copies the rest from the paused VM
  *   zd__track_wait_backup      until the backup has the epoch: ACK via
  *                              zd-send, else DRAINED via zd-swap, else open loop
  *   zd__track_resume           the VM runs again
@@ -24,13 +27,16 @@
  * The VM stays stopped until the backup has the epoch, so pause_ns is
  * known only after the CHECKPOINT went out: it follows in STAT "track".
  */
+#include <stdlib.h>
+
 #include "track_int.h"
 #include "zd/util.h"
 
 /* The backup copies from the paused VM: flushed now, or it waits for us. */
-static int send_checkpoint(struct zd_track *k, const struct track_round *rd)
+static int send_checkpoint(struct zd_track *k, const struct track_round *rd,
+			   const struct zd_pageset *pages, const uint8_t *data)
 {
-	if (zd__track_send_checkpoint(k, rd, NULL, NULL) < 0)
+	if (zd__track_send_checkpoint(k, rd, zd_pageset_empty(pages) ? NULL : pages, data) < 0)
 		return -1;
 	return zd__emit_flush(k);
 }
@@ -48,6 +54,8 @@ static int report_epoch(struct zd_track *k, const struct track_round *rd, uint64
 static int remus_round(struct zd_track *k)
 {
 	struct track_round rd = { 0 };
+	struct zd_pageset held = ZD_PAGESET_INIT;
+	uint8_t *held_data = NULL;
 	uint64_t resume_ns;
 	int rc;
 
@@ -56,13 +64,16 @@ static int remus_round(struct zd_track *k)
 		return rc;
 	if (zd__track_pause(k, &rd.c.t1_ns) < 0)
 		return -1;
-	if (zd__track_harvest_all(k, &rd) < 0 || zd__track_save_state(k, &rd) < 0 ||
-	    send_checkpoint(k, &rd) < 0 || zd__track_wait_backup(k) < 0) {
+	rc = zd__track_harvest_all(k, &rd) < 0 || zd__track_save_state(k, &rd) < 0 ||
+	     zd__track_paused_writes(k, &held, &held_data) < 0 ||
+	     send_checkpoint(k, &rd, &held, held_data) < 0 || zd__track_wait_backup(k) < 0;
+	zd__track_round_free(&rd);
+	zd_pageset_free(&held);
+	free(held_data);
+	if (rc) {
 		zd__track_resume_quietly(k);
-		zd__track_round_free(&rd);
 		return -1;
 	}
-	zd__track_round_free(&rd);
 	if (zd__track_resume(k, &resume_ns) < 0)
 		return -1;
 	/* The next round harvests into k->dirty; prev keeps this epoch's set. */

@@ -180,6 +180,19 @@ int zd__track_read_pages_into(struct zd_track *k, const struct zd_pageset *set, 
 	return r < 0 ? target_fail(k, "read pages") : 0;
 }
 
+int zd__track_paused_writes(struct zd_track *k, struct zd_pageset *set, uint8_t **data)
+{
+	int r = 0;
+
+	*data = NULL;
+	if (!k->t->ops->paused_writes)
+		return 0;
+	pthread_mutex_lock(&k->tlock);
+	r = k->t->ops->paused_writes(k->t, set, data);
+	pthread_mutex_unlock(&k->tlock);
+	return r < 0 ? target_fail(k, "pages written while paused") : 0;
+}
+
 static int get_state(struct zd_track *k, struct zd_record *state)
 {
 	int r;

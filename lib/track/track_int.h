@@ -122,6 +122,10 @@ int zd__track_harvest_all(struct zd_track *k, struct track_round *rd);
 int zd__track_protect(struct zd_track *k, const struct zd_pageset *set);
 int zd__track_read_pages(struct zd_track *k, const struct zd_pageset *set);	/* into k->buf */
 int zd__track_read_pages_into(struct zd_track *k, const struct zd_pageset *set, uint8_t *buf);
+/* The target's pages of this checkpoint that change while paused
+ * (zd_target_ops.paused_writes), as memsum hashed them: set and a
+ * malloc'd *data (NULL, set empty where the target has none). */
+int zd__track_paused_writes(struct zd_track *k, struct zd_pageset *set, uint8_t **data);
 /* vCPU state and the COMMIT (pages = |k->dirty|, [memsum]) into rd. */
 int zd__track_save_state(struct zd_track *k, struct track_round *rd);
 int zd__track_resume(struct zd_track *k, uint64_t *resume_ns);

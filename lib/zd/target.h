@@ -90,6 +90,13 @@ struct zd_target_ops {
 	 * belongs to (synth derives contents from it). */
 	int (*read_pages)(struct zd_target *t, uint64_t epoch,
 			  const struct zd_pageset *set, uint8_t *buf);
+	/* Optional: pages of this checkpoint's dirty set that change while
+	 * the VM is paused (Xen sets event bits in frames behind log-dirty),
+	 * as the harvest copied them and memsum hashed them: a mode that
+	 * leaves the copying to the stage downstream (remus) sends these
+	 * itself, or that stage would read a later version. After memsum;
+	 * *data is malloc'd, set->pages * page_size bytes in pfn order. */
+	int (*paused_writes)(struct zd_target *t, struct zd_pageset *set, uint8_t **data);
 
 	/* Optional: the guest's disk. Only while paused. Calls fn
 	 * for every write the guest issued since the VM last resumed, in the
