@@ -19,8 +19,9 @@
 #     up to the mark zd-RUN-E that zd-track put there (xen_lwreplay);
 #   - the standby runs on, its disk counter grows, and it never finds its
 #     disk and its memory disagreeing (no ZD-DISK-BAD on its console);
-# each mode of ZD_XEN_DISK_MODES (remus buffered) ZD_XEN_DISK_KILLS (2)
-# times, each on a new guest and a new disk. And the refusals: disk= a
+# each mode of ZD_XEN_DISK_MODES (remus buffered zddspt) ZD_XEN_DISK_KILLS
+# (1; tests/xen/all.sh keeps that) times, each on a new guest and a new
+# disk. And the refusals: disk= a
 # file, a block device that is not device-mapper, a device-mapper device
 # that is not log-writes; zd-xen-disk's usage errors.
 # Under QEMU TCG the PVH guest now and then triple-faults by itself (see
@@ -32,7 +33,9 @@
 INTERVAL=${ZD_XEN_INTERVAL:-200}
 KILL_AT=${ZD_XEN_KILL_AT:-8}
 DISK_MB=16
-export XEN_GUEST_EXTRA="ZD_PROGRESS=1 ZD_DISK=1"
+# loglevel=5: the guest kernel's warnings and errors (blkfront's) on its
+# console, not the suspend's info lines at every checkpoint.
+export XEN_GUEST_EXTRA="ZD_PROGRESS=1 ZD_DISK=1 loglevel=5"
 REPLAY=$ZD_TOP/$BUILD/tests/xen_lwreplay
 IMG=$TMP/zdguest.img
 LOG=$IMG.zdlog
@@ -62,6 +65,20 @@ disk_up() {
 		echo "# the guest has no disk writer: $(tr -d '\r' <"$(glog zdguest)" | grep 'ZD-DISK\|xvda\|blkfront' | tail -n 3 | tr '\n' '|')"
 		return 1
 	fi
+}
+
+# vbd_why DOMID: the guest's disk as dom0 sees it (xenstore's frontend and
+# backend, the hotplug script's log, the loop devices), as comment lines.
+vbd_why() {
+	local d=$1
+	echo "#   xl list: $(xl list 2>&1 | tail -n +2 | tr -s ' ' | tr '\n' '|')"
+	[ -n "$d" ] && xenstore-ls -f "/local/domain/$d/device/vbd" 2>&1 | grep -v 'ring-ref\|event-channel\|/protocol' |
+		head -n 12 | sed 's/^/#   front: /'
+	[ -n "$d" ] && xenstore-ls -f "/local/domain/0/backend/vbd/$d" 2>&1 | head -n 30 | sed 's/^/#   back: /'
+	tail -n 4 /var/log/xen/block-zd.log 2>/dev/null | sed 's/^/#   block-zd: /'
+	echo "#   loop: $(losetup -a 2>&1 | tr '\n' '|')"
+	echo "#   inflight: $(for b in /sys/block/dm-* /sys/block/loop*; do [ -r "$b/inflight" ] && printf '%s %s; ' "${b##*/}" "$(tr -s ' ' <"$b/inflight")"; done)"
+	dmesg 2>/dev/null | tail -n 6 | sed 's/^/#   dom0: /'
 }
 
 guest_fresh() {
@@ -162,6 +179,7 @@ run_mode() {
 		kill "$PIPE" "$RECV" 2>/dev/null
 		return
 	fi
+	vbd_why "$(domid zdguest)" >"$d/vbd.primary" 2>&1
 	kill -KILL "$(cat "$d/track.pid")"
 	echo "# $what: zd-track killed after the replica committed epoch $e"
 	if ! wait_for 300 eval '! alive '"$RECV"; then
@@ -187,6 +205,11 @@ run_mode() {
 	awk -v w="$what" '$1 > 1 {n++; wr += $2; by += $3; fl += $4; mk += $5; if ($5 > mx) mx = $5}
 		END {if (n) printf "# %s: %d epochs after the first: %.1f disk writes, %.0f bytes per epoch; in the pause: flush %.2f ms, mark + log read %.2f ms on average (max %.2f) (emulated: QEMU TCG)\n", w, n, wr / n, by / n, fl / n, mk / n, mx}' \
 		"$d/disk.stats"
+	if ! awk '$1 > 1 && $2 > 0 {w = 1} END {exit !w}' "$d/disk.stats"; then
+		echo "# $what: the guest's disk writer wrote nothing while protected: its console and its disk in dom0"
+		tr -d '\r' <"$d/primary.log" 2>/dev/null | grep -v '^ZD-\(GAP\|PROGRESS\)' | tail -n 12 | sed 's/^/#   primary: /'
+		cat "$d/vbd.primary" 2>/dev/null
+	fi
 	run=$(sed -n 's/.*marks zd-\([0-9a-f]*\)-EPOCH.*/\1/p' "$d/track.err" | head -1)
 	truncate -s ${DISK_MB}M "$d/primary.img"
 	if [ -z "$E" ] || [ -z "$run" ]; then
@@ -230,6 +253,9 @@ run_mode() {
 		tr -d '\r' <"$d/primary.log" 2>/dev/null | grep -v '^ZD-\(GAP\|PROGRESS\)' | tail -n 10 | sed 's/^/#   primary: /'
 		echo "#   log: $(zd-xen-disk status zdguest 2>&1)"
 		# shellcheck disable=SC2086
+		echo "#   the standby's console: $(cat $slog 2>/dev/null | grep -c '^ZD-PROGRESS') ZD-PROGRESS lines"
+		vbd_why "$sid"
+		# shellcheck disable=SC2086
 		cat $slog 2>/dev/null | tr -d '\r' | grep -v '^ZD-\(GAP\|PROGRESS\)' | tail -n 15 | sed 's/^/#   guest: /'
 	fi
 	if grep -q '^ZD-DISK-BAD' "$d/primary.log" 2>/dev/null; then
@@ -239,8 +265,8 @@ run_mode() {
 }
 
 first=1
-for mode in ${ZD_XEN_DISK_MODES:-remus buffered}; do
-	for kill in $(seq "${ZD_XEN_DISK_KILLS:-2}"); do
+for mode in ${ZD_XEN_DISK_MODES:-remus buffered zddspt}; do
+	for kill in $(seq "${ZD_XEN_DISK_KILLS:-1}"); do
 		if [ "$first" = 0 ] && ! guest_fresh; then
 			skip "$mode (loss $kill): takeover with the disk" "a new guest did not come up"
 			continue
