@@ -15,10 +15,11 @@
 #           $BUILD/tests/xen_*, every shared library they need (ldd, plus
 #           ld-linux and libgcc_s: xl aborts without it), and /guest: the
 #           same kernel and an initramfs with busybox, the xen-netfront
-#           module and tests/xen/guest_writer (a PVH guest that keeps
-#           writing 8 MiB and serves "seq N" on TCP port 7777); its /init
-#           configures eth0 (10.77.0.2/24, or ZD_GUEST_IP= on the guest's
-#           command line) when the domain has a vif.
+#           and xen-blkfront modules and tests/xen/guest_writer (a PVH
+#           guest that keeps writing 8 MiB and serves "seq N" on TCP port
+#           7777); its /init configures eth0 (10.77.0.2/24, or
+#           ZD_GUEST_IP= on the guest's command line) when the domain has
+#           a vif, and loads blkfront when it has a disk.
 #
 # dom0's network: the bridge xenbr0 at 10.77.0.1/24, no uplink; a guest
 # created with vif="bridge=xenbr0,script=/zd/tests/xen/vif-zd" is on it
@@ -175,7 +176,8 @@ xenhost_copy_mods() {
 }
 
 # The guest's /init: busybox sh. With a vif (xl's vif=), netfront and eth0
-# at ZD_GUEST_IP; then guest_writer, which writes memory and serves.
+# at ZD_GUEST_IP; with a disk (disk=), blkfront (/dev/xvda); then
+# guest_writer, which writes memory and serves.
 xenhost_guest_init() {
 	cat <<'GEOF'
 #!/bin/busybox sh
@@ -185,7 +187,15 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 ip link set lo up
 mkdir -p /dev && mount -t devtmpfs dev /dev 2>/dev/null
-for m in $(cat /lib/mod.order); do insmod "/lib/$m"; done
+# A front end only for the devices the domain has (xl's vif=, disk=):
+# a guest without them stays as small as it was.
+for m in $(cat /lib/mod.order); do
+	case $m in
+	xen-netfront.ko) [ -e /sys/bus/xen/devices/vif-0 ] || continue ;;
+	xen-blkfront.ko) ls /sys/bus/xen/devices | grep -q '^vbd-' || continue ;;
+	esac
+	insmod "/lib/$m"
+done
 if [ -e /sys/bus/xen/devices/vif-0 ]; then
 	i=0
 	while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
@@ -218,11 +228,11 @@ xenhost_initrd() {
 		files+=("$XEN_ROOT$XEN_TOOLS/$f")
 	done
 	cp "$XEN_ROOT/etc/xen/xl.conf" "$stage/etc/xen/" 2>/dev/null
-	# xenstore-read/-write: the vif hotplug script (tests/xen/vif-zd).
-	# /usr/bin/env: the script tools' #! line (zd, zd-xen-disk).
+	# xenstore-read/-write: the vif hotplug script (tests/xen/vif-zd);
+	# xenstore-ls: the tests' diagnostics. /usr/bin/env: the script tools' #! line (zd, zd-xen-disk).
 	mkdir -p "$stage/usr/bin"
 	ln -s /bin/busybox "$stage/usr/bin/env"
-	for f in xenstore-read xenstore-write; do
+	for f in xenstore-read xenstore-write xenstore-ls; do
 		cp -L "$XEN_ROOT/usr/bin/$f" "$stage/usr/bin/$f" || return 1
 		files+=("$XEN_ROOT/usr/bin/$f")
 	done
