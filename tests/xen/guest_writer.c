@@ -29,7 +29,9 @@
  * checkpoint always agree so (a write that completed before the
  * checkpoint, the count not yet in memory, is written again by the same
  * step after a takeover). It says "ZD-DISK-READY", once a second
- * "ZD-DISK <realtime ms> <n>", and "ZD-DISK-BAD ..." on a disagreement.
+ * "ZD-DISK <realtime ms> <n>" and "ZD-MEM <MemAvailable kB>" (the guest
+ * is small: a test sees memory run short before the OOM killer ends a
+ * writer), and "ZD-DISK-BAD ..." on a disagreement.
  * Static, no libc beyond what -static brings: the guest has nothing else.
  */
 #define _GNU_SOURCE
@@ -128,6 +130,22 @@ static void serve(unsigned port)
 	}
 }
 
+/* MemAvailable of /proc/meminfo in kB, -1 if unknown. */
+static long mem_available(void)
+{
+	char line[128];
+	long kb = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
 #define DISK_DEV "/dev/xvda"
 #define DISK_MAGIC "ZDDISK1"
 
@@ -182,7 +200,8 @@ static void disk_writer(void)
 		count = n;
 		if (now_ms() - said >= 1000) {
 			said = now_ms();
-			printf("ZD-DISK %lld %llu\n", (long long)said, (unsigned long long)count);
+			printf("ZD-DISK %lld %llu\nZD-MEM %ld\n", (long long)said, (unsigned long long)count,
+			       mem_available());
 			fflush(stdout);
 		}
 		nanosleep(&nap, NULL);
