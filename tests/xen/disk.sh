@@ -40,7 +40,7 @@ DISK_MB=16
 # steps in, and with it everything the test wanted from the disk); 192
 # ran dom0 (1280 MiB, its /tmp in RAM holding the replica and its
 # journal) out of memory in buffered mode, which copies every page of
-# epoch 1 in zd-track and keeps it in zd-send.
+# epoch 1 in zd-track and kept it in zd-send's delta cache (32M here).
 MEM_MB=${ZD_XEN_DISK_MEM:-128}
 # loglevel=5: the guest kernel's warnings and errors (blkfront's) on its
 # console, not the suspend's info lines at every checkpoint.
@@ -169,7 +169,7 @@ run_mode() {
 	{ (echo "$BASHPID" >"$d/track.pid"; exec zd-track -v "xen:zdguest,disk=$DEV" --mode "$mode" \
 		--interval "$INTERVAL" --epochs 100000 "${remus_opts[@]}" 2>"$d/track.err") |
 		zd-swap 2>"$d/swap.err" |
-		zd-send "$P" --timeout 0 --heartbeat 0 >/dev/null 2>"$d/send.err"; } &
+		zd-send "$P" --timeout 0 --heartbeat 0 --delta-cache 32M >/dev/null 2>"$d/send.err"; } &
 	local PIPE=$!
 	at_exit "kill $PIPE"
 	e=0
