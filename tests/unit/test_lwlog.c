@@ -4,7 +4,8 @@
  * files written here in the kernel's format (drivers/md/dm-log-writes.c):
  * the writes up to a mark, in log order, flushes and other marks skipped,
  * a discard as zeros; the next call goes on from there; a mark not yet in
- * the log (or a log the kernel has not written to yet) is "not yet"; and
+ * the log (or a log the kernel has not written to yet) is "not yet";
+ * entries written where the reader read ahead are read again; and
  * the refusals, each naming what is wrong: bad magic, an entry past the
  * device, a log truncated inside an entry's data, unknown flags.
  */
@@ -207,6 +208,39 @@ static void test_not_yet(void **state)
 	zd_lwlog_close(&lw);
 }
 
+/* A log device is larger than what the kernel wrote to it: the reader
+ * reads ahead over zeros past the last entry counted, and entries the
+ * kernel writes there later (the count going up with them) are read from
+ * the log again, not taken from those zeros (an entry of zeros would
+ * pass for a flush). */
+static void test_read_ahead(void **state)
+{
+	static struct seen s;
+	struct zd_lwlog lw;
+	char err[256];
+	const size_t size = 256u << 10;
+
+	memset(&s, 0, sizeof(s));
+	log_start();
+	log_entry(1, 1, 0, NULL, 0x11);
+	log_entry(0, 0, ZD_LW_MARK, "zd-r-1", 0);
+	log_write(ZD_LW_MAGIC, nentries, size);
+	assert_int_equal(zd_lwlog_open(&lw, path, DEV, err, sizeof(err)), 0);
+	assert_int_equal(zd_lwlog_until(&lw, "zd-r-1", 0, apply, &s, err, sizeof(err)), 0);
+	assert_int_equal(s.calls, 1);
+	log_entry(2, 2, 0, NULL, 0x22);
+	log_entry(0, 0, ZD_LW_MARK, "zd-r-2", 0);
+	log_write(ZD_LW_MAGIC, nentries, size);
+	assert_int_equal(zd_lwlog_until(&lw, "zd-r-2", 0, apply, &s, err, sizeof(err)), 0);
+	assert_int_equal(s.calls, 2);
+	assert_int_equal(s.off[1], 1024);
+	assert_int_equal(s.len[1], 1024);
+	assert_int_equal(s.disk[1024], 0x22);
+	assert_int_equal(s.disk[1536], 0x23);
+	assert_int_equal(lw.flushes, 0);
+	zd_lwlog_close(&lw);
+}
+
 /* A whole-disk copy drops the writes up to its mark (fn NULL): skipped,
  * the next mark's writes come as usual. */
 static void test_skip(void **state)
@@ -290,6 +324,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_until_marks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_not_yet, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_ahead, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_skip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_magic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_past_device, setup, teardown),
