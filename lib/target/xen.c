@@ -145,6 +145,9 @@ struct xen_priv {
 	char disk_path[256];		/* the spec's disk= ("": none) */
 	struct zd_xdisk *disk;		/* its log-writes device (tracker role) */
 	uint64_t epoch;			/* the checkpoint this pause takes */
+	bool disk_late;			/* the pause marked the log: read it */
+	bool disk_late_full;		/* ... and skip it (the whole disk went) */
+	uint64_t disk_full_ns;		/* that whole-disk read's time */
 	uint8_t *zeros;			/* a discard's data */
 	struct xen_netbuf *nb;		/* the vifs' output held, NULL: none */
 };
@@ -1300,10 +1303,10 @@ static int xen_get_state(struct zd_target *t, uint32_t *kind, uint8_t **data, ui
 	return 0;
 }
 
-/* The disk (disk=DEV): the log's writes up to this pause's mark, or the
- * whole disk (epoch 1, a FULL checkpoint: the log up to the mark is then
- * read and dropped). lib/target/xen_disk.c says which writes an epoch
- * holds. */
+/* The disk (disk=DEV): in the pause the log is marked (and on epoch 1
+ * or a FULL checkpoint the whole disk read); after it the log's writes
+ * up to the mark are read (skipped after a whole disk).
+ * lib/target/xen_disk.c says which writes an epoch holds. */
 struct disk_walk {
 	struct zd_target *t;
 	int (*fn)(void *arg, uint64_t off, const uint8_t *data, uint32_t len);
@@ -1333,12 +1336,14 @@ static int disk_piece(void *arg, uint64_t off, const uint8_t *data, uint64_t len
 	return 0;
 }
 
+/* In the pause: flush and mark the log (zd_xdisk_mark); with full, read
+ * the whole disk too. The log up to the mark is read after the pause
+ * (xen_disk_writes_late). */
 static int xen_disk_writes(struct zd_target *t, bool full, uint64_t *size,
 			   int (*fn)(void *arg, uint64_t off, const uint8_t *data, uint32_t len), void *arg)
 {
 	struct xen_priv *p = t->priv;
 	struct disk_walk w = { t, fn, arg, false };
-	uint64_t t0 = zd_now_ns();
 	char err[sizeof(t->err)];
 
 	*size = p->disk ? p->disk->bytes : 0;
@@ -1348,23 +1353,47 @@ static int xen_disk_writes(struct zd_target *t, bool full, uint64_t *size,
 		set_err(t, "disk writes wanted while the guest runs");
 		return -1;
 	}
-	if (zd_xdisk_checkpoint(p->disk, p->epoch, full ? NULL : disk_piece, &w, err, sizeof(err)) < 0) {
-		if (!w.failed)
-			memcpy(t->err, err, sizeof(err));
+	if (zd_xdisk_mark(p->disk, p->epoch, err, sizeof(err)) < 0) {
+		memcpy(t->err, err, sizeof(err));
 		return -1;
 	}
+	p->disk_late = true;
+	p->disk_late_full = full;
+	p->disk_full_ns = 0;
 	if (full) {
+		uint64_t t0 = zd_now_ns();
+
 		if (zd_xdisk_read_all(p->disk, ZD_DISK_PER_RECORD, disk_piece, &w, err, sizeof(err)) < 0) {
 			if (!w.failed)
 				memcpy(t->err, err, sizeof(err));
 			return -1;
 		}
+		p->disk_full_ns = zd_now_ns() - t0;
 	}
-	zd_debug("xen:%u: disk: epoch %" PRIu64 ": %" PRIu64 " write(s), %" PRIu64 " bytes logged%s; flush %.2f ms, "
-		 "mark and log read %.2f ms (%" PRIu64 " super block read(s)), %.2f ms in all", p->domid, p->epoch,
-		 p->disk->log.writes, p->disk->log.bytes, full ? " (the whole disk sent instead)" : "",
-		 (double)p->disk->flush_ns / 1e6, (double)p->disk->mark_ns / 1e6, p->disk->log.polls,
-		 (double)(zd_now_ns() - t0) / 1e6);
+	return 0;
+}
+
+static int xen_disk_writes_late(struct zd_target *t,
+				int (*fn)(void *arg, uint64_t off, const uint8_t *data, uint32_t len), void *arg)
+{
+	struct xen_priv *p = t->priv;
+	struct disk_walk w = { t, fn, arg, false };
+	char err[sizeof(t->err)];
+
+	if (!p->disk || !p->disk_late)
+		return 0;
+	p->disk_late = false;
+	if (zd_xdisk_read(p->disk, p->disk_late_full ? NULL : disk_piece, &w, err, sizeof(err)) < 0) {
+		if (!w.failed)
+			memcpy(t->err, err, sizeof(err));
+		return -1;
+	}
+	zd_debug("xen:%u: disk: epoch %" PRIu64 ": %" PRIu64 " write(s), %" PRIu64 " bytes logged%s; in the pause "
+		 "flush %.2f ms, mark %.2f ms, whole disk %.2f ms; after it log read %.2f ms (%" PRIu64
+		 " super block read(s), %" PRIu64 " pread(s))", p->domid, p->epoch, p->disk->log.writes,
+		 p->disk->log.bytes, p->disk_late_full ? " (the whole disk sent instead)" : "",
+		 (double)p->disk->flush_ns / 1e6, (double)p->disk->mark_ns / 1e6, (double)p->disk_full_ns / 1e6,
+		 (double)p->disk->read_ns / 1e6, p->disk->log.polls, p->disk->log.reads);
 	return 0;
 }
 
@@ -1382,6 +1411,7 @@ const struct zd_target_ops zd_target_xen = {
 	.read_pages = xen_read_pages,
 	.paused_writes = xen_paused_writes,
 	.disk_writes = xen_disk_writes,
+	.disk_writes_late = xen_disk_writes_late,
 	.get_state = xen_get_state,
 	.memsum = xen_memsum,
 	.release_output = xen_release_output,

@@ -11,10 +11,13 @@
  * saw complete but never flushed would land in the log after a later
  * mark. So at the pause zd-track first flushes DEV itself (fsync: an
  * empty flush bio, which moves every completed write into the log ahead
- * of it), then marks the log "zd-RUN-N", then reads the log from where
- * the last checkpoint stopped up to that mark. The guest is stopped, so
- * what is logged before the mark is exactly the writes that completed
- * before the pause. A write still in flight in dom0's blkback at the
+ * of it), then marks the log "zd-RUN-N". The guest is stopped, so what
+ * is logged before the mark is exactly the writes that completed before
+ * the pause. The log from where the last checkpoint stopped up to that
+ * mark is read later, once the guest runs again (zd_xdisk_read): what the
+ * log holds before a mark never changes, and the guest's new writes go
+ * after it. So the pause costs the flush and the mark's ioctl, not the
+ * wait for the log thread to write the entries nor their read. A write still in flight in dom0's blkback at the
  * pause completes later and is logged after the mark: it belongs to the
  * next epoch, and the guest's memory at this checkpoint still has it
  * outstanding (its blkfront issues it again when a standby resumes it).
@@ -24,7 +27,9 @@
  * (nr_entries) after each MARK, waiting for that one. Entries are read
  * only up to the super block's count; on a loop device (zd-xen-disk's)
  * bios complete in order, so those entries are on the device. O_DIRECT:
- * the block device's page cache does not see bios.
+ * the block device's page cache does not see bios. Entries are read
+ * READ_AHEAD bytes at a time, and what was read ahead is dropped at each
+ * read of the super block.
  */
 #include "target/xen_disk.h"
 
@@ -45,6 +50,7 @@
 
 #define ALIGN 4096u
 #define POLL_NS 200000u			/* between two reads of the super block */
+#define READ_AHEAD (256u << 10)		/* of the log's entries, per pread */
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -130,9 +136,10 @@ void zd_lwlog_close(struct zd_lwlog *lw)
 }
 
 /* Bytes [off, off + len) of the log, in lw->buf (aligned reads for
- * O_DIRECT). NULL with err filled if they are not all there. */
-static const uint8_t *rd(struct zd_lwlog *lw, uint64_t off, uint64_t len, const char *what, char *err,
-			 size_t errlen)
+ * O_DIRECT), from the bytes read ahead if they hold them; else read with
+ * up to ahead bytes more. NULL with err filled if they are not all there. */
+static const uint8_t *rd(struct zd_lwlog *lw, uint64_t off, uint64_t len, uint64_t ahead, const char *what,
+			 char *err, size_t errlen)
 {
 	uint64_t a = off & ~(uint64_t)(ALIGN - 1), end = off + len, n, got = 0;
 
@@ -141,7 +148,12 @@ static const uint8_t *rd(struct zd_lwlog *lw, uint64_t off, uint64_t len, const 
 		     "(%" PRIu64 " bytes)", lw->path, what, off, len, lw->log_bytes);
 		return NULL;
 	}
-	n = (end - a + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
+	if (lw->win_len && off >= lw->win_off && end <= lw->win_off + lw->win_len)
+		return lw->buf + (off - lw->win_off);
+	lw->win_len = 0;
+	if (end + ahead > lw->log_bytes)
+		ahead = lw->log_bytes - end;
+	n = (end + ahead - a + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
 	if (n > lw->buf_cap) {
 		void *p;
 
@@ -164,7 +176,10 @@ static const uint8_t *rd(struct zd_lwlog *lw, uint64_t off, uint64_t len, const 
 			return NULL;
 		}
 		got += (uint64_t)r;
+		lw->reads++;
 	}
+	lw->win_off = a;
+	lw->win_len = got;
 	return lw->buf + (off - a);
 }
 
@@ -180,8 +195,13 @@ static int read_super(struct zd_lwlog *lw, uint64_t *nr, char *err, size_t errle
 		return -1;
 	if (lw->log_bytes < 512)
 		return fail(err, errlen, "log %s: %" PRIu64 " bytes, not even a super block", lw->path, lw->log_bytes);
-	if (!(s = rd(lw, 0, 512, "the super block", err, errlen)))
+	lw->win_len = 0;
+	if (!(s = rd(lw, 0, 512, 0, "the super block", err, errlen)))
 		return -1;
+	/* Read again from the log after this: the entries it now counts may
+	 * have been written since the bytes read ahead were read. (s stays
+	 * valid: nothing reads until it is parsed.) */
+	lw->win_len = 0;
 	magic = le64(s);
 	version = le64(s + 8);
 	ss = le32(s + 24);
@@ -221,7 +241,7 @@ static int one_entry(struct zd_lwlog *lw, const char *mark, zd_lw_fn fn, void *a
 	uint64_t at = lw->off, len;
 
 	snprintf(what, sizeof(what), "entry %" PRIu64, lw->consumed + 1);
-	if (!(e = rd(lw, at, ss, what, err, errlen)))
+	if (!(e = rd(lw, at, ss, READ_AHEAD, what, err, errlen)))
 		return -1;
 	ent.sector = le64(e);
 	ent.nr_sectors = le64(e + 8);
@@ -274,7 +294,7 @@ static int one_entry(struct zd_lwlog *lw, const char *mark, zd_lw_fn fn, void *a
 		lw->bytes += len;
 		return 0;
 	}
-	if (!(e = rd(lw, at + ss, len, what, err, errlen)))
+	if (!(e = rd(lw, at + ss, len, READ_AHEAD, what, err, errlen)))
 		return -1;
 	lw->off += ss + len;
 	lw->consumed++;
@@ -288,7 +308,7 @@ int zd_lwlog_until(struct zd_lwlog *lw, const char *mark, uint64_t timeout_ns, z
 {
 	uint64_t deadline = now_ns() + timeout_ns, nr = 0;
 
-	lw->writes = lw->bytes = lw->discards = lw->flushes = lw->polls = 0;
+	lw->writes = lw->bytes = lw->discards = lw->flushes = lw->polls = lw->reads = 0;
 	for (;;) {
 		if (read_super(lw, &nr, err, errlen) < 0)
 			return -1;
@@ -466,33 +486,46 @@ void zd_xdisk_close(struct zd_xdisk *d)
 	zd_lwlog_close(&d->log);
 }
 
-int zd_xdisk_checkpoint(struct zd_xdisk *d, uint64_t epoch, zd_lw_fn fn, void *arg, char *err, size_t errlen)
+int zd_xdisk_mark(struct zd_xdisk *d, uint64_t epoch, char *err, size_t errlen)
 {
 	struct {
 		struct dm_target_msg m;
 		char text[96];
 	} msg;
-	char mark[64], e[160], reply[sizeof(struct dm_ioctl) + sizeof(msg) + 64];
-	uint64_t t0 = now_ns(), t1, t2;
-	int r;
+	char e[160], reply[sizeof(struct dm_ioctl) + sizeof(msg) + 64];
+	uint64_t t0 = now_ns(), t1;
 
 	/* Every write that completed is logged before the mark. */
 	if (fsync(d->fd) < 0)
 		return fail(err, errlen, "disk=%s: flush: %s", d->path, strerror(errno));
 	t1 = now_ns();
-	snprintf(mark, sizeof(mark), "zd-%s-%" PRIu64, d->run, epoch);
+	snprintf(d->mark, sizeof(d->mark), "zd-%s-%" PRIu64, d->run, epoch);
 	memset(&msg, 0, sizeof(msg));
-	snprintf(msg.text, sizeof(msg.text), "mark %s", mark);
+	snprintf(msg.text, sizeof(msg.text), "mark %s", d->mark);
 	if (dm_ioctl(d->dev, DM_TARGET_MSG, 0, &msg, sizeof(msg), reply, sizeof(reply), e, sizeof(e)) < 0)
-		return fail(err, errlen, "disk=%s: mark %s: %s", d->path, mark, e);
-	/* The log thread writes it shortly; 10 s covers an emulated dom0. */
-	r = zd_lwlog_until(&d->log, mark, 10000000000ull, fn, arg, err, errlen);
-	t2 = now_ns();
+		return fail(err, errlen, "disk=%s: mark %s: %s", d->path, d->mark, e);
 	d->flush_ns = t1 - t0;
-	d->mark_ns = t2 - t1;
+	d->mark_ns = now_ns() - t1;
+	d->read_ns = 0;
+	return 0;
+}
+
+int zd_xdisk_read(struct zd_xdisk *d, zd_lw_fn fn, void *arg, char *err, size_t errlen)
+{
+	uint64_t t0 = now_ns();
+	int r;
+
+	if (!d->mark[0])
+		return 0;
+	/* The log thread writes the mark shortly; 10 s covers an emulated
+	 * dom0. */
+	r = zd_lwlog_until(&d->log, d->mark, 10000000000ull, fn, arg, err, errlen);
+	d->read_ns = now_ns() - t0;
 	if (r == 1)
 		return fail(err, errlen, "disk=%s: the mark %s is not in the log %s after 10 s (log full? dmsetup "
-			    "status says 'logging_disabled' then)", d->path, mark, d->log.path);
+			    "status says 'logging_disabled' then)", d->path, d->mark, d->log.path);
+	if (r == 0)
+		d->mark[0] = '\0';
 	return r;
 }
 

@@ -46,8 +46,12 @@ struct zd_lwlog {
 	uint64_t consumed;		/* entries read so far */
 	uint8_t *buf;			/* aligned, buf_cap bytes */
 	size_t buf_cap;
+	/* buf holds the log's bytes [win_off, win_off + win_len), read ahead
+	 * since the last read of the super block (entries are parsed only up
+	 * to its count, which the kernel writes after them). */
+	uint64_t win_off, win_len;
 	/* Figures of the last zd_lwlog_until: */
-	uint64_t writes, bytes, discards, flushes, polls;
+	uint64_t writes, bytes, discards, flushes, polls, reads;
 };
 
 /* A write of the log: data NULL for a discard (len zero bytes). */
@@ -79,9 +83,10 @@ struct zd_xdisk {
 	uint32_t dev;			/* its dev_t, kernel encoding */
 	uint64_t bytes;
 	char run[24];			/* this run's id, in its marks */
+	char mark[64];			/* the last mark put, "" once read to */
 	struct zd_lwlog log;
 	/* The last checkpoint's: */
-	uint64_t mark_ns, read_ns, flush_ns;
+	uint64_t flush_ns, mark_ns, read_ns;
 };
 
 /* Open DEV, check that its table is one log-writes target and open its
@@ -89,9 +94,14 @@ struct zd_xdisk {
 int zd_xdisk_open(struct zd_xdisk *d, const char *dev, char *err, size_t errlen);
 void zd_xdisk_close(struct zd_xdisk *d);
 /* At a checkpoint's pause: flush DEV (so that every completed write is
- * logged), put the mark "zd-RUN-EPOCH" in its log, and call fn for each
- * write logged since the last checkpoint's mark up to this one. */
-int zd_xdisk_checkpoint(struct zd_xdisk *d, uint64_t epoch, zd_lw_fn fn, void *arg, char *err, size_t errlen);
+ * logged) and put the mark "zd-RUN-EPOCH" in its log. */
+int zd_xdisk_mark(struct zd_xdisk *d, uint64_t epoch, char *err, size_t errlen);
+/* Then, the guest running again or not: call fn for each write logged
+ * since the mark read to last up to the last zd_xdisk_mark's (fn NULL:
+ * skip them). What the log holds before a mark never changes, and what
+ * the guest writes after the pause is logged after the mark. 0 at once
+ * when there is no mark to read to. */
+int zd_xdisk_read(struct zd_xdisk *d, zd_lw_fn fn, void *arg, char *err, size_t errlen);
 /* The whole disk as it reads now (pread of DEV), in pieces of at most
  * chunk bytes. */
 int zd_xdisk_read_all(struct zd_xdisk *d, uint32_t chunk, zd_lw_fn fn, void *arg, char *err, size_t errlen);
