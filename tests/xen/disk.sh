@@ -234,10 +234,13 @@ run_mode() {
 	fi
 	grep 'taking over\|running at epoch\|xl create -p' "$d/recv.err" | sed "s/^/# $what: /"
 	# The epochs' disk writes and what they cost in the pause.
-	sed -n 's/.*disk: epoch \([0-9]*\): \([0-9]*\) write(s), \([0-9]*\) bytes logged\([^;]*\); flush \([0-9.]*\) ms, mark and log read \([0-9.]*\) ms.*/\1 \2 \3 \5 \6\4/p' \
+	sed -n 's/.*disk: epoch \([0-9]*\): \([0-9]*\) write(s), \([0-9]*\) bytes logged\([^;]*\); in the pause flush \([0-9.]*\) ms, mark \([0-9.]*\) ms, whole disk [0-9.]* ms; after it log read \([0-9.]*\) ms (\([0-9]*\) super block read(s), \([0-9]*\) pread(s)).*/\1 \2 \3 \5 \6 \7 \8 \9\4/p' \
 		"$d/track.err" >"$d/disk.stats"
-	awk -v w="$what" '$1 > 1 {n++; wr += $2; by += $3; fl += $4; mk += $5; if ($5 > mx) mx = $5}
-		END {if (n) printf "# %s: %d epochs after the first: %.1f disk writes, %.0f bytes per epoch; in the pause: flush %.2f ms, mark + log read %.2f ms on average (max %.2f) (emulated: QEMU TCG)\n", w, n, wr / n, by / n, fl / n, mk / n, mx}' \
+	# (remus sends the epoch before it resumes the guest: its log read is
+	# in the pause too.)
+	awk -v w="$what" -v m="$mode" '$1 > 1 {n++; wr += $2; by += $3; fl += $4; mk += $5; p = $4 + $5; if (p > mp) mp = p
+			rd += $6; if ($6 > mr) mr = $6; pr += $8}
+		END {if (n) printf "# %s: %d epochs after the first: %.1f disk writes, %.0f bytes per epoch; in the pause: flush %.2f ms + mark %.2f ms on average (max %.2f); %s: log read %.2f ms on average (max %.2f), %.1f pread(s) (emulated: QEMU TCG)\n", w, n, wr / n, by / n, fl / n, mk / n, mp, m == "remus" ? "then, still paused" : "after it", rd / n, mr, pr / n}' \
 		"$d/disk.stats"
 	if ! awk '$1 > 1 && $2 > 0 {w = 1} END {exit !w}' "$d/disk.stats"; then
 		echo "# $what: the guest's disk writer wrote nothing while protected: its console and its disk in dom0"
