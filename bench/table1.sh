@@ -103,6 +103,7 @@ runs_header=$(echo $cols rep load1 | tr ' ' ,)
 # table1.csv: the median of the rounds that did not fail, their spread
 # (lowest, highest) for the figures below, how many rounds counted
 spread="dirty_mean pause_p50_ns stall_p50_ns guest_stall_p50_ns latency_p50_ns response_mean_ns throughput_ratio"
+# shellcheck disable=SC2046 # one word a column
 header=$(echo $cols runs $(for c in $spread; do echo "${c}_lo ${c}_hi"; done) load1_max | tr ' ' ,)
 
 # vm_size PAGES: the VM's RAM for a target of PAGES distinct dirty pages per
@@ -140,7 +141,7 @@ writes_rate() {
 # at once), over BENCH_BASE_SECONDS; empty when it could not be measured.
 declare -A base_cache
 unprotected() {
-	local key="$1/$2" d s vm cl sp g0 g1 t0 t1
+	local key="$1/$2" d s vm cl sp g0 g1 t0 t1 rate_opt=()
 	if [ -z "${base_cache[$key]+x}" ]; then
 		d=$(mktemp -d "$work/base.XXXXXX")
 		s=$d/vm.sock
@@ -149,7 +150,8 @@ unprotected() {
 		vm=$!
 		for _ in $(seq 3000); do [ -S "$s" ] && break; kill -0 $vm 2>/dev/null || break; sleep 0.1; done
 		sp=$(zd-vm --ctl "$s" info 2>/dev/null | sed -n 's/^serve=//p')
-		zd-client --duration 3600s --timeout 600s $([ "${ZD_CLIENT_RATE:-100}" != 0 ] && echo --rate "${ZD_CLIENT_RATE:-100}") "$sp" >/dev/null 2>&1 &
+		[ "${ZD_CLIENT_RATE:-100}" != 0 ] && rate_opt=(--rate "${ZD_CLIENT_RATE:-100}")
+		zd-client --duration 3600s --timeout 600s "${rate_opt[@]}" "$sp" >/dev/null 2>&1 &
 		cl=$!
 		sleep 1
 		g0=$(timeout 60 zd-vm --ctl "$s" stats 2>/dev/null | sed -n 's/^guest_pages=//p') t0=$(date +%s%N)
@@ -196,7 +198,7 @@ calibrate() {
 # one SERIES MODE INTERVAL PAGES OC(on|off) MEM MODEL_RATE RATE BASE REP: one
 # measured run as a CSV row (of the runs file).
 one() {
-	local series=$1 mode=$2 interval=$3 pages=$4 oc=$5 mem=$6 model=$7 rate=$8 base=$9 rep=${10} flag= d
+	local series=$1 mode=$2 interval=$3 pages=$4 oc=$5 mem=$6 model=$7 rate=$8 base=$9 rep=${10} flag='' d
 	[ "$oc" = off ] && flag=--no-output-commit
 	d="$work/$series-$mode-$interval-$pages-$oc-$rep"
 	# A wedged point costs BENCH_POINT_TIMEOUT, not the rest of the run
@@ -377,8 +379,37 @@ spin() {
 			print $(c[xe]), $(c["response_mean_ns"]) / 1e6}' "$1" | sort -g
 }
 
+# plot_ms F CSV FILTER X Y WITH: sel's "x y" with y in ms into the file F
+# and, when it has any, a plot of it onto the caller's cmds (WITH: gnuplot's
+# style and title).
+plot_ms() {
+	sel "$2" "$3" "$4" "$5" | awk '{print $1, $2 / 1e6}' >"$1"
+	if [ -s "$1" ]; then cmds+=("'$1' using 1:2 with $6"); fi
+}
+
+# plot_response NAME CSV SERIES X [FILTER]: onto cmds, the mean response
+# delay by X of every mode with output commit off and on (the rows FILTER
+# also selects), and the rows of SERIES where the guest spun; the data in
+# the caller's $tmp/NAME.*.
+plot_response() {
+	local m oc
+	for m in $modes; do
+		for oc in off on; do
+			plot_ms "$tmp/$1.$m.$oc" "$2" "${5:-}mode=$m output_commit=$oc" "$4" response_mean_ns \
+				"linespoints lc $(mcol $m)$(dash $oc) title '$m, output commit $oc'"
+		done
+	done
+	spin "$2" "$3" "$4" >"$tmp/$1.spin"
+	if [ -s "$tmp/$1.spin" ]; then
+		cmds+=("'$tmp/$1.spin' using 1:2 with points pt 6 ps 3 lc rgb 'gray' title 'guest spinning: requests seen at checkpoints only'")
+	fi
+}
+
+# dash OC: output commit on is drawn dashed.
+dash() { if [ "$1" = on ]; then echo ' dashtype 2'; fi; }
+
 gp() { # gp PNG TITLE XLABEL YLABEL LOGSCALE PLOTCMDS...
-	local png=$1 title=$2 xl=$3 yl=$4 logs=$5 note= all c
+	local png=$1 title=$2 xl=$3 yl=$4 logs=$5 note='' all c
 	shift 5
 	[ $# -gt 0 ] || return 0
 	for c in "$@"; do all=${all:+$all, }$c; done
@@ -397,24 +428,13 @@ EOF
 }
 
 plots() {
-	local t=$out/table1.csv iv=$out/intervals.csv m oc f cmds=() dt
+	local t=$out/table1.csv iv=$out/intervals.csv m oc f cmds=()
 	local tmp
 	tmp=$(mktemp -d "${TMPDIR:-/tmp}/zd-plot.XXXXXX")
 	grep -v '^#' bench/paper-table1.csv | tail -n +2 | tr , ' ' >"$tmp/paper.dat"
 	awk '{print $1, $2 / $3}' "$tmp/paper.dat" >"$tmp/paper-ratio.dat"
 	# Table 1: mean response delay by dirty pages reached.
-	for m in $modes; do
-		for oc in off on; do
-			f=$tmp/t1.$m.$oc
-			sel "$t" "series=table1 mode=$m output_commit=$oc" dirty_mean response_mean_ns |
-				awk '{print $1, $2 / 1e6}' >"$f"
-			[ -s "$f" ] || continue
-			dt=; [ $oc = on ] && dt=' dashtype 2'
-			cmds+=("'$f' using 1:2 with linespoints lc $(mcol $m)$dt title '$m, output commit $oc'")
-		done
-	done
-	spin "$t" table1 dirty_mean >"$tmp/spin1"
-	[ -s "$tmp/spin1" ] && cmds+=("'$tmp/spin1' using 1:2 with points pt 6 ps 3 lc rgb 'gray' title 'guest spinning: requests seen at checkpoints only'")
+	plot_response t1 "$t" table1 dirty_mean "series=table1 "
 	cmds+=("'$tmp/paper.dat' using 1:2 with linespoints lw 3 lc 7 title 'paper: zddspt (Xen, 100 Mbit)'")
 	cmds+=("'$tmp/paper.dat' using 1:3 with linespoints lw 3 lc rgb 'black' title 'paper: remus-no-net (Xen, 100 Mbit)'")
 	gp "$out/table1.png" "Response delay vs dirty pages per epoch, 25 ms (Table 1)" \
@@ -436,12 +456,10 @@ plots() {
 	# intervals of the scale series).
 	cmds=()
 	for m in $modes; do
-		f=$tmp/pause.$m
-		sel "$t" "mode=$m output_commit=off" dirty_mean pause_p50_ns | awk '{print $1, $2 / 1e6}' >"$f"
-		[ -s "$f" ] && cmds+=("'$f' using 1:2 with linespoints lc $(mcol $m) title '$m, pause p50'")
-		f=$tmp/pause99.$m
-		sel "$t" "mode=$m output_commit=off" dirty_mean pause_p99_ns | awk '{print $1, $2 / 1e6}' >"$f"
-		[ -s "$f" ] && cmds+=("'$f' using 1:2 with points lc $(mcol $m) title '$m, pause p99'")
+		plot_ms "$tmp/pause.$m" "$t" "mode=$m output_commit=off" dirty_mean pause_p50_ns \
+			"linespoints lc $(mcol $m) title '$m, pause p50'"
+		plot_ms "$tmp/pause99.$m" "$t" "mode=$m output_commit=off" dirty_mean pause_p99_ns \
+			"points lc $(mcol $m) title '$m, pause p99'"
 	done
 	gp "$out/table1.pause.png" "Pause per checkpoint vs dirty pages per epoch (25 ms, and longer intervals for the largest)" \
 		"dirty pages per epoch reached (mean)" "pause (ms)" xy "${cmds[@]}"
@@ -457,28 +475,16 @@ plots() {
 			      ($(c["stall_p50_ns_lo"]) != "" ? $(c["stall_p50_ns_lo"]) : $(c["stall_p50_ns"])) / 1e6,
 			      ($(c["stall_p50_ns_hi"]) != "" ? $(c["stall_p50_ns_hi"]) : $(c["stall_p50_ns"])) / 1e6}' "$t" | sort -g >"$f"
 		[ -s "$f" ] && cmds+=("'$f' using 1:2:3:4 with yerrorlines lw 2 lc $(mcol $m) title '$m stall p50'")
-		f=$tmp/stallpause.$m
-		sel "$t" "mode=$m output_commit=off" dirty_mean pause_p50_ns | awk '{print $1, $2 / 1e6}' >"$f"
-		[ -s "$f" ] && cmds+=("'$f' using 1:2 with linespoints pt 1 lc $(mcol $m) title '$m pause p50'")
-		f=$tmp/gstall.$m
-		sel "$t" "mode=$m output_commit=off" dirty_mean guest_stall_p50_ns | awk '{print $1, $2 / 1e6}' >"$f"
-		[ -s "$f" ] && cmds+=("'$f' using 1:2 with points pt 4 ps 1.5 lc $(mcol $m) title '$m guest clock p50'")
+		plot_ms "$tmp/stallpause.$m" "$t" "mode=$m output_commit=off" dirty_mean pause_p50_ns \
+			"linespoints pt 1 lc $(mcol $m) title '$m pause p50'"
+		plot_ms "$tmp/gstall.$m" "$t" "mode=$m output_commit=off" dirty_mean guest_stall_p50_ns \
+			"points pt 4 ps 1.5 lc $(mcol $m) title '$m guest clock p50'"
 	done
 	gp "$out/table1.stall.png" "Guest stall per epoch beside the pause; squares: the guest's own clock" \
 		"dirty pages per epoch reached (mean)" "per epoch (ms)" xy "${cmds[@]}"
 	# Figure 4: by interval at 1024 pages; the paper's 25 ms point (Table 1).
 	cmds=()
-	for m in $modes; do
-		for oc in off on; do
-			f=$tmp/iv.$m.$oc
-			sel "$iv" "mode=$m output_commit=$oc" interval_ms response_mean_ns | awk '{print $1, $2 / 1e6}' >"$f"
-			[ -s "$f" ] || continue
-			dt=; [ $oc = on ] && dt=' dashtype 2'
-			cmds+=("'$f' using 1:2 with linespoints lc $(mcol $m)$dt title '$m, output commit $oc'")
-		done
-	done
-	spin "$iv" intervals interval_ms >"$tmp/spin2"
-	[ -s "$tmp/spin2" ] && cmds+=("'$tmp/spin2' using 1:2 with points pt 6 ps 3 lc rgb 'gray' title 'guest spinning: requests seen at checkpoints only'")
+	plot_response iv "$iv" intervals interval_ms
 	echo "25 25 108" >"$tmp/paper-iv.dat"
 	cmds+=("'$tmp/paper-iv.dat' using 1:2 with points pt 7 ps 2 lc 7 title 'paper: zddspt, 25 ms, 1024 pages'")
 	cmds+=("'$tmp/paper-iv.dat' using 1:3 with points pt 5 ps 2 lc rgb 'black' title 'paper: remus-no-net, 25 ms, 1024 pages'")

@@ -39,7 +39,7 @@ column -s, -t "$out" 2>/dev/null || cat "$out"
 if grep -q '^CSVT ' "$tmp/out"; then
 	tk=${out%.csv}_takeover.csv
 	{
-		echo "platform,date,method,interval_ms,wait_ms,answers_before,answers_after,errors,gaps,reconnects"
+		echo "platform,date,method,interval_ms,wait_ms,answers_before,answers_after,errors,gaps,reconnects,delay_p50_ms,delay_p99_ms"
 		sed -n 's/^CSVT //p' "$tmp/out" | sed "s/^/xen-4.17-in-qemu-tcg-emulated,$(date -u +%F),/"
 	} >"$tk"
 	column -s, -t "$tk" 2>/dev/null || cat "$tk"

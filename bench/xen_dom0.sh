@@ -193,7 +193,10 @@ client_result() {
 	n=$(wc -l <"$d/client.log")
 	wait_ms=$(awk -v from="$4" 'NR >= from { if (prev) { g = $3 - prev; if (g > max) max = g } prev = $3 }
 		END { printf "%d", max / 1e6 }' "$d/client.log")
-	echo "CSVT $2,$3,$wait_ms,$4,$((n - $4)),$(jq -r '"\(.errors),\(.gaps),\(.failovers)"' "$d/client.json" 2>/dev/null || echo ",,")"
+	# The client's response delay over the whole run: with zd, each
+	# answer waits for its epoch's ACK (output commit); xl remus -n holds
+	# nothing.
+	echo "CSVT $2,$3,$wait_ms,$4,$((n - $4)),$(jq -r '"\(.errors),\(.gaps),\(.failovers),\(.delay_ns.p50 / 1e6 | floor),\(.delay_ns.p99 / 1e6 | floor)"' "$d/client.json" 2>/dev/null || echo ",,,,")"
 	say "takeover, $2: $(cat "$d/client.json" 2>/dev/null | head -c 300)"
 }
 

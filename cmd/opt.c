@@ -133,6 +133,13 @@ uint64_t zd_opt_duration_ns(const char *opt, const char *arg, bool zero_ok)
 	return ns;
 }
 
+const char *zd_opt_name(const char *opt, const char *arg, const char *what)
+{
+	if (!*arg)
+		zd_usage("%s: empty %s", opt, what);
+	return arg;
+}
+
 int zd_cmd_exit(int rc, const char *msg)
 {
 	if (rc && msg && *msg) {
@@ -147,8 +154,7 @@ volatile sig_atomic_t zd_cmd_stop;
 
 static void on_stop(int sig)
 {
-	(void)sig;
-	zd_cmd_stop = 1;
+	zd_cmd_stop = sig;
 }
 
 void zd_cmd_catch_stop(void)
@@ -159,4 +165,28 @@ void zd_cmd_catch_stop(void)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+}
+
+static const int stop_sigs[2] = { SIGINT, SIGTERM };
+static struct sigaction stop_old[2];
+
+void zd_cmd_catch_stop_restart(sigset_t *caught)
+{
+	struct sigaction sa = { .sa_handler = on_stop, .sa_flags = SA_RESTART };
+
+	sigemptyset(&sa.sa_mask);
+	sigemptyset(caught);
+	for (int i = 0; i < 2; i++) {
+		sigaction(stop_sigs[i], NULL, &stop_old[i]);
+		if (stop_old[i].sa_handler == SIG_IGN)
+			continue;
+		sigaction(stop_sigs[i], &sa, NULL);
+		sigaddset(caught, stop_sigs[i]);
+	}
+}
+
+void zd_cmd_uncatch_stop(void)
+{
+	for (int i = 0; i < 2; i++)
+		sigaction(stop_sigs[i], &stop_old[i], NULL);
 }

@@ -53,6 +53,7 @@ unsigned zd_opt_ms(const char *opt, const char *arg, unsigned max);	/* whole ms,
 uint64_t zd_opt_size(const char *opt, const char *arg);		/* bytes up to 1T: 512M, 2G */
 uint64_t zd_opt_count(const char *opt, const char *arg);		/* a whole number >= 1 */
 uint64_t zd_opt_duration_ns(const char *opt, const char *arg, bool zero_ok); /* 25, 25ms, 1s */
+const char *zd_opt_name(const char *opt, const char *arg, const char *what); /* not "": a WHAT */
 
 /* The end of a tool whose main() made its one call into libzd: rc is its
  * exit status and msg its reason. ZD_EXIT_USAGE with a msg ends through
@@ -61,10 +62,18 @@ uint64_t zd_opt_duration_ns(const char *opt, const char *arg, bool zero_ok); /* 
  * said it already). Returns rc. */
 int zd_cmd_exit(int rc, const char *msg);
 
-/* SIGINT and SIGTERM set zd_cmd_stop, without SA_RESTART so that a wait
- * returns and the run ends cleanly (a flag and no work in the handler);
- * SIGPIPE is ignored: a reader that went away is a failed write. */
+/* SIGINT and SIGTERM set zd_cmd_stop (to the signal's number), without
+ * SA_RESTART so that a wait returns and the run ends cleanly (a flag and no
+ * work in the handler); SIGPIPE is ignored: a reader that went away is a
+ * failed write. */
 extern volatile sig_atomic_t zd_cmd_stop;
 void zd_cmd_catch_stop(void);
+/* zd-stat's: the same flag, but with SA_RESTART (a write to stdout goes on
+ * after the signal; ppoll(2) is never restarted, so a wait for input still
+ * ends), a signal ignored at the start (a shell's background job ignores
+ * SIGINT) left ignored, and SIGPIPE as it was; *caught gets the signals
+ * caught. zd_cmd_uncatch_stop puts back what was there before. */
+void zd_cmd_catch_stop_restart(sigset_t *caught);
+void zd_cmd_uncatch_stop(void);
 
 #endif

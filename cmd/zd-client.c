@@ -98,9 +98,7 @@ int main(int argc, char **argv)
 			break;
 		case OPT_SHARED: o.shared = true; break;
 		case 'l':
-			if (!*optarg)
-				zd_usage("--log: empty file name");
-			o.log_path = optarg;
+			o.log_path = zd_opt_name("--log", optarg, "file name");
 			break;
 		case 'v': zd_verbose = 1; break;
 		}

@@ -91,9 +91,7 @@ int main(int argc, char **argv)
 				zd_usage("%s", msg);
 			break;
 		case 'p':
-			if (!*optarg)
-				zd_usage("--plot: empty file name");
-			o.plot = optarg;
+			o.plot = zd_opt_name("--plot", optarg, "file name");
 			break;
 		case 'f':
 			if (zd_parse_u64(optarg, &o.from) < 0)
@@ -107,9 +105,7 @@ int main(int argc, char **argv)
 
 			if (*fp)
 				zd_usage("%s given twice", opt);
-			if (!*optarg)
-				zd_usage("%s: empty file name", opt);
-			*fp = fopen(optarg, "re");
+			*fp = fopen(zd_opt_name(opt, optarg, "file name"), "re");
 			if (!*fp)
 				zd_die(ZD_EXIT_USAGE, "%s %s", opt, optarg);
 			if (c == 'o')
@@ -142,6 +138,9 @@ int main(int argc, char **argv)
 		if (o.in_fd < 0)
 			zd_die(ZD_EXIT_USAGE, "%s", o.in_name);
 	}
+	zd_cmd_catch_stop_restart(&o.stop_sigs);
+	o.stop = &zd_cmd_stop;
+	o.input_done = zd_cmd_uncatch_stop;
 	rc = zd_stat_run(&o);
 	if (o.in_fd > 0)
 		close(o.in_fd);

@@ -115,14 +115,10 @@ int main(int argc, char **argv)
 			ctl = optarg;
 			break;
 		case 'R':
-			if (!*optarg)
-				zd_usage("--restore: empty directory name");
-			cfg.restore_dir = optarg;
+			cfg.restore_dir = zd_opt_name("--restore", optarg, "directory name");
 			break;
 		case 'd':
-			if (!*optarg)
-				zd_usage("--disk: empty file name");
-			cfg.disk_path = optarg;
+			cfg.disk_path = zd_opt_name("--disk", optarg, "file name");
 			break;
 		case 'L':
 			if (zd_parse_size(optarg, &cfg.disk_log_bytes) < 0 || cfg.disk_log_bytes < (64u << 10) ||

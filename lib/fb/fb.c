@@ -183,36 +183,6 @@ fail:
 	return -1;
 }
 
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	uint32_t v = 0;
-
-	for (int i = 3; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
 size_t zd_fb_encode_set(const struct zd_pageset *s, uint8_t *buf, size_t cap)
 {
 	size_t n;
@@ -221,10 +191,10 @@ size_t zd_fb_encode_set(const struct zd_pageset *s, uint8_t *buf, size_t cap)
 		return 0;
 	/* The standby set is a hint: keep the lowest ranges that fit. */
 	n = ZD_MIN(s->n, (cap - 4) / 16);
-	put_u32(buf, (uint32_t)n);
+	zd_put_u32(buf, (uint32_t)n);
 	for (size_t i = 0; i < n; i++) {
-		put_u64(buf + 4 + 16 * i, s->r[i].first);
-		put_u64(buf + 4 + 16 * i + 8, s->r[i].count);
+		zd_put_u64(buf + 4 + 16 * i, s->r[i].first);
+		zd_put_u64(buf + 4 + 16 * i + 8, s->r[i].count);
 	}
 	return 4 + 16 * n;
 }
@@ -236,12 +206,12 @@ int zd_fb_decode_set(const uint8_t *buf, size_t len, struct zd_pageset *s)
 	zd_pageset_clear(s);
 	if (len < 4)
 		return -1;
-	n = get_u32(buf);
+	n = zd_get_u32(buf);
 	if ((len - 4) / 16 < n || len != 4 + 16 * (size_t)n)
 		return -1;
 	for (uint32_t i = 0; i < n; i++) {
-		uint64_t first = get_u64(buf + 4 + 16 * (size_t)i);
-		uint64_t count = get_u64(buf + 4 + 16 * (size_t)i + 8);
+		uint64_t first = zd_get_u64(buf + 4 + 16 * (size_t)i);
+		uint64_t count = zd_get_u64(buf + 4 + 16 * (size_t)i + 8);
 
 		if (count == 0 || first + count < first) {
 			zd_pageset_clear(s);

@@ -69,7 +69,25 @@ static void reply(int fd, uint32_t op, uint64_t epoch, uint64_t a, uint64_t b,
 	(void)zd_fb_send(fd, &m, NULL, fds, nfds);
 }
 
-static int count_role(struct zd_fbserver *s, int role);
+/* Clients with this role now; under mu. */
+static int count_role(struct zd_fbserver *s, int role)
+{
+	int n = 0;
+
+	for (int i = 0; i < s->ncl; i++)
+		n += s->cl[i].role == role;
+	return n;
+}
+
+/* Raise *mark (acked or drained) to epoch and wake zd_fbserver_wait. */
+static void advance(struct zd_fbserver *s, uint64_t *mark, uint64_t epoch)
+{
+	pthread_mutex_lock(&s->mu);
+	if (epoch > *mark)
+		*mark = epoch;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
 
 static void drop_client(struct zd_fbserver *s, int i)
 {
@@ -130,11 +148,7 @@ static int handle(struct zd_fbserver *s, int i)
 		return 0;
 	}
 	case ZD_FB_DRAINED:
-		pthread_mutex_lock(&s->mu);
-		if (m.epoch > s->drained)
-			s->drained = m.epoch;
-		pthread_cond_broadcast(&s->cv);
-		pthread_mutex_unlock(&s->mu);
+		advance(s, &s->drained, m.epoch);
 		return 0;
 	case ZD_FB_ACK: {
 		bool fresh;
@@ -146,11 +160,7 @@ static int handle(struct zd_fbserver *s, int i)
 		 * is what the client of the VM is waiting for. */
 		if (fresh && s->ops.ack)
 			s->ops.ack(s->ops.ctx, m.epoch, m.a);
-		pthread_mutex_lock(&s->mu);
-		if (m.epoch > s->acked)
-			s->acked = m.epoch;
-		pthread_cond_broadcast(&s->cv);
-		pthread_mutex_unlock(&s->mu);
+		advance(s, &s->acked, m.epoch);
 		return 0;
 	}
 	case ZD_FB_LINK:
@@ -376,11 +386,10 @@ const char *zd_fbserver_path(const struct zd_fbserver *s)
 
 int zd_fbserver_clients(struct zd_fbserver *s, enum zd_fb_role role)
 {
-	int n = 0;
+	int n;
 
 	pthread_mutex_lock(&s->mu);
-	for (int i = 0; i < s->ncl; i++)
-		n += s->cl[i].role == (int)role;
+	n = count_role(s, (int)role);
 	pthread_mutex_unlock(&s->mu);
 	return n;
 }
@@ -397,17 +406,26 @@ uint64_t zd_fbserver_standby(struct zd_fbserver *s, struct zd_pageset *out)
 	return e;
 }
 
-uint64_t zd_fbserver_acked(struct zd_fbserver *s)
+/* *mark (acked or drained), read under mu. */
+static uint64_t mark_of(struct zd_fbserver *s, const uint64_t *mark)
 {
 	uint64_t e;
 
 	pthread_mutex_lock(&s->mu);
-	e = s->acked;
+	e = *mark;
 	pthread_mutex_unlock(&s->mu);
 	return e;
 }
 
-static int count_role(struct zd_fbserver *s, int role);
+uint64_t zd_fbserver_acked(struct zd_fbserver *s)
+{
+	return mark_of(s, &s->acked);
+}
+
+uint64_t zd_fbserver_drained(struct zd_fbserver *s)
+{
+	return mark_of(s, &s->drained);
+}
 
 bool zd_fbserver_link_down(struct zd_fbserver *s)
 {
@@ -429,44 +447,27 @@ bool zd_fbserver_acks_expected(struct zd_fbserver *s)
 	return yes;
 }
 
-bool zd_fbserver_take_resync(struct zd_fbserver *s)
+/* Whether a RESYNC is pending, and with take, no longer. */
+static bool resync_flag(struct zd_fbserver *s, bool take)
 {
 	bool r;
 
 	pthread_mutex_lock(&s->mu);
 	r = s->resync;
-	s->resync = false;
+	if (take)
+		s->resync = false;
 	pthread_mutex_unlock(&s->mu);
 	return r;
+}
+
+bool zd_fbserver_take_resync(struct zd_fbserver *s)
+{
+	return resync_flag(s, true);
 }
 
 bool zd_fbserver_resync_asked(struct zd_fbserver *s)
 {
-	bool r;
-
-	pthread_mutex_lock(&s->mu);
-	r = s->resync;
-	pthread_mutex_unlock(&s->mu);
-	return r;
-}
-
-uint64_t zd_fbserver_drained(struct zd_fbserver *s)
-{
-	uint64_t e;
-
-	pthread_mutex_lock(&s->mu);
-	e = s->drained;
-	pthread_mutex_unlock(&s->mu);
-	return e;
-}
-
-static int count_role(struct zd_fbserver *s, int role)
-{
-	int n = 0;
-
-	for (int i = 0; i < s->ncl; i++)
-		n += s->cl[i].role == role;
-	return n;
+	return resync_flag(s, false);
 }
 
 enum zd_fbwait zd_fbserver_wait(struct zd_fbserver *s, enum zd_fb_op op,
@@ -475,13 +476,12 @@ enum zd_fbwait zd_fbserver_wait(struct zd_fbserver *s, enum zd_fb_op op,
 {
 	struct timespec ts = { .tv_sec = (time_t)(deadline_ns / 1000000000ull),
 			       .tv_nsec = (long)(deadline_ns % 1000000000ull) };
+	const uint64_t *mark = op == ZD_FB_ACK ? &s->acked : &s->drained;
 	enum zd_fbwait rc;
 
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
-		uint64_t have = op == ZD_FB_ACK ? s->acked : s->drained;
-
-		if (have >= epoch) {
+		if (*mark >= epoch) {
 			rc = ZD_FBWAIT_OK;
 			break;
 		}
@@ -490,8 +490,7 @@ enum zd_fbwait zd_fbserver_wait(struct zd_fbserver *s, enum zd_fb_op op,
 			break;
 		}
 		if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT) {
-			have = op == ZD_FB_ACK ? s->acked : s->drained;
-			rc = have >= epoch ? ZD_FBWAIT_OK : ZD_FBWAIT_TIMEOUT;
+			rc = *mark >= epoch ? ZD_FBWAIT_OK : ZD_FBWAIT_TIMEOUT;
 			break;
 		}
 	}

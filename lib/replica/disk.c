@@ -15,7 +15,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "zd/replica.h"
 #include "zd/util.h"
@@ -67,38 +66,9 @@ int zd__rep_disk_write(struct zd_replica *rep, uint64_t off, const uint8_t *data
 	return 0;
 }
 
-int zd__rep_disk_hash(struct zd_replica *rep, void *h, uint8_t *buf, uint64_t off, uint64_t len)
-{
-	while (len) {
-		ssize_t r = pread(rep->diskfd, buf, (size_t)ZD_MIN(len, (uint64_t)ZD_REP_HASH_BUF), (off_t)off);
-
-		if (r <= 0)
-			return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/disk.img: read: %s", rep->dir,
-					    r < 0 ? strerror(errno) : "unexpected end of file");
-		zd_hash64_update(h, buf, (size_t)r);
-		off += (uint64_t)r;
-		len -= (uint64_t)r;
-	}
-	return 0;
-}
-
 int zd_replica_disksum(struct zd_replica *rep, uint64_t *sum)
 {
-	XXH3_state_t *h;
-	uint8_t *buf;
-	int rc;
-
 	if (rep->diskfd < 0 || !rep->meta.disk_size)
 		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s: replica has no disk", rep->dir);
-	h = XXH3_createState();
-	if (!h)
-		return zd__rep_fail(rep, ZD_EXIT_FAIL, "out of memory");
-	buf = zd_xmalloc(ZD_REP_HASH_BUF);
-	XXH3_64bits_reset(h);
-	rc = zd__rep_disk_hash(rep, h, buf, 0, rep->meta.disk_size);
-	if (!rc)
-		*sum = XXH3_64bits_digest(h);
-	free(buf);
-	XXH3_freeState(h);
-	return rc;
+	return zd__rep_file_sum(rep, rep->diskfd, rep->meta.disk_size, sum);
 }

@@ -63,11 +63,6 @@ struct zd_stage {
 
 #define KEEP_MAX (256ull << 20)
 
-static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static uint32_t get_u32(const uint8_t *p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = v << 8 | p[i]; return v; }
-static uint64_t get_u64(const uint8_t *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = v << 8 | p[i]; return v; }
-
 static void drop_kept(struct zd_stage *st)
 {
 	for (size_t i = 0; i < st->nkept; i++) {
@@ -115,10 +110,10 @@ static int jentry(struct zd_replica *rep, uint32_t type, uint32_t flags, uint64_
 {
 	uint8_t e[ZD_JENT_HDR];
 
-	put_u32(e, type);
-	put_u32(e + 4, flags);
-	put_u64(e + 8, a);
-	put_u64(e + 16, b);
+	zd_put_u32(e, type);
+	zd_put_u32(e + 4, flags);
+	zd_put_u64(e + 8, a);
+	zd_put_u64(e + 16, b);
 	return jwrite(rep, e, sizeof(e));
 }
 
@@ -177,10 +172,10 @@ int zd_replica_stage_begin(struct zd_replica *rep, uint64_t epoch)
 	}
 	rep->st = st;
 	memcpy(h, ZD_JOURNAL_MAGIC, 4);
-	put_u32(h + 4, rep->meta.page_size);
-	put_u64(h + 8, rep->meta.page_count);
-	put_u64(h + 16, epoch);
-	put_u64(h + 24, rep->run);
+	zd_put_u32(h + 4, rep->meta.page_size);
+	zd_put_u64(h + 8, rep->meta.page_count);
+	zd_put_u64(h + 16, epoch);
+	zd_put_u64(h + 24, rep->run);
 	return jwrite(rep, h, sizeof(h));
 }
 
@@ -252,13 +247,13 @@ int zd_replica_stage_pages_begin(struct zd_replica *rep, const struct zd_rec_pag
 	size_t hlen = ZD_JENT_HDR + p->set.n * 16;
 	uint8_t *h = zd_xmalloc(hlen);
 
-	put_u32(h, JE_PAGES);
-	put_u32(h + 4, 0);
-	put_u64(h + 8, p->set.n);
-	put_u64(h + 16, p->set.pages);
+	zd_put_u32(h, JE_PAGES);
+	zd_put_u32(h + 4, 0);
+	zd_put_u64(h + 8, p->set.n);
+	zd_put_u64(h + 16, p->set.pages);
 	for (size_t i = 0; i < p->set.n; i++) {
-		put_u64(h + ZD_JENT_HDR + 16 * i, p->set.r[i].first);
-		put_u64(h + ZD_JENT_HDR + 16 * i + 8, p->set.r[i].count);
+		zd_put_u64(h + ZD_JENT_HDR + 16 * i, p->set.r[i].first);
+		zd_put_u64(h + ZD_JENT_HDR + 16 * i + 8, p->set.r[i].count);
 	}
 	rc = jwrite(rep, h, hlen);
 	free(h);
@@ -438,7 +433,7 @@ int zd_replica_stage_disk(struct zd_replica *rep, const struct zd_rec_disk *d)
 	}
 	if ((rc = zd__rep_disk_open(rep, d->disk_size)))
 		goto out;
-	put_u64(sz, d->disk_size);
+	zd_put_u64(sz, d->disk_size);
 	if ((rc = jentry(rep, JE_DISK, 0, d->offset, d->len)) || (rc = jwrite(rep, sz, 8)))
 		goto out;
 	if (st->ndisk == st->disk_cap) {
@@ -537,12 +532,12 @@ static int overlay_memsum(struct zd_replica *rep, uint64_t *sum)
 			continue;	/* a later copy of this page follows */
 		uint64_t at = st->idx[i].pfn * ps;
 
-		if ((rc = zd__rep_hash_image(rep, h, buf, cur, at - cur)))
+		if ((rc = zd__rep_hash_file(rep, rep->memfd, h, buf, cur, at - cur)))
 			goto out;
 		zd_hash64_update(h, jr + st->idx[i].off, ps);
 		cur = at + ps;
 	}
-	if ((rc = zd__rep_hash_image(rep, h, buf, cur, size - cur)))
+	if ((rc = zd__rep_hash_file(rep, rep->memfd, h, buf, cur, size - cur)))
 		goto out;
 	*sum = XXH3_64bits_digest(h);
 out:
@@ -650,11 +645,11 @@ int zd_replica_stage_verify(struct zd_replica *rep, const struct zd_rec_commit *
 	st->jflags = jflags;
 	st->memsum = sum;
 	st->commit_wall_ns = zd_wall_ns();
-	put_u64(tail, st->commit_wall_ns);
+	zd_put_u64(tail, st->commit_wall_ns);
 	if ((rc = jwrite(rep, tail, 8)))
 		return rc;
 	/* The digest covers everything before it and is not part of itself. */
-	put_u64(tail + 8, XXH3_64bits_digest(st->h));
+	zd_put_u64(tail + 8, XXH3_64bits_digest(st->h));
 	if (zd_write_full(st->fd, tail + 8, 8) < 0)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: write: %s", rep->dir, strerror(errno));
 	st->off += 8;
@@ -697,26 +692,26 @@ static int journal_check(struct zd_replica *rep, const uint8_t *j, size_t len, u
 	const uint64_t np = rep->meta.page_count;
 
 	if (len < ZD_JOURNAL_HDR + ZD_JENT_HDR + 16 || memcmp(j, ZD_JOURNAL_MAGIC, 4) ||
-	    get_u32(j + 4) != ps || get_u64(j + 8) != np)
+	    zd_get_u32(j + 4) != ps || zd_get_u64(j + 8) != np)
 		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: bad header (damaged replica)", rep->dir);
 	/* The digest first: after it, the entries are as zd-recv wrote them. */
 	end = len - ZD_JENT_HDR - 16;
-	if (get_u32(j + end) != JE_COMMIT || get_u64(j + len - 8) != zd_hash64(j, len - 8))
+	if (zd_get_u32(j + end) != JE_COMMIT || zd_get_u64(j + len - 8) != zd_hash64(j, len - 8))
 		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s/journal: checksum mismatch (damaged replica)", rep->dir);
-	*epoch = get_u64(j + 16);
-	*run = get_u64(j + 24);
+	*epoch = zd_get_u64(j + 16);
+	*run = zd_get_u64(j + 24);
 	*commit = j + end;
 	while (off + ZD_JENT_HDR <= end) {
-		uint32_t type = get_u32(j + off);
-		uint64_t a = get_u64(j + off + 8), b = get_u64(j + off + 16), plen, sum = 0;
+		uint32_t type = zd_get_u32(j + off);
+		uint64_t a = zd_get_u64(j + off + 8), b = zd_get_u64(j + off + 16), plen, sum = 0;
 		bool ok = true;
 
 		if (type == JE_PAGES) {
 			/* a ranges holding b pages in all, each inside memory */
 			ok = a <= (end - off) / 16 && b <= np;
 			for (uint64_t i = 0; ok && i < a; i++) {
-				uint64_t first = get_u64(j + off + ZD_JENT_HDR + 16 * i);
-				uint64_t count = get_u64(j + off + ZD_JENT_HDR + 16 * i + 8);
+				uint64_t first = zd_get_u64(j + off + ZD_JENT_HDR + 16 * i);
+				uint64_t count = zd_get_u64(j + off + ZD_JENT_HDR + 16 * i + 8);
 
 				ok = first < np && count <= np - first;
 				sum += count;
@@ -726,7 +721,7 @@ static int journal_check(struct zd_replica *rep, const uint8_t *j, size_t len, u
 		} else if (type == JE_DISK) {
 			/* a = offset, b = length, inside the disk the entry names,
 			 * which is the replica's if it has one */
-			uint64_t dsz = end - off - ZD_JENT_HDR >= 8 ? get_u64(j + off + ZD_JENT_HDR) : 0;
+			uint64_t dsz = end - off - ZD_JENT_HDR >= 8 ? zd_get_u64(j + off + ZD_JENT_HDR) : 0;
 
 			ok = dsz && dsz <= ZD_DISK_MAX && b && b <= ZD_DISK_PER_RECORD && a <= dsz &&
 			     b <= dsz - a && (!rep->meta.disk_size || dsz == rep->meta.disk_size);
@@ -831,15 +826,15 @@ static int apply_journal(struct zd_replica *rep)
 	if ((rc = journal_check(rep, j, (size_t)sb.st_size, &epoch, &run, &commit)))
 		goto out;
 	for (; j + off < commit;) {
-		uint32_t type = get_u32(j + off);
-		uint64_t a = get_u64(j + off + 8), b = get_u64(j + off + 16);
+		uint32_t type = zd_get_u32(j + off);
+		uint64_t a = zd_get_u64(j + off + 8), b = zd_get_u64(j + off + 16);
 		const uint8_t *payload = j + off + ZD_JENT_HDR;
 
 		if (type == JE_PAGES) {
 			const uint8_t *data = payload + a * 16;
 
 			for (uint64_t i = 0; i < a; i++) {
-				uint64_t first = get_u64(payload + 16 * i), count = get_u64(payload + 16 * i + 8);
+				uint64_t first = zd_get_u64(payload + 16 * i), count = zd_get_u64(payload + 16 * i + 8);
 
 				if ((rc = apply_range(rep, data, first, count)))
 					goto out;
@@ -847,7 +842,7 @@ static int apply_journal(struct zd_replica *rep)
 			}
 			off += ZD_JENT_HDR + a * 16 + b * ps;
 		} else if (type == JE_DISK) {
-			disk_size = get_u64(payload);
+			disk_size = zd_get_u64(payload);
 			if ((rc = zd__rep_disk_open(rep, disk_size)) ||
 			    (rc = zd__rep_disk_write(rep, a, payload + 8, b)))
 				goto out;
@@ -859,8 +854,8 @@ static int apply_journal(struct zd_replica *rep)
 			off += ZD_JENT_HDR + b;
 		}
 	}
-	rc = apply_finish(rep, epoch, run, get_u64(commit + 8), get_u64(commit + 16),
-			  get_u64(commit + ZD_JENT_HDR), state, state_kind, state_len, disk_size);
+	rc = apply_finish(rep, epoch, run, zd_get_u64(commit + 8), zd_get_u64(commit + 16),
+			  zd_get_u64(commit + ZD_JENT_HDR), state, state_kind, state_len, disk_size);
 out:
 	if (j != MAP_FAILED)
 		munmap(j, (size_t)sb.st_size);

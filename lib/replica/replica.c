@@ -484,15 +484,16 @@ int zd__rep_map(struct zd_replica *rep)
 	return 0;
 }
 
-/* buf: ZD_REP_HASH_BUF bytes of scratch. */
-int zd__rep_hash_image(struct zd_replica *rep, void *h, uint8_t *buf, uint64_t off, uint64_t len)
+int zd__rep_hash_file(struct zd_replica *rep, int fd, void *h, uint8_t *buf, uint64_t off,
+		      uint64_t len)
 {
 	while (len) {
 		size_t n = (size_t)ZD_MIN(len, (uint64_t)ZD_REP_HASH_BUF);
-		ssize_t r = pread(rep->memfd, buf, n, (off_t)off);
+		ssize_t r = pread(fd, buf, n, (off_t)off);
 
 		if (r <= 0)
-			return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/memory.img: read: %s", rep->dir,
+			return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/%s: read: %s", rep->dir,
+					    fd == rep->diskfd ? "disk.img" : "memory.img",
 					    r < 0 ? strerror(errno) : "unexpected end of file");
 		zd_hash64_update(h, buf, (size_t)r);
 		off += (uint64_t)r;
@@ -501,23 +502,27 @@ int zd__rep_hash_image(struct zd_replica *rep, void *h, uint8_t *buf, uint64_t o
 	return 0;
 }
 
-int zd_replica_memsum(struct zd_replica *rep, uint64_t *sum)
+int zd__rep_file_sum(struct zd_replica *rep, int fd, uint64_t len, uint64_t *sum)
 {
-	XXH3_state_t *h;
+	XXH3_state_t *h = XXH3_createState();
 	uint8_t *buf;
 	int rc;
 
-	if (!rep->initialised || rep->memfd < 0)
-		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s: replica has no memory yet", rep->dir);
-	h = XXH3_createState();
 	if (!h)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "out of memory");
 	buf = zd_xmalloc(ZD_REP_HASH_BUF);
 	XXH3_64bits_reset(h);
-	rc = zd__rep_hash_image(rep, h, buf, 0, rep->meta.page_count * rep->meta.page_size);
+	rc = zd__rep_hash_file(rep, fd, h, buf, 0, len);
 	if (!rc)
 		*sum = XXH3_64bits_digest(h);
 	free(buf);
 	XXH3_freeState(h);
 	return rc;
+}
+
+int zd_replica_memsum(struct zd_replica *rep, uint64_t *sum)
+{
+	if (!rep->initialised || rep->memfd < 0)
+		return zd__rep_fail(rep, ZD_EXIT_TARGET, "%s: replica has no memory yet", rep->dir);
+	return zd__rep_file_sum(rep, rep->memfd, rep->meta.page_count * rep->meta.page_size, sum);
 }

@@ -36,11 +36,16 @@ int zd__rep_write_meta(struct zd_replica *rep, const struct zd_replica_meta *m);
 #define ZD_REPLICA_MAX_BYTES (1ull << 40)
 /* Map memory.img into rep->mem (once). */
 int zd__rep_map(struct zd_replica *rep);
-/* Feed bytes [off, off + len) of memory.img to h, with pread: a hole reads
- * as zeros without being allocated (through a mapping, tmpfs allocates a
- * page for every hole read, and a full tmpfs turns that into SIGBUS). */
+/* Feed bytes [off, off + len) of an image, fd rep->memfd (memory.img) or
+ * rep->diskfd (disk.img), to h, with pread: a hole reads as zeros without
+ * being allocated (through a mapping, tmpfs allocates a page for every
+ * hole read, and a full tmpfs turns that into SIGBUS). buf:
+ * ZD_REP_HASH_BUF bytes of scratch. */
 #define ZD_REP_HASH_BUF (1u << 20)
-int zd__rep_hash_image(struct zd_replica *rep, void *h, uint8_t *buf, uint64_t off, uint64_t len);
+int zd__rep_hash_file(struct zd_replica *rep, int fd, void *h, uint8_t *buf, uint64_t off,
+		      uint64_t len);
+/* The XXH3 of an image's first len bytes (fd as above) into *sum. */
+int zd__rep_file_sum(struct zd_replica *rep, int fd, uint64_t len, uint64_t *sum);
 /* lib/replica/disk.c: disk.img. open makes sure it is open and size bytes
  * (created, or grown from nothing, only while the replica has no disk);
  * write puts one journaled write in place; reopen opens the disk a
@@ -48,8 +53,6 @@ int zd__rep_hash_image(struct zd_replica *rep, void *h, uint8_t *buf, uint64_t o
 int zd__rep_disk_open(struct zd_replica *rep, uint64_t size);
 int zd__rep_disk_write(struct zd_replica *rep, uint64_t off, const uint8_t *data, uint64_t len);
 int zd__rep_disk_reopen(struct zd_replica *rep);
-/* Feed bytes [off, off + len) of disk.img to h. */
-int zd__rep_disk_hash(struct zd_replica *rep, void *h, uint8_t *buf, uint64_t off, uint64_t len);
 /* Tests only: drop rep without cleaning up, as a crash would. */
 void zd__replica_crash(struct zd_replica *rep);
 /* Unmap, close and free what an open replica holds, its stage already

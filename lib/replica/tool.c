@@ -117,8 +117,8 @@ static int serve(const struct zd_recv_args *a, struct zd_replica *rep, const str
 
 int zd_recv_main(const struct zd_recv_args *a, char *msg, size_t msglen)
 {
-	static struct zd_auth_key key;
-	static struct zd_takeover tk;
+	struct zd_auth_key key;
+	struct zd_takeover tk;
 	struct zd_recv_opts ro = { .heartbeat_ms = a->heartbeat_ms, .timeout_ms = a->timeout_ms,
 				   .accept_set = a->accept_set, .accept = a->accept,
 				   .on_peer_lost = zd_takeover_on_peer_lost, .arg = &tk,

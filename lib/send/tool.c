@@ -48,7 +48,7 @@ static int check(const struct zd_send_opts *o, char *err, size_t errlen)
 
 int zd_send_main(struct zd_send_opts *o, char *err, size_t errlen)
 {
-	static struct zd_auth_key key;
+	struct zd_auth_key key;
 	int rc;
 
 	*err = 0;

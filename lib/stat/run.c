@@ -11,11 +11,12 @@
  * Any other broken stream (CRC, order, magic) gets no report: its figures
  * would mislead.
  *
- * The signal handler only sets a flag. The reader waits for input in
- * ppoll(2) with the signals let in only there, and looks at the flag with
- * them blocked just before, so a signal cannot slip in between the look
- * and the wait (lib/stream/reader.c); this loop looks again after every
- * record, for input that is already buffered.
+ * The caller's signal handler only sets a flag (cmd/zd-stat.c; the library
+ * installs none). The reader waits for input in ppoll(2) with the signals
+ * let in only there, and looks at the flag with them blocked just before,
+ * so a signal cannot slip in between the look and the wait
+ * (lib/stream/reader.c); this loop looks again after every record, for
+ * input that is already buffered.
  */
 #include <errno.h>
 #include <limits.h>
@@ -26,43 +27,6 @@
 
 #include "stat_int.h"
 #include "zd/util.h"
-
-static volatile sig_atomic_t stop_sig;
-
-static void on_signal(int sig)
-{
-	stop_sig = sig;
-}
-
-/* SA_RESTART: a write to stdout (a follow line into a full pipe) goes on
- * after the signal instead of failing; the reader's ppoll() is never
- * restarted, so the wait for input still ends. A signal ignored when we
- * started (a shell's background job ignores SIGINT) stays ignored. */
-static void catch_signals(sigset_t *set, struct sigaction old[2])
-{
-	static const int sigs[2] = { SIGINT, SIGTERM };
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sa.sa_flags = SA_RESTART;
-	sigemptyset(&sa.sa_mask);
-	sigemptyset(set);
-	stop_sig = 0;
-	for (int i = 0; i < 2; i++) {
-		sigaction(sigs[i], NULL, &old[i]);
-		if (old[i].sa_handler == SIG_IGN)
-			continue;
-		sigaction(sigs[i], &sa, NULL);
-		sigaddset(set, sigs[i]);
-	}
-}
-
-static void restore_signals(const struct sigaction old[2])
-{
-	sigaction(SIGINT, &old[0], NULL);
-	sigaction(SIGTERM, &old[1], NULL);
-}
 
 int zd_stat_parse_follow(const char *every, struct zd_stat_opts *o, char *msg, size_t msglen)
 {
@@ -164,9 +128,8 @@ int zd_stat_run(const struct zd_stat_opts *o)
 	struct zd_record r;
 	struct zd_stat *s = zd_stat_new();
 	struct follow f = { .s = s, .o = o };
-	struct sigaction old_sig[2];
 	char msg[512];
-	int rc = ZD_EXIT_OK, got = 0;
+	int rc = ZD_EXIT_OK, got = 0, sig;
 	uint64_t before = 0;
 	bool ended = false;
 
@@ -181,30 +144,32 @@ int zd_stat_run(const struct zd_stat_opts *o)
 		zd_stat_free(s);
 		return ZD_EXIT_DATA;
 	}
-	catch_signals(&rd.stop_sigs, old_sig);
-	rd.stop_flag = &stop_sig;
+	if (o->stop) {
+		rd.stop_flag = o->stop;
+		rd.stop_sigs = o->stop_sigs;
+	}
 	f.start = zd_now_ns();
 	f.due = f.start + o->follow_ns;
 	if (o->follow_ns) {
 		rd.idle = follow_idle;
 		rd.idle_arg = &f;
 	}
-	while (!stop_sig && (got = zd_reader_next(&rd, &r)) > 0) {
+	while (!(o->stop && *o->stop) && (got = zd_reader_next(&rd, &r)) > 0) {
 		follow_record(&f, &r);
 		zd_stat_add(s, &r, rd.offset - before);
 		before = rd.offset;
 		ended = r.type == ZD_REC_END;
 		zd_record_free(&r);
 	}
-	/* From here a signal kills as usual: a second Ctrl-C is not held up
-	 * by a report stuck on a full stdout. */
-	restore_signals(old_sig);
-	if (stop_sig) {
+	if (o->input_done)
+		o->input_done();
+	sig = o->stop ? *o->stop : 0;
+	if (sig) {
 		zd_warnx("%s: %s %llu: after record %llu: %s: the report covers what came before",
 			 rd.name, rd.enc == ZD_ENC_JSON ? "line" : "byte",
 			 (unsigned long long)(rd.enc == ZD_ENC_JSON ? rd.line : rd.offset),
-			 (unsigned long long)rd.nrec, stop_sig == SIGINT ? "SIGINT" : "SIGTERM");
-		rc = 128 + stop_sig;
+			 (unsigned long long)rd.nrec, sig == SIGINT ? "SIGINT" : "SIGTERM");
+		rc = 128 + sig;
 	} else if (got == 0 && !ended) {
 		/* Cut exactly between records: the reader cannot tell, the
 		 * missing END can. */

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Private to lib/stream: a growable byte buffer the encoders append to
- * (the writer encodes straight into its own buffer, no copy), little-endian
- * put/get helpers, base64, and the error helper of the decoders.
+ * (the writer encodes straight into its own buffer, no copy), base64, and
+ * the error helper of the decoders.
  */
 #ifndef ZD_STREAM_CODEC_H
 #define ZD_STREAM_CODEC_H
@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "zd/stream.h"
+#include "zd/util.h"
 
 struct zd_buf {
 	uint8_t *p;
@@ -38,33 +39,18 @@ static inline void zd_buf_u16(struct zd_buf *b, uint16_t v)
 static inline void zd_buf_u32(struct zd_buf *b, uint32_t v)
 {
 	uint8_t x[4];
-	for (int i = 0; i < 4; i++)
-		x[i] = (uint8_t)(v >> (8 * i));
+
+	zd_put_u32(x, v);
 	zd_buf_put(b, x, 4);
 }
 static inline void zd_buf_u64(struct zd_buf *b, uint64_t v)
 {
 	uint8_t x[8];
-	for (int i = 0; i < 8; i++)
-		x[i] = (uint8_t)(v >> (8 * i));
+
+	zd_put_u64(x, v);
 	zd_buf_put(b, x, 8);
 }
 void zd_buf_printf(struct zd_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static inline uint16_t zd_get_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static inline uint32_t zd_get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static inline uint64_t zd_get_u64(const uint8_t *p)
-{
-	return (uint64_t)zd_get_u32(p) | (uint64_t)zd_get_u32(p + 4) << 32;
-}
-static inline void zd_set_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
 
 /* Append one encoded record; 0 or -1 with errno (EINVAL: the record
  * cannot be encoded, e.g. a string too long or RAW data of the wrong size). */

@@ -209,9 +209,9 @@ int zd_enc_binary_buf(struct zd_buf *b, const struct zd_record *r, uint32_t page
 	h[1] = (uint8_t)(type >> 8);
 	h[2] = (uint8_t)flags;
 	h[3] = (uint8_t)(flags >> 8);
-	zd_set_u32(h + 4, (uint32_t)blen);
+	zd_put_u32(h + 4, (uint32_t)blen);
 	uint32_t crc = zd_crc32c(zd_crc32c(0, h, 8), h + ZD_RECHDR_LEN, blen);
-	zd_set_u32(h + 8, crc);
+	zd_put_u32(h + 8, crc);
 	return 0;
 }
 
@@ -248,42 +248,44 @@ static bool need(struct cur *c, size_t n, const char *what)
 	return true;
 }
 
+/* The next n bytes, stepped past; NULL (c->bad set) if the body is shorter. */
+static const uint8_t *take(struct cur *c, size_t n, const char *what)
+{
+	const uint8_t *p = c->p;
+
+	if (!need(c, n, what))
+		return NULL;
+	c->p += n;
+	c->left -= n;
+	return p;
+}
+
 static uint8_t get_u8(struct cur *c, const char *what)
 {
-	if (!need(c, 1, what))
-		return 0;
-	c->left--;
-	return *c->p++;
+	const uint8_t *p = take(c, 1, what);
+
+	return p ? *p : 0;
 }
 
 static uint16_t get_u16(struct cur *c, const char *what)
 {
-	if (!need(c, 2, what))
-		return 0;
-	uint16_t v = zd_get_u16(c->p);
-	c->p += 2;
-	c->left -= 2;
-	return v;
+	const uint8_t *p = take(c, 2, what);
+
+	return p ? zd_get_u16(p) : 0;
 }
 
 static uint32_t get_u32(struct cur *c, const char *what)
 {
-	if (!need(c, 4, what))
-		return 0;
-	uint32_t v = zd_get_u32(c->p);
-	c->p += 4;
-	c->left -= 4;
-	return v;
+	const uint8_t *p = take(c, 4, what);
+
+	return p ? zd_get_u32(p) : 0;
 }
 
 static uint64_t get_u64(struct cur *c, const char *what)
 {
-	if (!need(c, 8, what))
-		return 0;
-	uint64_t v = zd_get_u64(c->p);
-	c->p += 8;
-	c->left -= 8;
-	return v;
+	const uint8_t *p = take(c, 8, what);
+
+	return p ? zd_get_u64(p) : 0;
 }
 
 /* LEB128, at most 10 bytes, minimal (no redundant trailing zero groups),
@@ -292,10 +294,10 @@ static bool get_varint(struct cur *c, uint64_t *v, const char *what)
 {
 	uint64_t x = 0;
 	for (unsigned i = 0; i < 10; i++) {
-		if (!need(c, 1, what))
+		const uint8_t *p = take(c, 1, what);
+		if (!p)
 			return false;
-		uint8_t byte = *c->p++;
-		c->left--;
+		uint8_t byte = *p;
 		if (i == 9 && byte > 1)
 			return false;
 		x |= (uint64_t)(byte & 0x7f) << (7 * i);
@@ -318,11 +320,12 @@ static int get_str(struct cur *c, char *dst, size_t dstlen, char **alloc,
 		   const char *what, char *msg, size_t msglen)
 {
 	uint16_t n = get_u16(c, what);
-	if (!need(c, n, what))
+	const uint8_t *p = take(c, n, what);
+	if (!p)
 		return SHORT(c);
-	if (memchr(c->p, 0, n))
+	if (memchr(p, 0, n))
 		return FAIL(ZD_RERR_MALFORMED, "%s contains a NUL byte", what);
-	if (!zd_utf8_ok(c->p, n))
+	if (!zd_utf8_ok(p, n))
 		return FAIL(ZD_RERR_MALFORMED, "%s is not UTF-8", what);
 	if (alloc) {
 		*alloc = zd_xmalloc((size_t)n + 1);
@@ -331,10 +334,8 @@ static int get_str(struct cur *c, char *dst, size_t dstlen, char **alloc,
 		return FAIL(ZD_RERR_MALFORMED, "%s is %u bytes, at most %zu allowed", what, n,
 			    dstlen - 1);
 	}
-	memcpy(dst, c->p, n);
+	memcpy(dst, p, n);
 	dst[n] = 0;
-	c->p += n;
-	c->left -= n;
 	return 0;
 }
 

@@ -242,26 +242,10 @@ void zd_pageset_union(struct zd_pageset *out, const struct zd_pageset *a,
 	}
 }
 
-void zd_pageset_intersect(struct zd_pageset *out, const struct zd_pageset *a,
+/* The ranges a and b share, in order, pushed onto out unless it is NULL;
+ * returns how many pages they cover. */
+static uint64_t intersect(struct zd_pageset *out, const struct zd_pageset *a,
 			  const struct zd_pageset *b)
-{
-	zd_pageset_clear(out);
-	size_t i = 0, j = 0;
-	while (i < a->n && j < b->n) {
-		uint64_t a0 = a->r[i].first, a1 = a0 + a->r[i].count;
-		uint64_t b0 = b->r[j].first, b1 = b0 + b->r[j].count;
-		uint64_t lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;
-		if (lo < hi)
-			push(out, lo, hi - lo);
-		if (a1 < b1)
-			i++;
-		else
-			j++;
-	}
-}
-
-uint64_t zd_pageset_intersect_count(const struct zd_pageset *a,
-				    const struct zd_pageset *b)
 {
 	uint64_t n = 0;
 	size_t i = 0, j = 0;
@@ -269,14 +253,30 @@ uint64_t zd_pageset_intersect_count(const struct zd_pageset *a,
 		uint64_t a0 = a->r[i].first, a1 = a0 + a->r[i].count;
 		uint64_t b0 = b->r[j].first, b1 = b0 + b->r[j].count;
 		uint64_t lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;
-		if (lo < hi)
+		if (lo < hi) {
+			if (out)
+				push(out, lo, hi - lo);
 			n += hi - lo;
+		}
 		if (a1 < b1)
 			i++;
 		else
 			j++;
 	}
 	return n;
+}
+
+void zd_pageset_intersect(struct zd_pageset *out, const struct zd_pageset *a,
+			  const struct zd_pageset *b)
+{
+	zd_pageset_clear(out);
+	intersect(out, a, b);
+}
+
+uint64_t zd_pageset_intersect_count(const struct zd_pageset *a,
+				    const struct zd_pageset *b)
+{
+	return intersect(NULL, a, b);
 }
 
 void zd_pageset_subtract(struct zd_pageset *out, const struct zd_pageset *a,

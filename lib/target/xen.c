@@ -577,7 +577,7 @@ static void xen_close(struct zd_target *t)
 
 	if (!p)
 		return;
-	xen_netbuf_close(p->nb);
+	zd__xen_netbuf_close(p->nb);
 	if (p->disk) {
 		zd_xdisk_close(p->disk);
 		free(p->disk);
@@ -928,7 +928,7 @@ static int xen_open(struct zd_target *t, const char *args)
 	}
 	p->logdirty = true;
 	/* Before the guest runs again: epoch 1's output is held too. */
-	if (p->output_commit && xen_netbuf_open(&p->nb, p->domid, p->name, t->err, sizeof(t->err)) < 0)
+	if (p->output_commit && zd__xen_netbuf_open(&p->nb, p->domid, p->name, t->err, sizeof(t->err)) < 0)
 		goto fail;
 	/* Its disk, while it is paused: epoch 1 copies all of it. */
 	if (p->disk_path[0]) {
@@ -1045,7 +1045,7 @@ static int xen_pause(struct zd_target *t, uint64_t epoch)
 	}
 	p->paused = true;
 	/* What the guest sent until now belongs to this checkpoint. */
-	if (p->nb && xen_netbuf_mark(p->nb, epoch, t->err, sizeof(t->err)) < 0)
+	if (p->nb && zd__xen_netbuf_mark(p->nb, epoch, t->err, sizeof(t->err)) < 0)
 		return -1;
 	return 0;
 }
@@ -1054,7 +1054,7 @@ static int xen_release_output(struct zd_target *t, uint64_t epoch)
 {
 	struct xen_priv *p = t->priv;
 
-	return p->nb ? xen_netbuf_release(p->nb, epoch, t->err, sizeof(t->err)) : 0;
+	return p->nb ? zd__xen_netbuf_release(p->nb, epoch, t->err, sizeof(t->err)) : 0;
 }
 
 static int xen_resume(struct zd_target *t)

@@ -327,7 +327,7 @@ out:
 	return rc;
 }
 
-int xen_netbuf_open(struct xen_netbuf **nbp, uint32_t domid, const char *name, char *err,
+int zd__xen_netbuf_open(struct xen_netbuf **nbp, uint32_t domid, const char *name, char *err,
 		    size_t errlen)
 {
 	struct xen_netbuf *nb = zd_xcalloc(1, sizeof(*nb));
@@ -361,7 +361,7 @@ int xen_netbuf_open(struct xen_netbuf **nbp, uint32_t domid, const char *name, c
 	*nbp = nb;
 	return 0;
 fail:
-	xen_netbuf_close(nb);
+	zd__xen_netbuf_close(nb);
 	return -1;
 }
 
@@ -383,7 +383,7 @@ static int plug_all(struct xen_netbuf *nb, bool buffer, char *err, size_t errlen
 	return 0;
 }
 
-int xen_netbuf_mark(struct xen_netbuf *nb, uint64_t epoch, char *err, size_t errlen)
+int zd__xen_netbuf_mark(struct xen_netbuf *nb, uint64_t epoch, char *err, size_t errlen)
 {
 	if (!nb->nv)
 		return 0;
@@ -399,7 +399,7 @@ int xen_netbuf_mark(struct xen_netbuf *nb, uint64_t epoch, char *err, size_t err
 	return 0;
 }
 
-int xen_netbuf_release(struct xen_netbuf *nb, uint64_t epoch, char *err, size_t errlen)
+int zd__xen_netbuf_release(struct xen_netbuf *nb, uint64_t epoch, char *err, size_t errlen)
 {
 	if (!nb->nv || !nb->marked || epoch < nb->marked)
 		return 0;
@@ -409,7 +409,7 @@ int xen_netbuf_release(struct xen_netbuf *nb, uint64_t epoch, char *err, size_t 
 	return 0;
 }
 
-void xen_netbuf_close(struct xen_netbuf *nb)
+void zd__xen_netbuf_close(struct xen_netbuf *nb)
 {
 	if (!nb)
 		return;
@@ -426,7 +426,7 @@ void xen_netbuf_close(struct xen_netbuf *nb)
 #else /* !ZD_HAVE_NL */
 
 /* Built without libnl-route-3 (lib/target/xen.mk): no output commit. */
-int xen_netbuf_open(struct xen_netbuf **nb, uint32_t domid, const char *name, char *err,
+int zd__xen_netbuf_open(struct xen_netbuf **nb, uint32_t domid, const char *name, char *err,
 		    size_t errlen)
 {
 	(void)domid;
@@ -437,19 +437,19 @@ int xen_netbuf_open(struct xen_netbuf **nb, uint32_t domid, const char *name, ch
 	return -1;
 }
 
-int xen_netbuf_mark(struct xen_netbuf *nb, uint64_t epoch, char *err, size_t errlen)
+int zd__xen_netbuf_mark(struct xen_netbuf *nb, uint64_t epoch, char *err, size_t errlen)
 {
 	(void)nb, (void)epoch, (void)err, (void)errlen;
 	return 0;
 }
 
-int xen_netbuf_release(struct xen_netbuf *nb, uint64_t epoch, char *err, size_t errlen)
+int zd__xen_netbuf_release(struct xen_netbuf *nb, uint64_t epoch, char *err, size_t errlen)
 {
 	(void)nb, (void)epoch, (void)err, (void)errlen;
 	return 0;
 }
 
-void xen_netbuf_close(struct xen_netbuf *nb)
+void zd__xen_netbuf_close(struct xen_netbuf *nb)
 {
 	(void)nb;
 }

@@ -22,15 +22,15 @@ struct xen_netbuf;
  * its egress. name is the domain as the spec named it (for the hint).
  * -1 with err filled (one line, naming the missing module and
  * xen:NAME,output-commit=off) and nothing left behind. */
-int xen_netbuf_open(struct xen_netbuf **nb, uint32_t domid, const char *name, char *err,
+int zd__xen_netbuf_open(struct xen_netbuf **nb, uint32_t domid, const char *name, char *err,
 		    size_t errlen);
 /* At checkpoint epoch's pause: what the guest sent so far belongs to it. */
-int xen_netbuf_mark(struct xen_netbuf *nb, uint64_t epoch, char *err, size_t errlen);
+int zd__xen_netbuf_mark(struct xen_netbuf *nb, uint64_t epoch, char *err, size_t errlen);
 /* The backup acknowledged epoch: what belongs to it and to the epochs
  * before goes out. */
-int xen_netbuf_release(struct xen_netbuf *nb, uint64_t epoch, char *err, size_t errlen);
+int zd__xen_netbuf_release(struct xen_netbuf *nb, uint64_t epoch, char *err, size_t errlen);
 /* Remove the redirects and the IFB devices (packets still held are
  * dropped: the guest's TCP sends them again). NULL is fine. */
-void xen_netbuf_close(struct xen_netbuf *nb);
+void zd__xen_netbuf_close(struct xen_netbuf *nb);
 
 #endif

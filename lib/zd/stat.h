@@ -120,6 +120,15 @@ struct zd_stat_opts {
 	/* --follow: a line of the figures so far every follow_ns of run
 	 * time, or every follow_epochs epochs (at most one of them set) */
 	uint64_t follow_ns, follow_epochs;
+	/* NULL, or the flag the caller's SIGINT/SIGTERM handler sets to the
+	 * signal's number: the reading ends there and the report covers what
+	 * came before; stop_sigs, those signals (struct zd_reader's). */
+	volatile sig_atomic_t *stop;
+	sigset_t stop_sigs;
+	/* NULL, or called once the reading ended, before the report: where the
+	 * caller lets a signal act as usual again, so that a second Ctrl-C is
+	 * not held up by a report stuck on a full stdout. */
+	void (*input_done)(void);
 };
 /* --follow's EVERY: "1s", "500ms" (a duration with its unit) or
  * "epochs:N". 0, or -1 with msg. */

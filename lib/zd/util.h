@@ -91,6 +91,28 @@ void *zd_xcalloc(size_t n, size_t size);
 void *zd_xrealloc(void *p, size_t n);
 char *zd_xstrdup(const char *s);
 
+/* The little-endian fields of zd's formats (the stream, the feedback
+ * socket, the replica's journal), whatever the host's byte order. */
+static inline uint16_t zd_get_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static inline uint32_t zd_get_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t zd_get_u64(const uint8_t *p)
+{
+	return (uint64_t)zd_get_u32(p) | (uint64_t)zd_get_u32(p + 4) << 32;
+}
+static inline void zd_put_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void zd_put_u64(uint8_t *p, uint64_t v)
+{
+	zd_put_u32(p, (uint32_t)v);
+	zd_put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
 #define ZD_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define ZD_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define ZD_MAX(a, b) ((a) > (b) ? (a) : (b))

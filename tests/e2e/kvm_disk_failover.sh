@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue 16 on real KVM: a guest with a disk taken over from the replica.
+# Disk replication on real KVM: a guest with a disk taken over from the
+# replica.
 #
 # zd-vm runs its disk workload (--disk FILE, --workload disk=RATE): each
 # step writes a counter to a disk block and, in the same MMIO exit, to

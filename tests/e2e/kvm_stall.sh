@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The guest stall a checkpoint costs, on real KVM (issue 15): zd-stat's
+# The guest stall a checkpoint costs, on real KVM: zd-stat's
 # per-epoch stall (pause + copy-on-write time + re-armed pages' faults,
 # lib/zd/stat.h) and the guest's own clock (zd-track's STAT "guest").
 #   - "faults": zddspt with each drain held back 5 ms (zd-swap

@@ -145,7 +145,7 @@ check_one_request() {
 # A CHECKPOINT whose write-protect fails midway (zd-vm's test hook
 # ZD_VM_WP_FAIL=3: the third request's protect fails after one range) must
 # fail the run (exit 4, END failed), never be taken for "cannot protect"
-# and redone another way (issue 13): part of F is protected and nothing
+# and redone another way: part of F is protected and nothing
 # would drain it. The VM goes on running.
 protect_fails() {
 	local d=$TMP/wpfail S rc n

@@ -10,16 +10,17 @@
 # backup's ACK; refused without sch_plug), standby.sh (zd-recv --standby:
 # its refusals, and a standby domain started when zd-track is killed),
 # takeover.sh (a client talking to the guest throughout a takeover by its
-# standby: remus, the pipeline SIGKILLed; with ZD_XEN_TAKEOVER=1 each
-# mode, three ways to lose the primary) and, with ZD_XEN_TAKEOVER=1,
-# demo.sh.
+# standby: each mode once, remus with the pipeline SIGKILLed, buffered
+# with the primary domain destroyed, zddspt with a silent primary; with
+# ZD_XEN_TAKEOVER=1 each mode three ways, one after another) and, with
+# ZD_XEN_TAKEOVER=1, demo.sh.
 # Skipped, with
 # the reason, where QEMU or the Xen packages are missing, or where this
 # build has no xen: target (libxen-dev missing).
 # ZD_XEN_EPOCHS (default 30), ZD_XEN_INTERVAL (ms, default 100) and
 # ZD_XEN_MODES pass through to dom0. Part of the default `make check`:
-# ~30 min on 2 cores (QEMU at nice 19), killed at XENHOST_TIMEOUT (default
-# 3600 s) after the boot starts. ZD_XEN_E2E=0 skips it.
+# ~40 min on 2 cores (QEMU at nice 19), killed at XENHOST_TIMEOUT (default
+# 4200 s) after the boot starts. ZD_XEN_E2E=0 skips it.
 . "$(dirname "$0")/../lib/tap.sh"
 cd "$ZD_TOP" || exit 1
 
@@ -31,7 +32,7 @@ if ! "$ZD_BIN/zd-track" xen: --epochs 1 2>&1 | grep -q 'want xen:NAME'; then
 	skip "replication of a Xen guest" "this build has no xen: target (install libxen-dev and rebuild)"
 	done_testing
 fi
-"$ZD_TOP/tests/lib/xenhost.sh" run --timeout "${XENHOST_TIMEOUT:-3600}" -- tests/xen/all.sh \
+"$ZD_TOP/tests/lib/xenhost.sh" run --timeout "${XENHOST_TIMEOUT:-4200}" -- tests/xen/all.sh \
 	>"$TMP/inner" 2>"$TMP/inner.err"
 rc=$?
 if [ $rc -eq 77 ]; then

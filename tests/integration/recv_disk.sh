@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16 without a KVM guest: DISK records (zd-stream(5)) added to a
+# Disk replication without a KVM guest: DISK records (zd-stream(5)) added to a
 # synth stream by tests/lib/diskstream.py, which also knows the disk they
 # leave after each epoch.
 #   - zd-recv applies them to DIR/disk.img with the epoch: the disk is the

@@ -49,7 +49,7 @@ grep -q "open loop" "$TMP/swap1.err" "$TMP/send1.err" &&
 zd-stat <"$TMP/log1.json" --json >"$TMP/stat1.json" 2>&1 && ok "zd-stat reads zd-send's log" ||
 	not_ok "zd-stat reads zd-send's log" "$(cat "$TMP/stat1.json")"
 
-# 2. Without zd-swap: zd-send captures the pages itself (DESIGN §2).
+# 2. Without zd-swap: zd-send captures the pages itself (zd-send(1)).
 SPEC2=synth:pages=16384,dirty=512,hot=0.8,seed=11
 N2=40
 start_recv recv2 --replica "$TMP/r2" --once --verify || exit 1

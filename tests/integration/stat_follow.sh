@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# zd-stat for people watching a run (issue 17, item 5), with real tools and
+# zd-stat for people watching a run, with real tools and
 # real pipes:
 #   --follow prints lines while the stream runs (a live zd-track through a
 #     FIFO; a stalled stream; every N epochs);

@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # The zd driver script: syntax, --help/--version, argument errors (one line,
 # exit 2), a missing VM socket (exit 4), zd status on a real replica; bash -n
-# and shellcheck over every shell script we ship (driver, zd-measure, zd-demo,
-# bench, completions); and that SIGINT to zd measure or zd demo leaves none
-# of the processes they started behind.
+# (sh -n for the OCF agent) and shellcheck over every shell script we ship
+# (driver, zd-measure, zd-demo, bench, completions, OCF agent); and that
+# SIGINT to zd measure or zd demo leaves none of the processes they started
+# behind.
 . "$(dirname "$0")/../lib/tap.sh"
 
 scripts=("$ZD_TOP"/cmd/*.sh "$ZD_TOP"/lib/sh/*.bash "$ZD_TOP/bench/table1.sh" "$ZD_TOP"/completions/bash/*)
 for f in "${scripts[@]}"; do
 	check "bash -n ${f#"$ZD_TOP"/}" bash -n "$f"
 done
+check "sh -n ocf/zd" sh -n "$ZD_TOP/ocf/zd"
 # The warnings and errors of shellcheck (not its style notes) over what make
-# install ships: zd-demo sources zd-measure (-x follows it).
+# install ships, and the bench: zd-demo sources zd-measure (-x follows it).
 # The completions follow bash-completion's idiom: _init_completion sets
 # cur prev words cword, whether used or not (SC2034), and COMPREPLY=($(compgen
 # ...)) splits words that hold no blanks (SC2207).
 if command -v shellcheck >/dev/null; then
-	for f in "$ZD_TOP"/cmd/*.sh; do
+	for f in "$ZD_TOP"/cmd/*.sh "$ZD_TOP/bench/table1.sh" "$ZD_TOP/ocf/zd"; do
 		check "shellcheck ${f#"$ZD_TOP"/}" shellcheck -x -S warning "$f"
 	done
 	for f in "$ZD_TOP"/completions/bash/*; do
@@ -136,9 +138,12 @@ interrupt() {
 	local what=$1 tag=$2 to=$3 file=$4 pat=$5 pid left rc
 	shift 5
 	# Job control: the command gets a process group of its own, and SIGINT
-	# is not ignored in it (as in any background job of a script).
+	# is not ignored in it (as in any background job of a script). One
+	# ignored already when this test started (make check run as a
+	# background job, nohup) would be ignored by the command too, and a
+	# shell cannot trap it: env puts it back to its default.
 	set -m
-	ZD_TEST_TAG=$tag "$@" >"$TMP/$tag.out" 2>"$TMP/$tag.err" &
+	ZD_TEST_TAG=$tag env --default-signal=INT "$@" >"$TMP/$tag.out" 2>"$TMP/$tag.err" &
 	pid=$!
 	set +m
 	at_exit "for p in \$(tagged $tag); do kill -KILL \$p; done"

@@ -46,14 +46,15 @@
 # 125 the guest ended without a status (the console's tail goes to stderr);
 # 2 usage.
 #
-# Plumbing:
+# Plumbing (what it shares with xenhost.sh is in tests/lib/qemuhost.sh):
 #   - QEMU boots the uncompressed vmlinux (extracted once from the bzImage
 #     into $BUILD/vmhost/) through its PVH entry, ~5 s faster under TCG than
 #     the bzImage; the bzImage is the fallback.
 #   - The base initramfs (busybox-static, the kvm/virtio/9p modules, /init)
 #     is cached in $BUILD/vmhost/ and rebuilt when its inputs change (this
-#     script, busybox, the kernel's modules). Each run appends a small cpio
-#     with the command and its environment (and, in copy mode, the files).
+#     script, qemuhost.sh, busybox, the kernel's modules). Each run appends
+#     a small cpio with the command and its environment (and, in copy mode,
+#     the files).
 #   - stdout and stderr travel on two virtio-serial ports to files the host
 #     streams to its own stdout and stderr while the guest runs. The status
 #     comes back as a marker on the serial console ("ZD-VMHOST-STATUS n").
@@ -80,10 +81,10 @@
 set -u
 
 VMHOST_SELF=$(readlink -f "${BASH_SOURCE[0]}")
-ZD_TOP=${ZD_TOP:-$(cd "$(dirname "$VMHOST_SELF")/../.." && pwd)}
+# shellcheck source=qemuhost.sh
+. "$(dirname "$VMHOST_SELF")/qemuhost.sh"
 ZD_BIN=${ZD_BIN:-$ZD_TOP/bin}
-BUILD=${BUILD:-build}
-case $BUILD in /*) VMHOST_DIR=$BUILD/vmhost ;; *) VMHOST_DIR=$ZD_TOP/$BUILD/vmhost ;; esac
+VMHOST_DIR=$(qemuhost_dir vmhost)
 
 vmhost_usage() {
 	echo "usage: vmhost.sh run [--timeout SEC] [--mem MB] [--cpus N] -- COMMAND..."
@@ -91,35 +92,18 @@ vmhost_usage() {
 vmhost_err() { echo "vmhost: $*" >&2; }
 vmhost_say() { [ "${ZD_VMHOST_VERBOSE:-0}" = 1 ] && echo "vmhost: $*" >&2; return 0; }
 
-# Where the kernel QEMU boots comes from: KROOT/boot/vmlinuz-VER and
-# KROOT/lib/modules/VER. KROOT is debroot.sh's unpacked tree when it holds
-# a kernel (make deps as root unpacks one: nothing is installed on this
-# machine for it), else "" (a kernel installed here).
-# shellcheck source=debroot.sh
-. "$(dirname "$VMHOST_SELF")/debroot.sh"
-VMHOST_KROOT=
-compgen -G "$DEBROOT_ROOT/boot/vmlinuz-*" >/dev/null && VMHOST_KROOT=$DEBROOT_ROOT
-
 # A /dev/kvm that opens read-write is taken as working; whatever it lacks
 # is for the tests to find out and report.
 vmhost_host_kvm_ok() {
 	[ -c /dev/kvm ] && { : <>/dev/kvm; } 2>/dev/null
 }
 
-# The newest kernel under KROOT that has kvm-amd.ko next to it, or $ZD_VMHOST_KERNEL.
+# The newest kernel under KROOT that has kvm-amd.ko among its modules, or
+# $ZD_VMHOST_KERNEL.
 vmhost_find_kernel() {
-	local v
-	if [ -n "${ZD_VMHOST_KERNEL:-}" ]; then
-		v=$ZD_VMHOST_KERNEL
-	else
-		v=$(for k in "$VMHOST_KROOT"/boot/vmlinuz-*; do
-			[ -e "$k" ] || continue
-			k=${k#"$VMHOST_KROOT"/boot/vmlinuz-}
-			[ -e "$VMHOST_KROOT/lib/modules/$k/kernel/arch/x86/kvm/kvm-amd.ko" ] ||
-				[ -e "$VMHOST_KROOT/lib/modules/$k/kernel/arch/x86/kvm/kvm-amd.ko.xz" ] && echo "$k"
-		done | sort -V | tail -1)
-	fi
-	[ -n "$v" ] && [ -r "$VMHOST_KROOT/boot/vmlinuz-$v" ] && [ -d "$VMHOST_KROOT/lib/modules/$v" ] || return 1
+	local v=${ZD_VMHOST_KERNEL:-}
+	[ -n "$v" ] || v=$(qemuhost_find_kernel kvm-amd) || return 1
+	[ -r "$QEMUHOST_KROOT/boot/vmlinuz-$v" ] && [ -d "$QEMUHOST_KROOT/lib/modules/$v" ] || return 1
 	echo "$v"
 }
 
@@ -128,7 +112,7 @@ vmhost_find_kernel() {
 # through its PVH entry: that skips the real-mode setup and the in-guest xz
 # decompression, which cost ~5 s under TCG. Else the bzImage itself.
 vmhost_kernel_image() {
-	local kver=$1 bz=$VMHOST_KROOT/boot/vmlinuz-$1 out off magic dec
+	local kver=$1 bz=$QEMUHOST_KROOT/boot/vmlinuz-$1 out off magic dec
 	out=$VMHOST_DIR/vmlinux-$kver
 	if [ -s "$out" ] && [ "$out" -nt "$bz" ]; then echo "$out"; return; fi
 	for magic in xz zstd gzip; do
@@ -153,32 +137,6 @@ vmhost_kernel_image() {
 	echo "$bz"
 }
 
-# vmhost_mod_path KVER NAME: the module file's path relative to KROOT/lib/modules/KVER.
-vmhost_mod_path() {
-	awk -F: -v n="$2" '{ f = $1; sub(/.*\//, "", f); sub(/\.ko(\.xz|\.zst|\.gz)?$/, "", f);
-		gsub(/-/, "_", f); m = n; gsub(/-/, "_", m); if (f == m) { print $1; exit } }' \
-		"$VMHOST_KROOT/lib/modules/$1/modules.dep"
-}
-
-# vmhost_mod_order KVER NAME...: module paths in load order, dependencies first.
-vmhost_mod_order() {
-	local kver=$1; shift
-	awk -v want="$*" '
-		{ split($0, a, ":"); deps[a[1]] = a[2]; f = a[1]; sub(/.*\//, "", f);
-		  sub(/\.ko(\.xz|\.zst|\.gz)?$/, "", f); gsub(/-/, "_", f); path[f] = a[1] }
-		function load(p,   d, n, i) {
-			if (p in done) return
-			done[p] = 1
-			n = split(deps[p], d, " ")
-			for (i = n; i >= 1; i--) load(d[i])
-			print p
-		}
-		END { n = split(want, w, " ")
-		      for (i = 1; i <= n; i++) { m = w[i]; gsub(/-/, "_", m)
-			if (!(m in path)) { print "missing:" w[i]; continue }
-			load(path[m]) } }' "$VMHOST_KROOT/lib/modules/$kver/modules.dep"
-}
-
 # Modules the guest loads, in this order. kvm_amd last: a failure there is
 # the one that matters and the init script reports it.
 VMHOST_MODULES="virtio virtio_ring virtio_pci virtio_console 9pnet_virtio 9p kvm_amd"
@@ -186,18 +144,8 @@ VMHOST_MODULES="virtio virtio_ring virtio_pci virtio_console 9pnet_virtio 9p kvm
 # The guest's /init (busybox sh). Runs as PID 1: never exits, always ends
 # with a status marker on the serial console and a poweroff.
 vmhost_init_script() {
-	cat <<'EOF'
-#!/bin/sh
-export PATH=/bin:/usr/bin:/usr/sbin:/sbin
-con=/dev/ttyS0
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-say() { echo "$*" >$con; }
-finish() { say "ZD-VMHOST-STATUS $1"; sync; poweroff -f; sleep 60; }
-for m in $(cat /mod/order); do
-	insmod "/mod/$m" 2>>/dev/kmsg || say "vmhost-guest: insmod $m failed"
-done
+	qemuhost_init_head /bin:/usr/bin:/usr/sbin:/sbin /dev/ttyS0 ZD-VMHOST-STATUS vmhost-guest
+	cat <<'IEOF'
 [ -c /dev/kvm ] || say "vmhost-guest: no /dev/kvm after loading kvm_amd"
 ip link set lo up
 hostname zd-vmhost
@@ -256,25 +204,7 @@ fi
 say "ZD-VMHOST-READY uptime $(cut -d' ' -f1 /proc/uptime)"
 env -i chroot $root "$ZD_VMHOST_BASH" /run/zd-vmhost/cmd.sh </dev/null >"$out" 2>"$err"
 finish $?
-EOF
-}
-
-# vmhost_copy_elf_deps STAGE FILE...: copy the shared libraries these ELF
-# files need into STAGE at their own paths, plus the dynamic loader and
-# libgcc_s (glibc dlopens it for pthread_cancel).
-vmhost_copy_elf_deps() {
-	local stage=$1; shift
-	local f lib
-	{
-		for f in "$@"; do
-			head -c 4 "$f" 2>/dev/null | grep -q ELF || continue
-			ldd "$f" 2>/dev/null | awk '/=> \// { print $3 } /^\t\// { print $1 }'
-		done
-		ls /lib/x86_64-linux-gnu/libgcc_s.so.1 /lib64/ld-linux-x86-64.so.2 2>/dev/null
-	} | sort -u | while read -r lib; do
-		mkdir -p "$stage$(dirname "$lib")"
-		cp -L "$lib" "$stage$lib"
-	done
+IEOF
 }
 
 # The base initramfs: busybox, the modules, /init. Cached by a key over its
@@ -282,43 +212,23 @@ vmhost_copy_elf_deps() {
 # never see half a file.
 vmhost_base_cpio() {
 	local kver=$1
-	local mods m key out stage
-	mods=$(vmhost_mod_order "$kver" $VMHOST_MODULES) || return 1
-	if echo "$mods" | grep -q '^missing:'; then
-		vmhost_err "kernel $kver lacks modules: $(echo "$mods" | sed -n 's/^missing://p' | tr '\n' ' ')"
-		return 1
-	fi
+	local mods m key out stage rc
+	mods=$(qemuhost_mod_order "$kver" $VMHOST_MODULES) || return 1
 	key=$({
-		sha256sum "$VMHOST_SELF" /bin/busybox
+		sha256sum "$VMHOST_SELF" "$QEMUHOST_SELF" /bin/busybox
 		echo "$kver"
-		for m in $mods; do stat -c '%n %s %Y' "$VMHOST_KROOT/lib/modules/$kver/$m"; done
+		for m in $mods; do stat -c '%n %s %Y' "$QEMUHOST_KROOT/lib/modules/$kver/$m" 2>/dev/null; done
 	} | sha256sum | cut -c1-16)
 	out=$VMHOST_DIR/base-$kver-$key.cpio
 	if [ -s "$out" ]; then echo "$out"; return 0; fi
 	vmhost_say "building $out"
 	mkdir -p "$VMHOST_DIR"
 	stage=$(mktemp -d "$VMHOST_DIR/stage.XXXXXX") || return 1
-	mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,mod,newroot}
-	cp /bin/busybox "$stage/bin/busybox"
-	for m in $(/bin/busybox --list); do
-		[ "$m" = busybox ] || ln -s busybox "$stage/bin/$m"
-	done
-	: >"$stage/mod/order"
-	for m in $mods; do
-		local base=${m##*/}
-		case $base in
-		*.ko.xz) xz -dc "$VMHOST_KROOT/lib/modules/$kver/$m" >"$stage/mod/${base%.xz}"; base=${base%.xz} ;;
-		*.ko.zst) zstd -qdc "$VMHOST_KROOT/lib/modules/$kver/$m" >"$stage/mod/${base%.zst}"; base=${base%.zst} ;;
-		*.ko.gz) gzip -dc "$VMHOST_KROOT/lib/modules/$kver/$m" >"$stage/mod/${base%.gz}"; base=${base%.gz} ;;
-		*) cp "$VMHOST_KROOT/lib/modules/$kver/$m" "$stage/mod/$base" ;;
-		esac || { rm -rf "$stage"; return 1; }
-		echo "$base" >>"$stage/mod/order"
-	done
-	vmhost_init_script >"$stage/init"
-	chmod 755 "$stage/init"
-	(cd "$stage" && find . | sort | cpio -o -H newc -R 0:0 --quiet) >"$out.tmp.$$" &&
-		mv -f "$out.tmp.$$" "$out"
-	local rc=$?
+	qemuhost_stage_busybox "$stage" && mkdir "$stage/newroot" && : >"$stage/mod/order" &&
+		qemuhost_copy_mods vmhost "$kver" "$stage/mod" "$stage/mod/order" $VMHOST_MODULES &&
+		vmhost_init_script >"$stage/init" && chmod 755 "$stage/init" &&
+		qemuhost_cpio "$stage" "$out.tmp.$$" && mv -f "$out.tmp.$$" "$out"
+	rc=$?
 	rm -rf "$stage"
 	[ $rc -eq 0 ] || { rm -f "$out.tmp.$$"; return 1; }
 	# Older images are stale; keep recent ones a while for runs still reading
@@ -333,22 +243,21 @@ vmhost_base_cpio() {
 # copy mode the files the command needs.
 vmhost_run_cpio() {
 	local run=$1 share=$2; shift 2
-	local stage=$run/stage v
+	local stage=$run/stage
 	mkdir -p "$stage/run/zd-vmhost"
 	{
 		echo "ZD_VMHOST_SHARE=$share"
 		printf 'ZD_VMHOST_TOP=%q\n' "$ZD_TOP"
 		printf 'ZD_VMHOST_BASH=%q\n' "$(command -v bash)"
-		printf 'ZD_VMHOST_KROOT=%q\n' "$VMHOST_KROOT"
+		printf 'ZD_VMHOST_KROOT=%q\n' "$QEMUHOST_KROOT"
 	} >"$stage/run/zd-vmhost/mode"
 	{
 		echo "# written by vmhost.sh on the host"
 		printf 'export HOME=/root TERM=dumb\n'
-		for v in ZD_TOP ZD_BIN PATH BUILD LANG LC_ALL CMOCKA_MESSAGE_OUTPUT CMOCKA_XML_FILE \
-			ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS ${ZD_VMHOST_ENV:-} \
-			$(compgen -e | grep '^ZD_' | grep -v '^ZD_VMHOST'); do
-			[ -n "${!v+x}" ] && printf 'export %s=%q\n' "$v" "${!v}"
-		done
+		# shellcheck disable=SC2086 # ZD_VMHOST_ENV is a list of names
+		qemuhost_exports '^ZD_VMHOST' ZD_TOP ZD_BIN PATH BUILD LANG LC_ALL \
+			CMOCKA_MESSAGE_OUTPUT CMOCKA_XML_FILE ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS \
+			${ZD_VMHOST_ENV:-}
 		printf 'export ZD_VMHOST_GUEST=1\n'
 		printf 'cd %q 2>/dev/null || cd %q || exit 125\n' "$PWD" "$ZD_TOP"
 		printf 'exec'
@@ -364,32 +273,21 @@ vmhost_run_cpio() {
 			cp -a "$d/." "$stage$d/"
 			while IFS= read -r f; do files+=("$f"); done < <(find "$d" -type f -perm -u+x)
 		done
-		for f in "$(command -v bash)" "$(command -v env)"; do
-			mkdir -p "$stage$(dirname "$f")"
-			cp -L "$f" "$stage$f"
-			files+=("$f")
-		done
-		vmhost_copy_elf_deps "$stage" "${files[@]}"
-		mkdir -p "$stage/lib64"
-		[ -e /lib64/ld-linux-x86-64.so.2 ] && cp -L /lib64/ld-linux-x86-64.so.2 "$stage/lib64/"
+		local shells=("$(command -v bash)" "$(command -v env)")
+		qemuhost_stage_files "$stage" "${shells[@]}"
+		files+=("${shells[@]}")
+		qemuhost_copy_elf_deps "$stage" "${files[@]}"
 	fi
-	(cd "$stage" && find . -mindepth 1 | sort | cpio -o -H newc -R 0:0 --quiet) >"$run/run.cpio" || return 1
+	qemuhost_cpio "$stage" "$run/run.cpio" || return 1
 	rm -rf "$stage"
 }
 
-# Only one emulated machine at a time on this host: two TCG guests on two
-# cores each run at half speed and trip each other's timeouts. QEMU
-# inherits the descriptor, so the lock is held until our QEMU is gone.
-# ZD_QEMU_LOCK=none turns it off. xenhost.sh takes the same lock.
-# vmhost_lock [WHO]: WHO names the waiter in the message.
-vmhost_lock() {
-	local path=${ZD_QEMU_LOCK:-/tmp/zd-qemu.lock}
-	[ "$path" = none ] && return 0
-	command -v flock >/dev/null || return 0
-	exec 8>>"$path" || return 0
-	flock -n 8 && return 0
-	echo "${1:-vmhost}: waiting for another test's QEMU to finish (lock $path)" >&2
-	flock 8
+
+# vmhost_ready: vmhost_boot's check while QEMU runs; notes in its t_ready
+# when the guest's command started, for the verbose timings.
+vmhost_ready() {
+	[ -n "$t_ready" ] || ! grep -q '^ZD-VMHOST-READY' "$run/console.log" || t_ready=$(date +%s.%N)
+	return 0
 }
 
 # vmhost_boot RUN SHARE KVER BASE TIMEOUT MEM CPUS -- COMMAND...
@@ -397,93 +295,47 @@ vmhost_lock() {
 # the guest gave no status, 126 when it could not mount 9p.
 vmhost_boot() {
 	local run=$1 share=$2 kver=$3 base=$4 timeout=$5 mem=$6 cpus=$7; shift 8
-	local qpid tout terr rc t0 virtfs=() image
+	local tout terr rc virtfs=() image t_ready='' timed_out=0
 	vmhost_run_cpio "$run" "$share" "$@" || { vmhost_err "cannot build the run cpio"; return 125; }
 	cat "$base" "$run/run.cpio" >"$run/initrd"
-	: >"$run/stdout"; : >"$run/stderr"; : >"$run/console.log"
+	: >"$run/stdout"; : >"$run/stderr"
 	if [ "$share" = 9p ]; then
 		virtfs=(-virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap,id=hostroot"
 			-virtfs "local,path=$ZD_TOP,mount_tag=zd,security_model=none,multidevs=remap,id=zd")
 	fi
 	image=$(vmhost_kernel_image "$kver")
-	vmhost_lock
-	t0=$(date +%s.%N)
-	qemu-system-x86_64 \
-		-name zd-vmhost -machine q35 -accel tcg,thread=multi \
-		-cpu qemu64,+svm,+npt,+ssse3,+sse4.1,+sse4.2,+popcnt \
-		-smp "$cpus" -m "$mem" -nodefaults -display none -monitor none -no-reboot \
+	qemuhost_start vmhost "$run" ZD_VMHOST_KEEP 0 "$cpus" "$mem" \
 		-kernel "$image" -initrd "$run/initrd" \
 		-append "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=4 mitigations=off no_timer_check tsc=reliable cryptomgr.notests" \
-		-serial "file:$run/console.log" \
 		-device virtio-serial-pci,id=vser \
 		-chardev "file,id=zdout,path=$run/stdout" -device virtserialport,chardev=zdout,name=zd.out \
 		-chardev "file,id=zderr,path=$run/stderr" -device virtserialport,chardev=zderr,name=zd.err \
-		"${virtfs[@]}" </dev/null >"$run/qemu.log" 2>&1 &
-	qpid=$!
-	echo "$qpid" >"$run/qemu.pid"
-	# An interrupted harness takes its own QEMU (and no other) with it.
-	local old_traps
-	old_traps=$(trap -p INT TERM HUP)
-	trap "vmhost_abort $qpid $(printf %q "$run") 130" INT
-	trap "vmhost_abort $qpid $(printf %q "$run") 143" TERM
-	trap "vmhost_abort $qpid $(printf %q "$run") 129" HUP
+		"${virtfs[@]}"
 	# Stream the command's output while it runs; tail ends with QEMU.
-	tail -c +1 -s 0.2 -f --pid="$qpid" "$run/stdout" &
+	qemuhost_follow "$run/stdout" &
 	tout=$!
-	tail -c +1 -s 0.2 -f --pid="$qpid" "$run/stderr" >&2 &
+	qemuhost_follow "$run/stderr" >&2 &
 	terr=$!
-	local deadline=$((SECONDS + timeout)) timed_out=0 t_ready=
-	while kill -0 "$qpid" 2>/dev/null; do
-		[ -z "$t_ready" ] && grep -q '^ZD-VMHOST-READY' "$run/console.log" && t_ready=$(date +%s.%N)
-		if [ "$SECONDS" -ge "$deadline" ]; then
-			timed_out=1
-			kill -TERM "$qpid" 2>/dev/null
-			sleep 2
-			kill -KILL "$qpid" 2>/dev/null
-			break
-		fi
-		sleep 0.2
-	done
-	wait "$qpid" 2>/dev/null
+	qemuhost_watch vmhost "$timeout" 0.2 vmhost_ready || timed_out=1
 	wait "$tout" "$terr" 2>/dev/null
-	trap - INT TERM HUP
-	eval "$old_traps"
-	vmhost_say "$share guest: $(awk -v a="$t0" -v r="${t_ready:-0}" -v b="$(date +%s.%N)" \
+	vmhost_say "$share guest: $(awk -v a="$QEMUHOST_T0" -v r="${t_ready:-0}" -v b="$(date +%s.%N)" \
 		'BEGIN { if (r > 0) printf "booted in %.1f s, command ran %.1f s", r - a, b - r;
 			 else printf "ran %.1f s", b - a }')$(sed -n 's/^ZD-VMHOST-READY uptime \([0-9.]*\).*/ (kernel uptime at start: \1 s)/p' "$run/console.log")"
 	if [ $timed_out = 1 ]; then
-		vmhost_err "timed out after $timeout s; killed QEMU (pid $qpid)"
-		vmhost_tail "$run"
+		qemuhost_tail vmhost "guest console" "$run" 15
 		return 124
 	fi
 	if grep -q '^ZD-VMHOST-NO9P' "$run/console.log"; then
 		return 126
 	fi
-	rc=$(sed -n 's/^ZD-VMHOST-STATUS \([0-9]*\).*/\1/p' "$run/console.log" | tail -1)
+	rc=$(qemuhost_status "$run/console.log" ZD-VMHOST-STATUS)
 	if [ -z "$rc" ]; then
-		vmhost_err "the guest ended without a status (QEMU exit $(cat "$run/qemu.log" | tail -1))"
-		vmhost_tail "$run"
+		vmhost_err "the guest ended without a status (QEMU exit $(tail -1 "$run/qemu.log"))"
+		qemuhost_tail vmhost "guest console" "$run" 15
 		return 125
 	fi
 	grep '^vmhost-guest:' "$run/console.log" >&2
 	return "$rc"
-}
-
-# vmhost_abort QEMU_PID RUN_DIR STATUS: on a signal, stop our QEMU and leave.
-vmhost_abort() {
-	kill -KILL "$1" 2>/dev/null
-	wait "$1" 2>/dev/null
-	vmhost_err "interrupted; killed QEMU (pid $1)"
-	[ "${ZD_VMHOST_KEEP:-0}" = 1 ] || rm -rf "$2"
-	exit "$3"
-}
-
-vmhost_tail() {
-	{
-		echo "vmhost: last lines of the guest console ($1/console.log):"
-		tr -d '\r' <"$1/console.log" | tail -15 | sed 's/^/  /'
-		[ -s "$1/qemu.log" ] && sed 's/^/  qemu: /' "$1/qemu.log" | tail -5
-	} >&2
 }
 
 # vmhost_why_not: succeeds, printing the reason, when no guest can be booted.
@@ -513,21 +365,8 @@ vmhost_reexec_test() {
 
 vmhost_run() {
 	local timeout=${ZD_VMHOST_TIMEOUT:-600} mem=${ZD_VMHOST_MEM:-2048} cpus=${ZD_VMHOST_CPUS:-2}
-	while [ $# -gt 0 ]; do
-		case $1 in
-		--timeout | --mem | --cpus)
-			[ $# -ge 2 ] || { vmhost_err "$1 needs a value; $(vmhost_usage)"; return 2; }
-			case $1 in --timeout) timeout=$2 ;; --mem) mem=$2 ;; --cpus) cpus=$2 ;; esac
-			shift 2 ;;
-		--) shift; break ;;
-		*) vmhost_err "unknown option '$1'; $(vmhost_usage)"; return 2 ;;
-		esac
-	done
-	local n
-	for n in "$timeout" "$mem" "$cpus"; do
-		case $n in '' | *[!0-9]* | 0*) vmhost_err "'$n' is not a positive whole number"; return 2 ;; esac
-	done
-	[ $# -gt 0 ] || { vmhost_err "no command given; $(vmhost_usage)"; return 2; }
+	qemuhost_parse_run vmhost "$(vmhost_usage)" command "timeout mem cpus" "$@" || return
+	shift "$QEMUHOST_ARGS"
 
 	local mode=${ZD_VMHOST:-auto}
 	case $mode in auto | vm | host) ;; *) vmhost_err "ZD_VMHOST='$mode': want auto, vm or host"; return 2 ;; esac
@@ -565,9 +404,5 @@ vmhost_run() {
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-	case ${1:-} in
-	run) shift; vmhost_run "$@"; exit $? ;;
-	-h | --help) vmhost_usage; exit 0 ;;
-	*) vmhost_err "want the 'run' command; $(vmhost_usage)"; exit 2 ;;
-	esac
+	qemuhost_main vmhost vmhost_run vmhost_usage "$@"
 fi

@@ -45,20 +45,21 @@
 # guest to boot. Everything inside runs under TCG: assert on counts and
 # equality, never on absolute times.
 #
+# What it shares with vmhost.sh (the kernel and its modules, busybox, the
+# libraries, the lock, starting and watching QEMU) is in tests/lib/qemuhost.sh.
+#
 # Environment: XENHOST_TIMEOUT (default 600), XENHOST_KEEP=1 keeps the run
 # directory ($BUILD/xenhost/run.*: console log, initramfs), XENHOST_VERBOSE=1
 # says on stderr what it does and how long the boot took.
 set -u
 
 XENHOST_SELF=$(readlink -f "${BASH_SOURCE[0]}")
-ZD_TOP=${ZD_TOP:-$(cd "$(dirname "$XENHOST_SELF")/../.." && pwd)}
-BUILD=${BUILD:-build}
-case $BUILD in /*) XENHOST_DIR=$BUILD/xenhost ;; *) XENHOST_DIR=$ZD_TOP/$BUILD/xenhost ;; esac
-# Module helpers (order, ELF dependencies) and where the kernel comes from
-# (VMHOST_KROOT: debroot.sh's unpacked tree, else this machine) are
-# vmhost.sh's. Xen and its tools come from the same place.
-# shellcheck source=vmhost.sh
-. "$(dirname "$XENHOST_SELF")/vmhost.sh"
+# Where the kernel comes from (QEMUHOST_KROOT: debroot.sh's unpacked tree,
+# else this machine) is qemuhost.sh's. Xen and its tools come from the
+# same place.
+# shellcheck source=qemuhost.sh
+. "$(dirname "$XENHOST_SELF")/qemuhost.sh"
+XENHOST_DIR=$(qemuhost_dir xenhost)
 XEN_ROOT=
 [ -r "$DEBROOT_ROOT/boot/xen-4.17-amd64.gz" ] && XEN_ROOT=$DEBROOT_ROOT
 XEN_GZ=${XENHOST_XEN:-$XEN_ROOT/boot/xen-4.17-amd64.gz}
@@ -78,12 +79,7 @@ XENHOST_GUEST_MODULES="xen-netfront xen-blkfront"
 
 # The newest Debian kernel whose modules include the Xen ones.
 xenhost_find_kernel() {
-	local k v
-	for k in "$VMHOST_KROOT"/boot/vmlinuz-*; do
-		[ -e "$k" ] || continue
-		v=${k#"$VMHOST_KROOT"/boot/vmlinuz-}
-		[ -n "$(vmhost_mod_path "$v" xen-privcmd 2>/dev/null)" ] && echo "$v"
-	done | sort -V | tail -1
+	qemuhost_find_kernel xen-privcmd
 }
 
 # Succeeds, printing the reason, when no Xen can be booted here.
@@ -110,13 +106,9 @@ xenhost_why_not() {
 # dom0's /init (busybox sh, PID 1): always ends with a status marker on the
 # console and a poweroff, which makes Xen switch the machine off and QEMU exit.
 xenhost_init_script() {
+	qemuhost_init_head /bin:/sbin:/usr/bin:/usr/sbin:/usr/lib/xen-4.17/bin /dev/hvc0 \
+		ZD-XENHOST-STATUS xenhost-dom0
 	cat <<'EOF'
-#!/bin/sh
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/lib/xen-4.17/bin
-con=/dev/hvc0
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
 mkdir -p /dev/pts /dev/shm /run /tmp /var/run/xen /var/lib/xen /var/log/xen /var/lib/xenstored /run/xenstored
 mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=1777 shm /dev/shm
@@ -124,11 +116,6 @@ ln -sf /proc/self/fd /dev/fd
 mount -t tmpfs run /run
 mkdir -p /run/xen /run/xenstored
 mount -t tmpfs -o mode=1777 tmp /tmp
-say() { echo "$*" >$con; }
-finish() { say "ZD-XENHOST-STATUS $1"; sync; poweroff -f; sleep 60; }
-for m in $(cat /mod/order); do
-	insmod "/mod/$m" 2>/dev/null || say "xenhost-dom0: insmod $m failed"
-done
 mount -t xenfs xenfs /proc/xen || { say "xenhost-dom0: cannot mount xenfs (not running on Xen?)"; finish 125; }
 xenstored --pid-file=/run/xenstored.pid >/dev/null 2>&1 || { say "xenhost-dom0: xenstored failed"; finish 125; }
 xen-init-dom0 >/dev/null 2>&1 || say "xenhost-dom0: xen-init-dom0 failed"
@@ -152,27 +139,6 @@ tag() { while IFS= read -r l; do echo "$1| $l"; done >$con; }
 { { bash "$@"; echo $? >/tmp/xenhost.rc; } 2>&1 1>&3 | tag ZDE; } 3>&1 | tag ZDO
 finish "$(cat /tmp/xenhost.rc 2>/dev/null || echo 125)"
 EOF
-}
-
-# xenhost_copy_mods KVER DIR ORDER MODULE...: the modules and what they
-# need, uncompressed, into DIR; their names in load order appended to the
-# file ORDER.
-xenhost_copy_mods() {
-	local kver=$1 dir=$2 order=$3 mods m base; shift 3
-	mods=$(vmhost_mod_order "$kver" "$@") || return 1
-	case $mods in *missing:*)
-		xenhost_err "no module $(echo "$mods" | sed -n 's/^missing://p' | head -1) in kernel $kver"
-		return 1 ;;
-	esac
-	for m in $mods; do
-		base=${m##*/}
-		case $base in
-		*.ko.xz) xz -dc "$VMHOST_KROOT/lib/modules/$kver/$m" >"$dir/${base%.xz}"; base=${base%.xz} ;;
-		*.ko.zst) zstd -qdc "$VMHOST_KROOT/lib/modules/$kver/$m" >"$dir/${base%.zst}"; base=${base%.zst} ;;
-		*) cp "$VMHOST_KROOT/lib/modules/$kver/$m" "$dir/$base" ;;
-		esac || return 1
-		echo "$base" >>"$order"
-	done
 }
 
 # The guest's /init: busybox sh. With a vif (xl's vif=), netfront and eth0
@@ -213,15 +179,12 @@ GEOF
 # decompression under TCG).
 xenhost_initrd() {
 	local run=$1 kver=$2; shift 2
-	local stage=$run/stage m files=() f d
-	mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,mod,guest,etc/xen,var/log/xen}
-	cp /bin/busybox "$stage/bin/busybox"
-	for m in $(/bin/busybox --list); do
-		[ "$m" = busybox ] || ln -s busybox "$stage/bin/$m"
-	done
+	local stage=$run/stage files=() f d
+	qemuhost_stage_busybox "$stage" || return 1
+	mkdir -p "$stage"/{guest,etc/xen,var/log/xen}
 	: >"$stage/mod/order"
-	xenhost_copy_mods "$kver" "$stage/mod" "$stage/mod/order" $XENHOST_MODULES || return 1
-	xenhost_copy_mods "$kver" "$stage/mod" "$stage/mod/later" $XENHOST_MODULES_LATER || return 1
+	qemuhost_copy_mods xenhost "$kver" "$stage/mod" "$stage/mod/order" $XENHOST_MODULES || return 1
+	qemuhost_copy_mods xenhost "$kver" "$stage/mod" "$stage/mod/later" $XENHOST_MODULES_LATER || return 1
 	mkdir -p "$stage$XEN_TOOLS"
 	for f in xl xenstored xenconsoled xen-init-dom0 libxl-save-helper; do
 		cp -L "$XEN_ROOT$XEN_TOOLS/$f" "$stage$XEN_TOOLS/$f"
@@ -229,7 +192,8 @@ xenhost_initrd() {
 	done
 	cp "$XEN_ROOT/etc/xen/xl.conf" "$stage/etc/xen/" 2>/dev/null
 	# xenstore-read/-write: the vif hotplug script (tests/xen/vif-zd);
-	# xenstore-ls: the tests' diagnostics. /usr/bin/env: the script tools' #! line (zd, zd-xen-disk).
+	# xenstore-ls: the tests' diagnostics. /usr/bin/env: the script
+	# tools' #! line (zd, zd-xen-disk).
 	mkdir -p "$stage/usr/bin"
 	ln -s /bin/busybox "$stage/usr/bin/env"
 	for f in xenstore-read xenstore-write xenstore-ls; do
@@ -238,11 +202,9 @@ xenhost_initrd() {
 	done
 	# jq: zd-demo and the tests read zd-client's JSON with it; dmsetup:
 	# zd-xen-disk (a guest's disk on a log-writes device).
-	for f in "$(command -v bash)" "$(command -v jq)" "$(command -v dmsetup)"; do
-		mkdir -p "$stage$(dirname "$f")"
-		cp -L "$f" "$stage$f"
-		files+=("$f")
-	done
+	local shells=("$(command -v bash)" "$(command -v jq)" "$(command -v dmsetup)")
+	qemuhost_stage_files "$stage" "${shells[@]}" || return 1
+	files+=("${shells[@]}")
 	# ZD_TOP: the tools, the tests, the test helpers built for Xen.
 	for d in bin tests "$BUILD/tests"; do
 		case $d in /*) ;; *) d=$ZD_TOP/$d ;; esac
@@ -263,76 +225,51 @@ xenhost_initrd() {
 	tests/* | /*) ;;
 	*) [ -f "$ZD_TOP/$1" ] && mkdir -p "$stage/zd/$(dirname "$1")" && cp "$ZD_TOP/$1" "$stage/zd/$1" ;;
 	esac
-	vmhost_copy_elf_deps "$stage" "${files[@]}"
-	mkdir -p "$stage/lib64"
-	cp -L /lib64/ld-linux-x86-64.so.2 "$stage/lib64/"
+	qemuhost_copy_elf_deps "$stage" "${files[@]}"
 	# The guest: the same kernel, and an initramfs of busybox, netfront
 	# and guest_writer.
-	cp "$VMHOST_KROOT/boot/vmlinuz-$kver" "$stage/guest/vmlinuz"
+	cp "$QEMUHOST_KROOT/boot/vmlinuz-$kver" "$stage/guest/vmlinuz"
 	mkdir -p "$run/guest/bin" "$run/guest/lib" "$run/guest/proc" "$run/guest/sys"
 	cp /bin/busybox "$run/guest/bin/busybox"
 	: >"$run/guest/lib/mod.order"
-	xenhost_copy_mods "$kver" "$run/guest/lib" "$run/guest/lib/mod.order" $XENHOST_GUEST_MODULES || return 1
+	qemuhost_copy_mods xenhost "$kver" "$run/guest/lib" "$run/guest/lib/mod.order" $XENHOST_GUEST_MODULES || return 1
 	cc -static -O2 -o "$run/guest/bin/guest_writer" "$ZD_TOP/tests/xen/guest_writer.c" || return 1
 	xenhost_guest_init >"$run/guest/init"
 	chmod 755 "$run/guest/init"
-	(cd "$run/guest" && find . -mindepth 1 | sort | cpio -o -H newc -R 0:0 --quiet) >"$stage/guest/initrd.cpio" || return 1
+	qemuhost_cpio "$run/guest" "$stage/guest/initrd.cpio" || return 1
 	{
 		printf 'export ZD_TOP=/zd ZD_BIN=/zd/bin BUILD=%q HOME=/root TERM=dumb\n' "$BUILD"
 		printf 'export ZD_XENHOST_GUEST=1 XENHOST_GUEST_KERNEL=/guest/vmlinuz XENHOST_GUEST_INITRD=/guest/initrd.cpio\n'
-		for v in $(compgen -e | grep '^ZD_' | grep -v '^ZD_TOP$\|^ZD_BIN$'); do
-			printf 'export %s=%q\n' "$v" "${!v}"
-		done
+		qemuhost_exports '^ZD_(TOP|BIN)$'
 		printf 'set --'
 		printf ' %q' "$@"
 		printf '\n'
 	} >"$stage/xenhost.env"
 	xenhost_init_script >"$stage/init"
 	chmod 755 "$stage/init"
-	(cd "$stage" && find . -mindepth 1 | sort | cpio -o -H newc -R 0:0 --quiet) >"$run/dom0.cpio" || return 1
+	qemuhost_cpio "$stage" "$run/dom0.cpio" || return 1
 	rm -rf "$stage"
 }
 
-xenhost_abort() {
-	kill -KILL "$1" 2>/dev/null
-	wait "$1" 2>/dev/null
-	xenhost_err "interrupted; killed QEMU (pid $1)"
-	[ "${XENHOST_KEEP:-0}" = 1 ] || rm -rf "$2"
-	exit "$3"
-}
-
-xenhost_tail() {
-	{
-		echo "xenhost: last lines of the console ($1/console.log):"
-		tr -d '\r' <"$1/console.log" | grep -v '^ZD[OE]| ' | tail -25 | sed 's/^/  /'
-		[ -s "$1/qemu.log" ] && sed 's/^/  qemu: /' "$1/qemu.log" | tail -5
-	} >&2
+# xenhost_alive: xenhost_boot's check while QEMU runs. A crashed dom0
+# leaves Xen idling ('noreboot'): stop at once.
+xenhost_alive() {
+	! grep -q 'Hardware Dom0 crashed\|Panic on CPU' "$run/console.log"
 }
 
 # xenhost_boot RUN KVER TIMEOUT: boot, relay the tagged lines, return the status.
 xenhost_boot() {
 	local run=$1 kver=$2 timeout=$3
-	local qpid t0 deadline timed_out=0 rc relay
+	local t0 timed_out=0 rc relay
 	gzip -dc "$XEN_GZ" >"$run/xen" || return 125
-	: >"$run/console.log"
-	vmhost_lock xenhost
-	t0=$SECONDS
-	# nice: KVM tests that time things share the machine (nice execs QEMU,
-	# so $! is QEMU's own PID).
-	nice -n 19 qemu-system-x86_64 \
-		-name zd-xenhost -machine q35 -accel tcg,thread=multi \
-		-cpu qemu64,+svm,+npt,+ssse3,+sse4.1,+sse4.2,+popcnt \
-		-smp 2 -m 2048 -nodefaults -display none -monitor none -no-reboot \
+	# nice: KVM tests that time things share the machine.
+	qemuhost_start xenhost "$run" XENHOST_KEEP 19 2 2048 \
 		-kernel "$run/xen" \
 		-append "console=com1 com1=115200,8n1 dom0_mem=1280M,max:1280M loglvl=warning guest_loglvl=warning noreboot" \
-		-initrd "$VMHOST_KROOT/boot/vmlinuz-$kver console=hvc0 earlyprintk=xen rdinit=/init quiet loglevel=4,$run/dom0.cpio" \
-		-serial "file:$run/console.log" </dev/null >"$run/qemu.log" 2>&1 &
-	qpid=$!
-	trap "xenhost_abort $qpid $(printf %q "$run") 130" INT
-	trap "xenhost_abort $qpid $(printf %q "$run") 143" TERM
-	trap "xenhost_abort $qpid $(printf %q "$run") 129" HUP
+		-initrd "$QEMUHOST_KROOT/boot/vmlinuz-$kver console=hvc0 earlyprintk=xen rdinit=/init quiet loglevel=4,$run/dom0.cpio"
+	t0=$SECONDS
 	# Relay the script's lines while it runs; tail ends with QEMU.
-	tail -c +1 -s 0.2 -f --pid="$qpid" "$run/console.log" |
+	qemuhost_follow "$run/console.log" |
 		while IFS= read -r line; do
 			line=${line%$'\r'}
 			case $line in
@@ -342,36 +279,18 @@ xenhost_boot() {
 			esac
 		done &
 	relay=$!
-	deadline=$((SECONDS + timeout))
-	while kill -0 "$qpid" 2>/dev/null; do
-		# A crashed dom0 leaves Xen idling ('noreboot'): stop at once.
-		if grep -q 'Hardware Dom0 crashed\|Panic on CPU' "$run/console.log"; then
-			kill -KILL "$qpid" 2>/dev/null
-			break
-		fi
-		if [ "$SECONDS" -ge "$deadline" ]; then
-			timed_out=1
-			kill -TERM "$qpid" 2>/dev/null
-			sleep 2
-			kill -KILL "$qpid" 2>/dev/null
-			break
-		fi
-		sleep 0.5
-	done
-	wait "$qpid" 2>/dev/null
+	qemuhost_watch xenhost "$timeout" 0.5 xenhost_alive || timed_out=1
 	wait "$relay" 2>/dev/null
-	trap - INT TERM HUP
 	xenhost_say "QEMU ran $((SECONDS - t0)) s"
 	if [ $timed_out = 1 ]; then
-		xenhost_err "timed out after $timeout s; killed QEMU (pid $qpid)"
-		xenhost_tail "$run"
+		qemuhost_tail xenhost console "$run" 25 '^ZD[OE]| '
 		return 124
 	fi
-	rc=$(tr -d '\r' <"$run/console.log" | sed -n 's/^ZD-XENHOST-STATUS \([0-9]*\).*/\1/p' | tail -1)
+	rc=$(qemuhost_status "$run/console.log" ZD-XENHOST-STATUS)
 	tr -d '\r' <"$run/console.log" | grep '^xenhost-dom0:' >&2
 	if [ -z "$rc" ]; then
 		xenhost_err "dom0 ended without a status"
-		xenhost_tail "$run"
+		qemuhost_tail xenhost console "$run" 25 '^ZD[OE]| '
 		return 125
 	fi
 	return "$rc"
@@ -379,17 +298,8 @@ xenhost_boot() {
 
 xenhost_run() {
 	local timeout=${XENHOST_TIMEOUT:-600}
-	while [ $# -gt 0 ]; do
-		case $1 in
-		--timeout)
-			[ $# -ge 2 ] || { xenhost_err "--timeout needs a value; $(xenhost_usage)"; return 2; }
-			timeout=$2; shift 2 ;;
-		--) shift; break ;;
-		*) xenhost_err "unknown option '$1'; $(xenhost_usage)"; return 2 ;;
-		esac
-	done
-	case $timeout in '' | *[!0-9]* | 0*) xenhost_err "'$timeout' is not a positive whole number"; return 2 ;; esac
-	[ $# -gt 0 ] || { xenhost_err "no script given; $(xenhost_usage)"; return 2; }
+	qemuhost_parse_run xenhost "$(xenhost_usage)" script timeout "$@" || return
+	shift "$QEMUHOST_ARGS"
 	local why kver run rc
 	if why=$(xenhost_why_not); then
 		echo "$why"
@@ -412,9 +322,5 @@ xenhost_run() {
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-	case ${1:-} in
-	run) shift; xenhost_run "$@"; exit $? ;;
-	-h | --help) xenhost_usage; exit 0 ;;
-	*) xenhost_err "want the 'run' command; $(xenhost_usage)"; exit 2 ;;
-	esac
+	qemuhost_main xenhost xenhost_run xenhost_usage "$@"
 fi

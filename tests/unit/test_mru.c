@@ -89,34 +89,36 @@ static void test_lru(void **state)
 	zd_mru_free(m);
 }
 
-static void test_lfu(void **state)
+/* 50 and 60 dirtied in each of epochs 1..6, 70 once, in epoch 7. */
+static struct zd_mru *often_then_once(enum zd_mru_policy p)
 {
-	struct zd_mru *m = zd_mru_new(100, ZD_MRU_LFU);
-	struct zd_pageset s = ZD_PAGESET_INIT, out = ZD_PAGESET_INIT;
+	struct zd_mru *m = zd_mru_new(100, p);
+	struct zd_pageset s = ZD_PAGESET_INIT;
 	uint64_t often[] = { 50, 60 }, once[] = { 70 };
 
-	/* 50 and 60 every epoch for a while, 70 once, most recently. */
 	for (uint64_t e = 1; e <= 6; e++) {
 		set_of(&s, often, 2);
 		zd_mru_observe(m, e, &s);
 	}
 	set_of(&s, once, 1);
 	zd_mru_observe(m, 7, &s);
+	zd_pageset_free(&s);
+	return m;
+}
+
+static void test_lfu(void **state)
+{
+	struct zd_mru *m = often_then_once(ZD_MRU_LFU);
+	struct zd_pageset out = ZD_PAGESET_INIT;
+
 	zd_mru_predict(m, 2, &out);
 	assert_true(has(&out, 50) && has(&out, 60) && !has(&out, 70));
 	zd_mru_free(m);
 
 	/* Same story, mru: recency wins. */
-	m = zd_mru_new(100, ZD_MRU_MRU);
-	for (uint64_t e = 1; e <= 6; e++) {
-		set_of(&s, often, 2);
-		zd_mru_observe(m, e, &s);
-	}
-	set_of(&s, once, 1);
-	zd_mru_observe(m, 7, &s);
+	m = often_then_once(ZD_MRU_MRU);
 	zd_mru_predict(m, 2, &out);
 	assert_true(has(&out, 70) && has(&out, 50) && !has(&out, 60));
-	zd_pageset_free(&s);
 	zd_pageset_free(&out);
 	zd_mru_free(m);
 }

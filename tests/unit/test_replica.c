@@ -137,15 +137,23 @@ static void assert_replica(struct fixture *f, uint64_t epoch)
 	free(img);
 }
 
+/* Open epoch on rep and stage DIRTY and PAGES of the count pages from
+ * first (track: as stage_pages's). */
+static void stage_epoch(struct zd_replica *rep, struct fixture *f, uint64_t epoch,
+			uint64_t first, uint64_t count, bool track)
+{
+	assert_int_equal(zd_replica_stage_begin(rep, epoch), 0);
+	stage_dirty(rep, first, count);
+	assert_int_equal(stage_pages(rep, f, epoch, first, count, 0, 0, track), 0);
+}
+
 /* One whole epoch the normal way. */
 static void good_epoch(struct fixture *f, uint64_t epoch, uint64_t first, uint64_t count)
 {
 	struct zd_replica *rep = open_bound(f);
 	struct zd_rec_commit c;
 
-	assert_int_equal(zd_replica_stage_begin(rep, epoch), 0);
-	stage_dirty(rep, first, count);
-	assert_int_equal(stage_pages(rep, f, epoch, first, count, 0, 0, true), 0);
+	stage_epoch(rep, f, epoch, first, count, true);
 	c = commit_of(f, epoch, count);
 	assert_int_equal(zd_replica_commit(rep, &c, ZD_VERIFY_ALWAYS), 0);
 	assert_int_equal(rep->meta.epoch, epoch);
@@ -194,17 +202,13 @@ static void test_crash_before_commit(void **state)
 
 	good_epoch(f, 1, 0, 8);
 	rep = open_bound(f);
-	assert_int_equal(zd_replica_stage_begin(rep, 2), 0);
-	stage_dirty(rep, 3, 4);
-	assert_int_equal(stage_pages(rep, f, 2, 3, 4, 0, 0, false), 0);
+	stage_epoch(rep, f, 2, 3, 4, false);
 	zd__replica_crash(rep);
 	assert_replica(f, 1);
 
 	/* Verified but not yet renamed: still not committed. */
 	rep = open_bound(f);
-	assert_int_equal(zd_replica_stage_begin(rep, 2), 0);
-	stage_dirty(rep, 3, 4);
-	assert_int_equal(stage_pages(rep, f, 2, 3, 4, 0, 0, false), 0);
+	stage_epoch(rep, f, 2, 3, 4, false);
 	uint8_t *save = zd_xmalloc((size_t)NPAGES * PS);
 	memcpy(save, f->mem, (size_t)NPAGES * PS);
 	for (uint64_t p = 3; p < 7; p++)
@@ -229,9 +233,7 @@ static void test_crash_after_commit(void **state)
 
 	good_epoch(f, 1, 0, 8);
 	rep = open_bound(f);
-	assert_int_equal(zd_replica_stage_begin(rep, 2), 0);
-	stage_dirty(rep, 2, 20);
-	assert_int_equal(stage_pages(rep, f, 2, 2, 20, 0, 0, true), 0);
+	stage_epoch(rep, f, 2, 2, 20, true);
 	c = commit_of(f, 2, 20);
 	assert_int_equal(zd_replica_stage_verify(rep, &c, ZD_VERIFY_ALWAYS), 0);
 	assert_int_equal(zd_replica_commit_mark(rep), 0);
@@ -256,9 +258,7 @@ static void test_epochs_in_a_row(void **state)
 	good_epoch(f, 1, 0, 8);
 	for (int round = 0; round < 2; round++) {
 		rep = open_bound(f);
-		assert_int_equal(zd_replica_stage_begin(rep, 2 + round), 0);
-		stage_dirty(rep, 4, 4);
-		assert_int_equal(stage_pages(rep, f, 2 + round, 4, 4, 0, 0, true), 0);
+		stage_epoch(rep, f, 2 + round, 4, 4, true);
 		c = commit_of(f, 2 + round, 4);
 		assert_int_equal(zd_replica_commit(rep, &c, ZD_VERIFY_ALWAYS), 0);
 		zd_replica_close(rep);
@@ -266,50 +266,44 @@ static void test_epochs_in_a_row(void **state)
 	assert_replica(f, 3);
 }
 
+/* Epoch 2 staged as DIRTY of ndirty pages and PAGES of npages, both from
+ * pfn 10, then a COMMIT counting ncommit pages: refused (ZD_EXIT_DATA),
+ * saying why where why is given, and the epoch dropped. */
+static void commit_refused(struct zd_replica *rep, struct fixture *f, uint64_t ndirty,
+			   uint64_t npages, uint64_t ncommit, enum zd_verify verify,
+			   const char *why)
+{
+	struct zd_rec_commit c;
+
+	assert_int_equal(zd_replica_stage_begin(rep, 2), 0);
+	stage_dirty(rep, 10, ndirty);
+	assert_int_equal(stage_pages(rep, f, 2, 10, npages, 0, 0, false), 0);
+	c = commit_of(f, 2, ncommit);
+	assert_int_equal(zd_replica_commit(rep, &c, verify), ZD_EXIT_DATA);
+	if (why)
+		assert_non_null(strstr(rep->err, why));
+	zd_replica_stage_abort(rep);
+}
+
 static void test_coverage_refused(void **state)
 {
 	struct fixture *f = *state;
 	struct zd_replica *rep;
-	struct zd_rec_commit c;
 
 	good_epoch(f, 1, 0, 8);
-	/* Fewer pages than DIRTY. */
 	rep = open_bound(f);
-	assert_int_equal(zd_replica_stage_begin(rep, 2), 0);
-	stage_dirty(rep, 10, 5);
-	assert_int_equal(stage_pages(rep, f, 2, 10, 4, 0, 0, false), 0);
-	c = commit_of(f, 2, 5);
-	assert_int_equal(zd_replica_commit(rep, &c, ZD_VERIFY_NEVER), ZD_EXIT_DATA);
-	assert_non_null(strstr(rep->err, "PAGES miss 1 of 5 DIRTY pages (first pfn 14)"));
-	zd_replica_stage_abort(rep);
-	/* More pages than DIRTY. */
-	assert_int_equal(zd_replica_stage_begin(rep, 2), 0);
-	stage_dirty(rep, 10, 2);
-	assert_int_equal(stage_pages(rep, f, 2, 10, 3, 0, 0, false), 0);
-	c = commit_of(f, 2, 2);
-	assert_int_equal(zd_replica_commit(rep, &c, ZD_VERIFY_NEVER), ZD_EXIT_DATA);
-	assert_non_null(strstr(rep->err, "beyond the 2 DIRTY ones (first pfn 12)"));
-	zd_replica_stage_abort(rep);
+	commit_refused(rep, f, 5, 4, 5, ZD_VERIFY_NEVER, "PAGES miss 1 of 5 DIRTY pages (first pfn 14)");
+	commit_refused(rep, f, 2, 3, 2, ZD_VERIFY_NEVER, "beyond the 2 DIRTY ones (first pfn 12)");
 	/* COMMIT's count disagrees with DIRTY. */
-	assert_int_equal(zd_replica_stage_begin(rep, 2), 0);
-	stage_dirty(rep, 10, 2);
-	assert_int_equal(stage_pages(rep, f, 2, 10, 2, 0, 0, false), 0);
-	c = commit_of(f, 2, 3);
-	assert_int_equal(zd_replica_commit(rep, &c, ZD_VERIFY_NEVER), ZD_EXIT_DATA);
-	zd_replica_stage_abort(rep);
+	commit_refused(rep, f, 2, 2, 3, ZD_VERIFY_NEVER, NULL);
 	/* A page sent twice for good. */
 	assert_int_equal(zd_replica_stage_begin(rep, 2), 0);
 	assert_int_equal(stage_pages(rep, f, 2, 10, 2, 0, 0, false), 0);
 	assert_int_equal(stage_pages(rep, f, 2, 11, 1, 0, 1, false), ZD_EXIT_DATA);
 	zd_replica_stage_abort(rep);
-	/* Wrong memory checksum. */
-	assert_int_equal(zd_replica_stage_begin(rep, 2), 0);
-	stage_dirty(rep, 10, 2);
-	assert_int_equal(stage_pages(rep, f, 2, 10, 2, 0, 0, false), 0);
-	c = commit_of(f, 2, 2);	/* f->mem lacks the pages: checksum differs */
-	assert_int_equal(zd_replica_commit(rep, &c, ZD_VERIFY_AUTO), ZD_EXIT_DATA);
-	assert_non_null(strstr(rep->err, "differs from the primary's"));
-	zd_replica_stage_abort(rep);
+	/* Wrong memory checksum: commit_of's is of f->mem, which lacks the
+	 * pages. */
+	commit_refused(rep, f, 2, 2, 2, ZD_VERIFY_AUTO, "differs from the primary's");
 	/* A pfn beyond the page count. */
 	assert_int_equal(zd_replica_stage_begin(rep, 2), 0);
 	assert_int_equal(stage_pages(rep, f, 2, NPAGES - 1, 2, 0, 0, false), ZD_EXIT_DATA);
@@ -388,9 +382,7 @@ static void test_damaged_journal(void **state)
 
 	good_epoch(f, 1, 0, 4);
 	rep = open_bound(f);
-	assert_int_equal(zd_replica_stage_begin(rep, 2), 0);
-	stage_dirty(rep, 4, 2);
-	assert_int_equal(stage_pages(rep, f, 2, 4, 2, 0, 0, false), 0);
+	stage_epoch(rep, f, 2, 4, 2, false);
 	c = commit_of(f, 2, 2);
 	assert_int_equal(zd_replica_stage_verify(rep, &c, ZD_VERIFY_NEVER), 0);
 	assert_int_equal(zd_replica_commit_mark(rep), 0);
@@ -543,9 +535,7 @@ static void test_modes(void **state)
 	/* DIR made by zd_replica_open */
 	assert_int_equal(rmdir(f->dir), 0);
 	rep = open_bound(f);
-	assert_int_equal(zd_replica_stage_begin(rep, 1), 0);
-	stage_dirty(rep, 0, 4);
-	assert_int_equal(stage_pages(rep, f, 1, 0, 4, 0, 0, true), 0);
+	stage_epoch(rep, f, 1, 0, 4, true);
 	assert_int_equal(zd_replica_stage_state(rep, &st), 0);
 	c = commit_of(f, 1, 4);
 	assert_int_equal(zd_replica_commit(rep, &c, ZD_VERIFY_ALWAYS), 0);

@@ -85,14 +85,38 @@ static void checkpoint(struct zd_stat *s, uint64_t epoch, uint64_t pause_ns)
 	zd_stat_add(s, &r, 50);
 }
 
+/* What print writes of s, as a string to free. */
+static char *printed(void (*print)(struct zd_stat *, FILE *), struct zd_stat *s)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	assert_non_null(f);
+	print(s, f);
+	fclose(f);
+	return buf;
+}
+
+/* zd_stat_print_json's summary, parsed. */
+static json_t *summary(struct zd_stat *s)
+{
+	char *buf = printed(zd_stat_print_json, s);
+	json_error_t err;
+	json_t *o = json_loads(buf, 0, &err);
+
+	assert_non_null(o);
+	free(buf);
+	return o;
+}
+
 static void test_rows_and_summary(void **state)
 {
 	struct zd_stat *s = zd_stat_new();
 	struct zd_record r = rec(ZD_REC_HEADER);
 	const struct zd_stat_row *rows;
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f;
+	char *buf;
+	json_t *o;
 
 	r.u.header.mode = ZD_MODE_ZDDSPT;
 	r.u.header.target = "synth:pages=100,dirty=10";
@@ -133,14 +157,11 @@ static void test_rows_and_summary(void **state)
 	assert_true(rows[2].has_pause && rows[2].pause_ns == 2000);
 	assert_true(rows[0].has_pause && rows[0].pause_ns == 1000);
 
-	f = open_memstream(&buf, &len);
-	zd_stat_print_json(s, f);
-	fclose(f);
+	buf = printed(zd_stat_print_json, s);
 	assert_non_null(strchr(buf, '\n'));
-	assert_true(strchr(buf, '\n') == buf + len - 1);	/* one line */
-	json_error_t err;
-	json_t *o = json_loads(buf, 0, &err);
-	assert_non_null(o);
+	assert_true(strchr(buf, '\n') == buf + strlen(buf) - 1);	/* one line */
+	free(buf);
+	o = summary(s);
 	assert_int_equal(json_integer_value(json_object_get(o, "epochs")), 3);
 	assert_int_equal(json_integer_value(json_object_get(o, "dirty_total")), 26);
 	assert_true(json_real_value(json_object_get(o, "standby_precision_mean")) == 0.75);
@@ -156,13 +177,9 @@ static void test_rows_and_summary(void **state)
 	assert_int_equal(json_integer_value(json_object_get(o, "bytes")),
 			 8 + 3 * 50 + 5 * 100 + 6 * 10 + 20);
 	json_decref(o);
-	free(buf);
 
 	/* CSV: a header and one row per epoch */
-	buf = NULL;
-	f = open_memstream(&buf, &len);
-	zd_stat_print_csv(s, f);
-	fclose(f);
+	buf = printed(zd_stat_print_csv, s);
 	int lines = 0;
 	for (char *c = buf; *c; c++)
 		lines += *c == '\n';
@@ -208,9 +225,7 @@ static void test_pages_from_send_stat(void **state)
 {
 	struct zd_stat *s = zd_stat_new();
 	const struct zd_stat_row *rows;
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f;
+	char *buf;
 
 	checkpoint(s, 1, 1000);
 	add_set(s, ZD_REC_DIRTY, 1, 0, 10, 0);
@@ -233,9 +248,7 @@ static void test_pages_from_send_stat(void **state)
 	assert_int_equal(rows[2].pages_sent, 7);
 	assert_int_equal(rows[3].pages_sent, 6);
 
-	f = open_memstream(&buf, &len);
-	zd_stat_print_table(s, f);
-	fclose(f);
+	buf = printed(zd_stat_print_table, s);
 	assert_non_null(strstr(buf, "; sent 26\n"));
 	free(buf);
 	zd_stat_free(s);
@@ -249,10 +262,9 @@ static void test_stall(void **state)
 {
 	struct zd_stat *s = zd_stat_new();
 	const struct zd_stat_row *rows;
-	char *buf = NULL;
-	size_t len = 0;
+	char *buf;
+	json_t *o;
 	double v = -1;
-	FILE *f;
 
 	/* epoch 1: buffered-like, pause 600 us, the guest's clock only */
 	checkpoint(s, 1, 600000);
@@ -276,12 +288,7 @@ static void test_stall(void **state)
 	assert_true(v >= rows[1].pause_ns && rows[1].cow_faults == 35);
 	assert_true(zd_stat_row_stall(&rows[2], &v) && v == 400000);
 
-	f = open_memstream(&buf, &len);
-	zd_stat_print_json(s, f);
-	fclose(f);
-	json_error_t err;
-	json_t *o = json_loads(buf, 0, &err);
-	assert_non_null(o);
+	o = summary(s);
 	json_t *st = json_object_get(o, "stall_ns");
 	assert_non_null(st);
 	assert_int_equal(json_integer_value(json_object_get(st, "p50")), 600000);
@@ -290,13 +297,9 @@ static void test_stall(void **state)
 			 2600000);
 	assert_true(json_real_value(json_object_get(o, "cow_faults_mean")) == 17.5);
 	json_decref(o);
-	free(buf);
 
 	/* CSV: the stall and its parts after wire_bytes */
-	buf = NULL;
-	f = open_memstream(&buf, &len);
-	zd_stat_print_csv(s, f);
-	fclose(f);
+	buf = printed(zd_stat_print_csv, s);
 	assert_non_null(strstr(buf, ",stall_ns,cow_faults,cow_block_ns,guest_stall_ns,guest_lost_ns\n"));
 	assert_non_null(strstr(buf, ",2600000,35,2100000,2600000,0\n"));
 	free(buf);

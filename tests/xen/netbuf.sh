@@ -30,12 +30,7 @@ guest_fresh() {
 	D=$(xl domid zdnb)
 	IFB=zdifb$D.0
 }
-if ! guest_fresh; then
-	skip "a PVH guest with a vif boots and serves" "it did not come up in 3 tries under QEMU TCG (see the lines above)"
-	done_testing
-fi
-at_exit "xl destroy zdnb"
-ok "a PVH guest with a vif boots and serves"
+xen_serving_guest zdnb guest_fresh
 
 # failed NAME DIAG: a check failed. If the guest stopped by itself (the
 # emulation's triple faults, see replicate.sh) that is no finding on

@@ -38,6 +38,9 @@ xen_why() {
 	echo "# xl list: $(xl list "$1" 2>&1 | tail -n 1)"
 	xl dmesg 2>/dev/null | grep -v '^(XEN) \*\*\*' | tail -n 14 | sed 's/^/#   xen: /'
 	tr -d '\r' <"/var/log/xen/guest-$1.log" 2>/dev/null | tail -n 15 | sed 's/^/#   guest: /'
+	# A standby renamed NAME logs under the name it was made with.
+	tr -d '\r' <"/var/log/xen/guest-$1-standby.log" 2>/dev/null | grep -v 'ZD-GAP\|ZD-PROGRESS' | tail -n 25 |
+		sed 's/^/#   standby: /'
 }
 xen_guest_up() {
 	local name=$1 mem=${2:-96} i vif="" disk="" ready=ZD-GUEST-WRITING
@@ -123,16 +126,21 @@ xen_took_over() {
 	fi
 }
 
-# xen_serving_guest NAME: the TAP start of a script that needs a guest with
-# a vif serving at $XEN_GUEST_ADDR (xen_guest_up with XEN_GUEST_NET=1),
-# destroyed at exit. One that does not come up is the emulation's, before
-# zd touches it: the whole script is skipped, saying so.
+# xen_serving_guest NAME [UP...]: the TAP start of a script that needs a
+# guest with a vif serving at $XEN_GUEST_ADDR, destroyed at exit. UP, run
+# with XEN_GUEST_NET=1, brings it up: xen_guest_up NAME unless the script
+# has its own (one that re-creates its guest passes the function it uses
+# for that). One that does not come up is the emulation's, before zd
+# touches it: the whole script is skipped, saying so.
 xen_serving_guest() {
-	if ! XEN_GUEST_NET=1 xen_guest_up "$1"; then
+	local name=$1
+	shift
+	[ $# -eq 0 ] && set -- xen_guest_up "$name"
+	if ! XEN_GUEST_NET=1 "$@"; then
 		skip "a PVH guest with a vif boots and serves" "it did not come up in 3 tries under QEMU TCG (see the lines above)"
 		done_testing
 	fi
-	at_exit "xl destroy $1"
+	at_exit "xl destroy $name"
 	ok "a PVH guest with a vif boots and serves"
 }
 

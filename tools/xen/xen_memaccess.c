@@ -2,7 +2,7 @@
 /*
  * xen_memaccess DOMID [MS]: can mem_access + vm_event trap a running
  * PVH guest's writes here? The building block zddspt's copy-on-write
- * guard would need on Xen (issue 6, item 2). With log-dirty on, as under
+ * guard would need on Xen. With log-dirty on, as under
  * zd-track: find the pages the guest writes (CLEAN, run 50 ms, PEEK), make
  * them read-only with xc_set_mem_access, run the guest MS ms (default 500)
  * answering every write event from the monitor ring (restore rwx on the
