@@ -155,7 +155,7 @@ interrupt() {
 	fi
 	if [ "$to" = group ]; then kill -INT -- -$pid; else kill -INT $pid; fi
 	if ! wait_for 30 gone $pid; then
-		not_ok "$what" "still running 30 s after SIGINT: $(tail -n 3 "$TMP/$tag.err")"
+		not_ok "$what" "still running 30 s after SIGINT: $(tail -n 3 "$TMP/$tag.err"); its processes: $(for p in $(tagged "$tag"); do ps -o pid=,stat=,wchan:20=,args= -p "$p"; done)"
 		kill -KILL -- -$pid 2>/dev/null
 		return
 	fi

@@ -66,6 +66,9 @@ guest_fresh() {
 # (the emulation: no finding, the cycle is tried again on a new guest).
 cycle() {
 	local mode=$1 loss=$2 d=$TMP/$1-$2 P RECV PIPE CLIENT pid0 rc e tmo=()
+	# A retry starts clean: a port file or log left by the last try
+	# would be read as this one's.
+	rm -rf "$d"
 	mkdir -p "$d"
 	pid0=$(domid $G)
 	[ "$loss" = silent ] && tmo=(--timeout "$SILENT_MS") || tmo=(--timeout 0)
