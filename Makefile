@@ -119,7 +119,7 @@ DEB_BUILD := build-essential pkg-config libjansson-dev libzstd-dev libxxhash-dev
 	libcmocka-dev libxen-dev libnl-route-3-dev libsodium-dev libsystemd-dev jq gnuplot-nox
 DEB_TEST := iproute2 nftables openssh-client procps psmisc python3 clang libclang-rt-14-dev shellcheck bash-completion \
 	qemu-system-x86 busybox-static cpio xz-utils zstd kmod libyajl2 libncurses6 libwrap0 \
-	libxml2-utils bc gawk
+	libxml2-utils bc gawk dmsetup
 DEB_DEMO := procps psmisc
 DEB_DEMO_NOKVM := qemu-system-x86 busybox-static cpio xz-utils zstd kmod
 # $(call apt_install,PACKAGES): install those not installed yet.

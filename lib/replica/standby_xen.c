@@ -21,11 +21,24 @@
  *            manage.c), as after a migration. An epoch taken with the
  *            guest paused (checkpoint=pause) cannot be resumed so.
  *   after    xl rename NAME-standby NAME, once the primary is gone
+ *
+ * A guest with a disk (its config's disk = [ '...,target=DEV' ], one
+ * disk, target= last; the stream carries it: zd-track xen:NAME,disk=DEV):
+ * the standby's disk is the replica's DIR/disk.img, in the same slot
+ * (vdev) and with the same options, so the guest that takes over reads
+ * and writes the replica's disk. disk.img must exist, at the disk's size,
+ * when the domain is made (its backend opens it then): the xl create waits
+ * from the HEADER until the first STATE, which follows the first epoch's
+ * DISK records. The disk's contents need no copy: zd-recv applies each
+ * epoch's writes to disk.img at the commit (the standby's backend reads
+ * the file through the page cache), so it holds the committed epoch when
+ * the standby starts.
  */
 #ifdef ZD_HAVE_XEN
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -69,6 +82,8 @@ struct xsb {
 	char primary[128];		/* the primary's name ("" for a domid) */
 	void *map;
 	size_t map_pages;
+	char disk[512];			/* the config's disk spec up to its target= ("": no disk) */
+	bool deferred;			/* xl create waits for disk.img (first STATE) */
 };
 
 /* Run xl with args; its output (stdout and stderr) in out. The exit status,
@@ -161,13 +176,97 @@ static int find_domid(const char *name, uint32_t *domid)
 	return rc;
 }
 
+/* The xl config's disk: the one spec of its disk = [ ... ] up to its
+ * "target=" (prefix, "" if the config has no disk). -1 with sb->err. */
+static int cfg_disk(struct zd_standby *sb, char *prefix, size_t len)
+{
+	FILE *f = fopen(sb->args, "re");
+	char *text = NULL, *p, *end, *q, *spec = NULL;
+	size_t cap = 0;
+	int n = 0, rc = -1;
+
+	prefix[0] = '\0';
+	if (!f) {
+		zd__standby_err(sb, "cannot read the xl config %s: %s", sb->args, strerror(errno));
+		return -1;
+	}
+	if (getdelim(&text, &cap, '\0', f) < 0) {
+		fclose(f);
+		free(text);
+		return 0;		/* empty */
+	}
+	fclose(f);
+	for (p = text; (p = strstr(p, "disk")); p += 4) {
+		const char *b = p;
+
+		/* At a line's start (after blanks), then blanks, '=', '['. */
+		while (b > text && (b[-1] == ' ' || b[-1] == '\t'))
+			b--;
+		if (b > text && b[-1] != '\n')
+			continue;
+		q = p + 4;
+		q += strspn(q, " \t");
+		if (*q != '=')
+			continue;
+		q++;
+		q += strspn(q, " \t\n");
+		if (*q != '[')
+			continue;
+		end = strchr(q, ']');
+		if (!end) {
+			zd__standby_err(sb, "%s: its disk = [ has no ]", sb->args);
+			goto out;
+		}
+		for (q++; q < end; q++) {
+			char quote = *q, *close;
+
+			if (quote != '\'' && quote != '"')
+				continue;
+			close = memchr(q + 1, quote, (size_t)(end - q - 1));
+			if (!close)
+				break;
+			if (n++ == 0)
+				spec = strndup(q + 1, (size_t)(close - q - 1));
+			q = close;
+		}
+		break;
+	}
+	if (n == 0) {
+		rc = 0;
+		goto out;
+	}
+	if (n > 1) {
+		zd__standby_err(sb, "%s gives %d disks: a standby takes over a guest with one disk", sb->args, n);
+		goto out;
+	}
+	q = spec ? strstr(spec, "target=") : NULL;
+	if (!q || (q != spec && q[-1] != ',')) {
+		zd__standby_err(sb, "%s: write the disk as 'KEY=VALUE,...,target=PATH' (target= last): the standby "
+				"puts the replica's disk.img as its target", sb->args);
+		goto out;
+	}
+	if ((size_t)(q - spec) + 1 > len) {
+		zd__standby_err(sb, "%s: the disk spec is too long", sb->args);
+		goto out;
+	}
+	memcpy(prefix, spec, (size_t)(q - spec));
+	prefix[q - spec] = '\0';
+	rc = 0;
+out:
+	free(spec);
+	free(text);
+	return rc;
+}
+
 static int xsb_check(struct zd_standby *sb)
 {
+	char disk[512];
+
 	if (access(sb->args, R_OK) < 0) {
 		zd__standby_err(sb, "cannot read the xl config %s: %s", sb->args, strerror(errno));
 		return -1;
 	}
-	return 0;
+	return cfg_disk(sb, disk, sizeof(disk));
 }
 
 static void xl_destroy(const char *name)
@@ -180,17 +279,16 @@ static void xl_destroy(const char *name)
 
 static void xsb_release(struct zd_standby *sb, bool destroy);
 
+static int make_domain(struct zd_standby *sb, const char *diskimg);
+
 static int xsb_create(struct zd_standby *sb, const struct zd_rec_header *hdr)
 {
 	struct xsb *x;
 	const char *colon = strchr(hdr->target, ':');
 	const char *args = colon ? colon + 1 : "";
 	size_t n = strcspn(args, ",");
-	char nameopt[200], out[4096];
-	xc_dominfo_t info;
 	uint64_t id;
 	uint32_t dummy;
-	int r;
 
 	/* What a failed attempt (an earlier session's) left. */
 	if (sb->priv)
@@ -212,14 +310,38 @@ static int xsb_create(struct zd_standby *sb, const struct zd_rec_header *hdr)
 		zd__standby_err(sb, "a domain named %s exists already (a standby left behind? xl destroy it)", x->name);
 		return -1;
 	}
+	if (cfg_disk(sb, x->disk, sizeof(x->disk)) < 0)
+		return -1;
+	/* With a disk: made at the first STATE, on disk.img. */
+	x->deferred = x->disk[0] != '\0';
+	return x->deferred ? 0 : make_domain(sb, NULL);
+}
+
+/* xl create -p, with the replica's disk.img as the disk (diskimg NULL:
+ * the config's own). */
+static int make_domain(struct zd_standby *sb, const char *diskimg)
+{
+	struct xsb *x = sb->priv;
+	char nameopt[200], out[4096], *diskopt = NULL;
+	xc_dominfo_t info;
+	uint32_t dummy;
+	int r;
+
 	snprintf(nameopt, sizeof(nameopt), "name=\"%s\"", x->name);
+	if (diskimg && asprintf(&diskopt, "disk=['%starget=%s']", x->disk, diskimg) < 0)
+		diskopt = NULL;
 	{
-		char *argv[] = { "xl", "create", "-p", "-q", sb->args, nameopt, NULL };
+		char *argv[] = { "xl", "create", "-p", "-q", sb->args, nameopt, diskopt, NULL };
 
 		r = run_xl(argv, out, sizeof(out));
 	}
+	if (r == 0)
+		zd_debug("standby: xl create -p %s %s%s%s", sb->args, nameopt, diskopt ? " " : "", diskopt ? diskopt : "");
+	free(diskopt);
+	x->deferred = false;
 	if (r != 0) {
-		zd__standby_err(sb, "xl create -p %s %s failed (%s %d): %s", sb->args, nameopt,
+		zd__standby_err(sb, "xl create -p %s %s%s failed (%s %d): %s", sb->args, nameopt,
+				diskimg ? " (disk: the replica's disk.img)" : "",
 				r < 0 ? "cannot run, errno" : "exit", r < 0 ? errno : r, last_line(out));
 		/* xl cleans up after itself; a half-made domain of our name is ours. */
 		if (find_domid(x->name, &dummy) == 0)
@@ -407,6 +529,26 @@ static int xsb_attach(struct zd_standby *sb, const struct zd_replica *rep, const
 		zd__standby_err(sb, "the primary's checkpoints pause the guest (xen:NAME,checkpoint=pause): "
 				"a standby cannot resume them (the default checkpoint=suspend can be)");
 		goto out;
+	}
+	if (x->disk[0] && rep->diskfd < 0 && !rep->meta.disk_size) {
+		zd__standby_err(sb, "%s gives the guest a disk, the stream carries none (protect it with "
+				"zd-track xen:NAME,disk=DEV)", sb->args);
+		goto out;
+	}
+	if (!x->disk[0] && (rep->diskfd >= 0 || rep->meta.disk_size)) {
+		zd__standby_err(sb, "the stream carries a disk, %s gives the guest none", sb->args);
+		goto out;
+	}
+	if (x->deferred) {
+		char img[PATH_MAX + 16], dir[PATH_MAX];
+
+		if (!realpath(rep->dir, dir)) {
+			zd__standby_err(sb, "%s: %s", rep->dir, strerror(errno));
+			goto out;
+		}
+		snprintf(img, sizeof(img), "%s/disk.img", dir);
+		if (make_domain(sb, img) < 0)
+			goto out;
 	}
 	n = zd_pageset_count(&want);
 	if (n != rep->meta.page_count) {

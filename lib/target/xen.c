@@ -66,6 +66,7 @@
 #include <xenstore.h>
 #include <xxhash.h>
 
+#include "xen_disk.h"
 #include "xen_netbuf.h"
 #include "zd/util.h"
 
@@ -141,6 +142,13 @@ struct xen_priv {
 
 	bool output_commit;		/* the spec's output-commit (tracker role) */
 	char name[128];		/* the spec's NAME|DOMID, options cut off */
+	char disk_path[256];		/* the spec's disk= ("": none) */
+	struct zd_xdisk *disk;		/* its log-writes device (tracker role) */
+	uint64_t epoch;			/* the checkpoint this pause takes */
+	bool disk_late;			/* the pause marked the log: read it */
+	bool disk_late_full;		/* ... and skip it (the whole disk went) */
+	uint64_t disk_full_ns;		/* that whole-disk read's time */
+	uint8_t *zeros;			/* a discard's data */
 	struct xen_netbuf *nb;		/* the vifs' output held, NULL: none */
 };
 
@@ -161,9 +169,10 @@ struct xen_spec {
 	bool by_pause;			/* checkpoint=pause */
 	unsigned suspend_ms;		/* suspend-timeout=MS */
 	bool output_commit;		/* output-commit=on|off (default on) */
+	char disk[256];			/* disk=DEV, a log-writes device */
 };
 
-static const char *const spec_keys[] = { "checkpoint", "suspend-timeout", "output-commit" };
+static const char *const spec_keys[] = { "checkpoint", "suspend-timeout", "output-commit", "disk" };
 
 static int spec_set(struct zd_target *t, struct xen_spec *sp, size_t key, const char *val)
 {
@@ -191,6 +200,13 @@ static int spec_set(struct zd_target *t, struct xen_spec *sp, size_t key, const 
 		}
 		set_err(t, "output-commit=%s: want on or off", val);
 		return -2;
+	case 3:
+		if (val[0] != '/' || strlen(val) >= sizeof(sp->disk)) {
+			set_err(t, "disk=%s: want the path of the guest's log-writes device (zd-xen-disk(1))", val);
+			return -2;
+		}
+		snprintf(sp->disk, sizeof(sp->disk), "%s", val);
+		return 0;
 	}
 	return -2;
 }
@@ -224,7 +240,7 @@ static int parse_spec(struct zd_target *t, const char *args, struct xen_spec *sp
 				break;
 		if (k == ZD_ARRAY_SIZE(spec_keys) || !eq) {
 			set_err(t, "unknown option '%s' (want NAME|DOMID[,checkpoint=suspend|pause]"
-				"[,suspend-timeout=MS][,output-commit=on|off])", tok);
+				"[,suspend-timeout=MS][,output-commit=on|off][,disk=DEV])", tok);
 			rc = -2;
 		} else {
 			rc = spec_set(t, sp, k, eq + 1);
@@ -521,6 +537,7 @@ static int xen_connect(struct zd_target *t, const char *args, bool tracker)
 		return r;
 	snprintf(p->name, sizeof(p->name), "%s", sp.name);
 	p->output_commit = sp.output_commit;
+	snprintf(p->disk_path, sizeof(p->disk_path), "%s", sp.disk);
 	p->by_suspend = !sp.by_pause;
 	p->suspend_ms = sp.suspend_ms;
 	p->xch = xc_interface_open(NULL, NULL, 0);
@@ -574,6 +591,10 @@ static void xen_close(struct zd_target *t)
 	if (!p)
 		return;
 	zd__xen_netbuf_close(p->nb);
+	if (p->disk) {
+		zd_xdisk_close(p->disk);
+		free(p->disk);
+	}
 	if (p->xch && p->logdirty)
 		xc_shadow_control(p->xch, p->domid, XEN_DOMCTL_SHADOW_OP_OFF, NULL, 0);
 	if (p->xch && p->asked && !p->suspended) {
@@ -611,6 +632,7 @@ static void xen_close(struct zd_target *t)
 	free(p->audit);
 	free(p->idx);
 	free(p->scratch);
+	free(p->zeros);
 	free(p);
 	t->priv = NULL;
 }
@@ -931,6 +953,17 @@ static int xen_open(struct zd_target *t, const char *args)
 	/* Before the guest runs again: epoch 1's output is held too. */
 	if (p->output_commit && zd__xen_netbuf_open(&p->nb, p->domid, p->name, t->err, sizeof(t->err)) < 0)
 		goto fail;
+	/* Its disk, while it is paused: epoch 1 copies all of it. */
+	if (p->disk_path[0]) {
+		p->disk = zd_xcalloc(1, sizeof(*p->disk));
+		if (zd_xdisk_open(p->disk, p->disk_path, t->err, sizeof(t->err)) < 0) {
+			free(p->disk);
+			p->disk = NULL;
+			goto fail;
+		}
+		zd_debug("xen:%u: disk %s: %" PRIu64 " bytes, log %s, marks zd-%s-EPOCH", p->domid, p->disk_path,
+			 p->disk->bytes, p->disk->log.path, p->disk->run);
+	}
 	p->bm_pages = (size_t)((p->ngfn + 7) / 8 + XEN_PAGE - 1) / XEN_PAGE;
 	p->bm = xc__hypercall_buffer_alloc_pages(p->xch, &p->hb, (int)p->bm_pages);
 	if (!p->bm) {
@@ -1011,6 +1044,7 @@ static int xen_pause(struct zd_target *t, uint64_t epoch)
 	bool suspend = p->by_suspend;
 
 	p->ckpt = p->served = false;
+	p->epoch = epoch;
 	/* A guest someone else paused (xl pause) cannot answer: this
 	 * checkpoint pauses it too, and its STATE says so (a standby will not
 	 * resume such an epoch). */
@@ -1288,9 +1322,103 @@ static int xen_get_state(struct zd_target *t, uint32_t *kind, uint8_t **data, ui
 	return 0;
 }
 
+/* The disk (disk=DEV): in the pause the log is marked (and on epoch 1
+ * or a FULL checkpoint the whole disk read); after it the log's writes
+ * up to the mark are read (skipped after a whole disk).
+ * lib/target/xen_disk.c says which writes an epoch holds. */
+struct disk_walk {
+	struct zd_target *t;
+	int (*fn)(void *arg, uint64_t off, const uint8_t *data, uint32_t len);
+	void *arg;
+	bool failed;			/* fn said no: t->err is not the reader's */
+};
+
+static int disk_piece(void *arg, uint64_t off, const uint8_t *data, uint64_t len)
+{
+	struct disk_walk *w = arg;
+	struct xen_priv *p = w->t->priv;
+
+	if (!data && !p->zeros)
+		p->zeros = zd_xcalloc(1, ZD_DISK_PER_RECORD);
+	while (len) {
+		uint32_t n = (uint32_t)ZD_MIN(len, (uint64_t)ZD_DISK_PER_RECORD);
+
+		if (w->fn(w->arg, off, data ? data : p->zeros, n) < 0) {
+			w->failed = true;
+			return -1;
+		}
+		off += n;
+		len -= n;
+		if (data)
+			data += n;
+	}
+	return 0;
+}
+
+/* In the pause: flush and mark the log (zd_xdisk_mark); with full, read
+ * the whole disk too. The log up to the mark is read after the pause
+ * (xen_disk_writes_late). */
+static int xen_disk_writes(struct zd_target *t, bool full, uint64_t *size,
+			   int (*fn)(void *arg, uint64_t off, const uint8_t *data, uint32_t len), void *arg)
+{
+	struct xen_priv *p = t->priv;
+	struct disk_walk w = { t, fn, arg, false };
+	char err[sizeof(t->err)];
+
+	*size = p->disk ? p->disk->bytes : 0;
+	if (!p->disk || !fn)
+		return 0;
+	if (!p->paused) {
+		set_err(t, "disk writes wanted while the guest runs");
+		return -1;
+	}
+	if (zd_xdisk_mark(p->disk, p->epoch, err, sizeof(err)) < 0) {
+		memcpy(t->err, err, sizeof(err));
+		return -1;
+	}
+	p->disk_late = true;
+	p->disk_late_full = full;
+	p->disk_full_ns = 0;
+	if (full) {
+		uint64_t t0 = zd_now_ns();
+
+		if (zd_xdisk_read_all(p->disk, ZD_DISK_PER_RECORD, disk_piece, &w, err, sizeof(err)) < 0) {
+			if (!w.failed)
+				memcpy(t->err, err, sizeof(err));
+			return -1;
+		}
+		p->disk_full_ns = zd_now_ns() - t0;
+	}
+	return 0;
+}
+
+static int xen_disk_writes_late(struct zd_target *t,
+				int (*fn)(void *arg, uint64_t off, const uint8_t *data, uint32_t len), void *arg)
+{
+	struct xen_priv *p = t->priv;
+	struct disk_walk w = { t, fn, arg, false };
+	char err[sizeof(t->err)];
+
+	if (!p->disk || !p->disk_late)
+		return 0;
+	p->disk_late = false;
+	if (zd_xdisk_read(p->disk, p->disk_late_full ? NULL : disk_piece, &w, err, sizeof(err)) < 0) {
+		if (!w.failed)
+			memcpy(t->err, err, sizeof(err));
+		return -1;
+	}
+	zd_debug("xen:%u: disk: epoch %" PRIu64 ": %" PRIu64 " write(s), %" PRIu64 " bytes logged%s; in the pause "
+		 "flush %.2f ms, mark %.2f ms, whole disk %.2f ms; after it log read %.2f ms (%" PRIu64
+		 " super block read(s), %" PRIu64 " pread(s))", p->domid, p->epoch, p->disk->log.writes,
+		 p->disk->log.bytes, p->disk_late_full ? " (the whole disk sent instead)" : "",
+		 (double)p->disk->flush_ns / 1e6, (double)p->disk->mark_ns / 1e6, (double)p->disk_full_ns / 1e6,
+		 (double)p->disk->read_ns / 1e6, p->disk->log.polls, p->disk->log.reads);
+	return 0;
+}
+
 const struct zd_target_ops zd_target_xen = {
 	.scheme = "xen",
-	.usage = "xen:NAME|DOMID[,checkpoint=suspend|pause][,output-commit=on|off]  a PVH or HVM domain of this Xen host (dom0, root)",
+	.usage = "xen:NAME|DOMID[,checkpoint=suspend|pause][,output-commit=on|off][,disk=DEV]  a PVH or HVM domain of this Xen host (dom0, root)",
 	.open = xen_open,
 	.attach = xen_attach,
 	.close = xen_close,
@@ -1301,6 +1429,8 @@ const struct zd_target_ops zd_target_xen = {
 	.rearm = xen_rearm,
 	.read_pages = xen_read_pages,
 	.paused_writes = xen_paused_writes,
+	.disk_writes = xen_disk_writes,
+	.disk_writes_late = xen_disk_writes_late,
 	.get_state = xen_get_state,
 	.memsum = xen_memsum,
 	.release_output = xen_release_output,

@@ -33,7 +33,7 @@
 #include "zd/util.h"
 
 /* The backup copies from the paused VM: flushed now, or it waits for us. */
-static int send_checkpoint(struct zd_track *k, const struct track_round *rd,
+static int send_checkpoint(struct zd_track *k, struct track_round *rd,
 			   const struct zd_pageset *pages, const uint8_t *data)
 {
 	if (zd__track_send_checkpoint(k, rd, zd_pageset_empty(pages) ? NULL : pages, data) < 0)

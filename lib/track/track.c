@@ -318,7 +318,7 @@ int zd__track_checkpoint(struct zd_track *k, struct track_round *rd, struct zd_t
 	return 0;
 }
 
-int zd__track_send_checkpoint(struct zd_track *k, const struct track_round *rd,
+int zd__track_send_checkpoint(struct zd_track *k, struct track_round *rd,
 			      const struct zd_pageset *pages, const uint8_t *data)
 {
 	/* WP_EXACT: the pages first, so that zd-swap knows at DIRTY what is

@@ -4,7 +4,10 @@
  * the vCPU state: the writes the guest issued since the last resume, each
  * copied with the bytes it wrote (the target's write log), or the whole
  * disk on the run's first epoch and on a FULL one (a backup that starts
- * or resyncs has no disk to apply writes to). After the epoch's pages:
+ * or resyncs has no disk to apply writes to). A target whose log keeps
+ * the pause's writes apart by itself (xen: a mark in dm-log-writes' log)
+ * only marks it at the pause and gives the writes when they are sent
+ * (disk_writes_late), the guest running again. After the epoch's pages:
  * one DISK record per write (split at ZD_DISK_PER_RECORD, zstd-packed
  * when that is smaller), then a STAT "disk". The copy while paused is a
  * memcpy; packing happens as the records are sent.
@@ -70,7 +73,7 @@ int zd__track_collect_disk(struct zd_track *k, struct track_round *rd)
 	pthread_mutex_lock(&k->tlock);
 	/* the size first: the records carry it */
 	r = ops->disk_writes(k->t, false, &size, NULL, NULL);
-	c.size = size;
+	c.size = rd->disk_size = size;
 	if (r == 0 && size)
 		r = ops->disk_writes(k->t, rd->disk_full, &size, add_write, &c);
 	if (r == 0 && size && k->o->verify && ops->disksum) {
@@ -87,11 +90,30 @@ int zd__track_collect_disk(struct zd_track *k, struct track_round *rd)
 	return 0;
 }
 
-int zd__track_send_disk(struct zd_track *k, const struct track_round *rd)
+/* The writes the target gives after the pause (xen: its log read to the
+ * pause's mark), into rd after those of the pause. */
+static int collect_late(struct zd_track *k, struct track_round *rd)
+{
+	struct collect c = { rd, k->epoch, rd->disk_size };
+	int r;
+
+	if (!rd->disk_size || !k->t->ops->disk_writes_late)
+		return 0;
+	pthread_mutex_lock(&k->tlock);
+	r = k->t->ops->disk_writes_late(k->t, add_write, &c);
+	pthread_mutex_unlock(&k->tlock);
+	if (r < 0)
+		return zd__track_fail(k, ZD_EXIT_TARGET, "%s: disk writes: %s", k->t->spec, k->t->err);
+	return 0;
+}
+
+int zd__track_send_disk(struct zd_track *k, struct track_round *rd)
 {
 	static const char *const keys[] = { "writes", "bytes", "records", "wire_bytes", "full" };
 	uint64_t wire = 0;
 
+	if (collect_late(k, rd) < 0)
+		return -1;
 	if (!rd->ndisk)
 		return 0;
 	for (size_t i = 0; i < rd->ndisk; i++) {

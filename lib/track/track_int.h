@@ -88,6 +88,7 @@ struct track_round {
 	struct zd_record *disk;
 	size_t ndisk, disk_cap;
 	uint64_t disk_writes, disk_bytes;	/* for the STAT "disk" */
+	uint64_t disk_size;		/* 0: the guest has no disk */
 	bool disk_full;
 	uint64_t harvest_ns;		/* zd__track_harvest_all's time */
 	/* zddspt: pre-copied pages sent with the checkpoint, after DIRTY
@@ -135,14 +136,15 @@ void zd__track_resume_quietly(struct zd_track *k);	/* after a failure while paus
 int zd__track_checkpoint(struct zd_track *k, struct track_round *rd, struct zd_target_ckpt *ck);
 /* CHECKPOINT, DIRTY (k->dirty), PAGES of `pages` from data (NULL: none),
  * STATE, COMMIT: the epoch as the stages downstream read it. */
-int zd__track_send_checkpoint(struct zd_track *k, const struct track_round *rd,
+int zd__track_send_checkpoint(struct zd_track *k, struct track_round *rd,
 			      const struct zd_pageset *pages, const uint8_t *data);
 void zd__track_round_free(struct track_round *rd);
 /* track_disk.c: the epoch's disk writes into rd (paused; the whole disk
  * on the run's first epoch and on a FULL one), [disksum into the COMMIT],
- * then sent as DISK records and a STAT "disk". */
+ * then sent as DISK records and a STAT "disk", with those the target
+ * gives only after the pause (disk_writes_late) collected first. */
 int zd__track_collect_disk(struct zd_track *k, struct track_round *rd);
-int zd__track_send_disk(struct zd_track *k, const struct track_round *rd);
+int zd__track_send_disk(struct zd_track *k, struct track_round *rd);
 void zd__track_disk_free(struct track_round *rd);
 
 int zd__emit_checkpoint(struct zd_track *k, const struct zd_rec_checkpoint *c);

@@ -132,11 +132,22 @@ expect_fail "trace: not a stream" 4 "^zd-track: trace:$TMP/text: $TMP/text: byte
 if zd-track xen: --epochs 1 2>&1 | grep -q 'want xen:NAME'; then
 	expect_fail "xen: output-commit neither on nor off" 2 \
 		'^zd-track: xen:g,output-commit=maybe: output-commit=maybe: want on or off' zd-track xen:g,output-commit=maybe
-	expect_fail "xen: unknown option" 2 "^zd-track: xen:g,bogus=1: unknown option 'bogus' \\(want NAME\\|DOMID.*output-commit=on\\|off\\]\\)" \
+	expect_fail "xen: unknown option" 2 "^zd-track: xen:g,bogus=1: unknown option 'bogus' \\(want NAME\\|DOMID.*output-commit=on\\|off\\]\\[,disk=DEV\\]\\)" \
 		zd-track xen:g,bogus=1
+	expect_fail "xen: disk= not an absolute path" 2 \
+		"^zd-track: xen:g,disk=dev/x: disk=dev/x: want the path of the guest's log-writes device" zd-track xen:g,disk=dev/x
+	# zd-recv --standby xen:CFG reads the config's disk at its start.
+	printf 'name = "g"\ndisk = [ "vdev=xvda,target=/a", "vdev=xvdb,target=/b" ]\n' >"$TMP/two.cfg"
+	expect_fail "standby xen: a config with two disks" 2 "^zd-recv: --standby xen:$TMP/two.cfg: $TMP/two.cfg gives 2 disks: a standby takes over a guest with one disk" \
+		zd-recv --listen 127.0.0.1:0 --replica "$TMP/r2" --standby "xen:$TMP/two.cfg"
+	printf 'name = "g"\ndisk = [ "phy:/dev/x,xvda,w" ]\n' >"$TMP/pos.cfg"
+	expect_fail "standby xen: a disk without target=" 2 "^zd-recv: --standby xen:$TMP/pos.cfg: $TMP/pos.cfg: write the disk as 'KEY=VALUE,...,target=PATH'" \
+		zd-recv --listen 127.0.0.1:0 --replica "$TMP/r3" --standby "xen:$TMP/pos.cfg"
 else
-	skip "xen: output-commit neither on nor off" "this build has no xen: target"
-	skip "xen: unknown option" "this build has no xen: target"
+	for w in "xen: output-commit neither on nor off" "xen: unknown option" "xen: disk= not an absolute path" \
+		"standby xen: a config with two disks" "standby xen: a disk without target="; do
+		skip "$w" "this build has no xen: target"
+	done
 fi
 
 done_testing

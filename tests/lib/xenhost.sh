@@ -15,10 +15,11 @@
 #           $BUILD/tests/xen_*, every shared library they need (ldd, plus
 #           ld-linux and libgcc_s: xl aborts without it), and /guest: the
 #           same kernel and an initramfs with busybox, the xen-netfront
-#           module and tests/xen/guest_writer (a PVH guest that keeps
-#           writing 8 MiB and serves "seq N" on TCP port 7777); its /init
-#           configures eth0 (10.77.0.2/24, or ZD_GUEST_IP= on the guest's
-#           command line) when the domain has a vif.
+#           and xen-blkfront modules and tests/xen/guest_writer (a PVH
+#           guest that keeps writing 8 MiB and serves "seq N" on TCP port
+#           7777); its /init configures eth0 (10.77.0.2/24, or
+#           ZD_GUEST_IP= on the guest's command line) when the domain has
+#           a vif, and loads blkfront when it has a disk.
 #
 # dom0's network: the bridge xenbr0 at 10.77.0.1/24, no uplink; a guest
 # created with vif="bridge=xenbr0,script=/zd/tests/xen/vif-zd" is on it
@@ -70,11 +71,11 @@ xenhost_say() { [ "${XENHOST_VERBOSE:-0}" = 1 ] && echo "xenhost: $*" >&2; retur
 xenhost_usage() { echo "usage: xenhost.sh run [--timeout SEC] -- SCRIPT [ARG...]"; }
 
 XENHOST_MODULES="xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-netback bridge \
-ifb sch_ingress act_mirred cls_matchall"
+ifb sch_ingress act_mirred cls_matchall xen-blkback loop dm-mod dm-log-writes"
 # Copied into dom0's /mod, not loaded: the tests load them when they want.
 XENHOST_MODULES_LATER="sch_plug"
 # The guest's (its initramfs /lib).
-XENHOST_GUEST_MODULES="xen-netfront"
+XENHOST_GUEST_MODULES="xen-netfront xen-blkfront"
 
 # The newest Debian kernel whose modules include the Xen ones.
 xenhost_find_kernel() {
@@ -141,7 +142,8 @@ EOF
 }
 
 # The guest's /init: busybox sh. With a vif (xl's vif=), netfront and eth0
-# at ZD_GUEST_IP; then guest_writer, which writes memory and serves.
+# at ZD_GUEST_IP; with a disk (disk=), blkfront (/dev/xvda); then
+# guest_writer, which writes memory and serves.
 xenhost_guest_init() {
 	cat <<'GEOF'
 #!/bin/busybox sh
@@ -150,8 +152,17 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 ip link set lo up
+mkdir -p /dev && mount -t devtmpfs dev /dev 2>/dev/null
+# A front end only for the devices the domain has (xl's vif=, disk=):
+# a guest without them stays as small as it was.
+for m in $(cat /lib/mod.order); do
+	case $m in
+	xen-netfront.ko) [ -e /sys/bus/xen/devices/vif-0 ] || continue ;;
+	xen-blkfront.ko) ls /sys/bus/xen/devices | grep -q '^vbd-' || continue ;;
+	esac
+	insmod "/lib/$m"
+done
 if [ -e /sys/bus/xen/devices/vif-0 ]; then
-	for m in $(cat /lib/mod.order); do insmod "/lib/$m"; done
 	i=0
 	while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 	if ip addr add "${ZD_GUEST_IP:-10.77.0.2/24}" dev eth0 && ip link set eth0 up; then
@@ -180,14 +191,18 @@ xenhost_initrd() {
 		files+=("$XEN_ROOT$XEN_TOOLS/$f")
 	done
 	cp "$XEN_ROOT/etc/xen/xl.conf" "$stage/etc/xen/" 2>/dev/null
-	# xenstore-read/-write: the vif hotplug script (tests/xen/vif-zd).
+	# xenstore-read/-write: the vif hotplug script (tests/xen/vif-zd);
+	# xenstore-ls: the tests' diagnostics. /usr/bin/env: the script
+	# tools' #! line (zd, zd-xen-disk).
 	mkdir -p "$stage/usr/bin"
-	for f in xenstore-read xenstore-write; do
+	ln -s /bin/busybox "$stage/usr/bin/env"
+	for f in xenstore-read xenstore-write xenstore-ls; do
 		cp -L "$XEN_ROOT/usr/bin/$f" "$stage/usr/bin/$f" || return 1
 		files+=("$XEN_ROOT/usr/bin/$f")
 	done
-	# jq: zd-demo and the tests read zd-client's JSON with it.
-	local shells=("$(command -v bash)" "$(command -v jq)")
+	# jq: zd-demo and the tests read zd-client's JSON with it; dmsetup:
+	# zd-xen-disk (a guest's disk on a log-writes device).
+	local shells=("$(command -v bash)" "$(command -v jq)" "$(command -v dmsetup)")
 	qemuhost_stage_files "$stage" "${shells[@]}" || return 1
 	files+=("${shells[@]}")
 	# ZD_TOP: the tools, the tests, the test helpers built for Xen.

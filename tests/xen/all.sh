@@ -12,13 +12,16 @@ rc=0
 # standby.sh (its refusals, remus, and the standby made at takeover) and
 # takeover.sh (every mode, three losses each, with a client) need room for
 # two guests.
+# disk.sh: a guest's disk on a log-writes device, replicated and taken
+# over with its memory: one loss (SIGKILL) per mode (remus, buffered,
+# zddspt) by default, ~10 min under TCG; ZD_XEN_DISK_KILLS=N for N each.
 # takeover.sh: by default each mode once, each with another of the three
 # losses (remus: the pipeline SIGKILLed, buffered: xl destroy of the
 # primary, zddspt: a silent primary; ~5 min each under TCG, more when a
 # retry is needed); ZD_XEN_TAKEOVER=1 runs every mode with every loss,
 # one after another on the taken-over guest (~30 min), and demo.sh
 # (zd demo --xen) too.
-parts="tests/xen/replicate.sh tests/xen/unlogged.sh tests/xen/service.sh tests/xen/netbuf.sh tests/xen/standby.sh tests/xen/takeover.sh"
+parts="tests/xen/replicate.sh tests/xen/unlogged.sh tests/xen/service.sh tests/xen/netbuf.sh tests/xen/standby.sh tests/xen/disk.sh tests/xen/takeover.sh"
 [ "${ZD_XEN_TAKEOVER:-0}" = 1 ] && parts="$parts tests/xen/demo.sh"
 for t in $parts; do
 	case $t in */standby.sh) ZD_XEN_MODES=${ZD_XEN_STANDBY_MODES:-remus} bash "$t" || rc=1 ;;

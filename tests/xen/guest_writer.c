@@ -20,8 +20,22 @@
  * memory, so a replica taken at a checkpoint holds it. The guest's /init
  * (a busybox script xenhost.sh writes) configures eth0 when the domain
  * has a vif; without one the service listens anyway, unreachable.
+ * With ZD_DISK=1 (tests/xen/disk.sh) a third process writes a counter to
+ * the guest's disk and to its memory in one step, over and over: it
+ * writes block 1 + n % 255 (4 KiB, every byte n's low byte, n in its first
+ * 8 bytes), then sector 0 ("ZDDISK1\0", n), O_DIRECT|O_SYNC, then
+ * counts n in memory. Before each step it reads both back and checks
+ * them against its memory's count: a disk and a memory taken at one
+ * checkpoint always agree so (a write that completed before the
+ * checkpoint, the count not yet in memory, is written again by the same
+ * step after a takeover). It says "ZD-DISK-READY", once a second
+ * "ZD-DISK <realtime ms> <n>" and "ZD-MEM <MemAvailable kB>" (the guest
+ * is small: a test sees memory run short before the OOM killer ends a
+ * writer), and "ZD-DISK-BAD ..." on a disagreement.
  * Static, no libc beyond what -static brings: the guest has nothing else.
  */
+#define _GNU_SOURCE
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -116,6 +130,84 @@ static void serve(unsigned port)
 	}
 }
 
+/* MemAvailable of /proc/meminfo in kB, -1 if unknown. */
+static long mem_available(void)
+{
+	char line[128];
+	long kb = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+#define DISK_DEV "/dev/xvda"
+#define DISK_MAGIC "ZDDISK1"
+
+/* Never returns. */
+static void disk_writer(void)
+{
+	static uint64_t count;		/* the memory's count: in guest memory */
+	struct timespec nap = { 0, 20000000 };
+	uint8_t *buf;
+	int64_t said = 0;
+	unsigned bad = 0;
+	int fd = -1;
+
+	for (int i = 0; i < 300 && fd < 0; i++) {
+		fd = open(DISK_DEV, O_RDWR | O_DIRECT | O_SYNC);
+		if (fd < 0)
+			usleep(100000);
+	}
+	if (fd < 0 || posix_memalign((void **)&buf, 4096, 4096)) {
+		perror("ZD-DISK-NONE " DISK_DEV);
+		fflush(stdout);
+		_exit(1);
+	}
+	puts("ZD-DISK-READY");
+	fflush(stdout);
+	for (;;) {
+		uint64_t d = 0, n;
+		off_t blk = (off_t)(1 + count % 255) * 4096;
+
+		/* The disk as the memory's count says it must be. */
+		if (pread(fd, buf, 4096, 0) == 4096 && !memcmp(buf, DISK_MAGIC, 8))
+			memcpy(&d, buf + 8, 8);
+		if (d != count && bad++ < 5)
+			printf("ZD-DISK-BAD disk %llu memory %llu\n", (unsigned long long)d,
+			       (unsigned long long)count);
+		if (count && pread(fd, buf, 4096, blk) == 4096) {
+			memcpy(&d, buf, 8);
+			if ((d != count || buf[4095] != (uint8_t)count) && bad++ < 5)
+				printf("ZD-DISK-BAD block %lld holds %llu, memory %llu\n", (long long)blk / 4096,
+				       (unsigned long long)d, (unsigned long long)count);
+		}
+		n = count + 1;
+		memset(buf, (int)(n & 0xff), 4096);
+		memcpy(buf, &n, 8);
+		if (pwrite(fd, buf, 4096, (off_t)(1 + n % 255) * 4096) != 4096)
+			perror("ZD-DISK-BAD write");
+		memset(buf, 0, 512);
+		memcpy(buf, DISK_MAGIC, 8);
+		memcpy(buf + 8, &n, 8);
+		if (pwrite(fd, buf, 512, 0) != 512)
+			perror("ZD-DISK-BAD write");
+		count = n;
+		if (now_ms() - said >= 1000) {
+			said = now_ms();
+			printf("ZD-DISK %lld %llu\nZD-MEM %ld\n", (long long)said, (unsigned long long)count,
+			       mem_available());
+			fflush(stdout);
+		}
+		nanosleep(&nap, NULL);
+	}
+}
+
 int main(void)
 {
 	uint8_t *ws = malloc(WS);
@@ -134,6 +226,8 @@ int main(void)
 	 * writer's naps do not delay the answers. */
 	if (fork() == 0)
 		serve(getenv("ZD_SERVE_PORT") ? (unsigned)atoi(getenv("ZD_SERVE_PORT")) : SERVE_PORT);
+	if (getenv("ZD_DISK") && !strcmp(getenv("ZD_DISK"), "1") && fork() == 0)
+		disk_writer();
 	puts("ZD-GUEST-WRITING");
 	fflush(stdout);
 	last = said = now_ms();

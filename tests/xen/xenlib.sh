@@ -6,7 +6,9 @@
 # reports its progress). XEN_GUEST_NET=1 gives the guest a vif on dom0's
 # bridge xenbr0 (tests/lib/xenhost.sh) through our hotplug script
 # tests/xen/vif-zd, and waits until its service listens at
-# $XEN_GUEST_ADDR (10.77.0.2:7777, guest_writer's).
+# $XEN_GUEST_ADDR (10.77.0.2:7777, guest_writer's). XEN_GUEST_DISK: the
+# guest's one disk, an xl disk spec (tests/xen/disk.sh: its log-writes
+# device through our hotplug script tests/xen/block-zd).
 XEN_GUEST_ADDR=10.77.0.2:7777
 # xen_guest_stopped NAME: true when domain NAME is gone, or shut down or
 # crashed by itself (xl list's state: s or c; under QEMU TCG the PVH guest
@@ -41,7 +43,8 @@ xen_why() {
 		sed 's/^/#   standby: /'
 }
 xen_guest_up() {
-	local name=$1 mem=${2:-96} i vif="" ready=ZD-GUEST-WRITING
+	local name=$1 mem=${2:-96} i vif="" disk="" ready=ZD-GUEST-WRITING
+	[ -n "${XEN_GUEST_DISK:-}" ] && disk="disk = [ '$XEN_GUEST_DISK' ]"
 	if [ "${XEN_GUEST_NET:-0}" = 1 ]; then
 		vif="vif = [ \"mac=00:16:3e:7a:00:02,bridge=xenbr0,script=$ZD_TOP/tests/xen/vif-zd\" ]"
 		ready=ZD-GUEST-SERVING
@@ -57,6 +60,7 @@ vcpus = 1
 on_reboot = "preserve"
 on_crash = "preserve"
 $vif
+$disk
 CFG
 	local try
 	# A guest that stopped while it booted (the triple faults seen under
