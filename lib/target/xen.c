@@ -108,7 +108,6 @@ struct xen_priv {
 	bool by_suspend;		/* checkpoint=suspend (the default) */
 	bool suspended;			/* stopped in its suspend hypercall by us */
 	bool asked;			/* we wrote "suspend" to control/shutdown */
-	bool said_paused;		/* told that someone else paused it */
 	unsigned suspend_ms;		/* how long the guest has to suspend */
 	struct xs_handle *xs;		/* read-write, checkpoint=suspend */
 
@@ -137,6 +136,12 @@ struct xen_priv {
 	uint8_t *cc;			/* (unless more than CC_MAX) */
 	size_t ncc, cc_cap;
 	bool served;			/* read_pages gave cc's pages in this pause */
+
+	/* This epoch's pre-copy (zddspt's reads while the guest runs): */
+	uint64_t *pc_idx;		/* its pages, ascending */
+	uint8_t *pc;			/* as read, what the replica gets of them */
+	size_t npc, pc_cap;
+	bool pc_partial;		/* more than CC_MAX pages, or out of order */
 
 	uint8_t *audit;			/* ZD_XEN_AUDIT=1: every page as read_pages gave it */
 
@@ -414,6 +419,10 @@ static int suspend_guest(struct zd_target *t)
 			domain_lost(t, &info);
 			return -1;
 		}
+		/* Paused by someone else after we asked (wait_until_unpaused):
+		 * the guest answers once it runs again. */
+		if (info.paused)
+			deadline = zd_now_ns() + (uint64_t)p->suspend_ms * 1000000u;
 		if (zd_now_ns() >= deadline) {
 			/* Take the request back; a guest that still suspends
 			 * late is resumed by xen_close. */
@@ -629,6 +638,8 @@ static void xen_close(struct zd_target *t)
 	zd_pageset_free(&p->ckpt_set);
 	free(p->cc_idx);
 	free(p->cc);
+	free(p->pc_idx);
+	free(p->pc);
 	free(p->audit);
 	free(p->idx);
 	free(p->scratch);
@@ -865,6 +876,43 @@ out:
 	return rc;
 }
 
+/* The pages of this epoch's pre-copy that are not in `dirty` and changed
+ * since it read them (an event Xen set pending, often while the guest is
+ * paused for the checkpoint) are written behind log-dirty: the replica
+ * holds them as pre-copied. */
+static void learn_after_precopy(struct xen_priv *p, const struct zd_pageset *dirty, const char *how)
+{
+	for (size_t k = 0; k < p->npc; k++) {
+		uint64_t i = p->pc_idx[k];
+
+		if (!zd_pageset_contains(dirty, i) && find_idx(p->ul, p->nul, i) < 0 &&
+		    memcmp(p->pc + k * XEN_PAGE, p->mem + i * XEN_PAGE, XEN_PAGE))
+			add_unlogged(p, i, p->pc + k * XEN_PAGE, how);
+	}
+}
+
+/* Keep what zddspt's pre-copy read of pages first..first+count, as read
+ * (buf), for learn_after_precopy. */
+static void keep_precopied(struct xen_priv *p, uint64_t first, uint64_t count, const uint8_t *buf)
+{
+	if (p->pc_partial)
+		return;
+	if (p->npc + count > CC_MAX || (p->npc && first <= p->pc_idx[p->npc - 1])) {
+		zd_debug("xen:%u: pre-copy of more than %u pages or out of order: not checked for writes "
+			 "behind log-dirty", p->domid, CC_MAX);
+		p->pc_partial = true;
+		return;
+	}
+	if (p->npc + count > p->pc_cap) {
+		p->pc_cap = ZD_MAX(p->npc + count, 2 * p->pc_cap);
+		p->pc_idx = zd_xrealloc(p->pc_idx, p->pc_cap * sizeof(*p->pc_idx));
+		p->pc = zd_xrealloc(p->pc, p->pc_cap * XEN_PAGE);
+	}
+	memcpy(p->pc + p->npc * XEN_PAGE, buf, count * XEN_PAGE);
+	for (uint64_t j = 0; j < count; j++)
+		p->pc_idx[p->npc++] = first + j;
+}
+
 /* A checkpoint's harvest (paused): the frames written behind log-dirty
  * that the replica does not hold as they are now join dirty; then dirty's
  * pages are copied (cc), those frames from the same snapshot. */
@@ -874,6 +922,7 @@ static void checkpoint_copy(struct xen_priv *p, struct zd_pageset *dirty)
 	struct zd_pageset_iter it;
 	uint64_t pg, n;
 
+	learn_after_precopy(p, dirty, "changed after its pre-copy with no dirty bit");
 	for (size_t i = 0; i < p->nul; i++) {
 		uint8_t *snap = p->ul_snap + i * XEN_PAGE;
 
@@ -1037,29 +1086,43 @@ static int xen_run_until(struct zd_target *t, uint64_t deadline_ns)
 	return 0;
 }
 
-static int xen_pause(struct zd_target *t, uint64_t epoch)
+/* A guest someone else paused (xl pause; xl destroy pauses a domain
+ * before it destroys it) cannot answer a suspend, and an epoch taken by a
+ * plain pause could not be resumed in a new domain: the checkpoint waits
+ * until the guest runs again, or is gone (the run then ends as lost, the
+ * replica at the last epoch taken by suspend, which a standby can
+ * resume). zd-send's heartbeats tell the backup zd-track is alive
+ * meanwhile. */
+static int wait_until_unpaused(struct zd_target *t)
 {
 	struct xen_priv *p = t->priv;
 	xc_dominfo_t info;
-	bool suspend = p->by_suspend;
+	bool said = false;
+
+	for (;;) {
+		if (domain_info(t, &info) < 0)
+			return -1;
+		if (!info.paused || info.shutdown)
+			break;
+		if (!said)
+			zd_warnx("xen:%u: paused by someone else (xl pause?): checkpoints wait until it runs again",
+				 p->domid);
+		said = true;
+		zd_sleep_ns(10000000);
+	}
+	if (said)
+		zd_debug("xen:%u: runs again: checkpoints go on", p->domid);
+	return 0;
+}
+
+static int xen_pause(struct zd_target *t, uint64_t epoch)
+{
+	struct xen_priv *p = t->priv;
 
 	p->ckpt = p->served = false;
 	p->epoch = epoch;
-	/* A guest someone else paused (xl pause) cannot answer: this
-	 * checkpoint pauses it too, and its STATE says so (a standby will not
-	 * resume such an epoch). */
-	if (suspend && xc_domain_getinfo(p->xch, p->domid, 1, &info) == 1 && info.domid == p->domid &&
-	    info.paused && !info.shutdown) {
-		if (!p->said_paused)
-			zd_debug("xen:%u: paused by someone else: checkpoints pause it, they cannot be "
-				 "taken over until it runs again", p->domid);
-		p->said_paused = true;
-		suspend = false;
-	} else {
-		p->said_paused = false;
-	}
-	if (suspend) {
-		if (suspend_guest(t) < 0)
+	if (p->by_suspend) {
+		if (wait_until_unpaused(t) < 0 || suspend_guest(t) < 0)
 			return -1;
 	} else if (xc_domain_pause(p->xch, p->domid) < 0) {
 		/* Synchronous: returns once every vCPU is off the CPUs. */
@@ -1102,6 +1165,8 @@ static int xen_resume(struct zd_target *t)
 	}
 	p->paused = false;
 	p->ckpt = p->served = false;
+	p->npc = 0;
+	p->pc_partial = false;
 	return 0;
 }
 
@@ -1178,6 +1243,8 @@ static int xen_read_pages(struct zd_target *t, uint64_t epoch, const struct zd_p
 		} else {
 			memcpy(buf, p->mem + first * XEN_PAGE, count * XEN_PAGE);
 			/* zddspt's pre-copy (running): the replica gets these. */
+			if (!p->paused)
+				keep_precopied(p, first, count, buf);
 			for (size_t u = 0; u < p->nul; u++)
 				if (p->ul[u] >= first && p->ul[u] < first + count)
 					memcpy(p->ul_sent + u * XEN_PAGE, buf + (p->ul[u] - first) * XEN_PAGE,
@@ -1235,6 +1302,7 @@ static int xen_memsum(struct zd_target *t, uint64_t *sum)
 		    memcmp(p->cc + k * XEN_PAGE, p->mem + i * XEN_PAGE, XEN_PAGE))
 			add_unlogged(p, i, p->cc + k * XEN_PAGE, "written while paused for a checkpoint");
 	}
+	learn_after_precopy(p, &p->ckpt_set, "written while paused after its pre-copy");
 	if (p->audit && p->served)
 		audit(t);
 	h = XXH3_createState();

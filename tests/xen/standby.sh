@@ -171,7 +171,7 @@ run_mode() {
 		sleep 0.2
 	done
 	if grep -q 'has shut down\|has crashed\|has died' "$d/track.err"; then
-		echo "# $mode: the guest stopped by itself before the kill (try $try): $(grep -o 'domain [0-9]* has [a-z ]*' "$d/track.err" | head -1)"
+		echo "# $mode: the guest stopped by itself before the kill (try $try): $(grep -o 'domain [0-9]* has \(shut down\|crashed\|died\)[^;]*' "$d/track.err" | head -1)"
 		xl dmesg | grep -v '^(XEN) \*\*\*' | tail -n 5 | sed 's/^/#   xen: /'
 		kill "$PIPE" "$RECV" 2>/dev/null
 		wait "$RECV" 2>/dev/null

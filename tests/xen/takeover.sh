@@ -113,7 +113,7 @@ cycle() {
 		sleep 0.2
 	done
 	if grep -q 'has shut down\|has crashed\|has died' "$d/track.err"; then
-		echo "# $mode, $loss: the guest stopped by itself before the loss (emulation): $(grep -o 'domain [0-9]* has [a-z ]*' "$d/track.err" | head -1)"
+		echo "# $mode, $loss: the guest stopped by itself before the loss (emulation): $(grep -o 'domain [0-9]* has \(shut down\|crashed\|died\)[^;]*' "$d/track.err" | head -1)"
 		kill "$PIPE" "$RECV" "$CLIENT" 2>/dev/null
 		return 2
 	fi
