@@ -18,7 +18,8 @@
  *            hypercall (checkpoint=suspend): 0 is "resumed in a new
  *            domain", and Linux binds its event channels, shared_info,
  *            grant table and xenstore/console again (drivers/xen/
- *            manage.c), as after a migration. An epoch taken with the
+ *            manage.c), as after a migration; its xenstore and console
+ *            rings are zeroed first, as Xen's restore does. An epoch taken with the
  *            guest paused (checkpoint=pause) cannot be resumed so.
  *   after    xl rename NAME-standby NAME, once the primary is gone
  *
@@ -641,6 +642,33 @@ static int say_suspend(struct zd_standby *sb)
 	return 0;
 }
 
+/* The xenstore and console rings as Xen's own restore leaves them
+ * (handle_hvm_params in libxenguest): zeroed. The replica holds the
+ * primary's rings, their indices as xenstored and xenconsoled had left
+ * them for the primary; the standby's daemons start from an empty ring,
+ * and the guest resumed in a new domain starts its side afresh
+ * (xb_init_comms, the hvc driver's resume). */
+static int clear_rings(struct zd_standby *sb)
+{
+	static const struct { int param; const char *what; } rings[] = {
+		{ HVM_PARAM_STORE_PFN, "xenstore" }, { HVM_PARAM_CONSOLE_PFN, "console" },
+	};
+	struct xsb *x = sb->priv;
+
+	for (size_t i = 0; i < sizeof(rings) / sizeof(rings[0]); i++) {
+		uint64_t gfn;
+
+		if (xc_hvm_param_get(x->xch, x->domid, rings[i].param, &gfn) < 0 || !gfn)
+			continue;	/* none: nothing to clear */
+		if (xc_clear_domain_page(x->xch, x->domid, (xen_pfn_t)gfn) < 0) {
+			zd__standby_err(sb, "clearing %s's %s ring (gfn %#" PRIx64 "): %s", x->name, rings[i].what,
+					gfn, strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static int xsb_start(struct zd_standby *sb, const uint8_t *state, uint32_t len)
 {
 	struct xsb *x = sb->priv;
@@ -685,7 +713,7 @@ static int xsb_start(struct zd_standby *sb, const uint8_t *state, uint32_t len)
 		zd__standby_err(sb, "setting %s's HVM context: %s", x->name, strerror(errno));
 		goto out;
 	}
-	if (say_suspend(sb) < 0)
+	if (clear_rings(sb) < 0 || say_suspend(sb) < 0)
 		goto out;
 	if (xc_domain_unpause(x->xch, x->domid) < 0) {
 		zd__standby_err(sb, "unpause %s: %s", x->name, strerror(errno));
