@@ -195,7 +195,7 @@ if [ -z "$pairs" ]; then
 	done
 fi
 TRIES=${ZD_XEN_TRIES:-3}
-mode_now= up=0
+mode_now='' up=0
 for pair in $pairs; do
 	mode=${pair%%:*} loss=${pair#*:}
 	# A new mode starts on a new guest; so does a retry, and the cycle
