@@ -713,6 +713,15 @@ static int xsb_start(struct zd_standby *sb, const uint8_t *state, uint32_t len)
 		zd__standby_err(sb, "setting %s's HVM context: %s", x->name, strerror(errno));
 		goto out;
 	}
+	/* The guest stood still from the checkpoint to the takeover: Xen's
+	 * default timer mode (no_delay_for_missed_ticks) would inject every
+	 * tick of its virtual timers "missed" meanwhile at once, a storm the
+	 * resumed kernel spends tens of seconds in or dies of (bench/README.md,
+	 * the Xen standby's takeover). One pending missed tick at most. */
+	if (xc_hvm_param_set(x->xch, x->domid, HVM_PARAM_TIMER_MODE, HVMPTM_one_missed_tick_pending) < 0) {
+		zd__standby_err(sb, "setting %s's timer mode: %s", x->name, strerror(errno));
+		goto out;
+	}
 	if (clear_rings(sb) < 0 || say_suspend(sb) < 0)
 		goto out;
 	if (xc_domain_unpause(x->xch, x->domid) < 0) {
