@@ -19,8 +19,9 @@
  *            domain", and Linux binds its event channels, shared_info,
  *            grant table and xenstore/console again (drivers/xen/
  *            manage.c), as after a migration; its xenstore and console
- *            rings are zeroed first, as Xen's restore does. An epoch taken with the
- *            guest paused (checkpoint=pause) cannot be resumed so.
+ *            rings are zeroed and its timer mode set first. An epoch
+ *            taken with the guest paused (checkpoint=pause) cannot be
+ *            resumed so.
  *   after    xl rename NAME-standby NAME, once the primary is gone
  *
  * A guest with a disk (its config's disk = [ '...,target=DEV' ], one

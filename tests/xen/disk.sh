@@ -176,13 +176,13 @@ run_mode() {
 	for _ in $(seq 3000); do
 		e=$(sed -n 's/.*epoch \([0-9]*\) committed.*/\1/p' "$d/recv.err" | tail -1)
 		[ -n "$e" ] && [ "$e" -ge "$KILL_AT" ] && break
-		grep -q 'has shut down\|has crashed\|has died' "$d/track.err" && break
+		track_saw_stop "$d/track.err" && break
 		alive "$RECV" || break
 		alive "$PIPE" || break
 		sleep 0.2
 	done
-	if grep -q 'has shut down\|has crashed\|has died' "$d/track.err"; then
-		echo "# $what: the guest stopped by itself before the kill (try $try): $(grep -o 'domain [0-9]* has \(shut down\|crashed\|died\)[^;]*' "$d/track.err" | head -1)"
+	if track_saw_stop "$d/track.err"; then
+		echo "# $what: the guest stopped by itself before the kill (try $try): $(track_stop_reason "$d/track.err")"
 		# Not the emulation's triple fault: memory ran out (ours to fix).
 		if oom_why "$(glog zdguest)"; then
 			kill "$PIPE" "$RECV" 2>/dev/null

@@ -97,8 +97,8 @@ run_mode() {
 	# the guest said and run the mode again on a new guest, up to
 	# ZD_XEN_TRIES (3) times in all; then it fails.
 	local try=${2:-1}
-	if grep -q 'has shut down\|has crashed\|has died' "$d/track.err" && [ "$try" -lt "${ZD_XEN_TRIES:-3}" ]; then
-		echo "# $mode: the guest stopped by itself: $(grep -o 'domain [0-9]* has \(shut down\|crashed\|died\)[^;]*' "$d/track.err" | head -1)"
+	if track_saw_stop "$d/track.err" && [ "$try" -lt "${ZD_XEN_TRIES:-3}" ]; then
+		echo "# $mode: the guest stopped by itself: $(track_stop_reason "$d/track.err")"
 		xl dmesg | grep -v '^(XEN) \*\*\*' | tail -n 8 | sed 's/^/#   xen: /'
 		tr -d '\r' </var/log/xen/guest-zdguest.log | grep -v '^ZD-\(GAP\|PROGRESS\)' | tail -n 8 | sed 's/^/#   guest: /'
 		kill "$RECV" 2>/dev/null
@@ -115,7 +115,7 @@ run_mode() {
 	fi
 	# Still stopping by itself after every try: what zd committed until
 	# then is checked; the rest cannot be, and is skipped, saying why.
-	if grep -q 'has shut down\|has crashed\|has died' "$d/track.err"; then
+	if track_saw_stop "$d/track.err"; then
 		recv_wait "$RECV"
 		rc=$?
 		# A guest that died is a lost VM: END status 3, and with no

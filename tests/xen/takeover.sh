@@ -108,12 +108,12 @@ cycle() {
 			echo "# $mode, $loss: $((SECONDS - t0)) s: epoch ${e:-0} committed, $(wc -l <"$d/client.log" 2>/dev/null) answers; zd-track: $(tail -n 1 "$d/track.err" 2>/dev/null)"
 		fi
 		[ "${e:-0}" -ge "$KILL_AT" ] && [ "$(wc -l <"$d/client.log" 2>/dev/null)" -ge 3 ] && break
-		grep -q 'has shut down\|has crashed\|has died' "$d/track.err" && break
+		track_saw_stop "$d/track.err" && break
 		alive "$RECV" && alive "$PIPE" || break
 		sleep 0.2
 	done
-	if grep -q 'has shut down\|has crashed\|has died' "$d/track.err"; then
-		echo "# $mode, $loss: the guest stopped by itself before the loss (emulation): $(grep -o 'domain [0-9]* has \(shut down\|crashed\|died\)[^;]*' "$d/track.err" | head -1)"
+	if track_saw_stop "$d/track.err"; then
+		echo "# $mode, $loss: the guest stopped by itself before the loss (emulation): $(track_stop_reason "$d/track.err")"
 		kill "$PIPE" "$RECV" "$CLIENT" 2>/dev/null
 		return 2
 	fi

@@ -17,6 +17,12 @@ xen_guest_stopped() {
 	xl list "$1" 2>/dev/null | awk 'NR == 2 && $5 !~ /[sc]/ {up = 1} END {exit up}'
 }
 
+# track_saw_stop ERR: zd-track's stderr ERR says its guest stopped by
+# itself (a domain that shut down, crashed or died); track_stop_reason
+# ERR: the words it said it with.
+track_saw_stop() { grep -q 'has shut down\|has crashed\|has died' "$1"; }
+track_stop_reason() { grep -o 'domain [0-9]* has \(shut down\|crashed\|died\)[^;]*' "$1" | head -1; }
+
 # xen_await_suspend NAME: wait (at most 120 s) until the guest's xenbus
 # says it can suspend (control/feature-suspend): under TCG its user space
 # can serve before that, and zd-track refuses a guest that has not said it.
