@@ -454,7 +454,14 @@ static int on_commit(struct session *s, struct zd_record *r, uint64_t off)
 		zd_standby_note(s->opts->standby, s->rep);
 	if ((rc = zd_replica_commit(s->rep, &r->u.commit, s->opts->verify)))
 		return bad_record(s, rc, off, r);
-	zd_debug("epoch %" PRIu64 " committed (%" PRIu64 " pages)", r->u.commit.epoch, r->u.commit.pages);
+	{
+		bool checked = s->opts->verify != ZD_VERIFY_NEVER;
+		uint32_t f = r->u.commit.flags;
+
+		zd_debug("epoch %" PRIu64 " committed (%" PRIu64 " pages%s%s)", r->u.commit.epoch, r->u.commit.pages,
+			 checked && (f & ZD_COMMIT_HAS_MEMSUM) ? "; memory checksum equal" : "",
+			 checked && (f & ZD_COMMIT_HAS_DISKSUM) ? "; disk checksum equal" : "");
+	}
 	zd_notify_status(&s->notified_ns, "epoch %" PRIu64 " committed, from %s", r->u.commit.epoch,
 			 s->conn->name);
 	status_committed(s, r->u.commit.epoch);

@@ -1461,20 +1461,24 @@ static int xen_disk_writes(struct zd_target *t, bool full, uint64_t *size,
 }
 
 static int xen_disk_writes_late(struct zd_target *t,
-				int (*fn)(void *arg, uint64_t off, const uint8_t *data, uint32_t len), void *arg)
+				int (*fn)(void *arg, uint64_t off, const uint8_t *data, uint32_t len), void *arg,
+				bool *sum_void)
 {
 	struct xen_priv *p = t->priv;
 	struct disk_walk w = { t, fn, arg, false };
 	char err[sizeof(t->err)];
+	uint64_t late = 0;
 
+	*sum_void = false;
 	if (!p->disk || !p->disk_late)
 		return 0;
 	p->disk_late = false;
-	if (zd_xdisk_read(p->disk, p->disk_late_full ? NULL : disk_piece, &w, err, sizeof(err)) < 0) {
+	if (zd_xdisk_read(p->disk, p->disk_late_full ? NULL : disk_piece, &w, &late, err, sizeof(err)) < 0) {
 		if (!w.failed)
 			memcpy(t->err, err, sizeof(err));
 		return -1;
 	}
+	*sum_void = late > 0;
 	zd_debug("xen:%u: disk: epoch %" PRIu64 ": %" PRIu64 " write(s), %" PRIu64 " bytes logged%s; in the pause "
 		 "flush %.2f ms, mark %.2f ms, whole disk %.2f ms; after it log read %.2f ms (%" PRIu64
 		 " super block read(s), %" PRIu64 " pread(s))", p->domid, p->epoch, p->disk->log.writes,
@@ -1482,6 +1486,43 @@ static int xen_disk_writes_late(struct zd_target *t,
 		 (double)p->disk->flush_ns / 1e6, (double)p->disk->mark_ns / 1e6, (double)p->disk_full_ns / 1e6,
 		 (double)p->disk->read_ns / 1e6, p->disk->log.polls, p->disk->log.reads);
 	return 0;
+}
+
+static int hash_piece(void *arg, uint64_t off, const uint8_t *data, uint64_t len)
+{
+	(void)off;
+	zd_hash64_update(arg, data, (size_t)len);
+	return 0;
+}
+
+/* --verify: the disk read whole in the pause, after the mark
+ * (xen_disk_writes), then a second mark, so that the log read says whether
+ * a write that was still in flight at the pause completed during this
+ * read (zd_xdisk_mark_sum; the sum is then not sent). */
+static int xen_disksum(struct zd_target *t, uint64_t *sum, uint64_t *size)
+{
+	struct xen_priv *p = t->priv;
+	char err[sizeof(t->err)];
+	XXH3_state_t *h;
+	int r;
+
+	*size = p->disk ? p->disk->bytes : 0;
+	if (!p->disk)
+		return 0;
+	if (!p->paused || !p->disk_late) {
+		set_err(t, "disk checksum wanted outside a checkpoint's pause");
+		return -1;
+	}
+	h = XXH3_createState();
+	XXH3_64bits_reset(h);
+	r = zd_xdisk_read_all(p->disk, ZD_DISK_PER_RECORD, hash_piece, h, err, sizeof(err));
+	*sum = XXH3_64bits_digest(h);
+	XXH3_freeState(h);
+	if (r == 0)
+		r = zd_xdisk_mark_sum(p->disk, p->epoch, err, sizeof(err));
+	if (r < 0)
+		memcpy(t->err, err, sizeof(err));
+	return r;
 }
 
 const struct zd_target_ops zd_target_xen = {
@@ -1499,6 +1540,7 @@ const struct zd_target_ops zd_target_xen = {
 	.paused_writes = xen_paused_writes,
 	.disk_writes = xen_disk_writes,
 	.disk_writes_late = xen_disk_writes_late,
+	.disksum = xen_disksum,
 	.get_state = xen_get_state,
 	.memsum = xen_memsum,
 	.release_output = xen_release_output,

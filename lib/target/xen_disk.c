@@ -486,7 +486,9 @@ void zd_xdisk_close(struct zd_xdisk *d)
 	zd_lwlog_close(&d->log);
 }
 
-int zd_xdisk_mark(struct zd_xdisk *d, uint64_t epoch, char *err, size_t errlen)
+/* Flush DEV, so that every write that completed is logged, then put the
+ * mark text in its log. */
+static int flush_and_mark(struct zd_xdisk *d, const char *text, char *err, size_t errlen)
 {
 	struct {
 		struct dm_target_msg m;
@@ -495,37 +497,89 @@ int zd_xdisk_mark(struct zd_xdisk *d, uint64_t epoch, char *err, size_t errlen)
 	char e[160], reply[sizeof(struct dm_ioctl) + sizeof(msg) + 64];
 	uint64_t t0 = now_ns(), t1;
 
-	/* Every write that completed is logged before the mark. */
 	if (fsync(d->fd) < 0)
 		return fail(err, errlen, "disk=%s: flush: %s", d->path, strerror(errno));
 	t1 = now_ns();
-	snprintf(d->mark, sizeof(d->mark), "zd-%s-%" PRIu64, d->run, epoch);
 	memset(&msg, 0, sizeof(msg));
-	snprintf(msg.text, sizeof(msg.text), "mark %s", d->mark);
+	snprintf(msg.text, sizeof(msg.text), "mark %s", text);
 	if (dm_ioctl(d->dev, DM_TARGET_MSG, 0, &msg, sizeof(msg), reply, sizeof(reply), e, sizeof(e)) < 0)
-		return fail(err, errlen, "disk=%s: mark %s: %s", d->path, d->mark, e);
+		return fail(err, errlen, "disk=%s: mark %s: %s", d->path, text, e);
 	d->flush_ns = t1 - t0;
 	d->mark_ns = now_ns() - t1;
-	d->read_ns = 0;
 	return 0;
 }
 
-int zd_xdisk_read(struct zd_xdisk *d, zd_lw_fn fn, void *arg, char *err, size_t errlen)
+int zd_xdisk_mark(struct zd_xdisk *d, uint64_t epoch, char *err, size_t errlen)
+{
+	snprintf(d->mark, sizeof(d->mark), "zd-%s-%" PRIu64, d->run, epoch);
+	d->sum_mark[0] = '\0';
+	d->read_ns = 0;
+	return flush_and_mark(d, d->mark, err, errlen);
+}
+
+int zd_xdisk_mark_sum(struct zd_xdisk *d, uint64_t epoch, char *err, size_t errlen)
+{
+	uint64_t flush_ns = d->flush_ns, mark_ns = d->mark_ns;
+	int r;
+
+	snprintf(d->sum_mark, sizeof(d->sum_mark), "zd-%s-%" PRIu64 "-sum", d->run, epoch);
+	r = flush_and_mark(d, d->sum_mark, err, errlen);
+	/* The checkpoint's figures stay those of its own mark. */
+	d->flush_ns = flush_ns;
+	d->mark_ns = mark_ns;
+	return r;
+}
+
+/* The writes and discards logged from where the log was read to up to the
+ * mark text, counted and not consumed. */
+static int count_to(struct zd_xdisk *d, const char *text, uint64_t *n, char *err, size_t errlen)
+{
+	struct zd_lwlog *lw = &d->log;
+	struct zd_lwlog keep = *lw;
+	int r = zd_lwlog_until(lw, text, 10000000000ull, NULL, NULL, err, errlen);
+
+	*n = lw->writes + lw->discards;
+	lw->off = keep.off;
+	lw->consumed = keep.consumed;
+	lw->win_len = 0;
+	lw->writes = keep.writes;
+	lw->bytes = keep.bytes;
+	lw->discards = keep.discards;
+	lw->flushes = keep.flushes;
+	lw->polls += keep.polls;
+	lw->reads += keep.reads;
+	if (r == 1)
+		return fail(err, errlen, "disk=%s: the mark %s is not in the log %s after 10 s", d->path, text,
+			    lw->path);
+	return r;
+}
+
+int zd_xdisk_read(struct zd_xdisk *d, zd_lw_fn fn, void *arg, uint64_t *late, char *err, size_t errlen)
 {
 	uint64_t t0 = now_ns();
 	int r;
 
+	if (late)
+		*late = 0;
 	if (!d->mark[0])
 		return 0;
 	/* The log thread writes the mark shortly; 10 s covers an emulated
 	 * dom0. */
 	r = zd_lwlog_until(&d->log, d->mark, 10000000000ull, fn, arg, err, errlen);
-	d->read_ns = now_ns() - t0;
 	if (r == 1)
-		return fail(err, errlen, "disk=%s: the mark %s is not in the log %s after 10 s (log full? dmsetup "
-			    "status says 'logging_disabled' then)", d->path, d->mark, d->log.path);
+		r = fail(err, errlen, "disk=%s: the mark %s is not in the log %s after 10 s (log full? dmsetup "
+			 "status says 'logging_disabled' then)", d->path, d->mark, d->log.path);
 	if (r == 0)
 		d->mark[0] = '\0';
+	if (r == 0 && d->sum_mark[0]) {
+		uint64_t n = 0;
+
+		r = count_to(d, d->sum_mark, &n, err, errlen);
+		if (late)
+			*late = n;
+		d->sum_mark[0] = '\0';
+	}
+	d->read_ns = now_ns() - t0;
 	return r;
 }
 

@@ -84,6 +84,7 @@ struct zd_xdisk {
 	uint64_t bytes;
 	char run[24];			/* this run's id, in its marks */
 	char mark[64];			/* the last mark put, "" once read to */
+	char sum_mark[80];		/* put after a checksum read of DEV, "" once read to */
 	struct zd_lwlog log;
 	/* The last checkpoint's: */
 	uint64_t flush_ns, mark_ns, read_ns;
@@ -100,8 +101,18 @@ int zd_xdisk_mark(struct zd_xdisk *d, uint64_t epoch, char *err, size_t errlen);
  * since the mark read to last up to the last zd_xdisk_mark's (fn NULL:
  * skip them). What the log holds before a mark never changes, and what
  * the guest writes after the pause is logged after the mark. 0 at once
- * when there is no mark to read to. */
-int zd_xdisk_read(struct zd_xdisk *d, zd_lw_fn fn, void *arg, char *err, size_t errlen);
+ * when there is no mark to read to. late: see zd_xdisk_mark_sum (NULL:
+ * not wanted). */
+int zd_xdisk_read(struct zd_xdisk *d, zd_lw_fn fn, void *arg, uint64_t *late, char *err, size_t errlen);
+/* A checksum of DEV read in the pause, after zd_xdisk_mark, is of the disk
+ * at that mark only if no write completed while it was read: a write in
+ * flight in dom0's blkback at the pause can complete then, and it is
+ * logged after the mark. zd_xdisk_mark_sum, after the read, flushes DEV
+ * and marks the log again ("zd-RUN-EPOCH-sum"); the next zd_xdisk_read
+ * then also counts the writes and discards logged between the two marks
+ * into *late, without consuming them (they are the next epoch's).
+ * *late 0: the checksum is the disk at the mark. */
+int zd_xdisk_mark_sum(struct zd_xdisk *d, uint64_t epoch, char *err, size_t errlen);
 /* The whole disk as it reads now (pread of DEV), in pieces of at most
  * chunk bytes. */
 int zd_xdisk_read_all(struct zd_xdisk *d, uint32_t chunk, zd_lw_fn fn, void *arg, char *err, size_t errlen);

@@ -12,6 +12,7 @@
  * when that is smaller), then a STAT "disk". The copy while paused is a
  * memcpy; packing happens as the records are sent.
  */
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,15 +96,23 @@ int zd__track_collect_disk(struct zd_track *k, struct track_round *rd)
 static int collect_late(struct zd_track *k, struct track_round *rd)
 {
 	struct collect c = { rd, k->epoch, rd->disk_size };
+	bool sum_void = false;
 	int r;
 
 	if (!rd->disk_size || !k->t->ops->disk_writes_late)
 		return 0;
 	pthread_mutex_lock(&k->tlock);
-	r = k->t->ops->disk_writes_late(k->t, add_write, &c);
+	r = k->t->ops->disk_writes_late(k->t, add_write, &c, &sum_void);
 	pthread_mutex_unlock(&k->tlock);
 	if (r < 0)
 		return zd__track_fail(k, ZD_EXIT_TARGET, "%s: disk writes: %s", k->t->spec, k->t->err);
+	if (sum_void && (rd->commit.u.commit.flags & ZD_COMMIT_HAS_DISKSUM)) {
+		/* A checksum that may hold the next epoch's writes would fail a
+		 * replica that is right: this epoch goes without one. */
+		rd->commit.u.commit.flags &= ~(uint32_t)ZD_COMMIT_HAS_DISKSUM;
+		zd_debug("epoch %" PRIu64 ": no disk checksum in its COMMIT: a write completed while the disk was "
+			 "read for it", k->epoch);
+	}
 	return 0;
 }
 

@@ -110,11 +110,13 @@ struct zd_target_ops {
 	/* Optional: the rest of disk_writes' writes, called once after it,
 	 * the VM running again or not, with the same fn: a target that only
 	 * marks its write log in the pause (xen: dm-log-writes) reads it
-	 * here, out of the pause. */
+	 * here, out of the pause. *sum_void true: the disksum taken in that
+	 * pause may hold writes of the next epoch (it is not to be sent). */
 	int (*disk_writes_late)(struct zd_target *t,
 				int (*fn)(void *arg, uint64_t off, const uint8_t *data, uint32_t len),
-				void *arg);
-	/* Optional: zd_hash64 of the whole disk (paused); *size 0 if none. */
+				void *arg, bool *sum_void);
+	/* Optional: zd_hash64 of the whole disk (paused, after disk_writes);
+	 * *size 0 if none. */
 	int (*disksum)(struct zd_target *t, uint64_t *sum, uint64_t *size);
 
 	/* Device and vCPU state, malloc'd blob; kind as in zd_rec_state. */

@@ -5,7 +5,8 @@
  * the writes up to a mark, in log order, flushes and other marks skipped,
  * a discard as zeros; the next call goes on from there; a mark not yet in
  * the log (or a log the kernel has not written to yet) is "not yet";
- * entries written where the reader read ahead are read again; and
+ * entries written where the reader read ahead are read again; --verify's
+ * second mark counts what lies between without consuming it; and
  * the refusals, each naming what is wrong: bad magic, an entry past the
  * device, a log truncated inside an entry's data, unknown flags.
  */
@@ -267,6 +268,51 @@ static void test_skip(void **state)
 	zd_lwlog_close(&lw);
 }
 
+/* --verify's second mark (zd_xdisk_mark_sum): the writes logged between
+ * an epoch's mark and its -sum mark are counted, and still come with the
+ * next epoch; none between them: 0. */
+static void test_sum_mark(void **state)
+{
+	static struct seen s;
+	struct zd_xdisk d;
+	uint64_t late = 99;
+	char err[256];
+
+	memset(&s, 0, sizeof(s));
+	memset(&d, 0, sizeof(d));
+	d.fd = -1;
+	log_start();
+	log_entry(1, 1, 0, NULL, 0x10);			/* epoch 1's */
+	log_entry(0, 0, ZD_LW_MARK, "zd-r-1", 0);
+	log_entry(2, 1, 0, NULL, 0x20);			/* in flight at the pause */
+	log_entry(0, 0, ZD_LW_FLUSH, NULL, 0);
+	log_entry(0, 0, ZD_LW_MARK, "zd-r-1-sum", 0);
+	log_entry(3, 1, 0, NULL, 0x30);
+	log_entry(0, 0, ZD_LW_MARK, "zd-r-2", 0);
+	log_entry(0, 0, ZD_LW_MARK, "zd-r-2-sum", 0);
+	log_write(ZD_LW_MAGIC, nentries, loglen);
+	assert_int_equal(zd_lwlog_open(&d.log, path, DEV, err, sizeof(err)), 0);
+
+	snprintf(d.mark, sizeof(d.mark), "zd-r-1");
+	snprintf(d.sum_mark, sizeof(d.sum_mark), "zd-r-1-sum");
+	assert_int_equal(zd_xdisk_read(&d, apply, &s, &late, err, sizeof(err)), 0);
+	assert_int_equal(late, 1);
+	assert_int_equal(s.calls, 1);
+	assert_int_equal(s.off[0], 1 * SS);
+	assert_int_equal(d.log.writes, 1);
+	assert_string_equal(d.sum_mark, "");
+
+	snprintf(d.mark, sizeof(d.mark), "zd-r-2");
+	snprintf(d.sum_mark, sizeof(d.sum_mark), "zd-r-2-sum");
+	assert_int_equal(zd_xdisk_read(&d, apply, &s, &late, err, sizeof(err)), 0);
+	assert_int_equal(late, 0);
+	assert_int_equal(s.calls, 3);
+	assert_int_equal(s.off[1], 2 * SS);
+	assert_int_equal(s.disk[2 * SS], 0x20);
+	assert_int_equal(s.off[2], 3 * SS);
+	zd_lwlog_close(&d.log);
+}
+
 /* expect_refused(WANT): reading up to zd-r-1 fails, the message has WANT. */
 static void expect_refused(const char *want)
 {
@@ -326,6 +372,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_not_yet, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_ahead, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_skip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sum_mark, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_magic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_past_device, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),

@@ -155,7 +155,7 @@ run_mode() {
 	rm -rf "$d"
 	mkdir -p "$d"
 	zd-recv --listen 127.0.0.1:0 --port-file "$d/port" --replica "$d/replica" --once --timeout 0 \
-		--no-fsync --standby "xen:$CFG" --fence-timeout 120000 -v \
+		--verify --no-fsync --standby "xen:$CFG" --fence-timeout 120000 -v \
 		--fence "xl destroy zdguest; cp $d/replica/disk.img $d/snap.img; mv $(glog zdguest) $d/primary.log" \
 		2>"$d/recv.err" &
 	RECV=$!
@@ -166,7 +166,7 @@ run_mode() {
 	fi
 	local remus_opts=()
 	[ "$mode" = remus ] && remus_opts=(--timeout 300000 --grace 5000)
-	{ (echo "$BASHPID" >"$d/track.pid"; exec zd-track -v "xen:zdguest,disk=$DEV" --mode "$mode" \
+	{ (echo "$BASHPID" >"$d/track.pid"; exec zd-track -v "xen:zdguest,disk=$DEV" --mode "$mode" --verify \
 		--interval "$INTERVAL" --epochs 100000 "${remus_opts[@]}" 2>"$d/track.err") |
 		zd-swap 2>"$d/swap.err" |
 		zd-send "$P" --timeout 0 --heartbeat 0 --delta-cache 32M >/dev/null 2>"$d/send.err"; } &
@@ -233,6 +233,17 @@ run_mode() {
 		return
 	fi
 	grep 'taking over\|running at epoch\|xl create -p' "$d/recv.err" | sed "s/^/# $what: /"
+	# --verify: each COMMIT carries the disk's checksum read in the pause,
+	# unless a write still in flight at the pause completed while it was
+	# read (zd-track then leaves it out, and says so).
+	local nsum nvoid
+	nsum=$(grep -c 'committed (.*; disk checksum equal' "$d/recv.err")
+	nvoid=$(grep -c 'no disk checksum in its COMMIT' "$d/track.err")
+	if [ "$nsum" -ge 1 ] && [ $((nsum + nvoid)) -ge "${E:-1}" ]; then
+		ok "$what: --verify: the replica's disk = the primary's at $nsum committed epoch(s) by checksum ($nvoid left without one)"
+	else
+		not_ok "$what: --verify checks the disk at every epoch" "$nsum epoch(s) checked, $nvoid without a checksum, taken over at ${E:-?}"
+	fi
 	# The epochs' disk writes and what they cost in the pause.
 	sed -n 's/.*disk: epoch \([0-9]*\): \([0-9]*\) write(s), \([0-9]*\) bytes logged\([^;]*\); in the pause flush \([0-9.]*\) ms, mark \([0-9.]*\) ms, whole disk [0-9.]* ms; after it log read \([0-9.]*\) ms (\([0-9]*\) super block read(s), \([0-9]*\) pread(s)).*/\1 \2 \3 \5 \6 \7 \8 \9\4/p' \
 		"$d/track.err" >"$d/disk.stats"
