@@ -459,9 +459,9 @@ static void stat_kv(struct zd_rec_stat *st, const char *key, uint64_t ns)
 
 /* Where an epoch's time went on this side, behind its ACK: zd-send puts
  * it beside its own parts of T1 → ACK (its STAT "latency"). t holds the
- * COMMIT read, the ends of verify, commit mark and apply, and the ACK
- * written (CLOCK_MONOTONIC ns); pre, what went before the verify (the
- * standby's note), counted with the ACK's part. */
+ * COMMIT read, the ends of verify, commit mark and apply, and the start
+ * of the ACK's write (CLOCK_MONOTONIC ns); pre, what went before the
+ * verify (the standby's note), counted with the ACK's part. */
 static int recv_stat(struct session *s, uint64_t epoch, const uint64_t t[5], uint64_t pre)
 {
 	const struct zd_replica *rep = s->rep;
@@ -532,9 +532,12 @@ static int on_commit(struct session *s, struct zd_record *r, uint64_t off)
 	ack.u.ack.epoch = r->u.commit.epoch;
 	ack.u.ack.commit_wall_ns = s->rep->meta.commit_wall_ns;
 	ack.u.ack.status = 0;
+	/* Before the ACK's write, not after: on loopback the write wakes
+	 * zd-send, which may read the ACK before this thread runs again, and
+	 * a part of ours must end before T1 → ACK does. */
+	t[4] = zd_now_ns();
 	if ((rc = send_back(s, &ack)))
 		return rc;
-	t[4] = zd_now_ns();
 	if (s->ack_ok && (rc = recv_stat(s, r->u.commit.epoch, t, pre)))
 		return rc;
 	s->ep_first_ns = s->ep_stage_ns = s->ep_decode_ns = s->ep_journal_ns = 0;
