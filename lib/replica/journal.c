@@ -583,11 +583,16 @@ int zd_replica_stage_verify(struct zd_replica *rep, const struct zd_rec_commit *
 		return rc;
 	}
 	zd_pageset_free(&d);
+	rep->sum_ns = 0;
 	if (verify == ZD_VERIFY_ALWAYS && !(c->flags & ZD_COMMIT_HAS_MEMSUM))
 		return zd__rep_fail(rep, ZD_EXIT_DATA, "COMMIT of epoch %" PRIu64
 				    " has no memory checksum (--verify wants zd-track --verify)", st->epoch);
 	if (verify != ZD_VERIFY_NEVER && (c->flags & ZD_COMMIT_HAS_MEMSUM)) {
-		if ((rc = overlay_memsum(rep, &sum)))
+		uint64_t t0 = zd_now_ns();
+
+		rc = overlay_memsum(rep, &sum);
+		rep->sum_ns += zd_now_ns() - t0;
+		if (rc)
 			return rc;
 		if (sum != c->memsum)
 			return zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 ": replica memory checksum 0x%016" PRIx64
@@ -602,7 +607,11 @@ int zd_replica_stage_verify(struct zd_replica *rep, const struct zd_rec_commit *
 		if (rep->diskfd < 0)
 			return zd__rep_fail(rep, ZD_EXIT_DATA, "COMMIT of epoch %" PRIu64
 					    " has a disk checksum, the replica no disk", st->epoch);
-		if ((rc = overlay_disksum(rep, &dsum)))
+		uint64_t t0 = zd_now_ns();
+
+		rc = overlay_disksum(rep, &dsum);
+		rep->sum_ns += zd_now_ns() - t0;
+		if (rc)
 			return rc;
 		if (dsum != c->disksum)
 			return zd__rep_fail(rep, ZD_EXIT_DATA, "epoch %" PRIu64 ": replica disk checksum 0x%016" PRIx64
@@ -661,11 +670,13 @@ int zd_replica_stage_verify(struct zd_replica *rep, const struct zd_rec_commit *
 int zd_replica_commit_mark(struct zd_replica *rep)
 {
 	struct zd_stage *st = rep->st;
+	uint64_t t0 = zd_now_ns();
 
 	if (!st || !st->verified)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "commit of an unverified epoch");
 	if (ftruncate(st->fd, (off_t)st->off) < 0 || (rep->sync && fsync(st->fd) < 0))
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal.tmp: %s", rep->dir, strerror(errno));
+	rep->fsync_ns = zd_now_ns() - t0;
 	if (renameat(rep->dirfd, "journal.tmp", rep->dirfd, "journal") < 0)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal: rename: %s", rep->dir, strerror(errno));
 	rep->st = NULL;

@@ -8,7 +8,8 @@
  *   CHECKPOINT  stage_begin (an epoch also opens at its first PAGES, which
  *               pre-copy sends before the CHECKPOINT)
  *   DIRTY, PAGES, STATE   staged
- *   COMMIT      verify, commit, apply; then ACK(epoch, commit wall ns)
+ *   COMMIT      verify, commit, apply; then ACK(epoch, commit wall ns),
+ *               and STAT "recv": where the epoch's time went here
  *   END         the primary stopped cleanly; END back, session over
  *   STAT "heartbeat"  nothing to do: any record is a sign of life
  *
@@ -177,6 +178,11 @@ struct session {
 	bool hello_done, hello_expired, wd_running;
 	pthread_t wd;
 	uint64_t notified_ns;	/* last STATUS= to a service manager */
+	/* The open epoch's time here, CLOCK_MONOTONIC ns, for its STAT
+	 * "recv": its first record read (0: none yet), the time spent on its
+	 * records (staging them), and in that the PAGES' decoding and their
+	 * writes to journal.tmp. */
+	uint64_t ep_first_ns, ep_stage_ns, ep_decode_ns, ep_journal_ns;
 };
 
 static void *hello_watchdog(void *arg)
@@ -445,15 +451,65 @@ static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 	return 0;
 }
 
+static void stat_kv(struct zd_rec_stat *st, const char *key, uint64_t ns)
+{
+	snprintf(st->kv[st->n].key, sizeof(st->kv[st->n].key), "%s", key);
+	st->kv[st->n++].value = (double)ns;
+}
+
+/* Where an epoch's time went on this side, behind its ACK: zd-send puts
+ * it beside its own parts of T1 → ACK (its STAT "latency"). t holds the
+ * COMMIT read, the ends of verify, commit mark and apply, and the start
+ * of the ACK's write (CLOCK_MONOTONIC ns); pre, what went before the
+ * verify (the standby's note), counted with the ACK's part. */
+static int recv_stat(struct session *s, uint64_t epoch, const uint64_t t[5], uint64_t pre)
+{
+	const struct zd_replica *rep = s->rep;
+	struct zd_record st;
+	uint64_t verify = t[1] - t[0] - pre, mark = t[2] - t[1];
+
+	zd_record_init(&st, ZD_REC_STAT);
+	st.u.stat.epoch = epoch;
+	snprintf(st.u.stat.source, sizeof(st.u.stat.source), "recv");
+	if (s->ep_first_ns && s->ep_first_ns <= t[0]) {
+		stat_kv(&st.u.stat, "receive_ns", t[0] - s->ep_first_ns);
+		stat_kv(&st.u.stat, "stage_ns", s->ep_stage_ns);
+		stat_kv(&st.u.stat, "decode_ns", s->ep_decode_ns);
+		stat_kv(&st.u.stat, "journal_ns", s->ep_journal_ns);
+	}
+	stat_kv(&st.u.stat, "verify_ns", verify);
+	stat_kv(&st.u.stat, "checksum_ns", ZD_MIN(rep->sum_ns, verify));
+	stat_kv(&st.u.stat, "fsync_ns", ZD_MIN(rep->fsync_ns, mark));
+	stat_kv(&st.u.stat, "commit_ns", mark - ZD_MIN(rep->fsync_ns, mark));
+	stat_kv(&st.u.stat, "apply_ns", t[3] - t[2]);
+	stat_kv(&st.u.stat, "ack_ns", t[4] - t[3] + pre);
+	stat_kv(&st.u.stat, "total_ns", t[4] - t[0]);
+	return send_back(s, &st);
+}
+
 static int on_commit(struct session *s, struct zd_record *r, uint64_t off)
 {
 	struct zd_record ack;
+	uint64_t t[5], pre;
 	int rc;
 
+	/* t[0]: the COMMIT read; what comes before the verify (the
+	 * standby's note) counts with the ACK's part. */
+	t[0] = s->last_rx_ns;
 	if (s->opts->standby)
 		zd_standby_note(s->opts->standby, s->rep);
-	if ((rc = zd_replica_commit(s->rep, &r->u.commit, s->opts->verify)))
+	pre = zd_now_ns() - t[0];
+	s->rep->sum_ns = s->rep->fsync_ns = 0;
+	/* zd_replica_commit's three steps, timed one by one */
+	if ((rc = zd_replica_stage_verify(s->rep, &r->u.commit, s->opts->verify)))
 		return bad_record(s, rc, off, r);
+	t[1] = zd_now_ns();
+	if ((rc = zd_replica_commit_mark(s->rep)))
+		return bad_record(s, rc, off, r);
+	t[2] = zd_now_ns();
+	if ((rc = zd_replica_apply(s->rep)))
+		return bad_record(s, rc, off, r);
+	t[3] = zd_now_ns();
 	{
 		bool checked = s->opts->verify != ZD_VERIFY_NEVER;
 		uint32_t f = r->u.commit.flags;
@@ -476,8 +532,15 @@ static int on_commit(struct session *s, struct zd_record *r, uint64_t off)
 	ack.u.ack.epoch = r->u.commit.epoch;
 	ack.u.ack.commit_wall_ns = s->rep->meta.commit_wall_ns;
 	ack.u.ack.status = 0;
+	/* Before the ACK's write, not after: on loopback the write wakes
+	 * zd-send, which may read the ACK before this thread runs again, and
+	 * a part of ours must end before T1 → ACK does. */
+	t[4] = zd_now_ns();
 	if ((rc = send_back(s, &ack)))
 		return rc;
+	if (s->ack_ok && (rc = recv_stat(s, r->u.commit.epoch, t, pre)))
+		return rc;
+	s->ep_first_ns = s->ep_stage_ns = s->ep_decode_ns = s->ep_journal_ns = 0;
 	/* After the ACK: the primary does not wait for the standby. */
 	if (s->opts->standby)
 		zd_standby_fill(s->opts->standby, s->rep);
@@ -506,13 +569,17 @@ static const uint8_t *delta_base(void *arg, uint64_t pfn)
 struct stage_sink {
 	struct zd_replica *rep;
 	int rc;		/* the replica's, when a write failed */
+	uint64_t ns;	/* time spent writing (and hashing) into journal.tmp */
 };
 
 static int stage_data(void *arg, const uint8_t *pages, size_t len)
 {
 	struct stage_sink *k = arg;
+	uint64_t t0 = zd_now_ns();
 
-	return k->rc = zd_replica_stage_pages_data(k->rep, pages, len);
+	k->rc = zd_replica_stage_pages_data(k->rep, pages, len);
+	k->ns += zd_now_ns() - t0;
+	return k->rc;
 }
 
 static const char *const enc_names[] = { "none", "zstd", "delta" };
@@ -533,7 +600,8 @@ static int on_pages(struct session *s, struct zd_rec_pages *in)
 	/* The journal entry around the decode, the pages written and hashed
 	 * chunk by chunk as they come out of it (zd_wire_decode_to). */
 	struct zd_rec_pages shape = *in;
-	struct stage_sink k = { rep, 0 };
+	struct stage_sink k = { rep, 0, 0 };
+	uint64_t t0;
 
 	shape.enc = ZD_PENC_RAW;
 	shape.data = NULL;
@@ -546,7 +614,12 @@ static int on_pages(struct session *s, struct zd_rec_pages *in)
 	if (in->enc == ZD_PENC_DELTA && s->ov.n && s->ov.epoch == in->epoch &&
 	    (rc = zd_replica_stage_map(rep, &s->ov.jmap)))
 		return rc;
-	if (zd_wire_decode_to(s->dec, in, delta_base, s, stage_data, &k, &p, m, sizeof(m)) < 0)
+	t0 = zd_now_ns();
+	rc = zd_wire_decode_to(s->dec, in, delta_base, s, stage_data, &k, &p, m, sizeof(m));
+	t0 = zd_now_ns() - t0;
+	s->ep_journal_ns += k.ns;
+	s->ep_decode_ns += t0 - ZD_MIN(k.ns, t0);
+	if (rc < 0)
 		return k.rc ? k.rc : zd__recv_fail(rep, "%s", m);
 	if ((rc = zd_replica_stage_pages_end(rep, &shape)))
 		return rc;
@@ -762,7 +835,19 @@ int zd_recv_session(struct zd_replica *rep, struct zd_conn *conn,
 		}
 		s.last_rx_ns = zd_now_ns();
 		rep->last_heard_wall_ns = zd_wall_ns();
+		/* An epoch's records, for its STAT "recv": from the first one
+		 * of its own read after the last COMMIT (a CHECKPOINT, or a
+		 * pre-copy's PAGES, which come before it; not the STANDBY
+		 * prediction zd-mru sends as the last epoch ends), the time
+		 * spent on each up to its COMMIT. */
+		bool part = r.type == ZD_REC_CHECKPOINT || r.type == ZD_REC_DIRTY || r.type == ZD_REC_PAGES ||
+			    r.type == ZD_REC_STATE || r.type == ZD_REC_DISK;
+
+		if (part && !s.ep_first_ns)
+			s.ep_first_ns = s.last_rx_ns;
 		rc = on_record(&s, &r, off, &end);
+		if (part)
+			s.ep_stage_ns += zd_now_ns() - s.last_rx_ns;
 		zd_record_free(&r);
 	}
 	if (!rc && s.vm_died) {

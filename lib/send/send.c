@@ -8,7 +8,9 @@
  *                STAT "send" record on the log (stdout). Without
  *                compression the main thread emits itself.
  *   ack thread   the wire's back direction → ZD_FB_ACK to zd-track and an
- *                ACK record (with T1 → ACK latency) on the log
+ *                ACK record (with T1 → ACK latency) on the log, then a
+ *                STAT "latency": where that time went, this stage's parts
+ *                and zd-recv's (its STAT "recv", right behind the ACK)
  *   heartbeat    a STAT "heartbeat" whenever the wire was quiet
  *   link thread  --reconnect: a lost link is reconnected and the epochs
  *                the backup lost are sent again (relink.c)
@@ -280,6 +282,14 @@ static int emit(void *arg, const struct zd_record *r)
 	pthread_mutex_unlock(&s->wlock);
 	if (err)
 		wire_failed(s, gen, err);
+	if (r->type == ZD_REC_COMMIT && now && !err) {
+		uint64_t e = r->u.commit.epoch, t = zd_now_ns();
+
+		pthread_mutex_lock(&s->lock);
+		if (s->t1[e % T1_RING].epoch == e && !s->t1[e % T1_RING].commit_out)
+			s->t1[e % T1_RING].commit_out = t;
+		pthread_mutex_unlock(&s->lock);
+	}
 	if (zd__send_stopped(s))
 		return -1;
 	s->ep_raw += grew;
@@ -434,6 +444,59 @@ static void *heartbeat_thread(void *arg)
 	return NULL;
 }
 
+/* An ACK's parts of T1 → ACK (CLOCK_MONOTONIC ns, this host), kept
+ * until zd-recv's STAT "recv" of the epoch, which comes right behind
+ * its ACK; a zd-recv that sends none (an older one) is known by the next
+ * ACK, or the end of the connection. */
+struct lat {
+	bool have;
+	uint64_t epoch, latency, t1, ckpt_in, commit_in, commit_out, ack_in;
+};
+
+/* part: b - a when both are known and in order */
+static void lat_part(struct zd_rec_stat *st, const char *key, uint64_t a, uint64_t b)
+{
+	if (a && b && b >= a)
+		stat_kv(st, key, (double)(b - a));
+}
+
+/* The epoch's STAT "latency" on the log: this stage's parts of T1 → ACK
+ * and, from recv (NULL: none came), zd-recv's, each key as "recv_KEY". */
+static void latency_stat(struct sender *s, struct lat *l, const struct zd_rec_stat *recv)
+{
+	struct zd_record st;
+	double to_ack = -1;
+
+	if (!l->have)
+		return;
+	l->have = false;
+	zd_record_init(&st, ZD_REC_STAT);
+	st.u.stat.epoch = l->epoch;
+	snprintf(st.u.stat.source, sizeof(st.u.stat.source), "latency");
+	stat_kv(&st.u.stat, "latency_ns", (double)l->latency);
+	lat_part(&st.u.stat, "to_ckpt_ns", l->t1, l->ckpt_in);
+	lat_part(&st.u.stat, "to_commit_ns", l->ckpt_in, l->commit_in);
+	lat_part(&st.u.stat, "to_wire_ns", l->commit_in, l->commit_out);
+	if (l->commit_out && l->ack_in >= l->commit_out) {
+		to_ack = (double)(l->ack_in - l->commit_out);
+		stat_kv(&st.u.stat, "to_ack_ns", to_ack);
+	}
+	for (uint32_t i = 0; recv && i < recv->n && i < ZD_STAT_MAX_KV && st.u.stat.n < ZD_STAT_MAX_KV - 1; i++) {
+		char k[sizeof(st.u.stat.kv[0].key)];
+
+		if (snprintf(k, sizeof(k), "recv_%s", recv->kv[i].key) >= (int)sizeof(k) ||
+		    !(recv->kv[i].value >= 0))
+			continue;
+		stat_kv(&st.u.stat, k, recv->kv[i].value);
+		/* The rest of COMMIT written → ACK read is the way there and
+		 * back, and the backup's backlog before it read the COMMIT:
+		 * each a difference on one host's clock. */
+		if (!strcmp(recv->kv[i].key, "total_ns") && to_ack >= 0)
+			stat_kv(&st.u.stat, "net_ns", to_ack - ZD_MIN(to_ack, recv->kv[i].value));
+	}
+	zd__send_log_put(s, &st);
+}
+
 /* The ack thread's end: the run's without --reconnect, else the link
  * thread's to mend. */
 static void ack_lost(struct sender *s, unsigned gen, const char *m)
@@ -450,6 +513,7 @@ static void *ack_thread(void *arg)
 	struct sender *s = arg;
 	struct zd_reader rd;
 	struct zd_record r;
+	struct lat lat = { 0 };
 	bool end = false;
 	char name[128], m[400];
 	unsigned gen;
@@ -486,14 +550,22 @@ static void *ack_thread(void *arg)
 		if (r.type == ZD_REC_ACK) {
 			uint64_t now = zd_now_ns(), e = r.u.ack.epoch;
 
+			/* the last epoch's zd-recv said nothing about it */
+			latency_stat(s, &lat, NULL);
 			pthread_mutex_lock(&s->lock);
 			if (e > s->sent) {
 				pthread_mutex_unlock(&s->lock);
 				zd__send_fail(s, ZD_EXIT_PEER, "%s: ACK for an epoch never sent", name);
 				goto fatal;
 			}
-			if (s->t1[e % T1_RING].epoch == e && s->t1[e % T1_RING].t1)
+			if (s->t1[e % T1_RING].epoch == e && s->t1[e % T1_RING].t1 &&
+			    now >= s->t1[e % T1_RING].t1) {
 				r.u.ack.latency_ns = now - s->t1[e % T1_RING].t1;
+				lat = (struct lat){ .have = true, .epoch = e, .latency = r.u.ack.latency_ns,
+						    .t1 = s->t1[e % T1_RING].t1, .ckpt_in = s->t1[e % T1_RING].ckpt_in,
+						    .commit_in = s->t1[e % T1_RING].commit_in,
+						    .commit_out = s->t1[e % T1_RING].commit_out, .ack_in = now };
+			}
 			zd__send_relay_ack(s, e, r.u.ack.commit_wall_ns);
 			pthread_mutex_unlock(&s->lock);
 			if (s->resend) {
@@ -503,7 +575,11 @@ static void *ack_thread(void *arg)
 			}
 			zd_debug("epoch %" PRIu64 " acknowledged", e);
 			zd__send_log_put(s, &r);
+		} else if (r.type == ZD_REC_STAT && !strcmp(r.u.stat.source, "recv")) {
+			if (lat.have && lat.epoch == r.u.stat.epoch)
+				latency_stat(s, &lat, &r.u.stat);
 		} else if (r.type == ZD_REC_END) {
+			latency_stat(s, &lat, NULL);
 			end = true;
 			/* zd-recv echoes the primary's END (status 1 when the
 			 * VM was stopped); only status 2 is its refusal. */
@@ -573,6 +649,7 @@ fatal:
 	zd_record_free(&r);
 	zd_reader_free(&rd);
 over:
+	latency_stat(s, &lat, NULL);
 	pthread_mutex_lock(&s->lock);
 	s->ack_over = true;
 	if (!s->peer_wire)
@@ -690,6 +767,8 @@ static bool ship_input(struct sender *s, struct zd_reader *rd, struct zd_capture
 	int n, rc;
 
 	while ((n = zd_reader_next(rd, (zd_record_init(&r, 0), &r))) > 0) {
+		uint64_t in_ns = zd_now_ns();
+
 		if (r.type == ZD_REC_HEADER && s->fb < 0) {
 			int fb = zd_fb_join(&r.u.header, ZD_ROLE_SEND);
 
@@ -706,6 +785,9 @@ static bool ship_input(struct sender *s, struct zd_reader *rd, struct zd_capture
 			pthread_mutex_lock(&s->lock);
 			s->t1[r.u.ckpt.epoch % T1_RING].epoch = r.u.ckpt.epoch;
 			s->t1[r.u.ckpt.epoch % T1_RING].t1 = r.u.ckpt.t1_ns;
+			s->t1[r.u.ckpt.epoch % T1_RING].ckpt_in = in_ns;
+			s->t1[r.u.ckpt.epoch % T1_RING].commit_in = 0;
+			s->t1[r.u.ckpt.epoch % T1_RING].commit_out = 0;
 			pthread_mutex_unlock(&s->lock);
 		}
 		if (r.type == ZD_REC_COMMIT) {
@@ -714,6 +796,8 @@ static bool ship_input(struct sender *s, struct zd_reader *rd, struct zd_capture
 			 * come back before this thread runs again. */
 			pthread_mutex_lock(&s->lock);
 			s->sent = r.u.commit.epoch;
+			if (s->t1[r.u.commit.epoch % T1_RING].epoch == r.u.commit.epoch)
+				s->t1[r.u.commit.epoch % T1_RING].commit_in = in_ns;
 			pthread_mutex_unlock(&s->lock);
 		}
 		if (r.type == ZD_REC_END) {

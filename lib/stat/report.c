@@ -27,6 +27,9 @@ struct summary {
 	struct dist stall, cow_block, guest_stall, guest_lost;
 	bool has_cow, has_wfault;
 	double cow_faults_mean, redirtied_mean, wfault_ns_mean;
+	/* where T1 → ACK went (STAT "latency"), by enum zd_lat_part */
+	struct dist lat[ZD_LAT_MAX];
+	bool has_lat;
 };
 
 static struct dist distribution(double *v, size_t n)
@@ -57,8 +60,12 @@ static void summarise(struct zd_stat *s, uint64_t from, struct summary *m)
 	double *glost = zd_xcalloc(s->nrows + 1, sizeof(double));
 	size_t npause = 0, nlat = 0, nprec = 0, nrec = 0, neb = 0;
 	size_t nstall = 0, ncow = 0, ng = 0, nwf = 0;
+	double *part[ZD_LAT_MAX];
+	size_t npart[ZD_LAT_MAX] = { 0 };
 
 	memset(m, 0, sizeof(*m));
+	for (int p = 0; p < ZD_LAT_MAX; p++)
+		part[p] = zd_xcalloc(s->nrows + 1, sizeof(double));
 	for (size_t i = 0; i < s->nrows; i++) {
 		const struct zd_stat_row *r = &s->rows[i];
 
@@ -83,6 +90,9 @@ static void summarise(struct zd_stat *s, uint64_t from, struct summary *m)
 			pause[npause++] = r->pause_ns;
 		if (r->has_latency)
 			lat[nlat++] = r->latency_ns;
+		for (int p = 0; p < ZD_LAT_MAX; p++)
+			if (r->has_lat & (1u << p))
+				part[p][npart[p]++] = r->lat[p];
 		if (zd_stat_row_stall(r, &stall[nstall]))
 			nstall++;
 		if (r->has_cow) {
@@ -121,6 +131,11 @@ static void summarise(struct zd_stat *s, uint64_t from, struct summary *m)
 		m->recall_mean /= (double)nrec;
 	m->pause = distribution(pause, npause);
 	m->latency = distribution(lat, nlat);
+	for (int p = 0; p < ZD_LAT_MAX; p++) {
+		m->lat[p] = distribution(part[p], npart[p]);
+		m->has_lat |= m->lat[p].any;
+		free(part[p]);
+	}
 	m->delay = distribution(s->delay, s->ndelay);
 	m->resp = distribution(s->resp, s->nresp);
 	m->epoch_bytes = distribution(eb, neb);
@@ -191,6 +206,14 @@ void zd_stat_print_json(struct zd_stat *s, FILE *out)
 	stall_json(o, &m);
 	if (m.latency.any)
 		json_object_set_new(o, "latency_ns", dist_json(&m.latency));
+	if (m.has_lat) {
+		json_t *parts = json_object();
+
+		for (int p = 0; p < ZD_LAT_MAX; p++)
+			if (m.lat[p].any)
+				json_object_set_new(parts, zd_lat_keys[p], dist_json(&m.lat[p]));
+		json_object_set_new(o, "latency_parts_ns", parts);
+	}
 	if (m.delay.any)
 		json_object_set_new(o, "output_delay_ns", dist_json(&m.delay));
 	if (m.resp.any)
@@ -210,6 +233,44 @@ void zd_stat_print_json(struct zd_stat *s, FILE *out)
 	json_dumpf(o, out, JSON_PRESERVE_ORDER | JSON_COMPACT);
 	fputc('\n', out);
 	json_decref(o);
+}
+
+/* The table's lines for the parts of T1 → ACK: what each is, indented
+ * under the part it is a part of. */
+static const struct {
+	int depth;
+	const char *what;
+} lat_lines[ZD_LAT_MAX] = {
+	[ZD_LAT_TO_CKPT] = { 1, "T1 -> CHECKPOINT read by zd-send (zd-track, pipes)" },
+	[ZD_LAT_TO_COMMIT] = { 1, "CHECKPOINT -> COMMIT read (the epoch through zd-track, zd-mru, zd-swap)" },
+	[ZD_LAT_TO_WIRE] = { 1, "COMMIT read -> written to the connection (capture, compression, backlog)" },
+	[ZD_LAT_TO_ACK] = { 1, "COMMIT written -> ACK read" },
+	[ZD_LAT_NET] = { 2, "network both ways, backup's backlog" },
+	[ZD_LAT_RECV_TOTAL] = { 2, "backup: COMMIT read -> ACK sent" },
+	[ZD_LAT_RECV_VERIFY] = { 3, "verify (PAGES against DIRTY, blocks, commit entry)" },
+	[ZD_LAT_RECV_CHECKSUM] = { 4, "checksums (--verify)" },
+	[ZD_LAT_RECV_FSYNC] = { 3, "journal fsync" },
+	[ZD_LAT_RECV_COMMIT] = { 3, "commit point (rename, fsync DIR)" },
+	[ZD_LAT_RECV_APPLY] = { 3, "apply (memory.img, its fsync, meta.json)" },
+	[ZD_LAT_RECV_ACK] = { 3, "status, CHECKPOINT echo, until the ACK's write" },
+	[ZD_LAT_RECV_RECEIVE] = { 1, "backup, alongside: first record -> COMMIT read" },
+	[ZD_LAT_RECV_STAGE] = { 2, "staging the records" },
+	[ZD_LAT_RECV_DECODE] = { 3, "decoding PAGES" },
+	[ZD_LAT_RECV_JOURNAL] = { 3, "writing journal.tmp" },
+};
+
+static void print_lat_parts(FILE *out, const struct summary *m)
+{
+	if (!m->has_lat)
+		return;
+	fprintf(out, "where T1 to ACK goes, us (zd-send's STAT \"latency\"):%*s %10s %10s\n", 27, "", "p50", "p99");
+	for (int p = 0; p < ZD_LAT_MAX; p++) {
+		int w = 80 - 2 * lat_lines[p].depth;
+
+		if (m->lat[p].any)
+			fprintf(out, "%*s%-*s %10.1f %10.1f\n", 2 * lat_lines[p].depth, "", w, lat_lines[p].what,
+				m->lat[p].p50 / 1e3, m->lat[p].p99 / 1e3);
+	}
 }
 
 static void opt(FILE *out, bool has, double v, const char *fmt, int width)
@@ -276,6 +337,7 @@ void zd_stat_print_table(struct zd_stat *s, FILE *out)
 	if (m.latency.any)
 		fprintf(out, "latency (T1 to ACK) us: p50 %.1f, p99 %.1f, max %.1f\n",
 			m.latency.p50 / 1e3, m.latency.p99 / 1e3, m.latency.max / 1e3);
+	print_lat_parts(out, &m);
 	if (m.delay.any)
 		fprintf(out, "output delay (produced to released) us: p50 %.1f, p99 %.1f, max %.1f, mean %.1f\n",
 			m.delay.p50 / 1e3, m.delay.p99 / 1e3, m.delay.max / 1e3, m.delay.mean / 1e3);
@@ -304,7 +366,10 @@ void zd_stat_print_csv(struct zd_stat *s, FILE *out)
 {
 	fprintf(out, "epoch,dirty,precopy,standby,precision,recall,pause_ns,latency_ns,"
 		"pages_sent,bytes,wire_bytes,stall_ns,cow_faults,cow_block_ns,guest_stall_ns,"
-		"guest_lost_ns\n");
+		"guest_lost_ns");
+	for (int p = 0; p < ZD_LAT_MAX; p++)
+		fprintf(out, ",%s", zd_lat_keys[p]);
+	fputc('\n', out);
 	for (size_t i = 0; i < s->nrows; i++) {
 		const struct zd_stat_row *r = &s->rows[i];
 
@@ -330,6 +395,8 @@ void zd_stat_print_csv(struct zd_stat *s, FILE *out)
 		csv_opt(out, r->has_cow, r->cow_block_ns);
 		csv_opt(out, r->has_guest, r->guest_stall_ns);
 		csv_opt(out, r->has_guest, r->guest_lost_ns);
+		for (int p = 0; p < ZD_LAT_MAX; p++)
+			csv_opt(out, r->has_lat & (1u << p), r->lat[p]);
 		fputc('\n', out);
 	}
 }

@@ -141,6 +141,39 @@ static void push_delay(struct zd_stat *s, double v)
 	zd_stat_push(&s->delay, &s->ndelay, &s->capdelay, v);
 }
 
+const char *const zd_lat_keys[ZD_LAT_MAX] = {
+	[ZD_LAT_TO_CKPT] = "to_ckpt_ns",
+	[ZD_LAT_TO_COMMIT] = "to_commit_ns",
+	[ZD_LAT_TO_WIRE] = "to_wire_ns",
+	[ZD_LAT_TO_ACK] = "to_ack_ns",
+	[ZD_LAT_NET] = "net_ns",
+	[ZD_LAT_RECV_TOTAL] = "recv_total_ns",
+	[ZD_LAT_RECV_VERIFY] = "recv_verify_ns",
+	[ZD_LAT_RECV_CHECKSUM] = "recv_checksum_ns",
+	[ZD_LAT_RECV_FSYNC] = "recv_fsync_ns",
+	[ZD_LAT_RECV_COMMIT] = "recv_commit_ns",
+	[ZD_LAT_RECV_APPLY] = "recv_apply_ns",
+	[ZD_LAT_RECV_ACK] = "recv_ack_ns",
+	[ZD_LAT_RECV_RECEIVE] = "recv_receive_ns",
+	[ZD_LAT_RECV_STAGE] = "recv_stage_ns",
+	[ZD_LAT_RECV_DECODE] = "recv_decode_ns",
+	[ZD_LAT_RECV_JOURNAL] = "recv_journal_ns",
+};
+_Static_assert(ZD_LAT_MAX <= 32, "has_lat is a 32-bit mask");
+
+static void add_latency(struct zd_stat_row *r, const char *k, double v)
+{
+	if (!(v >= 0))
+		return;
+	for (int p = 0; p < ZD_LAT_MAX; p++) {
+		if (!strcmp(k, zd_lat_keys[p])) {
+			r->lat[p] = v;
+			r->has_lat |= 1u << p;
+			return;
+		}
+	}
+}
+
 static void add_stat(struct zd_stat *s, const struct zd_rec_stat *st, struct zd_stat_row *r)
 {
 	for (uint32_t i = 0; i < st->n && i < ZD_STAT_MAX_KV; i++) {
@@ -153,7 +186,9 @@ static void add_stat(struct zd_stat *s, const struct zd_rec_stat *st, struct zd_
 		}
 		if (!r)
 			continue;
-		if (!strcmp(st->source, "mru")) {
+		if (!strcmp(st->source, "latency")) {
+			add_latency(r, k, v);
+		} else if (!strcmp(st->source, "mru")) {
 			if (!strcmp(k, "standby")) {
 				r->standby = v;
 				r->has_standby = r->has_mru_standby = true;

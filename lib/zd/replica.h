@@ -81,6 +81,10 @@ struct zd_replica {
 				 * yet, MAP_FAILED: cannot be) */
 	uint64_t last_heard_wall_ns;	/* CLOCK_REALTIME of the last record from
 					 * the primary (zd_recv_session), 0 if none */
+	/* Two parts of the last commit, CLOCK_MONOTONIC ns, for zd-recv's
+	 * STAT "recv": stage_verify's checksums (memory and disk, 0 without
+	 * them), commit_mark's ftruncate and fsync of journal.tmp. */
+	uint64_t sum_ns, fsync_ns;
 	char err[512];
 };
 

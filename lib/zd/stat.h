@@ -10,6 +10,8 @@
  *   pause       CHECKPOINT pause_ns, else STAT "track" pause_ns (remus
  *               resumes after the CHECKPOINT went out)
  *   latency     ACK latency_ns (T1 → ACK at the primary)
+ *   latency parts  STAT "latency" (zd-send's log): where T1 → ACK went,
+ *               enum zd_lat_part
  *   pages sent  STAT "send" pages of the epoch (what zd-send put on the
  *               wire; its log leaves PAGES out), else the pages in the
  *               epoch's PAGES records
@@ -38,6 +40,22 @@
 #include <stdio.h>
 #include "zd/stream.h"
 
+/* The parts of T1 → ACK, the keys of zd-send's STAT "latency" (each
+ * _ns), in the order zd-stat prints them. to_ckpt, to_commit, to_wire,
+ * net and recv_verify … recv_ack follow one another and add up to
+ * latency_ns; to_ack is net + recv_total; recv_checksum is part of
+ * recv_verify; recv_receive (with its parts stage, decode, journal) is
+ * the backup receiving the epoch, during to_commit and to_wire. */
+enum zd_lat_part {
+	ZD_LAT_TO_CKPT, ZD_LAT_TO_COMMIT, ZD_LAT_TO_WIRE, ZD_LAT_TO_ACK, ZD_LAT_NET,
+	ZD_LAT_RECV_TOTAL, ZD_LAT_RECV_VERIFY, ZD_LAT_RECV_CHECKSUM, ZD_LAT_RECV_FSYNC,
+	ZD_LAT_RECV_COMMIT, ZD_LAT_RECV_APPLY, ZD_LAT_RECV_ACK,
+	ZD_LAT_RECV_RECEIVE, ZD_LAT_RECV_STAGE, ZD_LAT_RECV_DECODE, ZD_LAT_RECV_JOURNAL,
+	ZD_LAT_MAX
+};
+/* "to_ckpt_ns", …: the STAT "latency" key of each part */
+extern const char *const zd_lat_keys[ZD_LAT_MAX];
+
 struct zd_stat_row {
 	uint64_t epoch;
 	bool checkpointed;	/* its CHECKPOINT was seen */
@@ -61,6 +79,9 @@ struct zd_stat_row {
 	bool has_cow;
 	double guest_lost_ns, guest_stall_ns, guest_wfault_ns;
 	bool has_guest, has_wfault;
+	/* zd-send's STAT "latency": lat[p] where has_lat has bit 1 << p */
+	double lat[ZD_LAT_MAX];
+	uint32_t has_lat;
 };
 
 /* The stall a checkpoint costs the guest, in ns: the pause, the time its

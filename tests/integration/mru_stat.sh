@@ -84,8 +84,8 @@ check "STANDBY reaches zd-track: pre-copy follows the policy" test "$pm" -gt $((
 
 # zd-stat's other outputs.
 zd-track synth:pages=4096,dirty=64 --epochs 50 --interval 0 --mode buffered 2>/dev/null | zd-mru >"$TMP/b.bin"
-check "--csv: a header and one row per epoch" sh -c "zd-stat --csv '$TMP/b.bin' >'$TMP/b.csv' && test \$(wc -l <'$TMP/b.csv') -eq 51 && head -1 '$TMP/b.csv' | grep -qx 'epoch,dirty,precopy,standby,precision,recall,pause_ns,latency_ns,pages_sent,bytes,wire_bytes,stall_ns,cow_faults,cow_block_ns,guest_stall_ns,guest_lost_ns'"
-check "--csv: 16 fields a row, pages sent = dirty in buffered mode" awk -F, 'NR > 1 && (NF != 16 || $2 != $9) { bad = 1 } END { exit bad }' "$TMP/b.csv"
+check "--csv: a header and one row per epoch" sh -c "zd-stat --csv '$TMP/b.bin' >'$TMP/b.csv' && test \$(wc -l <'$TMP/b.csv') -eq 51 && head -1 '$TMP/b.csv' | grep -qx 'epoch,dirty,precopy,standby,precision,recall,pause_ns,latency_ns,pages_sent,bytes,wire_bytes,stall_ns,cow_faults,cow_block_ns,guest_stall_ns,guest_lost_ns,to_ckpt_ns,to_commit_ns,to_wire_ns,to_ack_ns,net_ns,recv_total_ns,recv_verify_ns,recv_checksum_ns,recv_fsync_ns,recv_commit_ns,recv_apply_ns,recv_ack_ns,recv_receive_ns,recv_stage_ns,recv_decode_ns,recv_journal_ns'"
+check "--csv: 32 fields a row, pages sent = dirty in buffered mode" awk -F, 'NR > 1 && (NF != 32 || $2 != $9) { bad = 1 } END { exit bad }' "$TMP/b.csv"
 zd-stat "$TMP/b.bin" >"$TMP/b.txt"
 check "table: one row per epoch, then the summary" sh -c "test \$(grep -cE '^ +[0-9]+ +64 ' '$TMP/b.txt') -eq 50 && grep -q '^epochs 50, mode buffered' '$TMP/b.txt' && grep -q '^pause us: p50' '$TMP/b.txt'"
 check "--plot writes a PNG" sh -c "zd-stat --json --plot '$TMP/p.png' '$TMP/b.bin' >/dev/null && head -c 4 '$TMP/p.png' | od -c | grep -q 'P   N   G'"

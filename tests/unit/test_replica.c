@@ -157,6 +157,9 @@ static void good_epoch(struct fixture *f, uint64_t epoch, uint64_t first, uint64
 	c = commit_of(f, epoch, count);
 	assert_int_equal(zd_replica_commit(rep, &c, ZD_VERIFY_ALWAYS), 0);
 	assert_int_equal(rep->meta.epoch, epoch);
+	/* what zd-recv's STAT "recv" reports of the commit: the checksum
+	 * and the journal's fsync took time */
+	assert_true(rep->sum_ns > 0 && rep->fsync_ns > 0);
 	zd_replica_close(rep);
 }
 

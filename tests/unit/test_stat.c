@@ -3,7 +3,7 @@
  * zd-stat's arithmetic: nearest-rank percentiles, and the per-epoch rows
  * built from a hand-written run of records (a zddspt epoch with pre-copy,
  * a remus epoch whose pause comes in STAT "track", ACK latency, zd-mru's
- * STAT), then the JSON summary parsed back.
+ * STAT, zd-send's STAT "latency"), then the JSON summary parsed back.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -298,10 +298,82 @@ static void test_stall(void **state)
 	assert_true(json_real_value(json_object_get(o, "cow_faults_mean")) == 17.5);
 	json_decref(o);
 
-	/* CSV: the stall and its parts after wire_bytes */
+	/* CSV: the stall and its parts after wire_bytes (then the 16
+	 * columns of T1 → ACK's parts, empty here) */
 	buf = printed(zd_stat_print_csv, s);
-	assert_non_null(strstr(buf, ",stall_ns,cow_faults,cow_block_ns,guest_stall_ns,guest_lost_ns\n"));
-	assert_non_null(strstr(buf, ",2600000,35,2100000,2600000,0\n"));
+	assert_non_null(strstr(buf, ",stall_ns,cow_faults,cow_block_ns,guest_stall_ns,guest_lost_ns,to_ckpt_ns,"));
+	assert_non_null(strstr(buf, ",2600000,35,2100000,2600000,0,,,,,,,,,,,,,,,,\n"));
+	free(buf);
+	zd_stat_free(s);
+}
+
+/* zd-send's STAT "latency": each part a distribution of its own, in
+ * the text, the JSON and the CSV; a part an epoch lacks (an older
+ * zd-recv: no recv_*) is left out of that part's figures, not taken for
+ * 0; a negative value is no value. */
+static void test_latency_parts(void **state)
+{
+	struct zd_stat *s = zd_stat_new();
+	const struct zd_stat_row *rows;
+	json_t *o, *parts;
+	char *buf;
+
+	for (uint64_t e = 1; e <= 4; e++) {
+		struct zd_record a = rec(ZD_REC_ACK), r = rec(ZD_REC_STAT);
+		const char *k[] = { "latency_ns", "to_ckpt_ns", "to_commit_ns", "to_wire_ns", "to_ack_ns",
+				    "net_ns", "recv_total_ns", "recv_apply_ns", "recv_fsync_ns", "unknown_ns" };
+		double v[] = { 10e6 * (double)e, 1e6, 2e6, 1e6, 10e6 * (double)e - 4e6, 1e6,
+			       10e6 * (double)e - 5e6, 4e6 * (double)e, 1e6 };
+
+		checkpoint(s, e, 1000);
+		a.u.ack.epoch = e;
+		a.u.ack.latency_ns = (uint64_t)v[0];
+		zd_stat_add(s, &a, 40);
+		r.u.stat.epoch = e;
+		strcpy(r.u.stat.source, "latency");
+		/* epoch 4: zd-send's parts only; epoch 3's fsync negative */
+		for (size_t i = 0; i < (e == 4 ? 5 : 10); i++) {
+			strcpy(r.u.stat.kv[r.u.stat.n].key, k[i]);
+			r.u.stat.kv[r.u.stat.n++].value = i < 9 ? v[i] : 7;
+		}
+		if (e == 3)
+			r.u.stat.kv[8].value = -1;
+		zd_stat_add(s, &r, 200);
+	}
+	zd_stat_finish(s);
+	assert_int_equal(zd_stat_rows(s, &rows), 4);
+	assert_true(rows[0].has_lat & (1u << ZD_LAT_RECV_APPLY));
+	assert_true(rows[0].lat[ZD_LAT_RECV_APPLY] == 4e6);
+	assert_false(rows[3].has_lat & (1u << ZD_LAT_RECV_APPLY));
+	assert_true(rows[3].has_lat & (1u << ZD_LAT_TO_ACK));
+	assert_false(rows[2].has_lat & (1u << ZD_LAT_RECV_FSYNC));
+
+	o = summary(s);
+	parts = json_object_get(o, "latency_parts_ns");
+	assert_non_null(parts);
+	/* to_ack over 4 epochs: 6, 16, 26, 36 ms */
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(parts, "to_ack_ns"), "p50")), 16000000);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(parts, "to_ack_ns"), "p99")), 36000000);
+	/* apply over the 3 epochs that have it: 4, 8, 12 ms */
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(parts, "recv_apply_ns"), "p50")), 8000000);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(parts, "recv_apply_ns"), "max")), 12000000);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(parts, "recv_fsync_ns"), "max")), 1000000);
+	assert_null(json_object_get(parts, "recv_verify_ns"));
+	assert_null(json_object_get(parts, "unknown_ns"));
+	json_decref(o);
+
+	buf = printed(zd_stat_print_table, s);
+	assert_non_null(strstr(buf, "where T1 to ACK goes, us"));
+	assert_non_null(strstr(buf, "apply (memory.img"));
+	assert_non_null(strstr(buf, "8000.0"));
+	assert_non_null(strstr(buf, "journal fsync"));
+	assert_null(strstr(buf, "verify ("));
+	free(buf);
+
+	buf = printed(zd_stat_print_csv, s);
+	assert_non_null(strstr(buf, ",to_ckpt_ns,to_commit_ns,to_wire_ns,to_ack_ns,net_ns,recv_total_ns,"));
+	/* epoch 4: zd-send's four parts, then 12 empty columns */
+	assert_non_null(strstr(buf, ",1000000,2000000,1000000,36000000,,,,,,,,,,,,\n"));
 	free(buf);
 	zd_stat_free(s);
 }
@@ -314,6 +386,7 @@ int main(void)
 		cmocka_unit_test(test_precopy_from_track_stat),
 		cmocka_unit_test(test_pages_from_send_stat),
 		cmocka_unit_test(test_stall),
+		cmocka_unit_test(test_latency_parts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
