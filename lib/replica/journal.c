@@ -679,6 +679,7 @@ int zd_replica_commit_mark(struct zd_replica *rep)
 	rep->fsync_ns = zd_now_ns() - t0;
 	if (renameat(rep->dirfd, "journal.tmp", rep->dirfd, "journal") < 0)
 		return zd__rep_fail(rep, ZD_EXIT_FAIL, "%s/journal: rename: %s", rep->dir, strerror(errno));
+	rep->marked_wall_ns = st->commit_wall_ns;
 	rep->st = NULL;
 	stage_free(rep->applying);
 	rep->applying = NULL;

@@ -8,8 +8,8 @@
  *   CHECKPOINT  stage_begin (an epoch also opens at its first PAGES, which
  *               pre-copy sends before the CHECKPOINT)
  *   DIRTY, PAGES, STATE   staged
- *   COMMIT      verify, commit, apply; then ACK(epoch, commit wall ns),
- *               and STAT "recv": where the epoch's time went here
+ *   COMMIT      verify, commit point; ACK(epoch, commit wall ns); apply;
+ *               then STAT "recv": where the epoch's time went here
  *   END         the primary stopped cleanly; END back, session over
  *   STAT "heartbeat"  nothing to do: any record is a sign of life
  *
@@ -457,11 +457,11 @@ static void stat_kv(struct zd_rec_stat *st, const char *key, uint64_t ns)
 	st->kv[st->n++].value = (double)ns;
 }
 
-/* Where an epoch's time went on this side, behind its ACK: zd-send puts
- * it beside its own parts of T1 → ACK (its STAT "latency"). t holds the
- * COMMIT read, the ends of verify, commit mark and apply, and the start
- * of the ACK's write (CLOCK_MONOTONIC ns); pre, what went before the
- * verify (the standby's note), counted with the ACK's part. */
+/* Where an epoch's time went on this side: zd-send puts it beside its own
+ * parts of T1 → ACK (its STAT "latency"). t holds the COMMIT read, the
+ * ends of verify and commit mark, the start of the ACK's write and the
+ * end of the apply after it (CLOCK_MONOTONIC ns); pre, what went before
+ * the verify (the standby's note), counted with the ACK's part. */
 static int recv_stat(struct session *s, uint64_t epoch, const uint64_t t[5], uint64_t pre)
 {
 	const struct zd_replica *rep = s->rep;
@@ -481,9 +481,9 @@ static int recv_stat(struct session *s, uint64_t epoch, const uint64_t t[5], uin
 	stat_kv(&st.u.stat, "checksum_ns", ZD_MIN(rep->sum_ns, verify));
 	stat_kv(&st.u.stat, "fsync_ns", ZD_MIN(rep->fsync_ns, mark));
 	stat_kv(&st.u.stat, "commit_ns", mark - ZD_MIN(rep->fsync_ns, mark));
-	stat_kv(&st.u.stat, "apply_ns", t[3] - t[2]);
-	stat_kv(&st.u.stat, "ack_ns", t[4] - t[3] + pre);
-	stat_kv(&st.u.stat, "total_ns", t[4] - t[0]);
+	stat_kv(&st.u.stat, "ack_ns", t[3] - t[2] + pre);
+	stat_kv(&st.u.stat, "total_ns", t[3] - t[0]);
+	stat_kv(&st.u.stat, "apply_ns", t[4] - t[3]);	/* after the ACK's write began */
 	return send_back(s, &st);
 }
 
@@ -500,16 +500,36 @@ static int on_commit(struct session *s, struct zd_record *r, uint64_t off)
 		zd_standby_note(s->opts->standby, s->rep);
 	pre = zd_now_ns() - t[0];
 	s->rep->sum_ns = s->rep->fsync_ns = 0;
-	/* zd_replica_commit's three steps, timed one by one */
+	/* zd_replica_commit's three steps, timed one by one, the ACK between
+	 * the last two: once the journal is renamed the epoch survives a crash
+	 * (every start applies it again), so the primary need not wait for the
+	 * apply too. */
 	if ((rc = zd_replica_stage_verify(s->rep, &r->u.commit, s->opts->verify)))
 		return bad_record(s, rc, off, r);
 	t[1] = zd_now_ns();
 	if ((rc = zd_replica_commit_mark(s->rep)))
 		return bad_record(s, rc, off, r);
 	t[2] = zd_now_ns();
+	/* The back stream is a zd-stream any tool can read: each ACK
+	 * follows the CHECKPOINT it acknowledges. */
+	zd_record_init(&ack, ZD_REC_CHECKPOINT);
+	ack.u.ckpt = s->ckpt;
+	ack.u.ckpt.epoch = r->u.commit.epoch;
+	if ((rc = send_back(s, &ack)))
+		return rc;
+	zd_record_init(&ack, ZD_REC_ACK);
+	ack.u.ack.epoch = r->u.commit.epoch;
+	ack.u.ack.commit_wall_ns = s->rep->marked_wall_ns;
+	ack.u.ack.status = 0;
+	/* Before the ACK's write, not after: on loopback the write wakes
+	 * zd-send, which may read the ACK before this thread runs again, and
+	 * a part of ours must end before T1 → ACK does. */
+	t[3] = zd_now_ns();
+	if ((rc = send_back(s, &ack)))
+		return rc;
 	if ((rc = zd_replica_apply(s->rep)))
 		return bad_record(s, rc, off, r);
-	t[3] = zd_now_ns();
+	t[4] = zd_now_ns();
 	{
 		bool checked = s->opts->verify != ZD_VERIFY_NEVER;
 		uint32_t f = r->u.commit.flags;
@@ -521,23 +541,6 @@ static int on_commit(struct session *s, struct zd_record *r, uint64_t off)
 	zd_notify_status(&s->notified_ns, "epoch %" PRIu64 " committed, from %s", r->u.commit.epoch,
 			 s->conn->name);
 	status_committed(s, r->u.commit.epoch);
-	/* The back stream is a zd-stream any tool can read: each ACK
-	 * follows the CHECKPOINT it acknowledges. */
-	zd_record_init(&ack, ZD_REC_CHECKPOINT);
-	ack.u.ckpt = s->ckpt;
-	ack.u.ckpt.epoch = r->u.commit.epoch;
-	if ((rc = send_back(s, &ack)))
-		return rc;
-	zd_record_init(&ack, ZD_REC_ACK);
-	ack.u.ack.epoch = r->u.commit.epoch;
-	ack.u.ack.commit_wall_ns = s->rep->meta.commit_wall_ns;
-	ack.u.ack.status = 0;
-	/* Before the ACK's write, not after: on loopback the write wakes
-	 * zd-send, which may read the ACK before this thread runs again, and
-	 * a part of ours must end before T1 → ACK does. */
-	t[4] = zd_now_ns();
-	if ((rc = send_back(s, &ack)))
-		return rc;
 	if (s->ack_ok && (rc = recv_stat(s, r->u.commit.epoch, t, pre)))
 		return rc;
 	s->ep_first_ns = s->ep_stage_ns = s->ep_decode_ns = s->ep_journal_ns = 0;

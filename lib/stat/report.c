@@ -251,7 +251,7 @@ static const struct {
 	[ZD_LAT_RECV_CHECKSUM] = { 4, "checksums (--verify)" },
 	[ZD_LAT_RECV_FSYNC] = { 3, "journal fsync" },
 	[ZD_LAT_RECV_COMMIT] = { 3, "commit point (rename, fsync DIR)" },
-	[ZD_LAT_RECV_APPLY] = { 3, "apply (memory.img, its fsync, meta.json)" },
+	[ZD_LAT_RECV_APPLY] = { 1, "backup, after the ACK: apply (memory.img, its fsync, meta.json)" },
 	[ZD_LAT_RECV_ACK] = { 3, "status, CHECKPOINT echo, until the ACK's write" },
 	[ZD_LAT_RECV_RECEIVE] = { 1, "backup, alongside: first record -> COMMIT read" },
 	[ZD_LAT_RECV_STAGE] = { 2, "staging the records" },
@@ -264,8 +264,16 @@ static void print_lat_parts(FILE *out, const struct summary *m)
 	if (!m->has_lat)
 		return;
 	fprintf(out, "where T1 to ACK goes, us (zd-send's STAT \"latency\"):%*s %10s %10s\n", 27, "", "p50", "p99");
-	for (int p = 0; p < ZD_LAT_MAX; p++) {
-		int w = 80 - 2 * lat_lines[p].depth;
+	/* The enum's order (the CSV's) but for the apply, which zd-recv
+	 * does after the ACK. */
+	static const int order[] = { ZD_LAT_TO_CKPT, ZD_LAT_TO_COMMIT, ZD_LAT_TO_WIRE, ZD_LAT_TO_ACK, ZD_LAT_NET,
+				     ZD_LAT_RECV_TOTAL, ZD_LAT_RECV_VERIFY, ZD_LAT_RECV_CHECKSUM, ZD_LAT_RECV_FSYNC,
+				     ZD_LAT_RECV_COMMIT, ZD_LAT_RECV_ACK, ZD_LAT_RECV_APPLY, ZD_LAT_RECV_RECEIVE,
+				     ZD_LAT_RECV_STAGE, ZD_LAT_RECV_DECODE, ZD_LAT_RECV_JOURNAL };
+	_Static_assert(ZD_ARRAY_SIZE(order) == ZD_LAT_MAX, "every part once");
+
+	for (size_t i = 0; i < ZD_ARRAY_SIZE(order); i++) {
+		int p = order[i], w = 80 - 2 * lat_lines[p].depth;
 
 		if (m->lat[p].any)
 			fprintf(out, "%*s%-*s %10.1f %10.1f\n", 2 * lat_lines[p].depth, "", w, lat_lines[p].what,

@@ -85,6 +85,9 @@ struct zd_replica {
 	 * STAT "recv": stage_verify's checksums (memory and disk, 0 without
 	 * them), commit_mark's ftruncate and fsync of journal.tmp. */
 	uint64_t sum_ns, fsync_ns;
+	/* The commit time (CLOCK_REALTIME) the last commit point wrote into
+	 * its journal: the ACK's, which goes before the apply. */
+	uint64_t marked_wall_ns;
 	char err[512];
 };
 

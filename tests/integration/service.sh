@@ -43,8 +43,9 @@ else
 fi
 
 # 2. sd_notify. A datagram socket as systemd's NOTIFY_SOCKET; each message
-# is logged with whether the replica had committed an epoch (or zd-recv
-# written its port) when it came.
+# is logged with whether the replica had committed an epoch (its epoch in
+# meta.json, or "journal": committed, not yet applied; or zd-recv's port)
+# when it came.
 cat >"$TMP/notify.py" <<'PY'
 import os, socket, sys, time, json
 path, log, probe = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -60,7 +61,14 @@ with open(log, "a", buffering=1) as f:
         seen = "-"
         try:
             if probe.endswith(".json"):
-                seen = str(json.load(open(probe)).get("epoch", 0))
+                # zd-recv acknowledges at the commit point (DIR/journal
+                # renamed into place) and applies after: a journal there
+                # is an epoch held; without one, meta.json says (the
+                # apply writes it before it renames the journal away).
+                if os.path.exists(os.path.join(os.path.dirname(probe), "journal")):
+                    seen = "journal"
+                else:
+                    seen = str(json.load(open(probe)).get("epoch", 0))
             else:
                 seen = open(probe).read().strip() or "-"
         except Exception:
@@ -91,8 +99,8 @@ else
 	RC=$?
 	[ $RC = 0 ] && ok "the run ends cleanly (zd-recv exit 0)" || not_ok "the run ends cleanly" "exit $RC: $(cat "$TMP/recv.err")"
 	ready=$(grep -m1 'READY=1' "$TMP/track.notify")
-	[ -n "$ready" ] && [ "${ready%% *}" != "-" ] && [ "${ready%% *}" -ge 1 ] &&
-		ok "zd-track: READY=1 once the backup holds a checkpoint (replica at epoch ${ready%% *} then)" ||
+	[ -n "$ready" ] && [ "${ready%% *}" != "-" ] && { [ "${ready%% *}" = journal ] || [ "${ready%% *}" -ge 1 ]; } &&
+		ok "zd-track: READY=1 once the backup holds a checkpoint (the replica then: ${ready%% *}; journal: committed, being applied)" ||
 		not_ok "zd-track: READY=1 once the backup holds a checkpoint" "$(head -5 "$TMP/track.notify")"
 	grep -q 'STATUS=epoch [0-9]* committed, from ' "$TMP/recv.notify" &&
 		ok "zd-recv: STATUS= says the epoch committed and from whom" ||
