@@ -247,8 +247,7 @@ takeover_xl_remus() { # takeover_xl_remus INTERVAL
 	xl -vvv remus -F -n -d -e -i "$iv" -s "$d/wrap" "$G" localhost >"$d/remus.log" 2>&1 &
 	XR=$!
 	client_start "$d"
-	local i
-	for i in $(seq 1200); do
+	for _ in $(seq 1200); do
 		grep -q 'Checkpointed save' "$d/remus.log" && break
 		kill -0 "$XR" 2>/dev/null || break
 		sleep 0.5
