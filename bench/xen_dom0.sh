@@ -203,8 +203,7 @@ client_result() {
 
 # until_answers FILE N SECONDS: wait until FILE has N lines.
 until_answers() {
-	local i
-	for i in $(seq $(($3 * 5))); do
+	for _ in $(seq $(($3 * 5))); do
 		[ "$(wc -l <"$1" 2>/dev/null || echo 0)" -ge "$2" ] && return 0
 		sleep 0.2
 	done
