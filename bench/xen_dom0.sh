@@ -86,7 +86,7 @@ fresh_guest() {
 }
 
 run_zd() { # run_zd MODE INTERVAL
-	local mode=$1 iv=$2 d=$TMP/$1.$2 P RECV TRACK i e t0
+	local mode=$1 iv=$2 d=$TMP/$1.$2 P RECV TRACK e t0
 	mkdir -p "$d"
 	t0=$(triples)
 	zd-recv --listen 127.0.0.1:0 --port-file "$d/recv.port" --replica "$d/replica" --once --timeout 0 --no-fsync \
@@ -100,7 +100,7 @@ run_zd() { # run_zd MODE INTERVAL
 		zd-send "$P" --timeout 0 --heartbeat 0 --delta-cache 32M --json-log >"$d/send.log" 2>"$d/send.err") &
 	local PIPE=$!
 	# Past the initial full copy: measure from checkpoint 5 on.
-	for i in $(seq 1200); do
+	for _ in $(seq 1200); do
 		e=$(sed -n 's/.*\] epoch \([0-9]*\): .*/\1/p' "$d/track.err" 2>/dev/null | tail -1)
 		[ -n "$e" ] && [ "$e" -ge 5 ] && break
 		kill -0 "$PIPE" 2>/dev/null || break	# ended early (the guest stopped?)
@@ -133,7 +133,7 @@ run_zd() { # run_zd MODE INTERVAL
 }
 
 run_xl_remus() { # run_xl_remus INTERVAL
-	local iv=$1 d=$TMP/xl.$1 XR i t0
+	local iv=$1 d=$TMP/xl.$1 XR t0
 	mkdir -p "$d"
 	t0=$(triples)
 	printf '#!/bin/sh\nshift\nexec "$@"\n' >"$d/wrap"
@@ -142,7 +142,7 @@ run_xl_remus() { # run_xl_remus INTERVAL
 	XR=$!
 	# The initial copy (~200 MB: the p2m spans 4 GiB) before the window:
 	# from the first checkpoint on (xl -vvv says "Checkpointed save").
-	for i in $(seq 600); do
+	for _ in $(seq 600); do
 		grep -q 'Checkpointed save' "$d/remus.log" && break
 		kill -0 "$XR" 2>/dev/null || break
 		sleep 0.2
@@ -183,8 +183,8 @@ client_start() {
 
 # client_result DIR METHOD INTERVAL BEFORE: stop the client, print CSVT.
 client_result() {
-	local d=$1 i
-	for i in $(seq 600); do
+	local d=$1
+	for _ in $(seq 600); do
 		[ "$(wc -l <"$d/client.log")" -ge $(($4 + 5)) ] && break
 		sleep 0.5
 	done
