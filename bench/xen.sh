@@ -16,7 +16,7 @@ out=${1:-bench/results/xen.csv}
 export ZD_XEN_BENCH_SECONDS=${ZD_XEN_BENCH_SECONDS:-20}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-XENHOST_VERBOSE=1 tests/lib/xenhost.sh run --timeout "${XENHOST_TIMEOUT:-3000}" -- bench/xen_dom0.sh \
+XENHOST_VERBOSE=1 tests/lib/xenhost.sh run --timeout "${XENHOST_TIMEOUT:-5400}" -- bench/xen_dom0.sh \
 	>"$tmp/out" 2>"$tmp/err"
 rc=$?
 grep '^#' "$tmp/out"
