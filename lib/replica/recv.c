@@ -415,16 +415,11 @@ static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 	 * compressed page, so a zd-recv without it is told apart. */
 	zd_record_init(&back, ZD_REC_STAT);
 	snprintf(back.u.stat.source, sizeof(back.u.stat.source), "wire");
-	back.u.stat.n = 4;
-	snprintf(back.u.stat.kv[0].key, sizeof(back.u.stat.kv[0].key), "version");
-	back.u.stat.kv[0].value = ZD_WIRE_VERSION;
-	snprintf(back.u.stat.kv[1].key, sizeof(back.u.stat.kv[1].key), "accept");
-	back.u.stat.kv[1].value = s->opts->accept_set ? s->opts->accept : ZD_PENC_DELTA;
-	snprintf(back.u.stat.kv[2].key, sizeof(back.u.stat.kv[2].key), "key");
-	back.u.stat.kv[2].value = s->conn->auth != NULL;
+	zd_stat_put(&back.u.stat, "version", ZD_WIRE_VERSION);
+	zd_stat_put(&back.u.stat, "accept", s->opts->accept_set ? s->opts->accept : ZD_PENC_DELTA);
+	zd_stat_put(&back.u.stat, "key", s->conn->auth != NULL);
 	/* A reconnecting zd-send resends what came after it. */
-	snprintf(back.u.stat.kv[3].key, sizeof(back.u.stat.kv[3].key), "committed");
-	back.u.stat.kv[3].value = (double)s->rep->meta.epoch;
+	zd_stat_put(&back.u.stat, "committed", (double)s->rep->meta.epoch);
 	if ((rc = send_back(s, &back)))
 		return rc;
 	char m[256];
@@ -451,12 +446,6 @@ static int on_header(struct session *s, struct zd_record *r, uint64_t off)
 	return 0;
 }
 
-static void stat_kv(struct zd_rec_stat *st, const char *key, uint64_t ns)
-{
-	snprintf(st->kv[st->n].key, sizeof(st->kv[st->n].key), "%s", key);
-	st->kv[st->n++].value = (double)ns;
-}
-
 /* Where an epoch's time went on this side: zd-send puts it beside its own
  * parts of T1 → ACK (its STAT "latency"). t holds the COMMIT read, the
  * ends of verify and commit mark, the start of the ACK's write and the
@@ -472,18 +461,18 @@ static int recv_stat(struct session *s, uint64_t epoch, const uint64_t t[5], uin
 	st.u.stat.epoch = epoch;
 	snprintf(st.u.stat.source, sizeof(st.u.stat.source), "recv");
 	if (s->ep_first_ns && s->ep_first_ns <= t[0]) {
-		stat_kv(&st.u.stat, "receive_ns", t[0] - s->ep_first_ns);
-		stat_kv(&st.u.stat, "stage_ns", s->ep_stage_ns);
-		stat_kv(&st.u.stat, "decode_ns", s->ep_decode_ns);
-		stat_kv(&st.u.stat, "journal_ns", s->ep_journal_ns);
+		zd_stat_put(&st.u.stat, "receive_ns", t[0] - s->ep_first_ns);
+		zd_stat_put(&st.u.stat, "stage_ns", s->ep_stage_ns);
+		zd_stat_put(&st.u.stat, "decode_ns", s->ep_decode_ns);
+		zd_stat_put(&st.u.stat, "journal_ns", s->ep_journal_ns);
 	}
-	stat_kv(&st.u.stat, "verify_ns", verify);
-	stat_kv(&st.u.stat, "checksum_ns", ZD_MIN(rep->sum_ns, verify));
-	stat_kv(&st.u.stat, "fsync_ns", ZD_MIN(rep->fsync_ns, mark));
-	stat_kv(&st.u.stat, "commit_ns", mark - ZD_MIN(rep->fsync_ns, mark));
-	stat_kv(&st.u.stat, "ack_ns", t[3] - t[2] + pre);
-	stat_kv(&st.u.stat, "total_ns", t[3] - t[0]);
-	stat_kv(&st.u.stat, "apply_ns", t[4] - t[3]);	/* after the ACK's write began */
+	zd_stat_put(&st.u.stat, "verify_ns", verify);
+	zd_stat_put(&st.u.stat, "checksum_ns", ZD_MIN(rep->sum_ns, verify));
+	zd_stat_put(&st.u.stat, "fsync_ns", ZD_MIN(rep->fsync_ns, mark));
+	zd_stat_put(&st.u.stat, "commit_ns", mark - ZD_MIN(rep->fsync_ns, mark));
+	zd_stat_put(&st.u.stat, "ack_ns", t[3] - t[2] + pre);
+	zd_stat_put(&st.u.stat, "total_ns", t[3] - t[0]);
+	zd_stat_put(&st.u.stat, "apply_ns", t[4] - t[3]);	/* after the ACK's write began */
 	return send_back(s, &st);
 }
 

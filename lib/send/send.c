@@ -338,12 +338,6 @@ static int ship(void *arg, const struct zd_record *r)
 	return 0;
 }
 
-static void stat_kv(struct zd_rec_stat *st, const char *key, double v)
-{
-	snprintf(st->kv[st->n].key, sizeof(st->kv[st->n].key), "%s", key);
-	st->kv[st->n++].value = v;
-}
-
 /* STAT "send" of an epoch, from the emitting thread at its COMMIT. */
 static void epoch_stat(struct sender *s, uint64_t epoch)
 {
@@ -359,13 +353,13 @@ static void epoch_stat(struct sender *s, uint64_t epoch)
 	zd_record_init(&st, ZD_REC_STAT);
 	st.u.stat.epoch = epoch;
 	snprintf(st.u.stat.source, sizeof(st.u.stat.source), "send");
-	stat_kv(&st.u.stat, "pages", (double)s->ep_pages);
-	stat_kv(&st.u.stat, "raw_bytes", (double)s->ep_raw);
-	stat_kv(&st.u.stat, "wire_bytes", (double)wire);
-	stat_kv(&st.u.stat, "ratio", wire ? (double)s->ep_raw / (double)wire : 1.0);
+	zd_stat_put(&st.u.stat, "pages", (double)s->ep_pages);
+	zd_stat_put(&st.u.stat, "raw_bytes", (double)s->ep_raw);
+	zd_stat_put(&st.u.stat, "wire_bytes", (double)wire);
+	zd_stat_put(&st.u.stat, "ratio", wire ? (double)s->ep_raw / (double)wire : 1.0);
 	if (ws) {
-		stat_kv(&st.u.stat, "delta_pages", (double)(ws->delta_pages - s->ep_delta));
-		stat_kv(&st.u.stat, "miss_pages", (double)(ws->miss_pages - s->ep_miss));
+		zd_stat_put(&st.u.stat, "delta_pages", (double)(ws->delta_pages - s->ep_delta));
+		zd_stat_put(&st.u.stat, "miss_pages", (double)(ws->miss_pages - s->ep_miss));
 		s->ep_delta = ws->delta_pages;
 		s->ep_miss = ws->miss_pages;
 	}
@@ -457,7 +451,7 @@ struct lat {
 static void lat_part(struct zd_rec_stat *st, const char *key, uint64_t a, uint64_t b)
 {
 	if (a && b && b >= a)
-		stat_kv(st, key, (double)(b - a));
+		zd_stat_put(st, key, (double)(b - a));
 }
 
 /* The epoch's STAT "latency" on the log: this stage's parts of T1 → ACK
@@ -473,13 +467,13 @@ static void latency_stat(struct sender *s, struct lat *l, const struct zd_rec_st
 	zd_record_init(&st, ZD_REC_STAT);
 	st.u.stat.epoch = l->epoch;
 	snprintf(st.u.stat.source, sizeof(st.u.stat.source), "latency");
-	stat_kv(&st.u.stat, "latency_ns", (double)l->latency);
+	zd_stat_put(&st.u.stat, "latency_ns", (double)l->latency);
 	lat_part(&st.u.stat, "to_ckpt_ns", l->t1, l->ckpt_in);
 	lat_part(&st.u.stat, "to_commit_ns", l->ckpt_in, l->commit_in);
 	lat_part(&st.u.stat, "to_wire_ns", l->commit_in, l->commit_out);
 	if (l->commit_out && l->ack_in >= l->commit_out) {
 		to_ack = (double)(l->ack_in - l->commit_out);
-		stat_kv(&st.u.stat, "to_ack_ns", to_ack);
+		zd_stat_put(&st.u.stat, "to_ack_ns", to_ack);
 	}
 	for (uint32_t i = 0; recv && i < recv->n && i < ZD_STAT_MAX_KV && st.u.stat.n < ZD_STAT_MAX_KV - 1; i++) {
 		char k[sizeof(st.u.stat.kv[0].key)];
@@ -487,12 +481,12 @@ static void latency_stat(struct sender *s, struct lat *l, const struct zd_rec_st
 		if (snprintf(k, sizeof(k), "recv_%s", recv->kv[i].key) >= (int)sizeof(k) ||
 		    !(recv->kv[i].value >= 0))
 			continue;
-		stat_kv(&st.u.stat, k, recv->kv[i].value);
+		zd_stat_put(&st.u.stat, k, recv->kv[i].value);
 		/* The rest of COMMIT written → ACK read is the way there and
 		 * back, and the backup's backlog before it read the COMMIT:
 		 * each a difference on one host's clock. */
 		if (!strcmp(recv->kv[i].key, "total_ns") && to_ack >= 0)
-			stat_kv(&st.u.stat, "net_ns", to_ack - ZD_MIN(to_ack, recv->kv[i].value));
+			zd_stat_put(&st.u.stat, "net_ns", to_ack - ZD_MIN(to_ack, recv->kv[i].value));
 	}
 	zd__send_log_put(s, &st);
 }

@@ -57,6 +57,14 @@ int zd_mode_parse(const char *s, enum zd_mode *m)
 	return -1;
 }
 
+void zd_stat_put(struct zd_rec_stat *st, const char *key, double v)
+{
+	if (st->n >= ZD_STAT_MAX_KV)
+		return;
+	snprintf(st->kv[st->n].key, sizeof(st->kv[st->n].key), "%s", key);
+	st->kv[st->n++].value = v;
+}
+
 void zd_record_init(struct zd_record *r, uint16_t type)
 {
 	memset(r, 0, sizeof(*r));

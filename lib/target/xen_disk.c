@@ -487,8 +487,9 @@ void zd_xdisk_close(struct zd_xdisk *d)
 }
 
 /* Flush DEV, so that every write that completed is logged, then put the
- * mark text in its log. */
-static int flush_and_mark(struct zd_xdisk *d, const char *text, char *err, size_t errlen)
+ * mark text in its log; what each took into *flush_ns and *mark_ns. */
+static int flush_and_mark(struct zd_xdisk *d, const char *text, uint64_t *flush_ns, uint64_t *mark_ns,
+			  char *err, size_t errlen)
 {
 	struct {
 		struct dm_target_msg m;
@@ -504,8 +505,8 @@ static int flush_and_mark(struct zd_xdisk *d, const char *text, char *err, size_
 	snprintf(msg.text, sizeof(msg.text), "mark %s", text);
 	if (dm_ioctl(d->dev, DM_TARGET_MSG, 0, &msg, sizeof(msg), reply, sizeof(reply), e, sizeof(e)) < 0)
 		return fail(err, errlen, "disk=%s: mark %s: %s", d->path, text, e);
-	d->flush_ns = t1 - t0;
-	d->mark_ns = now_ns() - t1;
+	*flush_ns = t1 - t0;
+	*mark_ns = now_ns() - t1;
 	return 0;
 }
 
@@ -514,20 +515,15 @@ int zd_xdisk_mark(struct zd_xdisk *d, uint64_t epoch, char *err, size_t errlen)
 	snprintf(d->mark, sizeof(d->mark), "zd-%s-%" PRIu64, d->run, epoch);
 	d->sum_mark[0] = '\0';
 	d->read_ns = 0;
-	return flush_and_mark(d, d->mark, err, errlen);
+	return flush_and_mark(d, d->mark, &d->flush_ns, &d->mark_ns, err, errlen);
 }
 
 int zd_xdisk_mark_sum(struct zd_xdisk *d, uint64_t epoch, char *err, size_t errlen)
 {
-	uint64_t flush_ns = d->flush_ns, mark_ns = d->mark_ns;
-	int r;
+	uint64_t flush_ns, mark_ns;	/* the checkpoint's figures are its own mark's */
 
 	snprintf(d->sum_mark, sizeof(d->sum_mark), "zd-%s-%" PRIu64 "-sum", d->run, epoch);
-	r = flush_and_mark(d, d->sum_mark, err, errlen);
-	/* The checkpoint's figures stay those of its own mark. */
-	d->flush_ns = flush_ns;
-	d->mark_ns = mark_ns;
-	return r;
+	return flush_and_mark(d, d->sum_mark, &flush_ns, &mark_ns, err, errlen);
 }
 
 /* The writes and discards logged from where the log was read to up to the

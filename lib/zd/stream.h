@@ -198,6 +198,8 @@ struct zd_record {
 
 const char *zd_rec_type_name(uint16_t type);	/* "HEADER", …, "UNKNOWN" */
 void zd_record_init(struct zd_record *r, uint16_t type);
+/* A STAT's next figure, key = v (none when it holds ZD_STAT_MAX_KV). */
+void zd_stat_put(struct zd_rec_stat *st, const char *key, double v);
 void zd_record_free(struct zd_record *r);	/* frees owned memory, keeps type */
 
 /* --- reading --- */
