@@ -57,6 +57,8 @@ int zd_swap_run(int in_fd, int out_fd, bool json, uint64_t drain_delay_ns)
 
 	zd_reader_init(&rd, in_fd, "stdin");
 	zd_writer_init(&w, out_fd, zd_output_encoding(out_fd, json));
+	/* what zd-swap reads of PAGES is their page set */
+	rd.pass_pages = w.enc == ZD_ENC_BINARY;
 	cap = zd_capture_new(emit, &w, -1);
 	zd_capture_own_guard(cap);
 	zd_capture_set_drain_delay(cap, drain_delay_ns);
@@ -66,7 +68,10 @@ int zd_swap_run(int in_fd, int out_fd, bool json, uint64_t drain_delay_ns)
 			zd_capture_set_fb(cap, fb);
 		}
 		if ((rc = zd_capture_feed(cap, &r))) {
-			if (rc == ZD_EXIT_FAIL)
+			if (rd.err) {	/* a passed record's input was cut */
+				zd_warnx("%s", rd.msg);
+				rc = rd.err == ZD_RERR_IO ? ZD_EXIT_FAIL : ZD_EXIT_DATA;
+			} else if (rc == ZD_EXIT_FAIL)
 				zd_warnx("stdout: %s: %s", zd_capture_error(cap), strerror(w.err));
 			else
 				zd_warnx("%s", zd_capture_error(cap));

@@ -45,6 +45,11 @@ static int out_fail(struct stage *s)
 {
 	int e = s->w.err ? s->w.err : EIO;
 
+	if (s->rd.err) {	/* a passed record's input was cut */
+		zd_warnx("%s", s->rd.msg);
+		return s->rd.err == ZD_RERR_IO ? ZD_EXIT_FAIL : ZD_EXIT_DATA;
+	}
+
 	/* The usual way to get here: the next stage died. Say so, and where
 	 * in the run, since every stage before this one reports the same. */
 	if (e == EPIPE || e == ECONNRESET)
@@ -188,6 +193,8 @@ int zd_mru_stage_run(const struct zd_mru_stage_opts *o)
 
 	zd_reader_init(&s.rd, o->in_fd, "stdin");
 	zd_writer_init(&s.w, o->out_fd, zd_output_encoding(o->out_fd, o->json));
+	/* zd-mru reads page sets, not page contents */
+	s.rd.pass_pages = s.w.enc == ZD_ENC_BINARY;
 	zd_pageset_init(&s.acc);
 	zd_pageset_init(&s.tmp);
 	zd_pageset_init(&s.standby);

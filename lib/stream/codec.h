@@ -94,5 +94,13 @@ int zd_pages_prefix_len(const uint8_t *body, size_t avail, size_t *prefix_len, u
 int zd_decode_binary_pages(const uint8_t *buf, size_t prefix_len, uint8_t *data, uint32_t data_len,
 			   uint32_t crc, const struct zd_rec_header *hdr, struct zd_record *r,
 			   char *msg, size_t msglen);
+/* The same without the data (a passed record, zd_reader.pass_pages): the
+ * header and prefix checked, the CRC not; data stays NULL. */
+int zd_decode_binary_pages_head(const uint8_t *buf, size_t prefix_len, uint32_t data_len,
+				const struct zd_rec_header *hdr, struct zd_record *r, char *msg,
+				size_t msglen);
+/* A RAW PAGES record's header and prefix, its CRC over the data too, but
+ * not the data: the writer writes that from where it is. */
+int zd_enc_binary_pages_head(struct zd_buf *b, const struct zd_record *r, uint32_t page_size);
 
 #endif

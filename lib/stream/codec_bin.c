@@ -215,6 +215,36 @@ int zd_enc_binary_buf(struct zd_buf *b, const struct zd_record *r, uint32_t page
 	return 0;
 }
 
+int zd_enc_binary_pages_head(struct zd_buf *b, const struct zd_record *r, uint32_t page_size)
+{
+	struct zd_record head = *r;
+
+	if (r->type != ZD_REC_PAGES || zd_rec_check(r, page_size) < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	head.u.pages.data = NULL;
+	head.u.pages.data_len = 0;
+	size_t start = b->len;
+	zd_buf_reserve(b, ZD_RECHDR_LEN);
+	b->len += ZD_RECHDR_LEN;
+	put_body(b, &head);
+	/* put_body wrote data_len 0: the prefix ends with it */
+	zd_put_u32(b->p + b->len - 4, r->u.pages.data_len);
+	size_t blen = b->len - start - ZD_RECHDR_LEN + r->u.pages.data_len;
+	if (blen > ZD_REC_MAX) {
+		b->len = start;
+		errno = EFBIG;
+		return -1;
+	}
+	uint8_t *h = b->p + start;
+	zd_put_u32(h, ZD_REC_PAGES);	/* type, flags 0 */
+	zd_put_u32(h + 4, (uint32_t)blen);
+	uint32_t crc = zd_crc32c(zd_crc32c(0, h, 8), h + ZD_RECHDR_LEN, b->len - start - ZD_RECHDR_LEN);
+	zd_put_u32(h + 8, zd_crc32c(crc, r->u.pages.data, r->u.pages.data_len));
+	return 0;
+}
+
 int zd_encode_binary(const struct zd_record *r, uint32_t page_size, uint8_t **out, size_t *len)
 {
 	struct zd_buf b = { 0 };
@@ -703,4 +733,27 @@ int zd_decode_binary_pages(const uint8_t *buf, size_t prefix_len, uint8_t *data,
 		return FAIL(ZD_RERR_CRC, "crc mismatch (stored 0x%08x, computed 0x%08x)", crc, want);
 	}
 	return decode_checked(buf, buf + ZD_RECHDR_LEN, prefix_len, data, data_len, hdr, r, msg, msglen);
+}
+
+int zd_decode_binary_pages_head(const uint8_t *buf, size_t prefix_len, uint32_t data_len,
+				const struct zd_rec_header *hdr, struct zd_record *r, char *msg,
+				size_t msglen)
+{
+	static uint8_t unread;	/* stands for the data, still in the input */
+	const uint8_t *body = buf + ZD_RECHDR_LEN;
+	struct cur c = { body, body, prefix_len, NULL, &unread, data_len };
+	uint16_t minor = hdr ? hdr->minor : ZD_STREAM_MINOR;
+	int rc;
+
+	zd_record_init(r, 0);
+	if (zd_get_u16(buf) != ZD_REC_PAGES)
+		return FAIL(ZD_RERR_MALFORMED, "not a PAGES record");
+	r->type = ZD_REC_PAGES;
+	rc = get_body(&c, r, hdr, &minor, msg, msglen);
+	r->u.pages.data = NULL;
+	if (rc < 0) {
+		zd_record_free(r);
+		return rc;
+	}
+	return 0;
 }

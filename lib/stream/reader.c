@@ -7,6 +7,7 @@
  * and the record.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
@@ -31,6 +32,8 @@
 #define DIRECT_MIN (1u << 20)
 #define PREFIX_MAX (64u << 10)
 #define DIRECT_PIECE (256u << 10)
+/* With pass_pages, PAGES bodies from this size on are passed unread. */
+#define PASS_MIN (64u << 10)
 
 void zd_reader_init(struct zd_reader *rd, int fd, const char *name)
 {
@@ -313,6 +316,141 @@ static int truncated_body(struct zd_reader *rd, const char *where, const char *t
 		    where, rd->nrec + 1, tname, end, blen);
 }
 
+static bool passing(const struct zd_reader *rd)
+{
+	return rd->pass_pages && rd->stop_fd < 0 && !rd->stop_flag && !rd->idle;
+}
+
+/* next_pages_direct's way for a stage that passes PAGES on: the header
+ * and prefix decoded, the data left where it is (in the buffer, have
+ * bytes of it, and in fd) for zd_reader_pass_out. */
+static int pass_pages(struct zd_reader *rd, struct zd_record *r, size_t plen, uint32_t dlen,
+		      size_t have, const char *where)
+{
+	char what[200];
+	int rc = zd_decode_binary_pages_head(rd->buf + rd->buf_pos, plen, dlen,
+					     rd->have_header ? &rd->hdr : NULL, r, what, sizeof(what));
+
+	if (rc < 0)
+		return fail(rd, (enum zd_read_err)-rc, "%s: record %" PRIu64 " (PAGES): %s", where,
+			    rd->nrec + 1, what);
+	if (accept(rd, r, where) < 0)
+		return -1;
+	r->u.pages.pass = rd;
+	rd->pass_open = true;
+	rd->pass_head = ZD_RECHDR_LEN + plen + have;
+	rd->pass_left = dlen - have;
+	rd->offset += rd->pass_head + rd->pass_left;
+	return 1;
+}
+
+/* Where a passed record was not written (dropped): its bytes are skipped. */
+static int pass_skip(struct zd_reader *rd)
+{
+	uint8_t sink[64 << 10];
+	uint64_t start = rd->offset - rd->pass_head - rd->pass_left;
+
+	rd->pass_open = false;
+	rd->buf_pos += rd->pass_head;
+	while (rd->pass_left) {
+		ssize_t n = read(rd->fd, sink, ZD_MIN(rd->pass_left, sizeof(sink)));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return io_fail(rd);
+		if (n == 0)
+			return fail(rd, ZD_RERR_TRUNCATED, "%s: byte %" PRIu64 ": truncated: stream ends "
+				    "inside a PAGES body, %" PRIu64 " bytes short", rd->name, start,
+				    rd->pass_left);
+		rd->pass_left -= (uint64_t)n;
+	}
+	return 0;
+}
+
+int zd_reader_pass_out(struct zd_reader *rd, int out_fd, uint64_t *written)
+{
+	uint64_t start = rd->offset - rd->pass_head - rd->pass_left, left = rd->pass_left;
+
+	if (!rd->pass_open) {
+		errno = EINVAL;
+		return -1;
+	}
+	rd->pass_open = false;
+	/* Read and written, the data is checked on the way; spliced, it is
+	 * left to the stage that reads it. */
+	const uint8_t *h = rd->buf + rd->buf_pos;
+	uint32_t crc = zd_crc32c(zd_crc32c(0, h, 8), h + ZD_RECHDR_LEN, rd->pass_head - ZD_RECHDR_LEN);
+	uint32_t stored = zd_get_u32(h + 8);
+	if (zd_write_full(out_fd, rd->buf + rd->buf_pos, rd->pass_head) < 0)
+		return -1;
+	rd->buf_pos += rd->pass_head;
+	*written += rd->pass_head;
+	/* splice(2) moves the pipe's pages; where neither end is a pipe it
+	 * says EINVAL, and read and write do it. */
+	bool by_splice = true, spliced = false;
+	uint8_t *bounce = NULL;
+	while (left) {
+		ssize_t n;
+
+		if (by_splice) {
+			n = splice(rd->fd, NULL, out_fd, NULL, ZD_MIN(left, (uint64_t)(1u << 30)),
+				   SPLICE_F_MOVE);
+			if (n < 0 && errno == EINVAL) {
+				by_splice = false;
+				bounce = zd_xmalloc(DIRECT_PIECE);
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				/* which end failed: splice says EPIPE for the out side */
+				if (errno == EPIPE || errno == ECONNRESET || errno == ENOSPC || errno == EIO)
+					goto out_failed;
+				io_fail(rd);
+				goto in_failed;
+			}
+		} else {
+			n = read(rd->fd, bounce, ZD_MIN(left, (uint64_t)DIRECT_PIECE));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				io_fail(rd);
+				goto in_failed;
+			}
+			if (n > 0)
+				crc = zd_crc32c(crc, bounce, (size_t)n);
+			if (n > 0 && zd_write_full(out_fd, bounce, (size_t)n) < 0)
+				goto out_failed;
+		}
+		if (n == 0) {
+			rd->eof = true;
+			fail(rd, ZD_RERR_TRUNCATED, "%s: byte %" PRIu64 ": record %" PRIu64 " (PAGES): truncated: "
+			     "stream ends inside the body, %" PRIu64 " bytes short", rd->name, start,
+			     rd->nrec, left);
+			goto in_failed;
+		}
+		spliced |= by_splice;
+		left -= (uint64_t)n;
+		*written += (uint64_t)n;
+	}
+	rd->pass_left = 0;
+	free(bounce);
+	if (!spliced && crc != stored)
+		return fail(rd, ZD_RERR_CRC, "%s: byte %" PRIu64 ": record %" PRIu64 " (PAGES): crc mismatch "
+			    "(stored 0x%08x, computed 0x%08x)", rd->name, start, rd->nrec, stored, crc), -2;
+	return 0;
+out_failed:
+	rd->pass_left = left;
+	rd->pass_open = false;
+	free(bounce);
+	return -1;
+in_failed:
+	rd->pass_left = 0;
+	free(bounce);
+	return -2;
+}
+
 /* A big PAGES record: its prefix through the buffer, its data read from
  * the input straight into the buffer the record keeps. 1: read; -1:
  * failed (rd says why); 0: not this way (the prefix is not where it
@@ -337,6 +475,8 @@ static int next_pages_direct(struct zd_reader *rd, struct zd_record *r, uint32_t
 	size_t have = avail - plen;	/* of the data */
 	if (have > dlen / 2)
 		return 0;
+	if (passing(rd))
+		return pass_pages(rd, r, plen, dlen, have, where);
 	uint8_t *data = zd_xmalloc(dlen);
 	const uint8_t *h = rd->buf + rd->buf_pos;
 	uint32_t crc = zd_crc32c(zd_crc32c(zd_crc32c(0, h, 8), body, plen), body + plen, have);
@@ -396,7 +536,7 @@ static int next_binary(struct zd_reader *rd, struct zd_record *r)
 	if (blen > ZD_REC_MAX)
 		return fail(rd, ZD_RERR_TOO_BIG, "%s: record %" PRIu64 " (%s): length %u over the limit of %u",
 			    where, rec, tname, blen, ZD_REC_MAX);
-	if (zd_get_u16(p) == ZD_REC_PAGES && blen >= DIRECT_MIN) {
+	if (zd_get_u16(p) == ZD_REC_PAGES && blen >= (passing(rd) ? PASS_MIN : DIRECT_MIN)) {
 		int rc = next_pages_direct(rd, r, blen, where);
 		if (rc)
 			return rc;
@@ -493,6 +633,8 @@ int zd_reader_next(struct zd_reader *rd, struct zd_record *r)
 {
 	zd_record_init(r, 0);
 	if (rd->err)
+		return -1;
+	if (rd->pass_open && pass_skip(rd) < 0)
 		return -1;
 	if (!rd->detected && detect(rd) < 0)
 		return -1;

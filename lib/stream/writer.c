@@ -44,10 +44,55 @@ int zd_writer_flush(struct zd_writer *w)
 	return 0;
 }
 
+/* Page data is written from where it is, not copied into the buffer:
+ * a record passed unread (splice) or RAW pages this big. */
+#define DIRECT_AT (64u << 10)
+
+static int put_passed(struct zd_writer *w, struct zd_reader *rd)
+{
+	if (w->enc != ZD_ENC_BINARY || zd_writer_flush(w) < 0) {
+		w->err = w->err ? w->err : EINVAL;
+		return -1;
+	}
+	int rc = zd_reader_pass_out(rd, w->fd, &w->bytes);
+	if (rc == -1)
+		w->err = errno ? errno : EIO;
+	else if (rc == -2)
+		w->err = EPROTO;	/* the input's: rd->msg says what */
+	return rc ? -1 : 0;
+}
+
+static int put_pages_direct(struct zd_writer *w, const struct zd_record *r)
+{
+	struct zd_buf b = { w->buf, w->buf_len, w->buf_cap };
+	int rc = zd_enc_binary_pages_head(&b, r, w->page_size);
+
+	w->buf = b.p;
+	w->buf_cap = b.cap;
+	if (rc < 0) {
+		w->err = errno;
+		return -1;
+	}
+	w->buf_len = b.len;
+	if (zd_writer_flush(w) < 0)
+		return -1;
+	if (zd_write_full(w->fd, r->u.pages.data, r->u.pages.data_len) < 0) {
+		w->err = errno ? errno : EIO;
+		return -1;
+	}
+	w->bytes += r->u.pages.data_len;
+	return 0;
+}
+
 int zd_writer_put(struct zd_writer *w, const struct zd_record *r)
 {
 	if (w->err)
 		return -1;
+	if (r->type == ZD_REC_PAGES && r->u.pages.pass)
+		return put_passed(w, r->u.pages.pass);
+	if (r->type == ZD_REC_PAGES && w->enc == ZD_ENC_BINARY && w->preamble_done &&
+	    r->u.pages.enc == ZD_PENC_RAW && r->u.pages.data_len >= DIRECT_AT)
+		return put_pages_direct(w, r);
 	struct zd_buf b = { w->buf, w->buf_len, w->buf_cap };
 	size_t start = b.len;
 	if (w->enc == ZD_ENC_BINARY && !w->preamble_done) {

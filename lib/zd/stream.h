@@ -99,6 +99,10 @@ struct zd_rec_pages {
 	struct zd_pageset set;
 	uint32_t data_len;		/* bytes in data as carried */
 	uint8_t *data;			/* raw: set.pages * page_size bytes */
+	/* Non-NULL (and data NULL): the data was not read; it waits in this
+	 * reader's input, and zd_writer_put moves it on unread, CRC and all
+	 * (zd_reader.pass_pages). */
+	struct zd_reader *pass;
 };
 
 /* STATE: an opaque device/vCPU state blob of the target. */
@@ -247,10 +251,22 @@ struct zd_reader {
 	 * (zd-stat --follow prints its lines from here while input stalls) */
 	int (*idle)(void *arg);
 	void *idle_arg;
+	/* A stage that passes PAGES on without looking at their contents
+	 * (zd-mru, zd-swap) sets this: a big PAGES record then comes back
+	 * with its data still in fd (zd_rec_pages.pass), for zd_writer_put
+	 * to move to the next stage with splice(2), not copied. Spliced, the
+	 * data is not checked here: its CRC travels with it, and the stage
+	 * that reads the data (zd-send, zd-recv) checks it; where splice
+	 * cannot (neither end a pipe), it is read, written and checked.
+	 * Binary input only, and no stop_fd, stop_flag or idle. */
+	bool pass_pages;
 	/* buffering, private */
 	uint8_t *buf;
 	size_t buf_len, buf_pos, buf_cap;
 	bool eof;
+	bool pass_open;		/* a passed record's bytes are still to go */
+	size_t pass_head;	/* of them, in buf from buf_pos */
+	uint64_t pass_left;	/* of them, still in fd */
 };
 
 /* Read from fd (not owned). name appears in messages. */
@@ -263,6 +279,11 @@ void zd_reader_free(struct zd_reader *rd);
  * syntax, pfn < page_count, page size, CHECKPOINT epochs increasing, HEADER
  * first. */
 int zd_reader_next(struct zd_reader *rd, struct zd_record *r);
+/* Write the passed record r came with (zd_rec_pages.pass) to out_fd:
+ * 0; -1 writing failed (errno); -2 its input failed (rd->err, rd->msg:
+ * the stage before died inside the record, which then reaches out_fd cut
+ * short, as it came). For zd_writer_put. */
+int zd_reader_pass_out(struct zd_reader *rd, int out_fd, uint64_t *written);
 
 /* Decode one record from a memory buffer holding one encoded record
  * (binary: header+body; JSON: one line). hdr gives page_count/page_size

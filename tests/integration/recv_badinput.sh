@@ -131,4 +131,13 @@ rc=$?
 [ $rc = 3 ] && tail -1 "$TMP/swap.err" | grep -qE "stdin: byte $off: record $idx \(PAGES\): crc mismatch" &&
 	[ "$(grep -vc "open loop" "$TMP/swap.err")" = 1 ] && ok "zd-swap on a corrupt stream: exit 3, one line" ||
 	not_ok "zd-swap on a corrupt stream: exit 3, one line" "exit $rc: $(cat "$TMP/swap.err")"
+# Through pipes, zd-mru and zd-swap pass big PAGES on unread (splice): the
+# record's CRC comes along, and the stage that reads the pages refuses it.
+cat "$TMP/flip.bin" | zd-mru 2>/dev/null | zd-swap 2>/dev/null |
+	zd-recv --stdio --replica "$TMP/flip2" >/dev/null 2>"$TMP/flip2.err"
+rc=$?
+[ $rc = 3 ] && grep -qE "record [0-9]+ \(PAGES\): crc mismatch.*epoch $K discarded" "$TMP/flip2.err" &&
+	ok "a corrupt PAGES through zd-mru | zd-swap: zd-recv refuses it, exit 3" ||
+	not_ok "a corrupt PAGES through zd-mru | zd-swap: zd-recv refuses it, exit 3" "exit $rc: $(cat "$TMP/flip2.err")"
+at_epoch "flipped byte through the stages" "$TMP/flip2" $((K - 1))
 done_testing

@@ -1110,6 +1110,186 @@ static void test_big_pages_direct(void **state)
 	free(bytes);
 }
 
+/* A stage that passes PAGES unread (zd_reader.pass_pages, as zd-mru and
+ * zd-swap do): the bytes out are the bytes in, whether splice(2) moves
+ * them (pipe in, pipe or file out) or read and write do (file to file);
+ * a record the stage drops is skipped whole; input cut inside a passed
+ * record is the reader's error, named, not the writer's. */
+
+/* fork a child that writes bytes[0..len) to a pipe; returns the read end */
+static int pipe_from(const uint8_t *bytes, size_t len, pid_t *pid)
+{
+	int p[2];
+
+	assert_int_equal(pipe(p), 0);
+	*pid = fork();
+	assert_true(*pid >= 0);
+	if (*pid == 0) {
+		close(p[0]);
+		_exit(write(p[1], bytes, len) == (ssize_t)len ? 0 : 1);
+	}
+	close(p[1]);
+	return p[0];
+}
+
+/* reader (pass_pages) → writer; returns records passed unread, or -1 */
+static long pass_through(int in, int out, struct zd_reader *rd, struct zd_writer *w, bool drop_first_passed)
+{
+	struct zd_record r;
+	long passed = 0;
+	int rc;
+
+	zd_reader_init(rd, in, "stdin");
+	rd->pass_pages = true;
+	zd_writer_init(w, out, ZD_ENC_BINARY);
+	while ((rc = zd_reader_next(rd, &r)) > 0) {
+		bool pass = r.type == ZD_REC_PAGES && r.u.pages.pass;
+
+		if (pass)
+			assert_null(r.u.pages.data);
+		passed += pass;
+		if (!(pass && drop_first_passed && passed == 1) && zd_writer_put(w, &r) < 0) {
+			zd_record_free(&r);
+			return -1;
+		}
+		zd_record_free(&r);
+	}
+	if (rc < 0 || zd_writer_flush(w) < 0)
+		return -1;
+	return passed;
+}
+
+static void test_pass_pages(void **state)
+{
+	struct zd_record recs[5], back[5];
+	uint8_t *bytes, *out;
+	size_t n = big_pages_stream(recs, &bytes);
+	size_t len = 0;
+	struct zd_reader rd;
+	struct zd_writer w;
+	pid_t pid, pid2;
+	int st;
+
+	/* the writer puts big RAW pages from where they are: the same bytes */
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *b;
+		size_t l;
+		assert_int_equal(zd_encode_binary(&recs[i], PAGE, &b, &l), 0);
+		assert_memory_equal(bytes + ZD_PREAMBLE_LEN + len, b, l);
+		free(b);
+		len += l;
+	}
+	len += ZD_PREAMBLE_LEN;
+
+	/* pipe in, file out (splice), then file in, file out (read, write) */
+	for (int file_in = 0; file_in < 2; file_in++) {
+		int in = file_in ? memfd_with(bytes, len) : pipe_from(bytes, len, &pid);
+		int mem = memfd_create("zd-out", 0);
+
+		assert_int_equal(pass_through(in, mem, &rd, &w, false), 3);
+		assert_int_equal(w.bytes, len);
+		assert_int_equal(fd_slurp(mem, &out), len);
+		assert_memory_equal(out, bytes, len);
+		free(out);
+		zd_reader_free(&rd);
+		zd_writer_free(&w);
+		close(mem);
+		close(in);
+		if (!file_in)
+			assert_int_equal(waitpid(pid, &st, 0), pid);
+	}
+
+	/* pipe in, pipe out (splice), read back by a reader: the records */
+	int in = pipe_from(bytes, len, &pid), p[2];
+	assert_int_equal(pipe(p), 0);
+	pid2 = fork();
+	assert_true(pid2 >= 0);
+	if (pid2 == 0) {
+		close(p[0]);
+		_exit(pass_through(in, p[1], &rd, &w, false) == 3 ? 0 : 1);
+	}
+	close(p[1]);
+	close(in);
+	assert_int_equal(read_all(p[0], &rd, back, n), (long)n);
+	for (size_t i = 0; i < n; i++)
+		assert_record_equal(&recs[i], &back[i]);
+	free_stream(back, n);
+	zd_reader_free(&rd);
+	close(p[0]);
+	assert_int_equal(waitpid(pid2, &st, 0), pid2);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+
+	/* the first passed record dropped: the rest come through whole */
+	in = pipe_from(bytes, len, &pid);
+	int mem = memfd_create("zd-out", 0);
+	assert_int_equal(pass_through(in, mem, &rd, &w, true), 3);
+	size_t got = fd_slurp(mem, &out);
+	zd_reader_free(&rd);
+	zd_writer_free(&w);
+	close(mem);
+	close(in);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	mem = memfd_with(out, got);
+	assert_int_equal(read_all(mem, &rd, back, n), (long)n - 1);
+	assert_record_equal(&recs[1], &back[1]);
+	assert_record_equal(&recs[3], &back[2]);
+	assert_record_equal(&recs[4], &back[3]);
+	free_stream(back, n - 1);
+	zd_reader_free(&rd);
+	close(mem);
+	free(out);
+
+	/* a byte of the last record's data changed: read and written (file
+	 * to file), the stage finds it; spliced (pipe to file), the stage
+	 * after it does, the CRC having come along */
+	bytes[len - 5000] ^= 0x40;
+	for (int file_in = 1; file_in >= 0; file_in--) {
+		in = file_in ? memfd_with(bytes, len) : pipe_from(bytes, len, &pid);
+		mem = memfd_create("zd-out", 0);
+		long rc = pass_through(in, mem, &rd, &w, false);
+		if (file_in) {
+			assert_int_equal(rc, -1);
+			assert_int_equal(rd.err, ZD_RERR_CRC);
+			if (!strstr(rd.msg, "(PAGES): crc mismatch"))
+				fail_msg("%s", rd.msg);
+		} else {
+			assert_int_equal(rc, 3);
+		}
+		zd_reader_free(&rd);
+		zd_writer_free(&w);
+		got = fd_slurp(mem, &out);
+		close(mem);
+		close(in);
+		if (!file_in)
+			assert_int_equal(waitpid(pid, &st, 0), pid);
+		mem = memfd_with(out, got);
+		assert_int_equal(read_all(mem, &rd, NULL, 0), -1);
+		assert_int_equal(rd.err, ZD_RERR_CRC);
+		zd_reader_free(&rd);
+		close(mem);
+		free(out);
+	}
+	bytes[len - 5000] ^= 0x40;
+
+	/* cut inside the last record's data: the reader says where */
+	in = pipe_from(bytes, len - 1000, &pid);
+	mem = memfd_create("zd-out", 0);
+	assert_int_equal(pass_through(in, mem, &rd, &w, false), -1);
+	assert_int_equal(w.err, EPROTO);
+	assert_int_equal(rd.err, ZD_RERR_TRUNCATED);
+	if (!strstr(rd.msg, "stdin: byte ") || !strstr(rd.msg, "(PAGES): truncated") ||
+	    !strstr(rd.msg, "1000 bytes short"))
+		fail_msg("%s", rd.msg);
+	zd_reader_free(&rd);
+	zd_writer_free(&w);
+	close(mem);
+	close(in);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	free_stream(recs, n);
+	free(bytes);
+}
+
 static void test_pipe_small_writes_binary(void **state) { pipe_small_writes(ZD_ENC_BINARY); }
 static void test_pipe_small_writes_json(void **state) { pipe_small_writes(ZD_ENC_JSON); }
 
@@ -1339,6 +1519,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_crc32c_vectors),
 		cmocka_unit_test(test_big_pages_direct),
+		cmocka_unit_test(test_pass_pages),
 		cmocka_unit_test(test_roundtrip_binary),
 		cmocka_unit_test(test_roundtrip_json),
 		cmocka_unit_test(test_binary_json_binary_identical),
