@@ -59,6 +59,11 @@ struct kvm_priv {
 	size_t copy_bytes;
 	uint64_t copy_pages;
 	bool copy_no;
+	/* PRECOPY's area (PRECOPY_INFO), mapped read-only; pre_no: this
+	 * zd-vm has none. */
+	const uint8_t *pre;
+	size_t pre_bytes;
+	bool pre_no;
 	pthread_mutex_t mu;
 };
 
@@ -245,6 +250,8 @@ static void kvm_close(struct zd_target *t)
 		close(p->diskfd);
 	if (p->copy)
 		munmap((void *)p->copy, p->copy_bytes);
+	if (p->pre)
+		munmap((void *)p->pre, p->pre_bytes);
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 	t->priv = NULL;
@@ -593,6 +600,63 @@ static int map_copy_area(struct zd_target *t)
 	return 0;
 }
 
+/* The pre-copy area, once: 0 mapped, 1 this zd-vm has none. */
+static int map_precopy_area(struct zd_target *t)
+{
+	struct kvm_priv *p = t->priv;
+	struct zd_vmctl_req req = { .op = ZD_VMCTL_PRECOPY_INFO };
+	struct zd_vmctl_rep rep;
+	int fds[4], nfds = 0;
+	void *m;
+
+	if (p->pre)
+		return 0;
+	if (p->pre_no)
+		return 1;
+	pthread_mutex_lock(&p->mu);
+	if (zd_vmctl_call(p->fd, &req, &rep, NULL, 0, fds, &nfds) < 0) {
+		pthread_mutex_unlock(&p->mu);
+		set_err(t, "control socket: %s", strerror(errno));
+		return -1;
+	}
+	pthread_mutex_unlock(&p->mu);
+	if (rep.status < 0 || nfds != 1 || rep.v0 < t->page_count) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		p->pre_no = true;	/* an older zd-vm: "unknown request" */
+		return 1;
+	}
+	m = mmap(NULL, rep.v0 * t->page_size, PROT_READ, MAP_SHARED, fds[0], 0);
+	close(fds[0]);
+	if (m == MAP_FAILED) {
+		set_err(t, "mmap pre-copy area: %s", strerror(errno));
+		return -1;
+	}
+	p->pre = m;
+	p->pre_bytes = rep.v0 * t->page_size;
+	return 0;
+}
+
+static int kvm_precopy(struct zd_target *t, const struct zd_pageset *set, const uint8_t **data)
+{
+	struct kvm_priv *p = t->priv;
+	struct zd_vmctl_rep rep;
+	int r;
+
+	if ((r = map_precopy_area(t)) != 0)
+		return r;
+	zd_pageset_to_bitmap(set, p->bm + p->nwords, p->nwords * 64, 0);
+	if (call(t, ZD_VMCTL_PRECOPY, 0, 0, &rep, NULL, 0, NULL, NULL) < 0)
+		return -1;
+	if (rep.v0 != zd_pageset_count(set)) {
+		set_err(t, "PRECOPY copied %llu pages of %llu", (unsigned long long)rep.v0,
+			(unsigned long long)zd_pageset_count(set));
+		return -1;
+	}
+	*data = p->pre;
+	return 0;
+}
+
 /* zddspt's pause in one CHECKPOINT request (vmctl.h). Not with a disk:
  * its write log is read while paused by DISK_LOG requests. */
 static int kvm_checkpoint(struct zd_target *t, struct zd_target_ckpt *ck)
@@ -797,6 +861,7 @@ const struct zd_target_ops zd_target_kvm = {
 	.resume = kvm_resume,
 	.harvest = kvm_harvest,
 	.rearm = kvm_rearm,
+	.precopy = kvm_precopy,
 	.read_pages = kvm_read_pages,
 	.get_state = kvm_get_state,
 	.disk_writes = kvm_disk_writes,

@@ -17,7 +17,9 @@
  *                              epoch (k->rewritten: they go with F, copied at
  *                              the pause); re-arm exactly P (a later write to
  *                              it is seen again at T1); copy P while the VM
- *                              runs (sent with the checkpoint: send_precopied)
+ *                              runs (sent with the checkpoint: send_precopied);
+ *                              on kvm: one request, zd-vm re-arming and copying
+ *                              a group at a time (vm_precopy.c)
  *   run_until_t1               the VM runs on until T1
  *   choose_guard               protect F, or copy it at the pause (enum
  *                              fallback says why); waits for the previous
@@ -113,6 +115,7 @@ struct zddspt_round {
 	const uint8_t *copy_data;
 	uint64_t kept_out;		/* k->rewritten at T0 */
 	uint64_t precopy_ns;		/* T0 to the pre-copy read */
+	bool precopy_in_target;		/* the target re-armed and copied P (kvm: PRECOPY) */
 	const uint8_t *pre_buf;		/* P's contents as read at T0, in pfn order (k's) */
 	struct zd_pageset late;		/* P less F, sent with the checkpoint */
 	uint8_t *late_buf;		/* k's */
@@ -228,16 +231,27 @@ static int precopy(struct zd_track *k, struct zddspt_round *rd)
 		zd_pageset_subtract(&sofar, p, &k->rewritten);
 		zd_pageset_swap(&sofar, p);
 	}
-	if (reread_in_chunks(k, p) < 0)
-		goto out;
 	/* The copies wait in pre_buf until the checkpoint is sent (see
 	 * send_precopied): writing them into the pipe now could block for
 	 * milliseconds behind the stages downstream on a loaded host, and
 	 * every such millisecond before T1 is one in which the guest may
 	 * write a re-armed page again, a second dirty-log fault (~20 us on
-	 * kvm_pvm) for a copy that is then worthless. */
-	ZD_SWAP_BUF(k->buf, k->buf_cap, k->pre_buf, k->pre_cap);
-	rd->pre_buf = k->pre_buf;
+	 * kvm_pvm) for a copy that is then worthless. A target that
+	 * re-arms and copies in one request (kvm: zd-vm's PRECOPY) keeps
+	 * them in its own area. */
+	switch (policy_env("ZD_ZDDSPT_TARGET_PRECOPY", 1) ? zd__track_precopy(k, p, &rd->pre_buf) : 1) {
+	case 0:
+		rd->precopy_in_target = true;
+		break;
+	case 1:
+		if (reread_in_chunks(k, p) < 0)
+			goto out;
+		ZD_SWAP_BUF(k->buf, k->buf_cap, k->pre_buf, k->pre_cap);
+		rd->pre_buf = k->pre_buf;
+		break;
+	default:
+		goto out;
+	}
 	rc = 0;
 	rd->precopy_ns = zd_now_ns() - rd->base.c.t0_ns;
 out:
@@ -442,7 +456,7 @@ static int report_epoch(struct zd_track *k, const struct zddspt_round *rd)
 					    "one_request", "vcpu_stopped_ns", "copied_at_pause",
 					    "protected", "protect_calls", "copy_ns", "stop_ns",
 					    "harvest_ns", "rearm_ns", "state_ns", "kept_out",
-					    "precopy_ns" };
+					    "precopy_ns", "precopy_in_target" };
 	uint64_t copied = rd->one_request ? zd_pageset_count(&rd->copied) : 0;
 	double vals[] = { (double)rd->base.c.pause_ns, (double)rd->steps.protect_ns,
 			  (double)zd_pageset_count(&rd->precopied),
@@ -453,7 +467,7 @@ static int report_epoch(struct zd_track *k, const struct zddspt_round *rd)
 			  copies_frozen(rd) || rd->replay ? 0.0 : (double)(zd_pageset_count(&k->dirty) - copied),
 			  (double)rd->steps.protect_calls, (double)rd->steps.copy_ns, (double)rd->steps.stop_ns,
 			  (double)rd->steps.harvest_ns, (double)rd->steps.rearm_ns, (double)rd->steps.state_ns,
-			  (double)rd->kept_out, (double)rd->precopy_ns };
+			  (double)rd->kept_out, (double)rd->precopy_ns, rd->precopy_in_target ? 1.0 : 0.0 };
 
 	_Static_assert(ZD_ARRAY_SIZE(keys) == ZD_ARRAY_SIZE(vals), "a value per key");
 	return zd__emit_stat(k, keys, vals, ZD_ARRAY_SIZE(keys));

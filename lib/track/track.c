@@ -170,6 +170,18 @@ int zd__track_read_pages(struct zd_track *k, const struct zd_pageset *set)
 	return r < 0 ? target_fail(k, "read pages") : 0;
 }
 
+int zd__track_precopy(struct zd_track *k, const struct zd_pageset *set, const uint8_t **data)
+{
+	int r;
+
+	if (!k->t->ops->precopy)
+		return 1;
+	pthread_mutex_lock(&k->tlock);
+	r = k->t->ops->precopy(k->t, set, data);
+	pthread_mutex_unlock(&k->tlock);
+	return r < 0 ? target_fail(k, "pre-copy") : r;
+}
+
 int zd__track_read_pages_into(struct zd_track *k, const struct zd_pageset *set, uint8_t *buf)
 {
 	int r;

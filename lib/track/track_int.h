@@ -122,6 +122,9 @@ int zd__track_harvest_all(struct zd_track *k, struct track_round *rd);
  * -1 failed (k->rc set): never retried, see mode_zddspt.c protect_frozen. */
 int zd__track_protect(struct zd_track *k, const struct zd_pageset *set);
 int zd__track_read_pages(struct zd_track *k, const struct zd_pageset *set);	/* into k->buf */
+/* Re-arm and copy the set while the VM runs, if the target can in one
+ * request (zd_target_ops.precopy): 0 (*data the target's), 1 it cannot. */
+int zd__track_precopy(struct zd_track *k, const struct zd_pageset *set, const uint8_t **data);
 int zd__track_read_pages_into(struct zd_track *k, const struct zd_pageset *set, uint8_t *buf);
 /* The target's pages of this checkpoint that change while paused
  * (zd_target_ops.paused_writes), as memsum hashed them: set and a

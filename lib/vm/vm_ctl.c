@@ -300,6 +300,30 @@ static int handle(struct zd_vm *vm, int fd)
 		rep.v0 = vm->copy_pages;
 		fds[nfds++] = vm->copyfd;
 		break;
+	case ZD_VMCTL_PRECOPY_INFO:
+		if (zd_vm_precopy_area(vm) < 0) {
+			rep.status = -ENOMEM;
+			break;
+		}
+		rep.v0 = vm->pre_pages;
+		fds[nfds++] = vm->prefd;
+		break;
+	case ZD_VMCTL_PRECOPY: {
+		uint64_t t0 = zd_now_ns(), calls = 0;
+
+		if (!vm->pre) {
+			rep.status = -ENXIO;	/* PRECOPY_INFO first */
+			break;
+		}
+		v = zd_vm_precopy(vm, &calls);
+		if (v < 0)
+			rep.status = (int32_t)v;
+		else
+			rep.v0 = (uint64_t)v;
+		rep.v1 = zd_now_ns() - t0;
+		rep.v2 = calls;
+		break;
+	}
 	case ZD_VMCTL_CHECKPOINT: {
 		struct zd_vmctl_ckpt ck;
 		uint8_t *st = NULL;

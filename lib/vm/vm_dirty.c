@@ -158,20 +158,25 @@ int zd_vm_dirty_clear_bits(struct zd_vm *vm, const uint64_t *bits)
 	uint64_t fw = UINT64_MAX, lw = 0;
 
 	for (uint64_t w = 0; w < vm->nwords; w++) {
-		uint64_t in = bits[w];
-
-		if (!in)
+		if (!bits[w])
 			continue;
 		if (fw == UINT64_MAX)
 			fw = w;
 		lw = w;
-		vm->vmm_seen[w] &= ~in;
-		if (!vm->manual_protect)
-			vm->classic_pending[w] &= ~in;
 	}
-	if (fw == UINT64_MAX || !vm->manual_protect)
-		return 0;
 	/* One ioctl over the span of the set: KVM re-arms only the bits set
 	 * in the bitmap, and one call is far cheaper than one per word. */
+	return fw == UINT64_MAX ? 0 : zd_vm_dirty_clear_words(vm, bits, fw, lw);
+}
+
+int zd_vm_dirty_clear_words(struct zd_vm *vm, const uint64_t *bits, uint64_t fw, uint64_t lw)
+{
+	for (uint64_t w = fw; w <= lw; w++) {
+		vm->vmm_seen[w] &= ~bits[w];
+		if (!vm->manual_protect)
+			vm->classic_pending[w] &= ~bits[w];
+	}
+	if (!vm->manual_protect)
+		return 0;
 	return kvm_clear(vm, fw, lw, (uint64_t *)bits + fw);
 }

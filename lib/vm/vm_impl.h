@@ -121,6 +121,10 @@ struct zd_vm {
 	int copyfd;
 	uint8_t *copy;
 	uint64_t copy_pages;
+	/* PRECOPY's area (vm_precopy.c), made at the first PRECOPY_INFO. */
+	int prefd;
+	uint8_t *pre;
+	uint64_t pre_pages;
 
 	/* Dirty tracking. The bitmap area (a second memfd shared with the
 	 * tracker) holds bm_out then bm_in, nwords each. */
@@ -239,6 +243,8 @@ int64_t zd_vm_dirty_get(struct zd_vm *vm);
 int zd_vm_dirty_clear(struct zd_vm *vm, bool all);
 /* Re-arm the pages set in bits (nwords words). 0 or -errno. */
 int zd_vm_dirty_clear_bits(struct zd_vm *vm, const uint64_t *bits);
+/* The same for the words [fw, lw] of bits only. */
+int zd_vm_dirty_clear_words(struct zd_vm *vm, const uint64_t *bits, uint64_t fw, uint64_t lw);
 
 /* vm_state.c: the STATE blob (layout in zd-vm(1)). malloc'd; -errno. */
 int zd_vm_state_save(struct zd_vm *vm, uint8_t **blob, uint32_t *len);
@@ -294,6 +300,12 @@ void zd_vm_uffd_close(struct zd_vm *vm);
 int64_t zd_vm_uffd_protect(struct zd_vm *vm);
 /* Write-protect [first, first + count): 0 or -errno. */
 int zd_vm_uffd_wp(struct zd_vm *vm, uint64_t first, uint64_t count);
+
+/* vm_precopy.c: PRECOPY_INFO and PRECOPY (vmctl.h). precopy returns the
+ * pages copied or -errno; *calls the re-arm ioctls it made. */
+int zd_vm_precopy_area(struct zd_vm *vm);
+void zd_vm_precopy_area_free(struct zd_vm *vm);
+int64_t zd_vm_precopy(struct zd_vm *vm, uint64_t *calls);
 
 /* vm_ckpt.c: COPY_INFO and CHECKPOINT (vmctl.h). */
 int zd_vm_copy_area(struct zd_vm *vm);

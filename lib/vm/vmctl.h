@@ -37,6 +37,12 @@ enum zd_vmctl_op {
 	ZD_VMCTL_COPY_INFO = 14, /* reply v0 = pages the copy area holds;
 				 * fds: [copy area memfd] (see CHECKPOINT) */
 	ZD_VMCTL_CHECKPOINT = 15, /* zddspt's whole pause in one request, below */
+	ZD_VMCTL_PRECOPY_INFO = 16, /* reply v0 = pages the pre-copy area holds;
+				 * fds: [pre-copy area memfd] */
+	ZD_VMCTL_PRECOPY = 17,	/* re-arm and copy the pages set in bitmap in,
+				 * a group at a time, into the pre-copy area in
+				 * pfn order, the VM running; reply v0 = pages,
+				 * v1 = ns, v2 = re-arm calls */
 };
 
 /*

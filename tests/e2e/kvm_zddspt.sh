@@ -21,7 +21,9 @@
 #     write-protected (STAT copied_at_pause, protected), faults are
 #     served on the protected part, and the replica is still right;
 #   - "steps": the six-request pause (ZD_ZDDSPT_ONE_REQUEST=0, what a VM
-#     with a disk takes) with zd-vm's coalesced PROTECT, still right.
+#     with a disk takes) with zd-vm's coalesced PROTECT, still right;
+#   - "chunked": the pre-copy re-armed and read by zd-track in chunks
+#     (ZD_ZDDSPT_TARGET_PRECOPY=0) instead of zd-vm's PRECOPY, still right.
 # "hot", "storm", "mixed" and "steps" run with ZD_ZDDSPT_PRECOPY_ALL=0 and
 # --precopy 20 (the paper's pre-copy of the standby set, 5 ms before T1):
 # a large frozen set, so the guard has work; "hot" and "storm" with
@@ -221,6 +223,20 @@ else
 	skip "zddspt with the uffd guard: fault storm" "ZD_ZDDSPT_GUARD=0"
 fi
 for m in ${ZD_ZDDSPT_CMP_MODES-remus buffered zddspt}; do run_mode "cmp-$m" "$m" "$CMP_EPOCHS" dirty=80000,hot=0.2,span=4M; done
-# The defaults: every guarded epoch's pause one CHECKPOINT request.
-case " ${ZD_ZDDSPT_CMP_MODES-zddspt} " in *" zddspt "*) [ "${ZD_ZDDSPT_GUARD:-1}" = 1 ] && check_one_request cmp-zddspt ;; esac
+# The defaults: every guarded epoch's pause one CHECKPOINT request, and
+# every pre-copy one PRECOPY request (zd-vm re-arms and copies); then the
+# same with zd-track re-arming and reading in chunks: right either way.
+case " ${ZD_ZDDSPT_CMP_MODES-zddspt} " in *" zddspt "*)
+	[ "${ZD_ZDDSPT_GUARD:-1}" = 1 ] && check_one_request cmp-zddspt
+	check_precopy_by() { # CASE WANT
+		local by
+		by=$(grep '"source":"track"' "$TMP/$1/send.log" | jq -r 'select(.values.precopy > 0) | .values.precopy_in_target' | sort -u | tr '\n' ' ')
+		if [ "$by" = "$2 " ]; then ok "$1: every pre-copy's precopy_in_target=$2"
+		else not_ok "$1: every pre-copy's precopy_in_target=$2" "values '$by'"; fi
+	}
+	check_precopy_by cmp-zddspt 1
+	ZD_ZDDSPT_TARGET_PRECOPY=0 run_mode chunked zddspt "$CMP_EPOCHS" dirty=80000,hot=0.2,span=4M
+	check_precopy_by chunked 0
+	;;
+esac
 done_testing

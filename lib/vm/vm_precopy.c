@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * PRECOPY (vmctl.h): zddspt's pre-copy, re-arm and copy interleaved, in
+ * zd-vm, while the guest runs.
+ *
+ * A pre-copied page is re-armed before it is read (a write after the read
+ * must show in the dirty log at T1), and from its re-arm to T1 the guest
+ * may write it again: a second dirty-log write fault (~17 us on kvm_pvm)
+ * for a copy that is then thrown away. Re-arming all of P and then reading
+ * it leaves every page exposed for the whole read; re-arming chunk by
+ * chunk from the tracker costs a control round trip per chunk (~35 us
+ * here), which lengthened the pre-copy as much as it saved (bench/README.md,
+ * "The pre-copy in zd-vm"). Here a group of about GROUP_PAGES pages of P is
+ * re-armed by one KVM_CLEAR_DIRTY_LOG and copied at once, with nothing
+ * between groups: a page is exposed for what is left of the pre-copy
+ * after its group, half of it on average.
+ *
+ * The copies go to the pre-copy area, a memfd the tracker maps read-only
+ * (PRECOPY_INFO): as many pages as guest RAM, sparse, so only what a
+ * pre-copy ever wrote takes memory. It holds one pre-copy, until the next.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "vm/vm_impl.h"
+#include "zd/util.h"
+
+/* At least this many pages of P per re-arm call. A call costs ~13 us on
+ * kvm_pvm, so groups of 16 made the pre-copy of ~1000 pages twice as
+ * long; 64 and 256 left as many pages written again (bench/README.md). */
+#define GROUP_PAGES 256u
+
+int zd_vm_precopy_area(struct zd_vm *vm)
+{
+	void *m;
+
+	if (vm->prefd >= 0)
+		return 0;
+	vm->prefd = memfd_create("zd-vm-precopy", MFD_CLOEXEC);
+	if (vm->prefd < 0 || ftruncate(vm->prefd, (off_t)(vm->npages * ZDG_PAGE)) < 0)
+		goto fail;
+	m = mmap(NULL, vm->npages * ZDG_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->prefd, 0);
+	if (m == MAP_FAILED)
+		goto fail;
+	vm->pre = m;
+	vm->pre_pages = vm->npages;
+	return 0;
+fail:
+	zd_vm_precopy_area_free(vm);
+	return -1;
+}
+
+void zd_vm_precopy_area_free(struct zd_vm *vm)
+{
+	int e = errno;
+
+	if (vm->pre)
+		munmap(vm->pre, vm->pre_pages * ZDG_PAGE);
+	if (vm->prefd >= 0)
+		close(vm->prefd);
+	vm->pre = NULL;
+	vm->pre_pages = 0;
+	vm->prefd = -1;
+	errno = e;
+}
+
+/* Re-arm the words [fw, lw] of bm_in, then copy their pages to *dst. */
+static int group(struct zd_vm *vm, uint64_t fw, uint64_t lw, uint8_t **dst)
+{
+	int rc = zd_vm_dirty_clear_words(vm, vm->bm_in, fw, lw);
+
+	if (rc)
+		return rc;
+	for (uint64_t w = fw; w <= lw; w++) {
+		for (uint64_t b = vm->bm_in[w]; b; b &= b - 1) {
+			uint64_t pfn = w * 64 + (uint64_t)__builtin_ctzll(b);
+
+			memcpy(*dst, vm->ram + pfn * ZDG_PAGE, ZDG_PAGE);
+			*dst += ZDG_PAGE;
+		}
+	}
+	return 0;
+}
+
+int64_t zd_vm_precopy(struct zd_vm *vm, uint64_t *calls)
+{
+	uint64_t fw = UINT64_MAX, pages = 0, in_group = 0;
+	uint8_t *dst = vm->pre;
+	int rc;
+
+	if (vm->npages % 64 && vm->bm_in[vm->nwords - 1] >> (vm->npages % 64))
+		return -EINVAL;	/* a page beyond guest RAM */
+	for (uint64_t w = 0; w < vm->nwords; w++) {
+		if (!vm->bm_in[w])
+			continue;
+		if (fw == UINT64_MAX)
+			fw = w;
+		in_group += (uint64_t)__builtin_popcountll(vm->bm_in[w]);
+		if (in_group < GROUP_PAGES)
+			continue;
+		if ((rc = group(vm, fw, w, &dst)))
+			return rc;
+		(*calls)++;
+		pages += in_group;
+		in_group = 0;
+		fw = UINT64_MAX;
+	}
+	if (fw != UINT64_MAX) {
+		uint64_t lw = vm->nwords - 1;
+
+		while (!vm->bm_in[lw])
+			lw--;
+		if ((rc = group(vm, fw, lw, &dst)))
+			return rc;
+		(*calls)++;
+		pages += in_group;
+	}
+	return (int64_t)pages;
+}
