@@ -637,16 +637,20 @@ static int map_precopy_area(struct zd_target *t)
 	return 0;
 }
 
-static int kvm_precopy(struct zd_target *t, const struct zd_pageset *set, const uint8_t **data)
+static int kvm_precopy(struct zd_target *t, const struct zd_pageset *set, const struct zd_pageset *last,
+		       const uint8_t **data)
 {
 	struct kvm_priv *p = t->priv;
 	struct zd_vmctl_rep rep;
+	bool hint = last && !zd_pageset_empty(last);
 	int r;
 
 	if ((r = map_precopy_area(t)) != 0)
 		return r;
 	zd_pageset_to_bitmap(set, p->bm + p->nwords, p->nwords * 64, 0);
-	if (call(t, ZD_VMCTL_PRECOPY, 0, 0, &rep, NULL, 0, NULL, NULL) < 0)
+	if (hint)
+		zd_pageset_to_bitmap(last, p->bm, p->nwords * 64, 0);
+	if (call(t, ZD_VMCTL_PRECOPY, hint ? ZD_VMCTL_F_HINT : 0, 0, &rep, NULL, 0, NULL, NULL) < 0)
 		return -1;
 	if (rep.v0 != zd_pageset_count(set)) {
 		set_err(t, "PRECOPY copied %llu pages of %llu", (unsigned long long)rep.v0,

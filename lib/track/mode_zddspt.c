@@ -239,7 +239,8 @@ static int precopy(struct zd_track *k, struct zddspt_round *rd)
 	 * kvm_pvm) for a copy that is then worthless. A target that
 	 * re-arms and copies in one request (kvm: zd-vm's PRECOPY) keeps
 	 * them in its own area. */
-	switch (policy_env("ZD_ZDDSPT_TARGET_PRECOPY", 1) ? zd__track_precopy(k, p, &rd->pre_buf) : 1) {
+	switch (policy_env("ZD_ZDDSPT_TARGET_PRECOPY", 1) ?
+		zd__track_precopy(k, p, policy_env("ZD_ZDDSPT_HOT_LAST", 1) ? &k->hot : NULL, &rd->pre_buf) : 1) {
 	case 0:
 		rd->precopy_in_target = true;
 		break;
@@ -500,6 +501,20 @@ static void keep_rewritten(struct zd_track *k, const struct zddspt_round *rd)
 	zd_pageset_free(&again);
 }
 
+/* k->prev = this epoch's pages (P and F), k->hot = those that were in
+ * the last epoch's too. A page written in two epochs running is likelier
+ * than most to be written in the moment after its pre-copy: copied last,
+ * it is open to that for the shortest time (zd-vm's PRECOPY). */
+static void remember_epoch(struct zd_track *k, const struct zddspt_round *rd)
+{
+	struct zd_pageset now = ZD_PAGESET_INIT;
+
+	zd_pageset_union(&now, &rd->precopied, &k->dirty);
+	zd_pageset_intersect(&k->hot, &k->prev, &now);
+	zd_pageset_swap(&k->prev, &now);
+	zd_pageset_free(&now);
+}
+
 static int zddspt_round(struct zd_track *k)
 {
 	struct zddspt_round rd = { .precopied = ZD_PAGESET_INIT, .hint = ZD_PAGESET_INIT,
@@ -532,8 +547,9 @@ static int zddspt_round(struct zd_track *k)
 	say_fallback(k, rd.why);
 	if (rc == 0)
 		rc = report_epoch(k, &rd);
-	/* The next epoch's fallback hint: every page this epoch changed. */
-	zd_pageset_union(&k->prev, &rd.precopied, &k->dirty);
+	/* The next epoch's fallback hint: every page this epoch changed;
+	 * those the last epoch changed too are the next pre-copy's hot ones. */
+	remember_epoch(k, &rd);
 	keep_rewritten(k, &rd);
 out:
 	zd__track_round_free(&rd.base);

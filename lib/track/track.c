@@ -170,14 +170,15 @@ int zd__track_read_pages(struct zd_track *k, const struct zd_pageset *set)
 	return r < 0 ? target_fail(k, "read pages") : 0;
 }
 
-int zd__track_precopy(struct zd_track *k, const struct zd_pageset *set, const uint8_t **data)
+int zd__track_precopy(struct zd_track *k, const struct zd_pageset *set, const struct zd_pageset *last,
+		      const uint8_t **data)
 {
 	int r;
 
 	if (!k->t->ops->precopy)
 		return 1;
 	pthread_mutex_lock(&k->tlock);
-	r = k->t->ops->precopy(k->t, set, data);
+	r = k->t->ops->precopy(k->t, set, last, data);
 	pthread_mutex_unlock(&k->tlock);
 	return r < 0 ? target_fail(k, "pre-copy") : r;
 }
@@ -782,6 +783,7 @@ int zd_track_run(const struct zd_track_opts *o, volatile sig_atomic_t *stop)
 	zd_pageset_init(&k.dirty);
 	zd_pageset_init(&k.prev);
 	zd_pageset_init(&k.rewritten);
+	zd_pageset_init(&k.hot);
 	zd_writer_init(&k.w, o->out_fd, zd_output_encoding(o->out_fd, o->json));
 
 	if (zd_target_open(&k.t, o->spec, msg, sizeof(msg)) < 0) {
@@ -831,6 +833,7 @@ out:
 	zd_pageset_free(&k.dirty);
 	zd_pageset_free(&k.prev);
 	zd_pageset_free(&k.rewritten);
+	zd_pageset_free(&k.hot);
 	free(k.pre_buf);
 	free(k.late_buf);
 	free(k.buf);

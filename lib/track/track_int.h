@@ -36,6 +36,8 @@ struct zd_track {
 	uint64_t run_start_ns;		/* the VM's last resume: epoch start */
 	struct zd_pageset dirty;	/* harvested at T1 */
 	struct zd_pageset prev;		/* last epoch's pages: zddspt's fallback hint */
+	struct zd_pageset hot;		/* zddspt: pages of each of the last two epochs,
+					 * which the pre-copy copies last */
 	struct zd_pageset rewritten;	/* zddspt: pages written again after their
 					 * pre-copy, kept out of the next one */
 	/* zddspt: the pre-copy's buffers, kept from round to round (a fresh
@@ -122,9 +124,11 @@ int zd__track_harvest_all(struct zd_track *k, struct track_round *rd);
  * -1 failed (k->rc set): never retried, see mode_zddspt.c protect_frozen. */
 int zd__track_protect(struct zd_track *k, const struct zd_pageset *set);
 int zd__track_read_pages(struct zd_track *k, const struct zd_pageset *set);	/* into k->buf */
-/* Re-arm and copy the set while the VM runs, if the target can in one
- * request (zd_target_ops.precopy): 0 (*data the target's), 1 it cannot. */
-int zd__track_precopy(struct zd_track *k, const struct zd_pageset *set, const uint8_t **data);
+/* Re-arm and copy the set while the VM runs, the pages also in last at
+ * the end, if the target can in one request (zd_target_ops.precopy): 0
+ * (*data the target's), 1 it cannot. */
+int zd__track_precopy(struct zd_track *k, const struct zd_pageset *set, const struct zd_pageset *last,
+		      const uint8_t **data);
 int zd__track_read_pages_into(struct zd_track *k, const struct zd_pageset *set, uint8_t *buf);
 /* The target's pages of this checkpoint that change while paused
  * (zd_target_ops.paused_writes), as memsum hashed them: set and a

@@ -315,7 +315,7 @@ static int handle(struct zd_vm *vm, int fd)
 			rep.status = -ENXIO;	/* PRECOPY_INFO first */
 			break;
 		}
-		v = zd_vm_precopy(vm, &calls);
+		v = zd_vm_precopy(vm, req.flags & ZD_VMCTL_F_HINT, &calls);
 		if (v < 0)
 			rep.status = (int32_t)v;
 		else

@@ -302,10 +302,11 @@ int64_t zd_vm_uffd_protect(struct zd_vm *vm);
 int zd_vm_uffd_wp(struct zd_vm *vm, uint64_t first, uint64_t count);
 
 /* vm_precopy.c: PRECOPY_INFO and PRECOPY (vmctl.h). precopy returns the
- * pages copied or -errno; *calls the re-arm ioctls it made. */
+ * pages copied or -errno; *calls the re-arm ioctls it made; hint: bm_out
+ * holds the pages to do last. */
 int zd_vm_precopy_area(struct zd_vm *vm);
 void zd_vm_precopy_area_free(struct zd_vm *vm);
-int64_t zd_vm_precopy(struct zd_vm *vm, uint64_t *calls);
+int64_t zd_vm_precopy(struct zd_vm *vm, bool hint, uint64_t *calls);
 
 /* vm_ckpt.c: COPY_INFO and CHECKPOINT (vmctl.h). */
 int zd_vm_copy_area(struct zd_vm *vm);

@@ -20,6 +20,7 @@
  * pre-copy ever wrote takes memory. It holds one pre-copy, until the next.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -66,56 +67,89 @@ void zd_vm_precopy_area_free(struct zd_vm *vm)
 	errno = e;
 }
 
-/* Re-arm the words [fw, lw] of bm_in, then copy their pages to *dst. */
-static int group(struct zd_vm *vm, uint64_t fw, uint64_t lw, uint8_t **dst)
+/* One pass over P (bm_in): the pages also in hint (hot) or not (!hot),
+ * re-armed and copied a group at a time, each page to its place in pfn
+ * order (rank: pages of P in the words before each word). */
+struct pass {
+	struct zd_vm *vm;
+	const uint64_t *hint;		/* NULL: every page is cold */
+	const uint64_t *rank;
+	uint64_t *sel;			/* the group's pages, words [fw, lw] */
+	uint64_t calls, pages;
+};
+
+static int group(struct pass *ps, uint64_t fw, uint64_t lw)
 {
-	int rc = zd_vm_dirty_clear_words(vm, vm->bm_in, fw, lw);
+	struct zd_vm *vm = ps->vm;
+	int rc = zd_vm_dirty_clear_words(vm, ps->sel, fw, lw);
 
 	if (rc)
 		return rc;
+	ps->calls++;
 	for (uint64_t w = fw; w <= lw; w++) {
-		for (uint64_t b = vm->bm_in[w]; b; b &= b - 1) {
-			uint64_t pfn = w * 64 + (uint64_t)__builtin_ctzll(b);
+		for (uint64_t b = ps->sel[w]; b; b &= b - 1) {
+			uint64_t bit = (uint64_t)__builtin_ctzll(b), pfn = w * 64 + bit;
+			uint64_t at = ps->rank[w] + (uint64_t)__builtin_popcountll(vm->bm_in[w] & ((1ull << bit) - 1));
 
-			memcpy(*dst, vm->ram + pfn * ZDG_PAGE, ZDG_PAGE);
-			*dst += ZDG_PAGE;
+			memcpy(vm->pre + at * ZDG_PAGE, vm->ram + pfn * ZDG_PAGE, ZDG_PAGE);
+			ps->pages++;
 		}
+		ps->sel[w] = 0;
 	}
 	return 0;
 }
 
-int64_t zd_vm_precopy(struct zd_vm *vm, uint64_t *calls)
+static int pass(struct pass *ps, bool hot)
 {
-	uint64_t fw = UINT64_MAX, pages = 0, in_group = 0;
-	uint8_t *dst = vm->pre;
+	struct zd_vm *vm = ps->vm;
+	uint64_t fw = UINT64_MAX, lw = 0, in_group = 0;
+	int rc;
+
+	if (hot && !ps->hint)
+		return 0;
+	for (uint64_t w = 0; w < vm->nwords; w++) {
+		uint64_t h = ps->hint ? ps->hint[w] : 0;
+		uint64_t m = vm->bm_in[w] & (hot ? h : ~h);
+
+		if (!m)
+			continue;
+		if (fw == UINT64_MAX)
+			fw = w;
+		lw = w;
+		ps->sel[w] = m;
+		in_group += (uint64_t)__builtin_popcountll(m);
+		if (in_group < GROUP_PAGES)
+			continue;
+		if ((rc = group(ps, fw, lw)))
+			return rc;
+		in_group = 0;
+		fw = UINT64_MAX;
+	}
+	return fw == UINT64_MAX ? 0 : group(ps, fw, lw);
+}
+
+int64_t zd_vm_precopy(struct zd_vm *vm, bool hint, uint64_t *calls)
+{
+	struct pass ps = { .vm = vm, .hint = hint ? vm->bm_out : NULL };
+	uint64_t *rank, n = 0;
 	int rc;
 
 	if (vm->npages % 64 && vm->bm_in[vm->nwords - 1] >> (vm->npages % 64))
 		return -EINVAL;	/* a page beyond guest RAM */
+	rank = zd_xmalloc(vm->nwords * 8);
+	ps.sel = zd_xcalloc(vm->nwords, 8);
 	for (uint64_t w = 0; w < vm->nwords; w++) {
-		if (!vm->bm_in[w])
-			continue;
-		if (fw == UINT64_MAX)
-			fw = w;
-		in_group += (uint64_t)__builtin_popcountll(vm->bm_in[w]);
-		if (in_group < GROUP_PAGES)
-			continue;
-		if ((rc = group(vm, fw, w, &dst)))
-			return rc;
-		(*calls)++;
-		pages += in_group;
-		in_group = 0;
-		fw = UINT64_MAX;
+		rank[w] = n;
+		n += (uint64_t)__builtin_popcountll(vm->bm_in[w]);
 	}
-	if (fw != UINT64_MAX) {
-		uint64_t lw = vm->nwords - 1;
-
-		while (!vm->bm_in[lw])
-			lw--;
-		if ((rc = group(vm, fw, lw, &dst)))
-			return rc;
-		(*calls)++;
-		pages += in_group;
-	}
-	return (int64_t)pages;
+	ps.rank = rank;
+	/* The pages predicted to be written again soonest go last: each is
+	 * then open to a second write for the shortest time. */
+	rc = pass(&ps, false);
+	if (!rc)
+		rc = pass(&ps, true);
+	free(rank);
+	free(ps.sel);
+	*calls = ps.calls;
+	return rc ? rc : (int64_t)ps.pages;
 }

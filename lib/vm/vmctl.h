@@ -41,7 +41,8 @@ enum zd_vmctl_op {
 				 * fds: [pre-copy area memfd] */
 	ZD_VMCTL_PRECOPY = 17,	/* re-arm and copy the pages set in bitmap in,
 				 * a group at a time, into the pre-copy area in
-				 * pfn order, the VM running; reply v0 = pages,
+				 * pfn order, the VM running; flags HINT: those
+				 * also in bitmap out last; reply v0 = pages,
 				 * v1 = ns, v2 = re-arm calls */
 };
 
@@ -101,7 +102,7 @@ struct zd_dlog_ent {
 };
 
 #define ZD_VMCTL_F_ALL 0x1
-#define ZD_VMCTL_F_HINT 0x2	/* CHECKPOINT */
+#define ZD_VMCTL_F_HINT 0x2	/* CHECKPOINT, PRECOPY */
 #define ZD_VMCTL_F_MEMSUM 0x4	/* CHECKPOINT */
 
 /* PROTECT coalesces the in-bitmap: set pages at most this many pages apart

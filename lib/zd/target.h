@@ -87,10 +87,12 @@ struct zd_target_ops {
 
 	/* Optional: re-arm the set's pages and copy them, a few at a time,
 	 * while the VM runs (zddspt's pre-copy): rearm then read_pages with
-	 * each page exposed to a second write for less time. *data: the
-	 * copies in pfn order, the target's until the next call. 0, 1 the
-	 * target cannot (nothing done), -1 (t->err). */
-	int (*precopy)(struct zd_target *t, const struct zd_pageset *set, const uint8_t **data);
+	 * each page exposed to a second write for less time; the pages also
+	 * in last (NULL: none), predicted to be written soonest, last of all.
+	 * *data: the copies in pfn order, the target's until the next call.
+	 * 0, 1 the target cannot (nothing done), -1 (t->err). */
+	int (*precopy)(struct zd_target *t, const struct zd_pageset *set, const struct zd_pageset *last,
+		       const uint8_t **data);
 	/* Copy the current contents of the set's pages, in pfn order, into
 	 * buf (set->pages * page_size bytes). epoch is the epoch the set
 	 * belongs to (synth derives contents from it). */
