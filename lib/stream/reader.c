@@ -360,9 +360,9 @@ static int pass_skip(struct zd_reader *rd)
 		if (n < 0)
 			return io_fail(rd);
 		if (n == 0)
-			return fail(rd, ZD_RERR_TRUNCATED, "%s: byte %" PRIu64 ": truncated: stream ends "
-				    "inside a PAGES body, %" PRIu64 " bytes short", rd->name, start,
-				    rd->pass_left);
+			return fail(rd, ZD_RERR_TRUNCATED, "%s: byte %" PRIu64 ": record %" PRIu64 " (PAGES): "
+				    "truncated: stream ends inside the body, %" PRIu64 " bytes short", rd->name,
+				    start, rd->nrec, rd->pass_left);
 		rd->pass_left -= (uint64_t)n;
 	}
 	return 0;
@@ -376,14 +376,16 @@ int zd_reader_pass_out(struct zd_reader *rd, int out_fd, uint64_t *written)
 		errno = EINVAL;
 		return -1;
 	}
-	rd->pass_open = false;
 	/* Read and written, the data is checked on the way; spliced, it is
 	 * left to the stage that reads it. */
 	const uint8_t *h = rd->buf + rd->buf_pos;
 	uint32_t crc = zd_crc32c(zd_crc32c(0, h, 8), h + ZD_RECHDR_LEN, rd->pass_head - ZD_RECHDR_LEN);
 	uint32_t stored = zd_get_u32(h + 8);
+	/* Where writing fails, the record stays open: a next read skips
+	 * what is left of it. */
 	if (zd_write_full(out_fd, rd->buf + rd->buf_pos, rd->pass_head) < 0)
 		return -1;
+	rd->pass_open = false;
 	rd->buf_pos += rd->pass_head;
 	*written += rd->pass_head;
 	/* splice(2) moves the pipe's pages; where neither end is a pipe it
@@ -441,8 +443,9 @@ int zd_reader_pass_out(struct zd_reader *rd, int out_fd, uint64_t *written)
 			    "(stored 0x%08x, computed 0x%08x)", rd->name, start, rd->nrec, stored, crc), -2;
 	return 0;
 out_failed:
+	rd->pass_open = true;
+	rd->pass_head = 0;
 	rd->pass_left = left;
-	rd->pass_open = false;
 	free(bounce);
 	return -1;
 in_failed:

@@ -34,6 +34,22 @@
 #include "zd/target.h"
 #include "zd/util.h"
 
+/* A shared area zd-vm hands over (COPY_INFO, PRECOPY_INFO), mapped
+ * read-only by map_vm_area; none: this zd-vm has none (an older one, or
+ * no guard), not asked again. */
+struct vm_area {
+	const uint8_t *map;
+	uint64_t pages;
+	bool none;
+};
+
+static void unmap_vm_area(const struct zd_target *t, struct vm_area *a)
+{
+	if (a->map)
+		munmap((void *)a->map, a->pages * t->page_size);
+	a->map = NULL;
+}
+
 struct kvm_priv {
 	int fd;				/* control socket, -1 in the attach role */
 	int memfd;			/* kept for export_fds */
@@ -53,17 +69,9 @@ struct kvm_priv {
 	int diskfd;
 	const uint8_t *dlog;
 	size_t dlog_bytes;
-	/* CHECKPOINT's copy area (COPY_INFO), mapped read-only; copy_no:
-	 * this zd-vm has none (an older one, or no guard). */
-	const uint8_t *copy;
-	size_t copy_bytes;
-	uint64_t copy_pages;
-	bool copy_no;
-	/* PRECOPY's area (PRECOPY_INFO), mapped read-only; pre_no: this
-	 * zd-vm has none. */
-	const uint8_t *pre;
-	size_t pre_bytes;
-	bool pre_no;
+	/* CHECKPOINT's copy area (COPY_INFO) and PRECOPY's (PRECOPY_INFO);
+	 * none: this zd-vm has none (an older one, or no guard). */
+	struct vm_area copy, pre;
 	pthread_mutex_t mu;
 };
 
@@ -248,10 +256,8 @@ static void kvm_close(struct zd_target *t)
 		munmap((void *)p->dlog, p->dlog_bytes);
 	if (p->diskfd >= 0)
 		close(p->diskfd);
-	if (p->copy)
-		munmap((void *)p->copy, p->copy_bytes);
-	if (p->pre)
-		munmap((void *)p->pre, p->pre_bytes);
+	unmap_vm_area(t, &p->copy);
+	unmap_vm_area(t, &p->pre);
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 	t->priv = NULL;
@@ -562,18 +568,20 @@ static int kvm_protect(struct zd_target *t, const struct zd_pageset *set)
 	return call(t, ZD_VMCTL_PROTECT, 0, 0, &rep, NULL, 0, NULL, NULL);
 }
 
-/* The copy area, once: 0 mapped, 1 this zd-vm has none. */
-static int map_copy_area(struct zd_target *t)
+/* The area that request op hands over, mapped once: 0 mapped, 1 none
+ * (or under min_pages), -1 failed (t->err). */
+static int map_vm_area(struct zd_target *t, uint32_t op, uint64_t min_pages, const char *what,
+		       struct vm_area *a)
 {
 	struct kvm_priv *p = t->priv;
-	struct zd_vmctl_req req = { .op = ZD_VMCTL_COPY_INFO };
+	struct zd_vmctl_req req = { .op = op };
 	struct zd_vmctl_rep rep;
 	int fds[4], nfds = 0;
 	void *m;
 
-	if (p->copy)
+	if (a->map)
 		return 0;
-	if (p->copy_no)
+	if (a->none)
 		return 1;
 	pthread_mutex_lock(&p->mu);
 	if (zd_vmctl_call(p->fd, &req, &rep, NULL, 0, fds, &nfds) < 0) {
@@ -582,60 +590,23 @@ static int map_copy_area(struct zd_target *t)
 		return -1;
 	}
 	pthread_mutex_unlock(&p->mu);
-	if (rep.status < 0 || nfds != 1 || !rep.v0) {
+	if (rep.status < 0 || nfds != 1 || !rep.v0 || rep.v0 < min_pages) {
 		for (int i = 0; i < nfds; i++)
 			close(fds[i]);
-		p->copy_no = true;
+		a->none = true;	/* an older zd-vm, or one without the feature */
 		return 1;
 	}
 	m = mmap(NULL, rep.v0 * t->page_size, PROT_READ, MAP_SHARED, fds[0], 0);
 	close(fds[0]);
 	if (m == MAP_FAILED) {
-		set_err(t, "mmap copy area: %s", strerror(errno));
+		set_err(t, "mmap %s: %s", what, strerror(errno));
 		return -1;
 	}
-	p->copy = m;
-	p->copy_pages = rep.v0;
-	p->copy_bytes = rep.v0 * t->page_size;
+	a->map = m;
+	a->pages = rep.v0;
 	return 0;
 }
 
-/* The pre-copy area, once: 0 mapped, 1 this zd-vm has none. */
-static int map_precopy_area(struct zd_target *t)
-{
-	struct kvm_priv *p = t->priv;
-	struct zd_vmctl_req req = { .op = ZD_VMCTL_PRECOPY_INFO };
-	struct zd_vmctl_rep rep;
-	int fds[4], nfds = 0;
-	void *m;
-
-	if (p->pre)
-		return 0;
-	if (p->pre_no)
-		return 1;
-	pthread_mutex_lock(&p->mu);
-	if (zd_vmctl_call(p->fd, &req, &rep, NULL, 0, fds, &nfds) < 0) {
-		pthread_mutex_unlock(&p->mu);
-		set_err(t, "control socket: %s", strerror(errno));
-		return -1;
-	}
-	pthread_mutex_unlock(&p->mu);
-	if (rep.status < 0 || nfds != 1 || rep.v0 < t->page_count) {
-		for (int i = 0; i < nfds; i++)
-			close(fds[i]);
-		p->pre_no = true;	/* an older zd-vm: "unknown request" */
-		return 1;
-	}
-	m = mmap(NULL, rep.v0 * t->page_size, PROT_READ, MAP_SHARED, fds[0], 0);
-	close(fds[0]);
-	if (m == MAP_FAILED) {
-		set_err(t, "mmap pre-copy area: %s", strerror(errno));
-		return -1;
-	}
-	p->pre = m;
-	p->pre_bytes = rep.v0 * t->page_size;
-	return 0;
-}
 
 static int kvm_precopy(struct zd_target *t, const struct zd_pageset *set, const struct zd_pageset *last,
 		       const uint8_t **data)
@@ -645,7 +616,7 @@ static int kvm_precopy(struct zd_target *t, const struct zd_pageset *set, const 
 	bool hint = last && !zd_pageset_empty(last);
 	int r;
 
-	if ((r = map_precopy_area(t)) != 0)
+	if ((r = map_vm_area(t, ZD_VMCTL_PRECOPY_INFO, t->page_count, "pre-copy area", &p->pre)) != 0)
 		return r;
 	zd_pageset_to_bitmap(set, p->bm + p->nwords, p->nwords * 64, 0);
 	if (hint)
@@ -657,7 +628,7 @@ static int kvm_precopy(struct zd_target *t, const struct zd_pageset *set, const 
 			(unsigned long long)zd_pageset_count(set));
 		return -1;
 	}
-	*data = p->pre;
+	*data = p->pre.map;
 	return 0;
 }
 
@@ -673,7 +644,7 @@ static int kvm_checkpoint(struct zd_target *t, struct zd_target_ckpt *ck)
 
 	if (p->uffd < 0 || !(p->info.flags & ZD_VM_F_UFFD_WP) || p->disk_size)
 		return 1;
-	if ((r = map_copy_area(t)) != 0)
+	if ((r = map_vm_area(t, ZD_VMCTL_COPY_INFO, 1, "copy area", &p->copy)) != 0)
 		return r;
 	if (ck->hint)
 		zd_pageset_to_bitmap(ck->hint, p->bm + p->nwords, p->nwords * 64, 0);
@@ -685,7 +656,7 @@ static int kvm_checkpoint(struct zd_target *t, struct zd_target_ckpt *ck)
 		/* Refused before it paused: nothing was done. */
 		if (rep.status != -EOPNOTSUPP)
 			return -1;
-		p->copy_no = true;
+		p->copy.none = true;
 		return 1;
 	}
 	if (rep.len < sizeof(out)) {
@@ -694,7 +665,7 @@ static int kvm_checkpoint(struct zd_target *t, struct zd_target_ckpt *ck)
 		return -1;
 	}
 	memcpy(&out, buf, sizeof(out));
-	if (out.state_len != rep.len - sizeof(out) || out.copied > p->copy_pages) {
+	if (out.state_len != rep.len - sizeof(out) || out.copied > p->copy.pages) {
 		free(buf);
 		set_err(t, "CHECKPOINT reply malformed (%u bytes, state %u, %llu copied)", rep.len,
 			out.state_len, (unsigned long long)out.copied);
@@ -712,7 +683,7 @@ static int kvm_checkpoint(struct zd_target *t, struct zd_target_ckpt *ck)
 			(unsigned long long)out.copied);
 		return -1;
 	}
-	ck->copy_data = p->copy;
+	ck->copy_data = p->copy.map;
 	ck->memsum_value = out.memsum;
 	t->vm_parked_ns = out.paused_at_ns;
 	t->vm_resumed_ns = out.resumed_ns;

@@ -49,37 +49,7 @@
 
 int zd_vm_copy_area(struct zd_vm *vm)
 {
-	uint64_t pages = ZD_MIN((uint64_t)COPY_AREA_PAGES, vm->npages);
-	void *m;
-
-	if (vm->copyfd >= 0)
-		return 0;
-	vm->copyfd = memfd_create("zd-vm-copy", MFD_CLOEXEC);
-	if (vm->copyfd < 0 || ftruncate(vm->copyfd, (off_t)(pages * ZDG_PAGE)) < 0)
-		goto fail;
-	m = mmap(NULL, pages * ZDG_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->copyfd, 0);
-	if (m == MAP_FAILED)
-		goto fail;
-	vm->copy = m;
-	vm->copy_pages = pages;
-	return 0;
-fail:
-	zd_vm_copy_area_free(vm);
-	return -1;
-}
-
-void zd_vm_copy_area_free(struct zd_vm *vm)
-{
-	int e = errno;
-
-	if (vm->copy)
-		munmap(vm->copy, vm->copy_pages * ZDG_PAGE);
-	if (vm->copyfd >= 0)
-		close(vm->copyfd);
-	vm->copy = NULL;
-	vm->copy_pages = 0;
-	vm->copyfd = -1;
-	errno = e;
+	return zd_vm_area_make(&vm->copy, "zd-vm-copy", ZD_MIN((uint64_t)COPY_AREA_PAGES, vm->npages));
 }
 
 struct ckpt {
@@ -187,7 +157,7 @@ static void copy_at_pause(struct ckpt *c)
 	uint64_t t0 = zd_now_ns(), n = 0, pfn = 0, first;
 
 	while (next_run(vm, c->copy_bm, NULL, &pfn, &first)) {
-		memcpy(vm->copy + n * ZDG_PAGE, vm->ram + first * ZDG_PAGE, (pfn - first) * ZDG_PAGE);
+		memcpy(vm->copy.map + n * ZDG_PAGE, vm->ram + first * ZDG_PAGE, (pfn - first) * ZDG_PAGE);
 		n += pfn - first;
 	}
 	memcpy(vm->bm_in, c->copy_bm, vm->nwords * 8);
@@ -308,7 +278,7 @@ int zd_vm_checkpoint(struct zd_vm *vm, const struct zd_vmctl_req *req, struct zd
 {
 	struct ckpt c = {
 		.vm = vm,
-		.copy_max = ZD_MIN((uint64_t)ZD_CKPT_COPY_MAX(req->arg1), vm->copy_pages),
+		.copy_max = ZD_MIN((uint64_t)ZD_CKPT_COPY_MAX(req->arg1), vm->copy.pages),
 		.protect_run = ZD_CKPT_PROTECT_RUN(req->arg1),
 		.hint = req->flags & ZD_VMCTL_F_HINT,
 		.flags = req->flags,
@@ -323,7 +293,7 @@ int zd_vm_checkpoint(struct zd_vm *vm, const struct zd_vmctl_req *req, struct zd
 	/* The disk's write log is read while paused by a later request: not
 	 * with this one (the tracker takes the six-step pause). A VM paused
 	 * by PAUSE is the six-step pause's too. */
-	if (vm->uffd < 0 || !vm->copy || vm->disk_fd >= 0 || zd_vm_is_paused(vm))
+	if (vm->uffd < 0 || !vm->copy.map || vm->disk_fd >= 0 || zd_vm_is_paused(vm))
 		return -EOPNOTSUPP;
 	c.copy_bm = zd_xcalloc(vm->nwords, 8);
 	if (zd_vm_vcpu_call(vm, checkpoint_job, &c) < 0)

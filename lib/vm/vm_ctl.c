@@ -297,21 +297,21 @@ static int handle(struct zd_vm *vm, int fd)
 			rep.status = vm->uffd < 0 ? -ENOSYS : -ENOMEM;
 			break;
 		}
-		rep.v0 = vm->copy_pages;
-		fds[nfds++] = vm->copyfd;
+		rep.v0 = vm->copy.pages;
+		fds[nfds++] = vm->copy.fd;
 		break;
 	case ZD_VMCTL_PRECOPY_INFO:
 		if (zd_vm_precopy_area(vm) < 0) {
 			rep.status = -ENOMEM;
 			break;
 		}
-		rep.v0 = vm->pre_pages;
-		fds[nfds++] = vm->prefd;
+		rep.v0 = vm->pre.pages;
+		fds[nfds++] = vm->pre.fd;
 		break;
 	case ZD_VMCTL_PRECOPY: {
 		uint64_t t0 = zd_now_ns(), calls = 0;
 
-		if (!vm->pre) {
+		if (!vm->pre.map) {
 			rep.status = -ENXIO;	/* PRECOPY_INFO first */
 			break;
 		}

@@ -100,6 +100,15 @@ struct zd_vm_client {
 	bool overlong;			/* dropping the rest of a too-long line */
 };
 
+/* A memfd shared with the tracker, mapped here read-write (vm_area.c). */
+struct zd_vm_area {
+	int fd;				/* -1 until made */
+	uint8_t *map;
+	uint64_t pages;
+};
+int zd_vm_area_make(struct zd_vm_area *a, const char *name, uint64_t pages);
+void zd_vm_area_free(struct zd_vm_area *a);
+
 struct zd_vm {
 	struct zd_vm_config cfg;
 	bool pvm;
@@ -116,15 +125,9 @@ struct zd_vm {
 	uint8_t *ram;
 	uint64_t mem_bytes, npages;
 	int uffd;			/* write-protect guard, -1 = none (vm_uffd.c) */
-	/* CHECKPOINT's copy area (vm_ckpt.c): a memfd the tracker maps,
-	 * made at the first COPY_INFO. */
-	int copyfd;
-	uint8_t *copy;
-	uint64_t copy_pages;
-	/* PRECOPY's area (vm_precopy.c), made at the first PRECOPY_INFO. */
-	int prefd;
-	uint8_t *pre;
-	uint64_t pre_pages;
+	/* CHECKPOINT's copy area (vm_ckpt.c), made at the first COPY_INFO,
+	 * and PRECOPY's (vm_precopy.c), at the first PRECOPY_INFO. */
+	struct zd_vm_area copy, pre;
 
 	/* Dirty tracking. The bitmap area (a second memfd shared with the
 	 * tracker) holds bm_out then bm_in, nwords each. */
@@ -305,12 +308,10 @@ int zd_vm_uffd_wp(struct zd_vm *vm, uint64_t first, uint64_t count);
  * pages copied or -errno; *calls the re-arm ioctls it made; hint: bm_out
  * holds the pages to do last. */
 int zd_vm_precopy_area(struct zd_vm *vm);
-void zd_vm_precopy_area_free(struct zd_vm *vm);
 int64_t zd_vm_precopy(struct zd_vm *vm, bool hint, uint64_t *calls);
 
 /* vm_ckpt.c: COPY_INFO and CHECKPOINT (vmctl.h). */
 int zd_vm_copy_area(struct zd_vm *vm);
-void zd_vm_copy_area_free(struct zd_vm *vm);
 int zd_vm_checkpoint(struct zd_vm *vm, const struct zd_vmctl_req *req, struct zd_vmctl_ckpt *out,
 		     uint8_t **state, uint32_t *state_len);
 

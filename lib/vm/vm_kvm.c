@@ -209,8 +209,8 @@ void zd_vm_kvm_close(struct zd_vm *vm)
 		close(vm->kvm_fd);
 	zd_vm_dirty_free(vm);
 	zd_vm_uffd_close(vm);
-	zd_vm_copy_area_free(vm);
-	zd_vm_precopy_area_free(vm);
+	zd_vm_area_free(&vm->copy);
+	zd_vm_area_free(&vm->pre);
 	if (vm->ram)
 		munmap(vm->ram, vm->mem_bytes);
 	if (vm->memfd >= 0)

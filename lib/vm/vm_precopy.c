@@ -22,8 +22,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "vm/vm_impl.h"
 #include "zd/util.h"
@@ -35,36 +33,7 @@
 
 int zd_vm_precopy_area(struct zd_vm *vm)
 {
-	void *m;
-
-	if (vm->prefd >= 0)
-		return 0;
-	vm->prefd = memfd_create("zd-vm-precopy", MFD_CLOEXEC);
-	if (vm->prefd < 0 || ftruncate(vm->prefd, (off_t)(vm->npages * ZDG_PAGE)) < 0)
-		goto fail;
-	m = mmap(NULL, vm->npages * ZDG_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, vm->prefd, 0);
-	if (m == MAP_FAILED)
-		goto fail;
-	vm->pre = m;
-	vm->pre_pages = vm->npages;
-	return 0;
-fail:
-	zd_vm_precopy_area_free(vm);
-	return -1;
-}
-
-void zd_vm_precopy_area_free(struct zd_vm *vm)
-{
-	int e = errno;
-
-	if (vm->pre)
-		munmap(vm->pre, vm->pre_pages * ZDG_PAGE);
-	if (vm->prefd >= 0)
-		close(vm->prefd);
-	vm->pre = NULL;
-	vm->pre_pages = 0;
-	vm->prefd = -1;
-	errno = e;
+	return zd_vm_area_make(&vm->pre, "zd-vm-precopy", vm->npages);
 }
 
 /* One pass over P (bm_in): the pages also in hint (hot) or not (!hot),
@@ -91,7 +60,7 @@ static int group(struct pass *ps, uint64_t fw, uint64_t lw)
 			uint64_t bit = (uint64_t)__builtin_ctzll(b), pfn = w * 64 + bit;
 			uint64_t at = ps->rank[w] + (uint64_t)__builtin_popcountll(vm->bm_in[w] & ((1ull << bit) - 1));
 
-			memcpy(vm->pre + at * ZDG_PAGE, vm->ram + pfn * ZDG_PAGE, ZDG_PAGE);
+			memcpy(vm->pre.map + at * ZDG_PAGE, vm->ram + pfn * ZDG_PAGE, ZDG_PAGE);
 			ps->pages++;
 		}
 		ps->sel[w] = 0;
