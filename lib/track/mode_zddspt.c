@@ -200,6 +200,31 @@ static int reread_in_chunks(struct zd_track *k, const struct zd_pageset *p)
 	return rc;
 }
 
+/*
+ * Re-arm P and copy it: in one target request where the target can (kvm:
+ * zd-vm's PRECOPY, the pages of the last two epochs last), else here in
+ * chunks. The copies wait until the checkpoint is sent (send_precopied):
+ * writing them into the pipe now could block for milliseconds behind the
+ * stages downstream on a loaded host, and every such millisecond before
+ * T1 is one in which the guest may write a re-armed page again, a second
+ * dirty-log fault (~20 us on kvm_pvm) for a copy that is then worthless.
+ */
+static int rearm_and_copy(struct zd_track *k, struct zddspt_round *rd, const struct zd_pageset *p)
+{
+	const struct zd_pageset *last = policy_env("ZD_ZDDSPT_HOT_LAST", 1) ? &k->hot : NULL;
+	int rc = policy_env("ZD_ZDDSPT_TARGET_PRECOPY", 1) ? zd__track_precopy(k, p, last, &rd->pre_buf) : 1;
+
+	if (rc <= 0) {
+		rd->precopy_in_target = rc == 0;
+		return rc;
+	}
+	if (reread_in_chunks(k, p) < 0)
+		return -1;
+	ZD_SWAP_BUF(k->buf, k->buf_cap, k->pre_buf, k->pre_cap);
+	rd->pre_buf = k->pre_buf;
+	return 0;
+}
+
 static int precopy(struct zd_track *k, struct zddspt_round *rd)
 {
 	struct zd_pageset sofar = ZD_PAGESET_INIT, *hint = &rd->hint;
@@ -231,28 +256,8 @@ static int precopy(struct zd_track *k, struct zddspt_round *rd)
 		zd_pageset_subtract(&sofar, p, &k->rewritten);
 		zd_pageset_swap(&sofar, p);
 	}
-	/* The copies wait in pre_buf until the checkpoint is sent (see
-	 * send_precopied): writing them into the pipe now could block for
-	 * milliseconds behind the stages downstream on a loaded host, and
-	 * every such millisecond before T1 is one in which the guest may
-	 * write a re-armed page again, a second dirty-log fault (~20 us on
-	 * kvm_pvm) for a copy that is then worthless. A target that
-	 * re-arms and copies in one request (kvm: zd-vm's PRECOPY) keeps
-	 * them in its own area. */
-	switch (policy_env("ZD_ZDDSPT_TARGET_PRECOPY", 1) ?
-		zd__track_precopy(k, p, policy_env("ZD_ZDDSPT_HOT_LAST", 1) ? &k->hot : NULL, &rd->pre_buf) : 1) {
-	case 0:
-		rd->precopy_in_target = true;
-		break;
-	case 1:
-		if (reread_in_chunks(k, p) < 0)
-			goto out;
-		ZD_SWAP_BUF(k->buf, k->buf_cap, k->pre_buf, k->pre_cap);
-		rd->pre_buf = k->pre_buf;
-		break;
-	default:
+	if (rearm_and_copy(k, rd, p) < 0)
 		goto out;
-	}
 	rc = 0;
 	rd->precopy_ns = zd_now_ns() - rd->base.c.t0_ns;
 out:
