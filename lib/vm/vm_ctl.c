@@ -62,6 +62,7 @@ int zd_vm_ctl_open(struct zd_vm *vm, char *msg, size_t msglen)
 
 void zd_vm_ctl_close(struct zd_vm *vm)
 {
+	zd_vm_precopy_stop(vm);
 	/* The socket file goes first: a tracker that sees its connection
 	 * close finds it gone and knows the VM exited, not died (a killed
 	 * zd-vm leaves it behind; see the kvm: target's vm_gone). */
@@ -76,6 +77,12 @@ void zd_vm_ctl_close(struct zd_vm *vm)
 	vm->ctl_lfd = -1;
 }
 
+/* The pre-copy thread is serving this client: not ours until it replies. */
+static bool busy(const struct zd_vm *vm, int fd)
+{
+	return __atomic_load_n(&vm->ctl_busy_fd, __ATOMIC_ACQUIRE) == fd;
+}
+
 int zd_vm_ctl_pollfds(struct zd_vm *vm, struct pollfd *pfds, int max)
 {
 	int n = 0;
@@ -84,12 +91,12 @@ int zd_vm_ctl_pollfds(struct zd_vm *vm, struct pollfd *pfds, int max)
 		return 0;
 	pfds[n++] = (struct pollfd){ .fd = vm->ctl_lfd, .events = POLLIN };
 	for (int i = 0; i < vm->ctl_ncl && n < max; i++)
-		pfds[n++] = (struct pollfd){ .fd = vm->ctl_cl[i], .events = POLLIN };
+		pfds[n++] = (struct pollfd){ .fd = vm->ctl_cl[i], .events = busy(vm, vm->ctl_cl[i]) ? 0 : POLLIN };
 	return n;
 }
 
-static int send_reply(int fd, const struct zd_vmctl_rep *rep, const void *payload,
-		      const int *fds, int nfds)
+int zd_vm_ctl_reply(int fd, const struct zd_vmctl_rep *rep, const void *payload, const int *fds,
+		    int nfds)
 {
 	struct iovec iov[2] = {
 		{ .iov_base = (void *)rep, .iov_len = sizeof(*rep) },
@@ -164,7 +171,7 @@ static int handle(struct zd_vm *vm, int fd)
 	memset(&rep, 0, sizeof(rep));
 	if (n != (ssize_t)sizeof(req)) {
 		rep.status = -EBADMSG;
-		return send_reply(fd, &rep, NULL, NULL, 0) < 0 ? -1 : 0;
+		return zd_vm_ctl_reply(fd, &rep, NULL, NULL, 0) < 0 ? -1 : 0;
 	}
 	switch (req.op) {
 	case ZD_VMCTL_INFO:
@@ -315,6 +322,8 @@ static int handle(struct zd_vm *vm, int fd)
 			rep.status = -ENXIO;	/* PRECOPY_INFO first */
 			break;
 		}
+		if (zd_vm_precopy_async(vm, fd, req.flags & ZD_VMCTL_F_HINT) == 0)
+			return 0;	/* the pre-copy thread replies */
 		v = zd_vm_precopy(vm, req.flags & ZD_VMCTL_F_HINT, &calls);
 		if (v < 0)
 			rep.status = (int32_t)v;
@@ -355,7 +364,7 @@ static int handle(struct zd_vm *vm, int fd)
 		rep.status = -EOPNOTSUPP;
 		break;
 	}
-	if (send_reply(fd, &rep, payload, fds, nfds) < 0 && ret == 0)
+	if (zd_vm_ctl_reply(fd, &rep, payload, fds, nfds) < 0 && ret == 0)
 		ret = -1;
 	free(blob);
 	return ret;
@@ -370,7 +379,7 @@ int zd_vm_ctl_events(struct zd_vm *vm, const struct pollfd *pfds, int n)
 	for (int i = ZD_MIN(ncl, n - 1); i-- > 0;) {
 		int r;
 
-		if (!(pfds[1 + i].revents & (POLLIN | POLLHUP | POLLERR)))
+		if (!(pfds[1 + i].revents & (POLLIN | POLLHUP | POLLERR)) || busy(vm, vm->ctl_cl[i]))
 			continue;
 		r = handle(vm, vm->ctl_cl[i]);
 		if (r == 1)

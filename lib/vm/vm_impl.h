@@ -177,6 +177,11 @@ struct zd_vm {
 	int ctl_cl[16];
 	int ctl_ncl;
 	bool ctl_bound;
+	/* The client whose PRECOPY the pre-copy thread is serving (-1:
+	 * none): the main loop leaves it alone until the thread replies, so
+	 * that the guest's service is not kept waiting (vm_precopy.c). */
+	int ctl_busy_fd;
+	struct zd_vm_precopier *precopier;
 
 	/* Service (vm_service.c). */
 	int svc_lfd;
@@ -309,6 +314,13 @@ int zd_vm_uffd_wp(struct zd_vm *vm, uint64_t first, uint64_t count);
  * holds the pages to do last. */
 int zd_vm_precopy_area(struct zd_vm *vm);
 int64_t zd_vm_precopy(struct zd_vm *vm, bool hint, uint64_t *calls);
+/* Serve a PRECOPY request from client fd on the pre-copy thread, which
+ * replies: 0, or -1 (no thread: the caller serves it itself). */
+int zd_vm_precopy_async(struct zd_vm *vm, int fd, bool hint);
+void zd_vm_precopy_stop(struct zd_vm *vm);
+/* vm_ctl.c: one reply message on a control connection; 0 or -1. */
+int zd_vm_ctl_reply(int fd, const struct zd_vmctl_rep *rep, const void *payload, const int *fds,
+		    int nfds);
 
 /* vm_ckpt.c: COPY_INFO and CHECKPOINT (vmctl.h). */
 int zd_vm_copy_area(struct zd_vm *vm);

@@ -110,7 +110,7 @@ static struct zd_vm *vm_new(const struct zd_vm_config *cfg)
 	vm->npages = cfg->mem_bytes / ZDG_PAGE;
 	vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = vm->memfd = vm->bmfd = -1;
 	vm->evfd = vm->ctl_lfd = vm->svc_lfd = vm->uffd = -1;
-	vm->disk_fd = vm->dlog_fd = vm->copy.fd = vm->pre.fd = -1;
+	vm->disk_fd = vm->dlog_fd = vm->copy.fd = vm->pre.fd = vm->ctl_busy_fd = -1;
 	pthread_mutex_init(&vm->mu, NULL);
 	pthread_mutex_init(&vm->out_mu, NULL);
 	pthread_condattr_t ca;
