@@ -163,14 +163,16 @@ static void *precopier(void *arg)
 			rep.v0 = (uint64_t)v;
 		rep.v1 = zd_now_ns() - t0;
 		rep.v2 = calls;
-		/* A client gone is the main loop's to see, once it is back. */
-		(void)zd_vm_ctl_reply(pc->fd, &rep, NULL, NULL, 0);
+		/* The main loop polls the client again before the reply goes:
+		 * the tracker's next request (CHECKPOINT) comes right after it,
+		 * and must not wait for the main loop to wake. */
 		pthread_mutex_lock(&pc->mu);
 		pc->job = false;
 		__atomic_store_n(&vm->ctl_busy_fd, -1, __ATOMIC_RELEASE);
-		/* The main loop polls the client again. */
 		if (write(vm->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 			zd_warn("eventfd");
+		/* A client gone is the main loop's to see. */
+		(void)zd_vm_ctl_reply(pc->fd, &rep, NULL, NULL, 0);
 	}
 	pthread_mutex_unlock(&pc->mu);
 	return NULL;
