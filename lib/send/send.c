@@ -272,6 +272,9 @@ static int emit(void *arg, const struct zd_record *r)
 	}
 	gen = s->link_gen;
 	before = wire_pos(s);
+	/* The COMMIT's time is when its write begins: from then the backup
+	 * may read it, even while this thread has not run again. */
+	uint64_t t_out = r->type == ZD_REC_COMMIT ? zd_now_ns() : 0;
 	if (now && (zd_writer_put(&s->wire, r) < 0 || (!bulk && zd_writer_flush(&s->wire) < 0)))
 		err = s->wire.err ? s->wire.err : EIO;
 	if (!bulk)
@@ -283,11 +286,11 @@ static int emit(void *arg, const struct zd_record *r)
 	if (err)
 		wire_failed(s, gen, err);
 	if (r->type == ZD_REC_COMMIT && now && !err) {
-		uint64_t e = r->u.commit.epoch, t = zd_now_ns();
+		uint64_t e = r->u.commit.epoch;
 
 		pthread_mutex_lock(&s->lock);
 		if (s->t1[e % T1_RING].epoch == e && !s->t1[e % T1_RING].commit_out)
-			s->t1[e % T1_RING].commit_out = t;
+			s->t1[e % T1_RING].commit_out = t_out;
 		pthread_mutex_unlock(&s->lock);
 	}
 	if (zd__send_stopped(s))

@@ -29,7 +29,7 @@ struct sender {
 	pthread_mutex_t lock;	/* log writer, t1 ring, done, fb, peer_* */
 	/* Per epoch, CLOCK_MONOTONIC ns on this host (zd-track's T1 is
 	 * taken on the same clock): T1, and when its CHECKPOINT and COMMIT
-	 * were read from stdin and the COMMIT written to the connection;
+	 * were read from stdin and the COMMIT's write to the connection began;
 	 * 0 = not yet. Its STAT "latency" is made of them at the ACK. */
 	struct { uint64_t epoch, t1, ckpt_in, commit_in, commit_out; } t1[T1_RING];
 	bool done;		/* END sent: the peer may close now */

@@ -243,8 +243,8 @@ static const struct {
 } lat_lines[ZD_LAT_MAX] = {
 	[ZD_LAT_TO_CKPT] = { 1, "T1 -> CHECKPOINT read by zd-send (zd-track, pipes)" },
 	[ZD_LAT_TO_COMMIT] = { 1, "CHECKPOINT -> COMMIT read (the epoch through zd-track, zd-mru, zd-swap)" },
-	[ZD_LAT_TO_WIRE] = { 1, "COMMIT read -> written to the connection (capture, compression, backlog)" },
-	[ZD_LAT_TO_ACK] = { 1, "COMMIT written -> ACK read" },
+	[ZD_LAT_TO_WIRE] = { 1, "COMMIT read -> its write to the connection begins (capture, compression, backlog)" },
+	[ZD_LAT_TO_ACK] = { 1, "COMMIT write begun -> ACK read" },
 	[ZD_LAT_NET] = { 2, "network both ways, backup's backlog" },
 	[ZD_LAT_RECV_TOTAL] = { 2, "backup: COMMIT read -> ACK sent" },
 	[ZD_LAT_RECV_VERIFY] = { 3, "verify (PAGES against DIRTY, blocks, commit entry)" },

@@ -206,7 +206,7 @@ if command -v python3 >/dev/null; then
 	[ "$n" = 0 ] && ok "no STAT \"recv\": no recv_* or net_ns keys" ||
 		not_ok "no STAT \"recv\": no recv_* keys" "$n of them"
 	zd-stat "$TMP/r_old.log" >"$TMP/r_old.txt"
-	grep -qE '^  COMMIT written -> ACK read +[0-9.]+ +[0-9.]+$' "$TMP/r_old.txt" && ! grep -q 'journal fsync' "$TMP/r_old.txt" &&
+	grep -qE '^  COMMIT write begun -> ACK read +[0-9.]+ +[0-9.]+$' "$TMP/r_old.txt" && ! grep -q 'journal fsync' "$TMP/r_old.txt" &&
 		ok "zd-stat: zd-send's parts only" || not_ok "zd-stat: zd-send's parts only" "$(cat "$TMP/r_old.txt")"
 else
 	skip "a zd-recv without STAT \"recv\"" "no python3 for the relay"
