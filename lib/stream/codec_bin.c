@@ -185,6 +185,31 @@ static void put_body(struct zd_buf *b, const struct zd_record *r)
 	}
 }
 
+/* Fill in the header of the record encoded from start: its body is what
+ * follows the header in b, then tail_len bytes at tail that the caller
+ * writes from where they are (a PAGES record's data). 0, or -1 EFBIG
+ * (the record taken back out of b). */
+static int seal(struct zd_buf *b, size_t start, uint16_t type, uint16_t flags, const void *tail,
+		size_t tail_len)
+{
+	size_t here = b->len - start - ZD_RECHDR_LEN, blen = here + tail_len;
+
+	if (blen > ZD_REC_MAX) {
+		b->len = start;
+		errno = EFBIG;
+		return -1;
+	}
+	uint8_t *h = b->p + start;
+	h[0] = (uint8_t)type;
+	h[1] = (uint8_t)(type >> 8);
+	h[2] = (uint8_t)flags;
+	h[3] = (uint8_t)(flags >> 8);
+	zd_put_u32(h + 4, (uint32_t)blen);
+	uint32_t crc = zd_crc32c(zd_crc32c(0, h, 8), h + ZD_RECHDR_LEN, here);
+	zd_put_u32(h + 8, tail_len ? zd_crc32c(crc, tail, tail_len) : crc);
+	return 0;
+}
+
 int zd_enc_binary_buf(struct zd_buf *b, const struct zd_record *r, uint32_t page_size)
 {
 	if (zd_rec_check(r, page_size) < 0)
@@ -198,21 +223,7 @@ int zd_enc_binary_buf(struct zd_buf *b, const struct zd_record *r, uint32_t page
 	zd_buf_reserve(b, ZD_RECHDR_LEN);
 	b->len += ZD_RECHDR_LEN;
 	put_body(b, r);
-	size_t blen = b->len - start - ZD_RECHDR_LEN;
-	if (blen > ZD_REC_MAX) {
-		b->len = start;
-		errno = EFBIG;
-		return -1;
-	}
-	uint8_t *h = b->p + start;
-	h[0] = (uint8_t)type;
-	h[1] = (uint8_t)(type >> 8);
-	h[2] = (uint8_t)flags;
-	h[3] = (uint8_t)(flags >> 8);
-	zd_put_u32(h + 4, (uint32_t)blen);
-	uint32_t crc = zd_crc32c(zd_crc32c(0, h, 8), h + ZD_RECHDR_LEN, blen);
-	zd_put_u32(h + 8, crc);
-	return 0;
+	return seal(b, start, type, flags, NULL, 0);
 }
 
 int zd_enc_binary_pages_head(struct zd_buf *b, const struct zd_record *r, uint32_t page_size)
@@ -231,18 +242,7 @@ int zd_enc_binary_pages_head(struct zd_buf *b, const struct zd_record *r, uint32
 	put_body(b, &head);
 	/* put_body wrote data_len 0: the prefix ends with it */
 	zd_put_u32(b->p + b->len - 4, r->u.pages.data_len);
-	size_t blen = b->len - start - ZD_RECHDR_LEN + r->u.pages.data_len;
-	if (blen > ZD_REC_MAX) {
-		b->len = start;
-		errno = EFBIG;
-		return -1;
-	}
-	uint8_t *h = b->p + start;
-	zd_put_u32(h, ZD_REC_PAGES);	/* type, flags 0 */
-	zd_put_u32(h + 4, (uint32_t)blen);
-	uint32_t crc = zd_crc32c(zd_crc32c(0, h, 8), h + ZD_RECHDR_LEN, b->len - start - ZD_RECHDR_LEN);
-	zd_put_u32(h + 8, zd_crc32c(crc, r->u.pages.data, r->u.pages.data_len));
-	return 0;
+	return seal(b, start, ZD_REC_PAGES, 0, r->u.pages.data, r->u.pages.data_len);
 }
 
 int zd_encode_binary(const struct zd_record *r, uint32_t page_size, uint8_t **out, size_t *len)

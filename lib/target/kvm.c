@@ -569,7 +569,7 @@ static int kvm_protect(struct zd_target *t, const struct zd_pageset *set)
 }
 
 /* The area that request op hands over, mapped once: 0 mapped, 1 none
- * (or under min_pages), -1 failed (t->err). */
+ * (or under min_pages, at least 1), -1 failed (t->err). */
 static int map_vm_area(struct zd_target *t, uint32_t op, uint64_t min_pages, const char *what,
 		       struct vm_area *a)
 {
@@ -590,7 +590,7 @@ static int map_vm_area(struct zd_target *t, uint32_t op, uint64_t min_pages, con
 		return -1;
 	}
 	pthread_mutex_unlock(&p->mu);
-	if (rep.status < 0 || nfds != 1 || !rep.v0 || rep.v0 < min_pages) {
+	if (rep.status < 0 || nfds != 1 || rep.v0 < min_pages) {
 		for (int i = 0; i < nfds; i++)
 			close(fds[i]);
 		a->none = true;	/* an older zd-vm, or one without the feature */
@@ -606,7 +606,6 @@ static int map_vm_area(struct zd_target *t, uint32_t op, uint64_t min_pages, con
 	a->pages = rep.v0;
 	return 0;
 }
-
 
 static int kvm_precopy(struct zd_target *t, const struct zd_pageset *set, const struct zd_pageset *last,
 		       const uint8_t **data)

@@ -315,24 +315,15 @@ static int handle(struct zd_vm *vm, int fd)
 		rep.v0 = vm->pre.pages;
 		fds[nfds++] = vm->pre.fd;
 		break;
-	case ZD_VMCTL_PRECOPY: {
-		uint64_t t0 = zd_now_ns(), calls = 0;
-
+	case ZD_VMCTL_PRECOPY:
 		if (!vm->pre.map) {
 			rep.status = -ENXIO;	/* PRECOPY_INFO first */
 			break;
 		}
 		if (zd_vm_precopy_async(vm, fd, req.flags & ZD_VMCTL_F_HINT) == 0)
 			return 0;	/* the pre-copy thread replies */
-		v = zd_vm_precopy(vm, req.flags & ZD_VMCTL_F_HINT, &calls);
-		if (v < 0)
-			rep.status = (int32_t)v;
-		else
-			rep.v0 = (uint64_t)v;
-		rep.v1 = zd_now_ns() - t0;
-		rep.v2 = calls;
+		zd_vm_precopy_reply(vm, req.flags & ZD_VMCTL_F_HINT, &rep);
 		break;
-	}
 	case ZD_VMCTL_CHECKPOINT: {
 		struct zd_vmctl_ckpt ck;
 		uint8_t *st = NULL;

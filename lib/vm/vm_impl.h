@@ -237,6 +237,8 @@ int64_t zd_vm_pause(struct zd_vm *vm, uint64_t epoch);
 int zd_vm_vcpu_call(struct zd_vm *vm, void (*fn)(struct zd_vm *vm, void *arg), void *arg);
 int64_t zd_vm_resume(struct zd_vm *vm);
 bool zd_vm_is_paused(struct zd_vm *vm);
+/* Wake the main loop (evfd): answers to release, a death, a client to poll again. */
+void zd_vm_notify_main(struct zd_vm *vm);
 /* A request was queued: make a running vCPU leave KVM_RUN to take it. */
 void zd_vm_kick_for_request(struct zd_vm *vm);
 
@@ -309,11 +311,11 @@ int64_t zd_vm_uffd_protect(struct zd_vm *vm);
 /* Write-protect [first, first + count): 0 or -errno. */
 int zd_vm_uffd_wp(struct zd_vm *vm, uint64_t first, uint64_t count);
 
-/* vm_precopy.c: PRECOPY_INFO and PRECOPY (vmctl.h). precopy returns the
- * pages copied or -errno; *calls the re-arm ioctls it made; hint: bm_out
- * holds the pages to do last. */
+/* vm_precopy.c: PRECOPY_INFO and PRECOPY (vmctl.h). precopy_reply does
+ * the pre-copy (hint: bm_out holds the pages to do last) and fills its
+ * reply: status, v0 pages, v1 ns, v2 re-arm calls. */
 int zd_vm_precopy_area(struct zd_vm *vm);
-int64_t zd_vm_precopy(struct zd_vm *vm, bool hint, uint64_t *calls);
+void zd_vm_precopy_reply(struct zd_vm *vm, bool hint, struct zd_vmctl_rep *rep);
 /* Serve a PRECOPY request from client fd on the pre-copy thread, which
  * replies: 0, or -1 (no thread: the caller serves it itself). */
 int zd_vm_precopy_async(struct zd_vm *vm, int fd, bool hint);

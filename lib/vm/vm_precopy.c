@@ -28,7 +28,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "vm/vm_impl.h"
 #include "zd/util.h"
@@ -104,7 +103,7 @@ static int pass(struct pass *ps, bool hot)
 	return fw == UINT64_MAX ? 0 : group(ps, fw, lw);
 }
 
-int64_t zd_vm_precopy(struct zd_vm *vm, bool hint, uint64_t *calls)
+static int64_t precopy(struct zd_vm *vm, bool hint, uint64_t *calls)
 {
 	struct pass ps = { .vm = vm, .hint = hint ? vm->bm_out : NULL };
 	uint64_t *rank, n = 0;
@@ -130,6 +129,19 @@ int64_t zd_vm_precopy(struct zd_vm *vm, bool hint, uint64_t *calls)
 	return rc ? rc : (int64_t)ps.pages;
 }
 
+void zd_vm_precopy_reply(struct zd_vm *vm, bool hint, struct zd_vmctl_rep *rep)
+{
+	uint64_t t0 = zd_now_ns(), calls = 0;
+	int64_t v = precopy(vm, hint, &calls);
+
+	if (v < 0)
+		rep->status = (int32_t)v;
+	else
+		rep->v0 = (uint64_t)v;
+	rep->v1 = zd_now_ns() - t0;
+	rep->v2 = calls;
+}
+
 struct zd_vm_precopier {
 	pthread_t thr;
 	pthread_mutex_t mu;
@@ -146,31 +158,20 @@ static void *precopier(void *arg)
 	pthread_mutex_lock(&pc->mu);
 	for (;;) {
 		struct zd_vmctl_rep rep = { 0 };
-		uint64_t t0, calls = 0;
-		int64_t v;
-		uint64_t one = 1;
 
 		while (!pc->job && !pc->quit)
 			pthread_cond_wait(&pc->cv, &pc->mu);
 		if (pc->quit)
 			break;
 		pthread_mutex_unlock(&pc->mu);
-		t0 = zd_now_ns();
-		v = zd_vm_precopy(vm, pc->hint, &calls);
-		if (v < 0)
-			rep.status = (int32_t)v;
-		else
-			rep.v0 = (uint64_t)v;
-		rep.v1 = zd_now_ns() - t0;
-		rep.v2 = calls;
+		zd_vm_precopy_reply(vm, pc->hint, &rep);
 		/* The main loop polls the client again before the reply goes:
 		 * the tracker's next request (CHECKPOINT) comes right after it,
 		 * and must not wait for the main loop to wake. */
 		pthread_mutex_lock(&pc->mu);
 		pc->job = false;
 		__atomic_store_n(&vm->ctl_busy_fd, -1, __ATOMIC_RELEASE);
-		if (write(vm->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-			zd_warn("eventfd");
+		zd_vm_notify_main(vm);
 		/* A client gone is the main loop's to see. */
 		(void)zd_vm_ctl_reply(pc->fd, &rep, NULL, NULL, 0);
 	}

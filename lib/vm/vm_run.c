@@ -36,7 +36,7 @@ static void on_kick(int sig)
 	(void)sig;
 }
 
-static void notify_main(struct zd_vm *vm)
+void zd_vm_notify_main(struct zd_vm *vm)
 {
 	uint64_t one = 1;
 
@@ -56,7 +56,7 @@ static void die(struct zd_vm *vm, const char *fmt, ...)
 	vm->dead = true;
 	pthread_cond_broadcast(&vm->cv);
 	pthread_mutex_unlock(&vm->mu);
-	notify_main(vm);
+	zd_vm_notify_main(vm);
 }
 
 static uint64_t guest_rip(struct zd_vm *vm)
@@ -108,7 +108,7 @@ static void guest_answered(struct zd_vm *vm, uint64_t seq)
 	vm->n_answers++;
 	zd_vm_output_push(vm, r->client, seq);
 	free(r);
-	notify_main(vm);
+	zd_vm_notify_main(vm);
 }
 
 /* The guest has nothing to do for `ticks` TSC ticks: sleep that long
