@@ -27,7 +27,9 @@
 # (1; tests/xen/all.sh keeps that) times, each on a new guest (of
 # ZD_XEN_DISK_MEM MiB, 128) and a new disk. And the refusals: disk= a
 # file, a block device that is not device-mapper, a device-mapper device
-# that is not log-writes; zd-xen-disk's usage errors.
+# that is not log-writes, a guest whose vbd uses persistent grants (then
+# blkback's feature_persistent goes to 0 and the guest is made again);
+# zd-xen-disk's usage errors.
 # Under QEMU TCG the PVH guest now and then triple-faults by itself (see
 # replicate.sh): such a run is done again on a new guest, up to
 # ZD_XEN_TRIES (3) times, and skipped (saying why) after that; a guest
@@ -42,7 +44,7 @@ DISK_MB=16
 # The guest's memory: 96 MiB (the other parts') left the PVH guest with
 # a disk too little (seen: the OOM killer ended the disk writer some 20
 # steps in, and with it everything the test wanted from the disk); 192
-# ran dom0 (1280 MiB, its /tmp in RAM holding the replica and its
+# ran dom0 (then 1280 MiB, its /tmp in RAM holding the replica and its
 # journal) out of memory in buffered mode, which copies every page of
 # epoch 1 in zd-track and kept it in zd-send's delta cache (32M here).
 MEM_MB=${ZD_XEN_DISK_MEM:-128}
@@ -150,6 +152,23 @@ expect_fail "disk= a device-mapper device that is not log-writes is refused" 4 "
 	zd-track "xen:zdguest,disk=/dev/mapper/zdlinear" --epochs 1
 expect_fail "disk= a relative path is a usage error" 2 'disk=dev/x: want the path' \
 	zd-track "xen:zdguest,disk=dev/x" --epochs 1
+
+# blkback's persistent grants (Linux's default): its writes of the guest's
+# disk reads are behind log-dirty, and zd-track refuses such a guest. A
+# new guest is made once they are off.
+PERSIST=/sys/module/xen_blkback/parameters/feature_persistent
+if [ "$(xenstore-read "/local/domain/$(domid zdguest)/device/vbd/51712/feature-persistent" 2>/dev/null)" = 1 ]; then
+	expect_fail "a guest whose vbd uses persistent grants is refused" 4 \
+		"vbd 51712 uses persistent grants: blkback writes its disk reads into guest memory behind log-dirty" \
+		zd-track "xen:zdguest,disk=$DEV" --epochs 1
+else
+	not_ok "the guest's vbd uses persistent grants (Linux's default), for the refusal" "$(vbd_why "$(domid zdguest)")"
+fi
+echo 0 >"$PERSIST" && at_exit "echo 1 >$PERSIST"
+if ! guest_fresh; then
+	skip "the takeovers with the disk" "the guest without persistent grants did not come up (see the lines above)"
+	done_testing
+fi
 
 # --- takeover with the disk ---
 # run_mode MODE KILL [TRY]

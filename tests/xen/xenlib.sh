@@ -49,7 +49,7 @@ xen_why() {
 		sed 's/^/#   standby: /'
 }
 xen_guest_up() {
-	local name=$1 mem=${2:-96} i vif="" disk="" ready=ZD-GUEST-WRITING
+	local name=$1 mem=${2:-96} vif="" disk="" ready=ZD-GUEST-WRITING
 	[ -n "${XEN_GUEST_DISK:-}" ] && disk="disk = [ '$XEN_GUEST_DISK' ]"
 	if [ "${XEN_GUEST_NET:-0}" = 1 ]; then
 		vif="vif = [ \"mac=00:16:3e:7a:00:02,bridge=xenbr0,script=$ZD_TOP/tests/xen/vif-zd\" ]"
@@ -68,13 +68,24 @@ on_crash = "preserve"
 $vif
 $disk
 CFG
-	local try
+	local try t0
 	# A guest that stopped while it booted (the triple faults seen under
 	# the emulation, see replicate.sh) or never said it writes is
 	# destroyed and created again, up to 3 times, saying what Xen saw.
+	# The wait is by the clock: under QEMU TCG one `xl list` can take a
+	# second, and a guest that spins without a word must cost 3 x 120 s,
+	# not 3 x 600 polls.
 	for try in 1 2 3; do
-		xl create -q "$TMP/$name.cfg" >"$TMP/$name.create" 2>&1 || { cat "$TMP/$name.create" >&2; return 1; }
-		for i in $(seq 600); do
+		# xl create waits for the hotplug scripts and the device
+		# backends: bounded too, a create that hangs is a try that failed.
+		timeout 180 xl create -q "$TMP/$name.cfg" >"$TMP/$name.create" 2>&1
+		case $? in
+		0) ;;
+		124 | 143) echo "# guest $name: xl create still ran after 180 s (try $try)" ;;
+		*) cat "$TMP/$name.create" >&2; return 1 ;;
+		esac
+		t0=$SECONDS
+		while [ $((SECONDS - t0)) -lt 120 ]; do
 			if grep -q "$ready" "/var/log/xen/guest-$name.log" 2>/dev/null; then
 				xen_await_suspend "$name"
 				return 0
@@ -82,10 +93,10 @@ CFG
 			xen_guest_stopped "$name" && break
 			sleep 0.2
 		done
-		echo "# guest $name did not come up (try $try): $(xl list "$name" 2>&1 | tail -n 1)"
+		echo "# guest $name did not come up in $((SECONDS - t0)) s (try $try): $(xl list "$name" 2>&1 | tail -n 1)"
 		xl dmesg 2>/dev/null | grep -v '^(XEN) \*\*\*' | tail -n 5 | sed 's/^/#   xen: /'
 		tr -d '\r' <"/var/log/xen/guest-$name.log" 2>/dev/null | tail -n 5 | sed 's/^/#   guest: /'
-		xl destroy "$name" 2>/dev/null
+		timeout 120 xl destroy "$name" 2>/dev/null
 		rm -f "/var/log/xen/guest-$name.log"
 	done
 	return 1
