@@ -136,6 +136,12 @@ create() {
 	wc=/sys/dev/block/$(dms info -c --noheadings -o major,minor "zdlw-$name" | tr -d ' ')/queue/write_cache
 	[ "$(cat "$wc" 2>/dev/null)" = "write back" ] || echo "write back" >"$wc" 2>/dev/null ||
 		say "create: cannot set $wc to write back: zd-track will refuse the device"
+	# blkback's persistent grants hide the guest's disk reads from
+	# log-dirty; the parameter is dom0's, for every guest: only said.
+	case $(cat /sys/module/xen_blkback/parameters/feature_persistent 2>/dev/null) in
+	Y | 1) say "create: blkback's persistent grants are on: zd-track refuses a guest started so" \
+		"(echo 0 > /sys/module/xen_blkback/parameters/feature_persistent first; man zd-xen-disk)" ;;
+	esac
 	echo "/dev/mapper/zdlw-$name"
 }
 
