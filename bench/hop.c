@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "zd/stream.h"
+#include "zd/util.h"
 
 #define EPOCH_BYTES (4u << 20)	/* 1024 pages of 4 KiB */
 #define SOURCE_BYTES (64u << 20)
@@ -65,24 +66,14 @@ static struct stamps *st;
 
 static void full_write(int fd, const uint8_t *p, size_t n)
 {
-	while (n) {
-		ssize_t w = write(fd, p, n);
-		if (w <= 0)
-			err(1, "write");
-		p += w;
-		n -= (size_t)w;
-	}
+	if (zd_write_full(fd, p, n) < 0)
+		err(1, "write");
 }
 
 static void full_read(int fd, uint8_t *p, size_t n)
 {
-	while (n) {
-		ssize_t r = read(fd, p, n);
-		if (r <= 0)
-			err(1, "read");
-		p += r;
-		n -= (size_t)r;
-	}
+	if (zd_read_full(fd, p, n) != (ssize_t)n)
+		err(1, "read");
 }
 
 /* One process of a case, forked; it exits when its job is done. */
