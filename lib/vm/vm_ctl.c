@@ -91,7 +91,9 @@ int zd_vm_ctl_pollfds(struct zd_vm *vm, struct pollfd *pfds, int max)
 		return 0;
 	pfds[n++] = (struct pollfd){ .fd = vm->ctl_lfd, .events = POLLIN };
 	for (int i = 0; i < vm->ctl_ncl && n < max; i++)
-		pfds[n++] = (struct pollfd){ .fd = vm->ctl_cl[i], .events = busy(vm, vm->ctl_cl[i]) ? 0 : POLLIN };
+		/* A negative fd is not polled at all: a busy client that hangs
+		 * up must not make every poll return until the thread replies. */
+		pfds[n++] = (struct pollfd){ .fd = busy(vm, vm->ctl_cl[i]) ? -1 : vm->ctl_cl[i], .events = POLLIN };
 	return n;
 }
 
@@ -370,7 +372,7 @@ int zd_vm_ctl_events(struct zd_vm *vm, const struct pollfd *pfds, int n)
 	for (int i = ZD_MIN(ncl, n - 1); i-- > 0;) {
 		int r;
 
-		if (!(pfds[1 + i].revents & (POLLIN | POLLHUP | POLLERR)) || busy(vm, vm->ctl_cl[i]))
+		if (!(pfds[1 + i].revents & (POLLIN | POLLHUP | POLLERR)))
 			continue;
 		r = handle(vm, vm->ctl_cl[i]);
 		if (r == 1)

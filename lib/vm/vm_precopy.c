@@ -165,15 +165,18 @@ static void *precopier(void *arg)
 			break;
 		pthread_mutex_unlock(&pc->mu);
 		zd_vm_precopy_reply(vm, pc->hint, &rep);
-		/* The main loop polls the client again before the reply goes:
-		 * the tracker's next request (CHECKPOINT) comes right after it,
-		 * and must not wait for the main loop to wake. */
+		/* The reply goes while the fd is still ours: the main loop may
+		 * close a client that hung up, and accept another on its
+		 * number, once it is given back. A client gone is the main
+		 * loop's to see. */
+		(void)zd_vm_ctl_reply(pc->fd, &rep, NULL, NULL, 0);
+		/* Then wake the main loop at once: the tracker's next request
+		 * (CHECKPOINT) follows the reply, and must not wait for the
+		 * main loop's next reason to poll. */
 		pthread_mutex_lock(&pc->mu);
 		pc->job = false;
 		__atomic_store_n(&vm->ctl_busy_fd, -1, __ATOMIC_RELEASE);
 		zd_vm_notify_main(vm);
-		/* A client gone is the main loop's to see. */
-		(void)zd_vm_ctl_reply(pc->fd, &rep, NULL, NULL, 0);
 	}
 	pthread_mutex_unlock(&pc->mu);
 	return NULL;
