@@ -94,7 +94,24 @@ refused() {
 	zd-track xen:zdguest --mode remus --interval "$INTERVAL" --epochs 5 2>"$d/track.err" |
 		zd-swap 2>"$d/swap.err" | zd-send "$P" --timeout 0 --heartbeat 0 >/dev/null 2>"$d/send.err"
 	st="${PIPESTATUS[*]}"
-	wait "$RECV"
+	# The guest stopped by itself (the emulation's triple fault): zd-track
+	# ends before its HEADER, zd-send never connects, and zd-recv --once
+	# --timeout 0 would wait for good. Again on a new guest.
+	if track_saw_stop "$d/track.err"; then
+		echo "# $what: the guest stopped by itself (try ${4:-1}): $(track_stop_reason "$d/track.err")"
+		kill "$RECV" 2>/dev/null
+		wait "$RECV" 2>/dev/null
+		rm -rf "$d"
+		if [ "${4:-1}" -lt "${ZD_XEN_TRIES:-3}" ] && guest_fresh; then
+			refused "$what" "$cfg" "$pat" $((${4:-1} + 1))
+		else
+			skip "$what" "the PVH guest stopped by itself in ${4:-1} run(s) (a triple fault under QEMU TCG)"
+		fi
+		return
+	fi
+	# Bounded: a pipeline that ended without ever connecting must be a
+	# failure here, not a wait until the part's budget.
+	recv_wait "$RECV" 120
 	rc=$?
 	# Under the emulation zd-send's own attach to the guest can hold the
 	# HEADER past zd-recv's 2 s watchdog: that is no answer, try again.
