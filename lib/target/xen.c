@@ -825,6 +825,21 @@ static ssize_t find_idx(const uint64_t *a, size_t n, uint64_t i)
 #define PROBE_RUN_NS (20ull * 1000000)
 #define PROBE_SETTLE_NS (50ull * 1000000)
 #define CC_MAX (32768u)			/* pages (128 MiB); a bigger dirty set is not copied */
+#define PAGE_BUF_MIN 1024u		/* pages cc and pc keep at least, once grown */
+
+/* Give back most of a page buffer (cc, pc) that an epoch used a quarter
+ * of at most: epoch 1 grows both to the guest's whole memory (up to
+ * CC_MAX pages each), and dom0 would hold that for the whole run. */
+static void page_buf_fit(uint8_t **pages, uint64_t **idx, size_t *cap, size_t used)
+{
+	size_t want = ZD_MAX(used, (size_t)PAGE_BUF_MIN);
+
+	if (*cap <= 4 * want)
+		return;
+	*pages = zd_xrealloc(*pages, want * XEN_PAGE);
+	*idx = zd_xrealloc(*idx, want * sizeof(**idx));
+	*cap = want;
+}
 
 /* Add page i to the frames written behind log-dirty (the replica holds
  * `sent` of it). */
@@ -990,6 +1005,7 @@ static void checkpoint_copy(struct xen_priv *p, struct zd_pageset *dirty)
 	p->ncc = 0;
 	n = zd_pageset_count(dirty);
 	if (n <= CC_MAX) {
+		page_buf_fit(&p->cc, &p->cc_idx, &p->cc_cap, (size_t)n);
 		if (n > p->cc_cap) {
 			p->cc_cap = (size_t)n;
 			p->cc_idx = zd_xrealloc(p->cc_idx, p->cc_cap * sizeof(*p->cc_idx));
@@ -1214,6 +1230,7 @@ static int xen_resume(struct zd_target *t)
 	}
 	p->paused = false;
 	p->ckpt = p->served = false;
+	page_buf_fit(&p->pc, &p->pc_idx, &p->pc_cap, p->npc);
 	p->npc = 0;
 	p->pc_partial = false;
 	return 0;

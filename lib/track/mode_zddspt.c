@@ -89,6 +89,7 @@
  * paused copy says why in STAT "track" key "fallback" (enum fallback), and
  * the first time on stderr.
  */
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -184,12 +185,10 @@ static int reread_in_chunks(struct zd_track *k, const struct zd_pageset *p)
 	uint8_t *buf;
 	int rc = 0;
 
-	if ((size_t)zd_pageset_count(p) * k->t->page_size > k->buf_cap) {
-		free(k->buf);
-		k->buf_cap = (size_t)zd_pageset_count(p) * k->t->page_size;
-		k->buf = zd_xmalloc(k->buf_cap);
-	}
-	buf = k->buf;
+	buf = zd__track_buf(&k->buf, &k->buf_cap, (size_t)zd_pageset_count(p) * k->t->page_size);
+	if (!buf)
+		return zd__track_fail(k, ZD_EXIT_FAIL, "no memory for the pre-copy of %" PRIu64 " pages",
+				      zd_pageset_count(p));
 	zd_pageset_iter_init(&it, p);
 	while (rc == 0 && zd_pageset_iter_take(&it, &chunk, size)) {
 		if (zd__track_rearm(k, &chunk) < 0 || zd__track_read_pages_into(k, &chunk, buf) < 0)
@@ -393,7 +392,7 @@ static int swap_tables(struct zd_track *k)
 /* The pre-copied pages that were not written again after T0 (P less F):
  * their T0 copies are their contents at T1. Sent with the checkpoint,
  * after DIRTY (zd-swap drains from there). A page of P in F goes with F. */
-static void send_precopied(struct zd_track *k, struct zddspt_round *rd)
+static int send_precopied(struct zd_track *k, struct zddspt_round *rd)
 {
 	struct zd_pageset_iter it;
 	const uint8_t *src = rd->pre_buf;
@@ -403,12 +402,10 @@ static void send_precopied(struct zd_track *k, struct zddspt_round *rd)
 
 	zd_pageset_subtract(&rd->late, &rd->precopied, &k->dirty);
 	if (zd_pageset_empty(&rd->late))
-		return;
-	if (zd_pageset_count(&rd->late) * ps > k->late_cap) {
-		free(k->late_buf);
-		k->late_cap = (size_t)zd_pageset_count(&rd->late) * ps;
-		k->late_buf = zd_xmalloc(k->late_cap);
-	}
+		return 0;
+	if (!zd__track_buf(&k->late_buf, &k->late_cap, (size_t)zd_pageset_count(&rd->late) * ps))
+		return zd__track_fail(k, ZD_EXIT_FAIL, "no memory for %" PRIu64 " pre-copied pages",
+				      zd_pageset_count(&rd->late));
 	dst = rd->late_buf = k->late_buf;
 	zd_pageset_iter_init(&it, &rd->precopied);
 	while (zd_pageset_iter_next(&it, &pfn)) {
@@ -420,11 +417,13 @@ static void send_precopied(struct zd_track *k, struct zddspt_round *rd)
 	}
 	rd->base.late = &rd->late;
 	rd->base.late_data = rd->late_buf;
+	return 0;
 }
 
 static int send_checkpoint(struct zd_track *k, struct zddspt_round *rd)
 {
-	send_precopied(k, rd);
+	if (send_precopied(k, rd) < 0)
+		return -1;
 	if (rd->one_request)
 		return zd__track_send_checkpoint(k, &rd->base, &rd->copied, rd->copy_data);
 	if (copies_frozen(rd))

@@ -152,18 +152,29 @@ int zd__track_protect(struct zd_track *k, const struct zd_pageset *set)
 	return r > 0 ? 1 : 0;
 }
 
+/* Buffers are not shrunk below this: rounds of up to 4096 pages then
+ * reuse one buffer, whose pages are already faulted in. */
+#define TRACK_BUF_MIN ((size_t)16 << 20)
+
+uint8_t *zd__track_buf(uint8_t **buf, size_t *cap, size_t need)
+{
+	size_t keep = ZD_MAX(need, TRACK_BUF_MIN);
+
+	if (need > *cap || *cap > 4 * keep) {
+		free(*buf);
+		*buf = malloc(keep);
+		*cap = *buf ? keep : 0;
+	}
+	return *buf;
+}
+
 int zd__track_read_pages(struct zd_track *k, const struct zd_pageset *set)
 {
 	size_t need = (size_t)zd_pageset_count(set) * k->t->page_size;
 	int r;
 
-	if (need > k->buf_cap) {
-		free(k->buf);
-		k->buf = malloc(need);
-		k->buf_cap = k->buf ? need : 0;
-		if (!k->buf)
-			return zd__track_fail(k, ZD_EXIT_FAIL, "no memory for %zu bytes of pages", need);
-	}
+	if (!zd__track_buf(&k->buf, &k->buf_cap, need))
+		return zd__track_fail(k, ZD_EXIT_FAIL, "no memory for %zu bytes of pages", need);
 	pthread_mutex_lock(&k->tlock);
 	r = k->t->ops->read_pages(k->t, k->epoch, set, k->buf);
 	pthread_mutex_unlock(&k->tlock);
