@@ -160,7 +160,7 @@ uint8_t *zd__track_buf(uint8_t **buf, size_t *cap, size_t need)
 {
 	size_t keep = ZD_MAX(need, TRACK_BUF_MIN);
 
-	if (need > *cap || *cap > 4 * keep) {
+	if (!*buf || need > *cap || *cap > 4 * keep) {
 		free(*buf);
 		*buf = malloc(keep);
 		*cap = *buf ? keep : 0;
