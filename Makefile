@@ -97,6 +97,21 @@ $(BUILD)/tests-asan/%: $(BUILD)/asan/tests/unit/%.o $(BUILD)/libzd-asan.a
 	@mkdir -p $(@D)
 	$(CC) -g $(SAN) $(LDFLAGS) -o $@ $< $(BUILD)/libzd-asan.a $(LDLIBS) -lcmocka
 
+# On a fresh machine, as root, the build's packages are installed before
+# anything is built: by remaking this included file, after which make
+# starts again (GNU make re-reads its makefiles when one was remade), so
+# what pkg-config says (the flags, whether the xen: target is built) is
+# read after the install. Installing from deps-ok below instead left the
+# first build without the xen: target, its answers read before.
+ZD_DEPS_MK := $(BUILD)/deps-checked.mk
+ifeq ($(filter clean deps deps-build deps-demo print-deps,$(MAKECMDGOALS)),)
+-include $(ZD_DEPS_MK)
+endif
+$(ZD_DEPS_MK):
+	@if [ "$$(id -u)" = 0 ] && ! { command -v pkg-config >/dev/null && pkg-config --exists $(PKGS) $(ZD_XEN_PKGS); }; then \
+		$(MAKE) --no-print-directory deps-build; fi
+	@mkdir -p $(@D) && echo '# the build packages were checked (Makefile: ZD_DEPS_MK)' >$@
+
 # The build needs these headers; say which package is missing instead of
 # failing deep inside a compile.
 # On a fresh machine this installs them when run as root (make deps).
