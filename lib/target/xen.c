@@ -827,12 +827,15 @@ static ssize_t find_idx(const uint64_t *a, size_t n, uint64_t i)
 #define CC_MAX (32768u)			/* pages (128 MiB); a bigger dirty set is not copied */
 #define PAGE_BUF_MIN 1024u		/* pages cc and pc keep at least, once grown */
 
-/* Give back most of a page buffer (cc, pc) that an epoch used a quarter
- * of at most: epoch 1 grows both to the guest's whole memory (up to
- * CC_MAX pages each), and dom0 would hold that for the whole run. */
+/* Give back most of a page buffer (cc, pc) that an epoch used an eighth
+ * of at most, keeping twice what it used: epoch 1 grows both to the
+ * guest's whole memory (up to CC_MAX pages each), and dom0 would hold
+ * that for the whole run. (cc is filled in the pause: a buffer made
+ * anew costs a fault a page there, so epochs whose sizes vary keep
+ * theirs.) */
 static void page_buf_fit(uint8_t **pages, uint64_t **idx, size_t *cap, size_t used)
 {
-	size_t want = ZD_MAX(used, (size_t)PAGE_BUF_MIN);
+	size_t want = ZD_MAX(2 * used, (size_t)PAGE_BUF_MIN);
 
 	if (*cap <= 4 * want)
 		return;

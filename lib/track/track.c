@@ -152,19 +152,23 @@ int zd__track_protect(struct zd_track *k, const struct zd_pageset *set)
 	return r > 0 ? 1 : 0;
 }
 
-/* Buffers are not shrunk below this: rounds of up to 4096 pages then
- * reuse one buffer, whose pages are already faulted in. */
+/* A buffer is never made smaller than this: rounds of up to 4096 pages
+ * reuse one, whose pages are already faulted in (a new one costs a fault
+ * a page, inside zddspt's pre-copy window). */
 #define TRACK_BUF_MIN ((size_t)16 << 20)
 
 uint8_t *zd__track_buf(uint8_t **buf, size_t *cap, size_t need)
 {
-	size_t keep = ZD_MAX(need, TRACK_BUF_MIN);
+	size_t size;
 
-	if (!*buf || need > *cap || *cap > 4 * keep) {
-		free(*buf);
-		*buf = malloc(keep);
-		*cap = *buf ? keep : 0;
-	}
+	/* Given back only at 8 times what the round needs, and then to twice
+	 * that: rounds whose sizes vary keep their buffer. */
+	if (*buf && need <= *cap && *cap <= 8 * ZD_MAX(need, TRACK_BUF_MIN))
+		return *buf;
+	size = ZD_MAX(need > *cap ? need : 2 * need, TRACK_BUF_MIN);
+	free(*buf);
+	*buf = malloc(size);
+	*cap = *buf ? size : 0;
 	return *buf;
 }
 

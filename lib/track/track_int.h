@@ -110,9 +110,8 @@ uint64_t zd__track_pause_ns(const struct zd_track *k, const struct zd_rec_checkp
 
 /* *BUF, of *CAP bytes, made at least NEED bytes (NULL: no memory; what it
  * held is not kept). Epoch 1 grows a page buffer to the guest's whole
- * memory; a later round that needs a quarter of it or less gets one of
- * its own size back, or the run would hold a copy of the guest it no
- * longer uses. */
+ * memory; a later round that needs an eighth of it or less gets a smaller
+ * one back, or the run would hold a copy of the guest it no longer uses. */
 uint8_t *zd__track_buf(uint8_t **buf, size_t *cap, size_t need);
 
 /* --- steps, in the order a round uses them (track.c) --- */
