@@ -22,6 +22,9 @@ INTERVAL=${ZD_XEN_INTERVAL:-100}
 # How long zd-recv stays stopped, and a client waits meanwhile. Under TCG
 # one epoch can take a second or more: several epochs fit in it.
 HOLD=${ZD_XEN_HOLD:-10}
+# zd-track's suspend-timeout (ms): under the emulation a guest's first
+# suspend can take more than the default 10 s.
+SUSPEND_MS=30000
 
 # guest_fresh: (re)create the guest; sets D and IFB.
 guest_fresh() {
@@ -94,9 +97,7 @@ start_protected() {
 	zd-swap <"$d/stream" 2>"$d/swap.err" |
 		zd-send "$P" --timeout 0 --heartbeat 0 >"$d/send.log" 2>"$d/send.err" &
 	SEND=$!
-	# suspend-timeout: under the emulation a guest's first suspend can
-	# take more than the default 10 s.
-	zd-track -v "$spec,suspend-timeout=30000" --mode buffered --interval "$INTERVAL" --epochs 1000000 \
+	zd-track -v "$spec,suspend-timeout=$SUSPEND_MS" --mode buffered --interval "$INTERVAL" --epochs 1000000 \
 		>"$d/stream" 2>"$d/track.err" &
 	TRACK=$!
 	at_exit "kill $TRACK"
@@ -109,11 +110,11 @@ start_protected() {
 		alive "$TRACK" || break
 		sleep 0.1
 	done
-	# A guest that answers no suspend request in 30 s has stalled (the
+	# A guest that answers no suspend request in SUSPEND_MS has stalled (the
 	# emulation's soft lockups, as its triple faults): no finding on
 	# output commit, so again on a new guest.
 	if grep -q 'guest did not suspend within' "$d/track.err"; then
-		echo "# $1: zd-track protects the guest: the guest did not suspend in 30 s under QEMU TCG: $(xl list zdnb 2>&1 | tail -n 1)"
+		echo "# $1: zd-track protects the guest: the guest did not suspend in $((SUSPEND_MS / 1000)) s under QEMU TCG: $(xl list zdnb 2>&1 | tail -n 1)"
 		return 2
 	fi
 	failed "$1: zd-track protects the guest" "$(last_words "$d" recv send swap track)"
